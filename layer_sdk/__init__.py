@@ -1,0 +1,56 @@
+"""layer-sdk: report the sessions and actions of an LLM application to the Layer API.
+
+Calls encode the event on the caller's thread and queue it; a background
+worker batches and delivers it. See README.md for the tour.
+"""
+
+import logging
+
+from ._auth import AuthProvider, OIDCClientCredentials
+from ._client import Client
+from ._exceptions import (
+    LayerAlreadyInitializedError,
+    LayerAuthError,
+    LayerHTTPError,
+    LayerMissingRequiredConfigurationError,
+    LayerRequestError,
+    LayerRequestPreparationError,
+    LayerSchemaValidationError,
+    LayerSDKException,
+)
+from ._queue import ExportStats
+from ._schemas import (
+    SessionActionError,
+    SessionActionKind,
+    SessionActionRequest,
+    SessionActionScanner,
+    SessionRequest,
+)
+from ._version import __version__
+
+logging.getLogger("layer_sdk").addHandler(logging.NullHandler())
+
+layer = Client()
+"""The default client: ``from layer_sdk import layer; layer.init(...)``."""
+
+__all__ = [
+    "AuthProvider",
+    "Client",
+    "ExportStats",
+    "LayerAlreadyInitializedError",
+    "LayerAuthError",
+    "LayerHTTPError",
+    "LayerMissingRequiredConfigurationError",
+    "LayerRequestError",
+    "LayerRequestPreparationError",
+    "LayerSDKException",
+    "LayerSchemaValidationError",
+    "OIDCClientCredentials",
+    "SessionActionError",
+    "SessionActionKind",
+    "SessionActionRequest",
+    "SessionActionScanner",
+    "SessionRequest",
+    "__version__",
+    "layer",
+]

@@ -1,0 +1,436 @@
+"""The client: the public calls, and the lifecycle of the exporter behind them.
+
+A call reads top to bottom: validate and encode on the caller's thread
+(``_schemas``), hand the bytes to the ``ExportQueue`` (``_queue``), from which
+the ``ExportWorker``'s threads (``_worker``) send them through the shared
+``Transport`` (``_transport``). ``sync=True`` skips the queue and sends through
+the same transport right away.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
+
+from . import _decorators
+from ._config import (
+    DEFAULT_FLUSH_INTERVAL,
+    DEFAULT_FLUSH_TIMEOUT,
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_CONCURRENT_REQUESTS,
+    DEFAULT_MAX_EVENT_BYTES,
+    DEFAULT_MAX_QUEUE_BYTES,
+    DEFAULT_MAX_QUEUE_SIZE,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    Config,
+    DropCallback,
+)
+from ._exceptions import (
+    LayerAlreadyInitializedError,
+    LayerMissingRequiredConfigurationError,
+    LayerRequestError,
+    LayerRequestPreparationError,
+)
+from ._platform import platform_attributes
+from ._queue import TOO_LARGE, WAKE, Event, ExportQueue, ExportStats
+from ._schemas import (
+    SessionActionKind,
+    SessionActionRequest,
+    SessionIdFactory,
+    SessionRequest,
+    action_attributes,
+    action_error,
+    action_kind,
+    action_scanners,
+    client_session_id,
+    encode,
+    session_attributes,
+    session_body,
+    session_id_text,
+    utc,
+)
+from ._transport import Transport
+from ._worker import ExportWorker, LossLog, sdk_thread
+
+if TYPE_CHECKING:
+    import requests
+
+    from ._auth import AuthProvider
+
+logger = logging.getLogger("layer_sdk")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Dropped when an SDK thread (e.g. a logging handler run by it) tries to enqueue.
+RECURSION = "recursion"
+
+
+class _Exporter:
+    """Everything one ``init()`` builds; replaced as a whole after fork or re-init."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.attributes = platform_attributes(config.environment, config.platform)
+        self.new_session_id = SessionIdFactory(config.application_id)
+        self.losses = LossLog(config.on_drop)
+        self.queue = ExportQueue(
+            max_events=config.max_queue_size,
+            max_bytes=config.max_queue_bytes,
+            batch_size=config.max_batch_size,
+            flush_interval=config.flush_interval,
+            on_loss=self.losses,
+        )
+        self.transport = Transport(config)
+        self.worker = ExportWorker(
+            self.queue,
+            self.transport,
+            max_senders=config.max_concurrent_requests,
+            losses=self.losses,
+        )
+        self.worker.start()
+
+
+class Client:
+    """A Layer API client. ``layer`` is the default instance; more can be built."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._exporter: _Exporter | None = None
+        self._closed: _Exporter | None = None  # kept after shutdown: its counts, its door shut
+
+    def __repr__(self) -> str:
+        exporter = self._exporter
+        if exporter is None:
+            return "Client(not initialized)"
+        return f"Client(base_url={exporter.config.base_url!r})"
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def init(
+        self,
+        *,
+        base_url: str | None = None,
+        application_id: str | None = None,
+        environment: str | None = None,
+        auth_provider: AuthProvider | None = None,
+        http_session: requests.Session | None = None,
+        http_timeout: float | None = None,
+        platform: str | None = None,
+        disable_instrumentations: Iterable[str] | None = None,
+        disabled_instrumentors: Iterable[str] | None = None,
+        sync: bool = False,
+        max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
+        max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
+        on_drop: DropCallback | None = None,
+    ) -> None:
+        """Configure the client and start its background worker.
+
+        Arguments left out fall back to the ``LAYER_*`` environment variables.
+        Raises ``LayerMissingRequiredConfigurationError`` naming a missing
+        setting, ``ValueError`` for an invalid one, and
+        ``LayerAlreadyInitializedError`` unless the client is new or shut down.
+        """
+        if disabled_instrumentors is not None:
+            disable_instrumentations = [*(disable_instrumentations or ()), *disabled_instrumentors]
+        with self._lock:
+            if self._exporter is not None:
+                raise LayerAlreadyInitializedError(
+                    "this client is already initialized; call shutdown() before init() again"
+                )
+            config = Config.resolve(
+                base_url=base_url,
+                application_id=application_id,
+                environment=environment,
+                auth_provider=auth_provider,
+                http_session=http_session,
+                http_timeout=http_timeout,
+                platform=platform,
+                disable_instrumentations=disable_instrumentations,
+                sync=sync,
+                max_queue_size=max_queue_size,
+                max_queue_bytes=max_queue_bytes,
+                max_event_bytes=max_event_bytes,
+                max_batch_size=max_batch_size,
+                flush_interval=flush_interval,
+                shutdown_timeout=shutdown_timeout,
+                max_retries=max_retries,
+                max_concurrent_requests=max_concurrent_requests,
+                on_drop=on_drop,
+            )
+            self._exporter = _Exporter(config)
+            self._closed = None
+            _live_clients.add(self)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every event enqueued before the call is delivered or given up on.
+
+        Returns True when all of them were delivered (and nothing was dropped
+        since the previous flush) within ``timeout`` seconds (default 30).
+        Never raises for network trouble.
+        """
+        exporter = self._exporter
+        if exporter is None:
+            return True
+        return exporter.queue.flush(DEFAULT_FLUSH_TIMEOUT if timeout is None else timeout)
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Deliver what is queued within ``timeout`` (default ``shutdown_timeout``), then stop.
+
+        Events still undelivered at the deadline are counted as failed. Returns
+        what ``flush`` would. Idempotent; ``init()`` may be called again after.
+        """
+        exporter = self._close()
+        if exporter is None:
+            return True
+        if timeout is None:
+            timeout = exporter.config.shutdown_timeout
+        return _finish_shutdown(exporter, time.monotonic() + max(0.0, timeout))
+
+    def _close(self) -> _Exporter | None:
+        """Shut the door to new events; returns the exporter to drain, if any."""
+        with self._lock:
+            exporter, self._exporter = self._exporter, None
+            if exporter is None:
+                return None
+            self._closed = exporter
+        _live_clients.discard(self)
+        exporter.queue.close()
+        return exporter
+
+    def stats(self) -> ExportStats:
+        """Counts of events enqueued, sent, dropped, failed, retried and still queued."""
+        exporter = self._exporter or self._closed
+        if exporter is None:
+            return ExportStats(0, 0, 0, 0, 0, 0, 0, {}, {})
+        return exporter.queue.stats()
+
+    # -- the API ---------------------------------------------------------------
+
+    def create_session(
+        self,
+        *,
+        attributes: Mapping[str, Any] | None = None,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+        session_id: Any = None,
+        actions: Iterable[SessionActionRequest | Mapping[str, Any]] | None = None,
+        sync: bool | None = None,
+    ) -> str:
+        """Start a session and return its ID.
+
+        Buffered (the default): the ID is minted here (a UUID version 5) and
+        returned at once. ``sync=True``: the session is sent now and the ID is
+        the server's answer; network trouble then raises.
+        """
+        exporter = self._exporter_or_raise("create_session")
+        config = exporter.config
+        sid = exporter.new_session_id() if session_id is None else client_session_id(session_id)
+        attrs = exporter.attributes
+        if attributes:
+            attrs = {**attrs, **session_attributes(attributes)}
+        body = encode(
+            SessionRequest(
+                config.application_id,
+                attrs,
+                sid,
+                utc(start_time, "start_time"),
+                utc(end_time, "end_time"),
+            ),
+            "session",
+        )
+        action_bodies = [_action_from(action) for action in actions] if actions else []
+        if sync if sync is not None else config.sync:
+            response = self._send_now(
+                exporter, sid, "/v1/sessions", session_body(body, action_bodies)
+            )
+            try:
+                answer = msgspec.json.decode(response.body) if response.body else {}
+            except msgspec.DecodeError:
+                answer = {}
+            found = answer.get("session_id") if isinstance(answer, dict) else None
+            return str(found) if found else sid
+        self._enqueue(exporter, Event(sid, body, True))
+        for action_body in action_bodies:
+            self._enqueue(exporter, Event(sid, action_body, False))
+        return sid
+
+    def append_action(
+        self,
+        session_id: Any,
+        *,
+        kind: SessionActionKind | str,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        data: Any = None,
+        error: Any = None,
+        scanners: Iterable[Any] | None = None,
+        sync: bool | None = None,
+    ) -> None:
+        """Record an action of a session. Missing times default to now (UTC).
+
+        Buffered by default: returns at once and never raises for network
+        trouble. Bad input raises ``LayerSchemaValidationError`` or
+        ``LayerRequestPreparationError`` here, at the call.
+        """
+        exporter = self._exporter_or_raise("append_action")
+        session_id = session_id_text(session_id)
+        body = action_body(kind, start_time, end_time, attributes, data, error, scanners)
+        if sync if sync is not None else exporter.config.sync:
+            self._send_now(exporter, session_id, f"/v1/sessions/{session_id}/actions", body)
+            return
+        self._enqueue(exporter, Event(session_id, body, False))
+
+    def session(
+        self, *, attributes: Mapping[str, Any] | None = None, session_id: Any = None
+    ) -> Callable[[F], F]:
+        """Decorator: each call of the function runs in a new session.
+
+        The function receives the ID as ``session_id`` when it has such a
+        parameter; ``@action`` inside it uses this session by default.
+        """
+        return _decorators.session(self, attributes=attributes, session_id=session_id)
+
+    def action(
+        self,
+        *,
+        kind: SessionActionKind | str,
+        session_id: Any = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> Callable[[F], F]:
+        """Decorator: each call of the function is recorded as an action.
+
+        A returned ``(data, error, scanners)`` tuple is recorded as such, any
+        other value as ``data``; an exception is recorded as the action's
+        ``error`` and propagates unchanged.
+        """
+        return _decorators.action(self, kind=kind, session_id=session_id, attributes=attributes)
+
+    # -- machinery -------------------------------------------------------------
+
+    def _exporter_or_raise(self, call: str) -> _Exporter:
+        exporter = self._exporter or self._closed
+        if exporter is None:
+            raise LayerMissingRequiredConfigurationError(f"call init() before {call}()")
+        return exporter
+
+    def _enqueue(self, exporter: _Exporter, event: Event) -> None:
+        limit = exporter.config.max_event_bytes
+        if len(event.body) > limit:
+            exporter.queue.refuse(event, TOO_LARGE)
+            raise LayerRequestPreparationError(
+                f"the encoded event is {len(event.body)} bytes, more than max_event_bytes={limit}"
+            )
+        if getattr(sdk_thread, "active", False):
+            exporter.queue.refuse(event, RECURSION)
+            return
+        if exporter.queue.put(event) == WAKE:
+            if exporter.worker.pid != os.getpid():
+                self._restart_after_fork()
+            else:
+                exporter.worker.ensure_running()
+
+    def _send_now(self, exporter: _Exporter, session_id: str, path: str, body: bytes) -> Any:
+        # Earlier buffered events of this session go first, so the order holds on the wire.
+        if not exporter.queue.wait_for_session(session_id, DEFAULT_FLUSH_TIMEOUT):
+            raise LayerRequestError(f"earlier events of session {session_id} are still queued")
+        return exporter.transport.send(path, body)
+
+    def _restart_after_fork(self) -> None:
+        """In a forked child: fresh locks, an empty queue, new connections, a new worker."""
+        self._lock = threading.Lock()
+        exporter = self._exporter
+        if exporter is None or exporter.worker.pid == os.getpid():
+            return
+        session = exporter.config.http_session
+        if session is not None:
+            # The parent's pooled sockets must not be shared by two processes.
+            for adapter in getattr(session, "adapters", {}).values():
+                if hasattr(adapter, "poolmanager"):
+                    adapter.poolmanager.clear()
+        self._exporter = _Exporter(exporter.config)
+
+
+def action_body(
+    kind: Any,
+    start_time: datetime | None,
+    end_time: datetime | None,
+    attributes: Mapping[str, Any] | None,
+    data: Any,
+    error: Any,
+    scanners: Iterable[Any] | None,
+) -> bytes:
+    """Validate an action's fields and encode it."""
+    now = datetime.now(timezone.utc) if start_time is None or end_time is None else None
+    return encode(
+        SessionActionRequest(
+            kind=action_kind(kind),
+            start_time=utc(start_time, "start_time") or now,  # type: ignore[arg-type]
+            end_time=utc(end_time, "end_time") or now,  # type: ignore[arg-type]
+            attributes=action_attributes(attributes),
+            data=data,
+            error=action_error(error),
+            scanners=action_scanners(scanners),
+        ),
+        "action",
+    )
+
+
+def _action_from(action: SessionActionRequest | Mapping[str, Any]) -> bytes:
+    fields = (
+        {name: getattr(action, name) for name in action.__struct_fields__}
+        if isinstance(action, SessionActionRequest)
+        else dict(action)
+    )
+    known = {"kind", "start_time", "end_time", "attributes", "data", "error", "scanners"}
+    unknown = set(fields) - known
+    if unknown or "kind" not in fields:
+        raise LayerRequestPreparationError(
+            f"an action needs 'kind' and takes only {sorted(known)}; got {sorted(fields)}"
+        )
+    return action_body(**{name: fields.get(name) for name in known})
+
+
+_live_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+def _finish_shutdown(exporter: _Exporter, deadline: float) -> bool:
+    delivered = exporter.queue.flush(max(0.0, deadline - time.monotonic()))
+    exporter.queue.abandon()
+    exporter.worker.stop(deadline)
+    return delivered
+
+
+@atexit.register
+def _drain_at_exit() -> None:
+    # Close every client first, then wait for each against its own deadline:
+    # their senders drain side by side, so several clients do not add their
+    # bounds up. No thread is started here (3.12+ refuses to at exit).
+    started = time.monotonic()
+    closing = [exporter for exporter in (c._close() for c in list(_live_clients)) if exporter]
+    for exporter in closing:
+        _finish_shutdown(exporter, started + exporter.config.shutdown_timeout)
+
+
+def _restart_in_child() -> None:
+    for client in list(_live_clients):
+        client._restart_after_fork()
+
+
+os.register_at_fork(after_in_child=_restart_in_child)

@@ -1,0 +1,197 @@
+"""Settings of a client: every tunable, its default, and its environment variable.
+
+``Config.resolve`` turns the arguments of ``init()`` into a validated, frozen
+``Config``: an explicit argument wins over the environment, and an invalid
+value raises at once with the option's name instead of being replaced by a
+default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from ._exceptions import LayerMissingRequiredConfigurationError
+
+if TYPE_CHECKING:
+    import requests
+
+    from ._auth import AuthProvider
+
+#: HTTP timeout (connect and read), seconds. Env: LAYER_TIMEOUT or LAYER_HTTP_TIMEOUT.
+DEFAULT_HTTP_TIMEOUT = 10.0
+#: Events held in memory at most (waiting, in flight or waiting for a retry).
+#: Large enough that a burst of 20,000 typical actions is never dropped.
+DEFAULT_MAX_QUEUE_SIZE = 50_000
+#: Encoded bytes held in memory at most, so that large prompts cannot exhaust memory.
+DEFAULT_MAX_QUEUE_BYTES = 64 * 1024 * 1024
+#: One encoded event larger than this is refused at the call site.
+DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
+#: The worker starts sending once this many events are waiting...
+DEFAULT_MAX_BATCH_SIZE = 100
+#: ...or once the oldest waiting event is this old, seconds.
+DEFAULT_FLUSH_INTERVAL = 0.5
+#: How long the exit drain (and ``shutdown()`` without a timeout) may take, seconds.
+DEFAULT_SHUTDOWN_TIMEOUT = 5.0
+#: How long ``flush()`` without a timeout may block, seconds.
+DEFAULT_FLUSH_TIMEOUT = 30.0
+#: Retries of a failed request after the first attempt (the original SDK's 3).
+DEFAULT_MAX_RETRIES = 3
+#: Requests in flight at once; sender threads are started only as the load needs them.
+DEFAULT_MAX_CONCURRENT_REQUESTS = 32
+
+DropCallback = Callable[[str, int], None]
+"""``on_drop(reason, events)``: told of every event dropped or given up on."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The resolved settings of one client."""
+
+    base_url: str
+    application_id: str
+    environment: str | None = None
+    auth_provider: AuthProvider | None = None
+    http_session: requests.Session | None = dataclasses.field(default=None, repr=False)
+    http_timeout: float = DEFAULT_HTTP_TIMEOUT
+    platform: str | None = None
+    disabled_instrumentations: frozenset[str] = frozenset()
+    sync: bool = False
+    max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
+    max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    flush_interval: float = DEFAULT_FLUSH_INTERVAL
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    max_retries: int = DEFAULT_MAX_RETRIES
+    max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS
+    on_drop: DropCallback | None = dataclasses.field(default=None, repr=False)
+
+    @classmethod
+    def resolve(
+        cls,
+        *,
+        base_url: str | None = None,
+        application_id: Any = None,
+        environment: str | None = None,
+        auth_provider: AuthProvider | None = None,
+        http_session: requests.Session | None = None,
+        http_timeout: float | None = None,
+        platform: str | None = None,
+        disable_instrumentations: Iterable[str] | None = None,
+        sync: bool = False,
+        max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
+        max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
+        on_drop: DropCallback | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Config:
+        """Validate the arguments of ``init()``, filling gaps from the environment."""
+        env = os.environ if environ is None else environ
+        base_url = _required(base_url, "base_url", "LAYER_BASE_URL", env)
+        application_id = _required(application_id, "application_id", "LAYER_APPLICATION_ID", env)
+        environment = environment if environment is not None else env.get("LAYER_ENVIRONMENT")
+        if http_timeout is None:
+            http_timeout = _env_seconds(env, "LAYER_TIMEOUT", "LAYER_HTTP_TIMEOUT")
+        if auth_provider is not None and not callable(getattr(auth_provider, "get_headers", None)):
+            raise TypeError("auth_provider must be an AuthProvider (it has no get_headers())")
+        if http_session is not None and not callable(getattr(http_session, "request", None)):
+            raise TypeError("http_session must be a requests.Session (it has no request())")
+        if on_drop is not None and not callable(on_drop):
+            raise TypeError("on_drop must be callable as on_drop(reason, events)")
+        if max_event_bytes > max_queue_bytes:
+            raise ValueError("max_event_bytes must not exceed max_queue_bytes")
+        return cls(
+            base_url=_base_url(base_url),
+            application_id=str(application_id),
+            environment=environment.lower() if environment else None,
+            auth_provider=auth_provider,
+            http_session=http_session,
+            http_timeout=_positive("http_timeout", http_timeout),
+            platform=platform,
+            disabled_instrumentations=_names("disable_instrumentations", disable_instrumentations),
+            sync=bool(sync),
+            max_queue_size=_count("max_queue_size", max_queue_size),
+            max_queue_bytes=_count("max_queue_bytes", max_queue_bytes),
+            max_event_bytes=_count("max_event_bytes", max_event_bytes),
+            max_batch_size=_count("max_batch_size", max_batch_size),
+            flush_interval=_positive("flush_interval", flush_interval),
+            shutdown_timeout=_positive("shutdown_timeout", shutdown_timeout, allow_zero=True),
+            max_retries=_count("max_retries", max_retries, allow_zero=True),
+            max_concurrent_requests=_count("max_concurrent_requests", max_concurrent_requests),
+            on_drop=on_drop,
+        )
+
+
+def _required(value: Any, option: str, variable: str, env: Mapping[str, str]) -> Any:
+    if value is None or value == "":
+        value = env.get(variable) or None
+    if value is None:
+        raise LayerMissingRequiredConfigurationError(
+            f"{option} is required: pass {option}= to init() or set {variable}"
+        )
+    return value
+
+
+def _base_url(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"base_url must be a string, got {type(value).__name__}")
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"base_url must be an http:// or https:// URL with a host, got {value!r}")
+    return value.strip().rstrip("/")
+
+
+def env_float(env: Mapping[str, str], variable: str) -> float | None:
+    """The variable as a number of seconds, None when unset; raises naming it when invalid."""
+    raw = env.get(variable)
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        return _positive(variable, float(raw))
+    except ValueError:
+        raise ValueError(f"{variable} must be a positive number of seconds, got {raw!r}") from None
+
+
+def _env_seconds(env: Mapping[str, str], *variables: str) -> float:
+    for variable in variables:
+        seconds = env_float(env, variable)
+        if seconds is not None:
+            return seconds
+    return DEFAULT_HTTP_TIMEOUT
+
+
+def _positive(option: str, value: Any, *, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{option} must be a number of seconds, got {value!r}")
+    if math.isnan(value) or math.isinf(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{option} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _count(option: str, value: Any, *, allow_zero: bool = False) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{option} must be an integer, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{option} must be a positive integer, got {value!r}")
+    return value
+
+
+def _names(option: str, value: Iterable[str] | None) -> frozenset[str]:
+    if value is None:
+        return frozenset()
+    if isinstance(value, str):
+        value = [value]
+    names = list(value)
+    if not all(isinstance(name, str) for name in names):
+        raise ValueError(f"{option} must be a list of provider names such as ['openai']")
+    return frozenset(name.lower() for name in names)

@@ -1,0 +1,402 @@
+"""The bounded, in-memory store of events waiting to be exported.
+
+``ExportQueue`` is pure bookkeeping: no threads, no I/O, one lock that is never
+held across anything slow. It
+
+- admits or refuses events at the door (``put``, the hot path), within a bound
+  on events and on bytes that covers everything not yet resolved: waiting,
+  in flight, or waiting for a retry;
+- turns waiting events into requests (``take``) so that a session travels with
+  the actions queued behind it, actions of one session go one at a time in the
+  order they were appended, and different sessions proceed in parallel;
+- resolves requests (``complete``) and keeps the counts that ``stats()`` shows;
+- lets ``flush`` wait for exactly the events accepted before it was called.
+
+Events wait in an inbox until a batch is due (``max_batch_size`` events, or the
+oldest is ``flush_interval`` old, or a flush asks), then are sorted by session.
+Waiting for the batch is what lets a session's create carry its actions.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+
+import msgspec
+
+from ._schemas import session_body
+
+# Why an event was dropped at the door or given up on after being accepted.
+QUEUE_FULL = "queue_full"
+TOO_LARGE = "too_large"
+SHUTDOWN = "shutdown"
+REJECTED = "rejected"
+RETRIES_EXHAUSTED = "retries_exhausted"
+SESSION_FAILED = "session_failed"
+
+ACCEPTED = 0
+WAKE = 1  # accepted, and the worker was woken: a good moment to check it is alive
+
+#: A create request carries at most this many bytes of actions; the rest follow it.
+MAX_MERGED_BYTES = 4 * 1024 * 1024
+#: Sessions remembered as dead (create dropped or failed) so their actions fail too.
+MAX_DEAD_SESSIONS = 10_000
+
+
+class Event(msgspec.Struct, gc=False):
+    """One session or action, already encoded. Not tracked by the GC: a large
+    backlog costs the collector nothing."""
+
+    session_id: str
+    body: bytes
+    creates_session: bool
+    epoch: int = 0
+
+
+class Request(msgspec.Struct, gc=False):
+    """One HTTP request to the Layer API and the events it resolves."""
+
+    session_id: str
+    path: str
+    body: bytes
+    events: list[Event]
+
+    @property
+    def creates_session(self) -> bool:
+        return self.events[0].creates_session
+
+
+class ExportStats(msgspec.Struct, frozen=True):
+    """Counts of events since the client was initialized.
+
+    ``enqueued == sent + failed + queued`` always holds; ``dropped`` events
+    were refused at the door and never enqueued.
+    """
+
+    enqueued: int
+    sent: int
+    dropped: int
+    failed: int
+    retried: int
+    queued: int
+    queued_bytes: int
+    dropped_by_reason: dict[str, int]
+    failed_by_reason: dict[str, int]
+
+
+class _Session:
+    __slots__ = ("in_flight", "waiting")
+
+    def __init__(self) -> None:
+        self.waiting: deque[Event] = deque()
+        self.in_flight = False
+
+
+class ExportQueue:
+    """Events between the caller and the worker; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        max_events: int,
+        max_bytes: int,
+        batch_size: int,
+        flush_interval: float,
+        on_loss: Callable[[str, int], None],
+    ) -> None:
+        self._on_loss = on_loss
+        self._unreported: list[tuple[str, int]] = []
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)  # senders wait here for requests
+        self._resolved = threading.Condition(self._lock)  # flush waits here
+        self._max_events = max_events
+        self._max_bytes = max_bytes
+        self._batch_size = batch_size
+        self._flush_interval = flush_interval
+        self._closed = False
+
+        self._inbox: list[Event] = []
+        self._inbox_since = 0.0
+        self._sessions: dict[str, _Session] = {}
+        self._ready: deque[str] = deque()  # sessions with waiting events and none in flight
+        self._in_flight: dict[int, Request] = {}
+        self._dead: dict[str, None] = {}
+        self._idle_senders = 0
+
+        self._events = 0
+        self._bytes = 0
+        self._epoch = 0
+        self._pending_by_epoch: Counter[int] = Counter()
+        self._lossy_epochs: set[int] = set()
+        self._enqueued = self._sent = self._retried = 0
+        self._dropped: Counter[str] = Counter()
+        self._failed: Counter[str] = Counter()
+
+    # -- the caller's side ---------------------------------------------------
+
+    def put(self, event: Event) -> int | str:
+        """Admit ``event``: ACCEPTED, WAKE, or the reason it was dropped. Never blocks."""
+        size = len(event.body)
+        with self._lock:
+            full = self._events >= self._max_events or self._bytes + size > self._max_bytes
+            if self._closed or full:
+                reason = SHUTDOWN if self._closed else QUEUE_FULL
+                self._refuse(event, reason)
+            else:
+                event.epoch = self._epoch
+                self._pending_by_epoch[self._epoch] += 1
+                self._events += 1
+                self._bytes += size
+                self._enqueued += 1
+                inbox = self._inbox
+                inbox.append(event)
+                if len(inbox) == 1:
+                    self._inbox_since = time.monotonic()
+                elif len(inbox) != self._batch_size:
+                    return ACCEPTED
+                self._work.notify()  # start the flush_interval timer, or send a full batch
+                return WAKE
+        self._report()
+        return reason
+
+    def refuse(self, event: Event, reason: str) -> None:
+        """Count an event dropped before it reached the door (e.g. too large)."""
+        with self._lock:
+            self._refuse(event, reason)
+        self._report()
+
+    def _refuse(self, event: Event, reason: str) -> None:
+        self._dropped[reason] += 1
+        self._unreported.append((reason, 1))
+        self._lossy_epochs.add(self._epoch)
+        if event.creates_session:
+            self._bury(event.session_id)
+
+    def _report(self) -> None:
+        """Tell ``on_loss`` of what was lost, outside the lock."""
+        with self._lock:
+            losses, self._unreported = self._unreported, []
+        for reason, count in losses:
+            self._on_loss(reason, count)
+
+    # -- the worker's side ---------------------------------------------------
+
+    def take(self, idle_timeout: float) -> Request | None:
+        """The next request to send, waiting for one up to ``idle_timeout`` seconds.
+
+        Returns None when idle that long, or when the queue is closed and empty.
+        """
+        with self._lock:
+            request = self._wait_for_request(time.monotonic() + idle_timeout)
+        if self._unreported:
+            self._report()
+        return request
+
+    def _wait_for_request(self, idle_deadline: float) -> Request | None:
+        while True:
+            if self._ready:
+                return self._next_request()
+            now = time.monotonic()
+            if self._inbox:
+                due = self._inbox_since + self._flush_interval
+                if now >= due or len(self._inbox) >= self._batch_size or self._closed:
+                    self._sort_inbox()
+                    continue
+                timeout = due - now
+            elif self._closed or now >= idle_deadline:
+                return None
+            else:
+                timeout = idle_deadline - now
+            self._idle_senders += 1
+            try:
+                self._work.wait(timeout)
+            finally:
+                self._idle_senders -= 1
+
+    @property
+    def closed(self) -> bool:
+        """Whether the queue refuses new events (shutdown has begun)."""
+        return self._closed
+
+    def needs_more_senders(self) -> bool:
+        """Whether requests are ready that no idle sender will pick up."""
+        with self._lock:
+            return len(self._ready) > self._idle_senders
+
+    def complete(self, request: Request, failure: str | None = None) -> None:
+        """Resolve a request: delivered when ``failure`` is None, else given up for that reason."""
+        with self._lock:
+            if self._in_flight.pop(id(request), None) is None:
+                return  # abandoned at shutdown and already counted
+            session = self._sessions[request.session_id]
+            session.in_flight = False
+            if failure is None:
+                self._sent += len(request.events)
+                self._resolve(request.events)
+            else:
+                self._fail(request.events, failure)
+                if request.creates_session:
+                    # The server does not know this session: its actions cannot follow.
+                    self._bury(request.session_id)
+                    self._fail(list(session.waiting), SESSION_FAILED)
+                    session.waiting.clear()
+            if session.waiting:
+                self._ready.append(request.session_id)
+                self._work.notify()
+            else:
+                del self._sessions[request.session_id]
+            self._resolved.notify_all()
+        self._report()
+
+    def count_retry(self, request: Request) -> None:
+        """A request is being sent again."""
+        with self._lock:
+            self._retried += len(request.events)
+
+    def _sort_inbox(self) -> None:
+        """Move the inbox into per-session lines, in arrival order."""
+        sessions, ready = self._sessions, self._ready
+        for event in self._inbox:
+            session_id = event.session_id
+            if not event.creates_session and session_id in self._dead:
+                self._fail([event], SESSION_FAILED)
+                continue
+            session = sessions.get(session_id)
+            if session is None:
+                # Unknown sessions count as created (e.g. created with sync=True).
+                session = sessions[session_id] = _Session()
+            session.waiting.append(event)
+            if not session.in_flight and len(session.waiting) == 1:
+                ready.append(session_id)
+        self._inbox = []
+        self._resolved.notify_all()
+        if len(ready) > 1:
+            self._work.notify(len(ready) - 1)
+
+    def _next_request(self) -> Request:
+        session_id = self._ready.popleft()
+        session = self._sessions[session_id]
+        first = session.waiting.popleft()
+        events = [first]
+        if first.creates_session:
+            path = "/v1/sessions"
+            merged = 0
+            waiting = session.waiting
+            while (
+                waiting
+                and not waiting[0].creates_session
+                and len(events) < self._batch_size
+                and merged + len(waiting[0].body) <= MAX_MERGED_BYTES
+            ):
+                merged += len(waiting[0].body)
+                events.append(waiting.popleft())
+            body = session_body(first.body, [event.body for event in events[1:]])
+        else:
+            path = f"/v1/sessions/{session_id}/actions"
+            body = first.body
+        session.in_flight = True
+        request = Request(session_id, path, body, events)
+        self._in_flight[id(request)] = request
+        return request
+
+    def _fail(self, events: list[Event], reason: str) -> None:
+        if not events:
+            return
+        self._failed[reason] += len(events)
+        for event in events:
+            self._lossy_epochs.add(event.epoch)
+        self._resolve(events)
+        self._unreported.append((reason, len(events)))
+
+    def _resolve(self, events: list[Event]) -> None:
+        pending = self._pending_by_epoch
+        for event in events:
+            self._events -= 1
+            self._bytes -= len(event.body)
+            pending[event.epoch] -= 1
+            if not pending[event.epoch]:
+                del pending[event.epoch]
+
+    def _bury(self, session_id: str) -> None:
+        self._dead[session_id] = None
+        if len(self._dead) > MAX_DEAD_SESSIONS:
+            del self._dead[next(iter(self._dead))]
+
+    # -- flush, shutdown, stats ----------------------------------------------
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every event accepted before the call is resolved.
+
+        True when all of them were delivered (and none was dropped since the
+        previous flush) within ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            target = self._epoch
+            self._epoch += 1
+            self._inbox_since = 0.0  # make the inbox due now
+            self._work.notify()
+            while self._pending_by_epoch and min(self._pending_by_epoch) <= target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._resolved.wait(remaining)
+            lossy = {epoch for epoch in self._lossy_epochs if epoch <= target}
+            self._lossy_epochs -= lossy
+            return not lossy
+
+    def wait_for_session(self, session_id: str, timeout: float) -> bool:
+        """Wait until no event of ``session_id`` is queued or in flight."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            self._inbox_since = 0.0
+            self._work.notify()
+            while session_id in self._sessions or any(
+                event.session_id == session_id for event in self._inbox
+            ):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._resolved.wait(remaining)
+            return True
+
+    def close(self) -> None:
+        """Refuse new events from now on; those accepted are still delivered."""
+        with self._lock:
+            self._closed = True
+            self._work.notify_all()
+
+    def abandon(self) -> None:
+        """Give up on everything still unresolved (shutdown's deadline has passed)."""
+        with self._lock:
+            self._closed = True
+            events = list(self._inbox)
+            self._inbox = []
+            for session in self._sessions.values():
+                events.extend(session.waiting)
+            for request in self._in_flight.values():
+                events.extend(request.events)
+            self._in_flight.clear()
+            self._sessions.clear()
+            self._ready.clear()
+            self._fail(events, SHUTDOWN)
+            self._work.notify_all()
+            self._resolved.notify_all()
+        self._report()
+
+    def stats(self) -> ExportStats:
+        """A consistent snapshot of the counts."""
+        with self._lock:
+            return ExportStats(
+                enqueued=self._enqueued,
+                sent=self._sent,
+                dropped=sum(self._dropped.values()),
+                failed=sum(self._failed.values()),
+                retried=self._retried,
+                queued=self._events,
+                queued_bytes=self._bytes,
+                dropped_by_reason=dict(self._dropped),
+                failed_by_reason=dict(self._failed),
+            )

@@ -1,0 +1,176 @@
+"""The background side: sender threads that deliver what the ExportQueue hands them.
+
+A daemon sender thread is started by ``init``. When requests are ready that no
+idle sender can take, more senders are started, up to
+``max_concurrent_requests``, so that a slow, far-away server does not cap
+throughput at one request per round trip; extra senders exit after a while
+without work. Every send goes through the shared ``Transport`` (retries,
+backoff, authentication), and its outcome resolves the request in the queue.
+
+Nothing here ever raises into the application or waits without a deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+from ._config import DropCallback
+from ._exceptions import LayerAuthError, LayerHTTPError, LayerRequestError
+from ._queue import REJECTED, RETRIES_EXHAUSTED, SHUTDOWN, ExportQueue, Request
+from ._retry import is_retryable
+from ._transport import Transport
+
+logger = logging.getLogger("layer_sdk")
+
+#: The first sender re-checks for work this often even when nothing wakes it, seconds.
+PRIMARY_IDLE_TIMEOUT = 5.0
+#: An extra sender without work for this long exits, seconds.
+EXTRA_IDLE_TIMEOUT = 30.0
+#: At most one log line per loss reason in this many seconds (the counts add up meanwhile).
+LOSS_LOG_INTERVAL = 10.0
+
+AUTH_FAILED = "auth_failed"
+INTERNAL_ERROR = "internal_error"
+
+#: Set in the SDK's own threads, so that whatever they trigger (a logging
+#: handler that reports to Layer, say) is never enqueued again.
+sdk_thread = threading.local()
+
+
+class LossLog:
+    """Counts, reports (``on_drop``) and logs lost events, without flooding the log."""
+
+    def __init__(self, on_drop: DropCallback | None = None) -> None:
+        self._on_drop = on_drop
+        self._lock = threading.Lock()
+        self._last_logged: dict[str, float] = {}
+        self._unlogged: dict[str, int] = {}
+        self._details: dict[str, str] = {}
+
+    def explain(self, reason: str, detail: str) -> None:
+        """Remember why the next loss for ``reason`` happened, for its log line."""
+        with self._lock:
+            self._details[reason] = detail
+
+    def __call__(self, reason: str, count: int) -> None:
+        """Record that ``count`` events were lost for ``reason``."""
+        if self._on_drop is not None:
+            try:
+                self._on_drop(reason, count)
+            except Exception:
+                logger.exception("the on_drop callback raised")
+        now = time.monotonic()
+        with self._lock:
+            total = self._unlogged.get(reason, 0) + count
+            last = self._last_logged.get(reason)
+            if last is not None and now - last < LOSS_LOG_INTERVAL:
+                self._unlogged[reason] = total
+                return
+            self._last_logged[reason] = now
+            self._unlogged[reason] = 0
+            detail = self._details.pop(reason, None)
+        logger.warning(
+            "layer-sdk lost %d event(s): %s%s", total, reason, f" ({detail})" if detail else ""
+        )
+
+
+class ExportWorker:
+    """Runs the sender threads of one client."""
+
+    def __init__(
+        self, queue: ExportQueue, transport: Transport, *, max_senders: int, losses: LossLog
+    ) -> None:
+        self._queue = queue
+        self._transport = transport
+        self._max_senders = max_senders
+        self._losses = losses
+        self._lock = threading.Lock()
+        self._senders: list[threading.Thread] = []
+        self._primary: threading.Thread | None = None
+        self._stopping = False
+        self._cancel = threading.Event()  # cuts backoff sleeps short at shutdown
+        self.pid = os.getpid()
+
+    def start(self) -> None:
+        """Start the first sender thread."""
+        with self._lock:
+            self._primary = self._spawn(primary=True)
+
+    def ensure_running(self) -> None:
+        """Restart the first sender if it died (it never should): a worker never stops silently."""
+        primary = self._primary
+        if primary is not None and not primary.is_alive() and not self._stopping:
+            with self._lock:
+                if self._primary is primary and not self._stopping:
+                    logger.error("layer-sdk's sender thread had died; starting a new one")
+                    self._primary = self._spawn(primary=True)
+
+    def stop(self, deadline: float) -> None:
+        """Cut backoff sleeps short and let the senders exit, waiting at most until ``deadline``."""
+        with self._lock:
+            self._stopping = True
+            senders = list(self._senders)
+        self._cancel.set()
+        for thread in senders:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            thread.join(remaining)
+        self._transport.close()
+
+    def _spawn(self, *, primary: bool) -> threading.Thread:
+        number = len(self._senders) + 1
+        thread = threading.Thread(
+            target=self._run, args=(primary,), name=f"layer-sdk-sender-{number}", daemon=True
+        )
+        self._senders.append(thread)
+        thread.start()
+        return thread
+
+    def _add_sender(self) -> None:
+        with self._lock:
+            self._senders = [thread for thread in self._senders if thread.is_alive()]
+            if not self._stopping and len(self._senders) < self._max_senders:
+                self._spawn(primary=False)
+
+    def _run(self, primary: bool) -> None:
+        sdk_thread.active = True
+        idle_timeout = PRIMARY_IDLE_TIMEOUT if primary else EXTRA_IDLE_TIMEOUT
+        while True:
+            request = self._queue.take(idle_timeout)
+            if request is None:
+                if self._stopping or not primary or self._queue.closed:
+                    return
+                continue
+            if self._queue.needs_more_senders():
+                self._add_sender()
+            self._queue.complete(request, self._deliver(request))
+
+    def _deliver(self, request: Request) -> str | None:
+        """Send one request; None when delivered, else the reason it was given up on."""
+        try:
+            self._transport.send(
+                request.path,
+                request.body,
+                cancel=self._cancel,
+                on_retry=lambda: self._queue.count_retry(request),
+            )
+            return None
+        except LayerHTTPError as exc:
+            reason = RETRIES_EXHAUSTED if is_retryable(exc.status_code) else REJECTED
+            detail = f"{request.path} answered {exc.status_code}: {exc.message}"
+        except LayerRequestError as exc:
+            reason = SHUTDOWN if self._cancel.is_set() else RETRIES_EXHAUSTED
+            detail = str(exc)
+        except LayerAuthError as exc:
+            reason, detail = AUTH_FAILED, str(exc)
+        except Exception:
+            # A bug of ours must cost the events of this request, not the worker.
+            logger.exception("layer-sdk failed to send a request")
+            reason, detail = INTERNAL_ERROR, None
+        if detail:
+            self._losses.explain(reason, detail)
+        return reason
