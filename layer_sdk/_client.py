@@ -337,7 +337,7 @@ class Client:
             raise LayerRequestPreparationError(
                 f"the encoded event is {len(event.body)} bytes, more than max_event_bytes={limit}"
             )
-        if getattr(sdk_thread, "active", False):
+        if sdk_thread.active:
             exporter.queue.refuse(event, RECURSION)
             return
         if exporter.queue.put(event) == WAKE:

@@ -190,12 +190,27 @@ def action_scanners(scanners: Any) -> list[SessionActionScanner] | None:
     return result
 
 
+#: Session IDs minted or validated recently: checking one again costs a dict lookup
+#: instead of a regular expression on append_action's hot path.
+_known_ids: dict[str, None] = {}
+_MAX_KNOWN_IDS = 65_536
+
+
+def _remember(session_id: str) -> str:
+    if len(_known_ids) >= _MAX_KNOWN_IDS:
+        _known_ids.clear()
+    _known_ids[session_id] = None
+    return session_id
+
+
 def session_id_text(session_id: Any) -> str:
     """A session ID given to append_action, as the canonical string."""
+    if type(session_id) is str and session_id in _known_ids:
+        return session_id
     if isinstance(session_id, uuid.UUID):
         return str(session_id)
     if isinstance(session_id, str) and len(session_id) == 36 and _UUID_TEXT.fullmatch(session_id):
-        return session_id.lower()
+        return _remember(session_id.lower())
     raise LayerSchemaValidationError(f"session_id must be a UUID, got {session_id!r}")
 
 
@@ -210,7 +225,7 @@ def client_session_id(session_id: Any) -> str:
             f"session_id must be a UUID version 5 (the API accepts no other client IDs), "
             f"got {session_id!r}"
         )
-    return str(parsed)
+    return _remember(str(parsed))
 
 
 class SessionIdFactory:
@@ -233,4 +248,4 @@ class SessionIdFactory:
         digest[6] = (digest[6] & 0x0F) | 0x50
         digest[8] = (digest[8] & 0x3F) | 0x80
         h = digest.hex()
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        return _remember(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")

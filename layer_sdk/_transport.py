@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 import msgspec
 import urllib3
@@ -44,6 +45,8 @@ class Response(NamedTuple):
 
 class _Urllib3Backend:
     def __init__(self, base_url: str, timeout: float, pool_size: int) -> None:
+        # The pool is bound to one host: requests carry the path alone (origin form).
+        self._prefix = len(base_url) - len(urlsplit(base_url).path)
         self._pool = urllib3.connection_from_url(
             base_url,
             maxsize=pool_size,
@@ -55,7 +58,7 @@ class _Urllib3Backend:
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> Response:
         try:
             answer = self._pool.urlopen(
-                "POST", url, body=body, headers=headers, retries=False, redirect=False,
+                "POST", url[self._prefix :], body=body, headers=headers, retries=False, redirect=False,
                 assert_same_host=False,
             )
         except urllib3.exceptions.HTTPError as exc:

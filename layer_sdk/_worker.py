@@ -35,9 +35,16 @@ LOSS_LOG_INTERVAL = 10.0
 AUTH_FAILED = "auth_failed"
 INTERNAL_ERROR = "internal_error"
 
-#: Set in the SDK's own threads, so that whatever they trigger (a logging
-#: handler that reports to Layer, say) is never enqueued again.
-sdk_thread = threading.local()
+
+
+class _ThreadRole(threading.local):
+    #: True in the SDK's own threads, so that whatever they trigger (a logging
+    #: handler that reports to Layer, say) is never enqueued again. A class
+    #: default keeps the hot path's read cheap in every other thread.
+    active = False
+
+
+sdk_thread = _ThreadRole()
 
 
 class LossLog:

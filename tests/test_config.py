@@ -1,0 +1,169 @@
+"""Configuration: what init() accepts, where it looks, and how it refuses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from layer_sdk import (
+    Client,
+    LayerAlreadyInitializedError,
+    LayerMissingRequiredConfigurationError,
+    layer,
+)
+from layer_sdk._config import DEFAULT_HTTP_TIMEOUT, Config
+from layer_sdk.collector import LocalCollector
+
+from .conftest import APP_ID
+
+
+def config_of(client: Client) -> Config:
+    assert client._exporter is not None
+    return client._exporter.config
+
+
+def test_missing_base_url_names_the_option_and_its_variable() -> None:
+    with pytest.raises(LayerMissingRequiredConfigurationError) as raised:
+        Client().init(application_id=APP_ID)
+    assert "base_url" in str(raised.value)
+    assert "LAYER_BASE_URL" in str(raised.value)
+
+
+def test_missing_application_id_names_the_option_and_its_variable() -> None:
+    with pytest.raises(LayerMissingRequiredConfigurationError) as raised:
+        Client().init(base_url="http://127.0.0.1:1")
+    assert "application_id" in str(raised.value)
+    assert "LAYER_APPLICATION_ID" in str(raised.value)
+
+
+def test_environment_fills_what_the_arguments_leave_out(
+    monkeypatch: pytest.MonkeyPatch, collector: LocalCollector
+) -> None:
+    monkeypatch.setenv("LAYER_BASE_URL", collector.url + "/")
+    monkeypatch.setenv("LAYER_APPLICATION_ID", APP_ID)
+    monkeypatch.setenv("LAYER_ENVIRONMENT", "Staging")
+    monkeypatch.setenv("LAYER_TIMEOUT", "2.5")
+    client = Client()
+    client.init()
+    try:
+        config = config_of(client)
+        assert config.base_url == collector.url  # trailing slash removed
+        assert config.application_id == APP_ID
+        assert config.environment == "staging"
+        assert config.http_timeout == 2.5
+    finally:
+        client.shutdown()
+
+
+def test_explicit_arguments_win_over_the_environment(
+    monkeypatch: pytest.MonkeyPatch, collector: LocalCollector
+) -> None:
+    monkeypatch.setenv("LAYER_BASE_URL", "http://elsewhere.invalid")
+    monkeypatch.setenv("LAYER_TIMEOUT", "99")
+    client = Client()
+    client.init(base_url=collector.url, application_id=APP_ID, http_timeout=3)
+    try:
+        assert config_of(client).base_url == collector.url
+        assert config_of(client).http_timeout == 3.0
+    finally:
+        client.shutdown()
+
+
+def test_layer_http_timeout_is_an_alias_of_layer_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAYER_HTTP_TIMEOUT", "7")
+    config = Config.resolve(base_url="http://127.0.0.1:1", application_id=APP_ID)
+    assert config.http_timeout == 7.0
+    monkeypatch.setenv("LAYER_TIMEOUT", "4")
+    config = Config.resolve(base_url="http://127.0.0.1:1", application_id=APP_ID)
+    assert config.http_timeout == 4.0  # the documented name wins
+    monkeypatch.delenv("LAYER_TIMEOUT")
+    monkeypatch.delenv("LAYER_HTTP_TIMEOUT")
+    config = Config.resolve(base_url="http://127.0.0.1:1", application_id=APP_ID)
+    assert config.http_timeout == DEFAULT_HTTP_TIMEOUT
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("LAYER_TIMEOUT", "soon"), ("LAYER_HTTP_TIMEOUT", "-1"), ("LAYER_TIMEOUT", "nan")],
+)
+def test_invalid_timeout_in_the_environment_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=variable):
+        Config.resolve(base_url="http://127.0.0.1:1", application_id=APP_ID)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("base_url", "api.example.com"),
+        ("base_url", "ftp://api.example.com"),
+        ("http_timeout", "10"),
+        ("http_timeout", 0),
+        ("max_queue_size", -1),
+        ("max_queue_size", 0),
+        ("max_batch_size", 1.5),
+        ("flush_interval", -0.1),
+        ("shutdown_timeout", float("inf")),
+        ("max_retries", -1),
+        ("max_concurrent_requests", 0),
+        ("max_queue_bytes", True),
+    ],
+)
+def test_invalid_values_are_refused_naming_the_option(option: str, value: object) -> None:
+    settings: dict[str, object] = {"base_url": "http://127.0.0.1:1", "application_id": APP_ID}
+    settings[option] = value
+    with pytest.raises(ValueError, match=option):
+        Client().init(**settings)  # type: ignore[arg-type]
+
+
+def test_init_twice_raises_and_shutdown_allows_init_again(collector: LocalCollector) -> None:
+    client = Client()
+    client.init(base_url=collector.url, application_id=APP_ID, flush_interval=0.05)
+    with pytest.raises(LayerAlreadyInitializedError):
+        client.init(base_url=collector.url, application_id=APP_ID)
+    assert client.shutdown() is True
+    client.init(base_url=collector.url, application_id=APP_ID, flush_interval=0.05)
+    try:
+        client.create_session()
+        assert client.flush(timeout=5) is True
+        assert collector.event_count == 1
+    finally:
+        client.shutdown()
+
+
+def test_disabled_instrumentors_is_an_alias(make_client: Callable[..., Client]) -> None:
+    client = make_client(disable_instrumentations=["OpenAI"], disabled_instrumentors=["other"])
+    assert config_of(client).disabled_instrumentations == frozenset({"openai", "other"})
+
+
+def test_clients_are_independent(collector: LocalCollector) -> None:
+    with LocalCollector() as other:
+        first, second = Client(), Client()
+        first.init(base_url=collector.url, application_id=APP_ID, flush_interval=0.05)
+        second.init(base_url=other.url, application_id=APP_ID, flush_interval=0.05)
+        try:
+            first.create_session()
+            second.create_session()
+            second.create_session()
+            assert first.flush(5) and second.flush(5)
+            assert collector.event_count == 1
+            assert other.event_count == 2
+            assert first.stats().sent == 1
+            assert second.stats().sent == 2
+        finally:
+            first.shutdown()
+            second.shutdown()
+
+
+def test_the_default_client_is_a_client() -> None:
+    assert isinstance(layer, Client)
+
+
+def test_calls_before_init_say_init_is_missing() -> None:
+    with pytest.raises(LayerMissingRequiredConfigurationError, match="init"):
+        Client().create_session()
+    assert Client().flush() is True
+    assert Client().stats().enqueued == 0
