@@ -1,0 +1,193 @@
+"""The synchronous path (sync=True): one round trip now, and the documented exceptions."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from layer_sdk import (
+    AuthProvider,
+    Client,
+    LayerAuthError,
+    LayerHTTPError,
+    LayerRequestError,
+    OIDCClientCredentials,
+)
+from layer_sdk.collector import LocalCollector
+
+MakeClient = Callable[..., Client]
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_sync_create_returns_the_server_s_id_after_one_round_trip(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    client = make_client(flush_interval=30)
+    session_id = client.create_session(attributes={"a": "b"}, sync=True)
+    assert collector.session(session_id) is not None  # there before the call returned
+    client.append_action(session_id, kind="completion_prompt", data="x", sync=True)
+    assert len(collector.actions(session_id)) == 1
+    assert client.stats().enqueued == 0
+
+
+def test_init_sync_makes_every_call_synchronous(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    client = make_client(sync=True, flush_interval=30)
+    session_id = client.create_session()
+    client.append_action(session_id, kind="embeddings")
+    assert collector.event_count == 2
+    client.create_session(sync=False)  # a call may still opt out
+    assert collector.event_count == 2
+    assert client.flush(5) and collector.event_count == 3
+
+
+def test_a_sync_call_waits_for_the_session_s_queued_events(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    client = make_client(flush_interval=30)  # queued events would otherwise wait 30 s
+    session_id = client.create_session()
+    client.append_action(session_id, kind="completion_prompt", data=1)
+    client.append_action(session_id, kind="completion_output", data=2, sync=True)
+    assert [a["data"] for a in collector.actions(session_id)] == [1, 2]
+
+
+def test_http_error_carries_status_message_and_body(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    client = make_client()
+    collector.fail_next(1, 422, body=b'{"error": "attributes.user: too long", "field": "user"}')
+    with pytest.raises(LayerHTTPError) as raised:
+        client.create_session(sync=True)
+    error = raised.value
+    assert error.status_code == 422
+    assert error.message == "attributes.user: too long"
+    assert error.response_data == {"error": "attributes.user: too long", "field": "user"}
+    assert len(collector.requests) == 1  # a 4xx is not retried
+
+
+def test_transient_errors_are_retried_on_the_sync_path_too(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    client = make_client(max_retries=1)
+    collector.fail_next(3, 503, retry_after=0)
+    with pytest.raises(LayerHTTPError) as raised:
+        client.create_session(sync=True)
+    assert raised.value.status_code == 503
+    assert len(collector.requests) == 2
+    session_id = client.create_session(sync=True)  # the third failure, then success
+    assert collector.session(session_id) is not None
+
+
+def test_an_unreachable_server_raises_request_error(make_client: MakeClient) -> None:
+    client = make_client(base_url=f"http://127.0.0.1:{closed_port()}", max_retries=0)
+    with pytest.raises(LayerRequestError, match="could not reach"):
+        client.create_session(sync=True)
+
+
+def test_a_slow_server_raises_request_error_after_http_timeout(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    client = make_client(http_timeout=0.2, max_retries=0)
+    collector.delay = 1.0
+    with pytest.raises(LayerRequestError) as raised:
+        client.create_session(sync=True)
+    assert not isinstance(raised.value, LayerHTTPError)
+    assert "Timeout" in str(raised.value)
+
+
+class _TokenEndpoint(BaseHTTPRequestHandler):
+    """An OAuth token endpoint that refuses every client, as a wrong secret gets."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = json.dumps(
+            {"error": "invalid_client", "error_description": "client authentication failed"}
+        ).encode()
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def refusing_token_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _TokenEndpoint)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/realms/r/protocol/openid-connect/token"
+    server.shutdown()
+    server.server_close()
+
+
+def test_refused_credentials_raise_auth_error_without_the_secret(
+    make_client: MakeClient, collector: LocalCollector, refusing_token_url: str
+) -> None:
+    secret = "s3cr3t-value-never-shown"
+    auth = OIDCClientCredentials(
+        token_url=refusing_token_url, client_id="sdk", client_secret=secret
+    )
+    client = make_client(auth_provider=auth)
+    with pytest.raises(LayerAuthError) as raised:
+        client.create_session(sync=True)
+    assert "client authentication failed" in str(raised.value)
+    assert secret not in str(raised.value) and secret not in repr(auth)
+    assert collector.requests == []  # nothing reached the API without credentials
+
+
+class RotatingToken(AuthProvider):
+    """Hands out token-1 until told it is stale, then token-2."""
+
+    def __init__(self) -> None:
+        self.token = "token-1"
+        self.invalidations = 0
+
+    def get_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def invalidate(self) -> bool:
+        self.invalidations += 1
+        self.token = "token-2"
+        return True
+
+
+def test_a_401_refreshes_credentials_once_and_retries(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    auth = RotatingToken()
+    collector.require_bearer(lambda token: token == "token-2")
+    client = make_client(auth_provider=auth)
+    session_id = client.create_session(sync=True)
+    assert collector.session(session_id) is not None
+    assert [r.headers["authorization"] for r in collector.requests] == [
+        "Bearer token-1",
+        "Bearer token-2",
+    ]
+    assert auth.invalidations == 1
+
+
+def test_a_second_401_is_not_retried_again(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    auth = RotatingToken()
+    collector.require_bearer(lambda token: False)
+    client = make_client(auth_provider=auth)
+    with pytest.raises(LayerHTTPError) as raised:
+        client.create_session(sync=True)
+    assert raised.value.status_code == 401
+    assert len(collector.requests) == 2
+    assert "token-" not in str(raised.value)
