@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="layer-sdk", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="report a simulated workload and show the result")
-    demo.add_argument("--sessions", type=int, default=2_000, help="sessions to create (default 2000)")
+    demo.add_argument("--sessions", type=int, default=2_000, help="sessions (default 2000)")
     demo.add_argument("--threads", type=int, default=4, help="producer threads (default 4)")
     demo.add_argument("--base-url", help="a real Layer API instead of the embedded collector")
     demo.add_argument("--application-id", default="layer-sdk-demo")
@@ -90,9 +90,10 @@ def _demo(sessions: int, threads: int, base_url: str | None, application_id: str
 
     calls = sorted(cost for mine in costs for cost in mine)
     received = collector.event_count if collector else stats.sent
+    delivered = "events delivered (counted by the server)" if collector else "events delivered"
     rows = [
         ("events enqueued", f"{stats.enqueued:,}"),
-        ("events delivered (counted by the server)" if collector else "events delivered", f"{received:,}"),
+        (delivered, f"{received:,}"),
         ("dropped / failed", f"{stats.dropped:,} / {stats.failed:,}"),
         ("caller cost per call, median", f"{statistics.median(calls) * 1e6:.1f} µs"),
         ("caller cost per call, p99", f"{calls[int(len(calls) * 0.99)] * 1e6:.1f} µs"),
@@ -104,8 +105,10 @@ def _demo(sessions: int, threads: int, base_url: str | None, application_id: str
         print(f"  {name:<{width}}  {value}")
     if collector is not None:
         sample = collector.sessions[0]
-        print(f"A delivered session: {sample['session_id']} with {len(sample['actions'])} actions, "
-              f"attributes {sample['attributes']}")
+        print(
+            f"A delivered session: {sample['session_id']} with {len(sample['actions'])} actions,"
+            f" attributes {sample['attributes']}"
+        )
         collector.stop()
     ok = delivered_all and received == stats.enqueued
     print("OK: everything was delivered." if ok else "Some events were not delivered.")

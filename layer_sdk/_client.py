@@ -347,6 +347,8 @@ class Client:
                 exporter.worker.ensure_running()
 
     def _send_now(self, exporter: _Exporter, session_id: str, path: str, body: bytes) -> Any:
+        if exporter.queue.closed:
+            raise LayerRequestError("the client is shut down; call init() to use it again")
         # Earlier buffered events of this session go first, so the order holds on the wire.
         if not exporter.queue.wait_for_session(session_id, DEFAULT_FLUSH_TIMEOUT):
             raise LayerRequestError(f"earlier events of session {session_id} are still queued")

@@ -260,9 +260,11 @@ class ExportQueue:
         sessions, ready = self._sessions, self._ready
         for event in self._inbox:
             session_id = event.session_id
-            if not event.creates_session and session_id in self._dead:
-                self._fail([event], SESSION_FAILED)
-                continue
+            if session_id in self._dead:
+                if not event.creates_session:
+                    self._fail([event], SESSION_FAILED)
+                    continue
+                del self._dead[session_id]  # created again: its actions may follow
             session = sessions.get(session_id)
             if session is None:
                 # Unknown sessions count as created (e.g. created with sync=True).

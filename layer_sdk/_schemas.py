@@ -193,7 +193,7 @@ def action_scanners(scanners: Any) -> list[SessionActionScanner] | None:
 #: Session IDs minted or validated recently: checking one again costs a dict lookup
 #: instead of a regular expression on append_action's hot path.
 _known_ids: dict[str, None] = {}
-_MAX_KNOWN_IDS = 65_536
+_MAX_KNOWN_IDS = 16_384
 
 
 def _remember(session_id: str) -> str:

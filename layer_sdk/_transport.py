@@ -58,7 +58,12 @@ class _Urllib3Backend:
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> Response:
         try:
             answer = self._pool.urlopen(
-                "POST", url[self._prefix :], body=body, headers=headers, retries=False, redirect=False,
+                "POST",
+                url[self._prefix :],
+                body=body,
+                headers=headers,
+                retries=False,
+                redirect=False,
                 assert_same_host=False,
             )
         except urllib3.exceptions.HTTPError as exc:
