@@ -83,9 +83,11 @@ class _Exporter:
         self.attributes = platform_attributes(config.environment, config.platform)
         self.new_session_id = SessionIdFactory(config.application_id)
         self.losses = LossLog(config.on_drop)
+        self.sync = config.sync
         self.queue = ExportQueue(
             max_events=config.max_queue_size,
             max_bytes=config.max_queue_bytes,
+            max_event_bytes=config.max_event_bytes,
             batch_size=config.max_batch_size,
             flush_interval=config.flush_interval,
             on_loss=self.losses,
@@ -105,14 +107,16 @@ class Client:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        # The latest exporter. After shutdown it stays, its door shut: late calls
+        # are counted as dropped and stats() still answers.
         self._exporter: _Exporter | None = None
-        self._closed: _Exporter | None = None  # kept after shutdown: its counts, its door shut
 
     def __repr__(self) -> str:
         exporter = self._exporter
         if exporter is None:
             return "Client(not initialized)"
-        return f"Client(base_url={exporter.config.base_url!r})"
+        state = "shut down" if exporter.queue.closed else "running"
+        return f"Client(base_url={exporter.config.base_url!r}, {state})"
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -149,7 +153,7 @@ class Client:
         if disabled_instrumentors is not None:
             disable_instrumentations = [*(disable_instrumentations or ()), *disabled_instrumentors]
         with self._lock:
-            if self._exporter is not None:
+            if self._exporter is not None and not self._exporter.queue.closed:
                 raise LayerAlreadyInitializedError(
                     "this client is already initialized; call shutdown() before init() again"
                 )
@@ -174,8 +178,7 @@ class Client:
                 on_drop=on_drop,
             )
             self._exporter = _Exporter(config)
-            self._closed = None
-            _live_clients.add(self)
+            _clients.add(self)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every event enqueued before the call is delivered or given up on.
@@ -185,7 +188,7 @@ class Client:
         Never raises for network trouble.
         """
         exporter = self._exporter
-        if exporter is None:
+        if exporter is None or exporter.queue.closed:
             return True
         return exporter.queue.flush(DEFAULT_FLUSH_TIMEOUT if timeout is None else timeout)
 
@@ -205,17 +208,15 @@ class Client:
     def _close(self) -> _Exporter | None:
         """Shut the door to new events; returns the exporter to drain, if any."""
         with self._lock:
-            exporter, self._exporter = self._exporter, None
-            if exporter is None:
+            exporter = self._exporter
+            if exporter is None or exporter.queue.closed:
                 return None
-            self._closed = exporter
-        _live_clients.discard(self)
-        exporter.queue.close()
+            exporter.queue.close()
         return exporter
 
     def stats(self) -> ExportStats:
         """Counts of events enqueued, sent, dropped, failed, retried and still queued."""
-        exporter = self._exporter or self._closed
+        exporter = self._exporter
         if exporter is None:
             return ExportStats(0, 0, 0, 0, 0, 0, 0, {}, {})
         return exporter.queue.stats()
@@ -238,7 +239,9 @@ class Client:
         returned at once. ``sync=True``: the session is sent now and the ID is
         the server's answer; network trouble then raises.
         """
-        exporter = self._exporter_or_raise("create_session")
+        exporter = self._exporter
+        if exporter is None:
+            raise _not_initialized("create_session")
         config = exporter.config
         sid = exporter.new_session_id() if session_id is None else client_session_id(session_id)
         attrs = exporter.attributes
@@ -255,7 +258,7 @@ class Client:
             "session",
         )
         action_bodies = [_action_from(action) for action in actions] if actions else []
-        if sync if sync is not None else config.sync:
+        if exporter.sync if sync is None else sync:
             response = self._send_now(
                 exporter, sid, "/v1/sessions", session_body(body, action_bodies)
             )
@@ -289,10 +292,12 @@ class Client:
         trouble. Bad input raises ``LayerSchemaValidationError`` or
         ``LayerRequestPreparationError`` here, at the call.
         """
-        exporter = self._exporter_or_raise("append_action")
+        exporter = self._exporter
+        if exporter is None:
+            raise _not_initialized("append_action")
         session_id = session_id_text(session_id)
         body = action_body(kind, start_time, end_time, attributes, data, error, scanners)
-        if sync if sync is not None else exporter.config.sync:
+        if exporter.sync if sync is None else sync:
             self._send_now(exporter, session_id, f"/v1/sessions/{session_id}/actions", body)
             return
         self._enqueue(exporter, Event(session_id, body, False))
@@ -324,27 +329,23 @@ class Client:
 
     # -- machinery -------------------------------------------------------------
 
-    def _exporter_or_raise(self, call: str) -> _Exporter:
-        exporter = self._exporter or self._closed
-        if exporter is None:
-            raise LayerMissingRequiredConfigurationError(f"call init() before {call}()")
-        return exporter
-
     def _enqueue(self, exporter: _Exporter, event: Event) -> None:
-        limit = exporter.config.max_event_bytes
-        if len(event.body) > limit:
-            exporter.queue.refuse(event, TOO_LARGE)
-            raise LayerRequestPreparationError(
-                f"the encoded event is {len(event.body)} bytes, more than max_event_bytes={limit}"
-            )
         if sdk_thread.active:
             exporter.queue.refuse(event, RECURSION)
             return
-        if exporter.queue.put(event) == WAKE:
+        outcome = exporter.queue.put(event)
+        if not outcome:
+            return
+        if outcome == WAKE:
             if exporter.worker.pid != os.getpid():
                 self._restart_after_fork()
             else:
                 exporter.worker.ensure_running()
+        elif outcome == TOO_LARGE:
+            limit = exporter.config.max_event_bytes
+            raise LayerRequestPreparationError(
+                f"the encoded event is {len(event.body)} bytes, more than max_event_bytes={limit}"
+            )
 
     def _send_now(self, exporter: _Exporter, session_id: str, path: str, body: bytes) -> Any:
         if exporter.queue.closed:
@@ -359,6 +360,11 @@ class Client:
         self._lock = threading.Lock()
         exporter = self._exporter
         if exporter is None or exporter.worker.pid == os.getpid():
+            return
+        if exporter.queue.closed:
+            # Shut down in the parent: it stays shut, but a lock some parent
+            # thread held at fork time must not block the child.
+            exporter.queue.forget_locks()
             return
         session = exporter.config.http_session
         if session is not None:
@@ -379,16 +385,19 @@ def action_body(
     scanners: Iterable[Any] | None,
 ) -> bytes:
     """Validate an action's fields and encode it."""
-    now = datetime.now(timezone.utc) if start_time is None or end_time is None else None
+    if start_time is None or end_time is None:
+        now = datetime.now(timezone.utc)
+        start_time = start_time or now
+        end_time = end_time or now
     return encode(
         SessionActionRequest(
-            kind=action_kind(kind),
-            start_time=utc(start_time, "start_time") or now,  # type: ignore[arg-type]
-            end_time=utc(end_time, "end_time") or now,  # type: ignore[arg-type]
-            attributes=action_attributes(attributes),
-            data=data,
-            error=action_error(error),
-            scanners=action_scanners(scanners),
+            action_kind(kind),
+            utc(start_time, "start_time"),  # type: ignore[arg-type]
+            utc(end_time, "end_time"),  # type: ignore[arg-type]
+            action_attributes(attributes),
+            data,
+            action_error(error),
+            action_scanners(scanners),
         ),
         "action",
     )
@@ -409,7 +418,12 @@ def _action_from(action: SessionActionRequest | Mapping[str, Any]) -> bytes:
     return action_body(**{name: fields.get(name) for name in known})
 
 
-_live_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+def _not_initialized(call: str) -> LayerMissingRequiredConfigurationError:
+    return LayerMissingRequiredConfigurationError(f"call init() before {call}()")
+
+
+#: Every client that was initialized: drained at exit, restarted after fork.
+_clients: weakref.WeakSet[Client] = weakref.WeakSet()
 
 
 def _finish_shutdown(exporter: _Exporter, deadline: float) -> bool:
@@ -425,13 +439,13 @@ def _drain_at_exit() -> None:
     # their senders drain side by side, so several clients do not add their
     # bounds up. No thread is started here (3.12+ refuses to at exit).
     started = time.monotonic()
-    closing = [exporter for exporter in (c._close() for c in list(_live_clients)) if exporter]
+    closing = [exporter for exporter in (c._close() for c in list(_clients)) if exporter]
     for exporter in closing:
         _finish_shutdown(exporter, started + exporter.config.shutdown_timeout)
 
 
 def _restart_in_child() -> None:
-    for client in list(_live_clients):
+    for client in list(_clients):
         client._restart_after_fork()
 
 

@@ -102,6 +102,7 @@ class ExportQueue:
         *,
         max_events: int,
         max_bytes: int,
+        max_event_bytes: int,
         batch_size: int,
         flush_interval: float,
         on_loss: Callable[[str, int], None],
@@ -113,6 +114,7 @@ class ExportQueue:
         self._resolved = threading.Condition(self._lock)  # flush waits here
         self._max_events = max_events
         self._max_bytes = max_bytes
+        self._max_event_bytes = max_event_bytes
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._closed = False
@@ -127,10 +129,12 @@ class ExportQueue:
 
         self._events = 0
         self._bytes = 0
+        # flush() starts a new epoch; it waits until no event of an earlier one is unresolved.
         self._epoch = 0
-        self._pending_by_epoch: Counter[int] = Counter()
+        self._epoch_events = 0  # unresolved events of the current epoch
+        self._earlier_epochs: Counter[int] = Counter()  # unresolved events of earlier ones
         self._lossy_epochs: set[int] = set()
-        self._enqueued = self._sent = self._retried = 0
+        self._sent = self._retried = 0
         self._dropped: Counter[str] = Counter()
         self._failed: Counter[str] = Counter()
 
@@ -140,16 +144,23 @@ class ExportQueue:
         """Admit ``event``: ACCEPTED, WAKE, or the reason it was dropped. Never blocks."""
         size = len(event.body)
         with self._lock:
-            full = self._events >= self._max_events or self._bytes + size > self._max_bytes
-            if self._closed or full:
-                reason = SHUTDOWN if self._closed else QUEUE_FULL
+            if (
+                self._events >= self._max_events  # also true once closed
+                or self._bytes + size > self._max_bytes
+                or size > self._max_event_bytes
+            ):
+                if self._closed:
+                    reason = SHUTDOWN
+                elif size > self._max_event_bytes:
+                    reason = TOO_LARGE
+                else:
+                    reason = QUEUE_FULL
                 self._refuse(event, reason)
             else:
                 event.epoch = self._epoch
-                self._pending_by_epoch[self._epoch] += 1
+                self._epoch_events += 1
                 self._events += 1
                 self._bytes += size
-                self._enqueued += 1
                 inbox = self._inbox
                 inbox.append(event)
                 if len(inbox) == 1:
@@ -313,13 +324,16 @@ class ExportQueue:
         self._unreported.append((reason, len(events)))
 
     def _resolve(self, events: list[Event]) -> None:
-        pending = self._pending_by_epoch
+        earlier, current = self._earlier_epochs, self._epoch
         for event in events:
             self._events -= 1
             self._bytes -= len(event.body)
-            pending[event.epoch] -= 1
-            if not pending[event.epoch]:
-                del pending[event.epoch]
+            if event.epoch == current:
+                self._epoch_events -= 1
+            else:
+                earlier[event.epoch] -= 1
+                if not earlier[event.epoch]:
+                    del earlier[event.epoch]
 
     def _bury(self, session_id: str) -> None:
         self._dead[session_id] = None
@@ -337,10 +351,13 @@ class ExportQueue:
         deadline = time.monotonic() + timeout
         with self._lock:
             target = self._epoch
+            if self._epoch_events:
+                self._earlier_epochs[target] = self._epoch_events
+                self._epoch_events = 0
             self._epoch += 1
             self._inbox_since = 0.0  # make the inbox due now
             self._work.notify()
-            while self._pending_by_epoch and min(self._pending_by_epoch) <= target:
+            while self._earlier_epochs and min(self._earlier_epochs) <= target:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -368,12 +385,20 @@ class ExportQueue:
         """Refuse new events from now on; those accepted are still delivered."""
         with self._lock:
             self._closed = True
+            self._max_events = -1  # put() then takes its slow path, which checks _closed
             self._work.notify_all()
+
+    def forget_locks(self) -> None:
+        """New locks for a forked child, where a parent thread may have held the old ones."""
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._resolved = threading.Condition(self._lock)
 
     def abandon(self) -> None:
         """Give up on everything still unresolved (shutdown's deadline has passed)."""
         with self._lock:
             self._closed = True
+            self._max_events = -1
             events = list(self._inbox)
             self._inbox = []
             for session in self._sessions.values():
@@ -392,7 +417,7 @@ class ExportQueue:
         """A consistent snapshot of the counts."""
         with self._lock:
             return ExportStats(
-                enqueued=self._enqueued,
+                enqueued=self._sent + sum(self._failed.values()) + self._events,
                 sent=self._sent,
                 dropped=sum(self._dropped.values()),
                 failed=sum(self._failed.values()),

@@ -103,6 +103,8 @@ def utc(value: datetime | None, field: str) -> datetime | None:
     """``value`` in UTC; a naive datetime is taken to be UTC already."""
     if value is None:
         return None
+    if value.__class__ is datetime and value.tzinfo is timezone.utc:
+        return value
     if not isinstance(value, datetime):
         raise LayerSchemaValidationError(f"{field} must be a datetime, got {type(value).__name__}")
     if value.tzinfo is None:
@@ -150,6 +152,8 @@ def session_attributes(attributes: Mapping[str, Any] | None) -> dict[str, str]:
 
 def action_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
     """Action attributes: any JSON values, never None on the wire."""
+    if type(attributes) is dict:
+        return attributes  # no copy: it is encoded (snapshotted) right away
     if attributes is None:
         return {}
     if not isinstance(attributes, Mapping):
