@@ -467,20 +467,18 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         # raw_items(): the values as read, without the email policy's costly re-parsing.
         headers = {name.lower(): value for name, value in self.headers.raw_items()}
-        length = headers.get("content-length", "0")
         collector = self.server.collector
-        if "transfer-encoding" in headers or not (length.isascii() and length.isdigit()):
-            # A body without a length cannot be framed, so neither can the next request.
+        try:
+            body = self._read_body(headers)
+        except ValueError as exc:
+            # A body that cannot be framed leaves no way to find the next request either.
             self.close_connection = True
-            reply: _Reply | None = _error("a body needs a Content-Length (no chunked encoding)")
+            reply: _Reply | None = _error(str(exc))
             now = time.monotonic()
             collector._record(
                 ReceivedRequest(self.command, self.path, headers, b"", None, 400, now)
             )
         else:
-            body = self.rfile.read(int(length))
-            if len(body) < int(length):
-                raise ConnectionError("the client went away in the middle of a body")
             reply = collector._answer(self.server, self.command, self.path, headers, body)
         if reply is None:
             self.close_connection = True
@@ -499,6 +497,38 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(head if self.command == "HEAD" else head + reply.body)
 
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _handle
+
+    def _read_body(self, headers: dict[str, str]) -> bytes:
+        """The body framed by Content-Length or chunked; ValueError when it cannot be framed."""
+        encoding = headers.get("transfer-encoding")
+        if encoding is not None:
+            if encoding.strip().lower() != "chunked":
+                raise ValueError(f"unsupported Transfer-Encoding {encoding!r}")
+            return self._read_chunked()
+        length = headers.get("content-length", "0")
+        if not (length.isascii() and length.isdigit()):
+            raise ValueError(f"invalid Content-Length {length!r}")
+        return self._read_exactly(int(length))
+
+    def _read_chunked(self) -> bytes:
+        chunks: list[bytes] = []
+        while True:
+            line = self.rfile.readline(1024).split(b";", 1)[0].strip()
+            if not re.fullmatch(rb"[0-9a-fA-F]{1,8}", line):
+                raise ValueError(f"invalid chunk size {line[:20]!r}")
+            if (size := int(line, 16)) == 0:
+                break
+            chunks.append(self._read_exactly(size))
+            self.rfile.readline(1024)  # the CRLF that closes a chunk
+        while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+            pass  # trailer fields are ignored
+        return b"".join(chunks)
+
+    def _read_exactly(self, size: int) -> bytes:
+        data = self.rfile.read(size)
+        if len(data) < size:
+            raise ConnectionError("the client went away in the middle of a body")
+        return data
 
 
 # -- validation: the request bodies of the wire contract ------------------------
