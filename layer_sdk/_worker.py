@@ -140,8 +140,14 @@ class ExportWorker:
     def _add_sender(self) -> None:
         with self._lock:
             self._senders = [thread for thread in self._senders if thread.is_alive()]
-            if not self._stopping and len(self._senders) < self._max_senders:
+            if self._stopping or len(self._senders) >= self._max_senders:
+                return
+            try:
                 self._spawn(primary=False)
+            except RuntimeError:
+                # Python 3.12+ starts no thread once the interpreter is exiting:
+                # the senders already running drain the queue.
+                self._senders.pop()
 
     def _run(self, primary: bool) -> None:
         sdk_thread.active = True
