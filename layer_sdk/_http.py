@@ -26,8 +26,8 @@ class RemoteDisconnected(ConnectionError):
     """The server closed the connection without answering."""
 
 
-class ProtocolError(ConnectionError):
-    """The server's answer was not valid HTTP/1.1."""
+class ProtocolError(OSError):
+    """The server's answer was not valid HTTP/1.1, or broke off midway."""
 
 
 class Answer:
@@ -72,12 +72,12 @@ class ConnectionPool:
         connection = self._checkout()
         try:
             answer, keep_alive = connection.exchange(request)
-        except RemoteDisconnected:
+        except ConnectionError:
             connection.close()
             if not connection.reused:
                 raise
-            # A kept-alive connection the server had already closed: the
-            # request never reached it, so one more try on a new connection is safe.
+            # A kept-alive connection that the server had closed meanwhile (no
+            # byte of an answer came back): one more try on a new connection.
             connection = self._connect()
             try:
                 answer, keep_alive = connection.exchange(request)
@@ -143,7 +143,10 @@ class _Connection:
             status, headers, keep_alive = self._read_head()
             if status >= 200:
                 break  # 1xx answers are interim: the real one follows
-        body, keep_alive = self._read_body(headers, keep_alive, status)
+        try:
+            body, keep_alive = self._read_body(headers, keep_alive, status)
+        except ConnectionError:
+            raise ProtocolError("the server closed the connection mid-answer") from None
         self.reused = True
         return Answer(status, headers, body), keep_alive
 
@@ -165,7 +168,7 @@ class _Connection:
                 raise ProtocolError("the answer's headers are too long")
             try:
                 buffer += self._receive()
-            except RemoteDisconnected:
+            except ConnectionError:
                 if buffer:
                     raise ProtocolError("the server closed the connection mid-answer") from None
                 raise

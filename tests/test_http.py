@@ -161,6 +161,21 @@ def test_a_stale_kept_alive_connection_is_replaced_once(serve: Callable[..., Raw
     assert [request[-1:] for request in server.requests] == [b"1", b"2"]
 
 
+def test_an_answer_broken_off_midway_is_not_sent_again(serve: Callable[..., RawServer]) -> None:
+    answers = iter([b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", b"HTTP/1.1 200 OK\r\nCont"])
+
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        conn.sendall(next(answers))
+        return len(server.requests) == 1
+
+    server = serve(answer)
+    pool = pool_for(server)
+    pool.post("/", b"1", {})
+    with pytest.raises(ProtocolError, match="mid-answer"):
+        pool.post("/", b"2", {})  # the server may have acted on it: no second try
+    assert len(server.requests) == 2
+
+
 def test_a_fresh_connection_closed_without_answer_raises(serve: Callable[..., RawServer]) -> None:
     server = serve(lambda conn, request: False)
     with pytest.raises(RemoteDisconnected):
