@@ -25,7 +25,8 @@ has been read, so each one affects only requests read after it was set.
 4. ``fail_next()``: the injected status is answered.
 5. ``require_bearer()``: 401 when the bearer token is missing or refused.
 6. Routing: 404 for an unknown path, 405 for a method other than POST.
-7. ``X-Request-Id`` already answered with 2xx: that answer again, nothing stored.
+7. ``X-Request-Id`` already answered with 2xx (whatever the path): that answer
+   again, nothing stored, counted in ``duplicates``.
 8. Validation: 415 unless the body is ``application/json``, 400 for a bad body.
 9. Storage: 404 for an action of an unknown session, 409 for a session that
    already exists; else 200 (session) or 202 (action).
@@ -66,8 +67,9 @@ _Request = socket.socket | tuple[bytes, socket.socket]  # what socketserver hand
 class ReceivedRequest:
     """One HTTP request as the collector read it, and the status it answered.
 
-    ``headers`` has lower-cased names; ``json`` is the decoded body or None;
-    ``status`` is 0 when the connection was closed without an answer.
+    ``headers`` has lower-cased names (a repeated header keeps its last value),
+    ``json`` is the decoded body or None, and ``status`` is 0 when the
+    connection was closed without an answer.
     """
 
     method: str
@@ -99,6 +101,8 @@ class LocalCollector:
     """An in-process Layer API server that records what it receives.
 
     Every inspection method returns a copy and is safe to call from any thread.
+    Everything received is kept until ``clear()``, including each request's
+    body: a long benchmark should clear now and then.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -350,7 +354,8 @@ class LocalCollector:
             held = self._releases if self._hanging else None
             delay = self._delay
             drop = self._drops > 0
-            self._drops -= 1 if drop else 0
+            if drop:
+                self._drops -= 1
             failure = self._failures.popleft() if self._failures and not drop else None
             check = self._bearer_check
         if held is not None:

@@ -1,0 +1,555 @@
+"""Tests of the local collector, spoken to over real HTTP with http.client."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import select
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import pytest
+
+from layer_sdk.collector import LocalCollector
+
+APP = "app-1"
+T0 = "2024-05-01T12:00:00Z"
+T1 = "2024-05-01T12:00:01.250000Z"
+JSON = {"Content-Type": "application/json"}
+SID = str(uuid.uuid5(uuid.NAMESPACE_URL, "session-1"))
+UUID4 = "1b4e28ba-2fa1-41d2-883f-0016d3cca427"
+
+
+class Answer(NamedTuple):
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def action(kind: str = "completion_prompt", **fields: Any) -> dict[str, Any]:
+    return {"kind": kind, "start_time": T0, "end_time": T1, "attributes": {}, **fields}
+
+
+def connect(collector: LocalCollector) -> http.client.HTTPConnection:
+    return http.client.HTTPConnection("127.0.0.1", collector.port, timeout=5)
+
+
+def post(
+    target: LocalCollector | http.client.HTTPConnection,
+    path: str,
+    body: Any = None,
+    *,
+    headers: dict[str, str] | None = None,
+    raw: bytes | None = None,
+    method: str = "POST",
+) -> Answer:
+    """One request; a LocalCollector target gets a connection of its own, closed after."""
+    own = isinstance(target, LocalCollector)
+    conn = connect(target) if isinstance(target, LocalCollector) else target
+    data = raw if raw is not None else json.dumps(body).encode()
+    try:
+        conn.request(method, path, data, JSON if headers is None else headers)
+        response = conn.getresponse()
+        content = response.read()
+        return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, content)
+    finally:
+        if own:
+            conn.close()
+
+
+def raw_request(body: Any, path: str = "/v1/sessions") -> bytes:
+    data = json.dumps(body).encode()
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    return f"{head}Content-Length: {len(data)}\r\n\r\n".encode() + data
+
+
+def is_closed(sock: socket.socket) -> bool:
+    """True when the peer has closed the connection (EOF or reset) within 2 s."""
+    sock.settimeout(2)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+@pytest.fixture
+def collector() -> Iterator[LocalCollector]:
+    with LocalCollector() as running:
+        yield running
+
+
+@pytest.fixture
+def conn(collector: LocalCollector) -> Iterator[http.client.HTTPConnection]:
+    """A keep-alive connection to the collector."""
+    connection = connect(collector)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def session(collector: LocalCollector) -> str:
+    assert post(collector, "/v1/sessions", {"application_id": APP, "session_id": SID}).status == 200
+    return SID
+
+
+def test_create_append_and_inspect(collector: LocalCollector) -> None:
+    first = action("completion_prompt", data={"messages": [{"role": "user", "content": "hi"}]})
+    created = post(
+        collector,
+        "/v1/sessions",
+        {
+            "application_id": APP,
+            "session_id": SID,
+            "attributes": {"env": "test"},
+            "actions": [first],
+        },
+    )
+    assert (created.status, created.json) == (200, {"session_id": SID})
+    assert created.headers["content-type"] == "application/json"
+
+    second = action("completion_output", error={"message": "boom", "code": 7})
+    third = action("embeddings", scanners=[{"name": "usage", "data": {"tokens": 3}}])
+    for body in (second, third):
+        appended = post(collector, f"/v1/sessions/{SID}/actions", body)
+        assert (appended.status, appended.json) == (202, {})
+
+    expected = {"application_id": APP, "session_id": SID, "attributes": {"env": "test"}}
+    assert collector.sessions == [{**expected, "actions": [first, second, third]}]
+    assert collector.session(SID) == {**expected, "actions": [first, second, third]}
+    assert collector.session(SID.upper()) == collector.session(SID)
+    assert collector.session(str(uuid.uuid5(uuid.NAMESPACE_URL, "other"))) is None
+    with_id = [{**a, "session_id": SID} for a in (first, second, third)]
+    assert collector.actions() == with_id
+    assert collector.actions(SID) == with_id
+    assert collector.actions(UUID4) == []
+    assert collector.event_count == 4
+    assert [(r.method, r.path, r.status) for r in collector.requests] == [
+        ("POST", "/v1/sessions", 200),
+        ("POST", f"/v1/sessions/{SID}/actions", 202),
+        ("POST", f"/v1/sessions/{SID}/actions", 202),
+    ]
+    assert collector.requests[1].json == second
+    assert collector.requests[1].headers["content-type"] == "application/json"
+
+
+def test_inspection_returns_copies(collector: LocalCollector, session: str) -> None:
+    assert post(collector, f"/v1/sessions/{session}/actions", action()).status == 202
+    collector.sessions[0]["actions"].clear()
+    collector.actions()[0]["kind"] = "moderation"
+    collector.requests.clear()
+    assert collector.actions() == [{**action(), "session_id": session}]
+    assert len(collector.session(session)["actions"]) == 1  # type: ignore[index]
+    assert len(collector.requests) == 2
+
+
+def test_server_mints_a_uuid5_and_null_means_absent(collector: LocalCollector) -> None:
+    body = {"application_id": APP, "session_id": None, "attributes": None, "actions": None}
+    created = post(collector, "/v1/sessions", body)
+    assert created.status == 200
+    minted = created.json["session_id"]
+    assert uuid.UUID(minted).version == 5
+    nulls = action(data=None, error=None, scanners=None)
+    assert post(collector, f"/v1/sessions/{minted}/actions", nulls).status == 202
+    assert collector.session(minted) == {**body, "session_id": minted, "actions": [nulls]}
+
+
+def test_action_of_unknown_session_is_404(collector: LocalCollector) -> None:
+    answer = post(collector, f"/v1/sessions/{SID}/actions", action())
+    assert (answer.status, answer.json) == (404, {"error": f"no session {SID}"})
+    assert collector.event_count == 0
+
+
+CREATE_ERRORS = [
+    ({"session_id": SID}, "Object missing required field `application_id`"),
+    ({"application_id": ""}, "Expected `str` of length >= 1 - at `$.application_id`"),
+    (
+        {"application_id": APP, "session_id": UUID4},
+        f"Expected a UUID version 5, got '{UUID4}' - at `$.session_id`",
+    ),
+    (
+        {"application_id": APP, "session_id": "nope"},
+        "Expected a UUID version 5, got 'nope' - at `$.session_id`",
+    ),
+    (
+        {"application_id": APP, "attributes": {"retries": 3}},
+        "Expected `str`, got `int` - at `$.attributes[...]`",
+    ),
+    (
+        {"application_id": APP, "start_time": "2024-05-01 12:00:00"},
+        "Expected an RFC 3339 UTC time ending in Z, got '2024-05-01 12:00:00' - at `$.start_time`",
+    ),
+    (
+        {"application_id": APP, "actions": [action(), action("chat")]},
+        "Invalid enum value 'chat' - at `$.actions[1].kind`",
+    ),
+    (
+        {"application_id": APP, "actions": {}},
+        "Expected `array | null`, got `object` - at `$.actions`",
+    ),
+    ({"application_id": APP, "app": APP}, "Object contains unknown field `app`"),
+    ([APP], "Expected `object`, got `array`"),
+]
+
+ACTION_ERRORS = [
+    (action("chat"), "Invalid enum value 'chat' - at `$.kind`"),
+    (
+        {"kind": "moderation", "start_time": T0, "end_time": T1},
+        "Object missing required field `attributes`",
+    ),
+    (action(attributes=None), "Expected `object`, got `null` - at `$.attributes`"),
+    (
+        action(start_time="2024-05-01T12:00:00+00:00"),
+        "Expected an RFC 3339 UTC time ending in Z, got '2024-05-01T12:00:00+00:00'"
+        " - at `$.start_time`",
+    ),
+    (
+        action(end_time="2024-02-30T12:00:00Z"),
+        "Expected an RFC 3339 UTC time ending in Z, got '2024-02-30T12:00:00Z' - at `$.end_time`",
+    ),
+    (action(error={"code": 1}), "Object missing required field `message` - at `$.error`"),
+    (action(scanners=[{"name": 1}]), "Expected `str`, got `int` - at `$.scanners[0].name`"),
+    (action(session_id=SID), "Object contains unknown field `session_id`"),
+]
+
+
+@pytest.mark.parametrize(("body", "error"), CREATE_ERRORS)
+def test_invalid_create_is_400(collector: LocalCollector, body: Any, error: str) -> None:
+    answer = post(collector, "/v1/sessions", body)
+    assert (answer.status, answer.json) == (400, {"error": error})
+    assert collector.event_count == 0
+    assert collector.requests[0].status == 400
+
+
+@pytest.mark.parametrize(("body", "error"), ACTION_ERRORS)
+def test_invalid_action_is_400(
+    collector: LocalCollector, session: str, body: Any, error: str
+) -> None:
+    answer = post(collector, f"/v1/sessions/{session}/actions", body)
+    assert (answer.status, answer.json) == (400, {"error": error})
+    assert collector.event_count == 1
+
+
+def test_body_must_be_json(collector: LocalCollector) -> None:
+    answer = post(collector, "/v1/sessions", raw=b'{"application_id": ')
+    assert (answer.status, answer.json) == (400, {"error": "the body is not valid UTF-8 JSON"})
+    assert collector.requests[0].json is None
+    assert collector.requests[0].body == b'{"application_id": '
+
+
+def test_content_type_must_be_json(collector: LocalCollector) -> None:
+    body = {"application_id": APP}
+    missing = post(collector, "/v1/sessions", body, headers={})
+    assert (missing.status, missing.json) == (
+        415,
+        {"error": "Content-Type must be application/json, got ''"},
+    )
+    assert (
+        post(collector, "/v1/sessions", body, headers={"Content-Type": "text/plain"}).status == 415
+    )
+    charset = {"Content-Type": "application/json; charset=utf-8"}
+    assert post(collector, "/v1/sessions", body, headers=charset).status == 200
+    assert collector.event_count == 1
+
+
+def test_unknown_path_is_404_and_other_methods_405(collector: LocalCollector) -> None:
+    unknown = post(collector, "/v2/sessions", {})
+    assert (unknown.status, unknown.json) == (404, {"error": "no such endpoint: /v2/sessions"})
+    wrong = post(collector, "/v1/sessions", method="GET", raw=b"")
+    assert (wrong.status, wrong.headers["allow"]) == (405, "POST")
+    assert post(collector, f"/v1/sessions/{SID}/actions", method="PUT", raw=b"{}").status == 405
+
+
+def test_duplicate_create_is_409(collector: LocalCollector, session: str) -> None:
+    again = post(collector, "/v1/sessions", {"application_id": APP, "session_id": session})
+    expected = {"error": f"session {session} already exists - at `$.session_id`"}
+    assert (again.status, again.json) == (409, expected)
+    assert collector.event_count == 1
+
+
+def test_chunked_body_is_read(collector: LocalCollector, conn: http.client.HTTPConnection) -> None:
+    parts = [b'{"application_id": ', b'"app-1"}']
+    conn.request("POST", "/v1/sessions", iter(parts), JSON, encode_chunked=True)
+    response = conn.getresponse()
+    assert (response.status, len(json.loads(response.read())["session_id"])) == (200, 36)
+    assert collector.requests[0].body == b'{"application_id": "app-1"}'
+    assert post(conn, "/v1/sessions", {"application_id": APP}).status == 200  # still in step
+
+
+def test_unframed_body_is_400_and_closes_the_connection(collector: LocalCollector) -> None:
+    with socket.create_connection(("127.0.0.1", collector.port)) as sock:
+        sock.sendall(b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n")
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        body = json.loads(response.read())
+        assert (response.status, body) == (400, {"error": "invalid Content-Length 'ten'"})
+        assert response.getheader("Connection") == "close"
+        assert is_closed(sock)
+    assert [r.status for r in collector.requests] == [400]
+
+
+def test_request_id_answers_again_without_storing(collector: LocalCollector) -> None:
+    first_id = {**JSON, "X-Request-Id": "r-1"}
+    body = {"application_id": APP}
+    first = post(collector, "/v1/sessions", body, headers=first_id)
+    again = post(collector, "/v1/sessions", body, headers=first_id)
+    assert first.status == again.status == 200
+    assert first.body == again.body
+    session_id = first.json["session_id"]
+
+    action_id = {**JSON, "X-Request-Id": "r-2"}
+    for _ in range(2):
+        again = post(collector, f"/v1/sessions/{session_id}/actions", action(), headers=action_id)
+        assert again.status == 202
+    assert post(collector, f"/v1/sessions/{session_id}/actions", action()).status == 202
+    assert collector.duplicates == 2
+    assert collector.event_count == 3
+    assert len(collector.sessions) == 1
+    assert [r.status for r in collector.requests] == [200, 200, 202, 202, 202]
+
+
+def test_request_id_of_a_failed_request_is_processed_on_retry(collector: LocalCollector) -> None:
+    headers = {**JSON, "X-Request-Id": "r-1"}
+    collector.fail_next(1, 503)
+    assert post(collector, "/v1/sessions", {"application_id": APP}, headers=headers).status == 503
+    assert post(collector, "/v1/sessions", {"application_id": APP}, headers=headers).status == 200
+    assert (collector.duplicates, collector.event_count) == (0, 1)
+
+
+def test_fail_next_with_retry_after(collector: LocalCollector) -> None:
+    collector.fail_next(2, 429, retry_after=0.5)
+    body = {"application_id": APP, "session_id": SID}
+    for _ in range(2):
+        failed = post(collector, "/v1/sessions", body)
+        assert (failed.status, failed.headers["retry-after"], failed.json) == (
+            429,
+            "0.5",
+            {"error": "injected"},
+        )
+    assert collector.event_count == 0
+    assert post(collector, "/v1/sessions", body).status == 200
+    assert [r.status for r in collector.requests] == [429, 429, 200]
+
+
+def test_fail_next_queues_up_and_takes_a_body(collector: LocalCollector) -> None:
+    collector.fail_next(1, 503, retry_after=2)
+    collector.fail_next(1, 500, body=b'{"message": "down"}')
+    first = post(collector, "/v1/sessions", {"application_id": APP})
+    second = post(collector, "/v1/sessions", {"application_id": APP})
+    assert (first.status, first.headers["retry-after"]) == (503, "2")
+    assert (second.status, second.body, "retry-after" in second.headers) == (
+        500,
+        b'{"message": "down"}',
+        False,
+    )
+    with pytest.raises(ValueError):
+        collector.fail_next(1, 99)
+
+
+def test_drop_next_closes_the_connection_unanswered(
+    collector: LocalCollector, conn: http.client.HTTPConnection
+) -> None:
+    collector.drop_next(1)
+    with pytest.raises(http.client.RemoteDisconnected):
+        post(conn, "/v1/sessions", {"application_id": APP, "session_id": SID})
+    dropped = collector.requests[0]
+    assert (dropped.status, dropped.json) == (0, {"application_id": APP, "session_id": SID})
+    assert collector.event_count == 0
+    assert post(collector, "/v1/sessions", {"application_id": APP}).status == 200
+
+
+def test_delay_postpones_every_answer(collector: LocalCollector) -> None:
+    collector.delay = 0.3
+    assert collector.delay == 0.3
+    started = time.monotonic()
+    assert post(collector, "/v1/sessions", {"application_id": APP}).status == 200
+    assert 0.3 <= time.monotonic() - started < 2.0
+    collector.delay = 0
+    started = time.monotonic()
+    assert post(collector, "/v1/sessions", {"application_id": APP}).status == 200
+    assert time.monotonic() - started < 0.3
+
+
+def test_hang_holds_requests_until_release(collector: LocalCollector) -> None:
+    collector.hang()
+    with socket.create_connection(("127.0.0.1", collector.port)) as sock:
+        sock.sendall(raw_request({"application_id": APP, "session_id": SID}))
+        assert select.select([sock], [], [], 0.3)[0] == []  # no answer while hung
+        assert collector.event_count == 0
+        collector.release()
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        assert (response.status, json.loads(response.read())) == (200, {"session_id": SID})
+    assert post(collector, "/v1/sessions", {"application_id": APP}).status == 200  # not held
+
+
+def test_stop_drops_hung_requests_quickly(collector: LocalCollector) -> None:
+    collector.hang()
+    with socket.create_connection(("127.0.0.1", collector.port)) as sock:
+        sock.sendall(raw_request({"application_id": APP}))
+        assert select.select([sock], [], [], 0.2)[0] == []
+        started = time.monotonic()
+        collector.stop()
+        assert time.monotonic() - started < 2.5
+        assert is_closed(sock)
+    assert [r.status for r in collector.requests] == [0]
+    assert collector.event_count == 0
+    collector.start()  # hang mode ended with stop()
+    assert post(collector, "/v1/sessions", {"application_id": APP}).status == 200
+
+
+def test_stop_goes_down_and_start_serves_the_same_port(
+    collector: LocalCollector, conn: http.client.HTTPConnection
+) -> None:
+    port = collector.port
+    assert post(conn, "/v1/sessions", {"application_id": APP}).status == 200
+    assert conn.sock is not None
+    keep_alive: socket.socket = conn.sock  # accepted and idle between requests
+
+    collector.stop()
+    collector.stop()  # idempotent
+    assert is_closed(keep_alive)  # closed by the server, unasked
+    with pytest.raises(ConnectionError):
+        post(conn, "/v1/sessions", {"application_id": APP})
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2)
+
+    assert collector.start() is collector
+    assert collector.port == port
+    assert post(collector, "/v1/sessions", {"application_id": APP}).status == 200
+    assert collector.event_count == 2
+
+
+def test_keep_alive_connection_is_reused(
+    collector: LocalCollector, session: str, conn: http.client.HTTPConnection
+) -> None:
+    for i in range(50):
+        assert post(conn, f"/v1/sessions/{session}/actions", action(data=i)).status == 202
+        if i == 0:
+            sock = conn.sock
+    assert conn.sock is sock
+    assert [a["data"] for a in collector.actions(session)] == list(range(50))
+
+
+def test_concurrent_keep_alive_clients_lose_nothing(
+    collector: LocalCollector, session: str
+) -> None:
+    statuses: list[int] = []
+
+    def produce(worker: int) -> None:
+        with contextlib.closing(connect(collector)) as own:
+            for i in range(25):
+                headers = {**JSON, "X-Request-Id": f"{worker}-{i}"}
+                body = action(data=[worker, i])
+                path = f"/v1/sessions/{session}/actions"
+                statuses.append(post(own, path, body, headers=headers).status)
+
+    producers = [threading.Thread(target=produce, args=(worker,)) for worker in range(4)]
+    for producer in producers:
+        producer.start()
+    for producer in producers:
+        producer.join()
+    assert statuses == [202] * 100
+    assert collector.event_count == 1 + 4 * 25
+    data = [tuple(a["data"]) for a in collector.actions(session)]
+    assert sorted(data) == [(worker, i) for worker in range(4) for i in range(25)]
+    for worker in range(4):  # each connection's actions stay in the order they were sent
+        assert [i for w, i in data if w == worker] == list(range(25))
+    assert collector.duplicates == 0
+
+
+def test_require_bearer(collector: LocalCollector) -> None:
+    collector.require_bearer(lambda token: token == "secret")
+    body = {"application_id": APP}
+    for headers in (
+        JSON,
+        {**JSON, "Authorization": "Bearer nope"},
+        {**JSON, "Authorization": "secret"},
+    ):
+        refused = post(collector, "/v1/sessions", body, headers=headers)
+        assert (refused.status, refused.json) == (401, {"error": "unauthorized"})
+    assert collector.event_count == 0
+    accepted = post(
+        collector, "/v1/sessions", body, headers={**JSON, "Authorization": "Bearer secret"}
+    )
+    assert accepted.status == 200
+    collector.require_bearer(None)
+    assert post(collector, "/v1/sessions", body).status == 200
+    assert collector.event_count == 2
+
+
+def test_faults_apply_in_the_documented_order(collector: LocalCollector) -> None:
+    collector.require_bearer(lambda token: False)
+    collector.fail_next(1, 500)
+    collector.drop_next(1)
+    with pytest.raises(http.client.RemoteDisconnected):  # drop comes before fail
+        post(collector, "/v1/sessions", {"application_id": APP})
+    assert post(collector, "/v1/sessions", {"application_id": APP}).status == 500  # before auth
+    assert post(collector, "/v1/sessions", {"application_id": APP}).status == 401
+    assert [r.status for r in collector.requests] == [0, 500, 401]
+
+
+def test_an_exception_while_handling_answers_500(collector: LocalCollector) -> None:
+    def broken(token: str) -> bool:
+        raise RuntimeError("check failed")
+
+    collector.require_bearer(broken)
+    headers = {**JSON, "Authorization": "Bearer t"}
+    answer = post(collector, "/v1/sessions", {"application_id": APP}, headers=headers)
+    assert (answer.status, answer.json) == (
+        500,
+        {"error": "internal error: RuntimeError('check failed')"},
+    )
+    collector.require_bearer(None)
+    assert post(collector, "/v1/sessions", {"application_id": APP}).status == 200
+
+
+def test_wait_for_events_times_out_with_false(collector: LocalCollector) -> None:
+    started = time.monotonic()
+    assert collector.wait_for_events(1, timeout=0.2) is False
+    assert 0.2 <= time.monotonic() - started < 1.0
+
+
+def test_wait_for_events_and_wait_for_wake_up(collector: LocalCollector) -> None:
+    def produce() -> None:
+        post(collector, "/v1/sessions", {"application_id": APP, "session_id": SID})
+        post(collector, f"/v1/sessions/{SID}/actions", action())
+
+    producer = threading.Thread(target=produce)
+    started = time.monotonic()
+    producer.start()
+    assert collector.wait_for_events(2, timeout=10) is True
+    assert collector.wait_for(lambda c: len(c.requests) == 2, timeout=10) is True
+    assert time.monotonic() - started < 5  # woken by the requests, not by the timeout
+    producer.join()
+    assert collector.event_count == 2
+
+
+def test_clear_forgets_what_was_received(collector: LocalCollector) -> None:
+    headers = {**JSON, "X-Request-Id": "r-1"}
+    assert post(collector, "/v1/sessions", {"application_id": APP}, headers=headers).status == 200
+    collector.fail_next(1)
+    collector.clear()
+    assert (collector.sessions, collector.requests, collector.event_count) == ([], [], 0)
+    assert post(collector, "/v1/sessions", {"application_id": APP}).status == 503  # faults stay
+    assert post(collector, "/v1/sessions", {"application_id": APP}, headers=headers).status == 200
+    assert (collector.duplicates, collector.event_count) == (0, 1)
+
+
+def test_port_is_known_only_once_started() -> None:
+    collector = LocalCollector()
+    with pytest.raises(RuntimeError):
+        _ = collector.port
+    with collector:
+        assert collector.url == f"http://127.0.0.1:{collector.port}"
+    assert LocalCollector(port=8123).url == "http://127.0.0.1:8123"
