@@ -130,6 +130,12 @@ def session_attributes(attributes: Mapping[str, Any] | None) -> dict[str, str]:
     """Session attributes as strings: numbers and booleans converted, None left out."""
     if not attributes:
         return {}
+    if type(attributes) is dict:
+        for key, value in attributes.items():
+            if type(value) is not str or type(key) is not str:
+                break
+        else:
+            return attributes  # all strings already: the common case costs one pass
     if not isinstance(attributes, Mapping):
         raise LayerSchemaValidationError(
             f"attributes must be a mapping, got {type(attributes).__name__}"
@@ -232,6 +238,10 @@ def client_session_id(session_id: Any) -> str:
     return _remember(str(parsed))
 
 
+# The RFC 4122 variant digit (binary 10xx) for each hex digit of the hash.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
 class SessionIdFactory:
     """Mints UUID version 5 session IDs: SHA-1 of the application's namespace and a random name.
 
@@ -248,8 +258,10 @@ class SessionIdFactory:
         # their own IDs.
         hasher = self._hasher.copy()
         hasher.update(random.getrandbits(128).to_bytes(16, "big"))
-        digest = bytearray(hasher.digest()[:16])
-        digest[6] = (digest[6] & 0x0F) | 0x50
-        digest[8] = (digest[8] & 0x3F) | 0x80
-        h = digest.hex()
-        return _remember(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+        h = hasher.digest().hex()
+        # The first 128 bits, with the version digit set to 5 and the RFC 4122 variant.
+        session_id = f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+        _known_ids[session_id] = None
+        if len(_known_ids) > _MAX_KNOWN_IDS:
+            _known_ids.clear()
+        return session_id
