@@ -190,6 +190,7 @@ class Client:
         exporter = self._exporter
         if exporter is None or exporter.queue.closed:
             return True
+        exporter.worker.ensure_running()
         return exporter.queue.flush(DEFAULT_FLUSH_TIMEOUT if timeout is None else timeout)
 
     def shutdown(self, timeout: float | None = None) -> bool:

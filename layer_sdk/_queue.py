@@ -169,14 +169,14 @@ class ExportQueue:
                     return ACCEPTED
                 self._work.notify()  # start the flush_interval timer, or send a full batch
                 return WAKE
-        self._report()
+        self.report()
         return reason
 
     def refuse(self, event: Event, reason: str) -> None:
         """Count an event dropped before it reached the door (e.g. too large)."""
         with self._lock:
             self._refuse(event, reason)
-        self._report()
+        self.report()
 
     def _refuse(self, event: Event, reason: str) -> None:
         self._dropped[reason] += 1
@@ -185,7 +185,7 @@ class ExportQueue:
         if event.creates_session:
             self._bury(event.session_id)
 
-    def _report(self) -> None:
+    def report(self) -> None:
         """Tell ``on_loss`` of what was lost, outside the lock."""
         with self._lock:
             losses, self._unreported = self._unreported, []
@@ -198,12 +198,11 @@ class ExportQueue:
         """The next request to send, waiting for one up to ``idle_timeout`` seconds.
 
         Returns None when idle that long, or when the queue is closed and empty.
+        Losses found meanwhile are left for ``report()``, so that a raising
+        ``on_loss`` cannot make a taken request disappear.
         """
         with self._lock:
-            request = self._wait_for_request(time.monotonic() + idle_timeout)
-        if self._unreported:
-            self._report()
-        return request
+            return self._wait_for_request(time.monotonic() + idle_timeout)
 
     def _wait_for_request(self, idle_deadline: float) -> Request | None:
         while True:
@@ -259,7 +258,18 @@ class ExportQueue:
             else:
                 del self._sessions[request.session_id]
             self._resolved.notify_all()
-        self._report()
+        self.report()
+
+    def give_back(self, request: Request) -> None:
+        """Return a request that was taken but not sent; it is next in line again."""
+        with self._lock:
+            if self._in_flight.pop(id(request), None) is None:
+                return
+            session = self._sessions[request.session_id]
+            session.in_flight = False
+            session.waiting.extendleft(reversed(request.events))
+            self._ready.appendleft(request.session_id)
+            self._work.notify()
 
     def count_retry(self, request: Request) -> None:
         """A request is being sent again."""
@@ -411,7 +421,7 @@ class ExportQueue:
             self._fail(events, SHUTDOWN)
             self._work.notify_all()
             self._resolved.notify_all()
-        self._report()
+        self.report()
 
     def stats(self) -> ExportStats:
         """A consistent snapshot of the counts."""

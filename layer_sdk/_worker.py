@@ -107,13 +107,23 @@ class ExportWorker:
             self._primary = self._spawn(primary=True)
 
     def ensure_running(self) -> None:
-        """Restart the first sender if it died (it never should): a worker never stops silently."""
+        """Restart the first sender if it is gone: a worker never stops silently.
+
+        A sender that fails replaces itself (see ``_run``); this is the
+        backstop for one that vanished without a word.
+        """
         primary = self._primary
         if primary is not None and not primary.is_alive() and not self._stopping:
             with self._lock:
                 if self._primary is primary and not self._stopping:
                     logger.error("layer-sdk's sender thread had died; starting a new one")
-                    self._primary = self._spawn(primary=True)
+                    self._replace_primary()
+
+    def _replace_primary(self) -> None:
+        try:
+            self._primary = self._spawn(primary=True)
+        except RuntimeError:
+            self._senders.pop()  # the interpreter is exiting: no thread can start
 
     def stop(self, deadline: float) -> None:
         """Cut backoff sleeps short and let the senders exit, waiting at most until ``deadline``."""
@@ -151,6 +161,18 @@ class ExportWorker:
 
     def _run(self, primary: bool) -> None:
         sdk_thread.active = True
+        try:
+            self._send_until_idle(primary)
+        except BaseException:
+            # Whatever broke this thread (our bug, a callback raising
+            # SystemExit), the exporter must not go quiet: log and replace it.
+            logger.exception("layer-sdk's sender thread had died; starting a new one")
+            if primary:
+                with self._lock:
+                    if not self._stopping and self._primary is threading.current_thread():
+                        self._replace_primary()
+
+    def _send_until_idle(self, primary: bool) -> None:
         idle_timeout = PRIMARY_IDLE_TIMEOUT if primary else EXTRA_IDLE_TIMEOUT
         while True:
             request = self._queue.take(idle_timeout)
@@ -158,9 +180,21 @@ class ExportWorker:
                 if self._stopping or not primary or self._queue.closed:
                     return
                 continue
-            if self._queue.needs_more_senders():
-                self._add_sender()
-            self._queue.complete(request, self._deliver(request))
+            outcome: str | None = INTERNAL_ERROR
+            attempted = False
+            try:
+                self._queue.report()
+                if self._queue.needs_more_senders():
+                    self._add_sender()
+                attempted = True
+                outcome = self._deliver(request)
+            finally:
+                # On every way out, so that no request is stranded in flight:
+                # resolved once sending began, else handed back for the next sender.
+                if attempted:
+                    self._queue.complete(request, outcome)
+                else:
+                    self._queue.give_back(request)
 
     def _deliver(self, request: Request) -> str | None:
         """Send one request; None when delivered, else the reason it was given up on."""
