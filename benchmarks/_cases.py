@@ -1,0 +1,793 @@
+"""The benchmark cases of DESIGN §8, one function each, each run in a fresh process.
+
+``python benchmarks/_cases.py CASE [--quick]`` runs one case and prints its
+results as one JSON line (the last line of stdout); ``benchmarks/run.py``
+runs every case this way, repeats it and makes the table. Every case starts its
+own server process (``_server.py``) and reads delivery counts from it: the
+headline figures never come from the SDK's own counters.
+
+Each case measures the buffered SDK and, in the same process, the synchronous
+path (``sync=True``: one blocking round trip per call, as the original SDK did).
+Only the public API is used, plus ``Client.stats()``.
+
+``python benchmarks/_cases.py app-exit ...`` is the small application that the
+exit cases start and time; it is not a case of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.util
+import json
+import math
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+APPLICATION_ID = "benchmark-app"
+KIND = "completion_prompt"
+ACTIONS_PER_SESSION = 4
+EVENTS_PER_SESSION = 1 + ACTIONS_PER_SESSION
+
+#: A typical LLM action: 5 attributes, 2 messages of about 200 characters.
+ATTRIBUTES: dict[str, Any] = {
+    "model.id": "gpt-4o-mini",
+    "model.provider": "openai",
+    "temperature": 0.2,
+    "max_tokens": 512,
+    "user.id": "user-0042",
+}
+DATA: dict[str, Any] = {
+    "messages": [
+        {
+            "role": "system",
+            "content": (
+                "You are a helpful travel assistant. Answer briefly, cite the tours by "
+                "their code, never invent prices, and ask one clarifying question when the "
+                "dates or the group size are missing from the request of the customer."
+            ),
+        },
+        {
+            "role": "user",
+            "content": (
+                "We are four adults and two children looking for a guided hiking tour in "
+                "the Dolomites during the last week of June. Which tours would you suggest, "
+                "and do any of them include mountain huts with family rooms?"
+            ),
+        },
+    ]
+}
+SESSION_ATTRIBUTES = {"user.id": "user-0042", "feature": "trip-planner"}
+
+#: Provider SDKs that ``import layer_sdk`` must not pull in.
+PROVIDERS = ("openai", "anthropic", "httpx", "cohere", "mistralai", "groq", "litellm")
+
+
+def env() -> dict[str, str]:
+    """The environment of a child process: ``layer_sdk`` importable from the work tree."""
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT)}
+
+
+# -- the server process ----------------------------------------------------------
+
+
+class Server:
+    """A LocalCollector in a separate process (``_server.py``), driven through its stdin."""
+
+    def __init__(self, delay: float = 0.0, hang: bool = False) -> None:
+        args = [sys.executable, str(HERE / "_server.py"), "--delay", str(delay)]
+        if hang:
+            args.append("--hang")
+        self._process = subprocess.Popen(
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env()
+        )
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._stdin, self._stdout = self._process.stdin, self._process.stdout
+        self.url = self._stdout.readline().strip()
+        if not self.url.startswith("http://"):
+            raise RuntimeError(f"the server did not start: {self.url!r}")
+
+    def command(self, line: str) -> str:
+        """Send one command line; returns the server's one-line answer."""
+        self._stdin.write(line + "\n")
+        self._stdin.flush()
+        return self._stdout.readline().strip()
+
+    def count(self) -> int:
+        """Events (sessions + actions) the server has stored."""
+        return int(self.command("count"))
+
+    def requests(self) -> int:
+        """HTTP requests the server has read."""
+        return int(self.command("requests"))
+
+    def cpu(self) -> float:
+        """CPU seconds the server process has used."""
+        return float(self.command("cpu"))
+
+    def close(self) -> None:
+        """Stop the server process (waits a few seconds at most)."""
+        if self._process.poll() is None:
+            try:
+                self.command("quit")
+                self._process.wait(5)
+            except (OSError, subprocess.TimeoutExpired):
+                self._process.kill()
+                self._process.wait()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def dead_url() -> str:
+    """A URL where nothing listens: connections are refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+# -- measuring -------------------------------------------------------------------
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process, all threads, user + system."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def distribution(samples_ns: Sequence[int]) -> dict[str, float]:
+    """Median, p99, p99.9 and max of durations in ns, as µs."""
+    ordered = sorted(samples_ns)
+
+    def quantile(q: float) -> float:
+        return ordered[max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))] / 1000
+
+    return {
+        "median": quantile(0.5),
+        "p99": quantile(0.99),
+        "p999": quantile(0.999),
+        "max": ordered[-1] / 1000,
+        "n": len(ordered),
+    }
+
+
+def floor_us() -> dict[str, float]:
+    """What this machine needs for the least an event must cost: the issue's "floor" column.
+
+    A msgspec encode of the typical action (as a dict, with its two times) and
+    an append to a deque; best of several rounds, µs per operation.
+    """
+    import collections
+    import timeit
+    from datetime import datetime, timezone
+
+    import msgspec
+
+    encoder = msgspec.json.Encoder()
+    now = datetime.now(timezone.utc)
+    action = {"kind": KIND, "start_time": now, "end_time": now, "attributes": ATTRIBUTES}
+    action["data"] = DATA
+    line: collections.deque[bytes] = collections.deque(maxlen=1000)
+    body = encoder.encode(action)
+    rounds = 20_000
+    return {
+        "encode_action": min(timeit.repeat(lambda: encoder.encode(action), number=rounds, repeat=5))
+        / rounds
+        * 1e6,
+        "deque_append": min(timeit.repeat(lambda: line.append(body), number=rounds, repeat=5))
+        / rounds
+        * 1e6,
+        "action_bytes": len(body),
+    }
+
+
+def timer_overhead_ns() -> float:
+    """Median cost of the ``perf_counter_ns()`` pair around each timed call."""
+    clock = time.perf_counter_ns
+    samples = []
+    for _ in range(20_000):
+        t0 = clock()
+        t1 = clock()
+        samples.append(t1 - t0)
+    samples.sort()
+    return float(samples[len(samples) // 2])
+
+
+class GCPauses:
+    """Records how long each garbage collection took (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self._started = 0.0
+
+    def __enter__(self) -> GCPauses:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase: str, info: Mapping[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses[info["generation"]].append(time.perf_counter() - self._started)
+
+    def longest_ms(self, generation: int) -> float:
+        return max(self.pauses[generation], default=0.0) * 1000
+
+
+def stats_dict(client: Any) -> dict[str, Any]:
+    """``client.stats()`` as a plain dict."""
+    stats = client.stats()
+    return {
+        name: getattr(stats, name)
+        for name in (
+            "enqueued",
+            "sent",
+            "dropped",
+            "failed",
+            "retried",
+            "queued",
+            "dropped_by_reason",
+            "failed_by_reason",
+        )
+    }
+
+
+def produce(client: Any, sessions: int, *, sync: bool | None = None) -> int:
+    """Report ``sessions`` sessions of 4 typical actions each; returns the events made."""
+    for _ in range(sessions):
+        session_id = client.create_session(attributes=SESSION_ATTRIBUTES, sync=sync)
+        for _ in range(ACTIONS_PER_SESSION):
+            client.append_action(session_id, kind=KIND, attributes=ATTRIBUTES, data=DATA, sync=sync)
+    return sessions * EVENTS_PER_SESSION
+
+
+def new_client(url: str, **options: Any) -> Any:
+    """A freshly initialized ``layer_sdk.Client``."""
+    from layer_sdk import Client
+
+    client = Client()
+    client.init(base_url=url, application_id=APPLICATION_ID, **options)
+    return client
+
+
+def sync_rate(client: Any, server: Server, sessions: int) -> dict[str, float]:
+    """Deliver ``sessions`` sessions of 4 actions with ``sync=True`` calls: the baseline."""
+    before, cpu0, t0 = server.count(), cpu_seconds(), time.perf_counter()
+    made = produce(client, sessions, sync=True)
+    elapsed, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
+    delivered = server.count() - before
+    return {
+        "events": made,
+        "delivered": delivered,
+        "seconds": elapsed,
+        "events_per_s": delivered / elapsed,
+        "us_per_event": elapsed / made * 1e6,
+        "cpu_us_per_event": cpu / made * 1e6,
+    }
+
+
+# -- 1. caller-thread cost -------------------------------------------------------
+
+
+def case_hot_path(quick: bool) -> dict[str, Any]:
+    """Caller-thread cost of create_session, append_action and @layer.action while exporting.
+
+    Sessions of 4 actions are produced at a steady rate (half the throughput
+    target), alternating a session of direct calls with a ``@layer.session``
+    function making 4 ``@layer.action`` calls, so the worker is exporting to the
+    server all along. Every call is timed with ``perf_counter_ns``. A burst of
+    1,000 sessions made back to back follows, for the cost with warm caches.
+    """
+    from layer_sdk import Client
+
+    rate = 10_000  # events/s offered
+    iterations = 2_000 if quick else 6_000  # 10 events each
+    warmup = 200
+    sync_sessions = 60 if quick else 200
+
+    with Server() as server:
+        client = new_client(server.url)
+        creates: list[int] = []
+        appends: list[int] = []
+        decorated: list[int] = []
+        clock = time.perf_counter_ns
+
+        @client.action(kind=KIND, attributes=ATTRIBUTES)
+        def call_model() -> dict[str, Any]:
+            return DATA
+
+        def make_conversation(samples: list[int]) -> Callable[[], None]:
+            @client.session(attributes=SESSION_ATTRIBUTES)
+            def conversation() -> None:
+                for _ in range(ACTIONS_PER_SESSION):
+                    t0 = clock()
+                    call_model()
+                    t1 = clock()
+                    samples.append(t1 - t0)
+
+            return conversation
+
+        def undecorated() -> dict[str, Any]:
+            return DATA
+
+        conversation = make_conversation(decorated)
+        throwaway: list[int] = []
+        warm_conversation = make_conversation(throwaway)
+        start = time.perf_counter()
+        for i in range(warmup + iterations):
+            recording = i >= warmup
+            c, a = (creates, appends) if recording else (throwaway, throwaway)
+            t0 = clock()
+            session_id = client.create_session(attributes=SESSION_ATTRIBUTES)
+            t1 = clock()
+            c.append(t1 - t0)
+            for _ in range(ACTIONS_PER_SESSION):
+                t0 = clock()
+                client.append_action(session_id, kind=KIND, attributes=ATTRIBUTES, data=DATA)
+                t1 = clock()
+                a.append(t1 - t0)
+            (conversation if recording else warm_conversation)()
+            due = start + (i + 1) * 2 * EVENTS_PER_SESSION / rate
+            ahead = due - time.perf_counter()
+            if ahead > 0:
+                time.sleep(ahead)
+        produced = (warmup + iterations) * 2 * EVENTS_PER_SESSION
+        offered_per_s = produced / (time.perf_counter() - start)
+        # The same calls back to back, without pauses: caches stay warm.
+        burst_creates: list[int] = []
+        burst_appends: list[int] = []
+        for _ in range(1_000):
+            t0 = clock()
+            session_id = client.create_session(attributes=SESSION_ATTRIBUTES)
+            t1 = clock()
+            burst_creates.append(t1 - t0)
+            for _ in range(ACTIONS_PER_SESSION):
+                t0 = clock()
+                client.append_action(session_id, kind=KIND, attributes=ATTRIBUTES, data=DATA)
+                t1 = clock()
+                burst_appends.append(t1 - t0)
+        produced += 1_000 * EVENTS_PER_SESSION
+        delivered_all = client.flush(120)
+        delivered = server.count()
+        buffered_stats = stats_dict(client)
+
+        plain: list[int] = []
+        for _ in range(20_000):
+            t0 = clock()
+            undecorated()
+            t1 = clock()
+            plain.append(t1 - t0)
+
+        # The synchronous path: one blocking round trip per call.
+        sync_creates: list[int] = []
+        sync_appends: list[int] = []
+        for _ in range(sync_sessions):
+            t0 = clock()
+            session_id = client.create_session(attributes=SESSION_ATTRIBUTES, sync=True)
+            t1 = clock()
+            sync_creates.append(t1 - t0)
+            for _ in range(ACTIONS_PER_SESSION):
+                t0 = clock()
+                client.append_action(
+                    session_id, kind=KIND, attributes=ATTRIBUTES, data=DATA, sync=True
+                )
+                t1 = clock()
+                sync_appends.append(t1 - t0)
+        sync_client = Client()
+        sync_client.init(base_url=server.url, application_id=APPLICATION_ID, sync=True)
+
+        @sync_client.action(kind=KIND, attributes=ATTRIBUTES)
+        def sync_call_model() -> dict[str, Any]:
+            return DATA
+
+        sync_decorated: list[int] = []
+
+        @sync_client.session(attributes=SESSION_ATTRIBUTES)
+        def sync_conversation() -> None:
+            for _ in range(ACTIONS_PER_SESSION):
+                t0 = clock()
+                sync_call_model()
+                t1 = clock()
+                sync_decorated.append(t1 - t0)
+
+        for _ in range(sync_sessions // 2):
+            sync_conversation()
+        sync_client.shutdown()
+        client.shutdown()
+
+    return {
+        "offered_events_per_s": offered_per_s,
+        "produced": produced,
+        "delivered": delivered,
+        "all_delivered": delivered_all and delivered == produced,
+        "stats": buffered_stats,
+        "timer_overhead_ns": timer_overhead_ns(),
+        "floor": floor_us(),
+        "append_action": distribution(appends),
+        "create_session": distribution(creates),
+        "decorated_action": distribution(decorated),
+        "undecorated_call": distribution(plain),
+        "burst_append_action": distribution(burst_appends),
+        "burst_create_session": distribution(burst_creates),
+        "sync_append_action": distribution(sync_appends),
+        "sync_create_session": distribution(sync_creates),
+        "sync_decorated_action": distribution(sync_decorated),
+    }
+
+
+# -- 2, 3. delivered throughput --------------------------------------------------
+
+
+def _throughput(delay: float, events: int, sync_sessions: int) -> dict[str, Any]:
+    """Produce ``events`` (sessions of 4) as fast as possible, then flush; count at the server."""
+    with Server(delay=delay) as server:
+        client = new_client(server.url)
+        gc.collect()
+        server_cpu0, cpu0, t0 = server.cpu(), cpu_seconds(), time.perf_counter()
+        made = produce(client, events // EVENTS_PER_SESSION)
+        produced_at = time.perf_counter()
+        flushed = client.flush(300)
+        elapsed, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
+        server_cpu = server.cpu() - server_cpu0
+        delivered = server.count()
+        requests = server.requests()
+        stats = stats_dict(client)
+        sync = sync_rate(client, server, sync_sessions)
+        client.shutdown()
+    return {
+        "events": made,
+        "delivered": delivered,
+        "flushed": flushed,
+        "nothing_lost": flushed and delivered == made and stats["dropped"] == 0,
+        "seconds": elapsed,
+        "produce_seconds": produced_at - t0,
+        "events_per_s": delivered / elapsed,
+        "cpu_us_per_event": cpu / made * 1e6,
+        "events_per_request": delivered / max(1, requests),
+        "server_cpu_share": server_cpu / elapsed,
+        "stats": stats,
+        "sync": sync,
+    }
+
+
+def case_throughput(quick: bool) -> dict[str, Any]:
+    """Delivered events/s and CPU per event to a local server, sessions of 4 actions."""
+    return _throughput(0.0, 10_000 if quick else 40_000, 100 if quick else 300)
+
+
+def case_slow_server(quick: bool) -> dict[str, Any]:
+    """The same against a server that takes 20 ms to answer each request."""
+    return _throughput(0.02, 5_000 if quick else 20_000, 10 if quick else 30)
+
+
+# -- 4. flood --------------------------------------------------------------------
+
+
+def _flood(events: int, quick: bool) -> dict[str, Any]:
+    """``events`` typical events (sessions of 4) as fast as one thread can, default settings."""
+    with Server() as server:
+        client = new_client(server.url)
+        t0 = time.perf_counter()
+        made = produce(client, events // EVENTS_PER_SESSION)
+        produce_seconds = time.perf_counter() - t0
+        flushed = client.flush(300)
+        elapsed = time.perf_counter() - t0
+        delivered = server.count()
+        stats = stats_dict(client)
+        sync = sync_rate(client, server, 20 if quick else 60)
+        client.shutdown()
+    lost = made - delivered
+    return {
+        "events": made,
+        "delivered": delivered,
+        "lost": lost,
+        "flushed": flushed,
+        "produce_seconds": produce_seconds,
+        "produced_per_s": made / produce_seconds,
+        "seconds": elapsed,
+        "stats": stats,
+        # stats() agrees with the server: what it calls sent arrived, the rest is
+        # accounted for as dropped (refused at the door) or failed (given up on).
+        "stats_agree": (
+            stats["sent"] == delivered
+            and stats["dropped"] + stats["enqueued"] == made
+            and stats["dropped"] + stats["failed"] == lost
+            and stats["queued"] == 0
+        ),
+        "sync": sync,
+        "sync_blocked_seconds": made * sync["us_per_event"] / 1e6,
+    }
+
+
+def case_flood(quick: bool) -> dict[str, Any]:
+    """A flood of 100,000 events: what is dropped, why, and does stats() agree."""
+    return _flood(100_000, quick)
+
+
+def case_flood_20k(quick: bool) -> dict[str, Any]:
+    """A flood of 20,000 events with default settings must lose nothing."""
+    return _flood(20_000, quick)
+
+
+# -- 5. server down --------------------------------------------------------------
+
+
+def case_server_down(quick: bool) -> dict[str, Any]:
+    """Memory and GC pauses while the server is down and the application keeps producing.
+
+    The count bound is raised far out of the way so that the byte bound
+    (``max_queue_bytes``) is what holds memory.
+    """
+    events = 200_000 if quick else 1_000_000
+    queue_bytes = 64 * 1024 * 1024
+    url = dead_url()
+    client = new_client(url, max_queue_size=10_000_000, max_queue_bytes=queue_bytes)
+    produce(client, 20)  # warm up: first-call costs are not the backlog's
+    gc.collect()
+    t = time.perf_counter()
+    gc.collect()
+    full_gc_before_ms = (time.perf_counter() - t) * 1000
+    rss_before = peak_rss_mb()
+    peak_queued_bytes = 0
+    chunk = 10_000 // EVENTS_PER_SESSION
+    t0 = time.perf_counter()
+    with GCPauses() as pauses:
+        made = 0
+        while made < events:
+            made += produce(client, chunk)
+            peak_queued_bytes = max(peak_queued_bytes, client.stats().queued_bytes)
+    produce_seconds = time.perf_counter() - t0
+    rss_after = peak_rss_mb()
+    stats = stats_dict(client)
+    t1 = time.perf_counter()
+    gc.collect()
+    full_gc_at_peak_ms = (time.perf_counter() - t1) * 1000
+    client.shutdown(timeout=0.1)
+
+    # The synchronous path against the same dead server: nothing is held, but
+    # each call blocks through its retries and then raises.
+    sync_client = new_client(url, sync=True)
+    t2 = time.perf_counter()
+    try:
+        sync_client.create_session(attributes=SESSION_ATTRIBUTES)
+        sync_error = "none"
+    except Exception as exc:
+        sync_error = type(exc).__name__
+    sync_seconds = time.perf_counter() - t2
+    sync_client.shutdown(timeout=0.1)
+    return {
+        "events": made,
+        "produce_seconds": produce_seconds,
+        "queue_bytes_bound_mb": queue_bytes / 2**20,
+        "peak_queued_mb": peak_queued_bytes / 2**20,
+        "rss_before_mb": rss_before,
+        "peak_rss_mb": rss_after,
+        "rss_growth_mb": rss_after - rss_before,
+        "gc2_count": len(pauses.pauses[2]),
+        "gc2_longest_ms": pauses.longest_ms(2),
+        "gc_any_longest_ms": max(pauses.longest_ms(g) for g in (0, 1, 2)),
+        "full_gc_before_ms": full_gc_before_ms,
+        "full_gc_at_peak_ms": full_gc_at_peak_ms,
+        "full_gc_backlog_ms": full_gc_at_peak_ms - full_gc_before_ms,
+        "stats": stats,
+        "sync_call_seconds": sync_seconds,
+        "sync_error": sync_error,
+    }
+
+
+# -- 6. exit ---------------------------------------------------------------------
+
+
+def app_exit(url: str, events: int, shutdown_timeout: float, sync: bool) -> None:
+    """The application timed by the exit cases: report, print when done, return (and exit)."""
+    from layer_sdk import layer
+
+    layer.init(
+        base_url=url, application_id=APPLICATION_ID, shutdown_timeout=shutdown_timeout, sync=sync
+    )
+    t0 = time.monotonic()
+    produce(layer, events // EVENTS_PER_SESSION)
+    done = time.monotonic()
+    queued = layer.stats().queued
+    print(json.dumps({"done": time.monotonic(), "calls_seconds": done - t0, "queued": queued}))
+    sys.stdout.flush()
+    # Returning ends the interpreter: the SDK's atexit drain runs now.
+
+
+def _run_app(url: str, events: int, shutdown_timeout: float, sync: bool, limit: float) -> dict:
+    """Start the application, time its exit (CLOCK_MONOTONIC is system-wide on Linux)."""
+    args = [sys.executable, str(Path(__file__).resolve()), "app-exit", url, str(events)]
+    args += [str(shutdown_timeout), "--sync"] if sync else [str(shutdown_timeout)]
+    started = time.monotonic()
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env())
+    assert process.stdout is not None
+    try:
+        process.wait(limit)
+        killed = False
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        killed = True
+    ended = time.monotonic()
+    line = process.stdout.read().strip().splitlines()
+    report = json.loads(line[-1]) if line else {}
+    return {
+        "killed": killed,
+        "returncode": process.returncode,
+        "queued_at_exit": report.get("queued"),
+        "calls_seconds": report.get("calls_seconds"),
+        "exit_seconds": ended - report["done"] if "done" in report else None,
+        "total_seconds": ended - started,
+    }
+
+
+def case_exit_healthy(quick: bool) -> dict[str, Any]:
+    """A process exits with 10,000 events queued and a healthy server: all delivered?"""
+    events = 10_000
+    with Server() as server:
+        buffered = _run_app(server.url, events, 5.0, sync=False, limit=60)
+        buffered["delivered"] = server.count()
+        server.command("clear")
+        sync_events = 500 if quick else 1_000
+        sync = _run_app(server.url, sync_events, 5.0, sync=True, limit=120)
+        sync["delivered"] = server.count()
+        sync["events"] = sync_events
+        sync["blocked_seconds_for_10k"] = sync["calls_seconds"] * events / sync_events
+    return {"events": events, **buffered, "sync": sync}
+
+
+def case_exit_hung(quick: bool) -> dict[str, Any]:
+    """A process exits with 10,000 events queued and a hung server: exit within the bound?"""
+    events = 10_000
+    shutdown_timeout = 1.0
+    with Server(hang=True) as server:
+        buffered = _run_app(server.url, events, shutdown_timeout, sync=False, limit=30)
+        # The synchronous path with a hung server: one call, default timeouts,
+        # given a few seconds before it is killed.
+        sync_limit = shutdown_timeout + 3.0
+        sync = _run_app(
+            server.url, EVENTS_PER_SESSION, shutdown_timeout, sync=True, limit=sync_limit
+        )
+        sync["limit_seconds"] = sync_limit
+        server.command("release")
+    return {
+        "events": events,
+        "shutdown_timeout": shutdown_timeout,
+        "bound_seconds": shutdown_timeout + 0.5,
+        **buffered,
+        "sync": sync,
+    }
+
+
+# -- 7. import -------------------------------------------------------------------
+
+_IMPORT_PROBE = """
+import json, sys, time
+before = set(sys.modules)
+t0 = time.perf_counter()
+import layer_sdk
+elapsed = time.perf_counter() - t0
+added = set(sys.modules) - before
+print(json.dumps({
+    "seconds": elapsed,
+    "modules_added": len(added),
+    "providers": sorted(name for name in added if name.split(".")[0] in %r),
+    "requests_imported": "requests" in sys.modules,
+    "version": layer_sdk.__version__,
+}))
+"""
+
+
+def _probe(code: str, environ: dict[str, str]) -> Any:
+    """Run ``code`` in a fresh interpreter; its last line of output, decoded as JSON."""
+    output = subprocess.run(
+        [sys.executable, "-c", code], env=environ, capture_output=True, text=True, check=True
+    ).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def case_import(quick: bool) -> dict[str, Any]:
+    """``import layer_sdk`` time in fresh interpreters, and whether provider SDKs came along.
+
+    Bytecode is cached (in a temporary ``PYTHONPYCACHEPREFIX``, warmed by one
+    run first) as it would be in an installed package. Provider SDKs that are
+    not installed are stood in for by empty stub packages on ``sys.path``, so an
+    eager ``import openai`` would show up all the same.
+    """
+    probe = _IMPORT_PROBE % (PROVIDERS,)
+    requests_probe = (
+        "import time; t = time.perf_counter(); import requests; print(time.perf_counter() - t)"
+    )
+    with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as stubs:
+        environ = env()
+        environ.pop("PYTHONDONTWRITEBYTECODE", None)
+        environ["PYTHONPYCACHEPREFIX"] = cache
+        _probe(probe, environ)  # compiles into the cache
+        runs = [_probe(probe, environ) for _ in range(5 if quick else 11)]
+        _probe(requests_probe, environ)
+        requests_seconds = sorted(_probe(requests_probe, environ) for _ in range(5))
+
+        installed = []
+        for name in PROVIDERS:
+            if importlib.util.find_spec(name) is not None:
+                installed.append(name)
+            else:
+                (Path(stubs) / name).mkdir()
+                (Path(stubs) / name / "__init__.py").write_text("")
+        stub_environ = {**environ, "PYTHONPATH": f"{environ['PYTHONPATH']}{os.pathsep}{stubs}"}
+        with_stubs = _probe(probe, stub_environ)
+    seconds = sorted(run["seconds"] for run in runs)
+    providers = sorted({p for run in [*runs, with_stubs] for p in run["providers"]})
+    return {
+        "ms": seconds[len(seconds) // 2] * 1000,
+        "runs": len(runs),
+        "modules_added": runs[0]["modules_added"],
+        "requests_imported": runs[0]["requests_imported"],
+        "providers_imported": providers,
+        "providers_installed": installed,
+        "providers_stubbed": [p for p in PROVIDERS if p not in installed],
+        "version": runs[0]["version"],
+        # The reference point: the HTTP library the original SDK was built on.
+        "import_requests_ms": requests_seconds[len(requests_seconds) // 2] * 1000,
+    }
+
+
+CASES: dict[str, Callable[[bool], dict[str, Any]]] = {
+    "hot_path": case_hot_path,
+    "throughput": case_throughput,
+    "slow_server": case_slow_server,
+    "flood": case_flood,
+    "flood_20k": case_flood_20k,
+    "server_down": case_server_down,
+    "exit_healthy": case_exit_healthy,
+    "exit_hung": case_exit_hung,
+    "import": case_import,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["app-exit"]:
+        parser = argparse.ArgumentParser(prog="_cases.py app-exit")
+        parser.add_argument("url")
+        parser.add_argument("events", type=int)
+        parser.add_argument("shutdown_timeout", type=float)
+        parser.add_argument("--sync", action="store_true")
+        options = parser.parse_args(argv[1:])
+        app_exit(options.url, options.events, options.shutdown_timeout, options.sync)
+        return
+    parser = argparse.ArgumentParser(description="Run one benchmark case; print a JSON line.")
+    parser.add_argument("case", choices=sorted(CASES))
+    parser.add_argument("--quick", action="store_true", help="smaller sizes")
+    options = parser.parse_args(argv)
+    started = time.perf_counter()
+    result = CASES[options.case](options.quick)
+    result["case_seconds"] = time.perf_counter() - started
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
