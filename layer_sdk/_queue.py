@@ -41,6 +41,9 @@ WAKE = 1  # accepted, and the worker was woken: a good moment to check it is ali
 
 #: A create request carries at most this many bytes of actions; the rest follow it.
 MAX_MERGED_BYTES = 4 * 1024 * 1024
+#: Memory an event costs beyond its encoded bytes (its record, the bytes object's
+#: header), counted against ``max_queue_bytes`` so that the bound covers real memory.
+EVENT_OVERHEAD = 128
 #: Sessions remembered as dead (create dropped or failed) so their actions fail too.
 MAX_DEAD_SESSIONS = 10_000
 
@@ -53,6 +56,7 @@ class Event(msgspec.Struct, gc=False):
     body: bytes
     creates_session: bool
     epoch: int = 0
+    next: Event | None = None  # the next waiting event of the same session
 
 
 class Request(msgspec.Struct, gc=False):
@@ -86,12 +90,45 @@ class ExportStats(msgspec.Struct, frozen=True):
     failed_by_reason: dict[str, int]
 
 
-class _Session:
-    __slots__ = ("in_flight", "waiting")
+class _Session(msgspec.Struct, gc=False):
+    """A session's waiting events, oldest first, as a linked list of events.
 
-    def __init__(self) -> None:
-        self.waiting: deque[Event] = deque()
-        self.in_flight = False
+    Neither this nor the events is tracked by the GC, so a backlog of many
+    sessions adds nothing to a full collection's work.
+    """
+
+    first: Event | None = None
+    last: Event | None = None
+    in_flight: bool = False
+
+    def push(self, event: Event) -> None:
+        if self.last is None:
+            self.first = event
+        else:
+            self.last.next = event
+        self.last = event
+
+    def pop(self) -> Event:
+        event = self.first
+        assert event is not None
+        self.first = event.next
+        event.next = None  # unlinked: a resolved event never holds waiting ones
+        if self.first is None:
+            self.last = None
+        return event
+
+    def push_front(self, events: list[Event]) -> None:
+        for event in reversed(events):
+            event.next = self.first
+            self.first = event
+            if self.last is None:
+                self.last = event
+
+    def pop_all(self) -> list[Event]:
+        events = []
+        while self.first is not None:
+            events.append(self.pop())
+        return events
 
 
 class ExportQueue:
@@ -142,16 +179,16 @@ class ExportQueue:
 
     def put(self, event: Event) -> int | str:
         """Admit ``event``: ACCEPTED, WAKE, or the reason it was dropped. Never blocks."""
-        size = len(event.body)
+        size = len(event.body) + EVENT_OVERHEAD
         with self._lock:
             if (
                 self._events >= self._max_events  # also true once closed
                 or self._bytes + size > self._max_bytes
-                or size > self._max_event_bytes
+                or size > self._max_event_bytes + EVENT_OVERHEAD
             ):
                 if self._closed:
                     reason = SHUTDOWN
-                elif size > self._max_event_bytes:
+                elif size > self._max_event_bytes + EVENT_OVERHEAD:
                     reason = TOO_LARGE
                 else:
                     reason = QUEUE_FULL
@@ -250,9 +287,8 @@ class ExportQueue:
                 if request.creates_session:
                     # The server does not know this session: its actions cannot follow.
                     self._bury(request.session_id)
-                    self._fail(list(session.waiting), SESSION_FAILED)
-                    session.waiting.clear()
-            if session.waiting:
+                    self._fail(session.pop_all(), SESSION_FAILED)
+            if session.first is not None:
                 self._ready.append(request.session_id)
                 self._work.notify()
             else:
@@ -267,7 +303,7 @@ class ExportQueue:
                 return
             session = self._sessions[request.session_id]
             session.in_flight = False
-            session.waiting.extendleft(reversed(request.events))
+            session.push_front(request.events)
             self._ready.appendleft(request.session_id)
             self._work.notify()
 
@@ -290,8 +326,9 @@ class ExportQueue:
             if session is None:
                 # Unknown sessions count as created (e.g. created with sync=True).
                 session = sessions[session_id] = _Session()
-            session.waiting.append(event)
-            if not session.in_flight and len(session.waiting) == 1:
+            was_empty = session.first is None
+            session.push(event)
+            if was_empty and not session.in_flight:
                 ready.append(session_id)
         self._inbox = []
         self._resolved.notify_all()
@@ -301,20 +338,19 @@ class ExportQueue:
     def _next_request(self) -> Request:
         session_id = self._ready.popleft()
         session = self._sessions[session_id]
-        first = session.waiting.popleft()
+        first = session.pop()
         events = [first]
         if first.creates_session:
             path = "/v1/sessions"
             merged = 0
-            waiting = session.waiting
             while (
-                waiting
-                and not waiting[0].creates_session
+                (following := session.first) is not None
+                and not following.creates_session
                 and len(events) < self._batch_size
-                and merged + len(waiting[0].body) <= MAX_MERGED_BYTES
+                and merged + len(following.body) <= MAX_MERGED_BYTES
             ):
-                merged += len(waiting[0].body)
-                events.append(waiting.popleft())
+                merged += len(following.body)
+                events.append(session.pop())
             body = session_body(first.body, [event.body for event in events[1:]])
         else:
             path = f"/v1/sessions/{session_id}/actions"
@@ -337,7 +373,7 @@ class ExportQueue:
         earlier, current = self._earlier_epochs, self._epoch
         for event in events:
             self._events -= 1
-            self._bytes -= len(event.body)
+            self._bytes -= len(event.body) + EVENT_OVERHEAD
             if event.epoch == current:
                 self._epoch_events -= 1
             else:
@@ -412,7 +448,7 @@ class ExportQueue:
             events = list(self._inbox)
             self._inbox = []
             for session in self._sessions.values():
-                events.extend(session.waiting)
+                events.extend(session.pop_all())
             for request in self._in_flight.values():
                 events.extend(request.events)
             self._in_flight.clear()

@@ -15,16 +15,17 @@ retry policy then governs: the SDK adds none on top.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import urllib.request
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import msgspec
 
+from ._auth import warn_if_cleartext
 from ._config import Config
 from ._exceptions import LayerAuthError, LayerHTTPError, LayerRequestError
 from ._http import ConnectionPool
@@ -87,6 +88,8 @@ class Transport:
     def __init__(self, config: Config) -> None:
         self._base_url = config.base_url
         self._auth = config.auth_provider
+        if self._auth is not None:
+            warn_if_cleartext(config.base_url, "the access token")
         self._headers = {
             "Content-Type": "application/json",
             "Accept": "application/json",
@@ -125,7 +128,7 @@ class Transport:
         """
         url = self._base_url + path
         headers = dict(self._headers)
-        headers[REQUEST_ID_HEADER] = uuid.uuid4().hex
+        headers[REQUEST_ID_HEADER] = os.urandom(16).hex()
         retries = 0
         reauthenticated = False
         while True:

@@ -32,9 +32,7 @@ EXTRA_IDLE_TIMEOUT = 30.0
 #: At most one log line per loss reason in this many seconds (the counts add up meanwhile).
 LOSS_LOG_INTERVAL = 10.0
 
-AUTH_FAILED = "auth_failed"
 INTERNAL_ERROR = "internal_error"
-
 
 
 class _ThreadRole(threading.local):
@@ -96,9 +94,11 @@ class ExportWorker:
         self._losses = losses
         self._lock = threading.Lock()
         self._senders: list[threading.Thread] = []
+        self._running = 0  # senders started and not yet exited
         self._primary: threading.Thread | None = None
         self._stopping = False
         self._cancel = threading.Event()  # cuts backoff sleeps short at shutdown
+        self._auth_log = AuthRefusalLog()
         self.pid = os.getpid()
 
     def start(self) -> None:
@@ -144,14 +144,21 @@ class ExportWorker:
             target=self._run, args=(primary,), name=f"layer-sdk-sender-{number}", daemon=True
         )
         self._senders.append(thread)
-        thread.start()
+        self._running += 1
+        try:
+            thread.start()
+        except BaseException:
+            self._running -= 1
+            raise
         return thread
 
     def _add_sender(self) -> None:
+        if self._running >= self._max_senders:
+            return  # the common case under load, decided without the lock
         with self._lock:
-            self._senders = [thread for thread in self._senders if thread.is_alive()]
-            if self._stopping or len(self._senders) >= self._max_senders:
+            if self._stopping or self._running >= self._max_senders:
                 return
+            self._senders = [thread for thread in self._senders if thread.is_alive()]
             try:
                 self._spawn(primary=False)
             except RuntimeError:
@@ -161,16 +168,19 @@ class ExportWorker:
 
     def _run(self, primary: bool) -> None:
         sdk_thread.active = True
+        died = False
         try:
             self._send_until_idle(primary)
         except BaseException:
             # Whatever broke this thread (our bug, a callback raising
             # SystemExit), the exporter must not go quiet: log and replace it.
             logger.exception("layer-sdk's sender thread had died; starting a new one")
-            if primary:
-                with self._lock:
-                    if not self._stopping and self._primary is threading.current_thread():
-                        self._replace_primary()
+            died = True
+        with self._lock:
+            self._running -= 1
+            current = self._primary is threading.current_thread()
+            if died and current and not self._stopping:
+                self._replace_primary()
 
     def _send_until_idle(self, primary: bool) -> None:
         idle_timeout = PRIMARY_IDLE_TIMEOUT if primary else EXTRA_IDLE_TIMEOUT
@@ -197,27 +207,69 @@ class ExportWorker:
                     self._queue.give_back(request)
 
     def _deliver(self, request: Request) -> str | None:
-        """Send one request; None when delivered, else the reason it was given up on."""
-        try:
-            self._transport.send(
-                request.path,
-                request.body,
-                cancel=self._cancel,
-                on_retry=lambda: self._queue.count_retry(request),
-            )
-            return None
-        except LayerHTTPError as exc:
-            reason = RETRIES_EXHAUSTED if is_retryable(exc.status_code) else REJECTED
-            detail = f"{request.path} answered {exc.status_code}: {exc.message}"
-        except LayerRequestError as exc:
-            reason = SHUTDOWN if self._cancel.is_set() else RETRIES_EXHAUSTED
-            detail = str(exc)
-        except LayerAuthError as exc:
-            reason, detail = AUTH_FAILED, str(exc)
-        except Exception:
-            # A bug of ours must cost the events of this request, not the worker.
-            logger.exception("layer-sdk failed to send a request")
-            reason, detail = INTERNAL_ERROR, None
+        """Send one request; None when delivered, else the reason it was given up on.
+
+        When no credentials can be had (the token endpoint refuses the client),
+        the events are not at fault: the request keeps them (still counted as
+        queued) and is tried again with backoff until it goes through or
+        shutdown cuts the wait short. Each try counts in ``retried``.
+        """
+        refusals = 0
+        while True:
+            try:
+                self._transport.send(
+                    request.path,
+                    request.body,
+                    cancel=self._cancel,
+                    on_retry=lambda: self._queue.count_retry(request),
+                )
+                return None
+            except LayerAuthError as exc:
+                delay = self._transport.retry.backoff(refusals)
+                self._auth_log.refused(str(exc), delay)
+                if self._cancel.wait(delay):
+                    reason, detail = SHUTDOWN, f"still no credentials: {exc}"
+                    break
+                refusals += 1
+                self._queue.count_retry(request)
+            except LayerHTTPError as exc:
+                reason = RETRIES_EXHAUSTED if is_retryable(exc.status_code) else REJECTED
+                detail = f"{request.path} answered {exc.status_code}: {exc.message}"
+                break
+            except LayerRequestError as exc:
+                reason = SHUTDOWN if self._cancel.is_set() else RETRIES_EXHAUSTED
+                detail = str(exc)
+                break
+            except Exception:
+                # A bug of ours must cost the events of this request, not the worker.
+                logger.exception("layer-sdk failed to send a request")
+                reason, detail = INTERNAL_ERROR, ""
+                break
         if detail:
             self._losses.explain(reason, detail)
         return reason
+
+
+class AuthRefusalLog:
+    """Logs that requests wait for credentials: the first refusal, then one line per interval."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_logged: float | None = None
+        self._unlogged = 0
+
+    def refused(self, message: str, delay: float) -> None:
+        """A request could not get credentials and will be tried again in ``delay`` seconds."""
+        now = time.monotonic()
+        with self._lock:
+            self._unlogged += 1
+            if self._last_logged is not None and now - self._last_logged < LOSS_LOG_INTERVAL:
+                return
+            self._last_logged, count, self._unlogged = now, self._unlogged, 0
+        logger.warning(
+            "layer-sdk has no credentials for the Layer API (%s); the events stay queued "
+            "and are tried again (%d refusal(s) since the last report, next try in %.1f s)",
+            message,
+            count,
+            delay,
+        )
