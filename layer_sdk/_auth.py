@@ -1,19 +1,42 @@
-"""Authentication: the headers that prove who is calling the Layer API."""
+"""Authentication: the headers that prove who is calling the Layer API.
+
+``OIDCClientCredentials`` holds one access token per provider object and
+hands it to every request, sync path and worker alike:
+
+- fetched with the OAuth 2.0 client-credentials grant, the secret in the form
+  body; of the answer only ``access_token`` is required;
+- refreshed ahead of its expiry, by one thread at a time: while the refresh
+  runs, the others keep sending the old token if it is still valid, or wait
+  for the new one (and share its outcome, success or failure);
+- dropped when the API answers 401 (``invalidate``), once however many
+  requests saw that 401 with the same token;
+- fresh locks and connections in a forked child.
+
+The token endpoint's answers sort into two kinds: refusals (most 4xx: a wrong
+secret, an unknown client, a bad scope) raise ``LayerAuthError`` with the
+provider's ``error``/``error_description``; trouble that may pass (no
+connection, timeouts, 408/425/429/5xx) raises ``LayerRequestError``, which the
+transport retries like any transient error. Neither message ever carries the
+secret, and no log line carries a secret or a token.
+"""
 
 from __future__ import annotations
 
 import abc
+import ipaddress
 import logging
 import os
 import threading
 import time
 import weakref
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import requests
-
 from ._config import DEFAULT_HTTP_TIMEOUT, env_float
+
+if TYPE_CHECKING:
+    import requests
 from ._exceptions import (
     LayerAuthError,
     LayerMissingRequiredConfigurationError,
@@ -22,13 +45,36 @@ from ._exceptions import (
 
 logger = logging.getLogger("layer_sdk")
 
+#: A token is refreshed this long before it expires, at most, seconds...
+REFRESH_MARGIN_MAX = 60.0
+#: ...and otherwise this fraction of its lifetime before.
+REFRESH_MARGIN_FRACTION = 0.2
+#: ``expires_in`` counts whole seconds, and providers round their clock down
+#: when they stamp ``exp`` (oidc-provider and Keycloak set exp = floor(now) +
+#: lifetime): a token may expire up to this much sooner than ``expires_in`` says.
+EXPIRES_IN_ROUNDING = 1.0
+#: After the token endpoint refused the client, later calls within this many
+#: seconds get the same answer without asking again (many sender threads must
+#: not hammer a provider that said no).
+REFUSAL_HOLD = 1.0
+#: When a refresh ahead of expiry fails and the old token is still valid, the
+#: next try waits at most this long, seconds.
+EARLY_REFRESH_RETRY_MAX = 1.0
+#: Token endpoint statuses that mean "try again later" rather than "no".
+TRANSIENT_STATUSES = frozenset({408, 425, 429})
+
 
 class AuthProvider(abc.ABC):
     """Supplies the authentication headers of every request to the Layer API."""
 
     @abc.abstractmethod
     def get_headers(self) -> dict[str, str]:
-        """Headers to add to the next request (called once per attempt)."""
+        """Headers to add to the next request (called once per attempt).
+
+        May raise ``LayerAuthError`` (no credentials can be had: the sync path
+        raises it, the worker keeps the events and tries again later) or
+        ``LayerRequestError`` (a transient failure, retried like a network error).
+        """
 
     def invalidate(self) -> bool:
         """The API answered 401: forget cached credentials.
@@ -39,12 +85,38 @@ class AuthProvider(abc.ABC):
         return False
 
 
+class _Secret:
+    """A string that never shows itself in a repr (debuggers, ``vars()``, tracebacks)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<secret>"
+
+
+@dataclass(frozen=True)
+class _Token:
+    """One access token and when it is due: replaced whole, so readers need no lock."""
+
+    header: str = field(repr=False)
+    refresh_at: float  # time.monotonic() from which a new token is fetched
+    expires_at: float  # time.monotonic() from which this one is never sent
+
+
 class OIDCClientCredentials(AuthProvider):
     """OAuth 2.0 client-credentials grant against an OpenID Connect token endpoint.
 
     The token is cached and refreshed ahead of its expiry by the smaller of
-    60 s and a fifth of its lifetime; concurrent callers wait on a single
-    refresh. Each setting falls back to its ``LAYER_OIDC_*`` variable.
+    60 s and a fifth of its lifetime (plus the second by which ``expires_in``
+    may be rounded); concurrent callers share a single refresh. A token
+    without ``expires_in`` is kept until the API answers 401. Each setting
+    falls back to its ``LAYER_OIDC_*`` variable.
     """
 
     def __init__(
@@ -59,67 +131,134 @@ class OIDCClientCredentials(AuthProvider):
         env = os.environ
         self.token_url = _setting(token_url, "token_url", "LAYER_OIDC_TOKEN_URL")
         self.client_id = _setting(client_id, "client_id", "LAYER_OIDC_CLIENT_ID")
-        self._client_secret = _setting(client_secret, "client_secret", "LAYER_OIDC_CLIENT_SECRET")
+        self._client_secret = _Secret(
+            _setting(client_secret, "client_secret", "LAYER_OIDC_CLIENT_SECRET")
+        )
         self.scope = scope if scope is not None else env.get("LAYER_OIDC_SCOPE") or None
         if http_timeout is None:
             http_timeout = env_float(env, "LAYER_OIDC_TIMEOUT") or DEFAULT_HTTP_TIMEOUT
         self.http_timeout = http_timeout
         self._user_session = http_session
+        self._token: _Token | None = None
         self._reset()
         _instances.add(self)
         parts = urlsplit(self.token_url)
-        if parts.scheme != "https" and parts.hostname not in ("localhost", "127.0.0.1", "::1"):
-            logger.warning("OIDC token_url is not https: the client secret travels in clear text")
+        # For messages: the endpoint without any user:password@ a URL may carry.
+        self._where = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+        warn_if_cleartext(self.token_url, "the OIDC client secret")
 
     def _reset(self) -> None:
-        """Fresh locks and connections (at creation and in a forked child)."""
-        self._lock = threading.Lock()
-        self._refreshing = threading.Lock()
+        """Fresh locks and connections (at creation and in a forked child).
+
+        A child keeps the parent's token, which is still valid, but never a
+        lock a parent thread may have held, nor a pooled connection.
+        """
+        self._lock = threading.Lock()  # guards replacing self._token
+        self._refreshing = threading.Lock()  # held by the one thread fetching a token
+        import requests  # only OIDC users pay for importing it
+
         self._session = self._user_session or requests.Session()
-        self._header: str | None = None
-        self._refresh_at = 0.0
-        self._expires_at = 0.0
+        self._attempts = 0  # fetches finished, successful or not
+        self._failure: tuple[type[LayerAuthError | LayerRequestError], str] | None = None
+        self._refused_until = 0.0
+        self._handed_out = threading.local()  # the header this thread last sent
 
     def __repr__(self) -> str:
         return f"OIDCClientCredentials(token_url={self.token_url!r}, client_id={self.client_id!r})"
 
     def get_headers(self) -> dict[str, str]:
         """``Authorization: Bearer <token>``, fetching or refreshing the token when due."""
-        now = time.monotonic()
-        header = self._header
-        if header is not None and now < self._refresh_at:
-            return {"Authorization": header}
-        # Refresh is due. One thread fetches; the others keep using a token
-        # that has not expired yet, or wait for the fetch when it has.
-        if header is not None and now < self._expires_at:
+        token = self._token
+        if token is None or time.monotonic() >= token.refresh_at:
+            token = self._refresh(token)
+        self._handed_out.header = token.header
+        return {"Authorization": token.header}
+
+    def invalidate(self) -> bool:
+        """Drop the token this thread sent, so that the next request fetches a new one.
+
+        When another thread has already replaced that token, the new one is
+        kept: sixteen requests refused with the same token cost one refresh.
+        """
+        sent = getattr(self._handed_out, "header", None)
+        with self._lock:
+            token = self._token
+            if token is not None and (sent is None or token.header == sent):
+                self._token = None
+        return True
+
+    # -- refreshing ------------------------------------------------------------
+
+    def _refresh(self, current: _Token | None) -> _Token:
+        if current is not None and time.monotonic() < current.expires_at:
+            # Due, but still valid: one thread fetches, the others go on with it.
             if not self._refreshing.acquire(blocking=False):
-                return {"Authorization": header}
-        elif not self._refreshing.acquire(timeout=self.http_timeout + 1.0):
+                return current
+            try:
+                return self._fetch_once(None, fallback=current)
+            finally:
+                self._refreshing.release()
+        attempts_seen = self._attempts
+        if not self._refreshing.acquire(timeout=self.http_timeout * 2 + 1.0):
             raise LayerRequestError("timed out waiting for another thread's token refresh")
         try:
-            if self._header is not None and time.monotonic() < self._refresh_at:
-                return {"Authorization": self._header}
-            self._fetch()
-            assert self._header is not None
-            return {"Authorization": self._header}
+            return self._fetch_once(attempts_seen, fallback=None)
         finally:
             self._refreshing.release()
 
-    def invalidate(self) -> bool:
-        """Drop the cached token so that the next request fetches a new one."""
-        with self._lock:
-            self._header = None
-            self._refresh_at = self._expires_at = 0.0
-        return True
+    def _fetch_once(self, attempts_seen: int | None, fallback: _Token | None) -> _Token:
+        """Fetch a token unless one arrived, or an attempt failed, while this thread waited.
 
-    def _fetch(self) -> None:
+        Runs with ``_refreshing`` held. ``fallback`` is a token still valid,
+        sent on when no new one can be had.
+        """
+        now = time.monotonic()
+        token = self._token
+        if token is not None and now < token.refresh_at:
+            return token
+        failure = self._failure
+        if failure is not None and (
+            (attempts_seen is not None and attempts_seen != self._attempts)  # failed as we waited
+            or (failure[0] is LayerAuthError and now < self._refused_until)
+        ):
+            if fallback is not None:
+                return fallback
+            raise failure[0](failure[1])
+        try:
+            token = self._fetch()
+        except (LayerAuthError, LayerRequestError) as exc:
+            self._attempts += 1
+            # Type and message only: a traceback would keep the request's frames alive.
+            self._failure = (type(exc), str(exc))
+            now = time.monotonic()
+            if isinstance(exc, LayerAuthError):
+                self._refused_until = now + REFUSAL_HOLD
+            if fallback is not None and now < fallback.expires_at:
+                # The old token is still good: keep sending it, and try again soon.
+                retry_at = now + min(EARLY_REFRESH_RETRY_MAX, (fallback.expires_at - now) / 2)
+                with self._lock:
+                    if self._token is fallback:
+                        self._token = _Token(fallback.header, retry_at, fallback.expires_at)
+                logger.debug("could not refresh the token ahead of its expiry: %s", exc)
+                return fallback
+            raise
+        self._attempts += 1
+        self._failure = None
+        with self._lock:
+            self._token = token
+        return token
+
+    def _fetch(self) -> _Token:
+        """One request to the token endpoint."""
         form = {
             "grant_type": "client_credentials",
             "client_id": self.client_id,
-            "client_secret": self._client_secret,
+            "client_secret": self._client_secret.reveal(),
         }
         if self.scope:
             form["scope"] = self.scope
+        import requests
+
         started = time.monotonic()
         try:
             response = self._session.post(
@@ -127,33 +266,55 @@ class OIDCClientCredentials(AuthProvider):
                 data=form,
                 headers={"Accept": "application/json"},
                 timeout=self.http_timeout,
+                allow_redirects=False,
             )
         except requests.RequestException as exc:
-            raise LayerRequestError(f"token endpoint unreachable: {type(exc).__name__}") from None
-        answer = _json(response)
-        if response.status_code in (400, 401, 403):
-            reason = answer.get("error_description") or answer.get("error") or response.reason
-            raise LayerAuthError(
-                f"token endpoint refused client {self.client_id!r} "
-                f"({response.status_code}): {reason}"
-            )
-        if not response.ok or not isinstance(answer.get("access_token"), str):
             raise LayerRequestError(
-                f"token endpoint answered {response.status_code} without an access_token"
+                f"token endpoint {self._where} unreachable: {type(exc).__name__}"
+            ) from None
+        answer = _json(response)
+        status = response.status_code
+        if status >= 500 or status in TRANSIENT_STATUSES:
+            raise LayerRequestError(
+                f"token endpoint {self._where} answered {status}: {self._reason(answer, response)}"
             )
-        token_type = answer.get("token_type") or "Bearer"
-        if token_type.lower() == "bearer":
-            token_type = "Bearer"
-        lifetime = answer.get("expires_in")
-        with self._lock:
-            self._header = f"{token_type} {answer['access_token']}"
-            if isinstance(lifetime, (int, float)) and lifetime > 0:
-                self._expires_at = started + lifetime
-                self._refresh_at = self._expires_at - min(60.0, lifetime / 5)
+        access_token = answer.get("access_token")
+        if not 200 <= status < 300 or not isinstance(access_token, str) or not access_token:
+            if 200 <= status < 300:
+                reason = "its answer has no access_token"
             else:
-                # Without a lifetime the token is kept until the API answers 401.
-                self._expires_at = self._refresh_at = float("inf")
-        logger.debug("fetched a token for client %r (expires in %s s)", self.client_id, lifetime)
+                reason = self._reason(answer, response)
+            raise LayerAuthError(
+                f"token endpoint refused client {self.client_id!r} ({status}): {reason}"
+            )
+        token_type = answer.get("token_type")
+        if isinstance(token_type, str) and token_type and token_type.lower() != "bearer":
+            logger.warning("the token endpoint issued a %r token; sending it as Bearer", token_type)
+        lifetime = _seconds(answer.get("expires_in"))
+        header = f"Bearer {access_token}"
+        if lifetime is None:
+            # Without a lifetime the token is kept until the API answers 401.
+            token = _Token(header, float("inf"), float("inf"))
+        else:
+            usable = max(lifetime - EXPIRES_IN_ROUNDING, lifetime / 2)
+            expires_at = started + usable
+            margin = min(REFRESH_MARGIN_MAX, lifetime * REFRESH_MARGIN_FRACTION)
+            token = _Token(header, expires_at - margin, expires_at)
+        logger.debug(
+            "fetched a token for client %r (expires_in=%s s, refresh in %.2f s)",
+            self.client_id,
+            answer.get("expires_in"),
+            token.refresh_at - started,
+        )
+        return token
+
+    def _reason(self, answer: dict[str, Any], response: requests.Response) -> str:
+        """The provider's own words (``error``: ``error_description``), without the secret."""
+        error, description = answer.get("error"), answer.get("error_description")
+        parts = [str(part)[:300] for part in (error, description) if part]
+        reason = ": ".join(parts) or response.reason or "no reason given"
+        secret = self._client_secret.reveal()
+        return reason.replace(secret, "<secret>") if secret else reason
 
 
 def _setting(value: str | None, option: str, variable: str) -> str:
@@ -171,6 +332,47 @@ def _json(response: requests.Response) -> dict[str, Any]:
     except ValueError:
         return {}
     return answer if isinstance(answer, dict) else {}
+
+
+def _seconds(value: Any) -> float | None:
+    """``expires_in`` as a positive number of seconds (some providers send a string)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if 0 < seconds < float("inf") else None
+
+
+_warned: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+
+
+def warn_if_cleartext(url: str, what: str) -> None:
+    """Warn, once per host, when ``what`` would travel over plain http beyond this machine."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme != "http" or _is_loopback(host):
+        return
+    with _warned_lock:
+        if (host, what) in _warned:
+            return
+        _warned.add((host, what))
+    logger.warning(
+        "layer-sdk sends %s to %s over plain http: anyone on the network can read it; use https",
+        what,
+        host,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 _instances: weakref.WeakSet[OIDCClientCredentials] = weakref.WeakSet()

@@ -18,7 +18,6 @@ import logging
 import os
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -196,6 +195,8 @@ def _describe(exc: BaseException) -> str:
 
 def _proxied(base_url: str) -> bool:
     """Whether the environment routes ``base_url`` through a proxy."""
+    import urllib.request  # at init only: it costs a fifth of the package's import time
+
     host = urlsplit(base_url).hostname or ""
     proxies = urllib.request.getproxies()
     scheme = urlsplit(base_url).scheme

@@ -225,7 +225,8 @@ class ExportWorker:
                 )
                 return None
             except LayerAuthError as exc:
-                delay = self._transport.retry.backoff(refusals)
+                # min(): past the backoff's ceiling, a larger exponent only risks overflow.
+                delay = self._transport.retry.backoff(min(refusals, 16))
                 self._auth_log.refused(str(exc), delay)
                 if self._cancel.wait(delay):
                     reason, detail = SHUTDOWN, f"still no credentials: {exc}"

@@ -1,0 +1,578 @@
+"""OIDC client-credentials authentication, against a real OpenID provider.
+
+The provider is ``oidc-provider`` (npm) run by Node on 127.0.0.1 with a
+Keycloak-style realm (``tests/oidc``, ``tests/oidc_provider.py``). Token
+requests are counted in the provider's own log, never in the SDK. The local
+collector plays a Layer API that accepts a token only if the provider issued
+it and its ``exp`` has not come (``BearerCheck``): a request that carried an
+expired or unknown token is answered 401 and shows in ``collector.requests``.
+
+Timing: lifetimes of 2 s make refreshes happen within seconds. With
+``expires_in`` = 2 the SDK counts the token good for 1 s (``expires_in`` is
+rounded to whole seconds, and the provider stamps exp = floor(now) + 2) and
+refreshes it 0.4 s (a fifth of the lifetime) before that: every 0.6 s.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import multiprocessing
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from multiprocessing.connection import Connection
+from typing import Any
+
+import pytest
+import requests
+
+from layer_sdk import (
+    Client,
+    LayerAuthError,
+    LayerMissingRequiredConfigurationError,
+    OIDCClientCredentials,
+    SessionActionKind,
+    _auth,
+)
+from layer_sdk.collector import LocalCollector, ReceivedRequest
+
+from .conftest import wait_until
+from .oidc_provider import BearerCheck, OIDCProvider, oidc
+
+__all__ = ["oidc"]  # the fixture, imported so that pytest finds it
+
+MakeClient = Callable[..., Client]
+StartProvider = Callable[..., OIDCProvider]
+PROMPT = SessionActionKind.COMPLETION_PROMPT
+
+#: The whole-second rounding of ``expires_in`` and the refresh margin, as the SDK applies them.
+SHORT_TTL = 2
+REFRESH_PERIOD = max(SHORT_TTL - 1.0, SHORT_TTL / 2) - min(60.0, SHORT_TTL / 5)  # 0.6 s
+
+
+def oidc_auth(provider: OIDCProvider, **options: Any) -> OIDCClientCredentials:
+    settings: dict[str, Any] = {
+        "token_url": provider.token_url,
+        "client_id": provider.client_id,
+        "client_secret": provider.client_secret,
+        "http_timeout": 5.0,
+        **options,
+    }
+    return OIDCClientCredentials(**settings)
+
+
+def token_of(request: ReceivedRequest) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    assert scheme == "Bearer", f"{request.path} carried no bearer token"
+    return token
+
+
+def assert_every_request_carried_a_valid_token(
+    collector: LocalCollector, check: BearerCheck
+) -> None:
+    """No request to the API was refused: each one's token was issued and not expired."""
+    received = collector.requests
+    assert received, "no request reached the API"
+    assert check.refused == []
+    assert [request.status for request in received if not 200 <= request.status < 300] == []
+    assert {token_of(request) for request in received} <= check.accepted_tokens
+
+
+@pytest.fixture
+def debug_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """Everything logged, by the SDK and by the libraries under it, at DEBUG."""
+    caplog.set_level(logging.DEBUG)
+    yield caplog
+
+
+# -- caching and refresh ------------------------------------------------------------
+
+
+def test_calls_within_the_lifetime_cost_exactly_one_token_request(
+    oidc: StartProvider, make_client: MakeClient, collector: LocalCollector
+) -> None:
+    provider = oidc(token_ttl=300)
+    check = provider.bearer_check()
+    collector.require_bearer(check)
+    client = make_client(auth_provider=oidc_auth(provider))
+
+    for _ in range(50):
+        client.create_session(sync=True)
+    for _ in range(100):
+        session_id = client.create_session()
+        client.append_action(session_id, kind=PROMPT, data="hi")
+    assert client.flush(10) is True
+
+    assert collector.event_count == 50 + 200
+    assert [request.status for request in provider.token_requests()] == [200]
+    assert_every_request_carried_a_valid_token(collector, check)
+    assert {token_of(request) for request in collector.requests} == set(provider.issued())
+
+
+def test_a_short_lifetime_is_refreshed_ahead_of_expiry_on_both_paths(
+    oidc: StartProvider, make_client: MakeClient, collector: LocalCollector
+) -> None:
+    """Three lifetimes of steady traffic: a refresh every 0.6 s, never an expired token."""
+    provider = oidc(token_ttl=SHORT_TTL)
+    check = provider.bearer_check()
+    collector.require_bearer(check)
+    client = make_client(auth_provider=oidc_auth(provider))
+
+    started = time.monotonic()
+    run_for = 3 * SHORT_TTL
+    while time.monotonic() - started < run_for:
+        session_id = client.create_session(sync=True)  # the sync path
+        client.append_action(session_id, kind=PROMPT)  # the worker
+        time.sleep(0.05)  # pacing: a call every ~50 ms
+    assert client.flush(10) is True
+    ran_for = time.monotonic() - started
+
+    assert_every_request_carried_a_valid_token(collector, check)
+    token_requests = provider.token_requests()
+    assert all(request.status == 200 for request in token_requests)
+    arrivals = [request.at for request in token_requests]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+    # Each refresh comes once the token is due, not before (minus the few ms a request
+    # takes) and soon after (the next call, ~50 ms later, plus slack for a busy machine).
+    assert all(REFRESH_PERIOD - 0.05 <= gap <= REFRESH_PERIOD + 0.35 for gap in gaps), gaps
+    assert ran_for / (REFRESH_PERIOD + 0.35) - 1 <= len(gaps) <= ran_for / REFRESH_PERIOD + 1
+    # Each new token was fetched before the one it replaced expired at the provider.
+    expiry = provider.issued()
+    tokens = list(expiry)
+    assert len(tokens) == len(token_requests)
+    leads = [expiry[old] - at for old, at in zip(tokens, arrivals[1:], strict=False)]
+    assert min(leads) > 0, leads
+    print(
+        f"\n{len(token_requests)} token requests in {ran_for:.2f} s (lifetime {SHORT_TTL} s); "
+        f"gaps {min(gaps):.3f}-{max(gaps):.3f} s (mean {sum(gaps) / len(gaps):.3f}); "
+        f"new token {min(leads):.3f}-{max(leads):.3f} s before the old one's exp"
+    )
+
+
+def test_sixteen_threads_at_the_moment_of_expiry_cause_one_token_request(
+    oidc: StartProvider, make_client: MakeClient, collector: LocalCollector
+) -> None:
+    provider = oidc(token_ttl=SHORT_TTL)
+    check = provider.bearer_check()
+    collector.require_bearer(check)
+    client = make_client(auth_provider=oidc_auth(provider))
+    client.create_session(sync=True)
+    [(first, exp)] = provider.issued().items()
+    # Past its exp no thread may send the token any more: all sixteen need the new one.
+    assert wait_until(lambda: time.time() >= exp, timeout=SHORT_TTL + 1)
+    assert provider.introspect(first) == {"active": False}
+
+    barrier = threading.Barrier(16)
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            barrier.wait(5)
+            client.create_session(sync=True)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert errors == []
+    assert len(provider.token_requests()) == 2
+    assert len(collector.sessions) == 17
+    second = list(provider.issued())[1]
+    assert [token_of(request) for request in collector.requests[1:]] == [second] * 16
+    assert_every_request_carried_a_valid_token(collector, check)
+
+
+# -- 401 from the API -----------------------------------------------------------------
+
+
+def test_an_api_401_costs_one_refresh_and_one_retry_on_both_paths(
+    oidc: StartProvider, make_client: MakeClient, collector: LocalCollector
+) -> None:
+    provider = oidc(token_ttl=300)
+    check = provider.bearer_check(introspect=True)  # notices a revoked token
+    collector.require_bearer(check)
+    client = make_client(auth_provider=oidc_auth(provider))
+    client.create_session(sync=True)
+    [first] = provider.issued()
+
+    provider.revoke(first)  # the API will now refuse the cached, unexpired token
+    session_id = client.create_session(sync=True)
+    assert collector.session(session_id) is not None
+    [ok, refused, retried] = collector.requests
+    assert (ok.status, refused.status, retried.status) == (200, 401, 200)
+    assert refused.headers["x-request-id"] == retried.headers["x-request-id"]
+    [_, second] = provider.issued()
+    assert (token_of(refused), token_of(retried)) == (first, second)
+
+    provider.revoke(second)  # the same on the worker's path
+    client.create_session()
+    assert client.flush(10) is True
+    assert [request.status for request in collector.requests[3:]] == [401, 200]
+    assert len(provider.token_requests()) == 3
+    assert client.stats().failed == 0
+
+
+def test_sixteen_requests_refused_with_the_same_token_cause_one_refresh(
+    oidc: StartProvider, make_client: MakeClient, collector: LocalCollector
+) -> None:
+    provider = oidc(token_ttl=300)
+    collector.require_bearer(provider.bearer_check(introspect=True))
+    client = make_client(auth_provider=oidc_auth(provider))
+    client.create_session(sync=True)
+    provider.revoke(next(iter(provider.issued())))
+
+    barrier = threading.Barrier(16)
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            barrier.wait(5)
+            client.create_session(sync=True)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert errors == []
+    assert len(provider.token_requests()) == 2
+    assert len(collector.sessions) == 17
+    refused = {r.headers["x-request-id"] for r in collector.requests if r.status == 401}
+    delivered = {r.headers["x-request-id"] for r in collector.requests if r.status == 200}
+    assert refused and refused <= delivered
+
+
+class _OnlyAccessToken(BaseHTTPRequestHandler):
+    """Passes token requests to the real provider and answers only its ``access_token``.
+
+    Some providers say no more than that: no ``token_type``, no ``expires_in``.
+    """
+
+    token_url = ""
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        answer = requests.post(
+            self.token_url,
+            data=body,
+            headers={"Content-Type": self.headers["Content-Type"]},
+            timeout=5,
+        )
+        reply = {"access_token": answer.json()["access_token"]} if answer.ok else answer.json()
+        payload = json.dumps(reply).encode()
+        self.send_response(answer.status_code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_token_without_expires_in_is_sent_as_bearer_and_kept_until_a_401(
+    oidc: StartProvider, make_client: MakeClient, collector: LocalCollector
+) -> None:
+    provider = oidc(token_ttl=SHORT_TTL)
+    handler = type("Handler", (_OnlyAccessToken,), {"token_url": provider.token_url})
+    terse = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=terse.serve_forever, daemon=True).start()
+    try:
+        check = provider.bearer_check()
+        collector.require_bearer(check)
+        token_url = f"http://127.0.0.1:{terse.server_address[1]}/realms/layer/token"
+        client = make_client(auth_provider=oidc_auth(provider, token_url=token_url))
+        client.create_session(sync=True)
+        [(first, exp)] = provider.issued().items()
+        client.create_session(sync=True)  # still the same token: no expiry known
+        assert len(provider.token_requests()) == 1
+
+        assert wait_until(lambda: time.time() >= exp, timeout=SHORT_TTL + 1)
+        client.create_session(sync=True)  # the API refuses it now: one refresh, one retry
+    finally:
+        terse.shutdown()
+        terse.server_close()
+    assert [request.status for request in collector.requests] == [200, 200, 401, 200]
+    [_, second] = provider.issued()
+    assert [token_of(request) for request in collector.requests] == [first] * 3 + [second]
+    assert len(provider.token_requests()) == 2
+
+
+# -- refusals and outages ---------------------------------------------------------------
+
+
+def test_a_wrong_secret_raises_auth_error_and_nothing_leaks(
+    oidc: StartProvider, make_client: MakeClient, collector: LocalCollector, debug_log: Any
+) -> None:
+    provider = oidc()
+    wrong = "wrong-" + provider.client_secret
+    auth = oidc_auth(provider, client_secret=wrong)
+    client = make_client(auth_provider=auth)
+
+    with pytest.raises(LayerAuthError) as raised:
+        client.create_session(sync=True)
+    error = raised.value
+    assert "401" in str(error) and "invalid_client" in str(error)
+    assert "client authentication failed" in str(error)  # the provider's own words
+    assert error.__cause__ is None
+    assert wait_until(lambda: provider.token_requests()[-1].status is not None)
+    assert [(r.status, r.error) for r in provider.token_requests()] == [(401, "invalid_client")]
+    assert collector.requests == []  # nothing reached the API without credentials
+
+    seen = [
+        str(error),
+        repr(error),
+        "".join(traceback.format_exception(error)),
+        repr(auth),
+        repr(vars(auth)),
+        repr(client),
+        repr(client.stats()),
+        debug_log.text,
+    ]
+    for secret in (wrong, provider.client_secret):
+        assert not [text for text in seen if secret in text]
+
+
+def test_a_refused_client_keeps_its_buffered_events_and_delivers_them_once_allowed(
+    oidc: StartProvider, make_client: MakeClient, collector: LocalCollector, caplog: Any
+) -> None:
+    """401 from the token endpoint on the worker's path: queued, retried with backoff, logged."""
+    caplog.set_level(logging.WARNING, logger="layer_sdk")
+    provider = oidc()
+    collector.require_bearer(provider.bearer_check())
+    new_secret = "rotated-" + provider.client_secret
+    client = make_client(auth_provider=oidc_auth(provider, client_secret=new_secret))
+    for _ in range(5):
+        session_id = client.create_session()
+        client.append_action(session_id, kind=PROMPT)
+
+    assert wait_until(lambda: client.stats().retried >= 2 * 2)  # two tries of some request
+    stats = client.stats()
+    assert (stats.queued, stats.failed, stats.dropped, stats.sent) == (10, 0, 0, 0)
+    refusals = provider.token_requests()
+    assert refusals and {(r.status, r.error) for r in refusals} <= {(401, "invalid_client")}
+    assert "no credentials" in caplog.text and "invalid_client" in caplog.text
+    assert new_secret not in caplog.text
+
+    provider.restart(client_secret=new_secret)  # the administrator updates the client
+    assert client.flush(20) is True
+    assert collector.event_count == 10
+    stats = client.stats()
+    assert (stats.sent, stats.failed, stats.dropped) == (10, 0, 0)
+    statuses = [request.status for request in provider.token_requests()]
+    assert statuses[-1] == 200 and statuses.count(200) == 1
+    print(f"\n{len(refusals)} refused token requests while {stats.retried} retries were counted")
+
+
+def test_the_provider_stopped_and_restarted_mid_run_loses_no_events(
+    oidc: StartProvider, make_client: MakeClient, collector: LocalCollector
+) -> None:
+    provider = oidc(token_ttl=SHORT_TTL)
+    check = provider.bearer_check()
+    collector.require_bearer(check)
+    # The token endpoint down is retried like the API down; five retries (at least
+    # 7.75 s of backoff) outlast the provider's restart even on a busy machine.
+    client = make_client(auth_provider=oidc_auth(provider), max_retries=5)
+    stop = threading.Event()
+
+    def produce() -> None:
+        while not stop.is_set():
+            session_id = client.create_session()
+            client.append_action(session_id, kind=PROMPT)
+            stop.wait(0.02)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    try:
+        assert wait_until(lambda: collector.event_count >= 20)
+        provider.stop()
+        stopped = time.monotonic()
+        # Its token expires within a second: the worker then meets the closed port.
+        assert wait_until(lambda: client.stats().retried > 0, timeout=SHORT_TTL + 5)
+        issued_before = len(provider.issued())
+        provider.restart()
+        down_for = time.monotonic() - stopped
+        assert wait_until(lambda: len(provider.issued()) > issued_before)
+        delivered = collector.event_count
+        assert wait_until(lambda: collector.event_count >= delivered + 20)  # flowing again
+    finally:
+        stop.set()
+        producer.join(5)
+    assert client.flush(20) is True
+    stats = client.stats()
+    assert (stats.failed, stats.dropped, stats.queued) == (0, 0, 0)
+    assert collector.event_count == stats.enqueued == stats.sent
+    assert_every_request_carried_a_valid_token(collector, check)
+    print(
+        f"\nprovider down {down_for:.2f} s: {stats.sent} events delivered, none lost, "
+        f"{stats.retried} event retries, {len(provider.token_requests())} token requests"
+    )
+
+
+# -- secrets ------------------------------------------------------------------------------
+
+
+def test_a_debug_log_of_a_whole_run_holds_no_secret_and_no_token(
+    oidc: StartProvider, make_client: MakeClient, collector: LocalCollector, debug_log: Any
+) -> None:
+    provider = oidc(token_ttl=SHORT_TTL)
+    collector.require_bearer(provider.bearer_check(introspect=True))
+    auth = oidc_auth(provider)
+    client = make_client(auth_provider=auth)
+    started = time.monotonic()
+    while time.monotonic() - started < 1.5:  # a few refreshes
+        session_id = client.create_session(sync=True)
+        client.append_action(session_id, kind=PROMPT)
+        time.sleep(0.05)
+    assert client.flush(10) is True
+    provider.revoke(list(provider.issued())[-1])  # a 401 and its refresh
+    client.create_session(sync=True)
+    assert any(request.status == 401 for request in collector.requests)
+
+    wrong = "wrong-" + provider.client_secret  # a refused client, on both paths
+    refused = make_client(auth_provider=oidc_auth(provider, client_secret=wrong))
+    with pytest.raises(LayerAuthError):
+        refused.create_session(sync=True)
+    refused.create_session()
+    assert refused.flush(1) is False
+    refused.shutdown(timeout=1)
+    client.shutdown(timeout=5)
+
+    tokens = list(provider.issued())
+    assert len(tokens) >= 3
+    text = debug_log.text + "".join(repr(record.args) for record in debug_log.records)
+    assert "layer_sdk" in {record.name for record in debug_log.records}
+    assert "urllib3.connectionpool" in {record.name for record in debug_log.records}
+    leaks = [s for s in (provider.client_secret, wrong, *tokens) if s in text]
+    assert leaks == []
+    assert not [token for token in tokens if token in repr(vars(auth))]
+
+
+# -- settings, warnings, fork ---------------------------------------------------------------
+
+
+def test_settings_fall_back_to_the_environment(
+    oidc: StartProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    provider = oidc()
+    monkeypatch.setenv("LAYER_OIDC_TOKEN_URL", provider.token_url)
+    monkeypatch.setenv("LAYER_OIDC_CLIENT_ID", provider.client_id)
+    monkeypatch.setenv("LAYER_OIDC_CLIENT_SECRET", provider.client_secret)
+    monkeypatch.setenv("LAYER_OIDC_SCOPE", provider.scope)
+    monkeypatch.setenv("LAYER_OIDC_TIMEOUT", "3")
+    auth = OIDCClientCredentials()
+    assert (auth.token_url, auth.scope, auth.http_timeout) == (provider.token_url, "layer-sdk", 3)
+    [(name, value)] = auth.get_headers().items()
+    assert (name, value) == ("Authorization", f"Bearer {next(iter(provider.issued()))}")
+    assert [(r.status, r.client_id) for r in provider.token_requests()] == [(200, "layer-sdk")]
+
+
+@pytest.mark.parametrize(
+    ("option", "variable"),
+    [
+        ("token_url", "LAYER_OIDC_TOKEN_URL"),
+        ("client_id", "LAYER_OIDC_CLIENT_ID"),
+        ("client_secret", "LAYER_OIDC_CLIENT_SECRET"),
+    ],
+)
+def test_a_missing_setting_is_named_with_its_variable(option: str, variable: str) -> None:
+    settings: dict[str, Any] = {
+        "token_url": "https://sso.example.com/realms/r/protocol/openid-connect/token",
+        "client_id": "layer-sdk",
+        "client_secret": "s3cret",
+    }
+    del settings[option]
+    with pytest.raises(LayerMissingRequiredConfigurationError) as raised:
+        OIDCClientCredentials(**settings)
+    assert option in str(raised.value) and variable in str(raised.value)
+
+
+def test_a_scope_the_client_may_not_have_is_an_auth_error(oidc: StartProvider) -> None:
+    provider = oidc()
+    auth = oidc_auth(provider, scope="openid")  # known to the provider, not allowed this client
+    with pytest.raises(LayerAuthError, match=r"400.*invalid_scope"):
+        auth.get_headers()
+    assert (
+        oidc_auth(provider, scope="layer-sdk").get_headers()["Authorization"].startswith("Bearer ")
+    )
+
+
+def test_plain_http_beyond_this_machine_is_warned_about_once(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_auth, "_warned", set())
+    caplog.set_level(logging.WARNING, logger="layer_sdk")
+    secret = "s3cr3t-never-logged"
+    for host in ("127.0.0.1:8080", "localhost", "[::1]:8080", "127.8.9.10"):
+        OIDCClientCredentials(f"http://{host}/token", "id", secret)
+    secure = OIDCClientCredentials("https://sso.example.invalid/token", "id", secret)
+    assert caplog.records == []
+
+    for _ in range(2):  # nothing is sent anywhere: these clients get no events
+        OIDCClientCredentials("http://sso.example.invalid/token", "id", secret)
+        make_client(base_url="http://layer.example.invalid", auth_provider=secure)
+    make_client(base_url="http://layer.example.invalid")  # no credentials: nothing to warn of
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 2, messages
+    assert "client secret" in messages[0] and "sso.example.invalid" in messages[0]
+    assert "access token" in messages[1] and "layer.example.invalid" in messages[1]
+    assert not [message for message in messages if secret in message]
+
+
+def _child_after_fork(client: Client, auth: OIDCClientCredentials, report: Connection) -> None:
+    """In the child: drop the inherited token and fetch one, with a lock the parent held."""
+    auth.invalidate()
+    session_id = client.create_session(sync=True)
+    report.send({"session_id": session_id})
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_has_its_own_lock_and_connection(
+    oidc: StartProvider, make_client: MakeClient, collector: LocalCollector
+) -> None:
+    provider = oidc()
+    collector.require_bearer(provider.bearer_check())
+    auth = oidc_auth(provider)
+    client = make_client(auth_provider=auth)
+    client.create_session(sync=True)
+
+    # A parent thread is in the middle of a refresh when the process forks.
+    holding, release = threading.Event(), threading.Event()
+
+    def refresh_in_progress() -> None:
+        with auth._refreshing:
+            holding.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=refresh_in_progress)
+    holder.start()
+    assert holding.wait(5)
+    try:
+        context = multiprocessing.get_context("fork")
+        receiver, sender = context.Pipe(duplex=False)
+        child = context.Process(target=_child_after_fork, args=(client, auth, sender))
+        child.start()
+        sender.close()
+        child.join(20)
+        if child.is_alive():
+            child.kill()
+            child.join(5)
+        assert child.exitcode == 0, "the child hung on a lock the parent held, or failed"
+        report = receiver.recv() if receiver.poll(1) else None
+    finally:
+        release.set()
+        holder.join(5)
+    assert report is not None
+    assert collector.session(report["session_id"]) is not None
+    assert len(provider.token_requests()) == 2  # the parent's token and the child's own
+    [parent_token, child_token] = provider.issued()
+    assert [token_of(request) for request in collector.requests] == [parent_token, child_token]
