@@ -1,0 +1,37 @@
+"""Every example in examples/ runs against the local collector and reports what it says."""
+
+from __future__ import annotations
+
+import pytest
+
+from layer_sdk.collector import LocalCollector
+
+from .conftest import APP_ID, ROOT, run_python
+
+EXPECTED = {
+    # example: (sessions, actions) the collector must receive
+    "quickstart.py": (1, 2),
+    "decorators.py": (2, 2),
+    "error_handling.py": (2, 0),
+    "batch_job.py": (500, 1000),
+    "cli_tool.py": (1, 1),
+    "web_handler.py": (1, 2),
+}
+
+
+def test_every_example_is_covered() -> None:
+    found = {path.name for path in (ROOT / "examples").glob("*.py")}
+    assert found - {"openai_instrumentation.py"} == set(EXPECTED)
+
+
+@pytest.mark.parametrize("example", sorted(EXPECTED))
+def test_the_example_runs_and_delivers(example: str, collector: LocalCollector) -> None:
+    code = (ROOT / "examples" / example).read_text()
+    result = run_python(
+        code, env={"LAYER_BASE_URL": collector.url, "LAYER_APPLICATION_ID": APP_ID}
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    sessions, actions = EXPECTED[example]
+    assert len(collector.sessions) == sessions
+    assert len(collector.actions()) == actions
