@@ -1,118 +1,41 @@
-"""``layer-sdk`` / ``python -m layer_sdk``: see the SDK work without an account.
+"""``layer-sdk`` / ``python -m layer_sdk``: the command line.
 
-``demo`` starts an embedded local collector (unless ``--base-url`` points
-elsewhere), reports a simulated LLM workload through a real client, and prints
-what the caller paid and what the server received.
+- ``demo``: see the SDK work against an embedded collector, no account needed.
+- ``check``: is this machine set up to report to Layer? If not, why not?
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import threading
-import time
 from collections.abc import Sequence
-
-from ._client import Client
-from ._schemas import SessionActionKind
-from .collector import LocalCollector
-
-_MESSAGES = [
-    {"role": "system", "content": "You are a helpful assistant for a travel agency. " * 4},
-    {"role": "user", "content": "Which of your tours visit the Dolomites in late June? " * 3},
-]
-_ATTRIBUTES = {
-    "model.id": "gpt-4o-mini",
-    "temperature": 0.2,
-    "max_tokens": 512,
-    "user.id": "demo-user",
-    "feature": "trip-planner",
-}
-_KINDS = [
-    SessionActionKind.COMPLETION_PROMPT,
-    SessionActionKind.COMPLETION_OUTPUT,
-    SessionActionKind.COMPLETION_TOOL_CALL,
-    SessionActionKind.COMPLETION_OUTPUT,
-]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``layer-sdk`` command."""
-    parser = argparse.ArgumentParser(prog="layer-sdk", description=__doc__.splitlines()[0])
+    """Entry point of the ``layer-sdk`` command; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="layer-sdk", description="The Layer SDK's command line.")
     commands = parser.add_subparsers(dest="command", required=True)
+
     demo = commands.add_parser("demo", help="report a simulated workload and show the result")
     demo.add_argument("--sessions", type=int, default=2_000, help="sessions (default 2000)")
     demo.add_argument("--threads", type=int, default=4, help="producer threads (default 4)")
     demo.add_argument("--base-url", help="a real Layer API instead of the embedded collector")
     demo.add_argument("--application-id", default="layer-sdk-demo")
+
+    check = commands.add_parser("check", help="check the configuration and reach the API")
+    check.add_argument("--base-url", help="default: LAYER_BASE_URL")
+    check.add_argument("--application-id", help="default: LAYER_APPLICATION_ID")
+    check.add_argument("--environment", help="default: LAYER_ENVIRONMENT")
+    check.add_argument("--timeout", type=float, help="seconds; default: LAYER_TIMEOUT or 10")
+
     args = parser.parse_args(argv)
-    return _demo(args.sessions, args.threads, args.base_url, args.application_id)
+    if args.command == "demo":
+        from ._cli_demo import demo as run_demo
 
+        return run_demo(args.sessions, args.threads, args.base_url, args.application_id)
+    from ._cli_check import check as run_check
 
-def _demo(sessions: int, threads: int, base_url: str | None, application_id: str) -> int:
-    collector = None if base_url else LocalCollector().start()
-    client = Client()
-    client.init(base_url=base_url or collector.url, application_id=application_id)  # type: ignore[union-attr]
-    where = base_url or f"the embedded collector at {collector.url}"  # type: ignore[union-attr]
-    print(f"Reporting {sessions} sessions of 4 actions from {threads} threads to {where}")
-
-    costs: list[list[float]] = [[] for _ in range(threads)]
-
-    def produce(mine: list[float], count: int) -> None:
-        clock = time.perf_counter
-        for _ in range(count):
-            started = clock()
-            session_id = client.create_session(attributes={"user.id": "demo-user"})
-            mine.append(clock() - started)
-            for kind in _KINDS:
-                started = clock()
-                client.append_action(
-                    session_id, kind=kind, attributes=_ATTRIBUTES, data={"messages": _MESSAGES}
-                )
-                mine.append(clock() - started)
-
-    share, extra = divmod(sessions, threads)
-    workers = [
-        threading.Thread(target=produce, args=(costs[n], share + (n < extra)))
-        for n in range(threads)
-    ]
-    began = time.perf_counter()
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    produced = time.perf_counter()
-    delivered_all = client.flush(timeout=60)
-    drained = time.perf_counter()
-    stats = client.stats()
-    client.shutdown()
-
-    calls = sorted(cost for mine in costs for cost in mine)
-    received = collector.event_count if collector else stats.sent
-    delivered = "events delivered (counted by the server)" if collector else "events delivered"
-    rows = [
-        ("events enqueued", f"{stats.enqueued:,}"),
-        (delivered, f"{received:,}"),
-        ("dropped / failed", f"{stats.dropped:,} / {stats.failed:,}"),
-        ("caller cost per call, median", f"{statistics.median(calls) * 1e6:.1f} µs"),
-        ("caller cost per call, p99", f"{calls[int(len(calls) * 0.99)] * 1e6:.1f} µs"),
-        ("throughput, enqueue to delivered", f"{stats.sent / (drained - began):,.0f} events/s"),
-        ("time to drain after the last call", f"{(drained - produced) * 1e3:.0f} ms"),
-    ]
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        print(f"  {name:<{width}}  {value}")
-    if collector is not None:
-        sample = collector.sessions[0]
-        print(
-            f"A delivered session: {sample['session_id']} with {len(sample['actions'])} actions,"
-            f" attributes {sample['attributes']}"
-        )
-        collector.stop()
-    ok = delivered_all and received == stats.enqueued
-    print("OK: everything was delivered." if ok else "Some events were not delivered.")
-    return 0 if ok else 1
+    return run_check(args.base_url, args.application_id, args.environment, args.timeout)
 
 
 if __name__ == "__main__":
