@@ -40,7 +40,7 @@ import pytest
 from layer_sdk import Client, SessionActionKind
 from layer_sdk.collector import LocalCollector
 
-from .conftest import APP_ID, run_python
+from .conftest import APP_ID, run_python, wait_until
 
 MakeClient = Callable[..., Client]
 PROMPT = SessionActionKind.COMPLETION_PROMPT
@@ -57,14 +57,6 @@ STAT_FIELDS = ("enqueued", "sent", "dropped", "failed", "retried", "queued")
 # -- helpers ----------------------------------------------------------------------
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float) -> bool:
-    """Poll ``predicate`` until it is truthy; False if ``timeout`` passes first."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 def stats_dict(client: Client) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,13 +19,9 @@ from layer_sdk import (
 )
 from layer_sdk.collector import LocalCollector
 
+from .conftest import closed_port
+
 MakeClient = Callable[..., Client]
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_sync_create_returns_the_server_s_id_after_one_round_trip(
