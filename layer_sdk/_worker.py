@@ -46,7 +46,11 @@ sdk_thread = _ThreadRole()
 
 
 class LossLog:
-    """Counts, reports (``on_drop``) and logs lost events, without flooding the log."""
+    """Counts, reports (``on_drop``) and logs lost events, without flooding the log.
+
+    Each kind of trouble gets its first log line at once, then at most one
+    line every ``LOSS_LOG_INTERVAL`` that sums up what happened meanwhile.
+    """
 
     def __init__(self, on_drop: DropCallback | None = None) -> None:
         self._on_drop = on_drop
@@ -67,19 +71,37 @@ class LossLog:
                 self._on_drop(reason, count)
             except Exception:
                 logger.exception("the on_drop callback raised")
+        total = self._due(reason, count)
+        if total:
+            detail = self._details.pop(reason, None)
+            logger.warning(
+                "layer-sdk lost %d event(s): %s%s", total, reason, f" ({detail})" if detail else ""
+            )
+
+    def credentials_refused(self, message: str, delay: float) -> None:
+        """A request got no credentials; its events stay queued and are tried again."""
+        total = self._due("credentials_refused", 1)
+        if total:
+            logger.warning(
+                "layer-sdk has no credentials for the Layer API (%s); the events stay queued "
+                "and are tried again (%d refusal(s) since the last report, next try in %.1f s)",
+                message,
+                total,
+                delay,
+            )
+
+    def _due(self, key: str, count: int) -> int:
+        """How many to report now for ``key`` (0: not yet, the count is kept for later)."""
         now = time.monotonic()
         with self._lock:
-            total = self._unlogged.get(reason, 0) + count
-            last = self._last_logged.get(reason)
+            total = self._unlogged.get(key, 0) + count
+            last = self._last_logged.get(key)
             if last is not None and now - last < LOSS_LOG_INTERVAL:
-                self._unlogged[reason] = total
-                return
-            self._last_logged[reason] = now
-            self._unlogged[reason] = 0
-            detail = self._details.pop(reason, None)
-        logger.warning(
-            "layer-sdk lost %d event(s): %s%s", total, reason, f" ({detail})" if detail else ""
-        )
+                self._unlogged[key] = total
+                return 0
+            self._last_logged[key] = now
+            self._unlogged[key] = 0
+            return total
 
 
 class ExportWorker:
@@ -98,7 +120,6 @@ class ExportWorker:
         self._primary: threading.Thread | None = None
         self._stopping = False
         self._cancel = threading.Event()  # cuts backoff sleeps short at shutdown
-        self._auth_log = AuthRefusalLog()
         self.pid = os.getpid()
 
     def start(self) -> None:
@@ -227,7 +248,7 @@ class ExportWorker:
             except LayerAuthError as exc:
                 # min(): past the backoff's ceiling, a larger exponent only risks overflow.
                 delay = self._transport.retry.backoff(min(refusals, 16))
-                self._auth_log.refused(str(exc), delay)
+                self._losses.credentials_refused(str(exc), delay)
                 if self._cancel.wait(delay):
                     reason, detail = SHUTDOWN, f"still no credentials: {exc}"
                     break
@@ -249,28 +270,3 @@ class ExportWorker:
         if detail:
             self._losses.explain(reason, detail)
         return reason
-
-
-class AuthRefusalLog:
-    """Logs that requests wait for credentials: the first refusal, then one line per interval."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._last_logged: float | None = None
-        self._unlogged = 0
-
-    def refused(self, message: str, delay: float) -> None:
-        """A request could not get credentials and will be tried again in ``delay`` seconds."""
-        now = time.monotonic()
-        with self._lock:
-            self._unlogged += 1
-            if self._last_logged is not None and now - self._last_logged < LOSS_LOG_INTERVAL:
-                return
-            self._last_logged, count, self._unlogged = now, self._unlogged, 0
-        logger.warning(
-            "layer-sdk has no credentials for the Layer API (%s); the events stay queued "
-            "and are tried again (%d refusal(s) since the last report, next try in %.1f s)",
-            message,
-            count,
-            delay,
-        )
