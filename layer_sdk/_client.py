@@ -10,18 +10,19 @@ the same transport right away.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
-from . import _decorators
+from . import _decorators, instrumentation
 from ._config import (
     DEFAULT_FLUSH_INTERVAL,
     DEFAULT_FLUSH_TIMEOUT,
@@ -179,6 +180,7 @@ class Client:
             )
             self._exporter = _Exporter(config)
             _clients.add(self)
+        instrumentation.instrument(self, config.disabled_instrumentations)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every event enqueued before the call is delivered or given up on.
@@ -213,6 +215,7 @@ class Client:
             if exporter is None or exporter.queue.closed:
                 return None
             exporter.queue.close()
+        instrumentation.uninstrument(self)
         return exporter
 
     def stats(self) -> ExportStats:
@@ -327,6 +330,20 @@ class Client:
         ``error`` and propagates unchanged.
         """
         return _decorators.action(self, kind=kind, session_id=session_id, attributes=attributes)
+
+    @contextlib.contextmanager
+    def session_context(self, session_id: Any = None) -> Iterator[str]:
+        """Bind the calls made in this block to a session; yields its ID.
+
+        Instrumented OpenAI calls and ``@action`` functions in the block (and in
+        what it awaits) join the session; ``None`` creates a new one.
+        """
+        sid = self.create_session() if session_id is None else session_id_text(session_id)
+        token = _decorators.current_session_id.set(sid)
+        try:
+            yield sid
+        finally:
+            _decorators.current_session_id.reset(token)
 
     # -- machinery -------------------------------------------------------------
 

@@ -1,0 +1,1418 @@
+"""OpenAI instrumentation: the real ``openai`` client against a local OpenAI-compatible server.
+
+Every call shape, sync and async, is made with the real client pointed at
+``tests/openai_server.py``; the actions land in the real local collector.
+Tests check exact action counts after ``client.flush()``, never sleep, and
+compare what the caller gets (and what goes over the wire) with and without
+the instrumentation. Shapes a version of openai lacks are skipped; this file
+runs once per major version (see ``test_openai_versions.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import inspect
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+openai = pytest.importorskip("openai")
+
+from pydantic import BaseModel  # noqa: E402  (openai depends on pydantic)
+
+from layer_sdk import Client  # noqa: E402
+from layer_sdk.collector import LocalCollector  # noqa: E402
+from layer_sdk.instrumentation import _openai, instrumented_by, uninstrument  # noqa: E402
+
+from .conftest import run_python, wait_until  # noqa: E402
+from .openai_server import ANSWER, PROMPT_TOKENS, WORDS, OpenAIServer  # noqa: E402
+
+USAGE = {
+    "prompt_tokens": PROMPT_TOKENS,
+    "completion_tokens": len(WORDS),
+    "total_tokens": PROMPT_TOKENS + len(WORDS),
+}
+RESPONSES_USAGE = {
+    "input_tokens": PROMPT_TOKENS,
+    "output_tokens": 5,
+    "total_tokens": 16,
+    "cached_tokens": 0,
+    "reasoning_tokens": 0,
+}
+MESSAGES = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "Did you know that Layer is the best product?"},
+]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The weather in a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
+RESPONSES_TOOLS = [
+    {
+        "type": "function",
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+        "strict": True,
+    }
+]
+MODES = ["sync", "async"]
+CHAT_CREATE: Any = openai.resources.chat.completions.Completions.create
+
+
+class Answer(BaseModel):
+    answer: str
+
+
+# -- fixtures and helpers -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def server() -> Iterator[OpenAIServer]:
+    with OpenAIServer() as running:
+        yield running
+
+
+@pytest.fixture
+def layer(make_client: Callable[..., Client]) -> Client:
+    """An initialized client: it owns the OpenAI patches for the test."""
+    client = make_client()
+    assert instrumented_by("openai") is client
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _fresh_problem_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test sees the 'logged once' state of a fresh process."""
+    monkeypatch.setattr(_openai, "_reported", set())
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_patches() -> None:
+    """A client some other test left initialized must not own the patches here."""
+    owner = instrumented_by("openai")
+    if owner is not None:
+        uninstrument(owner)
+
+
+def perform(mode: str, server: OpenAIServer, action: Callable[[Any], Any]) -> Any:
+    """Run ``action(openai client)`` with a sync client, or with an async one in an event loop.
+
+    ``action`` may return an awaitable (async mode): it is awaited.
+    """
+    if mode == "sync":
+        client = openai.OpenAI(base_url=server.url, api_key="sk-test", max_retries=0)
+        try:
+            return action(client)
+        finally:
+            client.close()
+
+    async def main() -> Any:
+        client = openai.AsyncOpenAI(base_url=server.url, api_key="sk-test", max_retries=0)
+        try:
+            result = action(client)
+            return await result if inspect.isawaitable(result) else result
+        finally:
+            await client.close()
+
+    return asyncio.run(main())
+
+
+def then(mode: str, result: Any, use: Callable[[Any], Any]) -> Any:
+    """``use(result)``; in async mode, ``result`` (and what ``use`` returns) awaited first."""
+    if mode == "sync":
+        return use(result)
+
+    async def chain() -> Any:
+        value = use(await result)
+        return await value if inspect.isawaitable(value) else value
+
+    return chain()
+
+
+def drain(mode: str, stream: Any, limit: int | None = None) -> Any:
+    """The chunks of a sync stream, or an awaitable of those of an async one."""
+    if mode == "sync":
+        chunks = []
+        for chunk in stream:
+            chunks.append(chunk)
+            if limit is not None and len(chunks) >= limit:
+                break
+        return chunks
+
+    async def collect() -> list[Any]:
+        chunks = []
+        async for chunk in stream:
+            chunks.append(chunk)
+            if limit is not None and len(chunks) >= limit:
+                break
+        return chunks
+
+    return collect()
+
+
+def actions_of(
+    layer: Client, collector: LocalCollector, session_id: str, count: int
+) -> list[dict[str, Any]]:
+    """The actions of ``session_id`` once everything was delivered; exactly ``count``."""
+    assert layer.flush(10)
+    found = collector.actions(session_id)
+    assert len(found) == count, [(a["kind"], a.get("attributes")) for a in found]
+    return found
+
+
+def by_kind(actions: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [a for a in actions if a["kind"] == kind]
+
+
+def one(actions: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = by_kind(actions, kind)
+    assert len(found) == 1, [a["kind"] for a in actions]
+    return found[0]
+
+
+def text_of(chunks: list[Any]) -> str:
+    return "".join((c.choices[0].delta.content or "") for c in chunks if c.choices)
+
+
+def chat_with_helpers(client: Any) -> Any:
+    """``chat.completions`` where it has ``parse``/``stream``, else the 1.x ``beta`` one."""
+    if hasattr(client.chat.completions, "parse"):
+        return client.chat.completions
+    beta = getattr(getattr(getattr(client, "beta", None), "chat", None), "completions", None)
+    if beta is not None and hasattr(beta, "parse"):
+        return beta
+    pytest.skip(f"openai {openai.__version__} has no chat.completions.parse/stream")
+
+
+def needs_responses() -> None:
+    if not hasattr(openai.OpenAI(api_key="x"), "responses"):
+        pytest.skip(f"openai {openai.__version__} has no Responses API")
+
+
+def has_parameter(method: Any, name: str) -> bool:
+    return name in inspect.signature(method).parameters
+
+
+def check_times(actions: list[dict[str, Any]]) -> None:
+    for action in actions:
+        assert action["start_time"] <= action["end_time"]
+    prompt = by_kind(actions, "completion_prompt")
+    outputs = by_kind(actions, "completion_output")
+    if prompt and outputs:
+        assert prompt[0]["start_time"] <= outputs[0]["end_time"]
+
+
+# -- chat completions -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_chat_completion_records_prompt_and_output_with_usage(
+    mode: str, layer: Client, collector: LocalCollector, server: OpenAIServer
+) -> None:
+    with layer.session_context() as session_id:
+        completion = perform(
+            mode,
+            server,
+            lambda c: c.chat.completions.create(
+                model="gpt-test", messages=MESSAGES, temperature=0.2, max_tokens=64, seed=7
+            ),
+        )
+    assert isinstance(completion, openai.types.chat.ChatCompletion)
+    assert completion.choices[0].message.content == ANSWER
+
+    actions = actions_of(layer, collector, session_id, 2)
+    prompt, output = actions
+    assert prompt["kind"] == "completion_prompt"
+    assert prompt["data"] == {"messages": MESSAGES}
+    assert prompt["attributes"] == {
+        "model.id": "gpt-test",
+        "model.provider": "openai",
+        "openai.operation": "chat.completions.create",
+        "temperature": 0.2,
+        "max_tokens": 64,
+        "seed": 7,
+    }
+    assert output["kind"] == "completion_output"
+    assert output["data"] == {"messages": [{"role": "assistant", "content": ANSWER}]}
+    assert output["scanners"] == [{"name": "usage", "data": USAGE}]
+    assert output["attributes"]["model.id"] == "gpt-test"
+    assert output["attributes"]["response.id"] == "chatcmpl-1"
+    assert output["attributes"]["finish_reason"] == "stop"
+    assert "error" not in output
+    check_times(actions)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_multimodal_parts_become_attachments(
+    mode: str, layer: Client, collector: LocalCollector, server: OpenAIServer
+) -> None:
+    content = [
+        {"type": "text", "text": "What is in this picture?"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png", "detail": "low"}},
+        {"type": "text", "text": "And this sound?"},
+        {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+    ]
+    with layer.session_context() as session_id:
+        perform(
+            mode,
+            server,
+            lambda c: c.chat.completions.create(
+                model="gpt-test", messages=[{"role": "user", "content": content}]
+            ),
+        )
+    actions = actions_of(layer, collector, session_id, 4)
+    prompt = one(actions, "completion_prompt")
+    assert prompt["data"] == {
+        "messages": [{"role": "user", "content": "What is in this picture?\nAnd this sound?"}]
+    }
+    attachments = by_kind(actions, "completion_prompt_attachment")
+    assert [a["data"] for a in attachments] == [
+        {
+            "type": "image_url",
+            "url": "https://example.com/cat.png",
+            "detail": "low",
+            "role": "user",
+            "message_index": 0,
+        },
+        {
+            "type": "input_audio",
+            "data": "UklGRg==",
+            "format": "wav",
+            "role": "user",
+            "message_index": 0,
+        },
+    ]
+    assert attachments[0]["attributes"]["model.id"] == "gpt-test"
+    one(actions, "completion_output")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_tool_calls_are_recorded_one_action_each(
+    mode: str, layer: Client, collector: LocalCollector, server: OpenAIServer
+) -> None:
+    with layer.session_context() as session_id:
+        completion = perform(
+            mode,
+            server,
+            lambda c: c.chat.completions.create(
+                model="tool-call", messages=MESSAGES, tools=TOOLS, tool_choice="auto"
+            ),
+        )
+    assert completion.choices[0].message.tool_calls[0].function.name == "get_weather"
+    actions = actions_of(layer, collector, session_id, 3)
+    prompt = one(actions, "completion_prompt")
+    assert prompt["attributes"]["tools"] == ["get_weather"]
+    assert prompt["attributes"]["tool_choice"] == "auto"
+    output = one(actions, "completion_output")
+    assert output["data"] == {"messages": [{"role": "assistant", "content": None}]}
+    assert output["attributes"]["finish_reason"] == "tool_calls"
+    call = one(actions, "completion_tool_call")
+    assert call["data"] == {
+        "id": "call_1",
+        "type": "function",
+        "name": "get_weather",
+        "arguments": '{"city": "Paris"}',
+    }
+
+
+def test_the_tool_history_in_the_prompt_is_kept(
+    layer: Client, collector: LocalCollector, server: OpenAIServer
+) -> None:
+    history = [
+        *MESSAGES,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+    ]
+    with layer.session_context() as session_id:
+        perform(
+            "sync",
+            server,
+            lambda c: c.chat.completions.create(model="gpt-test", messages=history, tools=TOOLS),
+        )
+    prompt = one(actions_of(layer, collector, session_id, 2), "completion_prompt")
+    assert prompt["data"]["messages"][2:] == [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "name": "get_weather",
+                    "arguments": '{"city": "Paris"}',
+                }
+            ],
+        },
+        {"role": "tool", "content": "sunny", "tool_call_id": "call_1"},
+    ]
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+@pytest.mark.parametrize("mode", MODES)
+def test_streamed_chat_completion(
+    mode: str,
+    include_usage: bool,
+    layer: Client,
+    collector: LocalCollector,
+    server: OpenAIServer,
+) -> None:
+    options: dict[str, Any] = {}
+    if include_usage:
+        if not has_parameter(CHAT_CREATE, "stream_options"):
+            pytest.skip(f"openai {openai.__version__} has no stream_options")
+        options["stream_options"] = {"include_usage": True}
+
+    def use(stream: Any) -> Any:
+        assert isinstance(stream, openai.Stream if mode == "sync" else openai.AsyncStream)
+        assert stream.response.status_code == 200
+        return drain(mode, stream)
+
+    def call(c: Any) -> Any:
+        return then(
+            mode,
+            c.chat.completions.create(model="gpt-test", messages=MESSAGES, stream=True, **options),
+            use,
+        )
+
+    with layer.session_context() as session_id:
+        chunks = perform(mode, server, call)
+    assert text_of(chunks) == ANSWER
+    assert all(isinstance(c, openai.types.chat.ChatCompletionChunk) for c in chunks)
+
+    actions = actions_of(layer, collector, session_id, 2)
+    prompt = one(actions, "completion_prompt")
+    assert prompt["attributes"]["stream"] is True
+    output = one(actions, "completion_output")
+    assert output["data"] == {"messages": [{"role": "assistant", "content": ANSWER}]}
+    assert output["attributes"]["incomplete"] is False
+    assert output["attributes"]["finish_reason"] == "stop"
+    if include_usage:
+        assert output["scanners"] == [{"name": "usage", "data": USAGE}]
+    else:
+        assert "scanners" not in output  # usage unknown: no scanner, and none was asked for
+    # Nothing was added to the request: stream_options only when the caller gave it.
+    (request,) = server.requests
+    assert ("stream_options" in request.body) is include_usage
+    check_times(actions)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_streamed_tool_calls(
+    mode: str, layer: Client, collector: LocalCollector, server: OpenAIServer
+) -> None:
+    def call(c: Any) -> Any:
+        return then(
+            mode,
+            c.chat.completions.create(
+                model="tool-call", messages=MESSAGES, tools=TOOLS, stream=True
+            ),
+            lambda stream: drain(mode, stream),
+        )
+
+    with layer.session_context() as session_id:
+        perform(mode, server, call)
+    actions = actions_of(layer, collector, session_id, 3)
+    assert one(actions, "completion_tool_call")["data"] == {
+        "id": "call_1",
+        "type": "function",
+        "name": "get_weather",
+        "arguments": '{"city": "Paris"}',
+    }
+    assert one(actions, "completion_output")["attributes"]["finish_reason"] == "tool_calls"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_chat_completions_parse(
+    mode: str, layer: Client, collector: LocalCollector, server: OpenAIServer
+) -> None:
+    with layer.session_context() as session_id:
+        parsed = perform(
+            mode,
+            server,
+            lambda c: chat_with_helpers(c).parse(
+                model="gpt-test", messages=MESSAGES, response_format=Answer
+            ),
+        )
+    assert parsed.choices[0].message.parsed == Answer(answer="42")
+    actions = actions_of(layer, collector, session_id, 2)
+    prompt = one(actions, "completion_prompt")
+    assert prompt["attributes"]["openai.operation"].endswith("chat.completions.parse")
+    assert prompt["attributes"]["response_format"] == "Answer"
+    output = one(actions, "completion_output")
+    assert output["data"] == {"messages": [{"role": "assistant", "content": '{"answer": "42"}'}]}
+    assert output["scanners"] == [{"name": "usage", "data": USAGE}]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_chat_completions_stream_helper(
+    mode: str, layer: Client, collector: LocalCollector, server: OpenAIServer
+) -> None:
+    def call(c: Any) -> Any:
+        manager = chat_with_helpers(c).stream(model="gpt-test", messages=MESSAGES)
+        if mode == "sync":
+            with manager as stream:
+                for _ in stream:
+                    pass
+                return stream.get_final_completion()
+
+        async def run() -> Any:
+            async with manager as stream:
+                async for _ in stream:
+                    pass
+                return await stream.get_final_completion()
+
+        return run()
+
+    with layer.session_context() as session_id:
+        final = perform(mode, server, call)
+    assert final.choices[0].message.content == ANSWER
+    actions = actions_of(layer, collector, session_id, 2)
+    output = one(actions, "completion_output")
+    assert output["data"] == {"messages": [{"role": "assistant", "content": ANSWER}]}
+    assert output["attributes"]["incomplete"] is False
+
+
+# -- the Responses API ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_responses_create(
+    mode: str, layer: Client, collector: LocalCollector, server: OpenAIServer
+) -> None:
+    needs_responses()
+    given = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "input_text", "text": "Describe this"},
+                {
+                    "type": "input_image",
+                    "image_url": "https://example.com/cat.png",
+                    "detail": "auto",
+                },
+            ],
+        }
+    ]
+    with layer.session_context() as session_id:
+        response = perform(
+            mode,
+            server,
+            lambda c: c.responses.create(
+                model="gpt-test",
+                instructions="Be brief.",
+                input=given,
+                temperature=0.5,
+                max_output_tokens=100,
+            ),
+        )
+    assert response.output_text == ANSWER
+    actions = actions_of(layer, collector, session_id, 3)
+    prompt = one(actions, "completion_prompt")
+    assert prompt["data"] == {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Describe this"},
+        ]
+    }
+    assert prompt["attributes"]["temperature"] == 0.5
+    assert prompt["attributes"]["max_output_tokens"] == 100
+    assert prompt["attributes"]["openai.operation"] == "responses.create"
+    assert one(actions, "completion_prompt_attachment")["data"] == {
+        "type": "input_image",
+        "image_url": "https://example.com/cat.png",
+        "detail": "auto",
+        "role": "user",
+        "message_index": 1,
+    }
+    output = one(actions, "completion_output")
+    assert output["data"] == {"messages": [{"role": "assistant", "content": ANSWER}]}
+    assert output["scanners"] == [{"name": "usage", "data": RESPONSES_USAGE}]
+    assert output["attributes"]["status"] == "completed"
+    check_times(actions)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_streamed_responses(
+    mode: str, layer: Client, collector: LocalCollector, server: OpenAIServer
+) -> None:
+    needs_responses()
+
+    def use(stream: Any) -> Any:
+        assert isinstance(stream, openai.Stream if mode == "sync" else openai.AsyncStream)
+        return drain(mode, stream)
+
+    def call(c: Any) -> Any:
+        return then(mode, c.responses.create(model="gpt-test", input="Hello", stream=True), use)
+
+    with layer.session_context() as session_id:
+        events = perform(mode, server, call)
+    assert events[-1].type == "response.completed"
+    actions = actions_of(layer, collector, session_id, 2)
+    assert one(actions, "completion_prompt")["data"] == {
+        "messages": [{"role": "user", "content": "Hello"}]
+    }
+    output = one(actions, "completion_output")
+    assert output["data"] == {"messages": [{"role": "assistant", "content": ANSWER}]}
+    assert output["scanners"] == [{"name": "usage", "data": RESPONSES_USAGE}]
+    assert output["attributes"]["incomplete"] is False
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("mode", MODES)
+def test_responses_function_calls(
+    mode: str, stream: bool, layer: Client, collector: LocalCollector, server: OpenAIServer
+) -> None:
+    needs_responses()
+
+    def call(c: Any) -> Any:
+        result = c.responses.create(
+            model="tool-call", input="Weather in Paris?", tools=RESPONSES_TOOLS, stream=stream
+        )
+        return then(mode, result, lambda r: drain(mode, r) if stream else r)
+
+    with layer.session_context() as session_id:
+        perform(mode, server, call)
+    actions = actions_of(layer, collector, session_id, 3)
+    assert one(actions, "completion_prompt")["attributes"]["tools"] == ["get_weather"]
+    assert one(actions, "completion_tool_call")["data"] == {
+        "id": "call_1",
+        "type": "function",
+        "name": "get_weather",
+        "arguments": '{"city": "Paris"}',
+        "status": "completed",
+    }
+    assert one(actions, "completion_output")["data"] == {"messages": []}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_responses_parse(
+    mode: str, layer: Client, collector: LocalCollector, server: OpenAIServer
+) -> None:
+    needs_responses()
+    if not hasattr(openai.resources.responses.Responses, "parse"):
+        pytest.skip(f"openai {openai.__version__} has no responses.parse")
+    with layer.session_context() as session_id:
+        parsed = perform(
+            mode,
+            server,
+            lambda c: c.responses.parse(model="gpt-test", input="The answer?", text_format=Answer),
+        )
+    assert parsed.output_parsed == Answer(answer="42")
+    actions = actions_of(layer, collector, session_id, 2)
+    prompt = one(actions, "completion_prompt")
+    assert prompt["attributes"]["openai.operation"] == "responses.parse"
+    assert prompt["attributes"]["response_format"] == "Answer"
+    output = one(actions, "completion_output")
+    assert output["data"] == {"messages": [{"role": "assistant", "content": '{"answer": "42"}'}]}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_responses_stream_helper(
+    mode: str, layer: Client, collector: LocalCollector, server: OpenAIServer
+) -> None:
+    needs_responses()
+    if not hasattr(openai.resources.responses.Responses, "stream"):
+        pytest.skip(f"openai {openai.__version__} has no responses.stream")
+
+    def call(c: Any) -> Any:
+        manager = c.responses.stream(model="gpt-test", input="Hello")
+        if mode == "sync":
+            with manager as stream:
+                for _ in stream:
+                    pass
+                return stream.get_final_response()
+
+        async def run() -> Any:
+            async with manager as stream:
+                async for _ in stream:
+                    pass
+                return await stream.get_final_response()
+
+        return run()
+
+    with layer.session_context() as session_id:
+        final = perform(mode, server, call)
+    assert final.output_text == ANSWER
+    actions = actions_of(layer, collector, session_id, 2)
+    assert one(actions, "completion_output")["data"] == {
+        "messages": [{"role": "assistant", "content": ANSWER}]
+    }
+
+
+# -- embeddings and moderations -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", [None, "float"])
+@pytest.mark.parametrize("mode", MODES)
+def test_embeddings(
+    mode: str,
+    encoding: str | None,
+    layer: Client,
+    collector: LocalCollector,
+    server: OpenAIServer,
+) -> None:
+    options = {"encoding_format": encoding} if encoding else {}
+    with layer.session_context() as session_id:
+        result = perform(
+            mode,
+            server,
+            lambda c: c.embeddings.create(
+                model="text-embedding-3-small", input=["alpha", "beta"], **options
+            ),
+        )
+    assert len(result.data) == 2
+    assert [round(x, 3) for x in result.data[0].embedding] == [0.1, 0.2, 0.3, 0.4]
+    (action,) = actions_of(layer, collector, session_id, 1)
+    assert action["kind"] == "embeddings"
+    assert action["data"] == {"input": ["alpha", "beta"]}
+    assert action["attributes"]["model.id"] == "text-embedding-3-small"
+    assert action["attributes"]["embeddings.count"] == 2
+    assert action["attributes"]["embeddings.dimensions"] == 4
+    assert action["scanners"] == [
+        {"name": "usage", "data": {"prompt_tokens": 6, "total_tokens": 6}}
+    ]
+    if encoding:
+        assert action["attributes"]["encoding_format"] == "float"
+    else:  # the client's own default (base64) is its business, not a parameter the caller set
+        assert "encoding_format" not in action["attributes"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_moderations_one_scanner_per_result(
+    mode: str, layer: Client, collector: LocalCollector, server: OpenAIServer
+) -> None:
+    with layer.session_context() as session_id:
+        result = perform(
+            mode,
+            server,
+            lambda c: c.moderations.create(
+                model="omni-moderation-latest", input=["hello there", "I will kill the process"]
+            ),
+        )
+    assert [r.flagged for r in result.results] == [False, True]
+    (action,) = actions_of(layer, collector, session_id, 1)
+    assert action["kind"] == "moderation"
+    assert action["data"] == {"input": ["hello there", "I will kill the process"]}
+    assert action["attributes"]["flagged"] is True
+    assert action["attributes"]["model.id"] == "omni-moderation-latest"
+    scanners = action["scanners"]
+    assert [s["name"] for s in scanners] == ["moderation", "moderation"]
+    assert [s["data"]["flagged"] for s in scanners] == [False, True]
+    assert scanners[1]["data"]["index"] == 1
+    assert scanners[1]["data"]["categories"]["violence"] is True
+    assert scanners[1]["data"]["categories"]["self-harm"] is False  # names as the API spells them
+    assert scanners[1]["data"]["category_scores"]["violence"] == 0.91
+
+
+# -- streams: every way out records exactly once --------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["close", "with", "gc"])
+def test_a_stream_broken_off_early_is_recorded_incomplete_once(
+    how: str, layer: Client, collector: LocalCollector, server: OpenAIServer
+) -> None:
+    client = openai.OpenAI(base_url=server.url, api_key="sk-test", max_retries=0)
+    with layer.session_context() as session_id:
+        stream = client.chat.completions.create(model="slow", messages=MESSAGES, stream=True)
+        if how == "with":
+            with stream:
+                received = drain("sync", stream, limit=3)
+        else:
+            received = drain("sync", stream, limit=3)
+            if how == "close":
+                stream.close()
+                stream.close()  # twice: still one record
+            else:
+                del stream
+                gc.collect()
+    assert len(received) == 3
+    assert wait_until(lambda: layer.stats().enqueued == 3)  # session, prompt, output
+    actions = actions_of(layer, collector, session_id, 2)
+    output = one(actions, "completion_output")
+    assert output["attributes"]["incomplete"] is True
+    assert output["data"] == {"messages": [{"role": "assistant", "content": " w0 w1"}]}
+    assert "error" not in output
+    gc.collect()
+    assert layer.flush(5) and len(collector.actions(session_id)) == 2  # nothing more later
+    client.close()
+
+
+@pytest.mark.parametrize("how", ["aclose", "async with", "abandon"])
+def test_an_async_stream_broken_off_early_is_recorded_incomplete_once(
+    how: str, layer: Client, collector: LocalCollector, server: OpenAIServer
+) -> None:
+    async def call(c: Any) -> list[Any]:
+        stream = await c.chat.completions.create(model="slow", messages=MESSAGES, stream=True)
+        if how == "async with":
+            async with stream:
+                return await drain("async", stream, limit=3)  # type: ignore[no-any-return]
+        received = await drain("async", stream, limit=3)
+        if how == "aclose":
+            await stream.close()
+        return received  # type: ignore[no-any-return]
+
+    with layer.session_context() as session_id:
+        received = perform("async", server, call)
+    gc.collect()
+    assert len(received) == 3
+    assert wait_until(lambda: layer.stats().enqueued == 3)
+    output = one(actions_of(layer, collector, session_id, 2), "completion_output")
+    assert output["attributes"]["incomplete"] is True
+    assert output["data"]["messages"][0]["content"] == " w0 w1"
+
+
+def test_a_stream_helper_left_early_is_recorded_once(
+    layer: Client, collector: LocalCollector, server: OpenAIServer
+) -> None:
+    client = openai.OpenAI(base_url=server.url, api_key="sk-test", max_retries=0)
+    helpers = chat_with_helpers(client)
+    with layer.session_context() as session_id:
+        with helpers.stream(model="slow", messages=MESSAGES) as stream:
+            for event in stream:
+                if getattr(event, "type", "") == "content.delta":
+                    break
+        # The helper closes the HTTP response only; the record ends when it is collected.
+        del stream
+        gc.collect()
+    assert wait_until(lambda: layer.stats().enqueued == 3)
+    output = one(actions_of(layer, collector, session_id, 2), "completion_output")
+    assert output["attributes"]["incomplete"] is True
+    client.close()
+
+
+def test_a_responses_stream_broken_off_early_keeps_the_text_received(
+    layer: Client, collector: LocalCollector, server: OpenAIServer
+) -> None:
+    needs_responses()
+    client = openai.OpenAI(base_url=server.url, api_key="sk-test", max_retries=0)
+    with layer.session_context() as session_id:
+        stream = client.responses.create(model="slow", input="Hello", stream=True)
+        with stream:
+            events = drain("sync", stream, limit=7)  # created, in_progress, 2 added, 3 deltas
+    assert [e.type for e in events][-1] == "response.output_text.delta"
+    output = one(actions_of(layer, collector, session_id, 2), "completion_output")
+    assert output["attributes"]["incomplete"] is True
+    assert output["attributes"]["response.id"] == "resp_1"
+    assert output["data"] == {"messages": [{"role": "assistant", "content": " w0 w1 w2"}]}
+    assert "scanners" not in output
+    client.close()
+
+
+def test_the_prompt_is_recorded_when_the_stream_starts(
+    layer: Client, collector: LocalCollector, server: OpenAIServer
+) -> None:
+    client = openai.OpenAI(base_url=server.url, api_key="sk-test", max_retries=0)
+    with layer.session_context() as session_id:
+        stream = client.chat.completions.create(model="slow", messages=MESSAGES, stream=True)
+        next(stream)
+        # The slow stream is still going: its prompt is delivered, its output not yet.
+        assert [a["kind"] for a in actions_of(layer, collector, session_id, 1)] == [
+            "completion_prompt"
+        ]
+        stream.close()
+    assert one(actions_of(layer, collector, session_id, 2), "completion_output")
+    client.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_exception_in_the_callers_loop_propagates_and_the_stream_is_recorded(
+    mode: str, layer: Client, collector: LocalCollector, server: OpenAIServer
+) -> None:
+    failure = ValueError("the caller's own bug")
+
+    def call(c: Any) -> Any:
+        stream = c.chat.completions.create(model="gpt-test", messages=MESSAGES, stream=True)
+        if mode == "sync":
+            with stream:
+                for _ in stream:
+                    raise failure
+            return None
+
+        async def run() -> None:
+            async with await stream as opened:
+                async for _ in opened:
+                    raise failure
+
+        return run()
+
+    with layer.session_context() as session_id, pytest.raises(ValueError) as raised:
+        perform(mode, server, call)
+    assert raised.value is failure
+    output = one(actions_of(layer, collector, session_id, 2), "completion_output")
+    assert output["attributes"]["incomplete"] is True
+    assert "error" not in output  # the caller's error is not the model's
+
+
+@pytest.mark.parametrize("model", ["stream-error", "drop"])
+@pytest.mark.parametrize("mode", MODES)
+def test_a_stream_that_fails_midway_records_its_error(
+    mode: str,
+    model: str,
+    make_client: Callable[..., Client],
+    collector: LocalCollector,
+    server: OpenAIServer,
+) -> None:
+    def call(c: Any) -> Any:
+        created = c.chat.completions.create(model=model, messages=MESSAGES, stream=True)
+        return then(mode, created, lambda stream: drain(mode, stream))
+
+    # Without instrumentation first: the caller must get the very same exception type.
+    with pytest.raises(Exception) as bare:
+        perform(mode, server, call)
+    layer = make_client()
+    with layer.session_context() as session_id, pytest.raises(type(bare.value)) as raised:
+        perform(mode, server, call)
+    assert str(raised.value) == str(bare.value)
+    output = one(actions_of(layer, collector, session_id, 2), "completion_output")
+    assert output["attributes"]["incomplete"] is True
+    assert output["error"]["code"] == type(bare.value).__name__
+
+
+# -- raw responses --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_with_raw_response_is_returned_as_is_and_recorded(
+    mode: str, layer: Client, collector: LocalCollector, server: OpenAIServer
+) -> None:
+    def call(c: Any) -> Any:
+        return c.chat.completions.with_raw_response.create(model="gpt-test", messages=MESSAGES)
+
+    with layer.session_context() as session_id:
+        raw = perform(mode, server, call)
+    assert type(raw).__name__ == "LegacyAPIResponse"
+    assert raw.http_response.status_code == 200
+    assert raw.parse().choices[0].message.content == ANSWER
+    output = one(actions_of(layer, collector, session_id, 2), "completion_output")
+    assert output["data"] == {"messages": [{"role": "assistant", "content": ANSWER}]}
+    assert output["scanners"] == [{"name": "usage", "data": USAGE}]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_raw_streamed_response_is_left_for_the_caller_to_read(
+    mode: str, layer: Client, collector: LocalCollector, server: OpenAIServer
+) -> None:
+    def call(c: Any) -> Any:
+        raw = c.chat.completions.with_raw_response.create(
+            model="gpt-test", messages=MESSAGES, stream=True
+        )
+        if mode == "sync":
+            return text_of(list(raw.parse()))
+
+        async def run() -> str:
+            stream = (await raw).parse()
+            return text_of([chunk async for chunk in stream])
+
+        return run()
+
+    with layer.session_context() as session_id:
+        assert perform(mode, server, call) == ANSWER
+    output = one(actions_of(layer, collector, session_id, 2), "completion_output")
+    assert output["attributes"]["response.unread"] is True
+    assert "data" not in output
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_with_streaming_response_is_not_read_by_us(
+    mode: str, layer: Client, collector: LocalCollector, server: OpenAIServer
+) -> None:
+    def call(c: Any) -> Any:
+        manager = c.chat.completions.with_streaming_response.create(
+            model="gpt-test", messages=MESSAGES
+        )
+        if mode == "sync":
+            with manager as response:
+                assert type(response).__name__ == "APIResponse"
+                return response.parse().choices[0].message.content
+
+        async def run() -> str:
+            async with manager as response:
+                assert type(response).__name__ == "AsyncAPIResponse"
+                return (await response.parse()).choices[0].message.content  # type: ignore[no-any-return]
+
+        return run()
+
+    with layer.session_context() as session_id:
+        assert perform(mode, server, call) == ANSWER
+    actions = actions_of(layer, collector, session_id, 2)
+    assert one(actions, "completion_output")["attributes"]["response.unread"] is True
+
+
+def test_raw_embeddings_are_recorded(
+    layer: Client, collector: LocalCollector, server: OpenAIServer
+) -> None:
+    with layer.session_context() as session_id:
+        raw = perform(
+            "sync",
+            server,
+            lambda c: c.embeddings.with_raw_response.create(
+                model="emb", input="x", encoding_format="float"
+            ),
+        )
+    assert len(raw.parse().data) == 1
+    (action,) = actions_of(layer, collector, session_id, 1)
+    assert action["attributes"]["embeddings.dimensions"] == 4
+
+
+# -- failures -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "error"),
+    [("fail-500", "InternalServerError"), ("fail-400", "BadRequestError")],
+)
+@pytest.mark.parametrize("mode", MODES)
+def test_a_server_error_is_recorded_and_reraised_unchanged(
+    mode: str,
+    model: str,
+    error: str,
+    layer: Client,
+    collector: LocalCollector,
+    server: OpenAIServer,
+) -> None:
+    with layer.session_context() as session_id, pytest.raises(openai.APIStatusError) as raised:
+        perform(mode, server, lambda c: c.chat.completions.create(model=model, messages=MESSAGES))
+    assert type(raised.value).__name__ == error
+    assert raised.value.status_code == int(model[5:])
+    assert raised.value.__traceback__ is not None
+    actions = actions_of(layer, collector, session_id, 2)
+    assert one(actions, "completion_prompt")["data"] == {"messages": MESSAGES}
+    output = one(actions, "completion_output")
+    assert "data" not in output
+    assert output["error"]["code"] == error
+    assert output["error"]["message"] == str(raised.value)
+    assert output["error"]["details"]["status_code"] == int(model[5:])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_failed_embeddings_and_moderations_are_recorded(
+    mode: str, layer: Client, collector: LocalCollector, server: OpenAIServer
+) -> None:
+    with layer.session_context() as session_id:
+        with pytest.raises(openai.InternalServerError):
+            perform(mode, server, lambda c: c.embeddings.create(model="fail-500", input="x"))
+        with pytest.raises(openai.BadRequestError):
+            perform(mode, server, lambda c: c.moderations.create(model="fail-400", input="x"))
+    embedding, moderation = actions_of(layer, collector, session_id, 2)
+    assert embedding["kind"] == "embeddings" and embedding["error"]["code"] == "InternalServerError"
+    assert moderation["kind"] == "moderation" and moderation["error"]["code"] == "BadRequestError"
+    assert embedding["data"] == {"input": ["x"]} and "scanners" not in embedding
+
+
+def test_a_connection_error_is_recorded_and_reraised(
+    layer: Client, collector: LocalCollector
+) -> None:
+    with OpenAIServer() as gone:
+        url = gone.url
+    client = openai.OpenAI(base_url=url, api_key="sk-test", max_retries=0)
+    with layer.session_context() as session_id, pytest.raises(openai.APIConnectionError):
+        client.chat.completions.create(model="gpt-test", messages=MESSAGES)
+    output = one(actions_of(layer, collector, session_id, 2), "completion_output")
+    assert output["error"]["code"] == "APIConnectionError"
+
+
+def test_a_failure_inside_the_instrumentation_never_reaches_the_caller(
+    layer: Client,
+    collector: LocalCollector,
+    server: OpenAIServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr(_openai, "_chat_output", broken)
+    monkeypatch.setattr(_openai._ChatStream, "add", broken)
+    client = openai.OpenAI(base_url=server.url, api_key="sk-test", max_retries=0)
+    with caplog.at_level(logging.DEBUG, logger="layer_sdk"), layer.session_context() as session_id:
+        for _ in range(3):
+            completion = client.chat.completions.create(model="gpt-test", messages=MESSAGES)
+            assert completion.choices[0].message.content == ANSWER
+            chunks = list(
+                client.chat.completions.create(model="gpt-test", messages=MESSAGES, stream=True)
+            )
+            assert text_of(chunks) == ANSWER
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    # Two kinds of failure, each logged once as a warning (then at debug level).
+    assert len(warnings) == 2, [r.getMessage() for r in warnings]
+    assert all("a bug of ours" in r.getMessage() for r in warnings)
+    # What could be recorded was: 3 prompts, and the 3 stream outputs (without their content).
+    actions = actions_of(layer, collector, session_id, 9)
+    assert len(by_kind(actions, "completion_prompt")) == 6
+    assert len(by_kind(actions, "completion_output")) == 3
+    client.close()
+
+
+def test_a_failing_recorder_does_not_break_async_streams(
+    layer: Client,
+    server: OpenAIServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr(_openai._Call, "record_prompt", broken)
+    monkeypatch.setattr(_openai._StreamRecord, "emit", broken)
+
+    async def call(c: Any) -> Any:
+        stream = await c.chat.completions.create(model="gpt-test", messages=MESSAGES, stream=True)
+        return await drain("async", stream)
+
+    assert text_of(perform("async", server, call)) == ANSWER
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_response_field_is_optional(
+    mode: str,
+    layer: Client,
+    collector: LocalCollector,
+    server: OpenAIServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="layer_sdk"), layer.session_context() as sid:
+        perform(
+            mode, server, lambda c: c.chat.completions.create(model="sparse", messages=MESSAGES)
+        )
+        if hasattr(openai.resources, "responses"):
+            perform(mode, server, lambda c: c.responses.create(model="sparse", input="x"))
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
+    count = 4 if hasattr(openai.resources, "responses") else 2
+    outputs = by_kind(actions_of(layer, collector, sid, count), "completion_output")
+    assert outputs[0]["data"] == {"messages": [{"role": "assistant", "content": None}]}
+    assert all("scanners" not in output for output in outputs)
+
+
+# -- sessions -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("header", ["X-Layer-Session-Id", "Layer-Session-Id", "x-layer-session-id"])
+@pytest.mark.parametrize("mode", MODES)
+def test_the_session_header_picks_the_session_and_never_reaches_openai(
+    mode: str, header: str, layer: Client, collector: LocalCollector, server: OpenAIServer
+) -> None:
+    session_id = layer.create_session()
+    extra = {header: session_id, "X-Custom": "kept"}
+    snapshot = dict(extra)
+    perform(
+        mode,
+        server,
+        lambda c: c.chat.completions.create(
+            model="gpt-test", messages=MESSAGES, extra_headers=extra
+        ),
+    )
+    assert extra == snapshot  # the caller's dict is not mutated
+    (request,) = server.requests
+    assert "x-layer-session-id" not in request.headers
+    assert "layer-session-id" not in request.headers
+    assert request.headers["x-custom"] == "kept"
+    actions_of(layer, collector, session_id, 2)
+    assert len(collector.sessions) == 1  # no session created for the call
+
+
+def test_a_bad_session_header_gets_a_new_session_and_is_still_removed(
+    layer: Client,
+    collector: LocalCollector,
+    server: OpenAIServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="layer_sdk"):
+        perform(
+            "sync",
+            server,
+            lambda c: c.chat.completions.create(
+                model="gpt-test", messages=MESSAGES, extra_headers={"X-Layer-Session-Id": "nope"}
+            ),
+        )
+    assert "x-layer-session-id" not in server.requests[0].headers
+    assert layer.flush(10)
+    (session,) = collector.sessions
+    assert len(session["actions"]) == 2
+    assert any("session header" in r.getMessage() for r in caplog.records)
+
+
+def test_each_call_without_a_session_gets_its_own(
+    layer: Client, collector: LocalCollector, server: OpenAIServer
+) -> None:
+    def call(c: Any) -> None:
+        c.chat.completions.create(model="gpt-test", messages=MESSAGES)
+        c.embeddings.create(model="emb", input="x")
+
+    perform("sync", server, call)
+    assert layer.flush(10)
+    sessions = collector.sessions
+    assert sorted(len(s["actions"]) for s in sessions) == [1, 2]
+
+
+def test_session_context_works_across_await_and_inside_layer_session(
+    layer: Client, collector: LocalCollector, server: OpenAIServer
+) -> None:
+    async def two_calls(c: Any) -> None:
+        await c.embeddings.create(model="emb", input="a")
+        await asyncio.sleep(0)
+        await asyncio.gather(
+            c.embeddings.create(model="emb", input="b"), c.moderations.create(input="c")
+        )
+
+    with layer.session_context() as session_id:
+        perform("async", server, two_calls)
+    assert len(actions_of(layer, collector, session_id, 3)) == 3
+
+    @layer.session(attributes={"user.id": "u1"})
+    def conversation(session_id: str) -> str:
+        perform(
+            "sync", server, lambda c: c.chat.completions.create(model="gpt-test", messages=MESSAGES)
+        )
+        return session_id
+
+    decorated = conversation()
+    assert len(actions_of(layer, collector, decorated, 2)) == 2
+    # The header wins over the context.
+    other = layer.create_session()
+    with layer.session_context(decorated):
+        perform(
+            "sync",
+            server,
+            lambda c: c.embeddings.create(
+                model="emb", input="x", extra_headers={"X-Layer-Session-Id": other}
+            ),
+        )
+    actions_of(layer, collector, other, 1)
+
+
+# -- zero behaviour change ------------------------------------------------------------------------
+
+
+def test_results_and_requests_are_identical_with_and_without_instrumentation(
+    make_client: Callable[..., Client], server: OpenAIServer
+) -> None:
+    def calls(c: Any) -> list[Any]:
+        results = [
+            c.chat.completions.create(model="gpt-test", messages=MESSAGES, temperature=0.1),
+            list(c.chat.completions.create(model="gpt-test", messages=MESSAGES, stream=True)),
+            c.embeddings.create(model="emb", input=["a"]),
+            c.moderations.create(input="kill"),
+        ]
+        if hasattr(c, "responses"):
+            results.append(c.responses.create(model="gpt-test", input="x"))
+            results.append(list(c.responses.create(model="gpt-test", input="x", stream=True)))
+        return results
+
+    def dump(value: Any) -> Any:
+        if isinstance(value, list):
+            return [dump(v) for v in value]
+        return (type(value), value.model_dump())
+
+    plain = perform("sync", server, calls)
+    plain_requests = [(r.path, r.body) for r in server.requests]
+    server.clear()
+    make_client()
+    instrumented = perform("sync", server, calls)
+    assert dump(instrumented) == dump(plain)
+    assert [(r.path, r.body) for r in server.requests] == plain_requests
+    for request in server.requests:
+        assert not any(name.startswith("x-layer") for name in request.headers)
+
+
+def test_one_shot_iterators_are_read_once_and_still_sent(
+    layer: Client, collector: LocalCollector, server: OpenAIServer
+) -> None:
+    with layer.session_context() as session_id:
+        perform(
+            "sync",
+            server,
+            lambda c: c.chat.completions.create(
+                model="gpt-test", messages=(m for m in MESSAGES), tools=iter(TOOLS)
+            ),
+        )
+    assert server.requests[0].body["messages"] == MESSAGES
+    assert server.requests[0].body["tools"] == TOOLS
+    prompt = one(actions_of(layer, collector, session_id, 2), "completion_prompt")
+    assert prompt["data"] == {"messages": MESSAGES}
+
+
+def test_clients_built_before_init_and_copies_are_covered(
+    make_client: Callable[..., Client], collector: LocalCollector, server: OpenAIServer
+) -> None:
+    early = openai.OpenAI(base_url=server.url, api_key="sk-test", max_retries=0)
+    layer = make_client()
+    with layer.session_context() as session_id:
+        early.embeddings.create(model="emb", input="x")
+        early.with_options(timeout=5).embeddings.create(model="emb", input="y")
+    actions = actions_of(layer, collector, session_id, 2)
+    assert [a["data"]["input"] for a in actions] == [["x"], ["y"]]
+    early.close()
+
+
+def test_async_methods_keep_their_shape(layer: Client) -> None:
+    resource = openai.resources.chat.completions.AsyncCompletions
+    patched = resource.create
+    assert patched.__layer_instrumented__
+    assert inspect.iscoroutinefunction(patched) == inspect.iscoroutinefunction(patched.__wrapped__)
+    assert patched.__name__ == "create"
+    assert inspect.signature(patched) == inspect.signature(patched.__wrapped__)
+
+
+# -- patching lifecycle ---------------------------------------------------------------------------
+
+
+def patched_methods() -> list[tuple[type, str]]:
+    found = []
+    for module_name, class_name, method, _, _ in _openai.TARGETS:
+        cls = _openai._attribute(module_name, class_name)
+        if isinstance(cls, type) and getattr(cls.__dict__.get(method), "__layer_instrumented__", 0):
+            found.append((cls, method))
+    return found
+
+
+def test_disable_instrumentations_leaves_openai_alone(
+    make_client: Callable[..., Client], collector: LocalCollector, server: OpenAIServer
+) -> None:
+    original = openai.resources.chat.completions.Completions.__dict__["create"]
+    client = make_client(disable_instrumentations=["OpenAI"])
+    assert instrumented_by("openai") is None
+    assert patched_methods() == []
+    assert openai.resources.chat.completions.Completions.__dict__["create"] is original
+    perform(
+        "sync", server, lambda c: c.chat.completions.create(model="gpt-test", messages=MESSAGES)
+    )
+    assert client.flush(5)
+    assert collector.actions() == []
+    # The alias works too.
+    make_client(disabled_instrumentors=["openai"])
+    assert patched_methods() == []
+
+
+def test_shutdown_unpatches_and_two_cycles_never_double_wrap(
+    collector: LocalCollector, server: OpenAIServer, request: pytest.FixtureRequest
+) -> None:
+    cls = openai.resources.chat.completions.Completions
+    original = cls.__dict__["create"]
+    client = Client()
+    request.addfinalizer(client.shutdown)
+    for _ in range(2):
+        client.init(base_url=collector.url, application_id="0c7f6b4e-2f39-4d1b-9a55-6b1f0f0a1d2e")
+        wrapper = cls.__dict__["create"]
+        assert wrapper is not original and wrapper.__wrapped__ is original
+        assert len(patched_methods()) >= 6  # chat, embeddings, moderations; sync and async
+        with client.session_context() as session_id:
+            perform(
+                "sync",
+                server,
+                lambda c: c.chat.completions.create(model="gpt-test", messages=MESSAGES),
+            )
+        assert client.flush(5)
+        assert len(collector.actions(session_id)) == 2  # once, not twice
+        assert client.shutdown(5)
+        assert cls.__dict__["create"] is original
+        assert patched_methods() == []
+        assert instrumented_by("openai") is None
+    # After shutdown, calls go straight to OpenAI and nothing is recorded.
+    before = len(collector.actions())
+    perform(
+        "sync", server, lambda c: c.chat.completions.create(model="gpt-test", messages=MESSAGES)
+    )
+    assert len(collector.actions()) == before
+
+
+def test_a_second_client_does_not_patch_again(
+    make_client: Callable[..., Client], collector: LocalCollector, server: OpenAIServer
+) -> None:
+    first = make_client()
+    wrapper = openai.resources.chat.completions.Completions.__dict__["create"]
+    second = make_client()
+    assert openai.resources.chat.completions.Completions.__dict__["create"] is wrapper
+    assert instrumented_by("openai") is first
+    second.shutdown()  # not the owner: the patches stay
+    assert openai.resources.chat.completions.Completions.__dict__["create"] is wrapper
+    perform("sync", server, lambda c: c.embeddings.create(model="emb", input="x"))
+    assert first.flush(5)
+    assert len(collector.actions()) == 1  # received by the first client
+    first.shutdown()
+    assert patched_methods() == []
+
+
+def test_importing_layer_sdk_does_not_import_openai() -> None:
+    result = run_python(
+        "import sys, layer_sdk, layer_sdk.instrumentation\n"
+        "print('openai' in sys.modules)\n"
+        "from layer_sdk.collector import LocalCollector\n"
+        "with LocalCollector() as c:\n"
+        "    layer_sdk.layer.init(base_url=c.url, application_id='app')\n"
+        "    print('openai' in sys.modules)\n"
+        "    layer_sdk.layer.shutdown()\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False"]
+
+
+def test_openai_imported_after_init_is_patched_on_import() -> None:
+    """init() does not pay for importing openai: it is patched when the application imports it."""
+    result = run_python(
+        "import sys\n"
+        "from layer_sdk import Client\n"
+        "from layer_sdk.collector import LocalCollector\n"
+        "from tests.openai_server import OpenAIServer\n"
+        "with LocalCollector() as collector, OpenAIServer() as server:\n"
+        "    layer = Client()\n"
+        "    layer.init(base_url=collector.url, application_id='app')\n"
+        "    print('openai' in sys.modules)\n"
+        "    import openai\n"
+        "    print(openai.resources.chat.completions.Completions.create.__layer_instrumented__)\n"
+        "    client = openai.OpenAI(base_url=server.url, api_key='k', max_retries=0)\n"
+        "    with layer.session_context() as sid:\n"
+        "        client.embeddings.create(model='emb', input='x')\n"
+        "    layer.flush(10)\n"
+        "    print(len(collector.actions(sid)))\n"
+        "    layer.shutdown()\n"
+        "    print(hasattr(openai.resources.chat.completions.Completions.create, "
+        "'__layer_instrumented__'))\n"
+        "    print(any(type(f).__name__ == '_ImportHook' for f in sys.meta_path))\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True", "1", "False", "False"]
+
+
+def test_a_client_shut_down_before_openai_is_imported_leaves_it_alone() -> None:
+    result = run_python(
+        "import sys\n"
+        "from layer_sdk import Client\n"
+        "from layer_sdk.collector import LocalCollector\n"
+        "with LocalCollector() as collector:\n"
+        "    layer = Client()\n"
+        "    layer.init(base_url=collector.url, application_id='app')\n"
+        "    layer.shutdown()\n"
+        "    import openai\n"
+        "    create = openai.resources.chat.completions.Completions.create\n"
+        "    print(hasattr(create, '__layer_instrumented__'))\n"
+        "    print(any(type(f).__name__ == '_ImportHook' for f in sys.meta_path))\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False"]
