@@ -21,7 +21,7 @@ EXPECTED = {
 
 def test_every_example_is_covered() -> None:
     found = {path.name for path in (ROOT / "examples").glob("*.py")}
-    assert found - {"openai_instrumentation.py"} == set(EXPECTED)
+    assert found == {*EXPECTED, "openai_instrumentation.py"}
 
 
 @pytest.mark.parametrize("example", sorted(EXPECTED))
@@ -35,3 +35,27 @@ def test_the_example_runs_and_delivers(example: str, collector: LocalCollector) 
     sessions, actions = EXPECTED[example]
     assert len(collector.sessions) == sessions
     assert len(collector.actions()) == actions
+
+
+def test_the_openai_example_reports_its_calls(collector: LocalCollector) -> None:
+    pytest.importorskip("openai")
+    from .openai_server import OpenAIServer
+
+    code = (ROOT / "examples" / "openai_instrumentation.py").read_text()
+    with OpenAIServer() as openai_server:
+        result = run_python(
+            code,
+            env={
+                "LAYER_BASE_URL": collector.url,
+                "LAYER_APPLICATION_ID": APP_ID,
+                "OPENAI_BASE_URL": openai_server.url,
+                "OPENAI_API_KEY": "sk-test",
+            },
+        )
+        assert result.returncode == 0, result.stderr
+        assert all("x-layer-session-id" not in r.headers for r in openai_server.requests)
+    (session,) = collector.sessions
+    kinds = [action["kind"] for action in session["actions"]]
+    assert kinds.count("completion_prompt") == 2
+    assert kinds.count("completion_output") == 2
+    assert kinds.count("embeddings") == 1
