@@ -30,37 +30,38 @@ has been read, so each one affects only requests read after it was set.
 8. Validation: 415 unless the body is ``application/json``, 400 for a bad body.
 9. Storage: 404 for an action of an unknown session, 409 for a session that
    already exists; else 200 (session) or 202 (action).
+
+The server is an asyncio event loop in one daemon thread (``_collector_http``):
+a held or delayed request costs no thread, and a connection's requests are
+answered one at a time, in order.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
+import os
 import re
-import socket
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Annotated, Any, Literal, cast
+from typing import Any
 
 import msgspec
+
+from ._collector_http import HttpServer, Reply, Request
+from ._collector_schema import canonical_uuid, check_action, check_session
 
 __all__ = ["LocalCollector", "ReceivedRequest"]
 
 STOP_TIMEOUT = 2.0
 """Longest ``stop()`` waits for open connections to end."""
 
-# How often the accept loop checks for stop() where closing its socket does not wake it.
-_POLL_INTERVAL = 0.05
 _ACTIONS_PATH = re.compile(r"/v1/sessions/([^/]+)/actions")
 _NOT_JSON = object()  # stands for a body that does not decode
-_Request = socket.socket | tuple[bytes, socket.socket]  # what socketserver hands a server
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,20 +82,13 @@ class ReceivedRequest:
     received_at: float
 
 
-@dataclass(frozen=True, slots=True)
-class _Reply:
-    status: int
-    body: bytes
-    headers: tuple[tuple[str, str], ...] = ()
+def _error(message: str, status: int = 400) -> Reply:
+    return Reply(status, msgspec.json.encode({"error": message}))
 
 
-def _error(message: str, status: int = 400) -> _Reply:
-    return _Reply(status, msgspec.json.encode({"error": message}))
-
-
-_ACCEPTED = _Reply(202, b"{}")
-_UNAUTHORIZED = _Reply(401, b'{"error":"unauthorized"}', (("WWW-Authenticate", "Bearer"),))
-_NOT_ALLOWED = _Reply(405, b'{"error":"method not allowed: use POST"}', (("Allow", "POST"),))
+_ACCEPTED = Reply(202, b"{}")
+_UNAUTHORIZED = Reply(401, b'{"error":"unauthorized"}', (("WWW-Authenticate", "Bearer"),))
+_NOT_ALLOWED = Reply(405, b'{"error":"method not allowed: use POST"}', (("Allow", "POST"),))
 
 
 class LocalCollector:
@@ -109,19 +103,21 @@ class LocalCollector:
         self._host = host
         self._port = port  # 0 until the first start() picks a free port
         self._lifecycle = threading.Lock()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        # One lock guards all the state below. It is re-entrant and shared by
-        # both conditions, so a wait_for() predicate can inspect the collector.
+        self._server: HttpServer | None = None
+        # One lock guards all the state below. It is re-entrant, so that a
+        # wait_for() predicate, run with the lock held, can inspect the collector.
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
-        self._released = threading.Condition(self._lock)
         self._sessions: dict[str, dict[str, Any]] = {}
-        self._actions: list[tuple[str, dict[str, Any]]] = []  # (session id, action)
+        # Every action in arrival order, and the id of its session: two lists rather
+        # than one of pairs, as a long run stores many (a pair would be one more
+        # object for the garbage collector to go through, for each).
+        self._actions: list[dict[str, Any]] = []
+        self._action_sessions: list[str] = []
         self._requests: list[ReceivedRequest] = []
-        self._replies: dict[str, _Reply] = {}  # X-Request-Id -> its 2xx answer
+        self._replies: dict[str, Reply] = {}  # X-Request-Id -> its 2xx answer
         self._duplicates = 0
-        self._failures: deque[_Reply] = deque()
+        self._failures: deque[Reply] = deque()
         self._drops = 0
         self._delay = 0.0
         self._hanging = False
@@ -134,15 +130,10 @@ class LocalCollector:
         """Serve from a daemon thread (no-op when serving); a restart reuses the port."""
         with self._lifecycle:
             if self._server is None:
-                self._server = _Server((self._host, self._port), self)
-                self._port = self._server.server_port
-                self._thread = threading.Thread(
-                    target=self._server.serve_forever,
-                    args=(_POLL_INTERVAL,),
-                    name=f"LocalCollector:{self._port}",
-                    daemon=True,
-                )
-                self._thread.start()
+                server = HttpServer((self._host, self._port), self._admit)
+                self._port = server.port
+                server.start(f"LocalCollector:{self._port}")
+                self._server = server
         return self
 
     def stop(self) -> None:
@@ -152,23 +143,13 @@ class LocalCollector:
         Returns within about ``STOP_TIMEOUT`` seconds; idempotent.
         """
         with self._lifecycle:
-            server, thread = self._server, self._thread
-            self._server = self._thread = None
-            if server is None or thread is None:
+            server, self._server = self._server, None
+            if server is None:
                 return
-            deadline = time.monotonic() + STOP_TIMEOUT
-            server.stopping.set()  # wakes delayed requests
-            with contextlib.suppress(OSError):
-                # On Linux this wakes the accept loop at once instead of at its next poll.
-                server.socket.shutdown(socket.SHUT_RDWR)
+            server.stop(STOP_TIMEOUT)
             with self._lock:
                 self._hanging = False
                 self._releases += 1
-                self._released.notify_all()
-            server.shutdown()
-            server.server_close()
-            server.close_connections(deadline)
-            thread.join(max(0.0, deadline - time.monotonic()))
 
     def __enter__(self) -> LocalCollector:
         return self.start()
@@ -204,13 +185,14 @@ class LocalCollector:
     def session(self, session_id: str) -> dict[str, Any] | None:
         """One stored session (as in ``sessions``), or None."""
         with self._lock:
-            return copy.deepcopy(self._sessions.get(_canonical_uuid(session_id)))
+            return copy.deepcopy(self._sessions.get(canonical_uuid(session_id)))
 
     def actions(self, session_id: str | None = None) -> list[dict[str, Any]]:
         """Stored actions (of one session, or all) in arrival order, with ``session_id`` added."""
-        key = None if session_id is None else _canonical_uuid(session_id)
+        key = None if session_id is None else canonical_uuid(session_id)
         with self._lock:
-            chosen = [(sid, action) for sid, action in self._actions if key in (None, sid)]
+            pairs = zip(self._action_sessions, self._actions, strict=True)
+            chosen = [(sid, action) for sid, action in pairs if key in (None, sid)]
             return [{**copy.deepcopy(action), "session_id": sid} for sid, action in chosen]
 
     @property
@@ -249,6 +231,7 @@ class LocalCollector:
         with self._lock:
             self._sessions.clear()
             self._actions.clear()
+            self._action_sessions.clear()
             self._requests.clear()
             self._replies.clear()
             self._duplicates = 0
@@ -278,7 +261,7 @@ class LocalCollector:
                 ("Retry-After", str(int(seconds)) if seconds.is_integer() else str(seconds)),
             )
         payload = b'{"error":"injected"}' if body is None else body
-        reply = _Reply(status, b"" if status in (204, 304) else payload, headers)
+        reply = Reply(status, b"" if status in (204, 304) else payload, headers)
         with self._lock:
             self._failures.extend([reply] * count)
 
@@ -311,35 +294,60 @@ class LocalCollector:
         with self._lock:
             self._hanging = False
             self._releases += 1
-            self._released.notify_all()
+        server = self._server
+        if server is not None:
+            server.recheck()
 
     def require_bearer(self, check: Callable[[str], bool] | None) -> None:
         """Answer 401 unless ``Authorization: Bearer <t>`` has ``check(t)`` true; None: off."""
         with self._lock:
             self._bearer_check = check
 
-    # -- request path (runs on handler threads) ----------------------------
+    # -- request path (runs on the server's event loop) --------------------
 
-    def _answer(
-        self, server: _Server, method: str, path: str, headers: dict[str, str], body: bytes
-    ) -> _Reply | None:
+    def _admit(self, request: Request) -> _Exchange:
+        """A request just read, with every fault decided for it at once (see the module doc)."""
+        exchange = _Exchange(self, request, received_at=time.monotonic())
+        if request.framing_error is not None:  # answered 400 at once, whatever the faults
+            return exchange
+        with self._lock:
+            exchange.hold = self._releases if self._hanging else None
+            exchange.delay = self._delay
+            exchange.drop = self._drops > 0
+            if exchange.drop:
+                self._drops -= 1
+            elif self._failures:
+                exchange.failure = self._failures.popleft()
+            exchange.check = self._bearer_check
+        return exchange
+
+    def _answer(self, exchange: _Exchange, dropped: bool) -> Reply | None:
         """The reply to one request (None: drop the connection), recorded before it is sent.
 
         Recording first means that a client holding its answer already finds
         the request in ``requests`` and its data in ``sessions``.
         """
-        received_at = time.monotonic()
+        request = exchange.request
         try:
-            parsed: Any = msgspec.json.decode(body)
+            parsed: Any = msgspec.json.decode(request.body)
         except ValueError:
             parsed = _NOT_JSON
-        try:
-            reply = self._decide(server, method, path, headers, parsed)
-        except Exception as exc:  # a bug or a raising bearer check must not end the thread
-            reply = _error(f"internal error: {exc!r}", 500)
+        reply: Reply | None
+        if request.framing_error is not None:
+            reply = _error(request.framing_error)
+        elif exchange.drop or dropped:
+            reply = None
+        else:
+            try:
+                reply = self._respond(exchange, parsed)
+            except Exception as exc:  # a bug or a raising bearer check: answered, not fatal
+                reply = _error(f"internal error: {exc!r}", 500)
         json = None if parsed is _NOT_JSON else parsed
         status = 0 if reply is None else reply.status
-        self._record(ReceivedRequest(method, path, headers, body, json, status, received_at))
+        method, path, headers, body = request.method, request.path, request.headers, request.body
+        self._record(
+            ReceivedRequest(method, path, headers, body, json, status, exchange.received_at)
+        )
         return reply
 
     def _record(self, request: ReceivedRequest) -> None:
@@ -347,36 +355,21 @@ class LocalCollector:
             self._requests.append(request)
             self._changed.notify_all()
 
-    def _decide(
-        self, server: _Server, method: str, path: str, headers: dict[str, str], parsed: Any
-    ) -> _Reply | None:
-        with self._lock:  # all faults are decided at once, when the request arrives
-            held = self._releases if self._hanging else None
-            delay = self._delay
-            drop = self._drops > 0
-            if drop:
-                self._drops -= 1
-            failure = self._failures.popleft() if self._failures and not drop else None
-            check = self._bearer_check
-        if held is not None:
-            with self._lock:
-                self._released.wait_for(lambda: self._releases != held or server.stopping.is_set())
-        if delay:
-            server.stopping.wait(delay)
-        if drop or server.stopping.is_set():
-            return None
-        if failure is not None:
-            return failure
+    def _respond(self, exchange: _Exchange, parsed: Any) -> Reply:
+        if exchange.failure is not None:
+            return exchange.failure
+        headers = exchange.request.headers
+        check = exchange.check
         if check is not None and not _authorized(headers.get("authorization", ""), check):
             return _UNAUTHORIZED
-        route = path.partition("?")[0]
+        route = exchange.request.path.partition("?")[0]
         session_id = None  # None: create a session; otherwise append to this one
         if route != "/v1/sessions":
             match = _ACTIONS_PATH.fullmatch(route)
             if match is None:
                 return _error(f"no such endpoint: {route}", 404)
             session_id = match[1]
-        if method != "POST":
+        if exchange.request.method != "POST":
             return _NOT_ALLOWED
         request_id = headers.get("x-request-id")
         with self._lock:  # look-up and storage in one step: a racing retry cannot store twice
@@ -388,7 +381,7 @@ class LocalCollector:
                 self._replies[request_id] = reply
             return reply
 
-    def _accept(self, session_id: str | None, headers: dict[str, str], parsed: Any) -> _Reply:
+    def _accept(self, session_id: str | None, headers: dict[str, str], parsed: Any) -> Reply:
         media_type = headers.get("content-type", "").partition(";")[0].strip().lower()
         if media_type != "application/json":
             return _error(f"Content-Type must be application/json, got {media_type!r}", 415)
@@ -401,233 +394,46 @@ class LocalCollector:
         except msgspec.ValidationError as exc:
             return _error(str(exc))
 
-    def _create_session(self, body: Any) -> _Reply:
-        session_id = _check_session(body) or str(uuid.uuid5(uuid.NAMESPACE_URL, str(uuid.uuid4())))
+    def _create_session(self, body: Any) -> Reply:
+        # A random id with the version bits of a UUID 5 (cheaper than hashing a uuid4).
+        session_id = check_session(body) or str(uuid.UUID(bytes=os.urandom(16), version=5))
         if session_id in self._sessions:
             return _error(f"session {session_id} already exists - at `$.session_id`", 409)
         actions = body.get("actions") or []
         self._sessions[session_id] = {**body, "session_id": session_id, "actions": list(actions)}
-        self._actions.extend((session_id, action) for action in actions)
-        return _Reply(200, msgspec.json.encode({"session_id": session_id}))
+        self._actions.extend(actions)
+        self._action_sessions.extend([session_id] * len(actions))
+        return Reply(200, msgspec.json.encode({"session_id": session_id}))
 
-    def _append_action(self, session_id: str, body: Any) -> _Reply:
-        _check_times(msgspec.convert(body, _ActionIn), "$")
-        session = self._sessions.get(session_id) or self._sessions.get(_canonical_uuid(session_id))
+    def _append_action(self, session_id: str, body: Any) -> Reply:
+        check_action(body)
+        session = self._sessions.get(session_id) or self._sessions.get(canonical_uuid(session_id))
         if session is None:
             return _error(f"no session {session_id}", 404)
         session["actions"].append(body)
-        self._actions.append((session["session_id"], body))
+        self._actions.append(body)
+        self._action_sessions.append(session["session_id"])
         return _ACCEPTED
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False  # stop() waits for the handlers itself, with a deadline
-    allow_reuse_address = True  # a restart rebinds the port despite TIME_WAIT sockets
+@dataclass(slots=True)
+class _Exchange:
+    """A request as read, and the faults decided for it then: an Exchange of the HTTP engine."""
 
-    def __init__(self, address: tuple[str, int], collector: LocalCollector) -> None:
-        self.collector = collector
-        self.stopping = threading.Event()
-        self._connections: set[socket.socket] = set()  # open client connections
-        self._idle = threading.Condition()
-        super().__init__(address, _Handler)
+    collector: LocalCollector
+    request: Request
+    received_at: float
+    hold: int | None = None  # held while the collector's release count is still this
+    delay: float = 0.0
+    drop: bool = False
+    failure: Reply | None = None
+    check: Callable[[str], bool] | None = None  # the bearer check
 
-    def process_request(self, request: _Request, client_address: Any) -> None:
-        with self._idle:
-            stopping = self.stopping.is_set()
-            if not stopping:
-                self._connections.add(cast(socket.socket, request))  # TCP: always a socket
-        if stopping:
-            self.shutdown_request(request)
-        else:
-            super().process_request(request, client_address)
+    def held(self) -> bool:
+        return self.hold is not None and self.hold == self.collector._releases
 
-    def shutdown_request(self, request: _Request) -> None:
-        super().shutdown_request(request)
-        with self._idle:
-            self._connections.discard(cast(socket.socket, request))
-            self._idle.notify_all()
-
-    def handle_error(self, request: _Request, client_address: Any) -> None:
-        """Stay quiet about clients that go away; handler errors were answered 500."""
-
-    def close_connections(self, deadline: float) -> None:
-        """Shut every open connection down; wait (until ``deadline``) for their handlers."""
-        with self._idle:
-            for connection in self._connections:
-                # Wakes a handler blocked reading. OSError: its handler just closed it.
-                with contextlib.suppress(OSError):
-                    connection.shutdown(socket.SHUT_RDWR)
-            self._idle.wait_for(lambda: not self._connections, deadline - time.monotonic())
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive
-    disable_nagle_algorithm = True  # a small answer leaves at once, no delayed-ACK stall
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Stay quiet: a line per request would drown test and benchmark output."""
-
-    def _handle(self) -> None:
-        # raw_items(): the values as read, without the email policy's costly re-parsing.
-        headers = {name.lower(): value for name, value in self.headers.raw_items()}
-        collector = self.server.collector
-        try:
-            body = self._read_body(headers)
-        except ValueError as exc:
-            # A body that cannot be framed leaves no way to find the next request either.
-            self.close_connection = True
-            reply: _Reply | None = _error(str(exc))
-            now = time.monotonic()
-            collector._record(
-                ReceivedRequest(self.command, self.path, headers, b"", None, 400, now)
-            )
-        else:
-            reply = collector._answer(self.server, self.command, self.path, headers, body)
-        if reply is None:
-            self.close_connection = True
-            return
-        phrase = self.responses.get(reply.status, ("Unknown",))[0]
-        lines = [
-            f"HTTP/1.1 {reply.status} {phrase}",
-            "Content-Type: application/json",
-            f"Content-Length: {len(reply.body)}",
-            *(f"{name}: {value}" for name, value in reply.headers),
-        ]
-        if self.close_connection:
-            lines.append("Connection: close")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        # One write per answer: a small reply leaves as a single segment.
-        self.wfile.write(head if self.command == "HEAD" else head + reply.body)
-
-    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _handle
-
-    def _read_body(self, headers: dict[str, str]) -> bytes:
-        """The body framed by Content-Length or chunked; ValueError when it cannot be framed."""
-        encoding = headers.get("transfer-encoding")
-        if encoding is not None:
-            if encoding.strip().lower() != "chunked":
-                raise ValueError(f"unsupported Transfer-Encoding {encoding!r}")
-            return self._read_chunked()
-        length = headers.get("content-length", "0")
-        if not (length.isascii() and length.isdigit()):
-            raise ValueError(f"invalid Content-Length {length!r}")
-        return self._read_exactly(int(length))
-
-    def _read_chunked(self) -> bytes:
-        chunks: list[bytes] = []
-        while True:
-            line = self.rfile.readline(1024).split(b";", 1)[0].strip()
-            if not re.fullmatch(rb"[0-9a-fA-F]{1,8}", line):
-                raise ValueError(f"invalid chunk size {line[:20]!r}")
-            if (size := int(line, 16)) == 0:
-                break
-            chunks.append(self._read_exactly(size))
-            self.rfile.readline(1024)  # the CRLF that closes a chunk
-        while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-            pass  # trailer fields are ignored
-        return b"".join(chunks)
-
-    def _read_exactly(self, size: int) -> bytes:
-        data = self.rfile.read(size)
-        if len(data) < size:
-            raise ConnectionError("the client went away in the middle of a body")
-        return data
-
-
-# -- validation: the request bodies of the wire contract ------------------------
-# msgspec checks types, required and unknown fields (a misspelt field is an
-# error rather than lost data) and names the field in its message; times are
-# plain strings here, checked by _check_times for the Z suffix and a real date.
-
-_Kind = Literal[
-    "embeddings",
-    "moderation",
-    "completion_prompt",
-    "completion_output",
-    "completion_prompt_attachment",
-    "completion_tool_call",
-]
-
-
-class _ErrorIn(msgspec.Struct, forbid_unknown_fields=True):
-    message: str
-    code: Any = None
-    details: Any = None
-
-
-class _ScannerIn(msgspec.Struct, forbid_unknown_fields=True):
-    name: str
-    data: Any = None
-
-
-class _ActionIn(msgspec.Struct, forbid_unknown_fields=True):
-    kind: _Kind
-    start_time: str
-    end_time: str
-    attributes: dict[str, Any]  # required, and never null
-    data: Any = None
-    error: _ErrorIn | None = None
-    scanners: list[_ScannerIn] | None = None
-
-
-class _SessionIn(msgspec.Struct, forbid_unknown_fields=True):
-    application_id: Annotated[str, msgspec.Meta(min_length=1)]
-    session_id: str | None = None
-    attributes: dict[str, str] | None = None
-    start_time: str | None = None
-    end_time: str | None = None
-    actions: list[_ActionIn] | None = None
-
-
-def _check_session(body: Any) -> str | None:
-    """Validate a create body; returns its session id in canonical form, or None."""
-    session = msgspec.convert(body, _SessionIn)
-    _check_times(session, "$")
-    for i, action in enumerate(session.actions or ()):
-        _check_times(action, f"$.actions[{i}]")
-    if session.session_id is None:
-        return None
-    try:
-        version = uuid.UUID(session.session_id).version
-    except ValueError:
-        version = None
-    if version != 5:
-        raise msgspec.ValidationError(
-            f"Expected a UUID version 5, got {session.session_id!r} - at `$.session_id`"
-        )
-    return _canonical_uuid(session.session_id)
-
-
-def _check_times(item: _SessionIn | _ActionIn, where: str) -> None:
-    for name in ("start_time", "end_time"):
-        value = getattr(item, name)
-        if value is not None and not _is_time(value):
-            raise msgspec.ValidationError(
-                f"Expected an RFC 3339 UTC time ending in Z, got {value!r} - at `{where}.{name}`"
-            )
-
-
-_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?Z")
-
-
-def _is_time(value: str) -> bool:
-    if not _TIME.fullmatch(value):
-        return False
-    try:
-        datetime.fromisoformat(value[:19])  # the pattern lets 2024-13-45 through
-    except ValueError:
-        return False
-    return True
-
-
-def _canonical_uuid(value: str) -> str:
-    """The lower-case hyphenated form of a UUID, so that any spelling finds its session."""
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        return value
+    def answer(self, dropped: bool) -> Reply | None:
+        return self.collector._answer(self, dropped)
 
 
 def _authorized(header: str, check: Callable[[str], bool]) -> bool:

@@ -553,3 +553,248 @@ def test_port_is_known_only_once_started() -> None:
     with collector:
         assert collector.url == f"http://127.0.0.1:{collector.port}"
     assert LocalCollector(port=8123).url == "http://127.0.0.1:8123"
+
+
+# -- the HTTP engine: framing, connections, waiting without threads --------------------
+
+
+def read_answer(sock: socket.socket, *, head: bool = False) -> Answer:
+    """The next answer on a raw socket, read to its last byte and no further."""
+    reader = sock.makefile("rb", buffering=0)  # unbuffered: the next answer stays unread
+    status = int(reader.readline().split()[1])
+    headers = {}
+    while (line := reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    size = 0 if head else int(headers.get("content-length", "0"))
+    body = b""
+    while len(body) < size and (data := reader.read(size - len(body))):
+        body += data
+    return Answer(status, headers, body)
+
+
+def test_a_request_trickling_in_byte_by_byte_is_read(collector: LocalCollector) -> None:
+    data = raw_request({"application_id": APP, "session_id": SID})
+    with socket.create_connection(("127.0.0.1", collector.port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(len(data)):
+            sock.send(data[i : i + 1])
+        assert read_answer(sock).json == {"session_id": SID}
+
+
+def test_chunked_body_in_pieces_with_extensions_and_trailers(collector: LocalCollector) -> None:
+    body = json.dumps({"application_id": APP, "session_id": SID}).encode()
+    half = len(body) // 2
+    head = b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    pieces = [
+        head + b"Transfer-Encoding: chunked\r\n\r\n",
+        b"%x;name=value\r\n" % half + body[:half],
+        b"\r\n%X\r\n" % (len(body) - half) + body[half:] + b"\r",
+        b"\n0\r\nX-Trailer: yes\r\n",
+        b"\r\n",
+    ]
+    with socket.create_connection(("127.0.0.1", collector.port)) as sock:
+        for piece in pieces:
+            sock.sendall(piece)
+            time.sleep(0.02)
+        assert read_answer(sock).status == 200
+        sock.sendall(raw_request({"application_id": APP}))  # the connection is still in step
+        assert read_answer(sock).status == 200
+    assert collector.requests[0].body == body
+
+
+@pytest.mark.parametrize(
+    ("framing", "error"),
+    [
+        (b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", "invalid chunk size b'zz'"),
+        (b"Transfer-Encoding: gzip\r\n\r\n", "unsupported Transfer-Encoding 'gzip'"),
+    ],
+)
+def test_bad_chunked_framing_is_400_and_closes(
+    collector: LocalCollector, framing: bytes, error: str
+) -> None:
+    with socket.create_connection(("127.0.0.1", collector.port)) as sock:
+        sock.sendall(b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\n" + framing)
+        answer = read_answer(sock)
+        assert (answer.status, answer.json, answer.headers["connection"]) == (
+            400,
+            {"error": error},
+            "close",
+        )
+        assert is_closed(sock)
+    assert [(r.status, r.body) for r in collector.requests] == [(400, b"")]
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"NONSENSE\r\n\r\n", 400),
+        (b"POST /v1/sessions HTTP/2.0\r\n\r\n", 505),
+        (b"POST /v1/sessions HTTP/1.1\r\nno colon here\r\n\r\n", 400),
+        (b"POST /v1/sessions HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431),
+    ],
+)
+def test_an_unreadable_head_is_refused_unrecorded(
+    collector: LocalCollector, head: bytes, status: int
+) -> None:
+    with socket.create_connection(("127.0.0.1", collector.port)) as sock:
+        sock.sendall(head)
+        answer = read_answer(sock)
+        assert (answer.status, answer.headers["connection"]) == (status, "close")
+        assert "error" in answer.json
+        assert is_closed(sock)
+    assert collector.requests == []
+
+
+def test_pipelined_requests_are_answered_in_order(collector: LocalCollector) -> None:
+    sessions = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"pipelined-{i}")) for i in range(5)]
+    data = b"".join(raw_request({"application_id": APP, "session_id": s}) for s in sessions)
+    with socket.create_connection(("127.0.0.1", collector.port)) as sock:
+        sock.sendall(data)  # all at once, before any answer
+        assert [read_answer(sock).json["session_id"] for _ in sessions] == sessions
+
+
+def test_connection_close_and_http_1_0_are_honoured(collector: LocalCollector) -> None:
+    body = json.dumps({"application_id": APP}).encode()
+    for head in (
+        b"POST /v1/sessions HTTP/1.1\r\nConnection: close\r\n",
+        b"POST /v1/sessions HTTP/1.0\r\n",
+    ):
+        with socket.create_connection(("127.0.0.1", collector.port)) as sock:
+            framing = b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+            sock.sendall(head + framing + body)
+            answer = read_answer(sock)
+            assert (answer.status, answer.headers["connection"]) == (200, "close")
+            assert is_closed(sock)
+    kept = b"POST /v1/sessions HTTP/1.0\r\nConnection: keep-alive\r\n"
+    with socket.create_connection(("127.0.0.1", collector.port)) as sock:
+        framing = b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        sock.sendall(kept + framing + body)
+        assert "connection" not in read_answer(sock).headers
+        assert not is_closed(sock)
+
+
+def test_expect_100_continue_and_head(collector: LocalCollector) -> None:
+    body = json.dumps({"application_id": APP}).encode()
+    with socket.create_connection(("127.0.0.1", collector.port)) as sock:
+        sock.settimeout(5)
+        sock.sendall(
+            b"POST /v1/sessions HTTP/1.1\r\nExpect: 100-continue\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        assert read_answer(sock).status == 200
+        sock.sendall(b"HEAD /v1/sessions HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = read_answer(sock, head=True)
+        assert (answer.status, int(answer.headers["content-length"]) > 0) == (405, True)
+        sock.sendall(raw_request({"application_id": APP}))  # no body was sent after the head
+        assert read_answer(sock).status == 200
+
+
+def test_many_keep_alive_connections_at_once(collector: LocalCollector, session: str) -> None:
+    connections = [socket.create_connection(("127.0.0.1", collector.port)) for _ in range(64)]
+    try:
+        for round_ in range(3):
+            for i, sock in enumerate(connections):  # every connection has a request in flight
+                body = json.dumps(action(data=[i, round_])).encode()
+                sock.sendall(
+                    f"POST /v1/sessions/{session}/actions HTTP/1.1\r\n"
+                    f"X-Request-Id: {i}-{round_}\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+            assert {read_answer(sock).status for sock in connections} == {202}
+        assert collector.event_count == 1 + 64 * 3
+        collector.stop()
+        assert all(is_closed(sock) for sock in connections)
+    finally:
+        for sock in connections:
+            sock.close()
+
+
+def test_delayed_requests_wait_together_not_in_turn(collector: LocalCollector) -> None:
+    collector.delay = 0.5
+    answers: list[int] = []
+
+    def produce() -> None:
+        answers.append(post(collector, "/v1/sessions", {"application_id": APP}).status)
+
+    producers = [threading.Thread(target=produce) for _ in range(20)]
+    started = time.monotonic()
+    for producer in producers:
+        producer.start()
+    assert collector.wait_for(lambda c: len(c.requests) == 20, timeout=5)
+    assert time.monotonic() - started < 2.0  # 20 x 0.5 s would take 10 s in turn
+    for producer in producers:
+        producer.join()
+    assert answers == [200] * 20
+
+
+def test_held_requests_of_many_connections_are_released_together(
+    collector: LocalCollector,
+) -> None:
+    collector.hang()
+    connections = [socket.create_connection(("127.0.0.1", collector.port)) for _ in range(10)]
+    try:
+        for sock in connections:
+            sock.sendall(raw_request({"application_id": APP}))
+        assert select.select(connections, [], [], 0.3)[0] == []
+        assert collector.event_count == 0
+    finally:
+        collector.release()
+    try:
+        assert [read_answer(sock).status for sock in connections] == [200] * 10
+        assert collector.event_count == 10
+    finally:
+        for sock in connections:
+            sock.close()
+
+
+def test_a_held_request_whose_client_left_is_still_recorded(collector: LocalCollector) -> None:
+    collector.hang()
+    with socket.create_connection(("127.0.0.1", collector.port)) as sock:
+        sock.sendall(raw_request({"application_id": APP, "session_id": SID}))
+        assert select.select([sock], [], [], 0.2)[0] == []
+    collector.release()
+    assert collector.wait_for(lambda c: len(c.requests) == 1, timeout=5)
+    assert collector.session(SID) is not None
+
+
+def test_stop_and_start_again_many_times(collector: LocalCollector) -> None:
+    port = collector.port
+    for _ in range(10):
+        with socket.create_connection(("127.0.0.1", port)) as idle:
+            started = time.monotonic()
+            collector.stop()
+            assert time.monotonic() - started < 1.0
+            assert is_closed(idle)
+        collector.start()
+        assert collector.port == port
+        assert post(collector, "/v1/sessions", {"application_id": APP}).status == 200
+    assert collector.event_count == 10
+
+
+def test_stop_from_another_thread_ends_hung_delayed_and_idle_connections(
+    collector: LocalCollector,
+) -> None:
+    collector.delay = 30
+    delayed = socket.create_connection(("127.0.0.1", collector.port))
+    delayed.sendall(raw_request({"application_id": APP}))
+    time.sleep(0.2)  # read, and waiting: nothing shows it until it is answered
+    collector.hang()
+    held = socket.create_connection(("127.0.0.1", collector.port))
+    held.sendall(raw_request({"application_id": APP}))
+    idle = socket.create_connection(("127.0.0.1", collector.port))
+    time.sleep(0.2)
+    stopper = threading.Thread(target=collector.stop)
+    started = time.monotonic()
+    stopper.start()
+    stopper.join(5)
+    assert time.monotonic() - started < 2.5
+    try:
+        assert all(is_closed(sock) for sock in (delayed, held, idle))
+        assert [r.status for r in collector.requests] == [0, 0]
+    finally:
+        for sock in (delayed, held, idle):
+            sock.close()

@@ -1,0 +1,426 @@
+"""The HTTP/1.1 engine of :class:`~layer_sdk.collector.LocalCollector`.
+
+An asyncio server on an event loop of its own, run by one daemon thread, with a
+minimal hand-written request parser: request line, headers, a body framed by
+``Content-Length`` or chunked, keep-alive and ``Connection: close``. It knows
+nothing of the Layer API: each request read goes to a handler, which returns
+an :class:`Exchange` saying whether the request is held or delayed and, once
+it is neither, what to answer. Waiting costs no thread: a held request waits
+for :meth:`HttpServer.recheck`, a delayed one for a timer of the loop.
+
+A connection answers its requests one at a time, in order: the next request
+is not read (nor handed to the handler) until the one before it is answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import NamedTuple, Protocol, cast
+
+import msgspec
+
+__all__ = ["Exchange", "HttpServer", "Reply", "Request"]
+
+_MAX_HEAD = 65536  # bytes of request line and headers
+_MAX_HEADERS = 100
+_BACKLOG = 128
+_RECEIVE_SIZE = 65536
+_CHUNK_SIZE = re.compile(rb"[0-9a-fA-F]{1,8}")
+_PHRASES = {status.value: status.phrase for status in HTTPStatus}
+
+
+# Request and Reply are named tuples: cheap to make, and a reply kept for its
+# X-Request-Id (one per request) is soon left alone by the garbage collector.
+
+
+class Request(NamedTuple):
+    """One request as read. ``headers`` has lower-cased names; the last of a repeated one wins.
+
+    ``framing_error`` says why the body could not be read (it is then empty):
+    the connection is closed after the answer, as the next request cannot be found.
+    """
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    framing_error: str | None = None
+
+
+class Reply(NamedTuple):
+    """An answer: always ``application/json``, with ``headers`` added."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+class Exchange(Protocol):
+    """A request on its way to an answer, as the handler decided on reading it."""
+
+    @property
+    def delay(self) -> float:
+        """Seconds to wait, on the loop's timers, once the request is no longer held."""
+
+    def held(self) -> bool:
+        """Whether the request must wait for a :meth:`HttpServer.recheck`."""
+
+    def answer(self, dropped: bool) -> Reply | None:
+        """The answer (None: close the connection unanswered), once waiting is over.
+
+        ``dropped``: the server is going down and the answer will not be sent.
+        """
+
+
+Handler = Callable[[Request], Exchange]
+
+
+class HttpServer:
+    """Serves ``handler`` on ``address`` (bound at once) from a daemon thread, once started."""
+
+    def __init__(self, address: tuple[str, int], handler: Handler) -> None:
+        self.handler = handler
+        # SO_REUSEADDR: a restart rebinds the port despite TIME_WAIT sockets.
+        self._socket = socket.create_server(address, backlog=_BACKLOG)
+        self._socket.setblocking(False)
+        self.port: int = self._socket.getsockname()[1]
+        # A selector loop whatever the event loop policy: the engine is the same everywhere.
+        self.loop = asyncio.SelectorEventLoop()
+        self._thread: threading.Thread | None = None
+        # Touched on the loop only:
+        self._accepting: asyncio.Task[None] | None = None
+        self.stopping = False
+        self.connections: set[_Connection] = set()  # made and not yet lost
+        self.waiting: set[_Connection] = set()  # those whose request is held or delayed
+        # Where every connection receives: one at a time, as all run on the loop.
+        self.inbox = memoryview(bytearray(_RECEIVE_SIZE))
+
+    def start(self, thread_name: str) -> None:
+        self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
+        self._thread.start()
+
+    def recheck(self) -> None:
+        """Let the held requests that are no longer held go on (from any thread)."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing is held
+            self.loop.call_soon_threadsafe(self._recheck)
+
+    def stop(self, timeout: float) -> None:
+        """Close the listener and every connection, dropping held and delayed requests.
+
+        Returns once all is closed, or after about ``timeout`` seconds.
+        """
+        thread = self._thread
+        if thread is None:
+            self._socket.close()
+            self.loop.close()
+            return
+        shutting_down = asyncio.run_coroutine_threadsafe(self._shut_down(timeout), self.loop)
+        shutting_down.add_done_callback(lambda _: self.loop.call_soon_threadsafe(self.loop.stop))
+        if thread is not threading.current_thread():  # else a handler stops it: no waiting
+            thread.join(timeout)
+
+    # -- on the loop -------------------------------------------------------------
+
+    def _run(self) -> None:
+        self._accepting = self.loop.create_task(self._accept())
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.close()
+
+    async def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = await self.loop.sock_accept(self._socket)
+            except OSError:  # out of file descriptors, say: try again shortly
+                await asyncio.sleep(0.1)
+                continue
+            try:
+                await self.loop.connect_accepted_socket(lambda: _Connection(self), client)
+            except OSError:  # the client is already gone
+                client.close()
+
+    def _recheck(self) -> None:
+        for connection in list(self.waiting):
+            connection.recheck()
+
+    async def _shut_down(self, timeout: float) -> None:
+        self.stopping = True
+        if self._accepting is not None:
+            self._accepting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accepting  # a connection being accepted is aborted once made
+        self._socket.close()  # new connections are refused from now on
+        for connection in list(self.waiting):
+            connection.drop_pending()
+        for connection in list(self.connections):
+            connection.abort()
+        deadline = self.loop.time() + timeout
+        while self.connections and self.loop.time() < deadline:
+            await asyncio.sleep(0.001)  # an aborted transport closes on a later iteration
+
+
+class _BadHead(Exception):
+    """A request head that cannot be read: answered with ``status``, then the connection closes."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(slots=True)
+class _Head:
+    method: str
+    path: str
+    headers: dict[str, str]
+    keep_alive: bool
+    expects_continue: bool
+
+
+def _read_head(buffer: bytearray) -> _Head | None:
+    """Consume the request line and headers from ``buffer``; None until all are in."""
+    if buffer.startswith((b"\r", b"\n")):  # empty lines before a request are ignored
+        del buffer[: len(buffer) - len(buffer.lstrip(b"\r\n"))]
+    end, size = buffer.find(b"\r\n\r\n"), 4
+    if end < 0:
+        end, size = buffer.find(b"\n\n"), 2  # bare LF line ends are tolerated
+    if end < 0 or end > _MAX_HEAD:
+        if len(buffer) > _MAX_HEAD:
+            raise _BadHead(431, "request head too large")
+        return None
+    request_line, *lines = buffer[:end].decode("latin-1").split("\n")
+    del buffer[: end + size]
+    words = request_line.split()
+    if len(words) != 3 or not words[2].startswith("HTTP/"):
+        raise _BadHead(400, f"bad request line {request_line.strip()[:100]!r}")
+    method, path, version = words
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        raise _BadHead(505, f"HTTP version not supported: {version[:20]!r}")
+    if len(lines) > _MAX_HEADERS:
+        raise _BadHead(431, "too many headers")
+    headers: dict[str, str] = {}
+    for line in lines:
+        name, colon, value = line.partition(":")
+        # No space may end a name, nor start a line: folded lines are refused too.
+        if not colon or not name or name[0] in " \t" or name[-1] in " \t":
+            raise _BadHead(400, f"bad header line {line.strip()[:100]!r}")
+        headers[name.lower()] = value.strip()
+    # HTTP/1.1 keeps the connection unless told to close, HTTP/1.0 only when told to keep it.
+    tokens = {token.strip() for token in headers.get("connection", "").lower().split(",")}
+    keep_alive = "close" not in tokens if version == "HTTP/1.1" else "keep-alive" in tokens
+    expects_continue = version == "HTTP/1.1" and headers.get("expect", "").lower() == "100-continue"
+    return _Head(method, path, headers, keep_alive, expects_continue)
+
+
+class _Connection(asyncio.BufferedProtocol):
+    """One client connection: reads requests, hands them over, writes the answers in order."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self._server = server
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._head: _Head | None = None  # read, while its body is not all in
+        self._chunks: list[bytes] = []  # of the chunked body being read
+        self._trailers = False  # its last chunk is read: trailer fields follow
+        self._pending: tuple[_Head, Exchange] | None = None  # the request being answered
+        self._timer: asyncio.TimerHandle | None = None  # set once its delay has begun
+        self._eof = False  # the client sends no more
+        self._closed = False
+
+    # -- asyncio.BufferedProtocol --------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        self._server.connections.add(self)
+        if self._server.stopping:  # accepted just before the server went down
+            self.abort()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        # Into a buffer of our own: a plain Protocol gets each read in a new 256 KiB bytes.
+        return self._server.inbox
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._buffer += self._server.inbox[:nbytes]
+        self._serve()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._serve()  # answers what is buffered, then closes
+        return True  # keep the transport: a request may still be waiting for its answer
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # A request still held or delayed goes on: it is recorded, and its answer not sent.
+        self._closed = True
+        self._server.connections.discard(self)
+
+    # -- the server's calls ------------------------------------------------------------
+
+    def recheck(self) -> None:
+        if self._timer is None:  # held, not delayed
+            self._advance()
+            self._serve()
+
+    def drop_pending(self) -> None:
+        if self._pending is not None:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._server.waiting.discard(self)
+            _, exchange = self._pending
+            self._pending = self._timer = None
+            exchange.answer(dropped=True)
+
+    def abort(self) -> None:
+        self._closed = True
+        if self._transport is not None:
+            self._transport.abort()
+
+    # -- requests ------------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        """Answer the buffered requests in order, until one has to wait or none is left."""
+        while self._pending is None and not self._closed:
+            try:
+                read = self._read()
+            except _BadHead as exc:
+                self._send(Reply(exc.status, msgspec.json.encode({"error": str(exc)})), None)
+                return
+            if read is None:
+                if self._eof:
+                    self._close()
+                return
+            head, request = read
+            self._pending = head, self._server.handler(request)
+            self._advance()
+
+    def _advance(self) -> None:
+        """Take the pending request on: hold it, delay it, or answer it."""
+        if self._pending is None:
+            return
+        head, exchange = self._pending
+        if exchange.held():
+            self._server.waiting.add(self)
+        elif exchange.delay > 0 and self._timer is None:
+            self._server.waiting.add(self)
+            self._timer = self._server.loop.call_later(exchange.delay, self._end_delay)
+        else:
+            self._server.waiting.discard(self)
+            self._pending = self._timer = None
+            self._send(exchange.answer(dropped=False), head)
+
+    def _end_delay(self) -> None:
+        self._advance()
+        self._serve()
+
+    def _send(self, reply: Reply | None, head: _Head | None) -> None:
+        """Write ``reply`` (None: close unanswered) to the request of ``head`` (None: unread)."""
+        if self._closed or self._transport is None:
+            return  # the client is gone
+        if reply is None:
+            self._close()
+            return
+        keep_alive = head is not None and head.keep_alive
+        lines = [
+            f"HTTP/1.1 {reply.status} {_PHRASES.get(reply.status, 'Unknown')}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(reply.body)}",
+            *(f"{name}: {value}" for name, value in reply.headers),
+        ]
+        if not keep_alive:
+            lines.append("Connection: close")
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        # One write per answer: a small reply leaves as a single segment.
+        head_only = head is not None and head.method == "HEAD"
+        self._transport.write(data if head_only else data + reply.body)
+        if not keep_alive:
+            self._close()
+
+    def _close(self) -> None:
+        """Close once what was written has left."""
+        self._closed = True
+        if self._transport is not None:
+            self._transport.close()
+
+    def _read(self) -> tuple[_Head, Request] | None:
+        """The next whole request, consumed from the buffer; None until more arrives."""
+        if self._head is None:
+            if not self._buffer:
+                return None
+            self._head = _read_head(self._buffer)
+            if self._head is None:
+                return None
+            if self._head.expects_continue and self._transport is not None:
+                self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        head = self._head
+        try:
+            body = self._read_body(head.headers)
+        except ValueError as exc:
+            # A body that cannot be framed leaves no way to find the next request either.
+            head.keep_alive = False
+            self._head = None
+            return head, Request(head.method, head.path, head.headers, b"", str(exc))
+        if body is None:
+            return None
+        self._head = None
+        return head, Request(head.method, head.path, head.headers, body)
+
+    def _read_body(self, headers: dict[str, str]) -> bytes | None:
+        """The body framed by Content-Length or chunked; ValueError when it cannot be framed."""
+        encoding = headers.get("transfer-encoding")
+        if encoding is not None:
+            if encoding.strip().lower() != "chunked":
+                raise ValueError(f"unsupported Transfer-Encoding {encoding!r}")
+            return self._read_chunked()
+        length = headers.get("content-length", "0")
+        if not (length.isascii() and length.isdigit()):
+            raise ValueError(f"invalid Content-Length {length!r}")
+        size = int(length)
+        buffer = self._buffer
+        if len(buffer) < size:
+            return None
+        if len(buffer) == size:  # the usual case: nothing pipelined after it
+            body = bytes(buffer)
+            buffer.clear()
+        else:
+            body = bytes(buffer[:size])
+            del buffer[:size]
+        return body
+
+    def _read_chunked(self) -> bytes | None:
+        """Consume chunks as they arrive; the body once the last one and the trailer are in."""
+        buffer = self._buffer
+        while True:
+            end = buffer.find(b"\n")
+            if end < 0:
+                if len(buffer) > 1024:
+                    raise ValueError(f"invalid chunk size {bytes(buffer[:20])!r}")
+                return None
+            line = bytes(buffer[:end]).strip()
+            if self._trailers:  # trailer fields are ignored, up to the empty line
+                del buffer[: end + 1]
+                if not line:
+                    body = b"".join(self._chunks)
+                    self._chunks, self._trailers = [], False
+                    return body
+                continue
+            size_field = line.split(b";", 1)[0].strip()
+            if not _CHUNK_SIZE.fullmatch(size_field):
+                raise ValueError(f"invalid chunk size {size_field[:20]!r}")
+            size = int(size_field, 16)
+            if size == 0:
+                del buffer[: end + 1]
+                self._trailers = True
+                continue
+            data_end = end + 1 + size
+            if len(buffer) < data_end + 2:
+                return None
+            if buffer[data_end : data_end + 2] != b"\r\n":
+                raise ValueError("invalid chunk: its data does not end with CRLF")
+            self._chunks.append(bytes(buffer[end + 1 : data_end]))
+            del buffer[: data_end + 2]
