@@ -17,7 +17,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
@@ -49,10 +49,7 @@ from ._schemas import (
     SessionActionRequest,
     SessionIdFactory,
     SessionRequest,
-    action_attributes,
-    action_error,
-    action_kind,
-    action_scanners,
+    action_body,
     client_session_id,
     encode,
     session_attributes,
@@ -273,8 +270,8 @@ class Client:
             found = answer.get("session_id") if isinstance(answer, dict) else None
             return str(found) if found else sid
         self._enqueue(exporter, Event(sid, body, True))
-        for action_body in action_bodies:
-            self._enqueue(exporter, Event(sid, action_body, False))
+        for body_of_action in action_bodies:
+            self._enqueue(exporter, Event(sid, body_of_action, False))
         return sid
 
     def append_action(
@@ -391,34 +388,6 @@ class Client:
                 if hasattr(adapter, "poolmanager"):
                     adapter.poolmanager.clear()
         self._exporter = _Exporter(exporter.config)
-
-
-def action_body(
-    kind: Any,
-    start_time: datetime | None,
-    end_time: datetime | None,
-    attributes: Mapping[str, Any] | None,
-    data: Any,
-    error: Any,
-    scanners: Iterable[Any] | None,
-) -> bytes:
-    """Validate an action's fields and encode it."""
-    if start_time is None or end_time is None:
-        now = datetime.now(timezone.utc)
-        start_time = start_time or now
-        end_time = end_time or now
-    return encode(
-        SessionActionRequest(
-            action_kind(kind),
-            utc(start_time, "start_time"),  # type: ignore[arg-type]
-            utc(end_time, "end_time"),  # type: ignore[arg-type]
-            action_attributes(attributes),
-            data,
-            action_error(error),
-            action_scanners(scanners),
-        ),
-        "action",
-    )
 
 
 def _action_from(action: SessionActionRequest | Mapping[str, Any]) -> bytes:

@@ -265,3 +265,36 @@ class SessionIdFactory:
         if len(_known_ids) > _MAX_KNOWN_IDS:
             _known_ids.clear()
         return session_id
+
+
+def action_body(
+    kind: Any,
+    start_time: datetime | None,
+    end_time: datetime | None,
+    attributes: Mapping[str, Any] | None,
+    data: Any,
+    error: Any,
+    scanners: Iterable[Any] | None,
+) -> bytes:
+    """Validate an action's fields and encode it; missing times are now.
+
+    The common case (a SessionActionKind, a dict of attributes, no error, no
+    scanners) skips the helpers: this runs on every append_action.
+    """
+    if start_time is None or end_time is None:
+        now = datetime.now(timezone.utc)
+        start_time = start_time or now
+        end_time = end_time or now
+    action = SessionActionRequest(
+        kind if type(kind) is SessionActionKind else action_kind(kind),
+        utc(start_time, "start_time"),  # type: ignore[arg-type]
+        utc(end_time, "end_time"),  # type: ignore[arg-type]
+        attributes if type(attributes) is dict else action_attributes(attributes),
+        data,
+        None if error is None else action_error(error),
+        None if scanners is None else action_scanners(scanners),
+    )
+    try:
+        return _encoder.encode(action)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise LayerRequestPreparationError(f"action cannot be encoded as JSON: {exc}") from None
