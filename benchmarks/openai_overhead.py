@@ -123,7 +123,7 @@ def direct(client: Any, layer: Client, stream_model: str) -> dict[str, list[int]
     ``chunk``: one ``next()`` through the observing generator, beside
     ``plain_chunk``, the same chunk through a bare iterator.
     """
-    from layer_sdk.instrumentation import _openai
+    from layer_sdk.instrumentation._openai import chat, request, streams
 
     result = client.chat.completions.create(model="gpt-test", messages=MESSAGES)
     chunks = list(
@@ -144,16 +144,16 @@ def direct(client: Any, layer: Client, stream_model: str) -> dict[str, list[int]
         for number in range(2200):
             kwargs = {"model": "gpt-test", "messages": MESSAGES}
             start = time.perf_counter_ns()
-            _openai._begin(layer, "chat", "chat.completions.create", kwargs).succeeded(
+            request._begin(layer, "chat", "chat.completions.create", kwargs).succeeded(
                 result, False
             )
             if number >= 200:  # the first ones warm up
                 samples["call"].append(time.perf_counter_ns() - start)
-        call = _openai._begin(layer, "chat", "chat.completions.create", {"model": "m"})
+        call = request._begin(layer, "chat", "chat.completions.create", {"model": "m"})
         for _ in range(20):
             timed_next(iter(chunks), samples["plain_chunk"])
-            record = _openai._StreamRecord(call, _openai._ChatStream(), "m")
-            timed_next(_openai._observe(iter(chunks), record), samples["chunk"])
+            record = streams._StreamRecord(call, chat._ChatStream(), "m")
+            timed_next(streams._observe(iter(chunks), record), samples["chunk"])
     layer.flush(60)
     return samples
 

@@ -1,0 +1,205 @@
+"""What the per-API mappings share: the output, errors, usage, content parts, parameters.
+
+``chat.py``, ``responses.py`` and ``embeddings.py`` each turn one API's
+request and result into action data; the pieces that look the same in every
+API are here. Nothing in here raises on an unexpected shape: a field of the
+wrong type is left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from .fields import _as_dict, _fields, _get, _given, _items, _plain, _str
+
+
+class _Output:
+    """The answer of a chat completion or a response, as the actions need it."""
+
+    __slots__ = ("attributes", "error", "incomplete", "messages", "model", "tool_calls", "usage")
+
+    def __init__(self) -> None:
+        self.attributes: dict[str, Any] = {}
+        self.messages: list[dict[str, Any]] | None = None
+        self.model: str | None = None
+        self.usage: dict[str, int] | None = None
+        self.tool_calls: list[dict[str, Any]] = []
+        self.error: dict[str, Any] | None = None
+        self.incomplete = False
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _error(exc: BaseException) -> dict[str, Any]:
+    """The ``error`` of an action for an exception (an OpenAI API error or any other)."""
+    details: dict[str, Any] = {}
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        details["status_code"] = status
+    for name in ("request_id", "code", "type", "param"):
+        value = getattr(exc, name, None)
+        if _plain(value):
+            details[name] = value
+    error: dict[str, Any] = {"message": str(exc) or type(exc).__name__, "code": type(exc).__name__}
+    if details:
+        error["details"] = details
+    return error
+
+
+def _without_none(entry: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in entry.items() if v is not None}
+
+
+def _arguments(call: Any) -> Any:
+    """The ``arguments`` of a function call, or the ``input`` of a custom tool call."""
+    arguments = _get(call, "arguments")
+    return _get(call, "input") if arguments is None else arguments
+
+
+# -- usage ----------------------------------------------------------------------------
+
+_USAGE_FIELDS = (
+    "prompt_tokens",
+    "completion_tokens",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+)
+_USAGE_DETAILS = (
+    ("prompt_tokens_details", "cached_tokens"),
+    ("input_tokens_details", "cached_tokens"),
+    ("completion_tokens_details", "reasoning_tokens"),
+    ("output_tokens_details", "reasoning_tokens"),
+)
+
+
+def _usage(usage: Any) -> dict[str, int] | None:
+    """The token counts of a ``usage`` (chat, responses and embeddings name them differently)."""
+    if usage is None:
+        return None
+    fields = _fields(usage)
+    result: dict[str, int] = {}
+    for name in _USAGE_FIELDS:
+        value = fields.get(name)
+        if type(value) is int:
+            result[name] = value
+    for parent, name in _USAGE_DETAILS:
+        details = fields.get(parent)
+        if details is not None:
+            value = _fields(details).get(name)
+            if type(value) is int:
+                result[name] = value
+    return result or None
+
+
+# -- message content ------------------------------------------------------------------
+
+_TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
+
+
+def _content(content: Any) -> tuple[str | None, list[dict[str, Any]]]:
+    """A message's content as (its text, its non-text parts)."""
+    if isinstance(content, str):
+        return _str(content), []
+    texts: list[str] = []
+    attachments: list[dict[str, Any]] = []
+    for part in _items(content):
+        kind = _get(part, "type")
+        if kind in _TEXT_PARTS:
+            text = _get(part, "text")
+            if isinstance(text, str):
+                texts.append(text)
+        elif kind == "refusal":
+            text = _get(part, "refusal")
+            if isinstance(text, str):
+                texts.append(text)
+        else:
+            attachments.append(_attachment(part))
+    return (_str("\n".join(texts)) if texts else None), attachments
+
+
+def _attachment(part: Any) -> dict[str, Any]:
+    """A non-text content part, flattened: {"type": "image_url", "url": ..., "detail": ...}."""
+    result: dict[str, Any] = {}
+    for key, value in _as_dict(part).items():
+        if not isinstance(key, str):
+            continue
+        if isinstance(value, str):
+            result[key] = _str(value)
+        elif _plain(value):
+            result[key] = value
+        elif isinstance(value, Mapping) or hasattr(value, "__dict__"):
+            for inner_key, inner in _as_dict(value).items():
+                if isinstance(inner_key, str) and _plain(inner):
+                    result.setdefault(inner_key, _str(inner) if isinstance(inner, str) else inner)
+    return result
+
+
+def _attach(
+    attachments: list[dict[str, Any]], parts: list[dict[str, Any]], role: Any, index: int
+) -> None:
+    """Add the non-text ``parts`` of prompt message ``index`` to the prompt's attachments."""
+    for part in parts:
+        attachments.append({**part, "role": role, "message_index": index})
+
+
+# -- request parameters ---------------------------------------------------------------
+
+
+def _parameters(kwargs: Mapping[str, Any], names: frozenset[str]) -> dict[str, Any]:
+    """The request parameters that matter (those in ``names``), as attribute values."""
+    attributes: dict[str, Any] = {}
+    for name, value in kwargs.items():
+        if name not in names or not _given(value):
+            continue
+        if name in ("tools", "functions"):
+            tool_names = [_tool_name(tool) for tool in _items(value)]
+            attributes["tools"] = [n for n in tool_names if n]
+        elif name in ("response_format", "text_format", "text"):
+            described = _response_format(value if name != "text" else _get(value, "format"))
+            if described:
+                attributes["response_format"] = described
+        elif name in ("tool_choice", "function_call"):
+            if isinstance(value, str):
+                attributes["tool_choice"] = value
+            else:
+                chosen = _get(_get(value, "function"), "name") or _get(value, "name")
+                chosen = chosen or _get(value, "type")
+                if isinstance(chosen, str):
+                    attributes["tool_choice"] = chosen
+        elif name == "stream_options":
+            include = _get(value, "include_usage")
+            if isinstance(include, bool):
+                attributes["stream_options.include_usage"] = include
+        elif name == "reasoning":
+            effort = _get(value, "effort")
+            if isinstance(effort, str):
+                attributes["reasoning_effort"] = effort
+        elif name in ("conversation", "prompt"):
+            ref = value if isinstance(value, str) else _get(value, "id")
+            if isinstance(ref, str):
+                attributes[f"{name}.id"] = ref
+        elif _plain(value):
+            attributes[name] = value
+        elif isinstance(value, (list, tuple)) and all(_plain(v) for v in value):
+            attributes[name] = list(value)
+    return attributes
+
+
+def _tool_name(tool: Any) -> str | None:
+    name = _get(_get(tool, "function"), "name") or _get(tool, "name") or _get(tool, "type")
+    return name if isinstance(name, str) else None
+
+
+def _response_format(value: Any) -> str | None:
+    if isinstance(value, type):  # a pydantic model given to parse()
+        return value.__name__
+    kind = _get(value, "type")
+    if not isinstance(kind, str):
+        return None
+    name = _get(_get(value, "json_schema"), "name") or _get(value, "name")
+    return f"{kind}:{name}" if isinstance(name, str) and kind == "json_schema" else kind
