@@ -1,7 +1,13 @@
 """``layer-sdk`` / ``python -m layer_sdk``: the command line.
 
+- ``collector``: the local collector on a port, printing what it receives.
 - ``demo``: see the SDK work against an embedded collector, no account needed.
 - ``check``: is this machine set up to report to Layer? If not, why not?
+
+With the ``cli`` extra (``pip install 'layer-sdk[cli]'``, which brings rich),
+output to a terminal has a progress bar, tables and colours; without it, or
+when the output is not a terminal, it is plain text. The SDK itself never
+imports rich.
 """
 
 from __future__ import annotations
@@ -9,12 +15,63 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any, TextIO
+
+
+def rich_console(stream: TextIO) -> Any:
+    """A ``rich.console.Console`` on ``stream`` when rich is installed and it is a terminal."""
+    try:
+        if not stream.isatty():
+            return None
+        from rich.console import Console  # type: ignore[import-not-found, unused-ignore]
+    except (ImportError, AttributeError, ValueError):  # no rich; no isatty(); a closed stream
+        return None
+    return Console(file=stream)
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``layer-sdk`` command; returns the exit code."""
     parser = argparse.ArgumentParser(prog="layer-sdk", description="The Layer SDK's command line.")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    collector = commands.add_parser(
+        "collector",
+        help="run the local collector and print what it receives",
+        description="Run a local stand-in for the Layer API and print each session and action"
+        " as it arrives. SIGINT (Ctrl-C) or SIGTERM stops it.",
+    )
+    collector.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
+    collector.add_argument(
+        "--port", type=int, default=8080, help="default 8080; 0 picks a free port"
+    )
+    collector.add_argument("--json", action="store_true", help="one JSON object per line")
+    collector.add_argument(
+        "--db", metavar="FILE", help="keep everything in this SQLite file, across restarts"
+    )
+    collector.add_argument(
+        "--fail-rate",
+        type=_fraction,
+        default=0.0,
+        metavar="R",
+        help="answer this fraction of requests with 503 (0 to 1)",
+    )
+    collector.add_argument(
+        "--latency", type=_seconds, default=0.0, metavar="SECONDS", help="delay every answer"
+    )
 
     demo = commands.add_parser("demo", help="report a simulated workload and show the result")
     demo.add_argument("--sessions", type=int, default=2_000, help="sessions (default 2000)")
@@ -29,6 +86,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("--timeout", type=float, help="seconds; default: LAYER_TIMEOUT or 10")
 
     args = parser.parse_args(argv)
+    if args.command == "collector":
+        from ._cli_collector import collector as run_collector
+
+        return run_collector(
+            args.host,
+            args.port,
+            as_json=args.json,
+            db=args.db,
+            fail_rate=args.fail_rate,
+            latency=args.latency,
+        )
     if args.command == "demo":
         from ._cli_demo import demo as run_demo
 

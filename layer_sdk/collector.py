@@ -16,13 +16,26 @@ authentication failures and a server that goes down and comes back::
 
         collector.fail_next(2, 503, retry_after=0.1)   # the next two requests fail
 
+Two options reach beyond memory. ``on_event`` is called with a
+:class:`StoredEvent` for each session and action just stored (the
+``layer-sdk collector`` command prints them with it): it runs on the server's
+thread with the collector's lock held, so it must be quick and must not block
+or wait for requests (hand the event to a queue); an exception it raises is
+logged and otherwise ignored. ``db`` keeps everything in an SQLite file as it is
+stored, and a collector made on the same file starts with what it holds (see
+``_collector_store`` for the schema)::
+
+    collector = LocalCollector(db="layer.sqlite", on_event=events.put)
+
+Without either option no event is made: the request path costs what it did.
+
 How a request is answered, step by step. Faults are decided once the request
 has been read, so each one affects only requests read after it was set.
 
 1. ``hang()``: held until ``release()`` or ``stop()``.
 2. ``delay``: waits that many seconds.
 3. ``drop_next()``: the connection is closed without an answer.
-4. ``fail_next()``: the injected status is answered.
+4. ``fail_next()``, else ``fail_rate``: the injected status is answered.
 5. ``require_bearer()``: 401 when the bearer token is missing or refused.
 6. Routing: 404 for an unknown path, 405 for a method other than POST.
 7. ``X-Request-Id`` already answered with 2xx (whatever the path): that answer
@@ -39,7 +52,9 @@ answered one at a time, in order.
 from __future__ import annotations
 
 import copy
+import logging
 import os
+import random
 import re
 import threading
 import time
@@ -54,8 +69,11 @@ import msgspec
 
 from ._collector_http import HttpServer, Reply, Request
 from ._collector_schema import canonical_uuid, check_action, check_session
+from ._collector_store import SqliteStore, StoredEvent
 
-__all__ = ["LocalCollector", "ReceivedRequest"]
+__all__ = ["LocalCollector", "ReceivedRequest", "StoredEvent"]
+
+logger = logging.getLogger("layer_sdk")
 
 STOP_TIMEOUT = 2.0
 """Longest ``stop()`` waits for open connections to end."""
@@ -87,6 +105,7 @@ def _error(message: str, status: int = 400) -> Reply:
 
 
 _ACCEPTED = Reply(202, b"{}")
+_RATE_FAILURE = Reply(503, b'{"error":"injected by fail_rate"}')
 _UNAUTHORIZED = Reply(401, b'{"error":"unauthorized"}', (("WWW-Authenticate", "Bearer"),))
 _NOT_ALLOWED = Reply(405, b'{"error":"method not allowed: use POST"}', (("Allow", "POST"),))
 
@@ -97,9 +116,22 @@ class LocalCollector:
     Every inspection method returns a copy and is safe to call from any thread.
     Everything received is kept until ``clear()``, including each request's
     body: a long benchmark should clear now and then.
+
+    ``db``: an SQLite file where sessions and actions are kept as they are
+    stored; those it already holds are loaded at once, so ``sessions`` and
+    ``actions()`` include what a previous run kept. Writing is done by a thread
+    of the collector's while it serves; ``stop()`` commits what is left, and
+    ``clear()`` empties the file too. ``on_event``: see the module doc.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        db: str | os.PathLike[str] | None = None,
+        on_event: Callable[[StoredEvent], None] | None = None,
+    ) -> None:
         self._host = host
         self._port = port  # 0 until the first start() picks a free port
         self._lifecycle = threading.Lock()
@@ -120,9 +152,22 @@ class LocalCollector:
         self._failures: deque[Reply] = deque()
         self._drops = 0
         self._delay = 0.0
+        self._fail_rate = 0.0
         self._hanging = False
         self._releases = 0  # bumped by release(): a held request waits for it to change
         self._bearer_check: Callable[[str], bool] | None = None
+        self._on_event = on_event
+        self._store = None if db is None else SqliteStore(db)
+        if self._store is not None:
+            sessions, actions = self._store.load()
+            for stored in sessions:
+                self._sessions[stored["session_id"]] = {**stored, "actions": []}
+            for session_id, action in actions:
+                self._sessions[session_id]["actions"].append(action)
+                self._actions.append(action)
+                self._action_sessions.append(session_id)
+        # What storage calls: None when there is neither a hook nor a file.
+        self._emit = None if db is None and on_event is None else self._emit_event
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -132,6 +177,8 @@ class LocalCollector:
             if self._server is None:
                 server = HttpServer((self._host, self._port), self._admit)
                 self._port = server.port
+                if self._store is not None:
+                    self._store.start()
                 server.start(f"LocalCollector:{self._port}")
                 self._server = server
         return self
@@ -140,13 +187,16 @@ class LocalCollector:
         """Go down like a dead server: refuse new connections, close open ones.
 
         Held and delayed requests are dropped unanswered, and hang mode ends.
-        Returns within about ``STOP_TIMEOUT`` seconds; idempotent.
+        With ``db``, what was stored is committed to the file before it returns.
+        Returns within about ``STOP_TIMEOUT`` seconds (plus the commit); idempotent.
         """
         with self._lifecycle:
             server, self._server = self._server, None
             if server is None:
                 return
             server.stop(STOP_TIMEOUT)
+            if self._store is not None:
+                self._store.stop()
             with self._lock:
                 self._hanging = False
                 self._releases += 1
@@ -227,8 +277,10 @@ class LocalCollector:
             return self._changed.wait_for(lambda: predicate(self), timeout)
 
     def clear(self) -> None:
-        """Forget every session, action and request received (faults stay)."""
+        """Forget every session, action and request received (faults stay), in ``db`` too."""
         with self._lock:
+            if self._store is not None:
+                self._store.clear()
             self._sessions.clear()
             self._actions.clear()
             self._action_sessions.clear()
@@ -284,6 +336,18 @@ class LocalCollector:
         with self._lock:
             self._delay = float(seconds)
 
+    @property
+    def fail_rate(self) -> float:
+        """The fraction of requests answered 503 at random (0 by default), after ``fail_next``."""
+        return self._fail_rate
+
+    @fail_rate.setter
+    def fail_rate(self, fraction: float) -> None:
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"fail_rate must be between 0 and 1, got {fraction}")
+        with self._lock:
+            self._fail_rate = float(fraction)
+
     def hang(self) -> None:
         """Hold every request read from now on, until ``release()`` or ``stop()``."""
         with self._lock:
@@ -318,6 +382,8 @@ class LocalCollector:
                 self._drops -= 1
             elif self._failures:
                 exchange.failure = self._failures.popleft()
+            elif self._fail_rate and random.random() < self._fail_rate:
+                exchange.failure = _RATE_FAILURE
             exchange.check = self._bearer_check
         return exchange
 
@@ -403,6 +469,14 @@ class LocalCollector:
         self._sessions[session_id] = {**body, "session_id": session_id, "actions": list(actions)}
         self._actions.extend(actions)
         self._action_sessions.extend([session_id] * len(actions))
+        if self._emit is not None:
+            now = time.time()
+            fields = {key: value for key, value in body.items() if key != "actions"}
+            self._emit(
+                StoredEvent("session", session_id, {**fields, "session_id": session_id}, now)
+            )
+            for stored in actions:
+                self._emit(StoredEvent("action", session_id, stored, now))
         return Reply(200, msgspec.json.encode({"session_id": session_id}))
 
     def _append_action(self, session_id: str, body: Any) -> Reply:
@@ -413,7 +487,19 @@ class LocalCollector:
         session["actions"].append(body)
         self._actions.append(body)
         self._action_sessions.append(session["session_id"])
+        if self._emit is not None:
+            self._emit(StoredEvent("action", session["session_id"], body, time.time()))
         return _ACCEPTED
+
+    def _emit_event(self, event: StoredEvent) -> None:
+        """Hand a stored session or action to the file and the hook (lock held, on the loop)."""
+        if self._store is not None:
+            self._store.put(event)
+        if self._on_event is not None:
+            try:
+                self._on_event(event)
+            except Exception:  # the request was served all the same
+                logger.exception("LocalCollector: the on_event hook raised")
 
 
 @dataclass(slots=True)

@@ -1,13 +1,32 @@
-"""The command line: exit codes and verdicts of ``check``, and the ``demo``."""
+"""The command line: ``check``'s verdicts and exit codes, ``demo``, and ``collector``."""
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import json
+import os
+import queue
+import re
+import select
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
 import pytest
 
+from layer_sdk import Client, SessionActionKind
 from layer_sdk._cli import main
 from layer_sdk.collector import LocalCollector
 
-from .conftest import APP_ID, closed_port
+from .conftest import APP_ID, FAST, ROOT, closed_port, run_python
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -96,3 +115,356 @@ def test_demo_reports_everything_delivered(capsys: pytest.CaptureFixture[str]) -
     assert code == 0
     assert "events delivered (counted by the server)  250" in out
     assert out.strip().splitlines()[-1] == "OK: everything was delivered."
+
+
+# -- layer-sdk collector, run as a real process ---------------------------------------------
+
+
+T0 = "2024-05-01T12:00:00Z"
+SECRET = "sk-very-secret-token-5678"
+
+
+class CollectorProcess:
+    """``python -m layer_sdk collector --port 0 ...`` with its output read line by line."""
+
+    def __init__(self, *args: str) -> None:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        command = [sys.executable, "-m", "layer_sdk", "collector", "--port", "0", *args]
+        self.process = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        assert self.process.stdout is not None
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, args=(self.process.stdout,))
+        self._reader.start()
+        first = self.line()
+        match = re.search(r"http://127\.0\.0\.1:\d+", first)
+        assert match, first
+        self.url = match[0]
+        self.port = int(self.url.rsplit(":", 1)[1])
+        self.first = first
+        self.stderr = ""
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def line(self, timeout: float = 10.0) -> str:
+        line = self.lines.get(timeout=timeout)
+        assert line is not None, f"the collector ended: {self.process.stderr.read()}"  # type: ignore[union-attr]
+        return line
+
+    def stop(self, signum: int = signal.SIGINT) -> tuple[int, list[str]]:
+        """Send ``signum``; the exit code and every line printed after the first."""
+        self.process.send_signal(signum)
+        code = self.process.wait(timeout=15)
+        self._reader.join(timeout=5)
+        assert self.process.stderr is not None
+        self.stderr = self.process.stderr.read()
+        self.process.stderr.close()
+        self.process.stdout.close()  # type: ignore[union-attr]
+        rest = []
+        while (line := self.lines.get(timeout=1)) is not None:
+            rest.append(line)
+        return code, rest
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def collector_process(*args: str) -> Iterator[CollectorProcess]:
+    running = CollectorProcess(*args)
+    try:
+        yield running
+    finally:
+        running.kill()
+
+
+def send(port: int, path: str, body: Any, headers: dict[str, str] | None = None) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(
+            "POST",
+            path,
+            json.dumps(body),
+            {"Content-Type": "application/json", **(headers or {})},
+        )
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def prompt_action(**attributes: Any) -> dict[str, Any]:
+    return {"kind": "completion_prompt", "start_time": T0, "end_time": T0, "attributes": attributes}
+
+
+def test_collector_prints_arrivals_and_stops_on_sigint_with_a_summary() -> None:
+    with collector_process() as running:
+        assert running.first.startswith("Layer collector listening on ")
+        client = Client()
+        client.init(base_url=running.url, application_id=APP_ID, **FAST)
+        session_id = client.create_session(attributes={"user.id": "u-1"})
+        client.append_action(
+            session_id,
+            kind=SessionActionKind.COMPLETION_PROMPT,
+            attributes={"model.id": "gpt-4o-mini"},
+        )
+        assert client.flush(timeout=10)
+        client.shutdown()
+        code, lines = running.stop(signal.SIGINT)
+    assert code == 0, running.stderr
+    events = [line for line in lines if re.match(r"\d\d:\d\d:\d\d\.\d{3}  ", line)]
+    assert len(events) == 2, lines
+    assert f"  {session_id[:8]}  session " in events[0] and f"app={APP_ID}" in events[0]
+    assert "user.id=u-1" in events[0]
+    assert f"  {session_id[:8]}  completion_prompt " in events[1]
+    assert "model.id=gpt-4o-mini" in events[1]
+    assert lines[-1].startswith("Stopped after ")
+    assert "received 1 session and 1 action" in lines[-1]
+    assert "Traceback" not in running.stderr
+
+
+def test_collector_json_lines_match_what_the_client_sent() -> None:
+    with collector_process("--json") as running:
+        assert json.loads(running.first) == {
+            "event": "listening",
+            "url": running.url,
+            "db": None,
+            "fail_rate": 0.0,
+            "latency": 0.0,
+            "sessions": 0,
+            "actions": 0,
+        }
+        session_id = str(uuid.uuid5(uuid.NAMESPACE_URL, "cli-json"))
+        session = {
+            "application_id": APP_ID,
+            "session_id": session_id,
+            "attributes": {"user.id": "u-2"},
+            "actions": [prompt_action(temperature=0.2)],
+        }
+        assert send(running.port, "/v1/sessions", session) == 200
+        failing = {
+            **prompt_action(),
+            "kind": "completion_output",
+            "data": {"messages": [{"role": "assistant", "content": "hi"}]},
+            "error": {"message": "rate limited", "code": 429},
+        }
+        assert send(running.port, f"/v1/sessions/{session_id}/actions", failing) == 202
+        for _ in range(3):  # printed as they arrive, before any stop
+            assert json.loads(running.line())["session_id"] == session_id
+        code, lines = running.stop(signal.SIGINT)
+    assert code == 0, running.stderr
+    (stopped,) = [json.loads(line) for line in lines]
+    assert stopped["event"] == "stopped"
+    assert (stopped["sessions"], stopped["actions"], stopped["requests"]) == (1, 2, 2)
+
+
+def test_collector_json_lines_are_the_stored_fields() -> None:
+    with collector_process("--json") as running:
+        session_id = str(uuid.uuid5(uuid.NAMESPACE_URL, "cli-json-fields"))
+        action = {**prompt_action(**{"model.id": "m"}), "data": {"n": [1, 2]}}
+        body = {"application_id": APP_ID, "session_id": session_id, "end_time": T0}
+        assert send(running.port, "/v1/sessions", body) == 200
+        assert send(running.port, f"/v1/sessions/{session_id}/actions", action) == 202
+        first, second = json.loads(running.line()), json.loads(running.line())
+        running.stop()
+    assert first.pop("event") == "session" and second.pop("event") == "action"
+    for line in (first, second):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line.pop("received_at"))
+    assert first == body
+    assert second == {**action, "session_id": session_id}
+
+
+def test_collector_keeps_everything_in_sqlite_across_a_restart(tmp_path: Path) -> None:
+    db = tmp_path / "layer.sqlite"
+    session_id = str(uuid.uuid5(uuid.NAMESPACE_URL, "cli-db"))
+    with collector_process("--db", str(db)) as running:
+        assert "keeping everything in" in running.line()
+        body = {"application_id": APP_ID, "session_id": session_id, "attributes": {"a": "1"}}
+        assert send(running.port, "/v1/sessions", body) == 200
+        action = prompt_action(**{"model.id": "gpt-4o-mini"})
+        assert send(running.port, f"/v1/sessions/{session_id}/actions", action) == 202
+        code, lines = running.stop(signal.SIGTERM)
+    assert code == 0, running.stderr
+    assert f"{db} holds 1 session and 1 action." in lines[-1]
+
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("SELECT session_id, application_id FROM sessions").fetchall() == [
+            (session_id, APP_ID)
+        ]
+        rows = connection.execute(
+            "SELECT session_id, kind, json_extract(body, '$.attributes.\"model.id\"')"
+            " FROM actions ORDER BY seq"
+        ).fetchall()
+        assert rows == [(session_id, "completion_prompt", "gpt-4o-mini")]
+    connection.close()
+
+    with collector_process("--db", str(db), "--json") as running:
+        listening = json.loads(running.first)
+        assert (listening["sessions"], listening["actions"]) == (1, 1)
+        # The session is known again: an action for it is accepted, a second create refused.
+        assert send(running.port, f"/v1/sessions/{session_id}/actions", prompt_action()) == 202
+        assert send(running.port, "/v1/sessions", body) == 409
+        code, lines = running.stop(signal.SIGINT)
+    assert code == 0, running.stderr
+    stopped = json.loads(lines[-1])
+    assert (stopped["total_sessions"], stopped["total_actions"]) == (1, 2)
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("SELECT count(*) FROM actions").fetchone() == (2,)
+    connection.close()
+
+
+def test_collector_fail_rate_one_answers_503() -> None:
+    with collector_process("--fail-rate", "1", "--latency", "0.05") as running:
+        assert "answering 100% of requests with 503" in running.line()
+        body = {"application_id": APP_ID}
+        started = time.monotonic()
+        assert send(running.port, "/v1/sessions", body) == 503
+        assert time.monotonic() - started >= 0.05
+        assert send(running.port, "/v1/sessions", body) == 503
+        code, lines = running.stop()
+    assert code == 0, running.stderr
+    assert "received 0 sessions and 0 actions in 2 requests" in lines[-1]
+    assert "2 answered with an error: 2 with 503" in lines[-1]
+
+
+@pytest.mark.parametrize("mode", [(), ("--json",)])
+def test_collector_never_prints_the_authorization_header(mode: tuple[str, ...]) -> None:
+    with collector_process(*mode) as running:
+        session_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"cli-secret-{mode}"))
+        headers = {"Authorization": f"Bearer {SECRET}", "X-Api-Key": SECRET}
+        body = {"application_id": APP_ID, "session_id": session_id}
+        assert send(running.port, "/v1/sessions", body, headers) == 200
+        assert send(running.port, "/v1/nowhere", body, headers) == 404
+        printed = [running.first]
+        while session_id[:8] not in printed[-1]:  # until the session is printed
+            printed.append(running.line())
+        _, lines = running.stop()
+    output = "\n".join(printed + lines) + running.stderr
+    assert session_id[:8] in output
+    assert SECRET not in output
+    assert "authorization" not in output.lower()
+
+
+def test_collector_refuses_bad_options_with_exit_code_2(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    base = [sys.executable, "-m", "layer_sdk", "collector", "--port", "0"]
+    for extra in (["--fail-rate", "1.5"], ["--latency", "-1"]):
+        result = subprocess.run(base + extra, env=env, capture_output=True, text=True, timeout=30)
+        assert result.returncode == 2 and "must be" in result.stderr
+    bad_db = str(tmp_path / "missing-folder" / "x.sqlite")
+    result = subprocess.run(
+        [*base, "--db", bad_db], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2 and "cannot use --db" in result.stderr
+
+
+def test_collector_says_when_the_port_is_taken(collector: LocalCollector) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "layer_sdk", "collector", "--port", str(collector.port)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{collector.port}" in result.stderr
+
+
+# -- rich, when it is installed -------------------------------------------------------------
+
+
+def test_the_sdk_core_never_imports_rich() -> None:
+    code = (
+        "import sys, layer_sdk, layer_sdk.collector\n"
+        "from layer_sdk import Client\n"
+        "assert 'rich' not in sys.modules, 'rich was imported'\n"
+    )
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+
+
+def test_without_a_terminal_the_output_is_plain(capsys: pytest.CaptureFixture[str]) -> None:
+    from layer_sdk._cli import rich_console
+
+    assert rich_console(sys.stdout) is None  # captured: not a terminal
+    code, out = run(capsys, "demo", "--sessions", "5", "--threads", "1")
+    assert code == 0 and "\x1b[" not in out and "┃" not in out
+
+
+def test_demo_without_rich_is_plain(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "rich", None)  # import rich now fails
+    monkeypatch.setitem(sys.modules, "rich.console", None)
+    from layer_sdk import _cli
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert _cli.rich_console(sys.stdout) is None
+    code, out = run(capsys, "demo", "--sessions", "5", "--threads", "1")
+    assert code == 0
+    assert "events delivered (counted by the server)  25" in out
+
+
+def test_demo_with_rich_shows_progress_and_a_table() -> None:
+    rich_console = pytest.importorskip("rich.console")
+    import io
+
+    from layer_sdk._cli_demo import demo
+
+    buffer = io.StringIO()
+    console = rich_console.Console(file=buffer, force_terminal=True, width=100, color_system=None)
+    assert demo(200, 2, None, "layer-sdk-demo", console=console) == 0
+    out = buffer.getvalue()
+    assert "calls" in out and "delivered" in out and "1000/1000" in out  # the progress bars
+    assert "Layer SDK demo" in out and "┃" in out  # the table
+    assert re.search(r"│ events delivered \(counted by the server\) +│ +1,000 │", out), out
+    assert out.rstrip().endswith("OK: everything was delivered.")
+
+
+def test_collector_with_rich_on_a_terminal() -> None:
+    pytest.importorskip("rich")
+    import pty
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "120", "TERM": "xterm"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "layer_sdk", "collector", "--port", "0"],
+        env=env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+    )
+    os.close(slave)
+    output = b""
+
+    def read_until(pattern: str, timeout: float = 10.0) -> re.Match[str]:
+        nonlocal output
+        deadline = time.monotonic() + timeout
+        while True:
+            plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode(errors="replace"))
+            if (match := re.search(pattern, plain)) is not None:
+                return match
+            left = deadline - time.monotonic()
+            assert left > 0, f"{pattern!r} not in {plain!r}"
+            if select.select([master], [], [], left)[0]:
+                with contextlib.suppress(OSError):  # EIO: the process has ended
+                    output += os.read(master, 65536)
+
+    try:
+        port = int(read_until(r"listening on http://127\.0\.0\.1:(\d+)")[1])
+        session_id = str(uuid.uuid5(uuid.NAMESPACE_URL, "cli-rich"))
+        body = {"application_id": APP_ID, "session_id": session_id, "attributes": {"k": "v"}}
+        assert send(port, "/v1/sessions", body) == 200
+        read_until(rf"{session_id[:8]}  session .*app={APP_ID}  k=v")
+        assert b"\x1b[" in output  # styled
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=15) == 0
+        read_until(r"Stopped after .* received 1 session and 0 actions")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+        os.close(master)

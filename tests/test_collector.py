@@ -798,3 +798,124 @@ def test_stop_from_another_thread_ends_hung_delayed_and_idle_connections(
     finally:
         for sock in (delayed, held, idle):
             sock.close()
+
+
+# -- persistence in SQLite (db=), the on_event hook, fail_rate -----------------------------
+
+
+def test_db_keeps_sessions_and_actions_across_a_restart(tmp_path: Any) -> None:
+    db = tmp_path / "collector.sqlite"
+    with LocalCollector(db=db) as first:
+        body = {"application_id": APP, "session_id": SID, "actions": [action("embeddings")]}
+        assert post(first, "/v1/sessions", body).status == 200
+        assert post(first, f"/v1/sessions/{SID}/actions", action(attributes={"n": 1})).status == 202
+        sessions, actions = first.sessions, first.actions()
+    second = LocalCollector(db=db)  # loaded at once, before it serves
+    assert second.sessions == sessions and second.actions() == actions
+    assert second.event_count == 3
+    with second:
+        assert post(second, f"/v1/sessions/{SID}/actions", action("moderation")).status == 202
+        assert (
+            post(second, "/v1/sessions", {"application_id": APP, "session_id": SID}).status == 409
+        )
+    kinds = [stored["kind"] for stored in LocalCollector(db=db).actions(SID)]
+    assert kinds == ["embeddings", "completion_prompt", "moderation"]
+
+
+def test_db_schema_is_queryable_with_sqlite3(tmp_path: Any) -> None:
+    import sqlite3
+
+    db = tmp_path / "collector.sqlite"
+    with LocalCollector(db=str(db)) as running:
+        body = {"application_id": APP, "session_id": SID, "attributes": {"user.id": "u"}}
+        assert post(running, "/v1/sessions", body).status == 200
+        stored = action(attributes={"model.id": "m"}, data={"x": 1})
+        assert post(running, f"/v1/sessions/{SID}/actions", stored).status == 202
+    connection = sqlite3.connect(db)
+    try:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert connection.execute("PRAGMA user_version").fetchone() == (1,)
+        row = connection.execute(
+            "SELECT session_id, application_id, start_time, json_extract(body, '$.attributes')"
+            " FROM sessions"
+        ).fetchone()
+        assert row == (SID, APP, None, '{"user.id":"u"}')
+        row = connection.execute(
+            "SELECT seq, session_id, kind, start_time, end_time, body FROM actions"
+        ).fetchone()
+        assert row[:5] == (1, SID, "completion_prompt", T0, T1)
+        assert json.loads(row[5]) == stored
+        (received_at,) = connection.execute("SELECT received_at FROM actions").fetchone()
+        assert abs(received_at - time.time()) < 60
+    finally:
+        connection.close()
+
+
+def test_db_is_emptied_by_clear(tmp_path: Any) -> None:
+    db = tmp_path / "collector.sqlite"
+    with LocalCollector(db=db) as running:
+        assert (
+            post(running, "/v1/sessions", {"application_id": APP, "session_id": SID}).status == 200
+        )
+        running.clear()
+        other = str(uuid.uuid5(uuid.NAMESPACE_URL, "after-clear"))
+        assert (
+            post(running, "/v1/sessions", {"application_id": APP, "session_id": other}).status
+            == 200
+        )
+    assert [stored["session_id"] for stored in LocalCollector(db=db).sessions] == [other]
+
+
+def test_db_of_another_schema_version_is_refused(tmp_path: Any) -> None:
+    import sqlite3
+
+    db = tmp_path / "collector.sqlite"
+    connection = sqlite3.connect(db)
+    connection.execute("PRAGMA user_version = 99")
+    connection.close()
+    with pytest.raises(ValueError, match="schema version 99"):
+        LocalCollector(db=db)
+
+
+def test_on_event_sees_each_stored_session_and_action_in_order(collector: LocalCollector) -> None:
+    events: list[Any] = []
+    with LocalCollector(on_event=events.append) as running:
+        body = {"application_id": APP, "session_id": SID, "actions": [action("embeddings")]}
+        assert post(running, "/v1/sessions", body).status == 200
+        assert post(running, f"/v1/sessions/{SID}/actions", action()).status == 202
+        assert post(running, f"/v1/sessions/{SID}/actions", {"kind": "bad"}).status == 400
+        before = time.time()
+    assert [(event.kind, event.session_id) for event in events] == [
+        ("session", SID),
+        ("action", SID),
+        ("action", SID),
+    ]
+    assert events[0].body == {"application_id": APP, "session_id": SID}  # actions come apart
+    assert events[1].body == action("embeddings") and events[2].body == action()
+    assert all(before - 60 < event.stored_at <= before for event in events)
+
+
+def test_an_on_event_hook_that_raises_does_not_fail_the_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(event: Any) -> None:
+        raise RuntimeError("hook bug")
+
+    with LocalCollector(on_event=broken) as running:
+        assert (
+            post(running, "/v1/sessions", {"application_id": APP, "session_id": SID}).status == 200
+        )
+        assert running.event_count == 1
+    assert "on_event hook raised" in caplog.text
+
+
+def test_fail_rate_answers_that_fraction_with_503(collector: LocalCollector) -> None:
+    assert collector.fail_rate == 0
+    collector.fail_rate = 1
+    assert post(collector, "/v1/sessions", {"application_id": APP}).status == 503
+    collector.fail_next(1, 429)  # fail_next comes first
+    assert post(collector, "/v1/sessions", {"application_id": APP}).status == 429
+    collector.fail_rate = 0
+    assert post(collector, "/v1/sessions", {"application_id": APP}).status == 200
+    with pytest.raises(ValueError):
+        collector.fail_rate = 1.5

@@ -1,0 +1,267 @@
+"""``layer-sdk collector``: the local collector on a port, printing what it receives.
+
+Each stored session and action is printed as it arrives, one line each::
+
+    14:02:11.482  4cd605e7  session               app=my-app  user.id=42
+    14:02:11.490  4cd605e7  completion_prompt     model.id=gpt-4o-mini temperature=0.2
+
+``--json`` prints one JSON object per line instead: first
+``{"event": "listening", "url": ...}``, then one per session or action (its
+fields as sent, with ``event``, ``received_at`` and ``session_id``), and
+``{"event": "stopped", ...}`` last. ``--db FILE`` keeps everything in SQLite
+(schema: ``layer_sdk._collector_store``), so it survives a restart.
+``--fail-rate`` and ``--latency`` rehearse a bad network. SIGINT (Ctrl-C) and
+SIGTERM stop it, with a summary line; the exit code is then 0.
+
+Request headers are never printed: a client's credentials stay out of the output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import queue
+import signal
+import sqlite3
+import sys
+import threading
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from types import FrameType
+from typing import Any, TextIO
+
+from ._cli import rich_console
+from .collector import LocalCollector, StoredEvent
+
+_WIDTH = 120  # longest plain line; the attributes are cut to fit
+_WAKE_UP = 0.2  # seconds: the longest a signal waits for its handler
+
+
+def collector(
+    host: str,
+    port: int,
+    *,
+    as_json: bool = False,
+    db: str | None = None,
+    fail_rate: float = 0.0,
+    latency: float = 0.0,
+    out: TextIO | None = None,
+) -> int:
+    """Serve until SIGINT or SIGTERM; returns the exit code (2 when it cannot start)."""
+    stream = sys.stdout if out is None else out
+    if not 0 <= fail_rate <= 1 or latency < 0:
+        print("layer-sdk collector: --fail-rate must be in [0, 1], --latency >= 0", file=sys.stderr)
+        return 2
+    events: queue.SimpleQueue[StoredEvent | None] = queue.SimpleQueue()
+    try:
+        server = LocalCollector(host, port, db=db, on_event=events.put)
+    except (sqlite3.Error, ValueError, OSError) as error:
+        print(f"layer-sdk collector: cannot use --db {db}: {error}", file=sys.stderr)
+        return 2
+    server.fail_rate = fail_rate
+    server.delay = latency
+    try:
+        server.start()
+    except OSError as error:
+        print(f"layer-sdk collector: cannot listen on {host}:{port}: {error}", file=sys.stderr)
+        return 2
+
+    printer = _Printer(stream, as_json)
+    kept_sessions, kept_actions = len(server.sessions), len(server.actions())
+    printer.started(server.url, db, kept_sessions, kept_actions, fail_rate, latency)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        events.put(None)  # SimpleQueue.put may be called from a signal handler
+
+    began = time.monotonic()
+    received: Counter[str] = Counter()
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, stop)
+    try:
+        while True:
+            try:
+                # A timeout, as a signal that lands on another thread does not interrupt
+                # this wait: its handler runs once the main thread runs Python again.
+                event = events.get(timeout=_WAKE_UP)
+            except queue.Empty:
+                continue
+            if event is None:
+                break
+            received[event.kind] += 1
+            printer.event(event, flush=events.empty())
+    except BrokenPipeError:  # the reader went away (``| head``): stop quietly
+        printer = _Printer(None, as_json)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        server.stop()
+
+    statuses = Counter(request.status for request in server.requests)
+    errors = {str(status): n for status, n in sorted(statuses.items()) if not 200 <= status < 300}
+    printer.summary(
+        seconds=time.monotonic() - began,
+        sessions=received["session"],
+        actions=received["action"],
+        requests=sum(statuses.values()),
+        errors=errors,
+        db=db,
+        total_sessions=kept_sessions + received["session"],
+        total_actions=kept_actions + received["action"],
+    )
+    return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _utc(stamp: float) -> str:
+    moment = datetime.fromtimestamp(stamp, timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+# Attributes the SDK adds to every session: shown after the application's own.
+_SDK_ATTRIBUTES = ("source", "os", "python.runtime", "python.runtime.version")
+
+
+def _summary(attributes: Any) -> str:
+    if not isinstance(attributes, dict):
+        return ""
+    ordered = sorted(attributes.items(), key=lambda item: item[0] in _SDK_ATTRIBUTES)
+    return " ".join(f"{name}={_value(value)}" for name, value in ordered)
+
+
+class _Printer:
+    """Writes lines plainly, as JSON, or with rich when it is installed and out is a terminal."""
+
+    def __init__(self, stream: TextIO | None, as_json: bool) -> None:
+        self._stream = stream
+        self._json = as_json
+        self._console = None if as_json or stream is None else rich_console(stream)
+
+    def _write(self, line: str, flush: bool = True) -> None:
+        if self._stream is None:
+            return
+        self._stream.write(line + "\n")
+        if flush:
+            self._stream.flush()
+
+    def started(
+        self,
+        url: str,
+        db: str | None,
+        sessions: int,
+        actions: int,
+        fail_rate: float,
+        latency: float,
+    ) -> None:
+        if self._json:
+            line = {"event": "listening", "url": url, "db": db, "fail_rate": fail_rate}
+            line |= {"latency": latency, "sessions": sessions, "actions": actions}
+            self._write(json.dumps(line))
+            return
+        faults = [f"answering {fail_rate:.0%} of requests with 503"] if fail_rate else []
+        faults += [f"answering after {latency:g} s"] if latency else []
+        notes = [f"keeping everything in {db} ({sessions} sessions, {actions} actions so far)"]
+        notes = (notes if db else []) + faults
+        if self._console is not None:
+            from rich.text import Text  # type: ignore[import-not-found, unused-ignore]
+
+            self._console.print(
+                Text.assemble(
+                    ("Layer collector listening on ", "bold"),
+                    (url, "bold cyan"),
+                    "  (Ctrl-C to stop)",
+                ),
+                soft_wrap=True,
+            )
+            for note in notes:
+                self._console.print(Text(f"  {note}", "dim"), soft_wrap=True)
+            return
+        self._write(f"Layer collector listening on {url}  (Ctrl-C to stop)", flush=False)
+        for note in notes:
+            self._write(f"  {note}", flush=False)
+        self._write(f"  point the SDK at it: LAYER_BASE_URL={url}")
+
+    def event(self, event: StoredEvent, flush: bool) -> None:
+        body = event.body
+        if self._json:
+            fields = {"event": event.kind, "received_at": _utc(event.stored_at)}
+            fields["session_id"] = event.session_id
+            self._write(json.dumps({**fields, **body}, default=str), flush)
+            return
+        clock = datetime.fromtimestamp(event.stored_at).strftime("%H:%M:%S.%f")[:-3]
+        if event.kind == "session":
+            kind = "session"
+            app = body.get("application_id")
+            details = f"app={app}  {_summary(body.get('attributes'))}".rstrip()
+        else:
+            kind = str(body.get("kind"))
+            details = _summary(body.get("attributes"))
+        error = body.get("error") if event.kind == "action" else None
+        failed = f"error: {error.get('message')}" if isinstance(error, dict) else ""
+        head = f"{clock}  {event.session_id[:8]}  {kind:<20} "
+        width = _WIDTH if self._console is None else self._console.width
+        room = width - len(head) - 1 - (len(failed) + 2 if failed else 0)
+        if len(details) > room:
+            details = details[: max(room - 1, 0)] + "…"
+        if self._console is None:
+            self._write(f"{head} {details}{'  ' + failed if failed else ''}".rstrip(), flush)
+            return
+        from rich.text import Text  # type: ignore[import-not-found, unused-ignore]
+
+        line = Text(no_wrap=True, overflow="ellipsis")
+        line.append(clock, "dim")
+        line.append(f"  {event.session_id[:8]}  ", "cyan")
+        line.append(f"{kind:<20} ", "bold green" if kind == "session" else "magenta")
+        line.append(f" {details}")
+        if failed:
+            line.append(f"  {failed}", "bold red")
+        self._console.print(line, no_wrap=True, overflow="ellipsis", crop=True)
+
+    def summary(
+        self,
+        *,
+        seconds: float,
+        sessions: int,
+        actions: int,
+        requests: int,
+        errors: dict[str, int],
+        db: str | None,
+        total_sessions: int,
+        total_actions: int,
+    ) -> None:
+        if self._json:
+            line: dict[str, Any] = {"event": "stopped", "seconds": round(seconds, 3)}
+            line |= {"sessions": sessions, "actions": actions, "requests": requests}
+            line |= {"errors": errors, "db": db}
+            line |= {"total_sessions": total_sessions, "total_actions": total_actions}
+            self._write(json.dumps(line))
+            return
+        failed = sum(errors.values())
+        statuses = ", ".join(f"{n} with {status}" for status, n in errors.items())
+        text = (
+            f"Stopped after {seconds:.1f} s: received {_count(sessions, 'session')} and"
+            f" {_count(actions, 'action')} in {_count(requests, 'request')}"
+            f" ({failed} answered with an error{': ' if failed else ''}{statuses})."
+        )
+        if db:
+            text += (
+                f" {db} holds {_count(total_sessions, 'session')}"
+                f" and {_count(total_actions, 'action')}."
+            )
+        if self._console is not None:
+            with contextlib.suppress(BrokenPipeError):
+                self._console.print(
+                    text, style="bold", markup=False, highlight=False, soft_wrap=True
+                )
+            return
+        with contextlib.suppress(BrokenPipeError):
+            self._write(text)
