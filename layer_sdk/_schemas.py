@@ -283,12 +283,15 @@ def action_body(
     """
     if start_time is None or end_time is None:
         now = datetime.now(timezone.utc)
-        start_time = start_time or now
-        end_time = end_time or now
+        start_time = now if start_time is None else utc(start_time, "start_time")
+        end_time = now if end_time is None else utc(end_time, "end_time")
+    else:
+        start_time = utc(start_time, "start_time")
+        end_time = utc(end_time, "end_time")
     action = SessionActionRequest(
         kind if type(kind) is SessionActionKind else action_kind(kind),
-        utc(start_time, "start_time"),  # type: ignore[arg-type]
-        utc(end_time, "end_time"),  # type: ignore[arg-type]
+        start_time,  # type: ignore[arg-type]
+        end_time,  # type: ignore[arg-type]
         attributes if type(attributes) is dict else action_attributes(attributes),
         data,
         None if error is None else action_error(error),
