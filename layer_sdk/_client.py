@@ -57,7 +57,7 @@ from ._schemas import (
     session_id_text,
     utc,
 )
-from ._transport import Transport
+from ._transport import Response, Transport
 from ._worker import ExportWorker, LossLog, sdk_thread
 
 if TYPE_CHECKING:
@@ -362,7 +362,7 @@ class Client:
                 f"the encoded event is {len(event.body)} bytes, more than max_event_bytes={limit}"
             )
 
-    def _send_now(self, exporter: _Exporter, session_id: str, path: str, body: bytes) -> Any:
+    def _send_now(self, exporter: _Exporter, session_id: str, path: str, body: bytes) -> Response:
         if exporter.queue.closed:
             raise LayerRequestError("the client is shut down; call init() to use it again")
         # Earlier buffered events of this session go first, so the order holds on the wire.

@@ -297,7 +297,4 @@ def action_body(
         None if error is None else action_error(error),
         None if scanners is None else action_scanners(scanners),
     )
-    try:
-        return _encoder.encode(action)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise LayerRequestPreparationError(f"action cannot be encoded as JSON: {exc}") from None
+    return encode(action, "action")

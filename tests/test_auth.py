@@ -166,7 +166,17 @@ def test_sixteen_threads_at_the_moment_of_expiry_cause_one_token_request(
     assert wait_until(lambda: time.time() >= exp, timeout=SHORT_TTL + 1)
     assert provider.introspect(first) == {"active": False}
 
-    barrier = threading.Barrier(16)
+    assert create_sessions_at_once(client, 16) == []
+    assert len(provider.token_requests()) == 2
+    assert len(collector.sessions) == 17
+    second = list(provider.issued())[1]
+    assert [token_of(request) for request in collector.requests[1:]] == [second] * 16
+    assert_every_request_carried_a_valid_token(collector, check)
+
+
+def create_sessions_at_once(client: Client, threads: int) -> list[BaseException]:
+    """``threads`` threads each create a session with sync=True at the same moment; their errors."""
+    barrier = threading.Barrier(threads)
     errors: list[BaseException] = []
 
     def call() -> None:
@@ -176,17 +186,12 @@ def test_sixteen_threads_at_the_moment_of_expiry_cause_one_token_request(
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=call) for _ in range(16)]
-    for thread in threads:
+    pool = [threading.Thread(target=call) for _ in range(threads)]
+    for thread in pool:
         thread.start()
-    for thread in threads:
+    for thread in pool:
         thread.join(10)
-    assert errors == []
-    assert len(provider.token_requests()) == 2
-    assert len(collector.sessions) == 17
-    second = list(provider.issued())[1]
-    assert [token_of(request) for request in collector.requests[1:]] == [second] * 16
-    assert_every_request_carried_a_valid_token(collector, check)
+    return errors
 
 
 # -- 401 from the API -----------------------------------------------------------------
@@ -228,22 +233,7 @@ def test_sixteen_requests_refused_with_the_same_token_cause_one_refresh(
     client.create_session(sync=True)
     provider.revoke(next(iter(provider.issued())))
 
-    barrier = threading.Barrier(16)
-    errors: list[BaseException] = []
-
-    def call() -> None:
-        try:
-            barrier.wait(5)
-            client.create_session(sync=True)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=call) for _ in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
-    assert errors == []
+    assert create_sessions_at_once(client, 16) == []
     assert len(provider.token_requests()) == 2
     assert len(collector.sessions) == 17
     refused = {r.headers["x-request-id"] for r in collector.requests if r.status == 401}

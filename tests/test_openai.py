@@ -472,25 +472,30 @@ def test_chat_completions_parse(
     assert output["scanners"] == [{"name": "usage", "data": USAGE}]
 
 
+def read_stream_helper(mode: str, manager: Any, final: str) -> Any:
+    """Read a ``.stream()`` helper to its end and return its final object (awaitable if async)."""
+    if mode == "sync":
+        with manager as stream:
+            for _ in stream:
+                pass
+            return getattr(stream, final)()
+
+    async def run() -> Any:
+        async with manager as stream:
+            async for _ in stream:
+                pass
+            return await getattr(stream, final)()
+
+    return run()
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_chat_completions_stream_helper(
     mode: str, layer: Client, collector: LocalCollector, server: OpenAIServer
 ) -> None:
     def call(c: Any) -> Any:
         manager = chat_with_helpers(c).stream(model="gpt-test", messages=MESSAGES)
-        if mode == "sync":
-            with manager as stream:
-                for _ in stream:
-                    pass
-                return stream.get_final_completion()
-
-        async def run() -> Any:
-            async with manager as stream:
-                async for _ in stream:
-                    pass
-                return await stream.get_final_completion()
-
-        return run()
+        return read_stream_helper(mode, manager, "get_final_completion")
 
     with layer.session_context() as session_id:
         final = perform(mode, server, call)
@@ -645,19 +650,7 @@ def test_responses_stream_helper(
 
     def call(c: Any) -> Any:
         manager = c.responses.stream(model="gpt-test", input="Hello")
-        if mode == "sync":
-            with manager as stream:
-                for _ in stream:
-                    pass
-                return stream.get_final_response()
-
-        async def run() -> Any:
-            async with manager as stream:
-                async for _ in stream:
-                    pass
-                return await stream.get_final_response()
-
-        return run()
+        return read_stream_helper(mode, manager, "get_final_response")
 
     with layer.session_context() as session_id:
         final = perform(mode, server, call)
