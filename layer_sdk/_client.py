@@ -42,8 +42,9 @@ from ._exceptions import (
     LayerRequestError,
     LayerRequestPreparationError,
 )
+from ._losses import RECURSION, TOO_LARGE, LossLog
 from ._platform import platform_attributes
-from ._queue import TOO_LARGE, WAKE, Event, ExportQueue, ExportStats
+from ._queue import WAKE, Event, ExportQueue, ExportStats
 from ._schemas import (
     SessionActionKind,
     SessionActionRequest,
@@ -58,7 +59,7 @@ from ._schemas import (
     utc,
 )
 from ._transport import Response, Transport
-from ._worker import ExportWorker, LossLog, sdk_thread
+from ._worker import ExportWorker, sdk_thread
 
 if TYPE_CHECKING:
     import requests
@@ -68,9 +69,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("layer_sdk")
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-#: Dropped when an SDK thread (e.g. a logging handler run by it) tries to enqueue.
-RECURSION = "recursion"
 
 
 class _Exporter:

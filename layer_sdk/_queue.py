@@ -26,15 +26,8 @@ from collections.abc import Callable
 
 import msgspec
 
+from ._losses import QUEUE_FULL, SESSION_FAILED, SHUTDOWN, TOO_LARGE
 from ._schemas import session_body
-
-# Why an event was dropped at the door or given up on after being accepted.
-QUEUE_FULL = "queue_full"
-TOO_LARGE = "too_large"
-SHUTDOWN = "shutdown"
-REJECTED = "rejected"
-RETRIES_EXHAUSTED = "retries_exhausted"
-SESSION_FAILED = "session_failed"
 
 ACCEPTED = 0
 WAKE = 1  # accepted, and the worker was woken: a good moment to check it is alive

@@ -200,6 +200,4 @@ def _proxied(base_url: str) -> bool:
     host = urlsplit(base_url).hostname or ""
     proxies = urllib.request.getproxies()
     scheme = urlsplit(base_url).scheme
-    return bool(proxies.get(scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(
-        host
-    )
+    return bool(proxies.get(scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(host)

@@ -17,9 +17,9 @@ import os
 import threading
 import time
 
-from ._config import DropCallback
 from ._exceptions import LayerAuthError, LayerHTTPError, LayerRequestError
-from ._queue import REJECTED, RETRIES_EXHAUSTED, SHUTDOWN, ExportQueue, Request
+from ._losses import INTERNAL_ERROR, REJECTED, RETRIES_EXHAUSTED, SHUTDOWN, LossLog
+from ._queue import ExportQueue, Request
 from ._retry import is_retryable
 from ._transport import Transport
 
@@ -29,10 +29,6 @@ logger = logging.getLogger("layer_sdk")
 PRIMARY_IDLE_TIMEOUT = 5.0
 #: An extra sender without work for this long exits, seconds.
 EXTRA_IDLE_TIMEOUT = 30.0
-#: At most one log line per loss reason in this many seconds (the counts add up meanwhile).
-LOSS_LOG_INTERVAL = 10.0
-
-INTERNAL_ERROR = "internal_error"
 
 
 class _ThreadRole(threading.local):
@@ -43,65 +39,6 @@ class _ThreadRole(threading.local):
 
 
 sdk_thread = _ThreadRole()
-
-
-class LossLog:
-    """Counts, reports (``on_drop``) and logs lost events, without flooding the log.
-
-    Each kind of trouble gets its first log line at once, then at most one
-    line every ``LOSS_LOG_INTERVAL`` that sums up what happened meanwhile.
-    """
-
-    def __init__(self, on_drop: DropCallback | None = None) -> None:
-        self._on_drop = on_drop
-        self._lock = threading.Lock()
-        self._last_logged: dict[str, float] = {}
-        self._unlogged: dict[str, int] = {}
-        self._details: dict[str, str] = {}
-
-    def explain(self, reason: str, detail: str) -> None:
-        """Remember why the next loss for ``reason`` happened, for its log line."""
-        with self._lock:
-            self._details[reason] = detail
-
-    def __call__(self, reason: str, count: int) -> None:
-        """Record that ``count`` events were lost for ``reason``."""
-        if self._on_drop is not None:
-            try:
-                self._on_drop(reason, count)
-            except Exception:
-                logger.exception("the on_drop callback raised")
-        total = self._due(reason, count)
-        if total:
-            detail = self._details.pop(reason, None)
-            logger.warning(
-                "layer-sdk lost %d event(s): %s%s", total, reason, f" ({detail})" if detail else ""
-            )
-
-    def credentials_refused(self, message: str, delay: float) -> None:
-        """A request got no credentials; its events stay queued and are tried again."""
-        total = self._due("credentials_refused", 1)
-        if total:
-            logger.warning(
-                "layer-sdk has no credentials for the Layer API (%s); the events stay queued "
-                "and are tried again (%d refusal(s) since the last report, next try in %.1f s)",
-                message,
-                total,
-                delay,
-            )
-
-    def _due(self, key: str, count: int) -> int:
-        """How many to report now for ``key`` (0: not yet, the count is kept for later)."""
-        now = time.monotonic()
-        with self._lock:
-            total = self._unlogged.get(key, 0) + count
-            last = self._last_logged.get(key)
-            if last is not None and now - last < LOSS_LOG_INTERVAL:
-                self._unlogged[key] = total
-                return 0
-            self._last_logged[key] = now
-            self._unlogged[key] = 0
-            return total
 
 
 class ExportWorker:

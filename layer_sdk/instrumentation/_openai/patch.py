@@ -226,4 +226,3 @@ def _start(api: str, operation: str, kwargs: dict[str, Any]) -> _Call | None:
     except Exception as exc:
         _problem(f"preparing the record of {operation}", exc)
         return None
-
