@@ -13,6 +13,7 @@ import atexit
 import contextlib
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -31,7 +32,9 @@ from ._config import (
     DEFAULT_MAX_EVENT_BYTES,
     DEFAULT_MAX_QUEUE_BYTES,
     DEFAULT_MAX_QUEUE_SIZE,
+    DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_MAX_RETRIES,
+    DEFAULT_MAX_RETRY_TIME,
     DEFAULT_SHUTDOWN_TIMEOUT,
     Config,
     DropCallback,
@@ -85,6 +88,7 @@ class _Exporter:
             max_bytes=config.max_queue_bytes,
             max_event_bytes=config.max_event_bytes,
             batch_size=config.max_batch_size,
+            max_request_bytes=config.max_request_bytes,
             flush_interval=config.flush_interval,
             on_loss=self.losses,
         )
@@ -136,6 +140,8 @@ class Client:
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
+        max_retry_time: float = DEFAULT_MAX_RETRY_TIME,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
         on_drop: DropCallback | None = None,
     ) -> None:
@@ -170,11 +176,14 @@ class Client:
                 flush_interval=flush_interval,
                 shutdown_timeout=shutdown_timeout,
                 max_retries=max_retries,
+                max_retry_time=max_retry_time,
+                max_request_bytes=max_request_bytes,
                 max_concurrent_requests=max_concurrent_requests,
                 on_drop=on_drop,
             )
             self._exporter = _Exporter(config)
             _clients.add(self)
+            _drain_at_multiprocessing_exit()
         instrumentation.instrument(self, config.disabled_instrumentations)
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -434,4 +443,33 @@ def _restart_in_child() -> None:
         client._restart_after_fork()
 
 
-os.register_at_fork(after_in_child=_restart_in_child)
+_multiprocessing_hooked = False
+
+
+def _drain_at_multiprocessing_exit() -> None:
+    """Drain at the exit of ``multiprocessing`` children too.
+
+    A child process of ``multiprocessing`` ends with ``os._exit``, past
+    ``atexit``, but first runs the finalizers of ``multiprocessing.util``
+    (after a clean return from its target: a worker killed by
+    ``Pool.terminate()`` runs nothing). A forked child inherits no finalizer
+    (its registry is cleared when it starts), so one is registered in every
+    child as it starts, through ``register_after_fork``; a child that calls
+    ``init()`` itself (spawn, forkserver) registers one there.
+    """
+    global _multiprocessing_hooked
+    util = sys.modules.get("multiprocessing.util")
+    if util is None:
+        return  # not in use: a process cannot be started without it
+    if not _multiprocessing_hooked:
+        _multiprocessing_hooked = True
+        util.register_after_fork(_drain_at_exit, _finalize_in_child)
+    if sys.modules["multiprocessing"].parent_process() is not None:
+        _finalize_in_child(_drain_at_exit)
+
+
+def _finalize_in_child(drain: Callable[[], None]) -> None:
+    sys.modules["multiprocessing.util"].Finalize(None, drain, exitpriority=10)
+
+
+os.register_at_fork(before=_drain_at_multiprocessing_exit, after_in_child=_restart_in_child)

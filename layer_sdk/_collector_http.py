@@ -201,6 +201,10 @@ def _read_head(buffer: bytearray) -> _Head | None:
     if len(words) != 3 or not words[2].startswith("HTTP/"):
         raise _BadHead(400, f"bad request line {request_line.strip()[:100]!r}")
     method, path, version = words
+    if path.startswith(("http://", "https://")):
+        # The absolute form, as a client sends it to a proxy (RFC 9112 3.2.2: a
+        # server must accept it): so that the collector can stand in for a proxy too.
+        path = "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
     if version not in ("HTTP/1.1", "HTTP/1.0"):
         raise _BadHead(505, f"HTTP version not supported: {version[:20]!r}")
     if len(lines) > _MAX_HEADERS:

@@ -39,8 +39,15 @@ DEFAULT_FLUSH_INTERVAL = 0.5
 DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 #: How long ``flush()`` without a timeout may block, seconds.
 DEFAULT_FLUSH_TIMEOUT = 30.0
-#: Retries of a failed request after the first attempt (the original SDK's 3).
+#: Retries of a failed synchronous request after the first attempt (the original SDK's 3).
 DEFAULT_MAX_RETRIES = 3
+#: How long a buffered request is retried, seconds from its first attempt: an
+#: API deploy or restart must lose nothing (the OpenTelemetry Collector's
+#: ``retry_on_failure`` default is 5 minutes; the queue bounds still apply).
+DEFAULT_MAX_RETRY_TIME = 600.0
+#: A request that merges a session with its actions stays under this many bytes
+#: (nginx's default body limit, and the most common proxy limit).
+DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
 #: Requests in flight at once; sender threads are started only as the load needs them.
 DEFAULT_MAX_CONCURRENT_REQUESTS = 32
 
@@ -68,6 +75,8 @@ class Config:
     flush_interval: float = DEFAULT_FLUSH_INTERVAL
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     max_retries: int = DEFAULT_MAX_RETRIES
+    max_retry_time: float = DEFAULT_MAX_RETRY_TIME
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS
     on_drop: DropCallback | None = dataclasses.field(default=None, repr=False)
 
@@ -91,6 +100,8 @@ class Config:
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
+        max_retry_time: float = DEFAULT_MAX_RETRY_TIME,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
         on_drop: DropCallback | None = None,
         environ: Mapping[str, str] | None = None,
@@ -127,6 +138,8 @@ class Config:
             flush_interval=_positive("flush_interval", flush_interval),
             shutdown_timeout=_positive("shutdown_timeout", shutdown_timeout, allow_zero=True),
             max_retries=_count("max_retries", max_retries, allow_zero=True),
+            max_retry_time=_positive("max_retry_time", max_retry_time, allow_zero=True),
+            max_request_bytes=_count("max_request_bytes", max_request_bytes),
             max_concurrent_requests=_count("max_concurrent_requests", max_concurrent_requests),
             on_drop=on_drop,
         )

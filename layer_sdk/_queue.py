@@ -32,8 +32,6 @@ from ._schemas import session_body
 ACCEPTED = 0
 WAKE = 1  # accepted, and the worker was woken: a good moment to check it is alive
 
-#: A create request carries at most this many bytes of actions; the rest follow it.
-MAX_MERGED_BYTES = 4 * 1024 * 1024
 #: Memory an event costs beyond its encoded bytes (its record, the bytes object's
 #: header), counted against ``max_queue_bytes`` so that the bound covers real memory.
 EVENT_OVERHEAD = 128
@@ -50,6 +48,7 @@ class Event(msgspec.Struct, gc=False):
     creates_session: bool
     epoch: int = 0
     next: Event | None = None  # the next waiting event of the same session
+    alone: bool = False  # a refused merged create, resent without its actions
 
 
 class Request(msgspec.Struct, gc=False):
@@ -134,18 +133,23 @@ class ExportQueue:
         max_bytes: int,
         max_event_bytes: int,
         batch_size: int,
+        max_request_bytes: int,
         flush_interval: float,
         on_loss: Callable[[str, int], None],
     ) -> None:
         self._on_loss = on_loss
         self._unreported: list[tuple[str, int]] = []
         self._lock = threading.Lock()
-        self._work = threading.Condition(self._lock)  # senders wait here for requests
         self._resolved = threading.Condition(self._lock)  # flush waits here
+        # Senders waiting for work, the most recently idle last. Work goes to
+        # the most recently idle first, so that under light load the same few
+        # senders stay busy and the others stay idle long enough to exit.
+        self._idle: list[threading.Condition] = []
         self._max_events = max_events
         self._max_bytes = max_bytes
         self._max_event_bytes = max_event_bytes
         self._batch_size = batch_size
+        self._max_request_bytes = max_request_bytes
         self._flush_interval = flush_interval
         self._closed = False
 
@@ -155,7 +159,6 @@ class ExportQueue:
         self._ready: deque[str] = deque()  # sessions with waiting events and none in flight
         self._in_flight: dict[int, Request] = {}
         self._dead: dict[str, None] = {}
-        self._idle_senders = 0
 
         self._events = 0
         self._bytes = 0
@@ -197,7 +200,7 @@ class ExportQueue:
                     self._inbox_since = time.monotonic()
                 elif len(inbox) != self._batch_size:
                     return ACCEPTED
-                self._work.notify()  # start the flush_interval timer, or send a full batch
+                self._wake()  # start the flush_interval timer, or send a full batch
                 return WAKE
         self.report()
         return reason
@@ -249,11 +252,19 @@ class ExportQueue:
                 return None
             else:
                 timeout = idle_deadline - now
-            self._idle_senders += 1
+            waiter = threading.Condition(self._lock)
+            self._idle.append(waiter)
             try:
-                self._work.wait(timeout)
+                waiter.wait(timeout)
             finally:
-                self._idle_senders -= 1
+                if waiter in self._idle:  # timed out rather than woken
+                    self._idle.remove(waiter)
+
+    def _wake(self, count: int = 1) -> None:
+        """Wake up to ``count`` idle senders, the most recently idle first."""
+        idle = self._idle
+        for _ in range(min(count, len(idle))):
+            idle.pop().notify()
 
     @property
     def closed(self) -> bool:
@@ -263,7 +274,7 @@ class ExportQueue:
     def needs_more_senders(self) -> bool:
         """Whether requests are ready that no idle sender will pick up."""
         with self._lock:
-            return len(self._ready) > self._idle_senders
+            return len(self._ready) > len(self._idle)
 
     def complete(self, request: Request, failure: str | None = None) -> None:
         """Resolve a request: delivered when ``failure`` is None, else given up for that reason."""
@@ -283,7 +294,7 @@ class ExportQueue:
                     self._fail(session.pop_all(), SESSION_FAILED)
             if session.first is not None:
                 self._ready.append(request.session_id)
-                self._work.notify()
+                self._wake()
             else:
                 del self._sessions[request.session_id]
             self._resolved.notify_all()
@@ -298,7 +309,22 @@ class ExportQueue:
             session.in_flight = False
             session.push_front(request.events)
             self._ready.appendleft(request.session_id)
-            self._work.notify()
+            self._wake()
+
+    def split(self, request: Request) -> None:
+        """The server refused a merged create: its events go back to the front of their
+        line, the create to travel alone and each action in its own request, so that
+        only what the server refuses fails. They count as retried."""
+        with self._lock:
+            if self._in_flight.pop(id(request), None) is None:
+                return
+            session = self._sessions[request.session_id]
+            session.in_flight = False
+            request.events[0].alone = True
+            session.push_front(request.events)
+            self._retried += len(request.events)
+            self._ready.appendleft(request.session_id)
+            self._wake()
 
     def count_retry(self, request: Request) -> None:
         """A request is being sent again."""
@@ -326,7 +352,7 @@ class ExportQueue:
         self._inbox = []
         self._resolved.notify_all()
         if len(ready) > 1:
-            self._work.notify(len(ready) - 1)
+            self._wake(len(ready) - 1)
 
     def _next_request(self) -> Request:
         session_id = self._ready.popleft()
@@ -335,14 +361,15 @@ class ExportQueue:
         events = [first]
         if first.creates_session:
             path = "/v1/sessions"
-            merged = 0
+            size = len(first.body) + len(',"actions":[]')
             while (
-                (following := session.first) is not None
+                not first.alone
+                and (following := session.first) is not None
                 and not following.creates_session
                 and len(events) < self._batch_size
-                and merged + len(following.body) <= MAX_MERGED_BYTES
+                and size + len(following.body) + 1 <= self._max_request_bytes
             ):
-                merged += len(following.body)
+                size += len(following.body) + 1
                 events.append(session.pop())
             body = session_body(first.body, [event.body for event in events[1:]])
         else:
@@ -395,7 +422,7 @@ class ExportQueue:
                 self._epoch_events = 0
             self._epoch += 1
             self._inbox_since = 0.0  # make the inbox due now
-            self._work.notify()
+            self._wake()
             while self._earlier_epochs and min(self._earlier_epochs) <= target:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -410,7 +437,7 @@ class ExportQueue:
         deadline = time.monotonic() + timeout
         with self._lock:
             self._inbox_since = 0.0
-            self._work.notify()
+            self._wake()
             while session_id in self._sessions or any(
                 event.session_id == session_id for event in self._inbox
             ):
@@ -425,13 +452,13 @@ class ExportQueue:
         with self._lock:
             self._closed = True
             self._max_events = -1  # put() then takes its slow path, which checks _closed
-            self._work.notify_all()
+            self._wake(len(self._idle))
 
     def forget_locks(self) -> None:
         """New locks for a forked child, where a parent thread may have held the old ones."""
         self._lock = threading.Lock()
-        self._work = threading.Condition(self._lock)
         self._resolved = threading.Condition(self._lock)
+        self._idle = []
 
     def abandon(self) -> None:
         """Give up on everything still unresolved (shutdown's deadline has passed)."""
@@ -448,7 +475,7 @@ class ExportQueue:
             self._sessions.clear()
             self._ready.clear()
             self._fail(events, SHUTDOWN)
-            self._work.notify_all()
+            self._wake(len(self._idle))
             self._resolved.notify_all()
         self.report()
 

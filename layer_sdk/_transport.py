@@ -1,8 +1,12 @@
 """The one way requests reach the Layer API, used by the synchronous path and the worker alike.
 
-``Transport.send`` posts a JSON body, adds the standard and authentication
-headers, retries what is worth retrying (see ``_retry``), and turns every
-outcome that is not a 2xx answer into one of the documented exceptions.
+``Transport.send`` (the synchronous path) and ``Transport.deliver`` (the
+worker) post a JSON body, add the standard and authentication headers, and
+retry what is worth retrying in one loop (``_exchange``) with two budgets: the
+synchronous path retries ``max_retries`` times and raises the documented
+exception; the worker retries until ``max_retry_time`` has passed, waits in the
+shared ``SendGate`` (``_retry``), and gets back a ``Delivery`` that names the
+loss reason, so that it never re-classifies errors itself.
 
 Two backends carry the bytes. By default the SDK's own keep-alive connections
 (``_http``), which cost a fraction of a library's CPU per request, with the
@@ -16,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -26,12 +29,16 @@ import msgspec
 
 from ._auth import warn_if_cleartext
 from ._config import Config
-from ._exceptions import LayerAuthError, LayerHTTPError, LayerRequestError
+from ._exceptions import LayerAuthError, LayerHTTPError, LayerRequestError, LayerSDKException
 from ._http import ConnectionPool
+from ._losses import REJECTED, RETRIES_EXHAUSTED, SHUTDOWN
 from ._platform import USER_AGENT
-from ._retry import RetryPolicy, is_retryable
+from ._retry import Admission, RetryPolicy, SendGate, is_retryable, parse_retry_after
 
 logger = logging.getLogger("layer_sdk")
+
+RetryCallback = Callable[[LayerSDKException, float], None]
+"""``on_retry(error, delay)``: told before each retry of a buffered request."""
 
 REQUEST_ID_HEADER = "X-Request-Id"
 """Same value on every attempt of one request, so that the server can de-duplicate."""
@@ -81,6 +88,19 @@ class _RequestsBackend:
         """The user's session is theirs to close."""
 
 
+class Delivery(NamedTuple):
+    """What became of one request: delivered (``loss`` is None) or why it was given up on."""
+
+    response: Response | None
+    loss: str | None = None
+    error: LayerSDKException | None = None
+
+    @property
+    def status(self) -> int | None:
+        """The status of the last answer, if the server answered at all."""
+        return None if self.response is None else self.response.status
+
+
 class Transport:
     """Sends requests to the Layer API with headers, authentication and retries."""
 
@@ -95,11 +115,16 @@ class Transport:
             "User-Agent": USER_AGENT,
         }
         self._backend: _DirectBackend | _RequestsBackend
+        self.retry = RetryPolicy(
+            max_retries=config.max_retries, max_retry_time=config.max_retry_time
+        )
+        self.gate = SendGate(self.retry)
         if config.http_session is not None:
             self._backend = _RequestsBackend(config.http_session, config.http_timeout)
-            self.retry = RetryPolicy(max_retries=0)
+            # The user's session brings its own retry policy: exactly one retry layer.
+            self._own_retries = False
             return
-        self.retry = RetryPolicy(max_retries=config.max_retries)
+        self._own_retries = True
         if _proxied(config.base_url):
             import requests
 
@@ -110,62 +135,112 @@ class Transport:
                 config.base_url, config.http_timeout, config.max_concurrent_requests
             )
 
-    def send(
-        self,
-        path: str,
-        body: bytes,
-        *,
-        cancel: threading.Event | None = None,
-        on_retry: Callable[[], None] | None = None,
-    ) -> Response:
-        """POST ``body`` to ``path``; returns a 2xx response or raises.
+    def send(self, path: str, body: bytes) -> Response:
+        """POST ``body`` to ``path`` now (the synchronous path); returns a 2xx response or raises.
 
-        Raises ``LayerHTTPError`` for a non-2xx answer (after retries when it is
-        retryable), ``LayerRequestError`` when the server cannot be reached,
-        and ``LayerAuthError`` when no credentials can be had. Backoff sleeps
-        end early when ``cancel`` is set.
+        Retries up to ``max_retries`` times. Raises ``LayerHTTPError`` for a
+        non-2xx answer, ``LayerRequestError`` when the server cannot be reached,
+        and ``LayerAuthError`` when no credentials can be had.
         """
+        delivery = self._exchange(path, body, sync=True, on_retry=None)
+        if delivery.error is not None:
+            raise delivery.error
+        assert delivery.response is not None
+        return delivery.response
+
+    def deliver(self, path: str, body: bytes, *, on_retry: RetryCallback) -> Delivery:
+        """POST ``body`` for the worker; the ``Delivery`` says what became of it. Never raises
+        for trouble on the way.
+
+        Retried until ``max_retry_time`` has passed since the first attempt.
+        Waits go through the shared ``SendGate``: shutdown cuts them short, and
+        an unreachable API is probed by one request at a time. Refused
+        credentials are retried too: the events are not at fault.
+        """
+        return self._exchange(path, body, sync=False, on_retry=on_retry)
+
+    def _exchange(
+        self, path: str, body: bytes, *, sync: bool, on_retry: RetryCallback | None
+    ) -> Delivery:
+        """The one retry loop of both paths."""
+        gate = None if sync else self.gate
         url = self._base_url + path
         headers = dict(self._headers)
         headers[REQUEST_ID_HEADER] = os.urandom(16).hex()
         retries = 0
         reauthenticated = False
+        started = not_before = time.monotonic()
+        deadline = started + self.retry.max_retry_time
+        response: Response | None = None
+        error: LayerSDKException | None = None
         while True:
-            retry_after = None
+            probe = False
+            if gate is not None:
+                admission = gate.admit(not_before, deadline)
+                if admission is Admission.CLOSED:
+                    why = f"gave up: the client is shutting down (last error: {error})"
+                    return Delivery(response, SHUTDOWN, LayerRequestError(why))
+                if admission is Admission.EXPIRED:
+                    why = f"the Layer API stayed unavailable for {self.retry.max_retry_time:g} s"
+                    return Delivery(response, RETRIES_EXHAUSTED, error or LayerRequestError(why))
+                probe = admission is Admission.PROBE
+            response = None
+            retry_after: float | None = None
             try:
                 if self._auth is not None:
                     headers.update(self._auth.get_headers())
                 response = self._backend.post(url, body, headers)
-            except LayerAuthError:
-                raise
+            except LayerAuthError as exc:
+                if sync:
+                    raise  # the caller learns at once that no credentials can be had
+                error = exc
             except LayerRequestError as exc:
-                error: LayerRequestError = exc
-            else:
+                error = exc
+            except BaseException:
+                if gate is not None:
+                    gate.abandon(probe=probe)
+                raise
+            if response is not None:
                 if 200 <= response.status < 300:
-                    return response
+                    if gate is not None:
+                        gate.passed()
+                    return Delivery(response)
                 error = http_error(response)
                 if response.status == 401 and self._auth is not None and not reauthenticated:
                     # A token the server no longer accepts: one fresh token, one more try.
                     reauthenticated = True
                     if self._auth.invalidate():
+                        if gate is not None:
+                            gate.passed()
                         continue
                 if not is_retryable(response.status):
-                    raise error
-                retry_after = response.headers.get("Retry-After")
-            if not self.retry.can_retry(retries):
-                raise error
+                    if gate is not None:
+                        gate.passed()  # the API is up; this request is at fault
+                    return Delivery(response, REJECTED, error)
+                # Header names: lower-case from _http, case-insensitive from requests.
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
+            if not self._own_retries and not isinstance(error, LayerAuthError):
+                if gate is not None:
+                    gate.abandon(probe=probe)
+                return Delivery(response, RETRIES_EXHAUSTED, error)  # the user's session retried
+            if gate is not None:
+                gate.failed(probe=probe, retry_after=retry_after)
             delay = self.retry.backoff(retries, retry_after)
+            now = time.monotonic()
+            if retries >= self.retry.max_retries if sync else now + delay > deadline:
+                return Delivery(response, RETRIES_EXHAUSTED, error)
             logger.debug("retrying %s in %.2f s after: %s", path, delay, error)
-            if cancel is None:
-                time.sleep(delay)
-            elif cancel.wait(delay):
-                raise LayerRequestError(f"gave up on retrying: shutting down ({error})")
             retries += 1
-            if on_retry is not None:
-                on_retry()
+            if on_retry is not None and error is not None:
+                on_retry(error, delay)
+            if sync:
+                time.sleep(delay)
+            else:
+                not_before = now + delay
 
     def close(self) -> None:
-        """Release pooled connections."""
+        """Stop waits for the send gate and release pooled connections."""
+        self.gate.close()
         self._backend.close()
 
 

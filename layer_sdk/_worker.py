@@ -12,23 +12,24 @@ Nothing here ever raises into the application or waits without a deadline.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
 import time
 
-from ._exceptions import LayerAuthError, LayerHTTPError, LayerRequestError
-from ._losses import INTERNAL_ERROR, REJECTED, RETRIES_EXHAUSTED, SHUTDOWN, LossLog
+from ._exceptions import LayerAuthError, LayerHTTPError, LayerSDKException
+from ._losses import INTERNAL_ERROR, REJECTED, LossLog
 from ._queue import ExportQueue, Request
-from ._retry import is_retryable
-from ._transport import Transport
+from ._retry import SPLIT_STATUSES
+from ._transport import Delivery, Transport
 
 logger = logging.getLogger("layer_sdk")
 
 #: The first sender re-checks for work this often even when nothing wakes it, seconds.
 PRIMARY_IDLE_TIMEOUT = 5.0
 #: An extra sender without work for this long exits, seconds.
-EXTRA_IDLE_TIMEOUT = 30.0
+EXTRA_IDLE_TIMEOUT = 20.0
 
 
 class _ThreadRole(threading.local):
@@ -56,7 +57,6 @@ class ExportWorker:
         self._running = 0  # senders started and not yet exited
         self._primary: threading.Thread | None = None
         self._stopping = False
-        self._cancel = threading.Event()  # cuts backoff sleeps short at shutdown
         self.pid = os.getpid()
 
     def start(self) -> None:
@@ -84,17 +84,16 @@ class ExportWorker:
             self._senders.pop()  # the interpreter is exiting: no thread can start
 
     def stop(self, deadline: float) -> None:
-        """Cut backoff sleeps short and let the senders exit, waiting at most until ``deadline``."""
+        """Cut backoff waits short and let the senders exit, waiting at most until ``deadline``."""
         with self._lock:
             self._stopping = True
             senders = list(self._senders)
-        self._cancel.set()
+        self._transport.close()  # wakes every sender waiting in the send gate
         for thread in senders:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             thread.join(remaining)
-        self._transport.close()
 
     def _spawn(self, *, primary: bool) -> threading.Thread:
         number = len(self._senders) + 1
@@ -141,69 +140,60 @@ class ExportWorker:
                 self._replace_primary()
 
     def _send_until_idle(self, primary: bool) -> None:
-        idle_timeout = PRIMARY_IDLE_TIMEOUT if primary else EXTRA_IDLE_TIMEOUT
         while True:
-            request = self._queue.take(idle_timeout)
+            # Read at each wait (not once), so that a test can shorten it.
+            request = self._queue.take(PRIMARY_IDLE_TIMEOUT if primary else EXTRA_IDLE_TIMEOUT)
             if request is None:
                 if self._stopping or not primary or self._queue.closed:
                     return
                 continue
-            outcome: str | None = INTERNAL_ERROR
+            delivery: Delivery | None = None
             attempted = False
             try:
                 self._queue.report()
-                if self._queue.needs_more_senders():
+                # No extra senders while the API is paused or unreachable: they would only wait.
+                if self._queue.needs_more_senders() and self._transport.gate.healthy:
                     self._add_sender()
                 attempted = True
-                outcome = self._deliver(request)
-            finally:
-                # On every way out, so that no request is stranded in flight:
-                # resolved once sending began, else handed back for the next sender.
-                if attempted:
-                    self._queue.complete(request, outcome)
-                else:
-                    self._queue.give_back(request)
-
-    def _deliver(self, request: Request) -> str | None:
-        """Send one request; None when delivered, else the reason it was given up on.
-
-        When no credentials can be had (the token endpoint refuses the client),
-        the events are not at fault: the request keeps them (still counted as
-        queued) and is tried again with backoff until it goes through or
-        shutdown cuts the wait short. Each try counts in ``retried``.
-        """
-        refusals = 0
-        while True:
-            try:
-                self._transport.send(
+                delivery = self._transport.deliver(
                     request.path,
                     request.body,
-                    cancel=self._cancel,
-                    on_retry=lambda: self._queue.count_retry(request),
+                    on_retry=functools.partial(self._retrying, request),
                 )
-                return None
-            except LayerAuthError as exc:
-                # min(): past the backoff's ceiling, a larger exponent only risks overflow.
-                delay = self._transport.retry.backoff(min(refusals, 16))
-                self._losses.credentials_refused(str(exc), delay)
-                if self._cancel.wait(delay):
-                    reason, detail = SHUTDOWN, f"still no credentials: {exc}"
-                    break
-                refusals += 1
-                self._queue.count_retry(request)
-            except LayerHTTPError as exc:
-                reason = RETRIES_EXHAUSTED if is_retryable(exc.status_code) else REJECTED
-                detail = f"{request.path} answered {exc.status_code}: {exc.message}"
-                break
-            except LayerRequestError as exc:
-                reason = SHUTDOWN if self._cancel.is_set() else RETRIES_EXHAUSTED
-                detail = str(exc)
-                break
             except Exception:
                 # A bug of ours must cost the events of this request, not the worker.
                 logger.exception("layer-sdk failed to send a request")
-                reason, detail = INTERNAL_ERROR, ""
-                break
-        if detail:
-            self._losses.explain(reason, detail)
-        return reason
+            finally:
+                # On every way out, so that no request is stranded in flight:
+                # resolved once sending began, else handed back for the next sender.
+                if delivery is not None:
+                    self._resolve(request, delivery)
+                elif attempted:
+                    self._queue.complete(request, INTERNAL_ERROR)
+                else:
+                    self._queue.give_back(request)
+
+    def _retrying(self, request: Request, error: LayerSDKException, delay: float) -> None:
+        self._queue.count_retry(request)
+        if isinstance(error, LayerAuthError):
+            self._losses.credentials_refused(str(error), delay)
+
+    def _resolve(self, request: Request, delivery: Delivery) -> None:
+        """Settle a request in the queue by what became of it."""
+        if delivery.loss is None:
+            self._queue.complete(request)
+        elif (
+            delivery.loss == REJECTED
+            and len(request.events) > 1
+            and delivery.status in SPLIT_STATUSES
+        ):
+            self._queue.split(request)
+        else:
+            error = delivery.error
+            if isinstance(error, LayerHTTPError):
+                self._losses.explain(
+                    delivery.loss, f"{request.path} answered {error.status_code}: {error.message}"
+                )
+            elif error is not None:
+                self._losses.explain(delivery.loss, str(error))
+            self._queue.complete(request, delivery.loss)

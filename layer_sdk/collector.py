@@ -35,8 +35,9 @@ has been read, so each one affects only requests read after it was set.
 1. ``hang()``: held until ``release()`` or ``stop()``.
 2. ``delay``: waits that many seconds.
 3. ``drop_next()``: the connection is closed without an answer.
-4. ``fail_next()``, else ``fail_rate``: the injected status is answered.
-5. ``require_bearer()``: 401 when the bearer token is missing or refused.
+4. ``fail_next()``, else ``fail_for()``, else ``fail_rate``: the injected status is answered.
+5. ``require_bearer()``: 401 when the bearer token is missing or refused;
+   ``max_body_bytes``: 413 for a larger body.
 6. Routing: 404 for an unknown path, 405 for a method other than POST.
 7. ``X-Request-Id`` already answered with 2xx (whatever the path): that answer
    again, nothing stored, counted in ``duplicates``.
@@ -100,6 +101,19 @@ class ReceivedRequest:
     received_at: float
 
 
+def _fault(status: int, retry_after: float | None, body: bytes | None) -> Reply:
+    """The reply of an injected failure."""
+    if not 200 <= status <= 599 or (retry_after or 0) < 0:
+        raise ValueError(f"invalid fault: {status=}, {retry_after=}")
+    headers: tuple[tuple[str, str], ...] = ()
+    if retry_after is not None:
+        # Whole seconds as HTTP spells them; a fraction is kept so tests can stay fast.
+        seconds = float(retry_after)
+        headers = (("Retry-After", str(int(seconds)) if seconds.is_integer() else str(seconds)),)
+    payload = b'{"error":"injected"}' if body is None else body
+    return Reply(status, b"" if status in (204, 304) else payload, headers)
+
+
 def _error(message: str, status: int = 400) -> Reply:
     return Reply(status, msgspec.json.encode({"error": message}))
 
@@ -150,8 +164,11 @@ class LocalCollector:
         self._replies: dict[str, Reply] = {}  # X-Request-Id -> its 2xx answer
         self._duplicates = 0
         self._failures: deque[Reply] = deque()
+        self._failing_until = 0.0  # fail_for(): every request read before this time fails
+        self._window_failure: Reply | None = None
         self._drops = 0
         self._delay = 0.0
+        self._max_body_bytes: int | None = None
         self._fail_rate = 0.0
         self._hanging = False
         self._releases = 0  # bumped by release(): a held request waits for it to change
@@ -303,19 +320,31 @@ class LocalCollector:
 
         Calls add up: ``fail_next(1, 500); fail_next(1, 429)`` fails two requests.
         """
-        if count < 0 or not 200 <= status <= 599 or (retry_after or 0) < 0:
-            raise ValueError(f"invalid fault: {count=}, {status=}, {retry_after=}")
-        headers: tuple[tuple[str, str], ...] = ()
-        if retry_after is not None:
-            # Whole seconds as HTTP spells them; a fraction is kept so tests can stay fast.
-            seconds = float(retry_after)
-            headers = (
-                ("Retry-After", str(int(seconds)) if seconds.is_integer() else str(seconds)),
-            )
-        payload = b'{"error":"injected"}' if body is None else body
-        reply = Reply(status, b"" if status in (204, 304) else payload, headers)
+        if count < 0:
+            raise ValueError(f"invalid fault: {count=}")
+        reply = _fault(status, retry_after, body)
         with self._lock:
             self._failures.extend([reply] * count)
+
+    def fail_for(
+        self,
+        seconds: float,
+        status: int = 503,
+        *,
+        retry_after: float | None = None,
+        body: bytes | None = None,
+    ) -> None:
+        """Answer every request read in the next ``seconds`` with ``status``, storing nothing.
+
+        An outage (503) or an overload (429 with ``retry_after``) of a given
+        length, after the faults of ``fail_next``; a new call replaces the window.
+        """
+        if seconds < 0:
+            raise ValueError(f"invalid fault: {seconds=}")
+        reply = _fault(status, retry_after, body)
+        with self._lock:
+            self._failing_until = time.monotonic() + seconds
+            self._window_failure = reply
 
     def drop_next(self, count: int) -> None:
         """Read the next ``count`` requests, then close their connections unanswered."""
@@ -335,6 +364,18 @@ class LocalCollector:
             raise ValueError(f"delay must be >= 0, got {seconds}")
         with self._lock:
             self._delay = float(seconds)
+
+    @property
+    def max_body_bytes(self) -> int | None:
+        """Bodies larger than this are refused with 413, like a proxy's limit (None: none)."""
+        return self._max_body_bytes
+
+    @max_body_bytes.setter
+    def max_body_bytes(self, limit: int | None) -> None:
+        if limit is not None and limit < 0:
+            raise ValueError(f"max_body_bytes must be >= 0 or None, got {limit}")
+        with self._lock:
+            self._max_body_bytes = limit
 
     @property
     def fail_rate(self) -> float:
@@ -382,6 +423,8 @@ class LocalCollector:
                 self._drops -= 1
             elif self._failures:
                 exchange.failure = self._failures.popleft()
+            elif exchange.received_at < self._failing_until:
+                exchange.failure = self._window_failure
             elif self._fail_rate and random.random() < self._fail_rate:
                 exchange.failure = _RATE_FAILURE
             exchange.check = self._bearer_check
@@ -428,6 +471,9 @@ class LocalCollector:
         check = exchange.check
         if check is not None and not _authorized(headers.get("authorization", ""), check):
             return _UNAUTHORIZED
+        limit = self._max_body_bytes
+        if limit is not None and len(exchange.request.body) > limit:
+            return _error(f"the body is larger than {limit} bytes", 413)
         route = exchange.request.path.partition("?")[0]
         session_id = None  # None: create a session; otherwise append to this one
         if route != "/v1/sessions":

@@ -326,16 +326,19 @@ def test_400_is_not_retried_and_its_session_s_actions_fail_too(
     make_client: MakeClient, collector: LocalCollector, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = make_client(flush_interval=30)
-    collector.fail_next(1, 400, body=b'{"error": "attributes: bad"}')
+    # The merged create is refused, then the create alone: the session is bad.
+    collector.fail_next(2, 400, body=b'{"error": "attributes: bad"}')
     session_id = client.create_session()
     client.append_action(session_id, kind=PROMPT)
     assert client.flush(5) is False
     client.append_action(session_id, kind=PROMPT)  # after the failure: fails as well
     assert client.flush(5) is False
-    assert [request.status for request in collector.requests] == [400]
+    assert [request.status for request in collector.requests] == [400, 400]
+    assert [request.path for request in collector.requests] == ["/v1/sessions"] * 2
+    assert "actions" not in collector.requests[1].json
     stats = client.stats()
-    assert stats.failed_by_reason == {"rejected": 2, "session_failed": 1}
-    assert (stats.sent, stats.retried, stats.queued) == (0, 0, 0)
+    assert stats.failed_by_reason == {"rejected": 1, "session_failed": 2}
+    assert (stats.sent, stats.retried, stats.queued) == (0, 2, 0)
     assert "attributes: bad" in caplog.text
 
 

@@ -57,8 +57,6 @@ STAT_FIELDS = ("enqueued", "sent", "dropped", "failed", "retried", "queued")
 # -- helpers ----------------------------------------------------------------------
 
 
-
-
 def stats_dict(client: Client) -> dict[str, Any]:
     stats = client.stats()
     report: dict[str, Any] = {name: getattr(stats, name) for name in STAT_FIELDS}
@@ -686,7 +684,8 @@ def test_the_sdks_own_log_records_are_never_enqueued_through_a_logging_hook(
     sdk_logger.setLevel(logging.DEBUG)
     sdk_logger.addHandler(handler)
     try:
-        collector.fail_next(1, status=400)  # the worker logs the loss from its own thread
+        # Refused merged, then refused alone: the worker logs the loss from its own thread.
+        collector.fail_next(2, status=400)
         client.create_session(actions=[{"kind": PROMPT, "data": n} for n in range(3)])
         assert client.flush(timeout=5) is False
         assert handler.settled.wait(5), "the worker logged nothing about the rejected request"
@@ -704,8 +703,8 @@ def test_the_sdks_own_log_records_are_never_enqueued_through_a_logging_hook(
     stats = client.stats()
     assert stats.dropped_by_reason == {"recursion": len(handler.threads)}
     assert (stats.enqueued, stats.sent, stats.queued) == (1 + 4 + 3, 1 + 3, 0)
-    assert stats.failed_by_reason == {"rejected": 4}
-    assert [r.status for r in collector.requests] == [200, 400, 200]
+    assert stats.failed_by_reason == {"rejected": 1, "session_failed": 3}
+    assert [r.status for r in collector.requests] == [200, 400, 400, 200]
     assert collector.actions(target) == []
     assert len(collector.actions(accepted)) == 2
 

@@ -1,0 +1,420 @@
+"""Delivery under faults (issue 9): outages, backpressure, bad events, colliding IDs, forks.
+
+Each test names the item of issue 9 it covers. A test that needs the server to
+misbehave for a while uses the collector's ``fail_for`` window; waits are on
+conditions with deadlines, and the counts are exact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from layer_sdk import Client, SessionActionKind
+from layer_sdk.collector import LocalCollector
+
+from .conftest import APP_ID, ROOT, run_python, wait_until
+
+MakeClient = Callable[..., Client]
+PROMPT = SessionActionKind.COMPLETION_PROMPT
+
+
+def sender_threads() -> int:
+    return sum(thread.name.startswith("layer-sdk-sender") for thread in threading.enumerate())
+
+
+def arrivals_between(collector: LocalCollector, start: float, end: float) -> int:
+    return sum(start <= request.received_at < end for request in collector.requests)
+
+
+# -- §1 outages -------------------------------------------------------------------
+
+
+def test_an_outage_longer_than_three_retries_loses_nothing(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    """Issue 9 §1: buffered requests are retried until a time budget runs out, not 3 times."""
+    client = make_client()
+    collector.stop()
+    client.create_session()
+    # Three retries used to be the end of it (then: retries_exhausted). Wait for a fourth.
+    assert wait_until(lambda: client.stats().retried >= 4, timeout=20)
+    assert client.stats().failed == 0
+    collector.start()
+    assert client.flush(30) is True
+    assert len(collector.sessions) == 1
+    stats = client.stats()
+    assert (stats.sent, stats.failed, stats.queued) == (1, 0, 0)
+
+
+def test_buffered_retries_end_when_max_retry_time_runs_out(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    """Issue 9 §1: the time budget ends the retries, then the events count as exhausted."""
+    client = make_client(max_retry_time=1.0)
+    collector.fail_for(60, 503)
+    client.create_session()
+    assert client.flush(10) is False
+    stats = client.stats()
+    assert stats.failed_by_reason == {"retries_exhausted": 1}
+    first, last = collector.requests[0].received_at, collector.requests[-1].received_at
+    assert last - first <= 1.0 + 0.2  # no attempt starts after the budget
+    assert len(collector.requests) >= 2
+
+
+def test_during_an_outage_one_request_probes_and_the_others_wait(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    """Issue 9 §1: while the API fails, a trickle of probes reaches it, then everything."""
+    client = make_client(flush_interval=0.01)
+    outage = 3.0
+    collector.fail_for(outage, 503)
+    started = time.monotonic()
+    session_ids = [client.create_session() for _ in range(100)]
+    for session_id in session_ids:
+        client.append_action(session_id, kind=PROMPT)
+        client.append_action(session_id, kind=PROMPT)
+    assert client.flush(30) is True
+    during = arrivals_between(collector, started, started + outage)
+    # 100 merged creates, each retried on its own, would make hundreds of requests here.
+    assert during <= 40, f"{during} requests reached the API during the outage"
+    assert len(collector.sessions) == 100
+    assert len(collector.actions()) == 200
+    stats = client.stats()
+    assert (stats.sent, stats.failed, stats.queued) == (300, 0, 0)
+
+
+def test_shutdown_during_an_outage_keeps_its_bound_and_counts_what_is_left(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    """Issue 9 §1: shutdown(timeout) cuts the waits for a probe short."""
+    client = make_client()
+    collector.fail_for(60, 503)
+    for _ in range(20):
+        client.create_session()
+    assert wait_until(lambda: client.stats().retried >= 3)
+    started = time.monotonic()
+    assert client.shutdown(timeout=1.0) is False
+    assert time.monotonic() - started < 1.5
+    stats = client.stats()
+    assert stats.failed_by_reason == {"shutdown": 20}
+    assert (stats.sent, stats.queued) == (0, 0)
+
+
+def test_extra_sender_threads_exit_when_the_load_is_light(
+    make_client: MakeClient, collector: LocalCollector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 9 §1: after a burst against a slow server, the extra senders go away
+    even while a trickle of events keeps a few of them busy."""
+    monkeypatch.setattr("layer_sdk._worker.EXTRA_IDLE_TIMEOUT", 0.5)
+    client = make_client(flush_interval=0.01)
+    before = sender_threads()
+    collector.delay = 0.2
+    for _ in range(300):
+        client.create_session()
+    assert wait_until(lambda: sender_threads() - before >= 16)
+    assert client.flush(30) is True
+    collector.delay = 0.0
+
+    stop = threading.Event()
+
+    def trickle() -> None:  # one event every 10 ms: work for one sender, not sixteen
+        while not stop.wait(0.01):
+            client.create_session()
+
+    producer = threading.Thread(target=trickle)
+    producer.start()
+    try:
+        assert wait_until(lambda: sender_threads() - before <= 3, timeout=10), sender_threads()
+    finally:
+        stop.set()
+        producer.join()
+    assert client.flush(10) is True
+    assert client.stats().failed == 0
+
+
+# -- §2 backpressure --------------------------------------------------------------
+
+
+def test_retry_after_is_honoured_on_the_default_transport(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    """Issue 9 §2: a 503 with Retry-After: 1 is retried after one second, not the backoff."""
+    client = make_client()
+    collector.fail_next(1, 503, retry_after=1)
+    client.create_session()
+    assert client.flush(10) is True
+    first, second = (request.received_at for request in collector.requests)
+    assert second - first >= 1.0  # the backoff alone would retry after 0.25-0.5 s
+
+
+def test_retry_after_is_honoured_on_the_requests_transport(
+    make_client: MakeClient, collector: LocalCollector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 9 §2: the same through requests (a proxy in the environment; the collector
+    stands in for the proxy, as it accepts the absolute form of a request line)."""
+    monkeypatch.setenv("HTTP_PROXY", collector.url)
+    monkeypatch.setenv("NO_PROXY", "")
+    client = make_client(base_url="http://layer-api.test")
+    assert type(client._exporter.transport._backend).__name__ == "_RequestsBackend"  # type: ignore[union-attr]
+    collector.fail_next(1, 503, retry_after=1)
+    client.create_session()
+    assert client.flush(10) is True
+    first, second = (request.received_at for request in collector.requests)
+    assert second - first >= 1.0
+    assert len(collector.sessions) == 1
+
+
+def test_retry_after_pauses_all_sending_not_only_the_request_it_answered(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    """Issue 9 §2: one 429 with Retry-After, while several senders are busy and new
+    sessions keep coming: after the requests already on their way, nothing reaches
+    the API until the pause is over; then everything is delivered."""
+    client = make_client(flush_interval=0.01)
+    collector.delay = 0.05  # several senders busy at once
+    pause = 1.5
+    stop = threading.Event()
+    created = 0
+
+    def produce() -> None:
+        nonlocal created
+        while not stop.wait(0.002):  # a steady producer, not synchronization
+            client.create_session()
+            created += 1
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    try:
+        assert collector.wait_for(lambda c: len(c.requests) >= 20)
+        collector.fail_next(1, 429, retry_after=pause)
+        assert collector.wait_for(lambda c: any(r.status == 429 for r in c.requests))
+        refused_at = next(r.received_at for r in collector.requests if r.status == 429)
+        answered_at = refused_at + collector.delay
+        # Sending resumes once the pause is over.
+        assert wait_until(
+            lambda: any(r.received_at >= refused_at + pause for r in collector.requests)
+        )
+    finally:
+        stop.set()
+        producer.join()
+    # Requests that were on their way when the 429 came back may still arrive.
+    during = arrivals_between(collector, answered_at + 0.1, refused_at + pause)
+    assert during == 0, f"{during} requests were sent while the API asked to wait"
+    assert client.flush(30) is True
+    assert len(collector.sessions) == created
+    assert client.stats().failed == 0
+
+
+FLEET_SCRIPT = """
+import json, sys, time
+from layer_sdk import Client
+client = Client()
+client.init(flush_interval=0.01)
+created = 0
+deadline = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < deadline:
+    client.create_session(attributes={"n": created})
+    created += 1
+    time.sleep(0.01)
+delivered = client.flush(30)
+stats = client.stats()
+print(json.dumps({"created": created, "delivered": delivered, "sent": stats.sent}))
+"""
+
+
+def test_a_fleet_of_processes_backs_off_together_on_retry_after(
+    collector: LocalCollector,
+) -> None:
+    """Issue 9 §2: four processes keep producing through a 429 + Retry-After window
+    longer than a few backoffs: few requests reach the API in the window, and
+    everything is delivered after it."""
+    window = 4.0
+    collector.fail_for(window, 429, retry_after=window)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "LAYER_BASE_URL": collector.url,
+        "LAYER_APPLICATION_ID": APP_ID,
+    }
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", FLEET_SCRIPT, str(window + 0.5)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    reports = []
+    for process in processes:
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+        reports.append(json.loads(out))
+    assert all(report["delivered"] for report in reports), reports
+    created = sum(report["created"] for report in reports)
+    assert len(collector.sessions) == created
+    refused = [r for r in collector.requests if r.status == 429]
+    # Each process learns of the pause from its first answer(s): a few each, not one per
+    # session (about 4 x 200 were created during the window).
+    assert len(refused) <= 4 * 8, f"{len(refused)} requests were refused in the window"
+
+
+# -- §3 one bad event never takes healthy ones with it ----------------------------
+
+
+def test_a_refused_merged_create_is_resent_event_by_event(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    """Issue 9 §3: a create carrying one action the server refuses (413 here) is split:
+    the session and the healthy actions are delivered, only the refused one fails."""
+    collector.max_body_bytes = 100_000
+    client = make_client(flush_interval=30)
+    session_id = client.create_session()
+    client.append_action(session_id, kind=PROMPT, data={"n": 0})
+    client.append_action(session_id, kind=PROMPT, data={"n": 1, "text": "x" * 150_000})
+    client.append_action(session_id, kind=PROMPT, data={"n": 2})
+    assert client.flush(10) is False
+    assert [a["data"]["n"] for a in collector.actions(session_id)] == [0, 2]
+    stats = client.stats()
+    assert stats.failed_by_reason == {"rejected": 1}
+    assert (stats.sent, stats.queued) == (3, 0)
+    statuses = [(r.path.rsplit("/", 1)[-1], r.status) for r in collector.requests]
+    assert statuses == [
+        ("sessions", 413),  # the merged create
+        ("sessions", 200),  # the create alone
+        ("actions", 202),
+        ("actions", 413),  # only the refused action fails
+        ("actions", 202),
+    ]
+
+
+@pytest.mark.parametrize("status", [400, 409, 413, 422])
+def test_each_refusal_of_a_merged_create_splits_it(
+    make_client: MakeClient, collector: LocalCollector, status: int
+) -> None:
+    """Issue 9 §3: 400, 409, 413 and 422 on a merged create resend its events one by one."""
+    client = make_client(flush_interval=30)
+    collector.fail_next(1, status)
+    session_id = client.create_session()
+    client.append_action(session_id, kind=PROMPT)
+    client.append_action(session_id, kind=PROMPT)
+    assert client.flush(10) is True
+    assert len(collector.actions(session_id)) == 2
+    assert [r.status for r in collector.requests] == [status, 200, 202, 202]
+    stats = client.stats()
+    assert (stats.sent, stats.failed, stats.retried) == (3, 0, 3)
+
+
+def test_a_merged_create_stays_under_max_request_bytes(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    """Issue 9 §3: behind a 1 MiB proxy limit, a session with four 300 KB actions
+    travels as a create under 1 MiB followed by the rest; nothing is refused."""
+    collector.max_body_bytes = 1024 * 1024
+    client = make_client(flush_interval=30)
+    session_id = client.create_session()
+    for n in range(4):
+        client.append_action(session_id, kind=PROMPT, data={"n": n, "text": "x" * 300_000})
+    assert client.flush(10) is True
+    assert all(len(r.body) <= 1024 * 1024 for r in collector.requests)
+    assert [r.status for r in collector.requests] == [200, 202]
+    assert [a["data"]["n"] for a in collector.actions(session_id)] == [0, 1, 2, 3]
+
+
+# -- §4 session IDs never collide -------------------------------------------------
+
+MINT_SCRIPT = """
+import json, random
+from layer_sdk import Client
+random.seed(42)
+client = Client()
+client.init(base_url="http://127.0.0.1:9", application_id="app", shutdown_timeout=0)
+print(json.dumps([client.create_session() for _ in range(50)]))
+"""
+
+
+def test_two_processes_that_seed_random_mint_disjoint_session_ids() -> None:
+    """Issue 9 §4: IDs come from the OS, not from the host's seeded global random."""
+    first, second = (run_python(MINT_SCRIPT) for _ in range(2))
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    ids_one, ids_two = json.loads(first.stdout), json.loads(second.stdout)
+    assert len(set(ids_one)) == 50
+    assert set(ids_one).isdisjoint(ids_two)
+
+
+# -- §5 multiprocessing children deliver their events -----------------------------
+
+MULTIPROCESSING_SCRIPT = """
+import json, sys
+import multiprocessing as mp
+from tests import mp_tasks
+
+def main():
+    method, shape = sys.argv[1], sys.argv[2]
+    context = mp.get_context(method)
+    if method == "fork":
+        mp_tasks.ensure_initialized()  # in the parent: the children inherit the client
+    if shape == "pool":
+        pool = context.Pool(2)
+        pids = pool.map(mp_tasks.record, range(10))
+        pool.close()
+        pool.join()
+    else:
+        processes = [context.Process(target=mp_tasks.record, args=(n,)) for n in range(2)]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join()
+        pids = [process.pid for process in processes]
+    print(json.dumps(sorted(set(pids))))
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+@pytest.fixture
+def script_file(tmp_path: Any) -> Iterator[str]:
+    path = tmp_path / "multiprocessing_app.py"  # spawn and forkserver re-import the main module
+    path.write_text(MULTIPROCESSING_SCRIPT)
+    yield str(path)
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+@pytest.mark.parametrize("shape", ["pool", "process"])
+def test_multiprocessing_children_deliver_their_events_at_exit(
+    collector: LocalCollector, script_file: str, method: str, shape: str
+) -> None:
+    """Issue 9 §5: a child ends with os._exit, past atexit; its events are drained anyway."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "LAYER_BASE_URL": collector.url,
+        "LAYER_APPLICATION_ID": APP_ID,
+    }
+    result = subprocess.run(
+        [sys.executable, script_file, method, shape],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    tasks = 10 if shape == "pool" else 2
+    assert collector.wait_for_events(2 * tasks, timeout=5), collector.event_count
+    assert sorted(int(s["attributes"]["n"]) for s in collector.sessions) == list(range(tasks))
+    assert len(collector.actions()) == tasks
+    assert {int(s["attributes"]["pid"]) for s in collector.sessions} <= set(
+        json.loads(result.stdout)
+    )
