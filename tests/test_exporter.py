@@ -342,17 +342,16 @@ def test_400_is_not_retried_and_its_session_s_actions_fail_too(
     assert "attributes: bad" in caplog.text
 
 
-def test_retries_are_bounded_and_then_counted_as_exhausted(
+def test_max_retries_bounds_the_sync_path_only(
     make_client: MakeClient, collector: LocalCollector
 ) -> None:
-    client = make_client(max_retries=2)
-    collector.fail_next(5, 503, retry_after=0)
+    """Buffered requests are retried within max_retry_time (see test_delivery.py)."""
+    client = make_client(max_retries=0)
+    collector.fail_next(2, 503, retry_after=0)
     client.create_session()
-    assert client.flush(10) is False
-    assert len(collector.requests) == 3  # one attempt and two retries
-    stats = client.stats()
-    assert stats.failed_by_reason == {"retries_exhausted": 1}
-    assert stats.retried == 2
+    assert client.flush(10) is True
+    assert [request.status for request in collector.requests] == [503, 503, 200]
+    assert client.stats().retried == 2
 
 
 def test_a_dropped_connection_is_retried_and_delivered_once(
@@ -369,7 +368,7 @@ def test_a_dropped_connection_is_retried_and_delivered_once(
 def test_server_down_then_up_delivers_the_backlog(
     make_client: MakeClient, collector: LocalCollector
 ) -> None:
-    client = make_client(max_retries=6)
+    client = make_client()
     collector.stop()
     session_ids = [client.create_session() for _ in range(20)]
     for session_id in session_ids:

@@ -689,6 +689,8 @@ def test_the_sdks_own_log_records_are_never_enqueued_through_a_logging_hook(
         client.create_session(actions=[{"kind": PROMPT, "data": n} for n in range(3)])
         assert client.flush(timeout=5) is False
         assert handler.settled.wait(5), "the worker logged nothing about the rejected request"
+        # One log line for the refused create, one for its actions: each was dropped.
+        assert wait_until(lambda: client.stats().dropped_by_reason.get("recursion", 0) >= 2)
         client.flush(timeout=5)  # reports (False) the handler's drops, made since the last flush
 
         accepted = client.create_session(actions=[{"kind": PROMPT, "data": n} for n in range(2)])
