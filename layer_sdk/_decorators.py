@@ -127,7 +127,9 @@ def action(
     attributes = dict(action_attributes(attributes))  # a snapshot, checked once
 
     def decorate(func: F) -> F:
-        def record(target: str | None, started: datetime, result: Any, exc: Any) -> None:
+        def record(
+            target: str | None, started: datetime, result: Any, exc: BaseException | None
+        ) -> None:
             _record_action(client, func, target, kind, attributes, started, result, exc)
 
         if inspect.iscoroutinefunction(func):

@@ -283,7 +283,7 @@ def action_scanners(scanners: Any) -> list[SessionActionScanner] | None:
                     f"got {type(scanner).__name__}"
                 )
             scanner = _convert(scanner, SessionActionScanner, f"scanners[{i}]")
-        elif type(scanner.name) is not str:
+        elif not isinstance(scanner.name, str):
             raise LayerSchemaValidationError(
                 f"scanners[{i}].name must be a str, got {type(scanner.name).__name__}"
             )
