@@ -44,6 +44,7 @@ from ._exceptions import (
     LayerMissingRequiredConfigurationError,
     LayerRequestError,
     LayerRequestPreparationError,
+    LayerSchemaValidationError,
 )
 from ._losses import RECURSION, TOO_LARGE, LossLog
 from ._platform import platform_attributes
@@ -275,7 +276,7 @@ class Client:
             except msgspec.DecodeError:
                 answer = {}
             found = answer.get("session_id") if isinstance(answer, dict) else None
-            return str(found) if found else sid
+            return sid if found is None else _server_session_id(found)
         self._enqueue(exporter, Event(sid, body, True))
         for body_of_action in action_bodies:
             self._enqueue(exporter, Event(sid, body_of_action, False))
@@ -398,18 +399,35 @@ class Client:
 
 
 def _action_from(action: SessionActionRequest | Mapping[str, Any]) -> bytes:
-    fields = (
-        {name: getattr(action, name) for name in action.__struct_fields__}
-        if isinstance(action, SessionActionRequest)
-        else dict(action)
-    )
+    """One item of ``create_session(actions=...)``, encoded as ``append_action`` would."""
+    if isinstance(action, SessionActionRequest):
+        fields = {name: getattr(action, name) for name in action.__struct_fields__}
+    elif isinstance(action, Mapping):
+        fields = dict(action)
+    else:
+        raise LayerSchemaValidationError(
+            f"each of actions must be a SessionActionRequest or a dict, got {type(action).__name__}"
+        )
     known = {"kind", "start_time", "end_time", "attributes", "data", "error", "scanners"}
     unknown = set(fields) - known
     if unknown or "kind" not in fields:
         raise LayerRequestPreparationError(
             f"an action needs 'kind' and takes only {sorted(known)}; got {sorted(fields)}"
         )
-    return action_body(**{name: fields.get(name) for name in known})
+    try:
+        return action_body(**{name: fields.get(name) for name in known})
+    except LayerRequestPreparationError as exc:  # the same class, saying where the action is
+        raise type(exc)(f"actions: {exc}") from None
+
+
+def _server_session_id(found: Any) -> str:
+    """The session ID a ``sync=True`` create was answered with; it must be a UUID."""
+    try:
+        return session_id_text(found)
+    except LayerSchemaValidationError:
+        raise LayerRequestError(
+            f"the Layer API answered a session_id that is not a UUID: {found!r:.100}"
+        ) from None
 
 
 def _not_initialized(call: str) -> LayerMissingRequiredConfigurationError:

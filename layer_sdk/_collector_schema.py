@@ -3,7 +3,14 @@
 msgspec checks types, required and unknown fields (a misspelt field is an
 error rather than lost data) and names the field in its message; times are
 plain strings here, checked by ``_check_times`` for the Z suffix and a real date.
-Every check raises :class:`msgspec.ValidationError` with the message to answer.
+Every check raises :class:`msgspec.ValidationError` with the message to answer
+(with 422, as the Layer API does).
+
+The types are those the original SDK's schemas declare, no looser and no
+stricter: session ``attributes`` ``{str: str}``; action ``attributes`` an
+object; action ``data`` an object or an array, never a bare scalar;
+``error`` ``{"message": str, "code": int | null, "details": object | null}``;
+a scanner ``{"name": str, "data": object}``.
 """
 
 from __future__ import annotations
@@ -29,13 +36,13 @@ _Kind = Literal[
 
 class _ErrorIn(msgspec.Struct, forbid_unknown_fields=True):
     message: str
-    code: Any = None
-    details: Any = None
+    code: int | None = None  # msgspec refuses a bool, a float or a string here
+    details: dict[str, Any] | None = None
 
 
 class _ScannerIn(msgspec.Struct, forbid_unknown_fields=True):
     name: str
-    data: Any = None
+    data: dict[str, Any]
 
 
 class _ActionIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -43,7 +50,7 @@ class _ActionIn(msgspec.Struct, forbid_unknown_fields=True):
     start_time: str
     end_time: str
     attributes: dict[str, Any]  # required, and never null
-    data: Any = None
+    data: dict[str, Any] | list[Any] | None = None  # never a bare scalar
     error: _ErrorIn | None = None
     scanners: list[_ScannerIn] | None = None
 

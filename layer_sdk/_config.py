@@ -119,6 +119,9 @@ class Config:
             raise TypeError("http_session must be a requests.Session (it has no request())")
         if on_drop is not None and not callable(on_drop):
             raise TypeError("on_drop must be callable as on_drop(reason, events)")
+        if platform is not None and not isinstance(platform, str):
+            # Else every session would carry a non-string attribute, refused by the API.
+            raise ValueError(f"platform must be a string, got {type(platform).__name__}")
         if max_event_bytes > max_queue_bytes:
             raise ValueError("max_event_bytes must not exceed max_queue_bytes")
         return cls(

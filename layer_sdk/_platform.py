@@ -23,7 +23,8 @@ def platform_attributes(
     attributes = {
         "source": SOURCE,
         "os": _platform.system().lower() or "unknown",
-        "python.runtime": _platform.python_implementation().lower(),
+        # Unchanged (e.g. "CPython"): dashboards built on the original SDK filter on it.
+        "python.runtime": _platform.python_implementation(),
         "python.runtime.version": _platform.python_version(),
     }
     if environment:

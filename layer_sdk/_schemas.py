@@ -15,7 +15,7 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -34,18 +34,18 @@ class SessionActionKind(str, enum.Enum):
 
 
 class SessionActionError(msgspec.Struct, omit_defaults=True):
-    """The error an action ended with."""
+    """The error an action ended with: ``code`` an int (e.g. an HTTP status), ``details`` a dict."""
 
     message: str
-    code: Any = None
-    details: Any = None
+    code: int | None = None
+    details: dict[str, Any] | None = None
 
 
 class SessionActionScanner(msgspec.Struct):
-    """The result of one scanner run over an action (e.g. token usage)."""
+    """The result of one scanner run over an action (e.g. token usage); ``data`` is a dict."""
 
     name: str
-    data: Any
+    data: dict[str, Any]
 
 
 class SessionActionRequest(msgspec.Struct, omit_defaults=True):
@@ -85,6 +85,12 @@ def encode(value: msgspec.Struct, what: str) -> bytes:
         return _encoder.encode(value)
     except (TypeError, ValueError, OverflowError) as exc:
         raise LayerRequestPreparationError(f"{what} cannot be encoded as JSON: {exc}") from None
+    except RecursionError:
+        # Caught here rather than found by walking the data first: the common
+        # case pays nothing for it.
+        raise LayerRequestPreparationError(
+            f"{what} cannot be encoded as JSON: its data contains itself or is nested too deeply"
+        ) from None
 
 
 def session_body(session: bytes, actions: Iterable[bytes]) -> bytes:
@@ -110,7 +116,12 @@ def utc(value: datetime | None, field: str) -> datetime | None:
     if value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     if value.utcoffset():
-        return value.astimezone(timezone.utc)
+        try:
+            return value.astimezone(timezone.utc)
+        except OverflowError:  # e.g. 0001-01-01 at +01:00 is before year 1 in UTC
+            raise LayerSchemaValidationError(
+                f"{field} is out of range once converted to UTC: {value.isoformat()}"
+            ) from None
     return value
 
 
@@ -147,7 +158,12 @@ def session_attributes(attributes: Mapping[str, Any] | None) -> dict[str, str]:
         if isinstance(value, str):
             result[key] = value
         elif isinstance(value, (bool, int, float)):
-            result[key] = str(value)
+            try:
+                result[key] = str(value)
+            except ValueError:  # an int of more than sys.get_int_max_str_digits() digits
+                raise LayerSchemaValidationError(
+                    f"session attribute {key!r} is an integer too large to convert to a string"
+                ) from None
         elif value is not None:
             raise LayerSchemaValidationError(
                 f"session attribute {key!r} must be a str, int, float, bool or None, "
@@ -169,18 +185,87 @@ def action_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(attributes)
 
 
+def action_data(data: Any) -> Any:
+    """``data`` as it goes on the wire: an object or an array, never a bare scalar.
+
+    Dicts (any mapping), lists, tuples, sets, msgspec Structs, dataclasses and
+    attrs classes are kept (they encode as objects or arrays); any other value,
+    such as the string a decorated function returns, is wrapped as
+    ``{"value": data}``. None stays None (left out of the body).
+    """
+    if data is None or type(data) is dict or type(data) is list:
+        return data
+    if isinstance(data, Mapping):
+        return data if isinstance(data, dict) else dict(data)
+    if isinstance(data, _KEPT) or any(hasattr(type(data), mark) for mark in _RECORD_MARKS):
+        return data
+    return {"value": data}
+
+
+#: Types msgspec encodes as a JSON array or object, besides dicts.
+_KEPT = (list, tuple, set, frozenset, msgspec.Struct)
+#: Dataclasses and attrs classes encode as objects.
+_RECORD_MARKS = ("__dataclass_fields__", "__attrs_attrs__")
+
+
 def action_error(error: Any) -> SessionActionError | None:
-    """``error`` as a SessionActionError (it may be given as a dict of its fields)."""
-    if error is None or type(error) is SessionActionError:
+    """``error`` as a SessionActionError (it may be given as a dict of its fields).
+
+    Checked here because a Struct's constructor checks nothing: ``code`` must
+    be an int (not a bool) or None, ``details`` a dict or None.
+    """
+    if error is None:
+        return None
+    if type(error) is not SessionActionError:
+        if not isinstance(error, Mapping):
+            raise LayerSchemaValidationError(
+                f"error must be a SessionActionError or a dict, got {type(error).__name__}"
+            )
+        return _convert(error, SessionActionError, "error")
+    message, code, details = error.message, error.code, error.details
+    if not isinstance(message, str):
+        raise LayerSchemaValidationError(
+            f"error.message must be a str, got {type(message).__name__}"
+        )
+    if type(code) is not int and code is not None:
+        if not isinstance(code, int) or isinstance(code, bool):
+            raise LayerSchemaValidationError(
+                f"error.code must be an int or None, got {type(code).__name__}"
+            )
+        code = int(code)  # e.g. an HTTPStatus
+    if type(details) is not dict and details is not None:
+        if not isinstance(details, Mapping):
+            raise LayerSchemaValidationError(
+                f"error.details must be a dict or None, got {type(details).__name__}"
+            )
+        details = dict(details)
+    if code is error.code and details is error.details:
         return error
-    if isinstance(error, Mapping):
+    return SessionActionError(message, code, details)
+
+
+def error_from_exception(exc: BaseException) -> SessionActionError:
+    """The ``error`` of an action that ended with ``exc``.
+
+    ``message`` is ``str(exc)`` (the class name when that is empty or fails),
+    ``details`` is ``{"type": <class name>}``, and ``code`` is set only when the
+    exception carries an integer ``status_code`` or ``status`` (an HTTP status).
+    """
+    name = type(exc).__name__
+    try:
+        message = str(exc) or name
+    except Exception:  # a broken __str__ must not hide the exception itself
+        message = name
+    code = None
+    for attribute in ("status_code", "status"):
         try:
-            return msgspec.convert(error, SessionActionError)
-        except msgspec.ValidationError as exc:
-            raise LayerSchemaValidationError(f"error: {exc}") from None
-    raise LayerSchemaValidationError(
-        f"error must be a SessionActionError or a dict, got {type(error).__name__}"
-    )
+            value = getattr(exc, attribute, None)
+        except Exception:
+            continue
+        if isinstance(value, int) and not isinstance(value, bool):
+            code = int(value)
+            break
+    return SessionActionError(message, code, {"type": name})
 
 
 def action_scanners(scanners: Any) -> list[SessionActionScanner] | None:
@@ -190,14 +275,40 @@ def action_scanners(scanners: Any) -> list[SessionActionScanner] | None:
     if isinstance(scanners, (str, bytes, Mapping)) or not isinstance(scanners, Iterable):
         raise LayerSchemaValidationError("scanners must be a list of SessionActionScanner or dicts")
     result = []
-    for scanner in scanners:
+    for i, scanner in enumerate(scanners):
         if type(scanner) is not SessionActionScanner:
-            try:
-                scanner = msgspec.convert(scanner, SessionActionScanner)
-            except msgspec.ValidationError as exc:
-                raise LayerSchemaValidationError(f"scanners: {exc}") from None
+            if not isinstance(scanner, Mapping):
+                raise LayerSchemaValidationError(
+                    f"scanners[{i}] must be a SessionActionScanner or a dict, "
+                    f"got {type(scanner).__name__}"
+                )
+            scanner = _convert(scanner, SessionActionScanner, f"scanners[{i}]")
+        elif not isinstance(scanner.name, str):
+            raise LayerSchemaValidationError(
+                f"scanners[{i}].name must be a str, got {type(scanner.name).__name__}"
+            )
+        elif type(scanner.data) is not dict:
+            if not isinstance(scanner.data, Mapping):
+                raise LayerSchemaValidationError(
+                    f"scanners[{i}].data must be a dict, got {type(scanner.data).__name__}"
+                )
+            scanner = SessionActionScanner(scanner.name, dict(scanner.data))
         result.append(scanner)
     return result
+
+
+_T = TypeVar("_T")
+
+
+def _convert(fields: Mapping[str, Any], into: type[_T], where: str) -> _T:
+    """A dict of fields as ``into``; msgspec's message names the field, under ``where``."""
+    try:
+        return msgspec.convert(dict(fields), into)
+    except msgspec.ValidationError as exc:
+        # msgspec says "... - at `$.code`"; the caller knows the field as error.code.
+        raise LayerSchemaValidationError(
+            f"{where}: {str(exc).replace('`$', f'`{where}')}"
+        ) from None
 
 
 #: Session IDs minted or validated recently: checking one again costs a dict lookup
@@ -295,7 +406,7 @@ def action_body(
         start_time,  # type: ignore[arg-type]
         end_time,  # type: ignore[arg-type]
         attributes if type(attributes) is dict else action_attributes(attributes),
-        data,
+        data if data is None or type(data) is dict else action_data(data),
         None if error is None else action_error(error),
         None if scanners is None else action_scanners(scanners),
     )

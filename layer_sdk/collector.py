@@ -41,7 +41,9 @@ has been read, so each one affects only requests read after it was set.
 6. Routing: 404 for an unknown path, 405 for a method other than POST.
 7. ``X-Request-Id`` already answered with 2xx (whatever the path): that answer
    again, nothing stored, counted in ``duplicates``.
-8. Validation: 415 unless the body is ``application/json``, 400 for a bad body.
+8. Validation: 415 unless the body is ``application/json``, 400 unless it is
+   JSON, 422 unless it keeps the wire contract's types (the message ends with
+   the field's path, e.g. ``$.actions[0].error.code``).
 9. Storage: 404 for an action of an unknown session, 409 for a session that
    already exists; else 200 (session) or 202 (action).
 
@@ -439,7 +441,7 @@ class LocalCollector:
         request = exchange.request
         try:
             parsed: Any = msgspec.json.decode(request.body)
-        except ValueError:
+        except (ValueError, RecursionError):  # (nested deeper than the decoder goes)
             parsed = _NOT_JSON
         reply: Reply | None
         if request.framing_error is not None:
@@ -503,8 +505,8 @@ class LocalCollector:
             if session_id is None:
                 return self._create_session(parsed)
             return self._append_action(session_id, parsed)
-        except msgspec.ValidationError as exc:
-            return _error(str(exc))
+        except msgspec.ValidationError as exc:  # the message names the field: "- at `$.x`"
+            return _error(str(exc), 422)
 
     def _create_session(self, body: Any) -> Reply:
         # A random id with the version bits of a UUID 5 (cheaper than hashing a uuid4).

@@ -223,21 +223,96 @@ ACTION_ERRORS = [
 ]
 
 
+#: Issue 10 §1: the types the original SDK's schemas declare, which the Layer API enforces.
+CONTRACT_ERRORS = [
+    (action(data="text"), "Expected `object | array | null`, got `str` - at `$.data`"),
+    (action(data=3), "Expected `object | array | null`, got `int` - at `$.data`"),
+    (action(data=True), "Expected `object | array | null`, got `bool` - at `$.data`"),
+    (
+        action(error={"message": "x", "code": "ValueError"}),
+        "Expected `int | null`, got `str` - at `$.error.code`",
+    ),
+    (
+        action(error={"message": "x", "code": True}),
+        "Expected `int | null`, got `bool` - at `$.error.code`",
+    ),
+    (
+        action(error={"message": "x", "code": 500.0}),
+        "Expected `int | null`, got `float` - at `$.error.code`",
+    ),
+    (
+        action(error={"message": "x", "details": ["a"]}),
+        "Expected `object | null`, got `array` - at `$.error.details`",
+    ),
+    (
+        action(error={"message": "x", "details": "ValueError"}),
+        "Expected `object | null`, got `str` - at `$.error.details`",
+    ),
+    (action(error={"message": 1}), "Expected `str`, got `int` - at `$.error.message`"),
+    (
+        action(scanners=[{"name": "usage"}]),
+        "Object missing required field `data` - at `$.scanners[0]`",
+    ),
+    (
+        action(scanners=[{"name": "usage", "data": None}]),
+        "Expected `object`, got `null` - at `$.scanners[0].data`",
+    ),
+    (
+        action(scanners=[{"name": "usage", "data": [1]}]),
+        "Expected `object`, got `array` - at `$.scanners[0].data`",
+    ),
+    (action(attributes=["a"]), "Expected `object`, got `array` - at `$.attributes`"),
+]
+
+
 @pytest.mark.parametrize(("body", "error"), CREATE_ERRORS)
-def test_invalid_create_is_400(collector: LocalCollector, body: Any, error: str) -> None:
+def test_invalid_create_is_422(collector: LocalCollector, body: Any, error: str) -> None:
+    """Issue 10 §1: a body that breaks the contract is answered 422, naming the field."""
     answer = post(collector, "/v1/sessions", body)
-    assert (answer.status, answer.json) == (400, {"error": error})
+    assert (answer.status, answer.json) == (422, {"error": error})
     assert collector.event_count == 0
-    assert collector.requests[0].status == 400
+    assert collector.requests[0].status == 422
 
 
-@pytest.mark.parametrize(("body", "error"), ACTION_ERRORS)
-def test_invalid_action_is_400(
+@pytest.mark.parametrize(("body", "error"), ACTION_ERRORS + CONTRACT_ERRORS)
+def test_invalid_action_is_422(
     collector: LocalCollector, session: str, body: Any, error: str
 ) -> None:
+    """Issue 10 §1: an action of the wrong types is answered 422, naming the field."""
     answer = post(collector, f"/v1/sessions/{session}/actions", body)
-    assert (answer.status, answer.json) == (400, {"error": error})
+    assert (answer.status, answer.json) == (422, {"error": error})
     assert collector.event_count == 1
+
+
+def test_the_contract_types_inside_a_create_name_the_action(collector: LocalCollector) -> None:
+    """Issue 10 §1: the same checks apply to the actions of a create, at their path."""
+    bad = action(error={"message": "x", "code": "429"})
+    answer = post(collector, "/v1/sessions", {"application_id": APP, "actions": [action(), bad]})
+    assert (answer.status, answer.json) == (
+        422,
+        {"error": "Expected `int | null`, got `str` - at `$.actions[1].error.code`"},
+    )
+    assert collector.event_count == 0
+
+
+def test_what_the_contract_allows_is_accepted(collector: LocalCollector, session: str) -> None:
+    """Issue 10 §1: the collector is no stricter than the contract (nulls, arrays, {})."""
+    allowed = [
+        action(data={"messages": []}, error={"message": "x", "code": 429, "details": {"a": 1}}),
+        action(data=[1, "two"], error={"message": "x", "code": None, "details": None}),
+        action(data=None, error={"message": "x"}, scanners=[{"name": "usage", "data": {}}]),
+        action(data={}, attributes={"n": 1, "nested": {"x": [1]}}, scanners=[]),
+        action(error={"message": "x", "code": -1}),
+    ]
+    for body in allowed:
+        assert post(collector, f"/v1/sessions/{session}/actions", body).status == 202
+    assert collector.event_count == 1 + len(allowed)
+
+
+def test_a_body_nested_too_deeply_to_decode_is_400(collector: LocalCollector) -> None:
+    """Issue 10 §1: JSON nested past the decoder's depth is answered, not a crash."""
+    answer = post(collector, "/v1/sessions", raw=b"[" * 100_000 + b"]" * 100_000)
+    assert (answer.status, answer.json) == (400, {"error": "the body is not valid UTF-8 JSON"})
 
 
 def test_body_must_be_json(collector: LocalCollector) -> None:
@@ -434,11 +509,11 @@ def test_keep_alive_connection_is_reused(
     collector: LocalCollector, session: str, conn: http.client.HTTPConnection
 ) -> None:
     for i in range(50):
-        assert post(conn, f"/v1/sessions/{session}/actions", action(data=i)).status == 202
+        assert post(conn, f"/v1/sessions/{session}/actions", action(data={"n": i})).status == 202
         if i == 0:
             sock = conn.sock
     assert conn.sock is sock
-    assert [a["data"] for a in collector.actions(session)] == list(range(50))
+    assert [a["data"]["n"] for a in collector.actions(session)] == list(range(50))
 
 
 def test_concurrent_keep_alive_clients_lose_nothing(
@@ -883,7 +958,7 @@ def test_on_event_sees_each_stored_session_and_action_in_order(collector: LocalC
         body = {"application_id": APP, "session_id": SID, "actions": [action("embeddings")]}
         assert post(running, "/v1/sessions", body).status == 200
         assert post(running, f"/v1/sessions/{SID}/actions", action()).status == 202
-        assert post(running, f"/v1/sessions/{SID}/actions", {"kind": "bad"}).status == 400
+        assert post(running, f"/v1/sessions/{SID}/actions", {"kind": "bad"}).status == 422
         before = time.time()
     assert [(event.kind, event.session_id) for event in events] == [
         ("session", SID),

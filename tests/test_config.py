@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Callable
 
 import pytest
@@ -117,6 +118,26 @@ def test_invalid_values_are_refused_naming_the_option(option: str, value: object
     settings[option] = value
     with pytest.raises(ValueError, match=option):
         Client().init(**settings)  # type: ignore[arg-type]
+
+
+def test_a_platform_that_is_no_string_is_refused_at_init(collector: LocalCollector) -> None:
+    """Issue 10 §3: init(platform=123) raises at init, not a 4xx on every session later."""
+    with pytest.raises(ValueError, match="platform must be a string, got int"):
+        Client().init(base_url=collector.url, application_id=APP_ID, platform=123)  # type: ignore[arg-type]
+    assert collector.requests == []
+
+
+def test_python_runtime_is_the_implementation_name_unchanged(
+    make_client: Callable[..., Client], collector: LocalCollector
+) -> None:
+    """Issue 10 §1: python.runtime is platform.python_implementation(), e.g. CPython."""
+    client = make_client(platform="k8s")
+    session_id = client.create_session()
+    assert client.flush(5)
+    attributes = collector.session(session_id)["attributes"]  # type: ignore[index]
+    assert attributes["python.runtime"] == platform.python_implementation()
+    assert attributes["python.runtime"] != attributes["python.runtime"].lower()  # CPython, PyPy
+    assert attributes["platform"] == "k8s"
 
 
 def test_init_twice_raises_and_shutdown_allows_init_again(collector: LocalCollector) -> None:

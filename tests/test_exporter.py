@@ -55,7 +55,7 @@ def test_a_session_is_sent_with_utc_times_platform_attributes_and_headers(
         "platform": "k8s-batch",
         "source": f"layer-python-sdk/{__version__}",
         "os": platform.system().lower(),
-        "python.runtime": platform.python_implementation().lower(),
+        "python.runtime": platform.python_implementation(),
         "python.runtime.version": platform.python_version(),
     }
     headers = request.headers
@@ -159,7 +159,7 @@ def test_actions_of_a_created_session_go_one_at_a_time_in_order(
     for n in range(40):
         client.append_action(session_id, kind=PROMPT, data=n)
     assert client.flush(10)
-    assert [action["data"] for action in collector.actions(session_id)] == list(range(40))
+    assert [action["data"]["value"] for action in collector.actions(session_id)] == list(range(40))
     assert api_requests(collector).count(f"/v1/sessions/{session_id}/actions") == 40
 
 
@@ -254,7 +254,7 @@ def test_a_full_queue_drops_new_events_with_exact_counts(
     collector.release()
     assert client.flush(10) is False  # delivered, but some were dropped since last flush
     assert collector.event_count == 10
-    assert [a["data"] for a in collector.actions(session_id)] == list(range(9))
+    assert [a["data"]["value"] for a in collector.actions(session_id)] == list(range(9))
     assert client.stats().sent == 10
 
 

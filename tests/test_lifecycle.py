@@ -546,7 +546,7 @@ def test_a_sender_thread_that_dies_replaces_itself_and_says_so(
     assert client.flush(timeout=5) is True
     session = collector.session(sid)
     assert session is not None
-    assert [a["data"] for a in session["actions"]] == ["after the restart"]
+    assert [a["data"] for a in session["actions"]] == [{"value": "after the restart"}]
     died = [r for r in caplog.records if "sender thread had died" in r.getMessage()]
     assert [(r.name, r.levelno) for r in died] == [("layer_sdk", logging.ERROR)]
     stats = client.stats()

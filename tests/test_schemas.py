@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+import http
 import uuid
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from layer_sdk import (
     Client,
     LayerRequestPreparationError,
     LayerSchemaValidationError,
+    LayerSDKException,
     SessionActionError,
     SessionActionKind,
     SessionActionScanner,
@@ -142,3 +148,223 @@ def test_times_are_converted_to_utc() -> None:
     paris = datetime(2024, 5, 1, 14, 0, 0, tzinfo=timezone(timedelta(hours=2)))
     assert utc(paris, "t") == datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
     assert utc(paris, "t").utcoffset() == timedelta(0)  # type: ignore[union-attr]
+
+
+def test_error_code_and_details_are_checked_at_the_call(
+    client: Client, collector: LocalCollector
+) -> None:
+    """Issue 10 §1: error.code is an int or None, error.details a dict or None."""
+    session_id = client.create_session()
+    bad: list[Any] = [
+        ({"message": "x", "code": "ValueError"}, "error.code"),
+        ({"message": "x", "code": True}, "error.code"),
+        ({"message": "x", "details": "ValueError"}, "error.details"),
+        (SessionActionError("x", code="429"), "error.code"),  # type: ignore[arg-type]
+        (SessionActionError("x", code=False), "error.code"),
+        (SessionActionError("x", details=["a"]), "error.details"),  # type: ignore[arg-type]
+        (SessionActionError(1), "error.message"),  # type: ignore[arg-type]
+    ]
+    for error, field in bad:
+        with pytest.raises(LayerSchemaValidationError, match=field.replace(".", r"\.")):
+            client.append_action(session_id, kind="completion_output", error=error)
+    for error in (
+        SessionActionError("x", code=http.HTTPStatus.TOO_MANY_REQUESTS, details={"a": 1}),
+        {"message": "y", "code": -1, "details": None},
+    ):
+        client.append_action(session_id, kind="completion_output", error=error)
+    assert client.flush(5)
+    assert [a["error"] for a in collector.actions(session_id)] == [
+        {"message": "x", "code": 429, "details": {"a": 1}},
+        {"message": "y", "code": -1},
+    ]
+
+
+def test_scanner_data_must_be_an_object(client: Client, collector: LocalCollector) -> None:
+    """Issue 10 §1: a scanner is {"name": str, "data": object}."""
+    session_id = client.create_session()
+    for scanners in (
+        [{"name": "usage", "data": {}}, {"name": "usage", "data": 3}],
+        [SessionActionScanner("usage", {}), SessionActionScanner("usage", [1])],  # type: ignore[arg-type]
+        [{"name": "usage"}, {"name": "usage"}],
+    ):
+        with pytest.raises(LayerSchemaValidationError, match=r"scanners\[[01]\]"):
+            client.append_action(session_id, kind="completion_output", scanners=scanners)
+    with pytest.raises(LayerSchemaValidationError, match=r"scanners\[0\]\.name"):
+        client.append_action(
+            session_id,
+            kind="completion_output",
+            scanners=[SessionActionScanner(1, {})],  # type: ignore[arg-type]
+        )
+    client.append_action(
+        session_id, kind="completion_output", scanners=[SessionActionScanner("usage", {"t": 1})]
+    )
+    assert client.flush(5)
+    assert collector.actions(session_id)[0]["scanners"] == [{"name": "usage", "data": {"t": 1}}]
+
+
+@dataclasses.dataclass
+class _Point:
+    x: int
+
+
+@pytest.mark.parametrize(
+    ("data", "wire"),
+    [
+        ("text", {"value": "text"}),
+        (3, {"value": 3}),
+        (2.5, {"value": 2.5}),
+        (False, {"value": False}),
+        (SessionActionKind.EMBEDDINGS, {"value": "embeddings"}),
+        (b"\x00", {"value": "AA=="}),
+        ({"a": 1}, {"a": 1}),
+        ([1, 2], [1, 2]),
+        ((1, 2), [1, 2]),
+        (_Point(1), {"x": 1}),
+        ({}, {}),
+        ([], []),
+    ],
+)
+def test_scalar_data_is_wrapped_as_an_object(
+    client: Client, collector: LocalCollector, data: Any, wire: Any
+) -> None:
+    """Issue 10 §1: data on the wire is an object or an array, never a bare scalar."""
+    session_id = client.create_session(actions=[{"kind": "completion_prompt", "data": data}])
+    client.append_action(session_id, kind="completion_output", data=data)
+    assert client.flush(5)
+    assert [a["data"] for a in collector.actions(session_id)] == [wire, wire]
+
+
+def test_none_data_is_left_out(client: Client, collector: LocalCollector) -> None:
+    """Issue 10 §1: None data is absent from the body, not {"value": null}."""
+    session_id = client.create_session()
+    client.append_action(session_id, kind="completion_output", data=None)
+    assert client.flush(5)
+    assert "data" not in collector.actions(session_id)[0]
+
+
+def _deep(depth: int) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    inner = data
+    for _ in range(depth):
+        inner["x"] = inner = {}
+    return data
+
+
+def test_cyclic_or_deep_data_is_refused_at_the_call(
+    client: Client, collector: LocalCollector
+) -> None:
+    """Issue 10 §3: LayerRequestPreparationError, not a raw RecursionError."""
+    session_id = client.create_session()
+    cyclic: list[Any] = []
+    cyclic.append(cyclic)
+    for fields in (
+        {"data": cyclic},
+        {"data": _deep(100_000)},
+        {"attributes": {"deep": _deep(100_000)}},
+        {"error": {"message": "x", "details": _deep(100_000)}},
+        {"scanners": [{"name": "usage", "data": {"cycle": cyclic}}]},
+    ):
+        with pytest.raises(LayerRequestPreparationError, match="nested too deeply"):
+            client.append_action(session_id, kind="completion_prompt", **fields)
+    with pytest.raises(LayerRequestPreparationError, match="nested too deeply"):
+        client.create_session(actions=[{"kind": "completion_prompt", "data": cyclic}])
+    client.append_action(session_id, kind="completion_prompt", data={"still": "works"})
+    assert client.flush(5)
+    assert [a["data"] for a in collector.actions(session_id)] == [{"still": "works"}]
+
+
+def test_an_integer_attribute_too_large_for_str_names_the_attribute(client: Client) -> None:
+    """Issue 10 §3: a 5,000-digit int attribute raises a LayerSDKException, not ValueError."""
+    with pytest.raises(LayerSchemaValidationError, match="'big'"):
+        client.create_session(attributes={"small": 1, "big": 10**5_000})
+
+
+def test_an_action_that_is_no_mapping_names_actions(client: Client) -> None:
+    """Issue 10 §3: actions=[1] raises a LayerSDKException naming the field."""
+    with pytest.raises(LayerSchemaValidationError, match="actions"):
+        client.create_session(actions=[1])  # type: ignore[list-item]
+    with pytest.raises(LayerSchemaValidationError, match=r"actions: .*error\.code"):
+        client.create_session(
+            actions=[{"kind": "completion_output", "error": {"message": "x", "code": "E"}}]
+        )
+    assert client.stats().enqueued == 0
+
+
+def test_a_time_out_of_range_in_utc_names_the_field(client: Client) -> None:
+    """Issue 10 §3: a year-1 datetime ahead of UTC overflows; the error names the field."""
+    year_one = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1)))
+    last_day = datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-2)))
+    session_id = client.create_session()
+    with pytest.raises(LayerSchemaValidationError, match="start_time"):
+        client.create_session(start_time=year_one)
+    with pytest.raises(LayerSchemaValidationError, match="end_time"):
+        client.append_action(session_id, kind="embeddings", end_time=last_day)
+    assert utc(datetime(1, 1, 1, 1, tzinfo=timezone(timedelta(hours=1))), "t") == datetime(
+        1, 1, 1, tzinfo=timezone.utc
+    )
+
+
+def test_bad_input_never_escapes_as_a_raw_python_exception(client: Client) -> None:
+    """Issue 10 §3: each of these raised ValueError/TypeError/OverflowError/RecursionError."""
+    session_id = client.create_session()
+    cyclic: dict[str, Any] = {}
+    cyclic["self"] = cyclic
+    calls = [
+        lambda: client.create_session(attributes={"n": 10**5_000}),
+        lambda: client.create_session(actions=[1]),  # type: ignore[list-item]
+        lambda: client.create_session(start_time=datetime(1, 1, 1, tzinfo=timezone.max)),
+        lambda: client.append_action(session_id, kind="embeddings", data=cyclic),
+    ]
+    for call in calls:
+        with pytest.raises(LayerSDKException):
+            call()
+
+
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=10)
+)
+_JSON = st.recursive(
+    _SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    data=_JSON,
+    code=st.none() | st.booleans() | st.integers(-(2**31), 2**31) | st.text(max_size=3),
+    details=_JSON,
+    scanner_data=_JSON,
+)
+def test_whatever_append_action_accepts_the_strict_collector_accepts(
+    client: Client, data: Any, code: Any, details: Any, scanner_data: Any
+) -> None:
+    """Issue 10 §1: the SDK refuses at the call exactly what the contract refuses, no less."""
+    # (Not create_session(): hypothesis seeds the global random module per example.)
+    session_id = client.create_session(
+        session_id=uuid.uuid5(uuid.NAMESPACE_URL, uuid.uuid4().hex), sync=True
+    )
+    error = {"message": "m", "code": code, "details": details}
+    scanners = [{"name": "s", "data": scanner_data}]
+    valid_error = (code is None or type(code) is int) and (details is None or type(details) is dict)
+    try:
+        client.append_action(session_id, kind="embeddings", data=data, error=error, sync=True)
+    except LayerSchemaValidationError as exc:
+        assert not valid_error, exc
+    else:
+        assert valid_error
+    try:
+        client.append_action(session_id, kind="embeddings", scanners=scanners, sync=True)
+    except LayerSchemaValidationError:
+        assert type(scanner_data) is not dict
+    else:
+        assert type(scanner_data) is dict

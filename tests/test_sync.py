@@ -52,9 +52,9 @@ def test_a_sync_call_waits_for_the_session_s_queued_events(
 ) -> None:
     client = make_client(flush_interval=30)  # queued events would otherwise wait 30 s
     session_id = client.create_session()
-    client.append_action(session_id, kind="completion_prompt", data=1)
-    client.append_action(session_id, kind="completion_output", data=2, sync=True)
-    assert [a["data"] for a in collector.actions(session_id)] == [1, 2]
+    client.append_action(session_id, kind="completion_prompt", data={"n": 1})
+    client.append_action(session_id, kind="completion_output", data={"n": 2}, sync=True)
+    assert [a["data"] for a in collector.actions(session_id)] == [{"n": 1}, {"n": 2}]
 
 
 def test_http_error_carries_status_message_and_body(
@@ -186,3 +186,51 @@ def test_a_second_401_is_not_retried_again(
     assert raised.value.status_code == 401
     assert len(collector.requests) == 2
     assert "token-" not in str(raised.value)
+
+
+class _OddSessionIds(BaseHTTPRequestHandler):
+    """A Layer API that accepts every create and answers the session_id it is set to."""
+
+    answer: object = None
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = json.dumps({"session_id": self.answer}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def odd_api() -> Iterator[ThreadingHTTPServer]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _OddSessionIds)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("answer", ["not-a-uuid", 12345, "", ["x"]])
+def test_a_sync_create_refuses_a_session_id_that_is_no_uuid(
+    make_client: MakeClient, odd_api: ThreadingHTTPServer, answer: object
+) -> None:
+    """Issue 10 §3: a sync=True create checks that the server's session_id is a UUID."""
+    _OddSessionIds.answer = answer
+    client = make_client(base_url=f"http://127.0.0.1:{odd_api.server_address[1]}")
+    with pytest.raises(LayerRequestError, match="not a UUID"):
+        client.create_session(sync=True)
+
+
+def test_a_sync_create_returns_the_server_s_uuid_in_canonical_form(
+    make_client: MakeClient, odd_api: ThreadingHTTPServer
+) -> None:
+    """Issue 10 §3: a UUID answered by the server is returned, usable by append_action."""
+    _OddSessionIds.answer = "1B4E28BA-2FA1-41D2-883F-0016D3CCA427"
+    client = make_client(base_url=f"http://127.0.0.1:{odd_api.server_address[1]}")
+    assert client.create_session(sync=True) == "1b4e28ba-2fa1-41d2-883f-0016d3cca427"
