@@ -598,6 +598,126 @@ def case_server_down(quick: bool) -> dict[str, Any]:
     }
 
 
+# -- 5b. outage and fleet backpressure (issue 9) ----------------------------------
+
+
+def _paced(client: Any, sessions_per_s: float, seconds: float) -> int:
+    """Produce sessions of 4 actions at a steady rate for ``seconds``; returns the events."""
+    made = 0
+    started = time.perf_counter()
+    interval = 1 / sessions_per_s
+    n = 0
+    while (now := time.perf_counter()) < started + seconds:
+        due = started + n * interval
+        if due > now:
+            time.sleep(due - now)
+        made += produce(client, 1)
+        n += 1
+    return made
+
+
+def case_outage(quick: bool) -> dict[str, Any]:
+    """The API answers 503 for a minute while the app reports 200 sessions/s, then recovers.
+
+    Counts the requests that reached the API and the process CPU during the
+    outage, and how long after the API came back everything was delivered.
+    ``max_queue_size`` is raised so that the minute's 60,000 events fit in the
+    queue (the byte bound, 64 MB by default, still holds them).
+    """
+    outage = 10.0 if quick else 60.0
+    rate = 200.0
+    with Server() as server:
+        client = new_client(server.url, max_queue_size=200_000)
+        produce(client, 20)
+        client.flush(10)
+        server.command("clear")
+        server.command(f"fail {outage} 503")
+        cpu0, t0 = cpu_seconds(), time.perf_counter()
+        made = _paced(client, rate, outage)
+        cpu = cpu_seconds() - cpu0
+        requests_during = server.requests()
+        up_at = time.perf_counter()
+        flushed = client.flush(300)
+        recovered = time.perf_counter() - up_at
+        delivered = server.count()
+        stats = stats_dict(client)
+        client.shutdown()
+
+        # The synchronous path during an outage: each call retries 3 times, then raises.
+        server.command(f"fail {outage} 503")
+        sync_client = new_client(server.url, sync=True)
+        t2 = time.perf_counter()
+        try:
+            sync_client.create_session(attributes=SESSION_ATTRIBUTES)
+            sync_error = "none"
+        except Exception as exc:
+            sync_error = type(exc).__name__
+        sync_seconds = time.perf_counter() - t2
+        sync_client.shutdown(timeout=0.1)
+    elapsed = up_at - t0
+    return {
+        "outage_seconds": outage,
+        "sessions_per_s": rate,
+        "events": made,
+        "delivered": delivered,
+        "nothing_lost": flushed and delivered == made and stats["failed"] == stats["dropped"] == 0,
+        "requests_during_outage": requests_during,
+        "cpu_seconds_during_outage": cpu,
+        "cpu_share_during_outage": cpu / elapsed,
+        "cpu_us_per_event_during_outage": cpu / made * 1e6,
+        "recovery_seconds": recovered,
+        "stats": stats,
+        "sync_call_seconds": sync_seconds,
+        "sync_error": sync_error,
+    }
+
+
+def fleet_app(url: str, seconds: float, sessions_per_s: float) -> None:
+    """One process of the fleet case: report at a steady rate, flush, print what it made."""
+    client = new_client(url)
+    made = _paced(client, sessions_per_s, seconds)
+    flushed = client.flush(120)
+    print(json.dumps({"events": made, "flushed": flushed, "stats": stats_dict(client)}))
+
+
+def case_fleet(quick: bool) -> dict[str, Any]:
+    """Four processes report through a window of 429 + Retry-After: do they back off together?
+
+    The API answers every request with 429 and ``Retry-After`` equal to the
+    window for ``window`` seconds. Counts the requests that reached it in the
+    window (each of them refused), and whether everything was delivered after.
+    """
+    processes, window, rate = 4, 5.0 if quick else 10.0, 50.0
+    with Server() as server:
+        server.command(f"fail {window} 429 {window}")
+        started = time.perf_counter()
+        args = [sys.executable, str(Path(__file__).resolve()), "fleet-app", server.url]
+        args += [str(window + 2.0), str(rate)]
+        apps = [
+            subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env())
+            for _ in range(processes)
+        ]
+        time.sleep(max(0.0, started + window - time.perf_counter()))
+        refused_in_window = server.requests()
+        reports = []
+        for app in apps:
+            out, _ = app.communicate(timeout=180)
+            reports.append(json.loads(out.strip().splitlines()[-1]))
+        delivered = server.count()
+    made = sum(report["events"] for report in reports)
+    return {
+        "processes": processes,
+        "window_seconds": window,
+        "events": made,
+        "delivered": delivered,
+        "nothing_lost": delivered == made and all(report["flushed"] for report in reports),
+        "requests_in_window": refused_in_window,
+        "requests_in_window_per_process": refused_in_window / processes,
+        "sessions_in_window_per_process": rate * window,
+        "seconds": time.perf_counter() - started,
+    }
+
+
 # -- 6. exit ---------------------------------------------------------------------
 
 
@@ -762,6 +882,8 @@ CASES: dict[str, Callable[[bool], dict[str, Any]]] = {
     "flood": case_flood,
     "flood_20k": case_flood_20k,
     "server_down": case_server_down,
+    "outage": case_outage,
+    "fleet": case_fleet,
     "exit_healthy": case_exit_healthy,
     "exit_hung": case_exit_hung,
     "import": case_import,
@@ -770,6 +892,10 @@ CASES: dict[str, Callable[[bool], dict[str, Any]]] = {
 
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["fleet-app"]:
+        url, seconds, rate = argv[1], float(argv[2]), float(argv[3])
+        fleet_app(url, seconds, rate)
+        return
     if argv[:1] == ["app-exit"]:
         parser = argparse.ArgumentParser(prog="_cases.py app-exit")
         parser.add_argument("url")

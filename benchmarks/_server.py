@@ -16,6 +16,8 @@ command read from stdin:
 ``delay S`` every request waits S seconds before its answer (``ok``)
 ``hang``   hold every request from now on (``ok``)
 ``release`` let held requests go on (``ok``)
+``fail S STATUS [RA]`` answer STATUS to every request for S seconds, with
+           ``Retry-After: RA`` when given (``ok``)
 ``quit``   stop the server and exit (``ok``)
 ========== ===============================================================
 
@@ -50,6 +52,11 @@ def _answer(collector: LocalCollector, line: str) -> str | None:
         collector.hang()
     elif command == "release":
         collector.release()
+    elif command == "fail":
+        seconds, status, *retry_after = argument.split()
+        collector.fail_for(
+            float(seconds), int(status), retry_after=float(retry_after[0]) if retry_after else None
+        )
     elif command == "quit":
         return None
     else:

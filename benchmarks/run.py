@@ -35,6 +35,8 @@ CASES = (
     "flood",
     "flood_20k",
     "server_down",
+    "outage",
+    "fleet",
     "exit_healthy",
     "exit_hung",
     "import",
@@ -169,6 +171,8 @@ def _sync_hung(r: Result) -> str:
     return f"one call blocked {num(sync.get('total_seconds'), 's')}"
 
 
+OUTAGE = "API answers 503 for 60 s (quick: 10 s), 200 sessions/s"
+
 ROWS: tuple[Row, ...] = (
     # 1. caller-thread cost, while the worker exports
     Row("hot_path", "hot path", "`append_action` median", us("append_action.median"),
@@ -253,6 +257,30 @@ ROWS: tuple[Row, ...] = (
         lambda r: "n/a", "≤ 5 ms", at_most("full_gc_backlog_ms", 5)),
     Row("server_down", "server down", "longest GC pause of any generation during the run",
         lambda r: num(get(r, "gc_any_longest_ms"), "ms"), lambda r: "n/a"),
+    # 5b. outage and fleet backpressure
+    Row("outage", OUTAGE, "delivered after it came back",
+        lambda r: f"{num(get(r, 'delivered'))} of {num(get(r, 'events'))} in "
+        f"{num(get(r, 'recovery_seconds'), 's')}",
+        lambda r: f"each call blocks {num(get(r, 'sync_call_seconds'), 's')}, "
+        f"then raises {get(r, 'sync_error')}",
+        "all", lambda r: bool(get(r, "nothing_lost"))),
+    Row("outage", OUTAGE,
+        "requests that reached the API during the outage",
+        lambda r: num(get(r, "requests_during_outage")), lambda r: "n/a",
+        "a few hundred at most", at_most("requests_during_outage", 300)),
+    Row("outage", OUTAGE,
+        "process CPU during the outage (share of a core; per event produced)",
+        lambda r: f"{num(get(r, 'cpu_share_during_outage'))}; "
+        f"{num(get(r, 'cpu_us_per_event_during_outage'), 'µs')}",
+        lambda r: "n/a"),
+    Row("fleet", "fleet of 4 processes, 429 + Retry-After window",
+        "requests in the window per process (sessions made in it)",
+        lambda r: f"{num(get(r, 'requests_in_window_per_process'))} "
+        f"({num(get(r, 'sessions_in_window_per_process'))})",
+        lambda r: "n/a", "a few", at_most("requests_in_window_per_process", 10)),
+    Row("fleet", "fleet of 4 processes, 429 + Retry-After window", "delivered after the window",
+        lambda r: f"{num(get(r, 'delivered'))} of {num(get(r, 'events'))}", lambda r: "n/a",
+        "all", lambda r: bool(get(r, "nothing_lost"))),
     # 6. exit
     Row("exit_healthy", "exit, healthy server", "delivered of 10,000 (queued at exit)",
         lambda r: f"{num(get(r, 'delivered'))} ({num(get(r, 'queued_at_exit'))})",
