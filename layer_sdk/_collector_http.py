@@ -8,8 +8,13 @@ an :class:`Exchange` saying whether the request is held or delayed and, once
 it is neither, what to answer. Waiting costs no thread: a held request waits
 for :meth:`HttpServer.recheck`, a delayed one for a timer of the loop.
 
-A connection answers its requests one at a time, in order: the next request
-is not read (nor handed to the handler) until the one before it is answered.
+Pipelined requests (several written on one connection before their answers
+are read) are read as they arrive and handed to the handler at once, so that
+their delays run side by side, as they would on a server that far away; their
+answers go out in the order the requests came. A request whose answer closes
+the connection (``Connection: close``, a dropped request) ends it: the requests
+read after it are not answered, and the handler is told they were dropped, as
+a server handling them one by one would never have seen them.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import contextlib
 import re
 import socket
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -223,6 +229,34 @@ def _read_head(buffer: bytearray) -> _Head | None:
     return _Head(method, path, headers, keep_alive, expects_continue)
 
 
+class _Answered:
+    """The exchange of a request that could not be read: its answer is known at once."""
+
+    delay = 0.0
+
+    def __init__(self, reply: Reply) -> None:
+        self._reply = reply
+
+    def held(self) -> bool:
+        return False
+
+    def answer(self, dropped: bool) -> Reply | None:
+        return self._reply
+
+
+_UNREADABLE = _Head("", "", {}, keep_alive=False, expects_continue=False)
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A request read and handed to the handler, until its answer is written."""
+
+    head: _Head
+    exchange: Exchange
+    timer: asyncio.TimerHandle | None = None  # set once its delay has begun
+    ready: bool = False  # neither held nor delayed any more: its answer may go
+
+
 class _Connection(asyncio.BufferedProtocol):
     """One client connection: reads requests, hands them over, writes the answers in order."""
 
@@ -233,8 +267,8 @@ class _Connection(asyncio.BufferedProtocol):
         self._head: _Head | None = None  # read, while its body is not all in
         self._chunks: list[bytes] = []  # of the chunked body being read
         self._trailers = False  # its last chunk is read: trailer fields follow
-        self._pending: tuple[_Head, Exchange] | None = None  # the request being answered
-        self._timer: asyncio.TimerHandle | None = None  # set once its delay has begun
+        self._pending: deque[_Pending] = deque()  # read and not yet answered, in order
+        self._last_read = False  # a request that closes the connection was read
         self._eof = False  # the client sends no more
         self._closed = False
 
@@ -260,25 +294,24 @@ class _Connection(asyncio.BufferedProtocol):
         return True  # keep the transport: a request may still be waiting for its answer
 
     def connection_lost(self, exc: Exception | None) -> None:
-        # A request still held or delayed goes on: it is recorded, and its answer not sent.
+        # Requests still held or delayed go on: they are recorded, their answers not sent.
         self._closed = True
         self._server.connections.discard(self)
 
     # -- the server's calls ------------------------------------------------------------
 
     def recheck(self) -> None:
-        if self._timer is None:  # held, not delayed
-            self._advance()
-            self._serve()
+        for pending in self._pending:
+            self._start(pending)
+        self._answer_ready()
 
     def drop_pending(self) -> None:
-        if self._pending is not None:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._server.waiting.discard(self)
-            _, exchange = self._pending
-            self._pending = self._timer = None
-            exchange.answer(dropped=True)
+        self._server.waiting.discard(self)
+        while self._pending:
+            pending = self._pending.popleft()
+            if pending.timer is not None:
+                pending.timer.cancel()
+            pending.exchange.answer(dropped=True)
 
     def abort(self) -> None:
         self._closed = True
@@ -288,39 +321,60 @@ class _Connection(asyncio.BufferedProtocol):
     # -- requests ------------------------------------------------------------------------
 
     def _serve(self) -> None:
-        """Answer the buffered requests in order, until one has to wait or none is left."""
-        while self._pending is None and not self._closed:
+        """Read every whole request buffered and take each on; answer those that are ready."""
+        while not self._closed and not self._last_read:
             try:
                 read = self._read()
             except _BadHead as exc:
-                self._send(Reply(exc.status, msgspec.json.encode({"error": str(exc)})), None)
-                return
+                # Answered after the requests before it; then the connection closes.
+                reply = Reply(exc.status, msgspec.json.encode({"error": str(exc)}))
+                self._pending.append(_Pending(_UNREADABLE, _Answered(reply), ready=True))
+                self._last_read = True
+                break
             if read is None:
-                if self._eof:
-                    self._close()
-                return
+                break
             head, request = read
-            self._pending = head, self._server.handler(request)
-            self._advance()
+            pending = _Pending(head, self._server.handler(request))
+            self._pending.append(pending)
+            self._last_read = not head.keep_alive
+            self._start(pending)
+        self._answer_ready()
+        if self._eof and not self._pending and not self._closed:
+            self._close()
 
-    def _advance(self) -> None:
-        """Take the pending request on: hold it, delay it, or answer it."""
-        if self._pending is None:
+    def _start(self, pending: _Pending) -> None:
+        """Take a request on once it is not held: start its delay, or make it ready."""
+        if pending.ready or pending.timer is not None:
             return
-        head, exchange = self._pending
-        if exchange.held():
+        if pending.exchange.held():
             self._server.waiting.add(self)
-        elif exchange.delay > 0 and self._timer is None:
+        elif pending.exchange.delay > 0:
             self._server.waiting.add(self)
-            self._timer = self._server.loop.call_later(exchange.delay, self._end_delay)
+            pending.timer = self._server.loop.call_later(
+                pending.exchange.delay, self._end_delay, pending
+            )
         else:
-            self._server.waiting.discard(self)
-            self._pending = self._timer = None
-            self._send(exchange.answer(dropped=False), head)
+            pending.ready = True
 
-    def _end_delay(self) -> None:
-        self._advance()
+    def _end_delay(self, pending: _Pending) -> None:
+        pending.ready = True
+        self._answer_ready()
         self._serve()
+
+    def _answer_ready(self) -> None:
+        """Answer the requests at the front whose answers may go, in order."""
+        pending = self._pending
+        while pending and pending[0].ready:
+            first = pending.popleft()
+            reply = first.exchange.answer(dropped=False)
+            if reply is None or not first.head.keep_alive:
+                # This answer ends the connection: what was read after it goes unanswered.
+                self._send(reply, first.head)
+                self.drop_pending()
+                return
+            self._send(reply, first.head)
+        if not pending:
+            self._server.waiting.discard(self)
 
     def _send(self, reply: Reply | None, head: _Head | None) -> None:
         """Write ``reply`` (None: close unanswered) to the request of ``head`` (None: unread)."""
