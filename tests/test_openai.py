@@ -625,6 +625,46 @@ def test_streamed_responses(
     assert output["attributes"]["incomplete"] is False
 
 
+@pytest.mark.parametrize("api", ["chat", "responses"])
+@pytest.mark.parametrize("mode", MODES)
+def test_a_stream_is_returned_as_openais_own_class(
+    mode: str,
+    api: str,
+    make_client: Callable[..., Client],
+    collector: LocalCollector,
+    server: OpenAIServer,
+) -> None:
+    """Issue 10, stream type: ``type(stream) is openai.Stream`` (``AsyncStream``), SDK on or off.
+
+    The stream is observed, not replaced by a subclass; closing it early
+    still ends its record (see the tests of broken-off streams below).
+    """
+    if api == "responses":
+        needs_responses()
+    expected = openai.Stream if mode == "sync" else openai.AsyncStream
+    types: list[type] = []
+
+    def use(stream: Any) -> Any:
+        types.append(type(stream))
+        return drain(mode, stream)
+
+    def call(c: Any) -> Any:
+        if api == "chat":
+            created = c.chat.completions.create(model="gpt-test", messages=MESSAGES, stream=True)
+        else:
+            created = c.responses.create(model="gpt-test", input="Hello", stream=True)
+        return then(mode, created, use)
+
+    perform(mode, server, call)  # without the SDK first
+    layer = make_client()
+    with layer.session_context() as session_id:
+        perform(mode, server, call)
+    assert types == [expected, expected], [t.__mro__ for t in types]  # not a subclass
+    output = one(actions_of(layer, collector, session_id, 2), "completion_output")
+    assert output["attributes"]["incomplete"] is False
+    assert output["data"] == {"messages": [{"role": "assistant", "content": ANSWER}]}
+
+
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("mode", MODES)
 def test_responses_function_calls(
@@ -793,22 +833,33 @@ def test_a_stream_broken_off_early_is_recorded_incomplete_once(
     client.close()
 
 
-@pytest.mark.parametrize("how", ["aclose", "async with", "abandon"])
+@pytest.mark.parametrize("how", ["close", "aclose", "async with", "abandon"])
 def test_an_async_stream_broken_off_early_is_recorded_incomplete_once(
     how: str, layer: Client, collector: LocalCollector, server: OpenAIServer
 ) -> None:
+    """Closed: recorded at the close, the stream still held; abandoned: when it is collected."""
+    if how == "aclose" and not hasattr(openai.AsyncStream, "aclose"):
+        pytest.skip(f"openai {openai.__version__}'s AsyncStream has no aclose()")
+    enqueued_at_close: list[int] = []
+
     async def call(c: Any) -> list[Any]:
         stream = await c.chat.completions.create(model="slow", messages=MESSAGES, stream=True)
         if how == "async with":
             async with stream:
-                return await drain("async", stream, limit=3)  # type: ignore[no-any-return]
-        received = await drain("async", stream, limit=3)
-        if how == "aclose":
-            await stream.close()
+                received = await drain("async", stream, limit=3)
+        else:
+            received = await drain("async", stream, limit=3)
+            if how == "close":
+                await stream.close()
+            elif how == "aclose":
+                await stream.aclose()
+        enqueued_at_close.append(layer.stats().enqueued)  # the stream is still referenced
         return received  # type: ignore[no-any-return]
 
     with layer.session_context() as session_id:
         received = perform("async", server, call)
+    # Issue 10, stream type: with openai's own class, a close still ends the record at once.
+    assert enqueued_at_close == [2 if how == "abandon" else 3]  # session, prompt (, output)
     gc.collect()
     assert len(received) == 3
     assert wait_until(lambda: layer.stats().enqueued == 3)
