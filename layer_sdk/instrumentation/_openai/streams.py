@@ -9,7 +9,8 @@ calls the class's ``close()`` and then ends the record, to notice an early
 close (``with`` exit calls ``self.close()`` too).
 The output is recorded exactly once, by the stream's :class:`_StreamRecord`:
 when the stream is exhausted, raises, is closed (``close()``, ``with``
-exit), or is garbage-collected; the last three mark it ``incomplete``.
+exit, 3.x's ``aclose()``: all call ``self.close()``), or is garbage-collected;
+the last three mark it ``incomplete``.
 
 Finalizers may run inside the garbage collector at any point, where taking
 the export queue's lock could deadlock, so those records are handed (through
