@@ -11,7 +11,10 @@ real ``openai`` client talks to it through its real transport. It answers:
 The model name picks the behaviour:
 
 ==================  =====================================================
-``fail-<status>``   that HTTP status with an OpenAI-style error body
+``fail-<status>``   that HTTP status with an OpenAI-style error body, whose
+                    ``code`` is ``"injected"``; ``fail-<status>-<code>``
+                    gives that ``code`` instead (digits: an integer;
+                    ``none``: null)
 ``tool-call``       the answer is a call of the first tool given
 ``slow``            a long stream, ``SLOW_DELAY`` seconds between chunks
 ``drop``            a stream cut off (connection closed) after 2 chunks
@@ -165,7 +168,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(400, "the body is not a JSON object")
         model = str(body.get("model") or "")
         if model.startswith("fail-"):
-            return self._error(int(model[5:]), f"injected failure {model[5:]}")
+            status, _, code = model[5:].partition("-")
+            return self._error(int(status), f"injected failure {status}", _error_code(code))
         routes = {
             "/v1/chat/completions": self._chat,
             "/v1/responses": self._responses,
@@ -191,10 +195,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _error(self, status: int, message: str) -> None:
+    def _error(self, status: int, message: str, code: Any = "injected") -> None:
         kind = "server_error" if status >= 500 else "invalid_request_error"
         self._json(
-            status, {"error": {"message": message, "type": kind, "param": None, "code": "injected"}}
+            status, {"error": {"message": message, "type": kind, "param": None, "code": code}}
         )
 
     def _sse(self, events: Any, model: str) -> None:
@@ -502,6 +506,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(
             200, {"id": "modr-1", "model": model or "omni-moderation-latest", "results": results}
         )
+
+
+def _error_code(text: str) -> Any:
+    """The ``code`` of an error body, as a ``fail-<status>-<code>`` model name spells it."""
+    if not text:
+        return "injected"
+    if text == "none":
+        return None
+    return int(text) if text.isdigit() else text
 
 
 def _pieces(model: str, plain: bool, content: str) -> list[str]:

@@ -15,6 +15,7 @@ import gc
 import inspect
 import logging
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -111,6 +112,39 @@ def _no_leftover_patches() -> None:
     owner = instrumented_by("openai")
     if owner is not None:
         uninstrument(owner)
+
+
+@pytest.fixture(autouse=True)
+def _errors_fit_the_wire_contract(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Issue 10, OpenAI error code: every error a test here has recorded is one the API takes.
+
+    Checked after the test's clients are shut down (flushed), over everything
+    the collector received, whatever the test itself looked at.
+    """
+    if "collector" not in request.fixturenames:
+        yield
+        return
+    collector: LocalCollector = request.getfixturevalue("collector")
+    yield
+    for action in collector.actions():
+        if "error" in action:
+            check_error(action["error"])
+
+
+def check_error(error: Any) -> dict[str, Any]:
+    """``error`` as the wire contract has it: a str message, an int code or none, a details object.
+
+    Returns the details (every error recorded here has some: at least the exception's class).
+    """
+    assert isinstance(error, dict), error
+    assert set(error) <= {"message", "code", "details"}, error
+    assert isinstance(error["message"], str), error
+    if "code" in error:
+        assert type(error["code"]) is int, error
+    details = error.get("details")
+    assert isinstance(details, dict), error
+    assert isinstance(details.get("type"), str), error
+    return details
 
 
 def perform(mode: str, server: OpenAIServer, action: Callable[[Any], Any]) -> Any:
@@ -591,6 +625,46 @@ def test_streamed_responses(
     assert output["attributes"]["incomplete"] is False
 
 
+@pytest.mark.parametrize("api", ["chat", "responses"])
+@pytest.mark.parametrize("mode", MODES)
+def test_a_stream_is_returned_as_openais_own_class(
+    mode: str,
+    api: str,
+    make_client: Callable[..., Client],
+    collector: LocalCollector,
+    server: OpenAIServer,
+) -> None:
+    """Issue 10, stream type: ``type(stream) is openai.Stream`` (``AsyncStream``), SDK on or off.
+
+    The stream is observed, not replaced by a subclass; closing it early
+    still ends its record (see the tests of broken-off streams below).
+    """
+    if api == "responses":
+        needs_responses()
+    expected = openai.Stream if mode == "sync" else openai.AsyncStream
+    types: list[type] = []
+
+    def use(stream: Any) -> Any:
+        types.append(type(stream))
+        return drain(mode, stream)
+
+    def call(c: Any) -> Any:
+        if api == "chat":
+            created = c.chat.completions.create(model="gpt-test", messages=MESSAGES, stream=True)
+        else:
+            created = c.responses.create(model="gpt-test", input="Hello", stream=True)
+        return then(mode, created, use)
+
+    perform(mode, server, call)  # without the SDK first
+    layer = make_client()
+    with layer.session_context() as session_id:
+        perform(mode, server, call)
+    assert types == [expected, expected], [t.__mro__ for t in types]  # not a subclass
+    output = one(actions_of(layer, collector, session_id, 2), "completion_output")
+    assert output["attributes"]["incomplete"] is False
+    assert output["data"] == {"messages": [{"role": "assistant", "content": ANSWER}]}
+
+
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("mode", MODES)
 def test_responses_function_calls(
@@ -759,22 +833,33 @@ def test_a_stream_broken_off_early_is_recorded_incomplete_once(
     client.close()
 
 
-@pytest.mark.parametrize("how", ["aclose", "async with", "abandon"])
+@pytest.mark.parametrize("how", ["close", "aclose", "async with", "abandon"])
 def test_an_async_stream_broken_off_early_is_recorded_incomplete_once(
     how: str, layer: Client, collector: LocalCollector, server: OpenAIServer
 ) -> None:
+    """Closed: recorded at the close, the stream still held; abandoned: when it is collected."""
+    if how == "aclose" and not hasattr(openai.AsyncStream, "aclose"):
+        pytest.skip(f"openai {openai.__version__}'s AsyncStream has no aclose()")
+    enqueued_at_close: list[int] = []
+
     async def call(c: Any) -> list[Any]:
         stream = await c.chat.completions.create(model="slow", messages=MESSAGES, stream=True)
         if how == "async with":
             async with stream:
-                return await drain("async", stream, limit=3)  # type: ignore[no-any-return]
-        received = await drain("async", stream, limit=3)
-        if how == "aclose":
-            await stream.close()
+                received = await drain("async", stream, limit=3)
+        else:
+            received = await drain("async", stream, limit=3)
+            if how == "close":
+                await stream.close()
+            elif how == "aclose":
+                await stream.aclose()
+        enqueued_at_close.append(layer.stats().enqueued)  # the stream is still referenced
         return received  # type: ignore[no-any-return]
 
     with layer.session_context() as session_id:
         received = perform("async", server, call)
+    # Issue 10, stream type: with openai's own class, a close still ends the record at once.
+    assert enqueued_at_close == [2 if how == "abandon" else 3]  # session, prompt (, output)
     gc.collect()
     assert len(received) == 3
     assert wait_until(lambda: layer.stats().enqueued == 3)
@@ -818,6 +903,28 @@ def test_a_responses_stream_broken_off_early_keeps_the_text_received(
     assert output["data"] == {"messages": [{"role": "assistant", "content": " w0 w1 w2"}]}
     assert "scanners" not in output
     client.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_responses_stream_error_event_is_recorded_without_a_code(
+    mode: str, layer: Client, collector: LocalCollector, server: OpenAIServer
+) -> None:
+    """Issue 10, OpenAI error code: an ``error`` event's own code is a detail, never ``code``."""
+    needs_responses()
+
+    def call(c: Any) -> Any:
+        created = c.responses.create(model="stream-error", input="Hello", stream=True)
+        return then(mode, created, lambda stream: drain(mode, stream))
+
+    with layer.session_context() as session_id:
+        events = perform(mode, server, call)
+    assert events[-1].type == "error"
+    output = one(actions_of(layer, collector, session_id, 2), "completion_output")
+    assert output["error"] == {
+        "message": "the model fell over",
+        "details": {"type": "error", "code": "server_error"},
+    }
+    check_error(output["error"])
 
 
 def test_the_prompt_is_recorded_when_the_stream_starts(
@@ -887,7 +994,12 @@ def test_a_stream_that_fails_midway_records_its_error(
     assert str(raised.value) == str(bare.value)
     output = one(actions_of(layer, collector, session_id, 2), "completion_output")
     assert output["attributes"]["incomplete"] is True
-    assert output["error"]["code"] == type(bare.value).__name__
+    # Issue 10, OpenAI error code: the stream's HTTP status was 200; its error has no code.
+    assert "code" not in output["error"]
+    details = check_error(output["error"])
+    assert details["type"] == type(bare.value).__name__
+    if model == "stream-error":  # the error event's own fields
+        assert details == {"type": "APIError", "error_type": "server_error"}
 
 
 # -- raw responses --------------------------------------------------------------------------------
@@ -979,58 +1091,90 @@ def test_raw_embeddings_are_recorded(
 # -- failures -------------------------------------------------------------------------------------
 
 
+def request_id(exc: Any) -> str:
+    """The request id of an API error (1.x before 1.20 has no ``request_id`` attribute)."""
+    value = exc.response.headers["x-request-id"]
+    assert value.startswith("req_") and getattr(exc, "request_id", value) == value
+    return value  # type: ignore[no-any-return]
+
+
 @pytest.mark.parametrize(
-    ("model", "error"),
-    [("fail-500", "InternalServerError"), ("fail-400", "BadRequestError")],
+    ("model", "error", "openai_code"),
+    [
+        ("fail-429-rate_limit_exceeded", "RateLimitError", "rate_limit_exceeded"),
+        ("fail-400", "BadRequestError", "injected"),
+        ("fail-500-none", "InternalServerError", None),
+        ("fail-400-1234", "BadRequestError", 1234),  # an integer (3.x makes it a str)
+    ],
 )
 @pytest.mark.parametrize("mode", MODES)
-def test_a_server_error_is_recorded_and_reraised_unchanged(
+def test_an_api_error_is_recorded_with_its_http_status_as_code(
     mode: str,
     model: str,
     error: str,
+    openai_code: Any,
     layer: Client,
     collector: LocalCollector,
     server: OpenAIServer,
 ) -> None:
+    """Issue 10, OpenAI error code: ``code`` is the HTTP status; class and OpenAI code in details.
+
+    The API takes an integer ``code`` only: a class name there got the whole
+    session refused. OpenAI's own ``code`` may be a str, an int or null.
+    """
+    status = int(model.split("-")[1])
     with layer.session_context() as session_id, pytest.raises(openai.APIStatusError) as raised:
         perform(mode, server, lambda c: c.chat.completions.create(model=model, messages=MESSAGES))
-    assert type(raised.value).__name__ == error
-    assert raised.value.status_code == int(model[5:])
-    assert raised.value.__traceback__ is not None
+    exc = raised.value
+    assert type(exc).__name__ == error
+    assert exc.status_code == status
+    assert exc.code in (openai_code, None if openai_code is None else str(openai_code))
+    assert exc.__traceback__ is not None
     actions = actions_of(layer, collector, session_id, 2)
     assert one(actions, "completion_prompt")["data"] == {"messages": MESSAGES}
     output = one(actions, "completion_output")
     assert "data" not in output
-    assert output["error"]["code"] == error
-    assert output["error"]["message"] == str(raised.value)
-    assert output["error"]["details"]["status_code"] == int(model[5:])
+    details = check_error(output["error"])
+    assert output["error"]["code"] == status
+    assert output["error"]["message"] == str(exc)
+    expected = {"type": error, "error_type": exc.type, "request_id": request_id(exc)}
+    if openai_code is not None:
+        expected["code"] = exc.code
+    assert details == expected
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_failed_embeddings_and_moderations_are_recorded(
     mode: str, layer: Client, collector: LocalCollector, server: OpenAIServer
 ) -> None:
+    """Issue 10, OpenAI error code: embeddings and moderations errors carry the HTTP status too."""
     with layer.session_context() as session_id:
         with pytest.raises(openai.InternalServerError):
             perform(mode, server, lambda c: c.embeddings.create(model="fail-500", input="x"))
         with pytest.raises(openai.BadRequestError):
             perform(mode, server, lambda c: c.moderations.create(model="fail-400", input="x"))
     embedding, moderation = actions_of(layer, collector, session_id, 2)
-    assert embedding["kind"] == "embeddings" and embedding["error"]["code"] == "InternalServerError"
-    assert moderation["kind"] == "moderation" and moderation["error"]["code"] == "BadRequestError"
+    assert embedding["kind"] == "embeddings" and embedding["error"]["code"] == 500
+    assert check_error(embedding["error"])["type"] == "InternalServerError"
+    assert moderation["kind"] == "moderation" and moderation["error"]["code"] == 400
+    assert check_error(moderation["error"])["type"] == "BadRequestError"
     assert embedding["data"] == {"input": ["x"]} and "scanners" not in embedding
 
 
-def test_a_connection_error_is_recorded_and_reraised(
-    layer: Client, collector: LocalCollector
+@pytest.mark.parametrize("mode", MODES)
+def test_a_connection_error_is_recorded_without_a_code(
+    mode: str, layer: Client, collector: LocalCollector
 ) -> None:
-    with OpenAIServer() as gone:
-        url = gone.url
-    client = openai.OpenAI(base_url=url, api_key="sk-test", max_retries=0)
+    """Issue 10, OpenAI error code: no HTTP status, no ``code``; the class in details."""
+    with OpenAIServer() as stopped:
+        gone: Any = SimpleNamespace(url=stopped.url)
     with layer.session_context() as session_id, pytest.raises(openai.APIConnectionError):
-        client.chat.completions.create(model="gpt-test", messages=MESSAGES)
+        perform(
+            mode, gone, lambda c: c.chat.completions.create(model="gpt-test", messages=MESSAGES)
+        )
     output = one(actions_of(layer, collector, session_id, 2), "completion_output")
-    assert output["error"]["code"] == "APIConnectionError"
+    assert "code" not in output["error"]
+    assert check_error(output["error"]) == {"type": "APIConnectionError"}
 
 
 def test_a_failure_inside_the_instrumentation_never_reaches_the_caller(

@@ -35,19 +35,45 @@ def _now() -> datetime:
 
 
 def _error(exc: BaseException) -> dict[str, Any]:
-    """The ``error`` of an action for an exception (an OpenAI API error or any other)."""
-    details: dict[str, Any] = {}
-    status = getattr(exc, "status_code", None)
-    if isinstance(status, int):
-        details["status_code"] = status
-    for name in ("request_id", "code", "type", "param"):
+    """The ``error`` of an action for an exception (an OpenAI API error or any other).
+
+    The API takes an integer ``code`` only (a string there gets the whole
+    request refused, session and prompt with it): ``code`` is the HTTP status
+    when the exception has one. The exception's class and OpenAI's own fields
+    (whose ``code`` may be a string, an integer or null) go to ``details``.
+    """
+    details: dict[str, Any] = {"type": type(exc).__name__}
+    for name, key in _ERROR_FIELDS:
         value = getattr(exc, name, None)
         if _plain(value):
-            details[name] = value
-    error: dict[str, Any] = {"message": str(exc) or type(exc).__name__, "code": type(exc).__name__}
-    if details:
-        error["details"] = details
+            details[key] = _str(value) if isinstance(value, str) else value
+    if "request_id" not in details:  # openai before 1.20 keeps it in the response only
+        request_id = _header(getattr(exc, "response", None), "x-request-id")
+        if request_id is not None:
+            details["request_id"] = request_id
+    error: dict[str, Any] = {"message": _str(str(exc)) or type(exc).__name__, "details": details}
+    status = getattr(exc, "status_code", None)
+    if type(status) is int:
+        error["code"] = status
     return error
+
+
+#: (attribute of an OpenAI exception, its key in the action error's details).
+_ERROR_FIELDS = (
+    ("code", "code"),
+    ("type", "error_type"),
+    ("param", "param"),
+    ("request_id", "request_id"),
+)
+
+
+def _header(response: Any, name: str) -> str | None:
+    headers = getattr(response, "headers", None)
+    try:
+        value = headers.get(name) if headers is not None else None
+    except Exception:
+        return None
+    return value if isinstance(value, str) else None
 
 
 def _without_none(entry: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .fields import _get, _items, _str
+from .fields import _get, _items, _plain, _str
 from .mapping import _arguments, _attach, _content, _Output, _usage, _without_none
 
 #: The request parameters recorded as attributes of the prompt.
@@ -129,13 +129,19 @@ def _responses_items(output: _Output, items: Any) -> None:
     output.messages = messages
 
 
-def _failure(error: Any, message: str, code: str) -> dict[str, Any]:
-    """The action error of an ``error`` object or event, with defaults for what it lacks."""
+def _failure(error: Any, message: str, kind: str) -> dict[str, Any]:
+    """The action error of an ``error`` object or event: no HTTP status, so no ``code``.
+
+    ``kind`` names the failure in ``details["type"]``; OpenAI's own code and
+    param, when given, are details too.
+    """
     text = _get(error, "message")
-    return {
-        "message": text if isinstance(text, str) else message,
-        "code": _str(_get(error, "code")) or code,
-    }
+    details: dict[str, Any] = {"type": kind}
+    for name in ("code", "param"):
+        value = _get(error, name)
+        if _plain(value):
+            details[name] = _str(value) if isinstance(value, str) else value
+    return {"message": _str(text) if isinstance(text, str) else message, "details": details}
 
 
 # -- a stream -------------------------------------------------------------------------

@@ -1,12 +1,16 @@
 """Streamed calls: watching a ``Stream``/``AsyncStream`` and recording its output once.
 
-A stream is returned as the same object OpenAI built. Its chunk iterator is
-wrapped (to see the chunks as the caller reads them) and its class is swapped
-for a subclass that only overrides ``close()`` (to notice an early close).
+A stream is returned as the very object OpenAI built, of its own class
+(``type(stream) is openai.Stream``): nothing is patched on the class. Two
+things are set on the object itself: its chunk iterator (``_iterator``,
+which ``__iter__``/``__next__`` read in every openai version) is wrapped, to
+see the chunks as the caller reads them; and an instance attribute ``close``
+calls the class's ``close()`` and then ends the record, to notice an early
+close (``with`` exit calls ``self.close()`` too).
 The output is recorded exactly once, by the stream's :class:`_StreamRecord`:
-when the stream is exhausted, raises, is closed (``close()``, ``aclose()``,
-``with`` exit), or is garbage-collected; the last three mark it
-``incomplete``.
+when the stream is exhausted, raises, is closed (``close()``, ``with``
+exit, 3.x's ``aclose()``: all call ``self.close()``), or is garbage-collected;
+the last three mark it ``incomplete``.
 
 Finalizers may run inside the garbage collector at any point, where taking
 the export queue's lock could deadlock, so those records are handed (through
@@ -86,20 +90,17 @@ class _StreamRecord:
 
 
 def _trace_stream(stream: Any, record: _StreamRecord, is_async: bool) -> None:
-    """Watch ``stream``'s chunks and ends; the object stays the one OpenAI returned."""
+    """Watch ``stream``'s chunks and ends; the object, and its class, stay OpenAI's."""
     try:
         inner = stream._iterator
     except AttributeError:
         record.finish(True)  # a stream shape we do not know: record what we can, now
         return
-    base = type(stream)
-    if not getattr(base, "__layer_traced__", False):
-        try:
-            stream.__class__ = _traced_class(base, is_async)
-        except TypeError as exc:  # layout differs: the close() hook is lost, GC still ends it
-            record.call.problem("hooking a stream's close()", exc)
-    stream._layer_record = record
     stream._iterator = _observe_async(inner, record) if is_async else _observe(inner, record)
+    try:
+        _hook_close(stream, record, is_async)
+    except (AttributeError, TypeError) as exc:  # the close() hook is lost; GC still ends it
+        record.call.problem("hooking a stream's close()", exc)
     _ensure_reaper()
     finalizer = weakref.finalize(stream, record.finish, True, None, True)
     finalizer.atexit = False
@@ -144,50 +145,43 @@ class _Ends:
 
 # -- close() ----------------------------------------------------------------------------
 
-_lock = threading.Lock()
-_traced_classes: dict[type, type] = {}
+#: What of the class's ``close`` its stand-in on the instance shows (no ``__wrapped__``:
+#: its signature is that of a bound method, without ``self``).
+_CLOSE_ASSIGNED = ("__module__", "__name__", "__qualname__", "__doc__")
 
 
-def _traced_class(base: type, is_async: bool) -> type:
-    """A subclass of ``base`` (same name and module) whose ``close()`` ends the record."""
-    traced = _traced_classes.get(base)
-    if traced is not None:
-        return traced
-    namespace: dict[str, Any] = {
-        "__module__": base.__module__,
-        "__qualname__": base.__qualname__,
-        "__doc__": base.__doc__,
-        "__layer_traced__": True,
-    }
-    base_close = getattr(base, "close", None)
-    if base_close is not None:
-        if is_async:
+def _hook_close(stream: Any, record: _StreamRecord, is_async: bool) -> None:
+    """Shadow the class's ``close()`` on this one stream: it runs, then the record ends.
 
-            async def close(self: Any) -> None:
-                try:
-                    await base_close(self)
-                finally:
-                    _closed(self)
+    The stand-in holds the stream weakly, so that it adds no reference cycle:
+    a stream read to its end is still freed as soon as the caller drops it.
+    """
+    close = getattr(type(stream), "close", None)
+    if not callable(close):
+        return
+    owner = weakref.ref(stream)
+    if is_async:
 
-        else:
+        async def closer() -> None:
+            try:
+                target = owner()
+                if target is not None:
+                    await close(target)
+            finally:
+                record.finish(True)
 
-            def close(self: Any) -> None:  # type: ignore[misc]
-                try:
-                    base_close(self)
-                finally:
-                    _closed(self)
+    else:
 
-        functools.update_wrapper(close, base_close)
-        namespace["close"] = close
-    traced = type(base.__name__, (base,), namespace)
-    with _lock:
-        return _traced_classes.setdefault(base, traced)
+        def closer() -> None:  # type: ignore[misc]
+            try:
+                target = owner()
+                if target is not None:
+                    close(target)
+            finally:
+                record.finish(True)
 
-
-def _closed(stream: Any) -> None:
-    record = stream.__dict__.get("_layer_record")
-    if record is not None:
-        record.finish(True)
+    functools.update_wrapper(closer, close, assigned=_CLOSE_ASSIGNED, updated=())
+    stream.close = closer
 
 
 # -- records finished inside the garbage collector ------------------------------------
@@ -197,6 +191,7 @@ _deferred: queue.SimpleQueue[tuple[_StreamRecord, bool, BaseException | None, da
     queue.SimpleQueue()
 )
 _reaper_pid = 0
+_lock = threading.Lock()
 
 
 def _defer(
