@@ -25,20 +25,24 @@ drop again), raise, block, or call ``flush()``. Hence:
   ``on_drop`` that blocks or calls ``flush()`` (which waits for the senders)
   cannot stall delivery.
 
-Trade-offs of the notifier: it is one daemon thread per client, started when
-the first loss needs it and gone after ``NOTIFIER_LINGER`` seconds without
-work. What waits for it is one count per reason, so it cannot grow without
-bound, and counts that pile up while a slow callback runs arrive summed
-(``on_drop("rejected", 7)``). It tells of losses in the order of their
-reasons, not of the events, and a sender-found loss may reach ``on_drop``
-after a door drop that came later. Like a sender, it is an SDK thread: an
-event the callback records from there is refused as ``RECURSION`` (counted,
-not told again), so a callback cannot feed losses back to itself through the
-server. When no thread can be started (Python 3.12+ at interpreter exit), the
-callback runs where the loss was found, still guarded; a notifier still busy
-when the process exits may not get to tell of its last losses (they are in
-the counts and the log all the same). A forked child gets fresh locks and no
-notifier, and does not tell of the parent's pending losses.
+Trade-offs of the notifier:
+
+- It is one daemon thread per client, started when the first loss needs it
+  and gone after ``NOTIFIER_LINGER`` seconds without work.
+- What waits for it is one count per reason, so it cannot grow without bound;
+  counts that pile up while a slow callback runs arrive summed
+  (``on_drop("rejected", 7)``), in the order of their reasons, and a
+  sender-found loss may reach ``on_drop`` after a door drop that came later.
+- Like a sender, it is an SDK thread: an event the callback records from there
+  is refused as ``RECURSION`` (counted, not told again), so a callback cannot
+  feed losses back to itself through the server.
+- Once the interpreter begins to exit (atexit runs after the main thread has
+  stopped; Python 3.12 then refuses to start threads), the callback runs on
+  the sender that found the loss, still guarded: that is a thread the exit
+  drain waits for, within ``shutdown_timeout``. Losses a notifier still holds
+  then may go untold (they are in the counts and the log all the same).
+- A forked child gets fresh locks and no notifier, and does not tell of the
+  parent's pending losses.
 """
 
 from __future__ import annotations
@@ -178,6 +182,12 @@ class LossLog:
 
     def _hand_off(self, reason: str, count: int) -> None:
         """Leave ``on_drop`` to the notifier thread, starting it when none runs."""
+        if not threading.main_thread().is_alive():
+            # The interpreter is exiting (atexit runs once the main thread has
+            # stopped): a notifier might not run before the end, while this
+            # sender is one the exit drain waits for. Tell of it here.
+            self._tell(reason, count)
+            return
         with self._lock:
             self._pending[reason] = self._pending.get(reason, 0) + count
             if self._notifier_running:
