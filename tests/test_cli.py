@@ -134,7 +134,11 @@ def test_check_masks_the_password_of_a_url(
     code, oidc = run(capsys, "check", "--base-url", collector.url, "--application-id", APP_ID)
     assert code == 1
     assert f"OIDC client 'sdk' at http://sso:***@127.0.0.1:{port}/token" in oidc
-    assert [text for text in (out, failed, oidc) if password in text] == []
+    # An invalid URL is quoted by the error that refuses it: masked all the same.
+    argv = ["check", "--base-url", f"ftp://user:{password}@host/", "--application-id", APP_ID]
+    code, invalid = run(capsys, *argv)
+    assert code == 1 and "ftp://user:***@host/" in invalid
+    assert [text for text in (out, failed, oidc, invalid) if password in text] == []
 
 
 def test_check_shows_no_secret_the_token_endpoint_echoes(
