@@ -30,8 +30,7 @@ command-line output.
 from __future__ import annotations
 
 import contextlib
-import html
-import json
+import functools
 import re
 import weakref
 from collections.abc import Iterable
@@ -51,26 +50,35 @@ _SECRET_NAME = (
 )
 _NAME_START = r"(?<![\w.-])"
 
-# "name": "value" in JSON; the value may hold escaped quotes.
-_JSON_FIELD = re.compile(rf'(?i)("{_SECRET_NAME}"\s*:\s*")(?:[^"\\]|\\.)*(")')
-# The same inside a JSON string (\"name\": \"value\") or a repr ('name': 'value'):
-# the value ends at a quote or a backslash (the end of the quoted JSON).
-_QUOTED_FIELD = re.compile(
-    rf"(?i)(\\{{0,3}}['\"]{_SECRET_NAME}\\{{0,3}}['\"]\s*:\s*\\{{0,3}}['\"])[^'\"\\\r\n]*"
+# What each rule matches, and its replacement (the groups keep the names).
+_RULES = (
+    # "name": "value" in JSON; the value may hold escaped quotes.
+    (rf'(?i)("{_SECRET_NAME}"\s*:\s*")(?:[^"\\]|\\.)*(")', rf"\1{MASK}\2"),
+    # The same inside a JSON string (\"name\": \"value\") or a repr ('name': 'value'):
+    # the value ends at a quote or a backslash (the end of the quoted JSON).
+    (
+        rf"(?i)(\\{{0,3}}['\"]{_SECRET_NAME}\\{{0,3}}['\"]\s*:\s*\\{{0,3}}['\"])[^'\"\\\r\n]*",
+        rf"\1{MASK}",
+    ),
+    # A header line as an echo of the request shows it, to the end of the line.
+    (
+        r"(?i)(?<![\w-])((?:proxy-)?authorization|(?:set-)?cookie|(?:x-)?api-key)(\s*:[ \t]*)"
+        r"[^'\"\\\r\n]*",
+        rf"\1\2{MASK}",
+    ),
+    # name=value in a form or a query string, "=" possibly percent-encoded itself.
+    (rf"(?i){_NAME_START}({_SECRET_NAME}(?:=|%3D))[^&\s\"'<>\\]*", rf"\1{MASK}"),
+    # The password of a scheme://user:password@host URL.
+    (r"(?i)\b([a-z][a-z0-9+.-]{0,30}://[^/?#\s@:'\"]{0,256}:)[^/?#\s@'\"]{1,256}@", r"\1***@"),
+    # Credentials of an HTTP authentication scheme (the space possibly percent-encoded).
+    (r"(?i)\b(bearer|basic)(\s+|%20|\+)[A-Za-z0-9\-._~+/%]{8,}=*", rf"\1\2{MASK}"),
 )
-# A header line as an echo of the request shows it, to the end of the line.
-_HEADER = re.compile(
-    r"(?i)(?<![\w-])((?:proxy-)?authorization|(?:set-)?cookie|(?:x-)?api-key)(\s*:[ \t]*)"
-    r"[^'\"\\\r\n]*"
-)
-# name=value in a form or a query string, "=" possibly percent-encoded itself.
-_FORM_FIELD = re.compile(rf"(?i){_NAME_START}({_SECRET_NAME}(?:=|%3D))[^&\s\"'<>\\]*")
-# Credentials of an HTTP authentication scheme (the space possibly percent-encoded).
-_CREDENTIALS = re.compile(r"(?i)\b(bearer|basic)(\s+|%20|\+)[A-Za-z0-9\-._~+/%]{8,}=*")
-# The password of a scheme://user:password@host URL.
-_URL_PASSWORD = re.compile(
-    r"(?i)\b([a-z][a-z0-9+.-]{0,30}://[^/?#\s@:'\"]{0,256}:)[^/?#\s@'\"]{1,256}@"
-)
+
+
+@functools.cache
+def _compiled_rules() -> list[tuple[re.Pattern[str], str]]:
+    # Compiled on first use: importing the SDK compiles nothing.
+    return [(re.compile(source), replacement) for source, replacement in _RULES]
 
 
 class SecretHolder(Protocol):
@@ -98,12 +106,9 @@ def scrub(text: str) -> str:
     known = _known_pattern()
     if known is not None:
         text = known.sub(MASK, text)
-    text = _JSON_FIELD.sub(rf"\1{MASK}\2", text)
-    text = _QUOTED_FIELD.sub(rf"\1{MASK}", text)
-    text = _HEADER.sub(rf"\1\2{MASK}", text)
-    text = _FORM_FIELD.sub(rf"\1{MASK}", text)
-    text = _URL_PASSWORD.sub(r"\1***@", text)
-    return _CREDENTIALS.sub(rf"\1\2{MASK}", text)
+    for pattern, replacement in _compiled_rules():
+        text = pattern.sub(replacement, text)
+    return text
 
 
 def mask_url(url: str) -> str:
@@ -137,6 +142,9 @@ def _known_pattern() -> re.Pattern[str] | None:
 
 
 def _shapes(value: str) -> set[str]:
+    import html  # imported when first needed: error paths only
+    import json
+
     json_escaped = json.dumps(value)[1:-1]
     return {
         value,
