@@ -52,8 +52,12 @@ import os
 import threading
 import time
 import weakref
+from typing import TYPE_CHECKING
 
 from ._config import DropCallback
+
+if TYPE_CHECKING:
+    from ._worker import _ThreadRole
 
 logger = logging.getLogger("layer_sdk")
 
@@ -123,7 +127,7 @@ class LossLog:
         telling.active = True
         try:
             if self._on_drop is not None:
-                if _on_sdk_thread():
+                if _sdk_role().active:
                     self._hand_off(reason, count)
                 else:
                     self._tell(reason, count)
@@ -207,9 +211,7 @@ class LossLog:
 
     def _notify(self) -> None:
         """The notifier thread: tells ``on_drop`` of what waits, until idle for a while."""
-        from ._worker import sdk_thread
-
-        sdk_thread.active = True
+        _sdk_role().active = True
         self._telling.active = True
         on_drop, lock = self._on_drop, self._lock
         assert on_drop is not None
@@ -248,11 +250,18 @@ class LossLog:
             return total
 
 
-def _on_sdk_thread() -> bool:
-    # Imported here: _worker imports this module.
-    from ._worker import sdk_thread
+_sdk_thread: _ThreadRole | None = None
 
-    return sdk_thread.active
+
+def _sdk_role() -> _ThreadRole:
+    """``_worker.sdk_thread``: whether this thread is one of the SDK's own."""
+    global _sdk_thread
+    if _sdk_thread is None:
+        # Imported when first needed: _worker imports this module.
+        from ._worker import sdk_thread
+
+        _sdk_thread = sdk_thread
+    return _sdk_thread
 
 
 _instances: weakref.WeakSet[LossLog] = weakref.WeakSet()
