@@ -17,23 +17,30 @@ secret, an unknown client, a bad scope) raise ``LayerAuthError`` with the
 provider's ``error``/``error_description``; trouble that may pass (no
 connection, timeouts, 408/425/429/5xx) raises ``LayerRequestError``, which the
 transport retries like any transient error. Neither message ever carries the
-secret, and no log line carries a secret or a token.
+secret, and no log line carries a secret or a token: the provider's words go
+through ``_redact.scrub``, which knows this provider's secret and recent
+tokens (``known_secrets``) in whatever shape the provider echoes them.
+
+A ``token_url`` in plain http to another machine is refused when the provider
+is built (the secret would cross the network readable by anyone), unless
+``allow_insecure_http=True``; then a warning is logged once per host.
 """
 
 from __future__ import annotations
 
 import abc
-import ipaddress
 import logging
 import os
 import threading
 import time
 import weakref
+from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ._config import DEFAULT_HTTP_TIMEOUT, env_float
+from ._config import DEFAULT_HTTP_TIMEOUT, cleartext_host, env_float, refuse_cleartext
 
 if TYPE_CHECKING:
     import requests
@@ -42,6 +49,7 @@ from ._exceptions import (
     LayerMissingRequiredConfigurationError,
     LayerRequestError,
 )
+from ._redact import mask_url, scrub, watch
 
 logger = logging.getLogger("layer_sdk")
 
@@ -62,6 +70,9 @@ REFUSAL_HOLD = 1.0
 EARLY_REFRESH_RETRY_MAX = 1.0
 #: Token endpoint statuses that mean "try again later" rather than "no".
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
+#: Tokens remembered after they were replaced, so that an echo of one is still
+#: masked (a request may fail after a refresh replaced the token it carried).
+RECENT_TOKENS = 4
 
 
 class AuthProvider(abc.ABC):
@@ -83,6 +94,14 @@ class AuthProvider(abc.ABC):
         the request once.
         """
         return False
+
+    def known_secrets(self) -> Iterable[str]:
+        """The secret values this provider holds now (tokens, keys), none by default.
+
+        Text from the network (an error body that echoes the request) has
+        every one of them masked, in whatever encoding it comes back.
+        """
+        return ()
 
 
 class _Secret:
@@ -116,7 +135,9 @@ class OIDCClientCredentials(AuthProvider):
     60 s and a fifth of its lifetime (plus the second by which ``expires_in``
     may be rounded); concurrent callers share a single refresh. A token
     without ``expires_in`` is kept until the API answers 401. Each setting
-    falls back to its ``LAYER_OIDC_*`` variable.
+    falls back to its ``LAYER_OIDC_*`` variable. A ``token_url`` in plain
+    http beyond this machine raises ``LayerMissingRequiredConfigurationError``
+    unless ``allow_insecure_http=True``.
     """
 
     def __init__(
@@ -127,6 +148,8 @@ class OIDCClientCredentials(AuthProvider):
         scope: str | None = None,
         http_session: requests.Session | None = None,
         http_timeout: float | None = None,
+        *,
+        allow_insecure_http: bool = False,
     ) -> None:
         env = os.environ
         self.token_url = _setting(token_url, "token_url", "LAYER_OIDC_TOKEN_URL")
@@ -138,10 +161,16 @@ class OIDCClientCredentials(AuthProvider):
         if http_timeout is None:
             http_timeout = env_float(env, "LAYER_OIDC_TIMEOUT") or DEFAULT_HTTP_TIMEOUT
         self.http_timeout = http_timeout
+        if not allow_insecure_http:
+            refuse_cleartext(
+                self.token_url, "token_url", "the OIDC client secret", "OIDCClientCredentials()"
+            )
         self._user_session = http_session
         self._token: _Token | None = None
+        self._recent_tokens: deque[_Secret] = deque(maxlen=RECENT_TOKENS)
         self._reset()
         _instances.add(self)
+        watch(self)
         parts = urlsplit(self.token_url)
         # For messages: the endpoint without any user:password@ a URL may carry.
         self._where = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
@@ -164,7 +193,14 @@ class OIDCClientCredentials(AuthProvider):
         self._handed_out = threading.local()  # the header this thread last sent
 
     def __repr__(self) -> str:
-        return f"OIDCClientCredentials(token_url={self.token_url!r}, client_id={self.client_id!r})"
+        token_url = mask_url(self.token_url)
+        return f"OIDCClientCredentials(token_url={token_url!r}, client_id={self.client_id!r})"
+
+    def known_secrets(self) -> Iterator[str]:
+        """The client secret and the recent access tokens, for ``_redact.scrub`` to mask."""
+        yield self._client_secret.reveal()
+        for token in list(self._recent_tokens):
+            yield token.reveal()
 
     def get_headers(self) -> dict[str, str]:
         """``Authorization: Bearer <token>``, fetching or refreshing the token when due."""
@@ -287,9 +323,12 @@ class OIDCClientCredentials(AuthProvider):
             raise LayerAuthError(
                 f"token endpoint refused client {self.client_id!r} ({status}): {reason}"
             )
+        self._recent_tokens.append(_Secret(access_token))
         token_type = answer.get("token_type")
         if isinstance(token_type, str) and token_type and token_type.lower() != "bearer":
-            logger.warning("the token endpoint issued a %r token; sending it as Bearer", token_type)
+            logger.warning(
+                "the token endpoint issued a %r token; sending it as Bearer", scrub(token_type)[:40]
+            )
         lifetime = _seconds(answer.get("expires_in"))
         header = f"Bearer {access_token}"
         if lifetime is None:
@@ -303,18 +342,19 @@ class OIDCClientCredentials(AuthProvider):
         logger.debug(
             "fetched a token for client %r (expires_in=%s s, refresh in %.2f s)",
             self.client_id,
-            answer.get("expires_in"),
+            scrub(str(answer.get("expires_in")))[:40],
             token.refresh_at - started,
         )
         return token
 
     def _reason(self, answer: dict[str, Any], response: requests.Response) -> str:
-        """The provider's own words (``error``: ``error_description``), without the secret."""
+        """The provider's own words (``error``: ``error_description``), without any secret.
+
+        Scrubbed before it is cut, so that a cut cannot leave half a secret unmasked.
+        """
         error, description = answer.get("error"), answer.get("error_description")
-        parts = [str(part)[:300] for part in (error, description) if part]
-        reason = ": ".join(parts) or response.reason or "no reason given"
-        secret = self._client_secret.reveal()
-        return reason.replace(secret, "<secret>") if secret else reason
+        parts = [scrub(str(part))[:300] for part in (error, description) if part]
+        return ": ".join(parts) or scrub(response.reason or "")[:300] or "no reason given"
 
 
 def _setting(value: str | None, option: str, variable: str) -> str:
@@ -350,10 +390,12 @@ _warned_lock = threading.Lock()
 
 
 def warn_if_cleartext(url: str, what: str) -> None:
-    """Warn, once per host, when ``what`` would travel over plain http beyond this machine."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.scheme != "http" or _is_loopback(host):
+    """Warn, once per host, when ``what`` travels over plain http beyond this machine.
+
+    Only reached when the user allowed it (``allow_insecure_http=True``).
+    """
+    host = cleartext_host(url)
+    if host is None:
         return
     with _warned_lock:
         if (host, what) in _warned:
@@ -364,15 +406,6 @@ def warn_if_cleartext(url: str, what: str) -> None:
         what,
         host,
     )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 _instances: weakref.WeakSet[OIDCClientCredentials] = weakref.WeakSet()

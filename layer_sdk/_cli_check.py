@@ -5,6 +5,9 @@ environment), shows them with secrets masked, fetches a token when OIDC is
 configured, sends one probe session with ``sync=True``, and ends with a
 one-line verdict: exit code 0 when everything works, 1 with the reason
 otherwise.
+
+Every line goes through ``_redact.scrub`` on its way out, and URLs show
+``user:***@`` for a ``user:password@``: the output may end up in a ticket.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from ._exceptions import (
     LayerMissingRequiredConfigurationError,
     LayerRequestError,
 )
+from ._redact import mask_url, scrub
 
 _OIDC_VARIABLES = ("LAYER_OIDC_TOKEN_URL", "LAYER_OIDC_CLIENT_ID", "LAYER_OIDC_CLIENT_SECRET")
 
@@ -32,8 +36,11 @@ def check(
     environment: str | None,
     http_timeout: float | None,
     out: Callable[[str], None] = print,
+    *,
+    allow_insecure_http: bool = False,
 ) -> int:
     """Run the checks, printing each step through ``out``; returns the exit code."""
+    out = _scrubbed(out)
     try:
         config = Config.resolve(
             base_url=base_url,
@@ -47,13 +54,13 @@ def check(
     auth = None
     if any(os.environ.get(name) for name in _OIDC_VARIABLES):
         try:
-            auth = OIDCClientCredentials()
+            auth = OIDCClientCredentials(allow_insecure_http=allow_insecure_http)
         except LayerMissingRequiredConfigurationError as error:
-            return _verdict(out, f"OIDC is half configured: {error}")
+            return _verdict(out, f"the OIDC settings cannot be used: {error}")
 
     out("Settings (arguments first, then LAYER_* variables):")
     rows = [
-        ("base_url", config.base_url),
+        ("base_url", mask_url(config.base_url)),
         ("application_id", config.application_id),
         ("environment", config.environment or "(none)"),
         ("http_timeout", f"{config.http_timeout:g} s"),
@@ -67,21 +74,25 @@ def check(
         try:
             started = time.monotonic()
             auth.get_headers()
-            out(f"Token: fetched from {auth.token_url} in {_ms(started)}")
+            out(f"Token: fetched from {mask_url(auth.token_url)} in {_ms(started)}")
         except LayerAuthError as error:
             return _verdict(out, f"the token endpoint refused the client: {error}")
         except LayerRequestError as error:
             return _verdict(out, f"the token endpoint could not be reached: {error}")
 
     client = Client()
-    client.init(
-        base_url=config.base_url,
-        application_id=config.application_id,
-        environment=config.environment,
-        http_timeout=config.http_timeout,
-        auth_provider=auth,
-        max_retries=0,  # a verdict now, not after a round of backoff
-    )
+    try:
+        client.init(
+            base_url=config.base_url,
+            application_id=config.application_id,
+            environment=config.environment,
+            http_timeout=config.http_timeout,
+            auth_provider=auth,
+            max_retries=0,  # a verdict now, not after a round of backoff
+            allow_insecure_http=allow_insecure_http,
+        )
+    except (LayerMissingRequiredConfigurationError, ValueError) as error:
+        return _verdict(out, f"the configuration cannot be used: {error}")
     try:
         started = time.monotonic()
         session_id = client.create_session(attributes={"layer_sdk.check": "true"}, sync=True)
@@ -101,10 +112,11 @@ def _describe_auth(auth: OIDCClientCredentials | None) -> str:
     if auth is None:
         return "none (no LAYER_OIDC_* variables)"
     scope = f", scope {auth.scope}" if auth.scope else ""
-    return f"OIDC client {auth.client_id!r} at {auth.token_url}{scope}, secret ********"
+    return f"OIDC client {auth.client_id!r} at {mask_url(auth.token_url)}{scope}, secret ********"
 
 
 def _explain_status(error: LayerHTTPError, base_url: str) -> str:
+    base_url = mask_url(base_url)
     status = error.status_code
     if status in (401, 403):
         return f"the API refused the credentials ({status}): {error.message}"
@@ -114,15 +126,20 @@ def _explain_status(error: LayerHTTPError, base_url: str) -> str:
 
 
 def _explain_network(message: str, config: Config) -> str:
+    base_url = mask_url(config.base_url)
     if "gaierror" in message or "Name or service not known" in message:
-        return f"the host of {config.base_url} cannot be resolved (DNS): {message}"
+        return f"the host of {base_url} cannot be resolved (DNS): {message}"
     if "ConnectionRefused" in message:
-        return f"nothing accepts connections at {config.base_url}: {message}"
+        return f"nothing accepts connections at {base_url}: {message}"
     if "SSL" in message or "certificate" in message:
-        return f"the TLS handshake with {config.base_url} failed: {message}"
+        return f"the TLS handshake with {base_url} failed: {message}"
     if "Timeout" in message or "timed out" in message:
-        return f"no answer within {config.http_timeout:g} s from {config.base_url}: {message}"
+        return f"no answer within {config.http_timeout:g} s from {base_url}: {message}"
     return f"the API could not be reached: {message}"
+
+
+def _scrubbed(out: Callable[[str], None]) -> Callable[[str], None]:
+    return lambda line: out(scrub(line))
 
 
 def _verdict(out: Callable[[str], None], problem: str | None) -> int:

@@ -49,6 +49,7 @@ from ._exceptions import (
 from ._losses import RECURSION, TOO_LARGE, LossLog
 from ._platform import platform_attributes
 from ._queue import WAKE, Event, ExportQueue, ExportStats
+from ._redact import mask_url
 from ._schemas import (
     SessionActionKind,
     SessionActionRequest,
@@ -117,7 +118,7 @@ class Client:
         if exporter is None:
             return "Client(not initialized)"
         state = "shut down" if exporter.queue.closed else "running"
-        return f"Client(base_url={exporter.config.base_url!r}, {state})"
+        return f"Client(base_url={mask_url(exporter.config.base_url)!r}, {state})"
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -145,6 +146,7 @@ class Client:
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
         on_drop: DropCallback | None = None,
+        allow_insecure_http: bool = False,
     ) -> None:
         """Configure the client and start its background worker.
 
@@ -152,6 +154,9 @@ class Client:
         Raises ``LayerMissingRequiredConfigurationError`` naming a missing
         setting, ``ValueError`` for an invalid one, and
         ``LayerAlreadyInitializedError`` unless the client is new or shut down.
+        With an ``auth_provider``, a plain ``http://`` base URL to another
+        machine is refused (the token would be readable on the network)
+        unless ``allow_insecure_http=True``.
         """
         if disabled_instrumentors is not None:
             disable_instrumentations = [*(disable_instrumentations or ()), *disabled_instrumentors]
@@ -181,6 +186,7 @@ class Client:
                 max_request_bytes=max_request_bytes,
                 max_concurrent_requests=max_concurrent_requests,
                 on_drop=on_drop,
+                allow_insecure_http=allow_insecure_http,
             )
             self._exporter = _Exporter(config)
             _clients.add(self)

@@ -9,6 +9,7 @@ default.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ._exceptions import LayerMissingRequiredConfigurationError
+from ._redact import mask_url, watch
 
 if TYPE_CHECKING:
     import requests
@@ -79,6 +81,14 @@ class Config:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS
     on_drop: DropCallback | None = dataclasses.field(default=None, repr=False)
+    allow_insecure_http: bool = False
+
+    def __repr__(self) -> str:
+        # The generated repr, but with a user:password@ in base_url masked.
+        values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        values["base_url"] = mask_url(self.base_url)
+        shown = (f"{f.name}={values[f.name]!r}" for f in dataclasses.fields(self) if f.repr)
+        return f"Config({', '.join(shown)})"
 
     @classmethod
     def resolve(
@@ -104,6 +114,7 @@ class Config:
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
         on_drop: DropCallback | None = None,
+        allow_insecure_http: bool = False,
         environ: Mapping[str, str] | None = None,
     ) -> Config:
         """Validate the arguments of ``init()``, filling gaps from the environment."""
@@ -124,8 +135,14 @@ class Config:
             raise ValueError(f"platform must be a string, got {type(platform).__name__}")
         if max_event_bytes > max_queue_bytes:
             raise ValueError("max_event_bytes must not exceed max_queue_bytes")
+        base_url = _base_url(base_url)
+        if auth_provider is not None:
+            if not allow_insecure_http:
+                refuse_cleartext(base_url, "base_url", "the access token", "init()")
+            if callable(getattr(auth_provider, "known_secrets", None)):
+                watch(auth_provider)  # its secrets are masked in what servers answer
         return cls(
-            base_url=_base_url(base_url),
+            base_url=base_url,
             application_id=str(application_id),
             environment=environment.lower() if environment else None,
             auth_provider=auth_provider,
@@ -145,6 +162,7 @@ class Config:
             max_request_bytes=_count("max_request_bytes", max_request_bytes),
             max_concurrent_requests=_count("max_concurrent_requests", max_concurrent_requests),
             on_drop=on_drop,
+            allow_insecure_http=bool(allow_insecure_http),
         )
 
 
@@ -211,3 +229,36 @@ def _names(option: str, value: Iterable[str] | None) -> frozenset[str]:
     if not all(isinstance(name, str) for name in names):
         raise ValueError(f"{option} must be a list of provider names such as ['openai']")
     return frozenset(name.lower() for name in names)
+
+
+def cleartext_host(url: str) -> str | None:
+    """The host that ``url`` reaches over plain http beyond this machine; None otherwise.
+
+    Loopback (``localhost``, ``127.0.0.0/8``, ``::1``) stays on this machine,
+    so nobody on the network can read what is sent there.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme.lower() != "http" or _is_loopback(host):
+        return None
+    return host
+
+
+def refuse_cleartext(url: str, option: str, what: str, where: str) -> None:
+    """Raise unless ``url`` keeps ``what`` off the network in the clear (https, or loopback)."""
+    host = cleartext_host(url)
+    if host is not None:
+        raise LayerMissingRequiredConfigurationError(
+            f"{option} {mask_url(url)} is plain http to {host}: {what} would travel unencrypted "
+            f"where anyone on the network can read it. Use https, or pass "
+            f"allow_insecure_http=True to {where} to send it anyway"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -5,15 +5,59 @@ dropped at the door (``QUEUE_FULL``, ``TOO_LARGE``, ``SHUTDOWN``,
 ``RECURSION``) or given up on after being accepted (``REJECTED``,
 ``RETRIES_EXHAUSTED``, ``SESSION_FAILED``, ``SHUTDOWN``, ``INTERNAL_ERROR``).
 The counts live in the queue; this module names the reasons and tells people.
+
+Telling ``on_drop`` must never harm the host. The callback is the user's code
+and may do anything: log through a handler that reports to Layer (and so
+drop again), raise, block, or call ``flush()``. Hence:
+
+- **Re-entry.** A thread that is already telling of a loss (in ``on_drop``, or
+  writing a loss line to the log) does not tell of the losses it causes
+  meanwhile: they are counted in ``stats()`` and added to the next loss line
+  of their reason, but reach neither ``on_drop`` nor the log at once. However
+  the handlers loop back, one call does one bounded amount of work.
+- **Errors.** An exception from ``on_drop`` never propagates; it is logged at
+  most once per ``LOSS_LOG_INTERVAL``, with how often it happened meanwhile.
+- **Where it runs.** Losses found at the door (queue full, too large, shut
+  down) are told on the caller's thread before its call returns: the caller
+  learns of them synchronously, as before. Losses found by a sender thread
+  (refused by the server, retries exhausted, a dead session's actions) are
+  handed to a notifier thread, so that a sender never runs user code: an
+  ``on_drop`` that blocks or calls ``flush()`` (which waits for the senders)
+  cannot stall delivery.
+
+Trade-offs of the notifier:
+
+- It is one daemon thread per client, started when the first loss needs it
+  and gone after ``NOTIFIER_LINGER`` seconds without work.
+- What waits for it is one count per reason, so it cannot grow without bound;
+  counts that pile up while a slow callback runs arrive summed
+  (``on_drop("rejected", 7)``), in the order of their reasons, and a
+  sender-found loss may reach ``on_drop`` after a door drop that came later.
+- Like a sender, it is an SDK thread: an event the callback records from there
+  is refused as ``RECURSION`` (counted, not told again), so a callback cannot
+  feed losses back to itself through the server.
+- Once the interpreter begins to exit (atexit runs after the main thread has
+  stopped; Python 3.12 then refuses to start threads), the callback runs on
+  the sender that found the loss, still guarded: that is a thread the exit
+  drain waits for, within ``shutdown_timeout``. Losses a notifier still holds
+  then may go untold (they are in the counts and the log all the same).
+- A forked child gets fresh locks and no notifier, and does not tell of the
+  parent's pending losses.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
+from typing import TYPE_CHECKING
 
 from ._config import DropCallback
+
+if TYPE_CHECKING:
+    from ._worker import _ThreadRole
 
 logger = logging.getLogger("layer_sdk")
 
@@ -30,6 +74,17 @@ RECURSION = "recursion"
 
 #: At most one log line per loss reason in this many seconds (the counts add up meanwhile).
 LOSS_LOG_INTERVAL = 10.0
+#: The notifier thread exits after this many seconds without losses to tell of.
+NOTIFIER_LINGER = 5.0
+
+_CALLBACK_ERROR = "on_drop raised"
+_CREDENTIALS_REFUSED = "credentials_refused"
+
+
+class _Telling(threading.local):
+    #: True while this thread tells of a loss. A class default keeps the read
+    #: cheap in threads that never set it.
+    active = False
 
 
 class LossLog:
@@ -37,14 +92,24 @@ class LossLog:
 
     Each kind of trouble gets its first log line at once, then at most one
     line every ``LOSS_LOG_INTERVAL`` that sums up what happened meanwhile.
+    See the module docstring for where and how ``on_drop`` runs.
     """
 
     def __init__(self, on_drop: DropCallback | None = None) -> None:
         self._on_drop = on_drop
+        self._reset()
+        _instances.add(self)
+
+    def _reset(self) -> None:
+        """Fresh state: at creation, and in a forked child (no lock, no notifier inherited)."""
         self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)  # the notifier waits here for losses
         self._last_logged: dict[str, float] = {}
         self._unlogged: dict[str, int] = {}
         self._details: dict[str, str] = {}
+        self._pending: dict[str, int] = {}  # losses waiting for the notifier, per reason
+        self._notifier_running = False
+        self._telling = _Telling()
 
     def explain(self, reason: str, detail: str) -> None:
         """Remember why the next loss for ``reason`` happened, for its log line."""
@@ -53,22 +118,43 @@ class LossLog:
 
     def __call__(self, reason: str, count: int) -> None:
         """Record that ``count`` events were lost for ``reason``."""
-        if self._on_drop is not None:
-            try:
-                self._on_drop(reason, count)
-            except Exception:
-                logger.exception("the on_drop callback raised")
-        total = self._due(reason, count)
-        if total:
-            detail = self._details.pop(reason, None)
-            logger.warning(
-                "layer-sdk lost %d event(s): %s%s", total, reason, f" ({detail})" if detail else ""
-            )
+        telling = self._telling
+        if telling.active:
+            # Caused while this thread tells of a loss (a handler that reports
+            # to Layer, say): counted, and summed into the next line of its reason.
+            self._keep_for_later(reason, count)
+            return
+        telling.active = True
+        try:
+            if self._on_drop is not None:
+                if _sdk_role().active:
+                    self._hand_off(reason, count)
+                else:
+                    self._tell(reason, count)
+            total = self._due(reason, count)
+            if total:
+                with self._lock:
+                    detail = self._details.pop(reason, None)
+                logger.warning(
+                    "layer-sdk lost %d event(s): %s%s",
+                    total,
+                    reason,
+                    f" ({detail})" if detail else "",
+                )
+        finally:
+            telling.active = False
 
     def credentials_refused(self, message: str, delay: float) -> None:
         """A request got no credentials; its events stay queued and are tried again."""
-        total = self._due("credentials_refused", 1)
-        if total:
+        telling = self._telling
+        if telling.active:
+            self._keep_for_later(_CREDENTIALS_REFUSED, 1)
+            return
+        total = self._due(_CREDENTIALS_REFUSED, 1)
+        if not total:
+            return
+        telling.active = True
+        try:
             logger.warning(
                 "layer-sdk has no credentials for the Layer API (%s); the events stay queued "
                 "and are tried again (%d refusal(s) since the last report, next try in %.1f s)",
@@ -76,6 +162,79 @@ class LossLog:
                 total,
                 delay,
             )
+        finally:
+            telling.active = False
+
+    # -- on_drop -------------------------------------------------------------
+
+    def _tell(self, reason: str, count: int) -> None:
+        """Call ``on_drop`` on this thread (already marked as telling)."""
+        assert self._on_drop is not None
+        try:
+            self._on_drop(reason, count)
+        except Exception:
+            self._callback_failed()
+
+    def _callback_failed(self) -> None:
+        total = self._due(_CALLBACK_ERROR, 1)
+        if total:
+            logger.error(
+                "layer-sdk's on_drop callback raised (%d time(s) since the last report)",
+                total,
+                exc_info=True,
+            )
+
+    def _hand_off(self, reason: str, count: int) -> None:
+        """Leave ``on_drop`` to the notifier thread, starting it when none runs."""
+        if not threading.main_thread().is_alive():
+            # The interpreter is exiting (atexit runs once the main thread has
+            # stopped): a notifier might not run before the end, while this
+            # sender is one the exit drain waits for. Tell of it here.
+            self._tell(reason, count)
+            return
+        with self._lock:
+            self._pending[reason] = self._pending.get(reason, 0) + count
+            if self._notifier_running:
+                self._wake.notify()
+                return
+            self._notifier_running = True
+        notifier = threading.Thread(target=self._notify, name="layer-sdk-on-drop", daemon=True)
+        try:
+            notifier.start()
+        except RuntimeError:
+            # No thread can start (the interpreter is exiting): tell of them here.
+            with self._lock:
+                self._notifier_running = False
+                pending, self._pending = self._pending, {}
+            for pending_reason, pending_count in pending.items():
+                self._tell(pending_reason, pending_count)
+
+    def _notify(self) -> None:
+        """The notifier thread: tells ``on_drop`` of what waits, until idle for a while."""
+        _sdk_role().active = True
+        self._telling.active = True
+        on_drop, lock = self._on_drop, self._lock
+        assert on_drop is not None
+        while True:
+            with lock:
+                if not self._pending:
+                    self._wake.wait(NOTIFIER_LINGER)
+                if not self._pending:
+                    self._notifier_running = False
+                    return
+                pending, self._pending = self._pending, {}
+            for reason, count in pending.items():
+                try:
+                    on_drop(reason, count)
+                except BaseException:  # even SystemExit: the notifier must go on
+                    self._callback_failed()
+
+    # -- the throttle ----------------------------------------------------------
+
+    def _keep_for_later(self, key: str, count: int) -> None:
+        """Add ``count`` to the next log line for ``key``, without logging now."""
+        with self._lock:
+            self._unlogged[key] = self._unlogged.get(key, 0) + count
 
     def _due(self, key: str, count: int) -> int:
         """How many to report now for ``key`` (0: not yet, the count is kept for later)."""
@@ -89,3 +248,28 @@ class LossLog:
             self._last_logged[key] = now
             self._unlogged[key] = 0
             return total
+
+
+_sdk_thread: _ThreadRole | None = None
+
+
+def _sdk_role() -> _ThreadRole:
+    """``_worker.sdk_thread``: whether this thread is one of the SDK's own."""
+    global _sdk_thread
+    if _sdk_thread is None:
+        # Imported when first needed: _worker imports this module.
+        from ._worker import sdk_thread
+
+        _sdk_thread = sdk_thread
+    return _sdk_thread
+
+
+_instances: weakref.WeakSet[LossLog] = weakref.WeakSet()
+
+
+def _reset_in_child() -> None:
+    for loss_log in list(_instances):
+        loss_log._reset()
+
+
+os.register_at_fork(after_in_child=_reset_in_child)

@@ -33,6 +33,7 @@ from ._exceptions import LayerAuthError, LayerHTTPError, LayerRequestError, Laye
 from ._http import ConnectionPool
 from ._losses import REJECTED, RETRIES_EXHAUSTED, SHUTDOWN
 from ._platform import USER_AGENT
+from ._redact import scrub
 from ._retry import Admission, RetryPolicy, SendGate, is_retryable, parse_retry_after
 
 logger = logging.getLogger("layer_sdk")
@@ -245,10 +246,15 @@ class Transport:
 
 
 def http_error(response: Response) -> LayerHTTPError:
-    """A LayerHTTPError carrying the server's status, message and decoded body."""
+    """A LayerHTTPError carrying the server's status, message and decoded body.
+
+    The body is scrubbed of tokens and secrets (a server may echo our
+    Authorization header) before anything is taken from it, and before it is cut.
+    """
+    text = scrub(response.body.decode("utf-8", "replace")) if response.body else ""
     data: Any = None
     try:
-        data = msgspec.json.decode(response.body) if response.body else None
+        data = msgspec.json.decode(text) if text else None
     except msgspec.DecodeError:
         data = None
     message = None
@@ -258,7 +264,7 @@ def http_error(response: Response) -> LayerHTTPError:
                 message = data[key]
                 break
     if message is None:
-        message = response.body[:500].decode("utf-8", "replace") or f"HTTP {response.status}"
+        message = text[:500] or f"HTTP {response.status}"
     return LayerHTTPError(response.status, message, data)
 
 

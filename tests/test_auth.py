@@ -15,10 +15,12 @@ refreshes it 0.4 s (a fifth of the lifetime) before that: every 0.6 s.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import json
 import logging
 import multiprocessing
+import socket
 import threading
 import time
 import traceback
@@ -40,7 +42,7 @@ from layer_sdk import (
 )
 from layer_sdk.collector import LocalCollector, ReceivedRequest
 
-from .conftest import wait_until
+from .conftest import APP_ID, FAST, wait_until
 from .oidc_provider import BearerCheck, OIDCProvider, oidc
 
 __all__ = ["oidc"]  # the fixture, imported so that pytest finds it
@@ -496,21 +498,110 @@ def test_a_scope_the_client_may_not_have_is_an_auth_error(oidc: StartProvider) -
     )
 
 
-def test_plain_http_beyond_this_machine_is_warned_about_once(
+def non_loopback_address() -> str | None:
+    """An address of this machine that is not loopback, where a test server can listen."""
+    for target in ("10.255.255.255", "192.0.2.1", "198.51.100.1"):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.connect((target, 9))  # no packet is sent: this only picks a route
+            except OSError:
+                continue
+            address = str(probe.getsockname()[0])
+        if not ipaddress.ip_address(address).is_loopback:
+            return address
+    return None
+
+
+def test_a_token_over_plain_http_beyond_this_machine_is_refused_unless_allowed(
+    oidc: StartProvider, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 10 §3 insecure http: init() refuses a plain-http API beyond loopback when
+    an auth provider is set, and OIDCClientCredentials a plain-http token_url; the
+    error names allow_insecure_http, and nothing is sent. Opted in, it works, warned."""
+    monkeypatch.setattr(_auth, "_warned", set())
+    caplog.set_level(logging.WARNING, logger="layer_sdk")
+    address = non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no address besides loopback")
+    provider = oidc()
+    secret = "s3cr3t-never-logged"
+    with LocalCollector(host=address) as remote:
+        collector_url = f"http://user:{secret}@{address}:{remote.port}"
+        token_url = f"http://{address}:{provider.port}/unused/token"
+
+        client = Client()
+        with pytest.raises(LayerMissingRequiredConfigurationError) as raised:
+            client.init(
+                base_url=collector_url, application_id=APP_ID, auth_provider=oidc_auth(provider)
+            )
+        message = str(raised.value)
+        assert "allow_insecure_http=True" in message and "base_url" in message
+        assert address in message and secret not in message and "user:***@" in message
+        assert repr(client) == "Client(not initialized)"
+
+        with pytest.raises(LayerMissingRequiredConfigurationError) as raised:
+            OIDCClientCredentials(token_url, "layer-sdk", secret)
+        message = str(raised.value)
+        assert "allow_insecure_http=True" in message and "token_url" in message
+        assert secret not in message
+
+        assert remote.requests == [] and provider.token_requests() == []
+        assert caplog.records == []
+
+        # Opted in: the token is sent, and a warning says so once per host.
+        client.init(
+            base_url=f"http://{address}:{remote.port}",
+            application_id=APP_ID,
+            auth_provider=oidc_auth(provider),
+            allow_insecure_http=True,
+            **FAST,
+        )
+        try:
+            client.create_session(sync=True)
+        finally:
+            client.shutdown(timeout=2)
+        [request] = remote.requests
+        assert token_of(request) in provider.issued()
+        OIDCClientCredentials(token_url, "layer-sdk", secret, allow_insecure_http=True)
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 2, messages
+    assert "access token" in messages[0] and address in messages[0]
+    assert "client secret" in messages[1] and address in messages[1]
+
+
+def test_loopback_and_https_need_no_opt_in(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 10 §3 insecure http: localhost, 127.0.0.0/8 and ::1 stay allowed without
+    a word, as does https anywhere, and plain http without credentials."""
+    caplog.set_level(logging.WARNING, logger="layer_sdk")
+    secret = "s3cr3t-never-logged"
+    secure = OIDCClientCredentials("https://sso.example.invalid/token", "id", secret)
+    for host in ("127.0.0.1:8080", "localhost", "[::1]:8080", "127.8.9.10", "LOCALHOST:1"):
+        OIDCClientCredentials(f"http://{host}/token", "id", secret)
+        make_client(base_url=f"http://{host}", auth_provider=secure)
+    make_client(base_url="https://layer.example.invalid", auth_provider=secure)
+    make_client(base_url="http://layer.example.invalid")  # no credentials to protect
+    for url in ("HTTP://layer.example.invalid", "http://10.1.2.3", "http://[fd00::1]:80"):
+        with pytest.raises(LayerMissingRequiredConfigurationError, match="allow_insecure_http"):
+            make_client(base_url=url, auth_provider=secure)
+    assert caplog.records == []
+
+
+def test_plain_http_beyond_this_machine_is_warned_about_once_when_allowed(
     make_client: MakeClient, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_auth, "_warned", set())
     caplog.set_level(logging.WARNING, logger="layer_sdk")
     secret = "s3cr3t-never-logged"
-    for host in ("127.0.0.1:8080", "localhost", "[::1]:8080", "127.8.9.10"):
-        OIDCClientCredentials(f"http://{host}/token", "id", secret)
     secure = OIDCClientCredentials("https://sso.example.invalid/token", "id", secret)
-    assert caplog.records == []
-
     for _ in range(2):  # nothing is sent anywhere: these clients get no events
-        OIDCClientCredentials("http://sso.example.invalid/token", "id", secret)
-        make_client(base_url="http://layer.example.invalid", auth_provider=secure)
-    make_client(base_url="http://layer.example.invalid")  # no credentials: nothing to warn of
+        OIDCClientCredentials(
+            "http://sso.example.invalid/token", "id", secret, allow_insecure_http=True
+        )
+        make_client(
+            base_url="http://layer.example.invalid", auth_provider=secure, allow_insecure_http=True
+        )
     messages = [record.getMessage() for record in caplog.records]
     assert len(messages) == 2, messages
     assert "client secret" in messages[0] and "sso.example.invalid" in messages[0]

@@ -8,6 +8,7 @@ import json
 import os
 import queue
 import re
+import secrets
 import select
 import signal
 import sqlite3
@@ -27,6 +28,7 @@ from layer_sdk._cli import main
 from layer_sdk.collector import LocalCollector
 
 from .conftest import APP_ID, FAST, ROOT, closed_port, run_python
+from .echo_servers import EchoingTokenEndpoint, leaks, odd_secret
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -108,6 +110,65 @@ def test_check_masks_the_client_secret(
     assert "FAILED: the token endpoint could not be reached" in out
     assert "secret ********" in out
     assert secret not in out
+
+
+def test_check_masks_the_password_of_a_url(
+    monkeypatch: pytest.MonkeyPatch, collector: LocalCollector, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 10 §3 URL masking: ``layer-sdk check`` shows user:***@, never the password."""
+    password = "pw-" + secrets.token_urlsafe(16)
+    url = f"http://user:{password}@127.0.0.1:{collector.port}"
+    code, out = run(capsys, "check", "--base-url", url, "--application-id", APP_ID)
+    assert code == 0, out
+    assert f"base_url        http://user:***@127.0.0.1:{collector.port}" in out
+
+    port = closed_port()
+    url = f"http://user:{password}@127.0.0.1:{port}"
+    code, failed = run(capsys, "check", "--base-url", url, "--application-id", APP_ID)
+    assert code == 1
+    assert f"FAILED: nothing accepts connections at http://user:***@127.0.0.1:{port}" in failed
+
+    monkeypatch.setenv("LAYER_OIDC_TOKEN_URL", f"http://sso:{password}@127.0.0.1:{port}/token")
+    monkeypatch.setenv("LAYER_OIDC_CLIENT_ID", "sdk")
+    monkeypatch.setenv("LAYER_OIDC_CLIENT_SECRET", "very-secret-value-1234")
+    code, oidc = run(capsys, "check", "--base-url", collector.url, "--application-id", APP_ID)
+    assert code == 1
+    assert f"OIDC client 'sdk' at http://sso:***@127.0.0.1:{port}/token" in oidc
+    # An invalid URL is quoted by the error that refuses it: masked all the same.
+    argv = ["check", "--base-url", f"ftp://user:{password}@host/", "--application-id", APP_ID]
+    code, invalid = run(capsys, *argv)
+    assert code == 1 and "ftp://user:***@host/" in invalid
+    assert [text for text in (out, failed, oidc, invalid) if password in text] == []
+
+
+def test_check_shows_no_secret_the_token_endpoint_echoes(
+    monkeypatch: pytest.MonkeyPatch, collector: LocalCollector, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 10 §3 scrubbing: check prints the provider's refusal, not the secret it echoed."""
+    secret = odd_secret("cs")
+    with EchoingTokenEndpoint("form") as endpoint:
+        monkeypatch.setenv("LAYER_OIDC_TOKEN_URL", f"{endpoint.url}/token")
+        monkeypatch.setenv("LAYER_OIDC_CLIENT_ID", "sdk")
+        monkeypatch.setenv("LAYER_OIDC_CLIENT_SECRET", secret)
+        code, out = run(capsys, "check", "--base-url", collector.url, "--application-id", APP_ID)
+        assert endpoint.echoed(secret)
+    assert code == 1
+    assert "FAILED: the token endpoint refused the client" in out and "invalid_client" in out
+    assert leaks(secret, out) == []
+
+
+def test_check_names_the_opt_in_for_plain_http_beyond_this_machine(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 10 §3 insecure http: check says why a plain-http token URL is refused."""
+    monkeypatch.setenv("LAYER_OIDC_TOKEN_URL", "http://sso.example.invalid/token")
+    monkeypatch.setenv("LAYER_OIDC_CLIENT_ID", "sdk")
+    monkeypatch.setenv("LAYER_OIDC_CLIENT_SECRET", "very-secret-value-1234")
+    argv = ["check", "--base-url", "https://layer.example.invalid", "--application-id", APP_ID]
+    code, out = run(capsys, *argv)
+    assert code == 1
+    assert "FAILED: the OIDC settings cannot be used: token_url" in out
+    assert "allow_insecure_http=True" in out and "very-secret-value-1234" not in out
 
 
 def test_demo_reports_everything_delivered(capsys: pytest.CaptureFixture[str]) -> None:

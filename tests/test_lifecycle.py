@@ -31,7 +31,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -517,25 +517,64 @@ def test_a_fork_while_another_thread_holds_every_sdk_lock_never_deadlocks_the_ch
 # -- a dead worker ----------------------------------------------------------------
 
 
+class DieOnSender(logging.Handler):
+    """Ends the sender thread that logs the first loss line for ``reason``.
+
+    The user's code that a sender thread runs is the logging of its loss lines
+    (``on_drop`` runs on a notifier thread): a handler that raises SystemExit,
+    which is no Exception, ends the thread, and threading reports nothing for it.
+    ``before_dying`` runs first, on that thread.
+    """
+
+    def __init__(self, reason: str, before_dying: Callable[[], None] | None = None) -> None:
+        super().__init__(logging.WARNING)
+        self.reason = reason
+        self.before_dying = before_dying
+        self.dead: list[threading.Thread] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        thread = threading.current_thread()
+        if self.dead or not thread.name.startswith("layer-sdk-sender"):
+            return
+        if not record.getMessage().startswith(f"layer-sdk lost 1 event(s): {self.reason}"):
+            return
+        self.dead.append(thread)
+        if self.before_dying is not None:
+            self.before_dying()
+        raise SystemExit("bye")
+
+
+@pytest.fixture
+def die_on_sender() -> Iterator[Callable[..., DieOnSender]]:
+    """Attach ``DieOnSender`` handlers to the SDK's logger for the test."""
+    sdk_logger = logging.getLogger("layer_sdk")
+    handlers: list[DieOnSender] = []
+
+    def attach(reason: str, before_dying: Callable[[], None] | None = None) -> DieOnSender:
+        handler = DieOnSender(reason, before_dying)
+        handlers.append(handler)
+        sdk_logger.addHandler(handler)
+        return handler
+
+    yield attach
+    for handler in handlers:
+        sdk_logger.removeHandler(handler)
+
+
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_sender_thread_that_dies_replaces_itself_and_says_so(
-    make_client: MakeClient, collector: LocalCollector, caplog: pytest.LogCaptureFixture
+    make_client: MakeClient,
+    collector: LocalCollector,
+    caplog: pytest.LogCaptureFixture,
+    die_on_sender: Callable[..., DieOnSender],
 ) -> None:
     """A sender killed by a BaseException logs one ERROR and is replaced at once."""
-    dead: list[threading.Thread] = []
-
-    def on_drop(reason: str, count: int) -> None:
-        # A user callback that exits: SystemExit is no Exception, so it ends the
-        # thread that runs it, and threading reports nothing for SystemExit.
-        if not dead:
-            dead.append(threading.current_thread())
-            raise SystemExit("bye")
-
-    caplog.set_level(logging.ERROR, logger="layer_sdk")
-    client = make_client(on_drop=on_drop, max_concurrent_requests=1, flush_interval=30.0)
+    dead = die_on_sender("rejected").dead
+    caplog.set_level(logging.WARNING, logger="layer_sdk")
+    client = make_client(max_concurrent_requests=1, flush_interval=30.0)
     collector.fail_next(1, status=400)
     client.create_session()
-    assert client.flush(timeout=5) is False  # rejected: on_drop runs on the only sender
+    assert client.flush(timeout=5) is False  # rejected: the only sender logs it, and dies
     assert wait_until(lambda: dead, timeout=5)
     dead[0].join(5)
     assert not dead[0].is_alive()
@@ -576,21 +615,18 @@ def test_a_sender_that_vanished_is_restarted_by_the_next_enqueue_or_flush(
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_events_waiting_when_a_sender_died_are_still_delivered(
-    make_client: MakeClient, collector: LocalCollector
+    make_client: MakeClient, collector: LocalCollector, die_on_sender: Callable[..., DieOnSender]
 ) -> None:
     """Events that wait while the only sender dies are sent by its replacement."""
-    dead: list[threading.Thread] = []
     in_callback = threading.Event()
     let_die = threading.Event()
 
-    def on_drop(reason: str, count: int) -> None:
-        if not dead:
-            dead.append(threading.current_thread())
-            in_callback.set()
-            let_die.wait(5)
-            raise SystemExit("bye")
+    def before_dying() -> None:
+        in_callback.set()
+        let_die.wait(5)
 
-    client = make_client(on_drop=on_drop, max_concurrent_requests=1, flush_interval=30.0)
+    dead = die_on_sender("rejected", before_dying).dead
+    client = make_client(max_concurrent_requests=1, flush_interval=30.0)
     collector.fail_next(1, status=400)
     client.create_session()
     client.flush(timeout=0)  # make the batch due now
@@ -611,17 +647,11 @@ def test_events_waiting_when_a_sender_died_are_still_delivered(
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_events_held_by_a_sender_when_it_died_are_sent_by_its_replacement(
-    make_client: MakeClient, collector: LocalCollector
+    make_client: MakeClient, collector: LocalCollector, die_on_sender: Callable[..., DieOnSender]
 ) -> None:
     """A request taken by a sender that died before sending it is sent by the next one."""
-    dead: list[threading.Thread] = []
-
-    def on_drop(reason: str, count: int) -> None:
-        if reason == "session_failed" and not dead:
-            dead.append(threading.current_thread())
-            raise SystemExit("bye")
-
-    client = make_client(on_drop=on_drop, max_concurrent_requests=1, flush_interval=30.0)
+    dead = die_on_sender("session_failed").dead
+    client = make_client(max_concurrent_requests=1, flush_interval=30.0)
     collector.fail_next(1, status=400)
     doomed = client.create_session()
     assert client.flush(timeout=5) is False  # its create was rejected: the session is dead

@@ -1,0 +1,440 @@
+"""Issue 10 §3, "The host application is never harmed": ``on_drop`` and echoed secrets.
+
+``on_drop`` is user code that may log through a handler reporting to Layer,
+raise, or call ``flush()``: it must never hang, crash or stall anything. Text
+that servers echo back (an error body quoting the Authorization header, an
+identity provider quoting the form) must reach no exception, log line or repr
+with a token or secret in it. The servers here are real (the local collector,
+and the echo servers of ``tests/echo_servers.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import secrets
+import threading
+import traceback
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
+
+import pytest
+
+from layer_sdk import (
+    Client,
+    LayerAuthError,
+    LayerHTTPError,
+    LayerRequestError,
+    OIDCClientCredentials,
+    SessionActionKind,
+    _losses,
+)
+from layer_sdk._config import Config
+from layer_sdk.collector import LocalCollector
+
+from .conftest import APP_ID, FAST, run_python, wait_until
+from .echo_servers import EchoingAPI, EchoingTokenEndpoint, StaticToken, leaks, odd_secret
+
+MakeClient = Callable[..., Client]
+PROMPT = SessionActionKind.COMPLETION_PROMPT
+
+#: How long a call that must return may take, at most, on a busy machine.
+RETURNS_WITHIN = 20.0
+
+
+def returns_within(call: Callable[[], object], seconds: float = RETURNS_WITHIN) -> list[str]:
+    """Run ``call`` on a thread; fails unless it returns in time. The exceptions it raised."""
+    raised: list[str] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:
+            raised.append(f"{type(exc).__name__}: {exc}"[:200])
+        finally:
+            done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    assert done.wait(seconds), f"the call did not return within {seconds} s"
+    return raised
+
+
+class ReportingHandler(logging.Handler):
+    """A logging hook that reports every record to Layer, as an application might install."""
+
+    def __init__(self, client: Client, session_id: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.client = client
+        self.session_id = session_id
+        self.emitted = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.emitted += 1
+        self.client.append_action(
+            self.session_id, kind=PROMPT, data={"log": record.getMessage()[:200]}
+        )
+
+
+@pytest.fixture
+def app_logger() -> Iterator[logging.Logger]:
+    """The application's logger; handlers added to it or to the SDK's are removed afterwards."""
+    logger = logging.getLogger("tests.safety.app")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    sdk_logger = logging.getLogger("layer_sdk")
+    sdk_handlers = list(sdk_logger.handlers)
+    yield logger
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    for handler in list(sdk_logger.handlers):
+        if handler not in sdk_handlers:
+            sdk_logger.removeHandler(handler)
+
+
+def sdk_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.name == "layer_sdk"]
+
+
+# -- on_drop ------------------------------------------------------------------------------
+
+
+def test_on_drop_that_logs_to_a_reporting_handler_returns_with_exact_counts(
+    make_client: MakeClient,
+    collector: LocalCollector,
+    app_logger: logging.Logger,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 10 §3 on_drop re-entry: a full queue, a handler that reports to Layer, an
+    on_drop that logs: every log call returns, the drops are counted exactly, the
+    log stays short."""
+    monkeypatch.setattr(_losses, "LOSS_LOG_INTERVAL", 3600.0)  # however slow the machine
+    caplog.set_level(logging.WARNING, logger="layer_sdk")
+    told: list[tuple[str, int, str]] = []
+
+    def on_drop(reason: str, count: int) -> None:
+        told.append((reason, count, threading.current_thread().name))
+        app_logger.info("layer-sdk dropped %d event(s): %s", count, reason)
+
+    collector.hang()
+    client = make_client(max_queue_size=1, on_drop=on_drop)
+    session_id = client.create_session()  # the queue is full from now on
+    handler = ReportingHandler(client, session_id)
+    app_logger.addHandler(handler)
+
+    def log_a_hundred_lines() -> None:
+        for n in range(100):
+            app_logger.info("request %d handled", n)
+
+    assert returns_within(log_a_hundred_lines) == []
+
+    # Each line drops its action; on_drop's own line drops one more, counted but not told.
+    stats = client.stats()
+    assert (stats.dropped, stats.dropped_by_reason) == (200, {"queue_full": 200})
+    assert [(reason, count) for reason, count, _ in told] == [("queue_full", 1)] * 100
+    [caller] = {name for _, _, name in told}
+    assert not caller.startswith("layer-sdk")  # told on the caller's thread, synchronously
+    assert handler.emitted == 200
+    assert len(sdk_records(caplog)) == 1  # one loss line; the rest add up for the next
+
+
+def test_on_drop_that_raises_never_escapes_and_is_logged_throttled(
+    make_client: MakeClient,
+    collector: LocalCollector,
+    app_logger: logging.Logger,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 10 §3 on_drop errors: an on_drop that raises, with a handler reporting the
+    SDK's own log to Layer: no RecursionError out of logging.info(), and 20,000 drops
+    cost two log lines, not one per drop."""
+    monkeypatch.setattr(_losses, "LOSS_LOG_INTERVAL", 3600.0)  # however slow the machine
+    caplog.set_level(logging.WARNING, logger="layer_sdk")
+    calls = 0
+
+    def on_drop(reason: str, count: int) -> None:
+        nonlocal calls
+        calls += 1
+        raise ValueError("a bug in the application's callback")
+
+    collector.hang()
+    client = make_client(max_queue_size=1, on_drop=on_drop)
+    session_id = client.create_session()
+    handler = ReportingHandler(client, session_id)
+    app_logger.addHandler(handler)
+    logging.getLogger("layer_sdk").addHandler(handler)
+
+    assert returns_within(lambda: app_logger.info("request handled")) == []
+
+    def drop_twenty_thousand() -> None:
+        for n in range(20_000):
+            client.append_action(session_id, kind=PROMPT, data={"n": n})
+
+    assert returns_within(drop_twenty_thousand) == []
+
+    # The app's line and 20,000 actions were told; the SDK's error line and loss
+    # line, reported by the handler while telling, were dropped and counted only.
+    assert calls == 20_001
+    assert client.stats().dropped == 20_003
+    lines = [(record.levelname, record.getMessage()) for record in sdk_records(caplog)]
+    assert lines == [
+        ("ERROR", "layer-sdk's on_drop callback raised (1 time(s) since the last report)"),
+        # the app's line, and the error line's own drop, added to the first loss line
+        ("WARNING", "layer-sdk lost 2 event(s): queue_full"),
+    ]
+    assert "a bug in the application's callback" in caplog.text  # with its traceback
+
+
+def test_on_drop_that_flushes_does_not_stall_delivery(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    """Issue 10 §3 on_drop off the sender threads: an on_drop that calls flush() for a
+    loss the worker found (a 400) runs on a notifier, and the only sender goes on
+    delivering meanwhile."""
+    told: list[tuple[str, int, str]] = []
+    client: Client | None = None
+
+    def on_drop(reason: str, count: int) -> None:
+        told.append((reason, count, threading.current_thread().name))
+        assert client is not None
+        client.flush(timeout=30)  # waits for the senders: must not run on one
+
+    client = make_client(on_drop=on_drop, max_concurrent_requests=1, flush_interval=30.0)
+    collector.fail_next(1, status=400)
+    client.create_session()  # rejected
+    others = [client.create_session() for _ in range(5)]
+    client.flush(timeout=0)  # make the batch due now
+
+    delivered = collector.wait_for(
+        lambda c: all(c.session(sid) is not None for sid in others), timeout=10
+    )
+    assert delivered, "the on_drop callback's flush() stalled the only sender"
+    assert wait_until(lambda: told)
+    assert told == [("rejected", 1, "layer-sdk-on-drop")]
+    assert wait_until(lambda: client.stats().sent == 5)
+    assert client.stats().failed_by_reason == {"rejected": 1}
+
+
+def test_losses_found_by_senders_are_told_summed_per_reason(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    """Issue 10 §3 on_drop notifier: what waits for a slow callback is one count per
+    reason, so a burst of losses costs bounded memory and every event is told."""
+    first_call = threading.Event()
+    carry_on = threading.Event()
+    told: list[tuple[str, int]] = []
+
+    def on_drop(reason: str, count: int) -> None:
+        told.append((reason, count))
+        first_call.set()
+        carry_on.wait(10)
+
+    client = make_client(on_drop=on_drop, max_concurrent_requests=4)
+    collector.fail_next(1, status=400)
+    client.create_session()
+    assert first_call.wait(10)  # the notifier is busy in the callback from now on
+    collector.fail_next(30, status=400)
+    for _ in range(30):
+        client.create_session()
+    assert wait_until(lambda: client.stats().failed == 31)
+    exporter = client._exporter
+    assert exporter is not None
+    assert exporter.losses._pending == {"rejected": 30}
+    carry_on.set()
+    assert wait_until(lambda: sum(count for _, count in told) == 31)
+    assert told == [("rejected", 1), ("rejected", 30)]
+
+
+def test_losses_found_by_the_exit_drain_are_told_before_the_process_ends(
+    collector: LocalCollector,
+) -> None:
+    """Issue 10 §3 on_drop at exit: no notifier thread is relied on while the interpreter
+    exits; the loss found by the exit drain is told on the sender the drain waits for."""
+    collector.fail_next(1, status=400)
+    script = """
+import secrets
+import threading
+from layer_sdk import layer
+
+def on_drop(reason, count):
+    print("ON_DROP", reason, count, threading.current_thread().name, flush=True)
+
+layer.init(on_drop=on_drop, flush_interval=60.0, shutdown_timeout=5.0)
+layer.create_session()  # sent only by the exit drain
+"""
+    result = run_python(
+        script, env={"LAYER_BASE_URL": collector.url, "LAYER_APPLICATION_ID": APP_ID}
+    )
+    assert result.returncode == 0, result.stderr
+    [line] = result.stdout.splitlines()
+    assert line.startswith("ON_DROP rejected 1 layer-sdk-sender-")
+
+
+def _late_call_in_child(client: Client, told: list[tuple[str, int]], report: Connection) -> None:
+    client.create_session()  # after shutdown: dropped at the door, and told
+    report.send({"told": told, "dropped": client.stats().dropped_by_reason})
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_tells_of_losses_with_fresh_locks(make_client: MakeClient) -> None:
+    """Issue 10 §3 on_drop and fork: a child never waits for a loss-log lock a parent
+    thread held when it forked."""
+    told: list[tuple[str, int]] = []
+    client = make_client(on_drop=lambda reason, count: told.append((reason, count)))
+    client.shutdown(timeout=2)
+    exporter = client._exporter
+    assert exporter is not None
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:
+        with exporter.losses._lock:
+            holding.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    assert holding.wait(5)
+    try:
+        context = multiprocessing.get_context("fork")
+        receiver, sender = context.Pipe(duplex=False)
+        child = context.Process(target=_late_call_in_child, args=(client, told, sender))
+        child.start()
+        sender.close()
+        child.join(20)
+        if child.is_alive():
+            child.kill()
+            child.join(5)
+        assert child.exitcode == 0, "the child hung on the loss log's lock"
+        report = receiver.recv() if receiver.poll(1) else None
+    finally:
+        release.set()
+        holder.join(5)
+    assert report == {"told": [("shutdown", 1)], "dropped": {"shutdown": 1}}
+
+
+# -- secrets echoed by the Layer API --------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", ["json", "text", "bare"])
+def test_an_api_echoing_the_authorization_header_leaks_nothing_on_the_sync_path(
+    make_client: MakeClient, shape: str
+) -> None:
+    """Issue 10 §3 scrubbing: an error body quoting our Authorization header reaches the
+    exception text, .message and .response_data with the token masked: by what tokens
+    look like (json, text: the provider does not declare its token), or by the value
+    the provider declares (bare: nothing else tells it is a token)."""
+    token = odd_secret("tok")
+    with EchoingAPI(shape) as api:
+        client = make_client(
+            base_url=api.url, auth_provider=StaticToken(token, declared=shape == "bare")
+        )
+        with pytest.raises(LayerHTTPError) as raised:
+            client.create_session(sync=True)
+        assert api.echoed(token)  # the server did quote it
+
+    error = raised.value
+    assert error.status_code == 400
+    seen = [
+        str(error),
+        repr(error),
+        error.message,
+        repr(error.response_data),
+        "".join(traceback.format_exception(error)),
+    ]
+    assert leaks(token, *seen) == []
+    assert "<redacted>" in str(error) + repr(error.response_data)
+
+
+@pytest.mark.parametrize("shape", ["json", "text", "bare"])
+def test_an_api_echoing_the_authorization_header_leaks_nothing_to_the_log(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture, shape: str
+) -> None:
+    """Issue 10 §3 scrubbing, buffered path: the retry (503) and loss (400) log lines
+    carry the server's words with the token masked (shapes as on the sync path)."""
+    caplog.set_level(logging.DEBUG, logger="layer_sdk")
+    token = odd_secret("tok")
+    with EchoingAPI(shape, statuses=iter([503])) as api:
+        client = make_client(
+            base_url=api.url,
+            auth_provider=StaticToken(token, declared=shape == "bare"),
+            max_retries=1,
+        )
+        client.create_session()
+        assert client.flush(timeout=10) is False
+        assert api.echoed(token)
+
+    text = caplog.text + "".join(repr(record.args) for record in caplog.records)
+    assert "answered 503" in text and "answered 400" in text  # the lines are there...
+    assert leaks(token, text) == []  # ...without the token
+    assert "<redacted>" in text
+
+
+# -- secrets echoed by the token endpoint ---------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", ["form", "value", "lower_hex", "json", "reason", "transient"])
+def test_a_token_endpoint_echoing_the_client_secret_leaks_nothing(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture, shape: str
+) -> None:
+    """Issue 10 §3 scrubbing, token endpoint: the client secret echoed raw, form- or
+    percent-encoded, as JSON or in the reason phrase reaches neither the exception
+    (sync) nor the log (the worker), yet the provider's words do."""
+    caplog.set_level(logging.DEBUG, logger="layer_sdk")
+    secret = odd_secret("cs")
+    with EchoingTokenEndpoint(shape) as endpoint:
+        auth = OIDCClientCredentials(f"{endpoint.url}/token", "layer-sdk", secret, http_timeout=5.0)
+        expected = LayerRequestError if shape == "transient" else LayerAuthError
+        with pytest.raises(expected) as raised:
+            auth.get_headers()
+        assert endpoint.echoed(secret)
+
+        client = make_client(auth_provider=auth, max_retries=0)
+        client.create_session()  # the worker meets the same answer
+        logged = "no credentials" if expected is LayerAuthError else "lost 1 event"
+        assert wait_until(lambda: logged in caplog.text)
+        client.shutdown(timeout=1)
+
+    message = str(raised.value)
+    assert ("Bad secret" if shape == "reason" else "invalid_client") in message
+    text = caplog.text + "".join(repr(record.args) for record in caplog.records)
+    assert leaks(secret, message, repr(raised.value), text) == []
+
+
+# -- URLs with credentials ------------------------------------------------------------------
+
+
+def test_reprs_mask_the_password_of_a_url(collector: LocalCollector) -> None:
+    """Issue 10 §3 URL masking: Client, Config and OIDCClientCredentials show user:***@."""
+    password = "pw-" + secrets.token_urlsafe(16)
+    base_url = f"http://user:{password}@127.0.0.1:{collector.port}"
+    client = Client()
+    client.init(base_url=base_url, application_id=APP_ID, **FAST)
+    try:
+        exporter = client._exporter
+        assert exporter is not None
+        auth = OIDCClientCredentials(
+            f"https://sso:{password}@sso.example.invalid/token", "layer-sdk", "cs-1234567890"
+        )
+        config = Config.resolve(base_url=base_url, application_id=APP_ID, auth_provider=auth)
+        shown = [repr(client), repr(exporter.config), repr(config), repr(auth)]
+        assert leaks(password, *shown) == []
+        assert all("user:***@127.0.0.1" in text for text in shown[:3])
+        assert "sso:***@sso.example.invalid" in repr(auth)
+        client.create_session()
+        assert client.flush(timeout=5) is True  # the URL still works
+    finally:
+        client.shutdown(timeout=2)
+
+
+def test_a_bare_secret_of_an_unknown_shape_is_caught_by_its_value(
+    make_client: MakeClient,
+) -> None:
+    """Issue 10 §3 scrubbing: the bare token, with no name or scheme next to it, is masked
+    because the auth provider declares it (the patterns alone could not know it)."""
+    token = odd_secret("tok")
+    with EchoingAPI("bare") as api:
+        client = make_client(base_url=api.url, auth_provider=StaticToken(token, declared=True))
+        with pytest.raises(LayerHTTPError) as raised:
+            client.create_session(sync=True)
+    assert raised.value.message == "<redacted> is not valid for this application"
