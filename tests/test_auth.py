@@ -371,9 +371,8 @@ def test_the_provider_stopped_and_restarted_mid_run_loses_no_events(
     provider = oidc(token_ttl=SHORT_TTL)
     check = provider.bearer_check()
     collector.require_bearer(check)
-    # The token endpoint down is retried like the API down; five retries (at least
-    # 7.75 s of backoff) outlast the provider's restart even on a busy machine.
-    client = make_client(auth_provider=oidc_auth(provider), max_retries=5)
+    # The token endpoint down is retried like the API down, within max_retry_time.
+    client = make_client(auth_provider=oidc_auth(provider))
     stop = threading.Event()
 
     def produce() -> None:

@@ -358,7 +358,6 @@ def test_an_api_echoing_the_authorization_header_leaks_nothing_to_the_log(
         client = make_client(
             base_url=api.url,
             auth_provider=StaticToken(token, declared=shape == "bare"),
-            max_retries=1,
         )
         client.create_session()
         assert client.flush(timeout=10) is False
@@ -389,7 +388,7 @@ def test_a_token_endpoint_echoing_the_client_secret_leaks_nothing(
             auth.get_headers()
         assert endpoint.echoed(secret)
 
-        client = make_client(auth_provider=auth, max_retries=0)
+        client = make_client(auth_provider=auth, max_retry_time=1.0)
         client.create_session()  # the worker meets the same answer
         logged = "no credentials" if expected is LayerAuthError else "lost 1 event"
         assert wait_until(lambda: logged in caplog.text)
