@@ -165,7 +165,8 @@ class LocalCollector:
         self._requests: list[ReceivedRequest] = []
         self._replies: dict[str, Reply] = {}  # X-Request-Id -> its 2xx answer
         self._duplicates = 0
-        self._failures: deque[Reply] = deque()
+        # fail_next(): the replies to inject, each with the bytes a body must contain (or None).
+        self._failures: deque[tuple[Reply, bytes | None]] = deque()
         self._failing_until = 0.0  # fail_for(): every request read before this time fails
         self._window_failure: Reply | None = None
         self._drops = 0
@@ -317,16 +318,19 @@ class LocalCollector:
         *,
         retry_after: float | None = None,
         body: bytes | None = None,
+        matching: bytes | None = None,
     ) -> None:
         """Answer the next ``count`` requests with ``status``, storing nothing.
 
         Calls add up: ``fail_next(1, 500); fail_next(1, 429)`` fails two requests.
+        With ``matching``, only requests whose body contains those bytes count
+        (e.g. ``matching=b'"n":3'`` fails the action whose data has ``n`` 3).
         """
         if count < 0:
             raise ValueError(f"invalid fault: {count=}")
         reply = _fault(status, retry_after, body)
         with self._lock:
-            self._failures.extend([reply] * count)
+            self._failures.extend([(reply, matching)] * count)
 
     def fail_for(
         self,
@@ -423,14 +427,22 @@ class LocalCollector:
             exchange.drop = self._drops > 0
             if exchange.drop:
                 self._drops -= 1
-            elif self._failures:
-                exchange.failure = self._failures.popleft()
+            elif self._failures and (found := self._failure_for(request.body)) is not None:
+                exchange.failure = found
             elif exchange.received_at < self._failing_until:
                 exchange.failure = self._window_failure
             elif self._fail_rate and random.random() < self._fail_rate:
                 exchange.failure = _RATE_FAILURE
             exchange.check = self._bearer_check
         return exchange
+
+    def _failure_for(self, body: bytes) -> Reply | None:
+        """The first injected failure that applies to ``body``, taken off the list."""
+        for index, (reply, matching) in enumerate(self._failures):
+            if matching is None or matching in body:
+                del self._failures[index]
+                return reply
+        return None
 
     def _answer(self, exchange: _Exchange, dropped: bool) -> Reply | None:
         """The reply to one request (None: drop the connection), recorded before it is sent.

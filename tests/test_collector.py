@@ -994,3 +994,80 @@ def test_fail_rate_answers_that_fraction_with_503(collector: LocalCollector) -> 
     assert post(collector, "/v1/sessions", {"application_id": APP}).status == 200
     with pytest.raises(ValueError):
         collector.fail_rate = 1.5
+
+
+# -- faults for delivery tests (issue 9) and pipelining (issue 11) -------------------
+
+
+def test_fail_for_refuses_every_request_of_a_window(collector: LocalCollector) -> None:
+    collector.fail_for(0.5, 429, retry_after=3)
+    started = time.monotonic()
+    refused = post(collector, "/v1/sessions", {"application_id": APP})
+    assert (refused.status, refused.headers["retry-after"]) == (429, "3")
+    assert post(collector, "/v1/sessions", {"application_id": APP}).status == 429
+    time.sleep(max(0.0, started + 0.55 - time.monotonic()))  # the window is a duration
+    assert post(collector, "/v1/sessions", {"application_id": APP}).status == 200
+    assert collector.event_count == 1
+    with pytest.raises(ValueError):
+        collector.fail_for(-1)
+
+
+def test_fail_next_matching_fails_only_the_requests_with_those_bytes(
+    collector: LocalCollector,
+) -> None:
+    collector.fail_next(1, 503, matching=b"target")
+    assert post(collector, "/v1/sessions", {"application_id": APP}).status == 200
+    marked = {"application_id": APP, "attributes": {"who": "target"}}
+    assert post(collector, "/v1/sessions", marked).status == 503
+    assert post(collector, "/v1/sessions", marked).status == 200  # used up
+
+
+def test_max_body_bytes_refuses_larger_bodies_with_413(collector: LocalCollector) -> None:
+    collector.max_body_bytes = 200
+    big = {"application_id": APP, "attributes": {"text": "x" * 300}}
+    assert post(collector, "/v1/sessions", big).status == 413
+    assert post(collector, "/v1/sessions", {"application_id": APP}).status == 200
+    collector.max_body_bytes = None
+    assert post(collector, "/v1/sessions", big).status == 200
+
+
+def test_the_absolute_form_of_a_request_line_is_accepted(collector: LocalCollector) -> None:
+    """As a proxy would receive it (RFC 9112 3.2.2): the collector can stand in for one."""
+    body = json.dumps({"application_id": APP}).encode()
+    with socket.create_connection(("127.0.0.1", collector.port)) as sock:
+        sock.sendall(
+            b"POST http://layer.example/v1/sessions HTTP/1.1\r\nHost: layer.example\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        )
+        assert read_answer(sock).status == 200
+    assert collector.requests[0].path == "/v1/sessions"
+
+
+def test_pipelined_requests_wait_their_delays_side_by_side(collector: LocalCollector) -> None:
+    """Issue 11: a server 0.3 s away answers ten pipelined requests in about 0.3 s, in order."""
+    collector.delay = 0.3
+    sessions = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"side-by-side-{i}")) for i in range(10)]
+    data = b"".join(raw_request({"application_id": APP, "session_id": s}) for s in sessions)
+    with socket.create_connection(("127.0.0.1", collector.port)) as sock:
+        started = time.monotonic()
+        sock.sendall(data)
+        assert [read_answer(sock).json["session_id"] for _ in sessions] == sessions
+        assert time.monotonic() - started < 0.3 * 3  # one at a time would take 3 s
+    assert [s["session_id"] for s in collector.sessions] == sessions
+
+
+def test_a_closing_answer_leaves_the_pipelined_requests_after_it_unanswered(
+    collector: LocalCollector,
+) -> None:
+    """Issue 11: as a server taking requests one by one, nothing read after a dropped
+    request is stored; each is recorded with status 0."""
+    sessions = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"pipelined-{i}")) for i in range(5)]
+    collector.fail_next(1, 503, matching=sessions[1].encode())
+    requests = [raw_request({"application_id": APP, "session_id": s}) for s in sessions]
+    requests[2] = requests[2].replace(b"Host: x\r\n", b"Host: x\r\nConnection: close\r\n")
+    with socket.create_connection(("127.0.0.1", collector.port)) as sock:
+        sock.sendall(b"".join(requests))
+        assert [read_answer(sock).status for _ in range(3)] == [200, 503, 200]
+        assert is_closed(sock)
+    assert [s["session_id"] for s in collector.sessions] == [sessions[0], sessions[2]]
+    assert [r.status for r in collector.requests] == [200, 503, 200, 0, 0]
