@@ -1059,8 +1059,9 @@ def test_pipelined_requests_wait_their_delays_side_by_side(collector: LocalColle
 def test_a_closing_answer_leaves_the_pipelined_requests_after_it_unanswered(
     collector: LocalCollector,
 ) -> None:
-    """Issue 11: as a server taking requests one by one, nothing read after a dropped
-    request is stored; each is recorded with status 0."""
+    """Issue 11: as on a server taking requests one by one, nothing after a request that
+    closes the connection is stored: after ``Connection: close`` nothing more is read;
+    after a dropped request, what was read is recorded with status 0."""
     sessions = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"pipelined-{i}")) for i in range(5)]
     collector.fail_next(1, 503, matching=sessions[1].encode())
     requests = [raw_request({"application_id": APP, "session_id": s}) for s in sessions]
@@ -1070,4 +1071,14 @@ def test_a_closing_answer_leaves_the_pipelined_requests_after_it_unanswered(
         assert [read_answer(sock).status for _ in range(3)] == [200, 503, 200]
         assert is_closed(sock)
     assert [s["session_id"] for s in collector.sessions] == [sessions[0], sessions[2]]
-    assert [r.status for r in collector.requests] == [200, 503, 200, 0, 0]
+    assert [r.status for r in collector.requests] == [200, 503, 200]
+
+    collector.clear()
+    collector.drop_next(1)
+    requests = [raw_request({"application_id": APP, "attributes": {"n": str(n)}}) for n in range(3)]
+    with socket.create_connection(("127.0.0.1", collector.port)) as sock:
+        sock.sendall(b"".join(requests))
+        assert is_closed(sock)
+    assert collector.wait_for(lambda c: len(c.requests) == 3)
+    assert [r.status for r in collector.requests] == [0, 0, 0]
+    assert collector.sessions == []
