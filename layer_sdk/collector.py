@@ -103,6 +103,20 @@ class ReceivedRequest:
     received_at: float
 
 
+#: An injected fault: the reply (None: drop the connection) and the bytes that a
+#: request's body must contain for it to apply (None: any request).
+_Fault = tuple[Reply | None, bytes | None]
+
+
+def _take(faults: deque[_Fault], body: bytes) -> _Fault | None:
+    """The first fault that applies to ``body``, taken off the list."""
+    for index, fault in enumerate(faults):
+        if fault[1] is None or fault[1] in body:
+            del faults[index]
+            return fault
+    return None
+
+
 def _fault(status: int, retry_after: float | None, body: bytes | None) -> Reply:
     """The reply of an injected failure."""
     if not 200 <= status <= 599 or (retry_after or 0) < 0:
@@ -166,10 +180,10 @@ class LocalCollector:
         self._replies: dict[str, Reply] = {}  # X-Request-Id -> its 2xx answer
         self._duplicates = 0
         # fail_next(): the replies to inject, each with the bytes a body must contain (or None).
-        self._failures: deque[tuple[Reply, bytes | None]] = deque()
+        self._failures: deque[_Fault] = deque()
         self._failing_until = 0.0  # fail_for(): every request read before this time fails
         self._window_failure: Reply | None = None
-        self._drops = 0
+        self._drops: deque[_Fault] = deque()  # drop_next(): (None, the bytes to match or None)
         self._delay = 0.0
         self._max_body_bytes: int | None = None
         self._fail_rate = 0.0
@@ -352,12 +366,15 @@ class LocalCollector:
             self._failing_until = time.monotonic() + seconds
             self._window_failure = reply
 
-    def drop_next(self, count: int) -> None:
-        """Read the next ``count`` requests, then close their connections unanswered."""
+    def drop_next(self, count: int, *, matching: bytes | None = None) -> None:
+        """Read the next ``count`` requests, then close their connections unanswered.
+
+        With ``matching``, only requests whose body contains those bytes count.
+        """
         if count < 0:
             raise ValueError(f"count must be >= 0, got {count}")
         with self._lock:
-            self._drops += count
+            self._drops.extend([(None, matching)] * count)
 
     @property
     def delay(self) -> float:
@@ -424,25 +441,17 @@ class LocalCollector:
         with self._lock:
             exchange.hold = self._releases if self._hanging else None
             exchange.delay = self._delay
-            exchange.drop = self._drops > 0
+            exchange.drop = bool(self._drops) and _take(self._drops, request.body) is not None
             if exchange.drop:
-                self._drops -= 1
-            elif self._failures and (found := self._failure_for(request.body)) is not None:
-                exchange.failure = found
+                pass
+            elif self._failures and (found := _take(self._failures, request.body)) is not None:
+                exchange.failure = found[0]
             elif exchange.received_at < self._failing_until:
                 exchange.failure = self._window_failure
             elif self._fail_rate and random.random() < self._fail_rate:
                 exchange.failure = _RATE_FAILURE
             exchange.check = self._bearer_check
         return exchange
-
-    def _failure_for(self, body: bytes) -> Reply | None:
-        """The first injected failure that applies to ``body``, taken off the list."""
-        for index, (reply, matching) in enumerate(self._failures):
-            if matching is None or matching in body:
-                del self._failures[index]
-                return reply
-        return None
 
     def _answer(self, exchange: _Exchange, dropped: bool) -> Reply | None:
         """The reply to one request (None: drop the connection), recorded before it is sent.
