@@ -483,6 +483,69 @@ def case_slow_server(quick: bool) -> dict[str, Any]:
     return _throughput(0.02, 5_000 if quick else 20_000, 10 if quick else 30)
 
 
+# -- 3b. long sessions (issue 11) -------------------------------------------------
+
+
+def _one_session(delay: float, actions: int, sessions: int) -> dict[str, Any]:
+    """``actions`` typical actions over ``sessions`` sessions, appended as fast as one thread
+    can, against a server ``delay`` seconds away; delivered when, and in order?"""
+    with Server(delay=delay) as server:
+        client = new_client(server.url)
+        ids = [client.create_session(attributes=SESSION_ATTRIBUTES) for _ in range(sessions)]
+        client.flush(30)  # the server knows the sessions: what follows are appended actions
+        server.command("clear")
+        cpu0, t0 = cpu_seconds(), time.perf_counter()
+        for n in range(actions):
+            client.append_action(
+                ids[n % sessions], kind=KIND, attributes=ATTRIBUTES, data={**DATA, "n": n}
+            )
+        flushed = client.flush(300)
+        elapsed, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
+        delivered = server.count()
+        in_order = server.command("order") == "yes"
+        requests = server.requests()
+        stats = stats_dict(client)
+        client.shutdown()
+
+        # The synchronous path: one round trip per call, in order by construction.
+        sync_client = new_client(server.url, sync=True)
+        sync_session = sync_client.create_session()
+        calls = 10 if delay >= 0.1 else 25
+        t1 = time.perf_counter()
+        for _ in range(calls):
+            sync_client.append_action(sync_session, kind=KIND, attributes=ATTRIBUTES, data=DATA)
+        sync_seconds = time.perf_counter() - t1
+        sync_client.shutdown()
+    return {
+        "actions": actions,
+        "sessions": sessions,
+        "delay": delay,
+        "delivered": delivered,
+        "nothing_lost": flushed and delivered == actions and stats["dropped"] == 0,
+        "in_order": in_order,
+        "seconds": elapsed,
+        "events_per_s": delivered / elapsed,
+        "cpu_us_per_event": cpu / actions * 1e6,
+        "requests": requests,
+        "stats": stats,
+        "sync": {
+            "events_per_s": calls / sync_seconds,
+            "seconds_for_all": actions * sync_seconds / calls,
+        },
+    }
+
+
+def case_long_session(quick: bool) -> dict[str, Any]:
+    """One session, 5,000 actions, against servers 20 ms and 100 ms away; the same
+    5,000 over 100 sessions beside it."""
+    actions = 2_000 if quick else 5_000
+    return {
+        "one_20ms": _one_session(0.02, actions, 1),
+        "one_100ms": _one_session(0.1, actions, 1),
+        "many_20ms": _one_session(0.02, actions, 100),
+    }
+
+
 # -- 4. flood --------------------------------------------------------------------
 
 
@@ -879,6 +942,7 @@ CASES: dict[str, Callable[[bool], dict[str, Any]]] = {
     "hot_path": case_hot_path,
     "throughput": case_throughput,
     "slow_server": case_slow_server,
+    "long_session": case_long_session,
     "flood": case_flood,
     "flood_20k": case_flood_20k,
     "server_down": case_server_down,

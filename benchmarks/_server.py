@@ -18,6 +18,8 @@ command read from stdin:
 ``release`` let held requests go on (``ok``)
 ``fail S STATUS [RA]`` answer STATUS to every request for S seconds, with
            ``Retry-After: RA`` when given (``ok``)
+``order``  ``yes`` when every session's actions were stored in the order of
+           their ``data["n"]``, else ``no``
 ``quit``   stop the server and exit (``ok``)
 ========== ===============================================================
 
@@ -41,6 +43,12 @@ def _answer(collector: LocalCollector, line: str) -> str | None:
         return str(collector.event_count)
     if command == "requests":
         return str(len(collector.requests))
+    if command == "order":
+        by_session: dict[str, list[int]] = {}
+        for session in collector.sessions:
+            numbers = [a["data"].get("n") for a in session["actions"] if "n" in a["data"]]
+            by_session[session["session_id"]] = numbers
+        return "yes" if all(n == sorted(n) for n in by_session.values()) else "no"
     if command == "cpu":
         times = os.times()
         return f"{times.user + times.system:.6f}"

@@ -32,6 +32,7 @@ CASES = (
     "hot_path",
     "throughput",
     "slow_server",
+    "long_session",
     "flood",
     "flood_20k",
     "server_down",
@@ -231,6 +232,26 @@ ROWS: tuple[Row, ...] = (
         "≥ 5,000", at_least("events_per_s", 5_000)),
     Row("slow_server", "throughput, 20 ms server", "process CPU per event",
         us("cpu_us_per_event"), us("sync.cpu_us_per_event")),
+    # 3b. long sessions
+    *(
+        Row("long_session", f"{label}", "delivered in (events/s); in append order?",
+            lambda r, key=key: f"{num(get(r, f'{key}.seconds'), 's')} "
+            f"({num(get(r, f'{key}.events_per_s'))}); {num(get(r, f'{key}.in_order'))}",
+            lambda r, key=key: f"{num(get(r, f'{key}.sync.seconds_for_all'), 's')} "
+            f"({num(get(r, f'{key}.sync.events_per_s'))})",
+            target,
+            lambda r, key=key, limit=limit: bool(get(r, f"{key}.in_order"))
+            and bool(get(r, f"{key}.nothing_lost"))
+            and (get(r, f"{key}.events_per_s") or 0) >= limit)
+        for key, label, target, limit in (
+            ("one_20ms", "one session of 5,000 actions, 20 ms server",
+             "≤ 1.5 s, in order", 5_000 / 1.5),
+            ("one_100ms", "one session of 5,000 actions, 100 ms server",
+             "≥ 2,000/s, in order", 2_000),
+            ("many_20ms", "5,000 actions over 100 sessions, 20 ms server",
+             "in order", 0),
+        )
+    ),
     # 4. flood
     Row("flood", "flood of 100,000", "lost (and why)", _flood_losses, _sync_flood),
     Row("flood", "flood of 100,000", "`stats()` agrees exactly with the server",
