@@ -42,7 +42,7 @@ from _cases import ATTRIBUTES, DATA, KIND, ROOT, SESSION_ATTRIBUTES, Server, cpu
 
 sys.path.insert(0, str(ROOT))  # the work tree's layer_sdk, not an installed one
 
-from layer_sdk._http import ConnectionPool  # noqa: E402
+from layer_sdk._http import ConnectionPool
 
 HERE = Path(__file__).resolve().parent
 MARK_BEGIN = "<!-- http_clients: begin -->"
@@ -60,9 +60,7 @@ def our_client(url: str, path: str, body: bytes, headers: dict[str, str]) -> Pos
 
 def other_checkout(folder: Path) -> Callable[[str, str, bytes, dict[str, str]], Post]:
     """``our_client`` with the ``layer_sdk/_http.py`` of another checkout."""
-    spec = importlib.util.spec_from_file_location(
-        "_other_http", folder / "layer_sdk" / "_http.py"
-    )
+    spec = importlib.util.spec_from_file_location("_other_http", folder / "layer_sdk" / "_http.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
