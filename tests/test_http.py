@@ -591,8 +591,8 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     )
     (folder / "ca.cnf").write_text(
         "[ca]\ndefault_ca = test\n[test]\ndatabase = index.txt\nnew_certs_dir = .\n"
-        "serial = serial\ndefault_days = 2\ndefault_md = sha256\npolicy = any\nunique_subject = no\n"
-        "[any]\ncommonName = supplied\n"
+        "serial = serial\ndefault_days = 2\ndefault_md = sha256\npolicy = any\n"
+        "unique_subject = no\n[any]\ncommonName = supplied\n"
     )
     (folder / "index.txt").write_text("")
     (folder / "serial").write_text("10\n")
