@@ -32,11 +32,9 @@ def test_session_passes_its_id_and_action_records_the_returned_tuple(
     def conversation(session_id: str) -> Any:
         @client.action(session_id=session_id, kind=PROMPT, attributes={"model.id": "m"})
         def prompt() -> Any:
-            return (
-                {"messages": [{"role": "user", "content": "hi"}]},
-                None,
-                [SessionActionScanner("usage", {"tokens": 2})],
-            )
+            return {"messages": [{"role": "user", "content": "hi"}]}, None, [
+                SessionActionScanner("usage", {"tokens": 2})
+            ]
 
         return session_id, prompt()
 

@@ -57,6 +57,8 @@ STAT_FIELDS = ("enqueued", "sent", "dropped", "failed", "retried", "queued")
 # -- helpers ----------------------------------------------------------------------
 
 
+
+
 def stats_dict(client: Client) -> dict[str, Any]:
     stats = client.stats()
     report: dict[str, Any] = {name: getattr(stats, name) for name in STAT_FIELDS}
