@@ -380,6 +380,29 @@ def drip(stop: threading.Event, first: bytes = b"HTTP/1.1 200 OK\r\nX-Slow: ") -
     return answer
 
 
+def test_a_request_larger_than_the_socket_buffers_is_sent_whole(
+    serve: Callable[..., RawServer],
+) -> None:
+    """Issue 10 §2, deadline: the non-blocking send waits for room, and sends every byte."""
+    server = serve(reply(OK_EMPTY))
+    body = bytes(range(256)) * 32768  # 8 MiB: many times what the kernel buffers
+    assert pool_for(server).post("/", body, {}).status == 200
+    assert server.requests[0].endswith(body)
+
+
+def test_a_server_that_stops_reading_cannot_hold_the_send_past_the_timeout() -> None:
+    """Issue 10 §2, deadline: sending is within the deadline too."""
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts, never reads
+    pool = ConnectionPool(f"http://127.0.0.1:{listener.getsockname()[1]}", 0.3, 1)
+    started = time.monotonic()
+    try:
+        with pytest.raises(TimeoutError):
+            pool.post("/", b"x" * (64 * 1024 * 1024), {})
+        assert time.monotonic() - started < 1.5
+    finally:
+        listener.close()
+
+
 def test_a_dripping_server_cannot_hold_an_attempt_past_the_timeout(
     serve: Callable[..., RawServer],
 ) -> None:
