@@ -62,6 +62,9 @@ _NAME = re.compile(_TOKEN.decode())
 # Field names found valid: a server sends the same few each time, and a set
 # lookup costs less than a match.
 _NAMES_SEEN: set[str] = set()
+# Heads parsed lately, by their bytes: a server's answers mostly repeat one
+# another byte for byte (or but for a Date), and parsing is a pure function.
+_HEADS_SEEN: dict[bytes, tuple[int, dict[str, str], int]] = {}
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;[^\n]*)?[ \t]*")
 # Every byte but those: what is left after deleting these must be the CRLFs.
 _PLAIN = bytes(byte for byte in range(256) if byte not in b"\x00\x0b\x0c\r\n")
@@ -296,7 +299,7 @@ class _Connection:
             self._send(memoryview(request)[sent:])
         try:
             while True:
-                status, headers, minor = _parse_head(self._read_until(b"\r\n\r\n"))
+                status, headers, minor = _parse_head(bytes(self._read_until(b"\r\n\r\n")))
                 if status >= 200:
                     break
                 if status == 101:
@@ -448,8 +451,19 @@ class _Connection:
 # -- parsing ---------------------------------------------------------------------
 
 
-def _parse_head(head: bytes | bytearray) -> tuple[int, dict[str, str], int]:
+def _parse_head(head: bytes) -> tuple[int, dict[str, str], int]:
     """Status, headers and HTTP minor version of a head (without its final CRLFs)."""
+    parsed = _HEADS_SEEN.get(head)
+    if parsed is None:
+        parsed = _parse_new_head(head)
+        if len(_HEADS_SEEN) >= 64:
+            _HEADS_SEEN.clear()
+        _HEADS_SEEN[head] = parsed
+    status, headers, minor = parsed
+    return status, dict(headers), minor
+
+
+def _parse_new_head(head: bytes) -> tuple[int, dict[str, str], int]:
     match = _STATUS_LINE.match(head)
     if match is None:
         raise ProtocolError(_what_is_wrong(bytes(head)))

@@ -98,20 +98,27 @@ def theirs(raw: bytes) -> Outcome:
 # -- where we refuse what h11 accepts, on purpose --
 
 
-def _unfolded(raw: bytes) -> bytes:
-    return re.sub(rb"\r?\n[ \t]+", b" ", raw)
-
-
-def _crlf(raw: bytes) -> bytes:
-    """``raw`` with the bare LFs of its heads (as h11 finds them) made CRLF; bodies untouched."""
-    out, position = b"", 0
+def _heads(raw: bytes) -> tuple[list[bytes], bytes]:
+    """The heads of ``raw`` (interim ones, then the final one) as h11 finds them, and the rest."""
+    heads, position = [], 0
     while (end := re.compile(rb"\n\r?\n").search(raw, position)) is not None:
-        head = raw[position : end.end()]
-        out += re.sub(rb"(?<!\r)\n", b"\r\n", head)
+        heads.append(raw[position : end.end()])
         position = end.end()
-        if not re.match(rb"HTTP/\d\.\d 1\d\d", head):
-            break  # the final head: what follows is body (and trailers, left as they are)
-    return out + raw[position:]
+        if not re.match(rb"HTTP/\d\.\d 1\d\d", heads[-1]):
+            break  # the final head: what follows is the body
+    return heads, raw[position:]
+
+
+def _in_heads(pattern: bytes) -> Check:
+    return lambda raw, h: any(re.search(pattern, head) for head in _heads(raw)[0])
+
+
+def _restated(pattern: bytes, replacement: bytes) -> Callable[[bytes], bytes]:
+    def restate(raw: bytes) -> bytes:
+        heads, rest = _heads(raw)
+        return b"".join(re.sub(pattern, replacement, head) for head in heads) + rest
+
+    return restate
 
 
 def _fields(h11_view: Outcome, name: bytes) -> bool:
@@ -120,10 +127,10 @@ def _fields(h11_view: Outcome, name: bytes) -> bool:
 
 Check = Callable[[bytes, Outcome], bool]
 DELIBERATE: dict[str, tuple[Check, Callable[[bytes], bytes] | None]] = {
-    # RFC 9112 §5.2 lets a user agent unfold obs-fold; the issue asks to refuse it.
-    "obs-fold": (lambda raw, h: re.search(rb"\n[ \t]", raw) is not None, _unfolded),
     # RFC 9112 §2.2: a recipient MAY take a bare LF for a line end; we do not.
-    "bare LF": (lambda raw, h: re.search(rb"(?<!\r)\n", raw) is not None, _crlf),
+    "bare LF": (_in_heads(rb"(?<!\r)\n"), _restated(rb"(?<!\r)\n", b"\r\n")),
+    # RFC 9112 §5.2 lets a user agent unfold obs-fold; the issue asks to refuse it.
+    "obs-fold": (_in_heads(rb"\n[ \t]"), _restated(rb"\r?\n[ \t]+", b" ")),
     # RFC 9112 §6.3: both framing fields "ought to be handled as an error"; h11 lets TE win.
     "Transfer-Encoding with Content-Length": (
         lambda raw, h: _fields(h, b"transfer-encoding") and _fields(h, b"content-length"),
@@ -155,24 +162,29 @@ DELIBERATE: dict[str, tuple[Check, Callable[[bytes], bytes] | None]] = {
 
 
 def deliberate_difference(raw: bytes, mine: Outcome, h11_view: Outcome) -> str | None:
-    """The documented difference that explains our refusal of what h11 accepted, if any.
+    """The documented differences that explain our refusal of what h11 accepted, if any.
 
-    Where h11's reading can be restated (unfold, or end every line with
-    CRLF), ours must then agree with it exactly: the deliberate difference
-    was the only one.
+    Where h11's reading can be restated (end every line of a head with CRLF,
+    unfold), ours must then agree with it exactly: the deliberate differences
+    were the only ones.
     """
-    for name, (present, restate) in DELIBERATE.items():
-        if not present(raw, h11_view):
-            continue
-        if restate is None:
-            return name
-        again = ours(restate(raw))
-        if again.accepted and (again.status, again.headers, again.body) == (
-            h11_view.status,
-            h11_view.headers,
-            h11_view.body,
-        ):
-            return name
+    present = [name for name, (check, _) in DELIBERATE.items() if check(raw, h11_view)]
+    if not present:
+        return None
+    restatements = [DELIBERATE[name][1] for name in present]
+    if any(restate is None for restate in restatements):
+        return ", ".join(present)
+    again = raw
+    for restate in restatements:
+        assert restate is not None
+        again = restate(again)
+    mine_again = ours(again)
+    if mine_again.accepted and (mine_again.status, mine_again.headers, mine_again.body) == (
+        h11_view.status,
+        h11_view.headers,
+        h11_view.body,
+    ):
+        return ", ".join(present)
     return None
 
 
@@ -198,7 +210,6 @@ TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN
 NAMES = [b"Content-Type", b"Date", b"Server", b"X-Request-Id", b"Retry-After", b"Connection"]
 # Values: visible ASCII, spaces and tabs inside, obs-text, and the odd control character.
 VALUE_BYTES = bytes(range(0x20, 0x7F)) + b"\t\x80\xa0\xff\x01\x1f\x7f"
-# Bodies hold no CR or LF, so that a bare LF found in an answer is in its framing.
 BODY_BYTES = bytes(range(0x20, 0x7F)) + b"\t\x00\xff"
 
 field_names = st.sampled_from(NAMES) | st.text(TOKEN_CHARS, min_size=1, max_size=10).map(str.encode)
