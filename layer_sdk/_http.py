@@ -59,15 +59,14 @@ _STATUS_LINE = re.compile(
     rb"HTTP/1\.([0-9]) ([1-5][0-9][0-9])(?: [^\x00\n\r\x0b\x0c]*)?(?=\r\n|\Z)"
 )
 _NAME = re.compile(_TOKEN.decode())
-# Field names found valid: a server sends the same few each time, and a set
-# lookup costs less than a match.
-_NAMES_SEEN: set[str] = set()
-# Heads parsed lately, by their bytes: a server's answers mostly repeat one
-# another byte for byte (or but for a Date), and parsing is a pure function.
+# NUL, VT, FF, and CR or LF outside CRLF: in no line (h11 refuses them too).
+_NOT_IN_FIELDS = re.compile("[\x00\x0b\x0c\r\n]")
+# Parsing is a pure function of the bytes, and a server's answers repeat one
+# another: whole heads byte for byte (the local collector's), or line by line
+# but for a Date or a trace ID (an API's). What was parsed lately is kept.
 _HEADS_SEEN: dict[bytes, tuple[int, dict[str, str], int]] = {}
+_FIELDS_SEEN: dict[str, tuple[str, str]] = {}
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;[^\n]*)?[ \t]*")
-# Every byte but those: what is left after deleting these must be the CRLFs.
-_PLAIN = bytes(byte for byte in range(256) if byte not in b"\x00\x0b\x0c\r\n")
 
 
 class RemoteDisconnected(ConnectionError):
@@ -485,23 +484,17 @@ def _parse_fields(head: bytes | bytearray) -> dict[str, str]:
     Framing fields are checked and normalized as h11 does: ``Content-Length``
     to its one value, ``Transfer-Encoding`` to ``chunked``.
     """
-    # What is left once every ordinary byte is deleted must be the CRLFs: no
-    # NUL, VT, FF, bare CR or bare LF anywhere.
-    if head.translate(None, _PLAIN) != b"\r\n" * head.count(b"\r\n"):
-        raise ProtocolError(_what_is_wrong(bytes(head)))
     lines = head.decode("latin-1").split("\r\n")
     del lines[0]
     headers: dict[str, str] = {}
+    fields = []
     for line in lines:
-        name, colon, value = line.partition(":")
-        if name not in _NAMES_SEEN or not colon:
-            _check_name(line)
-        headers[name.lower()] = value.strip(" \t")
+        field = _FIELDS_SEEN.get(line) or _parse_field(line)
+        fields.append(field)
+        headers[field[0]] = field[1]
     if len(headers) < len(lines):  # a field repeated: its values join, in order
         headers = {}
-        for line in lines:
-            name, _, value = line.partition(":")
-            name, value = name.lower(), value.strip(" \t")
+        for name, value in fields:
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
     length = headers.get("content-length")
     if length is not None and not (length.isdigit() and length.isascii() and len(length) <= 20):
@@ -518,13 +511,16 @@ def _parse_fields(head: bytes | bytearray) -> dict[str, str]:
     return headers
 
 
-def _check_name(line: str) -> None:
-    """Refuse a field line whose name is not a token; remember the names that are."""
-    name, colon, _ = line.partition(":")
-    if not colon or _NAME.fullmatch(name) is None:
+def _parse_field(line: str) -> tuple[str, str]:
+    """One field line as (lower-case name, value), once checked; remembered for next time."""
+    name, colon, value = line.partition(":")
+    if not colon or _NAME.fullmatch(name) is None or _NOT_IN_FIELDS.search(line):
         raise ProtocolError(_what_is_wrong(b"HTTP/1.1 200 OK\r\n" + line.encode("latin-1")))
-    if len(_NAMES_SEEN) < 1000:
-        _NAMES_SEEN.add(name)
+    field = (name.lower(), value.strip(" \t"))
+    if len(_FIELDS_SEEN) >= 256:
+        _FIELDS_SEEN.clear()
+    _FIELDS_SEEN[line] = field
+    return field
 
 
 def _what_is_wrong(head: bytes) -> str:

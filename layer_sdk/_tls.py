@@ -93,7 +93,9 @@ def describe_tls_failure(exc: BaseException) -> str | None:
         return None
     if not isinstance(failure, ssl.SSLCertVerificationError):
         reason = getattr(failure, "reason", None) or failure
-        return f"TLS handshake failed: {reason} (does the server speak https on this port?)"
+        return (
+            f"TLS handshake failed (SSL error {reason}): does the server speak https on this port?"
+        )
     code = failure.verify_code
     words = _VERIFY_WORDS.get(code, "the server's certificate could not be verified")
     detail = f"TLS certificate not accepted: {words} (OpenSSL: {failure.verify_message})"
