@@ -683,6 +683,25 @@ def test_tls_failures_say_which(
         assert "SSL_CERT_FILE" in str(raised.value)  # and how to trust another CA
 
 
+def test_https_to_a_plain_http_port_says_so() -> None:
+    """Issue 10 §2, TLS: a handshake that fails (not a certificate) is named as such."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def plain_http() -> None:  # answers the TLS hello in plain HTTP, as a plain port would
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    threading.Thread(target=plain_http, daemon=True).start()
+    url = f"https://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        with pytest.raises(LayerRequestError, match=r"TLS handshake failed.*speak https"):
+            _DirectBackend(url, 2.0, 1).post(url + "/v1/sessions", b"{}", {})
+    finally:
+        listener.close()
+
+
 def test_a_trust_store_variable_naming_nothing_is_refused_at_init(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
