@@ -110,18 +110,18 @@ class _RequestsBackend:
 
 def _read_capped(answer: Any) -> bytes:
     """The body of a streamed requests answer, refused past ``MAX_ANSWER_BYTES``."""
-    too_large = LayerRequestError(
+    length = answer.headers.get("Content-Length", "")
+    body = bytearray()
+    if not (length.isdigit() and int(length) > MAX_ANSWER_BYTES):
+        for chunk in answer.iter_content(64 * 1024):
+            body += chunk
+            if len(body) > MAX_ANSWER_BYTES:
+                break
+        else:
+            return bytes(body)
+    raise LayerRequestError(
         f"the Layer API's answer is larger than {MAX_ANSWER_BYTES} bytes: refused"
     )
-    length = answer.headers.get("Content-Length", "")
-    if length.isdigit() and int(length) > MAX_ANSWER_BYTES:
-        raise too_large
-    body = bytearray()
-    for chunk in answer.iter_content(64 * 1024):
-        body += chunk
-        if len(body) > MAX_ANSWER_BYTES:
-            raise too_large
-    return bytes(body)
 
 
 class Transport:

@@ -920,11 +920,25 @@ def test_the_sdk_s_own_client_fails_a_3xx_without_retrying(
     assert len(api.requests) == 1
 
 
-def test_the_requests_path_caps_answers_too(serve: Callable[..., RawServer]) -> None:
+@pytest.mark.parametrize("framing", ["content-length", "until-close"])
+def test_the_requests_path_caps_answers_too(serve: Callable[..., RawServer], framing: str) -> None:
     """Issue 10 §2, answer cap: through requests as well, a huge answer is refused."""
-    server = serve(
-        reply(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"z" * (2 * 1024 * 1024), False)
-    )
+    big = b"z" * (2 * 1024 * 1024)
+    if framing == "content-length":
+        answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(big), big)
+    else:
+        answer = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + big
+    server = serve(reply(answer, False))
     url = f"http://127.0.0.1:{server.port}"
     with pytest.raises(LayerRequestError, match="larger than 1048576"):
         _RequestsBackend(requests.Session(), 2.0).post(url + "/v1/sessions", b"{}", {})
+
+
+def test_the_requests_path_still_keeps_connections_alive(serve: Callable[..., RawServer]) -> None:
+    """Issue 10 §2, answer cap: reading answers up to the cap still returns the connection."""
+    server = serve(json_reply(SESSION_ANSWER))
+    url = f"http://127.0.0.1:{server.port}"
+    backend = _RequestsBackend(requests.Session(), 2.0)
+    for _ in range(3):
+        assert backend.post(url + "/v1/sessions", b"{}", {}).body == SESSION_ANSWER
+    assert server.connections == 1
