@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ._config import DEFAULT_HTTP_TIMEOUT, cleartext_host, env_float, refuse_cleartext
+from ._tls import describe_tls_failure, requests_verify
 
 if TYPE_CHECKING:
     import requests
@@ -166,6 +167,9 @@ class OIDCClientCredentials(AuthProvider):
                 self.token_url, "token_url", "the OIDC client secret", "OIDCClientCredentials()"
             )
         self._user_session = http_session
+        # The SDK's one trust store (see _tls); a user's session keeps its own.
+        tls = self.token_url.lower().startswith("https:")
+        self._verify = requests_verify() if tls and http_session is None else None
         self._token: _Token | None = None
         self._recent_tokens: deque[_Secret] = deque(maxlen=RECENT_TOKENS)
         self._reset()
@@ -303,10 +307,12 @@ class OIDCClientCredentials(AuthProvider):
                 headers={"Accept": "application/json"},
                 timeout=self.http_timeout,
                 allow_redirects=False,
+                verify=self._verify,
             )
         except requests.RequestException as exc:
             raise LayerRequestError(
-                f"token endpoint {self._where} unreachable: {type(exc).__name__}"
+                f"token endpoint {self._where} unreachable: "
+                f"{describe_tls_failure(exc) or type(exc).__name__}"
             ) from None
         answer = _json(response)
         status = response.status_code

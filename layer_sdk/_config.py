@@ -177,12 +177,49 @@ def _required(value: Any, option: str, variable: str, env: Mapping[str, str]) ->
 
 
 def _base_url(value: Any) -> str:
+    """The URL, checked: its path prefixes every request line, so nothing else may ride in it.
+
+    A ``user:password@`` is accepted (and never sent: neither the request line
+    nor the ``Host`` header carries it); a query, a fragment, whitespace,
+    control characters or non-ASCII characters are refused.
+    """
     if not isinstance(value, str):
         raise ValueError(f"base_url must be a string, got {type(value).__name__}")
-    parts = urlsplit(value.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"base_url must be an http:// or https:// URL with a host, got {value!r}")
-    return value.strip().rstrip("/")
+    url = value.strip()
+    shown = _without_userinfo(url)
+    for char in url:
+        if char.isspace() or not char.isprintable():
+            raise ValueError(
+                f"base_url must not contain whitespace or control characters, "
+                f"got {char!r} in {shown!r}"
+            )
+        if not char.isascii():
+            raise ValueError(
+                f"base_url must be ASCII (percent-encode the path, write an international "
+                f"host name in its xn-- form), got {char!r} in {shown!r}"
+            )
+    if "?" in url or "#" in url:
+        raise ValueError(
+            f"base_url must not have a query (?...) or a fragment (#...), got {shown!r}: "
+            "the SDK appends its paths (/v1/sessions) to it"
+        )
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 (parsing it checks it)
+    except ValueError:
+        raise ValueError(f"base_url has an invalid port: {shown!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"base_url must be an http:// or https:// URL with a host, got {shown!r}")
+    return url.rstrip("/")
+
+
+def _without_userinfo(url: str) -> str:
+    """``url`` for a message: a ``user:password@`` in it is masked."""
+    scheme, slashes, rest = url.partition("//")
+    authority, slash, path = rest.partition("/")
+    if not slashes or "@" not in authority:
+        return url
+    return f"{scheme}//***@{authority.rpartition('@')[2]}{slash}{path}"
 
 
 def env_float(env: Mapping[str, str], variable: str) -> float | None:

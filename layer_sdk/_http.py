@@ -1,25 +1,72 @@
 """A small HTTP/1.1 client for one job: POST a JSON body, read the answer.
 
-Why not urllib3 or requests here? Per request they spend 5 to 10 times the CPU
-this does (header objects, hooks, pool bookkeeping), and the exporter's cost
-per event is dominated by its requests. What the SDK needs is narrow: one host,
-``POST`` with a ``Content-Length`` body, keep-alive, TLS, timeouts, and answers
-framed by ``Content-Length``, chunked encoding or connection close. Anything
-beyond that (proxies, a user's adapters) goes through ``requests``; see
-``_transport``.
+Why not urllib3 or requests here? Per request they spend 4 to 20 times the CPU
+this does (``benchmarks/http_clients.py``), and the exporter's cost per event
+is dominated by its requests. What the SDK needs is narrow: one host, ``POST``
+with a ``Content-Length`` body, keep-alive, TLS and answers framed by
+``Content-Length``, chunked encoding or connection close. Anything beyond that
+(proxies, a user's adapters) goes through ``requests``; see ``_transport``.
+
+Narrow, but held to a maintained library's standard:
+
+- Answers are bounded: at most ``MAX_ANSWER_BYTES`` of body, read into one
+  ``bytearray``, and ``MAX_HEAD_BYTES`` of everything else (status lines,
+  interim 1xx answers, header fields, chunk-size lines, trailers). An answer
+  over either bound raises ``AnswerTooLarge`` and its connection is closed.
+- Each ``post`` has one deadline, ``timeout`` seconds after it starts, that
+  covers connecting, the TLS handshake, sending and reading: every socket wait
+  is bounded by the time left, so a server dripping one byte a second cannot
+  hold it longer (``TimeoutError``). The system's name lookup is the one step
+  it cannot cut short.
+- A kept-alive connection is reused only when nothing unread is left on it:
+  one holding bytes past its answer, or that the server wrote to or closed
+  while it sat idle, is closed instead, so that answers never shift by one.
+- Framing follows RFC 9112 to the letter: ``HTTP/1.x SP 3DIGIT`` status lines
+  (100 to 599), field names that are tokens, field values without NUL, CR, LF;
+  ``Content-Length`` as digits, repeated only with one value; chunk sizes as
+  1 to 20 hex digits; chunk data followed by CRLF. Where RFC 9112 lets a
+  recipient choose, this client refuses: header lines continued on the next
+  line (obs-fold), lines ended by a bare LF, ``Transfer-Encoding`` other than
+  exactly ``chunked``, ``Transfer-Encoding`` together with ``Content-Length``
+  or in an HTTP/1.0 answer, and an unsolicited ``101``. Every refusal is a
+  ``ProtocolError``. ``tests/test_http_parser.py`` holds this parser against
+  h11's, answer by answer.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
+import select
 import socket
 import ssl
 import threading
+import time
+from typing import Protocol
 from urllib.parse import urlsplit
 
-#: The most a status line plus headers may take, bytes.
+from ._tls import tls_context
+
+#: The most an answer's body may take, bytes. The API's answers take a few hundred.
+MAX_ANSWER_BYTES = 1024 * 1024
+#: The most an answer may take besides its body (status lines, header fields,
+#: interim answers, chunk-size lines and trailers), bytes.
 MAX_HEAD_BYTES = 64 * 1024
 _READ_SIZE = 64 * 1024
+
+_TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+_STATUS_LINE = re.compile(
+    rb"HTTP/1\.([0-9]) ([1-5][0-9][0-9])(?: [^\x00\n\r\x0b\x0c]*)?(?=\r\n|\Z)"
+)
+_NAME = re.compile(_TOKEN.decode())
+# NUL, VT, FF, and CR or LF outside CRLF: in no line (h11 refuses them too).
+_NOT_IN_FIELDS = re.compile("[\x00\x0b\x0c\r\n]")
+# Parsing is a pure function of the bytes, and a server's answers repeat one
+# another: whole heads byte for byte (the local collector's), or line by line
+# but for a Date or a trace ID (an API's). What was parsed lately is kept.
+_HEADS_SEEN: dict[bytes, tuple[int, dict[str, str], int]] = {}
+_FIELDS_SEEN: dict[str, tuple[str, str]] = {}
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;[^\n]*)?[ \t]*")
 
 
 class RemoteDisconnected(ConnectionError):
@@ -30,8 +77,12 @@ class ProtocolError(OSError):
     """The server's answer was not valid HTTP/1.1, or broke off midway."""
 
 
+class AnswerTooLarge(ProtocolError):
+    """The answer was larger than ``MAX_ANSWER_BYTES`` or ``MAX_HEAD_BYTES`` allow."""
+
+
 class Answer:
-    """Status, headers (lower-case names) and body of a response."""
+    """Status, headers (lower-case names, repeated fields joined by ", ") and body."""
 
     __slots__ = ("body", "headers", "status")
 
@@ -42,7 +93,11 @@ class Answer:
 
 
 class ConnectionPool:
-    """Keep-alive connections to the host of ``base_url``, reused last-in first-out."""
+    """Keep-alive connections to the host of ``base_url``, reused last-in first-out.
+
+    ``timeout`` bounds each ``post`` as a whole, seconds. ``base_url`` has been
+    validated (``_config``); a ``user:password@`` in it is never sent.
+    """
 
     def __init__(self, base_url: str, timeout: float, max_idle: int) -> None:
         parts = urlsplit(base_url)
@@ -51,7 +106,7 @@ class ConnectionPool:
         self._port = parts.port or (443 if self._tls else 80)
         self._timeout = timeout
         self._max_idle = max_idle
-        self._ssl = ssl.create_default_context() if self._tls else None
+        self._ssl = tls_context() if self._tls else None
         default_port = self._port == (443 if self._tls else 80)
         host = f"[{self._host}]" if ":" in self._host else self._host
         self.host_header = host if default_port else f"{host}:{self._port}"
@@ -61,6 +116,7 @@ class ConnectionPool:
 
     def post(self, path: str, body: bytes, headers: dict[str, str]) -> Answer:
         """Send one request and return the answer; raises OSError subclasses on failure."""
+        deadline = time.monotonic() + self._timeout
         head = [f"POST {path} HTTP/1.1\r\nHost: {self.host_header}\r\n"]
         for name, value in headers.items():
             if "\n" in value or "\r" in value:
@@ -68,24 +124,25 @@ class ConnectionPool:
             head.append(f"{name}: {value}\r\n")
         head.append(f"Content-Length: {len(body)}\r\n\r\n")
         request = "".join(head).encode("latin-1") + body
-
-        connection = self._checkout()
+        connection: _Connection | None = None
         try:
-            answer, keep_alive = connection.exchange(request)
-        except ConnectionError:
-            connection.close()
-            if not connection.reused:
-                raise
-            # A kept-alive connection that the server had closed meanwhile (no
-            # byte of an answer came back): one more try on a new connection.
-            connection = self._connect()
+            connection = self._checkout(deadline)
             try:
-                answer, keep_alive = connection.exchange(request)
-            except BaseException:
+                answer, keep_alive = connection.exchange(request, deadline)
+            except ConnectionError:
                 connection.close()
-                raise
-        except BaseException:
-            connection.close()
+                if not connection.reused:
+                    raise
+                # A kept-alive connection that the server closed as it was
+                # reused (no byte of an answer came back): once more, anew.
+                connection = None
+                connection = self._connect(deadline)
+                answer, keep_alive = connection.exchange(request, deadline)
+        except BaseException as exc:
+            if connection is not None:
+                connection.close()
+            if isinstance(exc, TimeoutError):
+                raise TimeoutError(f"no complete answer within {self._timeout:g} s") from None
             raise
         if keep_alive:
             self._checkin(connection)
@@ -101,11 +158,15 @@ class ConnectionPool:
         for connection in idle:
             connection.close()
 
-    def _checkout(self) -> _Connection:
-        with self._lock:
-            if self._idle:
-                return self._idle.pop()
-        return self._connect()
+    def _checkout(self, deadline: float) -> _Connection:
+        while True:
+            with self._lock:
+                connection = self._idle.pop() if self._idle else None
+            if connection is None:
+                return self._connect(deadline)
+            if connection.is_quiet():
+                return connection
+            connection.close()  # the server closed it, or wrote what no request asked for
 
     def _checkin(self, connection: _Connection) -> None:
         with self._lock:
@@ -114,126 +175,375 @@ class ConnectionPool:
                 return
         connection.close()
 
-    def _connect(self) -> _Connection:
-        sock = socket.create_connection((self._host, self._port), timeout=self._timeout)
+    def _connect(self, deadline: float) -> _Connection:
+        sock = _open(self._host, self._port, deadline)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._ssl is not None:
+                sock.settimeout(_time_left(deadline))  # bounds the whole handshake
                 sock = self._ssl.wrap_socket(sock, server_hostname=self._host)
         except BaseException:
             sock.close()
             raise
-        return _Connection(sock)
+        return _Connection(sock, self._ssl is not None)
+
+
+def _time_left(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("timed out")
+    return left
+
+
+def _open(host: str, port: int, deadline: float) -> socket.socket:
+    """A TCP connection to the first address of ``host`` that accepts one before ``deadline``."""
+    error: OSError | None = None
+    for family, kind, proto, _, address in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(_time_left(deadline))
+            sock.connect(address)
+        except TimeoutError:
+            sock.close()
+            raise
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        return sock
+    raise error or OSError(f"no address found for {host}")
+
+
+def _waiter(sock: socket.socket, write: bool) -> _Poll:
+    """A ``poll`` object watching ``sock`` for reading (or writing).
+
+    ``select`` stands in where there is no ``poll`` (Windows); elsewhere it
+    fails on descriptors past 1023, which a busy server process easily has.
+    """
+    if not hasattr(select, "poll"):
+        return _SelectPoll(sock, write)
+    waiter = select.poll()
+    waiter.register(sock, select.POLLOUT if write else select.POLLIN)
+    return waiter
+
+
+class _Poll(Protocol):
+    def poll(self, timeout: float) -> list[tuple[int, int]]: ...
+
+
+class _SelectPoll:
+    """``select.poll``'s one method used here, made of ``select.select``."""
+
+    __slots__ = ("_sock", "_write")
+
+    def __init__(self, sock: socket.socket, write: bool) -> None:
+        self._sock, self._write = sock, write
+
+    def poll(self, timeout: float) -> list[tuple[int, int]]:
+        waiting = [self._sock]
+        ready = select.select(
+            [] if self._write else waiting, waiting if self._write else [], waiting, timeout / 1000
+        )
+        return [(self._sock.fileno(), 1)] if any(ready) else []
 
 
 class _Connection:
-    """One socket and the bytes read past the last answer."""
+    """One socket, and what was read of it and not yet parsed.
 
-    __slots__ = ("_buffer", "_sock", "reused")
+    The socket is non-blocking: each wait is a ``poll`` bounded by the time
+    left until the deadline of the current ``post``. (Setting a socket timeout
+    before each call would cost a system call each time.)
+    """
 
-    def __init__(self, sock: socket.socket) -> None:
+    __slots__ = ("_budget", "_buffer", "_deadline", "_in", "_out", "_sock", "_tls", "reused")
+
+    def __init__(self, sock: socket.socket, tls: bool) -> None:
+        sock.settimeout(0)
         self._sock = sock
-        self._buffer = b""
+        self._tls = tls
+        self._buffer = bytearray()
+        self._deadline = 0.0
+        self._budget = MAX_HEAD_BYTES
+        self._in = _waiter(sock, write=False)
+        self._out = _waiter(sock, write=True)
         self.reused = False
 
-    def exchange(self, request: bytes) -> tuple[Answer, bool]:
-        """Send ``request``; return the answer and whether the connection can be reused."""
-        self._sock.sendall(request)
-        while True:
-            status, headers, keep_alive = self._read_head()
-            if status >= 200:
-                break  # 1xx answers are interim: the real one follows
+    def is_quiet(self) -> bool:
+        """Whether the idle connection has nothing to read: no bytes, no end of stream."""
+        if not self._tls:
+            return not self._in.poll(0)
+        sock = self._sock
+        if sock.pending():  # type: ignore[attr-defined]
+            return False
+        if not self._in.poll(0):
+            return True
+        # A TLS record need not carry data (a TLS 1.3 session ticket): only reading tells.
         try:
-            body, keep_alive = self._read_body(headers, keep_alive, status)
+            sock.recv(1)
+        except ssl.SSLWantReadError:
+            return True
+        except OSError:
+            return False
+        return False
+
+    def exchange(self, request: bytes, deadline: float) -> tuple[Answer, bool]:
+        """Send ``request``; return the answer and whether the connection can be reused."""
+        self._deadline = deadline
+        self._budget = MAX_HEAD_BYTES
+        try:
+            sent = self._sock.send(request)  # all of it, nearly always
+        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            sent = 0
+        if sent < len(request):
+            self._send(memoryview(request)[sent:])
+        try:
+            while True:
+                status, headers, minor = _parse_head(bytes(self._read_until(b"\r\n\r\n")))
+                if status >= 200:
+                    break
+                if status == 101:
+                    raise ProtocolError("the server switched protocols, which no request asked")
+                # other 1xx answers are interim: the final one follows
+            body, framed = self._read_body(status, headers)
         except ConnectionError:
+            if self._budget == MAX_HEAD_BYTES and not self._buffer:
+                raise  # not a byte of an answer: the server may never have seen the request
             raise ProtocolError("the server closed the connection mid-answer") from None
         self.reused = True
-        return Answer(status, headers, body), keep_alive
+        if not framed or self._buffer:
+            return Answer(status, headers, body), False
+        connection = headers.get("connection")
+        if connection is None:
+            return Answer(status, headers, body), minor >= 1
+        return Answer(status, headers, body), _keep_alive(connection, minor)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._sock.close()
 
-    def _receive(self) -> bytes:
-        data = self._sock.recv(_READ_SIZE)
+    # -- reading and writing, each wait bounded by the deadline --------------------
+
+    def _wait(self, waiter: _Poll) -> None:
+        left = self._deadline - time.monotonic()
+        if left <= 0 or not waiter.poll(left * 1000):
+            raise TimeoutError("timed out")
+
+    def _send(self, view: memoryview) -> None:
+        sock = self._sock
+        while view:
+            try:
+                sent = sock.send(view)
+            except (BlockingIOError, ssl.SSLWantWriteError):
+                self._wait(self._out)
+                continue
+            except ssl.SSLWantReadError:
+                self._wait(self._in)
+                continue
+            view = view[sent:]
+
+    def _fill(self) -> None:
+        """Read what the server has sent so far (at least one byte) into the buffer."""
+        sock = self._sock
+        if not self._tls:
+            # Waiting first spares a failing recv: the answer has rarely arrived yet.
+            left = self._deadline - time.monotonic()
+            if left <= 0 or not self._in.poll(left * 1000):
+                raise TimeoutError("timed out")
+        while True:
+            try:
+                data = sock.recv(_READ_SIZE)
+                break
+            except (BlockingIOError, ssl.SSLWantReadError):
+                self._wait(self._in)
+            except ssl.SSLWantWriteError:
+                self._wait(self._out)
         if not data:
             raise RemoteDisconnected("the server closed the connection")
+        self._buffer += data
+
+    def _read_until(self, separator: bytes) -> bytearray:
+        """The bytes before ``separator``, which are consumed with it; counted as head bytes."""
+        buffer = self._buffer
+        end = buffer.find(separator)
+        while end < 0:
+            if len(buffer) >= self._budget:
+                raise AnswerTooLarge(f"the answer's head is larger than {MAX_HEAD_BYTES} bytes")
+            searched = len(buffer)
+            self._fill()
+            end = buffer.find(separator, max(0, searched - len(separator) + 1))
+        size = end + len(separator)
+        if size > self._budget:
+            raise AnswerTooLarge(f"the answer's head is larger than {MAX_HEAD_BYTES} bytes")
+        self._budget -= size
+        data = buffer[:end]
+        del buffer[:size]
         return data
 
-    def _read_head(self) -> tuple[int, dict[str, str], bool]:
-        buffer = self._buffer
-        end = buffer.find(b"\r\n\r\n")
-        while end < 0:
-            if len(buffer) > MAX_HEAD_BYTES:
-                raise ProtocolError("the answer's headers are too long")
-            try:
-                buffer += self._receive()
-            except ConnectionError:
-                if buffer:
-                    raise ProtocolError("the server closed the connection mid-answer") from None
-                raise
-            end = buffer.find(b"\r\n\r\n", max(0, len(buffer) - _READ_SIZE - 3))
-        lines = buffer[:end].decode("latin-1").split("\r\n")
-        self._buffer = buffer[end + 4 :]
-        version, _, rest = lines[0].partition(" ")
-        if not version.startswith("HTTP/1.") or not rest[:3].isdigit():
-            raise ProtocolError(f"not an HTTP/1.x answer: {lines[0][:100]!r}")
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        connection = headers.get("connection", "").lower()
-        keep_alive = "close" not in connection and (
-            version == "HTTP/1.1" or "keep-alive" in connection
-        )
-        return int(rest[:3]), headers, keep_alive
-
-    def _read_body(
-        self, headers: dict[str, str], keep_alive: bool, status: int
-    ) -> tuple[bytes, bool]:
-        if status in (204, 304):
-            return b"", keep_alive
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            return self._read_chunked(), keep_alive
+    def _read_body(self, status: int, headers: dict[str, str]) -> tuple[bytes, bool]:
+        """The body, and False when it ended with the connection (which is then spent)."""
+        if status == 204 or status == 304:
+            return b"", True
         length = headers.get("content-length")
         if length is not None:
-            if not length.isdigit():
-                raise ProtocolError(f"invalid Content-Length: {length[:40]!r}")
-            return self._read_exactly(int(length)), keep_alive
-        # Neither length nor chunks: the body ends when the server closes.
-        chunks = [self._buffer]
-        self._buffer = b""
-        while data := self._sock.recv(_READ_SIZE):
-            chunks.append(data)
-        return b"".join(chunks), False
+            size = int(length)
+            if size > MAX_ANSWER_BYTES:
+                raise AnswerTooLarge(
+                    f"the answer's body ({size} bytes) is larger than {MAX_ANSWER_BYTES} bytes"
+                )
+            buffer = self._buffer
+            while len(buffer) < size:
+                self._fill()
+            body = bytes(buffer[:size])
+            del buffer[:size]
+            return body, True
+        if "transfer-encoding" in headers:
+            return self._read_chunked(), True
+        return self._read_to_close(), False
 
-    def _read_exactly(self, size: int) -> bytes:
+    def _read_to_close(self) -> bytes:
+        """A body framed by neither length nor chunks: it ends when the server closes."""
         buffer = self._buffer
-        while len(buffer) < size:
-            buffer += self._receive()
-        self._buffer = buffer[size:]
-        return buffer[:size]
-
-    def _read_line(self) -> bytes:
-        buffer = self._buffer
-        while (end := buffer.find(b"\r\n")) < 0:
-            if len(buffer) > MAX_HEAD_BYTES:
-                raise ProtocolError("a chunk header is too long")
-            buffer += self._receive()
-        self._buffer = buffer[end + 2 :]
-        return buffer[:end]
+        while True:
+            if len(buffer) > MAX_ANSWER_BYTES:
+                raise AnswerTooLarge(f"the answer's body is larger than {MAX_ANSWER_BYTES} bytes")
+            try:
+                self._fill()
+            except RemoteDisconnected:
+                break
+        body = bytes(buffer)
+        buffer.clear()
+        return body
 
     def _read_chunked(self) -> bytes:
-        chunks: list[bytes] = []
+        body = bytearray()
+        buffer = self._buffer
         while True:
-            size_text = self._read_line().split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise ProtocolError(f"invalid chunk size: {size_text[:40]!r}") from None
+            line = self._read_until(b"\r\n")
+            match = _CHUNK_SIZE.fullmatch(line)
+            if match is None:
+                raise ProtocolError(f"invalid chunk size line: {bytes(line[:40])!r}")
+            size = int(match[1], 16)
             if size == 0:
-                while self._read_line():  # trailers, up to the empty line
-                    pass
-                return b"".join(chunks)
-            chunks.append(self._read_exactly(size))
-            self._read_exactly(2)  # the CRLF after each chunk
+                self._read_trailers()
+                return bytes(body)
+            if len(body) + size > MAX_ANSWER_BYTES:
+                raise AnswerTooLarge(f"the answer's body is larger than {MAX_ANSWER_BYTES} bytes")
+            while len(buffer) < size + 2:
+                self._fill()
+            if buffer[size : size + 2] != b"\r\n":
+                raise ProtocolError("a chunk is not followed by CRLF")
+            body += buffer[:size]
+            del buffer[: size + 2]
+
+    def _read_trailers(self) -> None:
+        """Read (and check) the trailer fields after the last chunk; their values go unused."""
+        buffer = self._buffer
+        while len(buffer) < 2:
+            self._fill()
+        if buffer[:2] == b"\r\n":
+            del buffer[:2]
+            self._budget -= 2
+            return
+        _parse_fields(b"\r\n" + self._read_until(b"\r\n\r\n"))
+
+
+# -- parsing ---------------------------------------------------------------------
+
+
+def _parse_head(head: bytes) -> tuple[int, dict[str, str], int]:
+    """Status, headers and HTTP minor version of a head (without its final CRLFs)."""
+    parsed = _HEADS_SEEN.get(head)
+    if parsed is None:
+        parsed = _parse_new_head(head)
+        if len(_HEADS_SEEN) >= 64:
+            _HEADS_SEEN.clear()
+        _HEADS_SEEN[head] = parsed
+    status, headers, minor = parsed
+    return status, dict(headers), minor
+
+
+def _parse_new_head(head: bytes) -> tuple[int, dict[str, str], int]:
+    match = _STATUS_LINE.match(head)
+    if match is None:
+        raise ProtocolError(_what_is_wrong(bytes(head)))
+    headers = _parse_fields(head)
+    minor = int(match[1])
+    if "transfer-encoding" in headers:
+        if "content-length" in headers:
+            # RFC 9112 §6.3: "ought to be handled as an error" (a smuggling attempt)
+            raise ProtocolError("the answer has both Transfer-Encoding and Content-Length")
+        if minor == 0:
+            # RFC 9112 §6.1: the framing of such a message is faulty
+            raise ProtocolError("an HTTP/1.0 answer has a Transfer-Encoding")
+    return int(match[2]), headers, minor
+
+
+def _parse_fields(head: bytes | bytearray) -> dict[str, str]:
+    """The header fields of ``head``, whose first line is skipped; checks them all.
+
+    Framing fields are checked and normalized as h11 does: ``Content-Length``
+    to its one value, ``Transfer-Encoding`` to ``chunked``.
+    """
+    lines = head.decode("latin-1").split("\r\n")
+    del lines[0]
+    headers: dict[str, str] = {}
+    fields = []
+    for line in lines:
+        field = _FIELDS_SEEN.get(line) or _parse_field(line)
+        fields.append(field)
+        headers[field[0]] = field[1]
+    if len(headers) < len(lines):  # a field repeated: its values join, in order
+        headers = {}
+        for name, value in fields:
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    length = headers.get("content-length")
+    if length is not None and not (length.isdigit() and length.isascii() and len(length) <= 20):
+        values = {part.strip(" \t") for part in length.split(",")}
+        length = values.pop()
+        if values or not (0 < len(length) <= 20 and length.isascii() and length.isdigit()):
+            raise ProtocolError(f"invalid Content-Length: {headers['content-length'][:60]!r}")
+        headers["content-length"] = length
+    coding = headers.get("transfer-encoding")
+    if coding is not None:
+        if coding.lower() != "chunked":
+            raise ProtocolError(f"unsupported Transfer-Encoding: {coding[:60]!r}")
+        headers["transfer-encoding"] = "chunked"
+    return headers
+
+
+def _parse_field(line: str) -> tuple[str, str]:
+    """One field line as (lower-case name, value), once checked; remembered for next time."""
+    name, colon, value = line.partition(":")
+    if not colon or _NAME.fullmatch(name) is None or _NOT_IN_FIELDS.search(line):
+        raise ProtocolError(_what_is_wrong(b"HTTP/1.1 200 OK\r\n" + line.encode("latin-1")))
+    field = (name.lower(), value.strip(" \t"))
+    if len(_FIELDS_SEEN) >= 256:
+        _FIELDS_SEEN.clear()
+    _FIELDS_SEEN[line] = field
+    return field
+
+
+def _what_is_wrong(head: bytes) -> str:
+    """Why a head was refused, in words (only called once it was)."""
+    status_line, _, rest = head.partition(b"\r\n")
+    if not re.fullmatch(rb"HTTP/1\.[0-9] [0-9]{3}( .*)?", status_line, re.S):
+        return f"not an HTTP/1.x status line: {status_line[:100]!r}"
+    if not re.fullmatch(rb"HTTP/1\.[0-9] [1-5][0-9]{2}( .*)?", status_line, re.S):
+        return f"status code out of range: {status_line[:100]!r}"
+    for line in head.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t"):
+            return f"a header line continued on the next line (obs-fold): {line[:60]!r}"
+        if b"\n" in line or b"\r" in line:
+            return f"a line ends with a bare LF or CR, not CRLF: {line[:60]!r}"
+        if re.search(rb"[\x00\x0b\x0c]", line):
+            return f"a control character in a header: {line[:60]!r}"
+    for line in rest.split(b"\r\n"):
+        if not re.match(_TOKEN + rb":", line):
+            return f"invalid header line: {line[:60]!r}"
+    return f"invalid answer head: {head[:100]!r}"
+
+
+def _keep_alive(connection: str, minor: int) -> bool:
+    """Whether the ``Connection`` field of an answer lets the connection be reused."""
+    options = {option.strip(" \t").lower() for option in connection.split(",")}
+    return "close" not in options and (minor >= 1 or "keep-alive" in options)

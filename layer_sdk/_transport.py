@@ -30,11 +30,12 @@ import msgspec
 from ._auth import warn_if_cleartext
 from ._config import Config
 from ._exceptions import LayerAuthError, LayerHTTPError, LayerRequestError, LayerSDKException
-from ._http import ConnectionPool
+from ._http import MAX_ANSWER_BYTES, ConnectionPool, ProtocolError
 from ._losses import REJECTED, RETRIES_EXHAUSTED, SHUTDOWN
 from ._platform import USER_AGENT
 from ._redact import scrub
 from ._retry import Admission, RetryPolicy, SendGate, is_retryable, parse_retry_after
+from ._tls import describe_tls_failure, requests_verify
 
 logger = logging.getLogger("layer_sdk")
 
@@ -64,7 +65,7 @@ class _DirectBackend:
         try:
             answer = self._pool.post(url[self._prefix :], body, headers)
         except (OSError, ValueError) as exc:
-            raise LayerRequestError(f"could not reach the Layer API: {_describe(exc)}") from None
+            raise LayerRequestError(_failure(exc)) from None
         return Response(answer.status, answer.body, answer.headers)
 
     def close(self) -> None:
@@ -72,21 +73,63 @@ class _DirectBackend:
 
 
 class _RequestsBackend:
-    def __init__(self, session: Any, timeout: float) -> None:
+    """``requests``: a session of the SDK's own (for proxies) or the user's ``http_session``.
+
+    Redirects are never followed (a 3xx is an answer like any other non-2xx:
+    a failure, not retried), and answers are capped at ``MAX_ANSWER_BYTES``
+    as on the SDK's own client. ``verify`` is passed on each call only for a
+    session of the SDK's own: the user's keeps its settings.
+    """
+
+    def __init__(self, session: Any, timeout: float, verify: str | bool | None = None) -> None:
         self._session = session
-        self._timeout = timeout
+        self._options: dict[str, Any] = {
+            "timeout": timeout,
+            "allow_redirects": False,
+            "stream": True,  # read below, up to the cap
+        }
+        if verify is not None:
+            self._options["verify"] = verify
+
+    @classmethod
+    def own(cls, base_url: str, timeout: float) -> _RequestsBackend:
+        """A backend with a session of the SDK's own, verifying TLS against the trust store."""
+        import requests
+
+        verify = requests_verify() if base_url.startswith("https:") else None
+        return cls(requests.Session(), timeout, verify=verify)
 
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> Response:
         import requests
 
         try:
-            answer = self._session.post(url, data=body, headers=headers, timeout=self._timeout)
+            answer = self._session.post(url, data=body, headers=headers, **self._options)
+            try:
+                content = _read_capped(answer)
+            finally:
+                answer.close()
         except requests.RequestException as exc:
-            raise LayerRequestError(f"could not reach the Layer API: {_describe(exc)}") from None
-        return Response(answer.status_code, answer.content, answer.headers)
+            raise LayerRequestError(_failure(exc)) from None
+        return Response(answer.status_code, content, answer.headers)
 
     def close(self) -> None:
         """The user's session is theirs to close."""
+
+
+def _read_capped(answer: Any) -> bytes:
+    """The body of a streamed requests answer, refused past ``MAX_ANSWER_BYTES``."""
+    length = answer.headers.get("Content-Length", "")
+    body = bytearray()
+    if not (length.isdigit() and int(length) > MAX_ANSWER_BYTES):
+        for chunk in answer.iter_content(64 * 1024):
+            body += chunk
+            if len(body) > MAX_ANSWER_BYTES:
+                break
+        else:
+            return bytes(body)
+    raise LayerRequestError(
+        f"the Layer API's answer is larger than {MAX_ANSWER_BYTES} bytes: refused"
+    )
 
 
 class Delivery(NamedTuple):
@@ -127,10 +170,8 @@ class Transport:
             return
         self._own_retries = True
         if _proxied(config.base_url):
-            import requests
-
             # requests knows proxies (HTTPS_PROXY and friends); our own client does not.
-            self._backend = _RequestsBackend(requests.Session(), config.http_timeout)
+            self._backend = _RequestsBackend.own(config.base_url, config.http_timeout)
         else:
             self._backend = _DirectBackend(
                 config.base_url, config.http_timeout, config.max_concurrent_requests
@@ -268,8 +309,18 @@ def http_error(response: Response) -> LayerHTTPError:
     return LayerHTTPError(response.status, message, data)
 
 
+def _failure(exc: BaseException) -> str:
+    """The message of the LayerRequestError for ``exc``: what failed, never our headers."""
+    if isinstance(exc, ProtocolError):
+        return f"the Layer API's answer was refused: {_describe(exc)}"
+    return f"could not reach the Layer API: {_describe(exc)}"
+
+
 def _describe(exc: BaseException) -> str:
     # These messages name the host and the cause, never our headers.
+    tls = describe_tls_failure(exc)
+    if tls is not None:
+        return tls
     reason = getattr(exc, "reason", None)
     return f"{type(exc).__name__}: {reason or exc}"
 
