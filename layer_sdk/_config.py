@@ -186,7 +186,7 @@ def _base_url(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"base_url must be a string, got {type(value).__name__}")
     url = value.strip()
-    shown = _without_userinfo(url)
+    shown = mask_url(url)
     for char in url:
         if char.isspace() or not char.isprintable():
             raise ValueError(
@@ -211,15 +211,6 @@ def _base_url(value: Any) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"base_url must be an http:// or https:// URL with a host, got {shown!r}")
     return url.rstrip("/")
-
-
-def _without_userinfo(url: str) -> str:
-    """``url`` for a message: a ``user:password@`` in it is masked."""
-    scheme, slashes, rest = url.partition("//")
-    authority, slash, path = rest.partition("/")
-    if not slashes or "@" not in authority:
-        return url
-    return f"{scheme}//***@{authority.rpartition('@')[2]}{slash}{path}"
 
 
 def env_float(env: Mapping[str, str], variable: str) -> float | None:
