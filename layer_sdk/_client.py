@@ -272,6 +272,12 @@ class Client:
             ),
             "session",
         )
+        if actions is not None and (
+            isinstance(actions, (str, bytes, Mapping)) or not isinstance(actions, Iterable)
+        ):
+            raise LayerSchemaValidationError(
+                f"actions must be a list of actions, got {type(actions).__name__}"
+            )
         action_bodies = [_action_from(action) for action in actions] if actions else []
         if exporter.sync if sync is None else sync:
             response = self._send_now(

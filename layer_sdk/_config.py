@@ -122,6 +122,8 @@ class Config:
         base_url = _required(base_url, "base_url", "LAYER_BASE_URL", env)
         application_id = _required(application_id, "application_id", "LAYER_APPLICATION_ID", env)
         environment = environment if environment is not None else env.get("LAYER_ENVIRONMENT")
+        if environment is not None and not isinstance(environment, str):
+            raise ValueError(f"environment must be a string, got {type(environment).__name__}")
         if http_timeout is None:
             http_timeout = _env_seconds(env, "LAYER_TIMEOUT", "LAYER_HTTP_TIMEOUT")
         if auth_provider is not None and not callable(getattr(auth_provider, "get_headers", None)):

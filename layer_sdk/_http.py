@@ -210,6 +210,9 @@ def _open(host: str, port: int, deadline: float) -> socket.socket:
             sock.close()
             error = exc
             continue
+        except BaseException:  # e.g. a test's patched connect(): never leak the socket
+            sock.close()
+            raise
         return sock
     raise error or OSError(f"no address found for {host}")
 

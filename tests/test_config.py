@@ -124,6 +124,8 @@ def test_a_platform_that_is_no_string_is_refused_at_init(collector: LocalCollect
     """Issue 10 §3: init(platform=123) raises at init, not a 4xx on every session later."""
     with pytest.raises(ValueError, match="platform must be a string, got int"):
         Client().init(base_url=collector.url, application_id=APP_ID, platform=123)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="environment must be a string, got int"):
+        Client().init(base_url=collector.url, application_id=APP_ID, environment=123)  # type: ignore[arg-type]
     assert collector.requests == []
 
 

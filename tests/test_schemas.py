@@ -283,6 +283,9 @@ def test_an_action_that_is_no_mapping_names_actions(client: Client) -> None:
     """Issue 10 §3: actions=[1] raises a LayerSDKException naming the field."""
     with pytest.raises(LayerSchemaValidationError, match="actions"):
         client.create_session(actions=[1])  # type: ignore[list-item]
+    for not_a_list in (5, "kind", {"kind": "completion_prompt"}):
+        with pytest.raises(LayerSchemaValidationError, match="actions must be a list"):
+            client.create_session(actions=not_a_list)  # type: ignore[arg-type]
     with pytest.raises(LayerSchemaValidationError, match=r"actions: .*error\.code"):
         client.create_session(
             actions=[{"kind": "completion_output", "error": {"message": "x", "code": "E"}}]
