@@ -50,6 +50,9 @@ DEFAULT_MAX_RETRY_TIME = 600.0
 #: A request that merges a session with its actions stays under this many bytes
 #: (nginx's default body limit, and the most common proxy limit).
 DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
+#: Actions of one session written on a connection before their answers are read
+#: (HTTP/1.1 pipelining), in append order; 1 sends them one round trip at a time.
+DEFAULT_MAX_PIPELINED_REQUESTS = 1024
 #: Requests in flight at once; sender threads are started only as the load needs them.
 DEFAULT_MAX_CONCURRENT_REQUESTS = 32
 
@@ -79,6 +82,7 @@ class Config:
     max_retries: int = DEFAULT_MAX_RETRIES
     max_retry_time: float = DEFAULT_MAX_RETRY_TIME
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_pipelined_requests: int = DEFAULT_MAX_PIPELINED_REQUESTS
     max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS
     on_drop: DropCallback | None = dataclasses.field(default=None, repr=False)
     allow_insecure_http: bool = False
@@ -112,6 +116,7 @@ class Config:
         max_retries: int = DEFAULT_MAX_RETRIES,
         max_retry_time: float = DEFAULT_MAX_RETRY_TIME,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        max_pipelined_requests: int = DEFAULT_MAX_PIPELINED_REQUESTS,
         max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
         on_drop: DropCallback | None = None,
         allow_insecure_http: bool = False,
@@ -162,6 +167,7 @@ class Config:
             max_retries=_count("max_retries", max_retries, allow_zero=True),
             max_retry_time=_positive("max_retry_time", max_retry_time, allow_zero=True),
             max_request_bytes=_count("max_request_bytes", max_request_bytes),
+            max_pipelined_requests=_count("max_pipelined_requests", max_pipelined_requests),
             max_concurrent_requests=_count("max_concurrent_requests", max_concurrent_requests),
             on_drop=on_drop,
             allow_insecure_http=bool(allow_insecure_http),

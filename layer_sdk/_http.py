@@ -52,6 +52,9 @@ MAX_ANSWER_BYTES = 1024 * 1024
 #: The most an answer may take besides its body (status lines, header fields,
 #: interim answers, chunk-size lines and trailers), bytes.
 MAX_HEAD_BYTES = 64 * 1024
+#: The most that may be read ahead of the answer being parsed, while pipelined
+#: requests are still being written, bytes.
+MAX_UNREAD_BYTES = 8 * 1024 * 1024
 _READ_SIZE = 64 * 1024
 
 _TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
@@ -75,6 +78,10 @@ class RemoteDisconnected(ConnectionError):
 
 class ProtocolError(OSError):
     """The server's answer was not valid HTTP/1.1, or broke off midway."""
+
+
+class PipelineClosed(ConnectionError):
+    """The server closed a connection before it answered every pipelined request."""
 
 
 class AnswerTooLarge(ProtocolError):
@@ -113,17 +120,15 @@ class ConnectionPool:
         self._lock = threading.Lock()
         self._idle: list[_Connection] = []
         self._closed = False
+        #: Whether several requests are written on a connection before their
+        #: answers are read (``post_pipelined``); off for good once the server
+        #: shows that it does not pipeline.
+        self.pipelining = True
 
     def post(self, path: str, body: bytes, headers: dict[str, str]) -> Answer:
         """Send one request and return the answer; raises OSError subclasses on failure."""
         deadline = time.monotonic() + self._timeout
-        head = [f"POST {path} HTTP/1.1\r\nHost: {self.host_header}\r\n"]
-        for name, value in headers.items():
-            if "\n" in value or "\r" in value:
-                raise ValueError(f"header {name} contains a line break")
-            head.append(f"{name}: {value}\r\n")
-        head.append(f"Content-Length: {len(body)}\r\n\r\n")
-        request = "".join(head).encode("latin-1") + body
+        request = self._request(path, body, headers)
         connection: _Connection | None = None
         try:
             connection = self._checkout(deadline)
@@ -149,6 +154,85 @@ class ConnectionPool:
         else:
             connection.close()
         return answer
+
+    def post_pipelined(
+        self, path: str, requests: list[tuple[bytes, dict[str, str]]]
+    ) -> tuple[list[Answer], Exception | None]:
+        """Send several requests on one connection before reading their answers, in order.
+
+        Returns the answers read, for the first requests in order, and what
+        ended the exchange before the others were answered: None when all
+        were, ``PipelineClosed`` when the server closed the connection after
+        some answers (the rest were not answered and may not have been seen),
+        or the error met. Never raises for trouble on the network: the caller
+        sends again what was not answered. Each answer has ``timeout`` seconds
+        from the one before it (the first, from the start).
+
+        When a server closes the connection after the first of several
+        answers, or answers the first and then nothing within ``timeout``, it is
+        taken not to pipeline: ``pipelining`` turns False for the life of the
+        pool, and the requests go one at a time (``post``), each waiting for the
+        answer before it.
+        """
+        if not self.pipelining or len(requests) == 1:
+            return self._post_in_turn(path, requests)
+        data = b"".join(self._request(path, body, headers) for body, headers in requests)
+        answers: list[Answer] = []
+        connection: _Connection | None = None
+        try:
+            deadline = time.monotonic() + self._timeout
+            connection = self._checkout(deadline)
+            connection.write(data, deadline)
+            keep_alive = True
+            while len(answers) < len(requests):
+                deadline = time.monotonic() + self._timeout
+                answer, keep_alive = connection.read_answer(deadline)
+                answers.append(answer)
+                if not keep_alive:
+                    break
+        except (OSError, ValueError) as exc:
+            if connection is not None:
+                connection.close()
+            if answers and isinstance(exc, ConnectionError):
+                return answers, self._closed_after(answers, len(requests))
+            if len(answers) == 1 and isinstance(exc, TimeoutError):
+                self.pipelining = False  # it answered the first, and never the others
+            return answers, exc
+        if len(answers) < len(requests):
+            connection.close()
+            return answers, self._closed_after(answers, len(requests))
+        if keep_alive:
+            self._checkin(connection)
+        else:
+            connection.close()
+        return answers, None
+
+    def _closed_after(self, answers: list[Answer], sent: int) -> PipelineClosed:
+        if len(answers) == 1:
+            self.pipelining = False
+        return PipelineClosed(f"the server closed the connection after {len(answers)} of {sent}")
+
+    def _post_in_turn(
+        self, path: str, requests: list[tuple[bytes, dict[str, str]]]
+    ) -> tuple[list[Answer], Exception | None]:
+        """``post_pipelined`` one request at a time: it stops at the first failure, so
+        that what follows is sent again after it, in order."""
+        answers = []
+        for body, headers in requests:
+            try:
+                answers.append(self.post(path, body, headers))
+            except (OSError, ValueError) as exc:
+                return answers, exc
+        return answers, None
+
+    def _request(self, path: str, body: bytes, headers: dict[str, str]) -> bytes:
+        head = [f"POST {path} HTTP/1.1\r\nHost: {self.host_header}\r\n"]
+        for name, value in headers.items():
+            if "\n" in value or "\r" in value:
+                raise ValueError(f"header {name} contains a line break")
+            head.append(f"{name}: {value}\r\n")
+        head.append(f"Content-Length: {len(body)}\r\n\r\n")
+        return "".join(head).encode("latin-1") + body
 
     def close(self) -> None:
         """Close the idle connections; those in use close when their request ends."""
@@ -217,16 +301,17 @@ def _open(host: str, port: int, deadline: float) -> socket.socket:
     raise error or OSError(f"no address found for {host}")
 
 
-def _waiter(sock: socket.socket, write: bool) -> _Poll:
-    """A ``poll`` object watching ``sock`` for reading (or writing).
+def _waiter(sock: socket.socket, write: bool, read: bool = False) -> _Poll:
+    """A ``poll`` object watching ``sock`` for reading, writing, or either.
 
     ``select`` stands in where there is no ``poll`` (Windows); elsewhere it
     fails on descriptors past 1023, which a busy server process easily has.
     """
     if not hasattr(select, "poll"):
-        return _SelectPoll(sock, write)
+        return _SelectPoll(sock, write, read or not write)
     waiter = select.poll()
-    waiter.register(sock, select.POLLOUT if write else select.POLLIN)
+    events = (select.POLLOUT if write else 0) | (select.POLLIN if read or not write else 0)
+    waiter.register(sock, events)
     return waiter
 
 
@@ -237,15 +322,15 @@ class _Poll(Protocol):
 class _SelectPoll:
     """``select.poll``'s one method used here, made of ``select.select``."""
 
-    __slots__ = ("_sock", "_write")
+    __slots__ = ("_read", "_sock", "_write")
 
-    def __init__(self, sock: socket.socket, write: bool) -> None:
-        self._sock, self._write = sock, write
+    def __init__(self, sock: socket.socket, write: bool, read: bool) -> None:
+        self._sock, self._write, self._read = sock, write, read
 
     def poll(self, timeout: float) -> list[tuple[int, int]]:
         waiting = [self._sock]
         ready = select.select(
-            [] if self._write else waiting, waiting if self._write else [], waiting, timeout / 1000
+            waiting if self._read else [], waiting if self._write else [], waiting, timeout / 1000
         )
         return [(self._sock.fileno(), 1)] if any(ready) else []
 
@@ -258,7 +343,17 @@ class _Connection:
     before each call would cost a system call each time.)
     """
 
-    __slots__ = ("_budget", "_buffer", "_deadline", "_in", "_out", "_sock", "_tls", "reused")
+    __slots__ = (
+        "_budget",
+        "_buffer",
+        "_deadline",
+        "_either",
+        "_in",
+        "_out",
+        "_sock",
+        "_tls",
+        "reused",
+    )
 
     def __init__(self, sock: socket.socket, tls: bool) -> None:
         sock.settimeout(0)
@@ -269,6 +364,7 @@ class _Connection:
         self._budget = MAX_HEAD_BYTES
         self._in = _waiter(sock, write=False)
         self._out = _waiter(sock, write=True)
+        self._either = _waiter(sock, write=True, read=True)
         self.reused = False
 
     def is_quiet(self) -> bool:
@@ -291,14 +387,28 @@ class _Connection:
 
     def exchange(self, request: bytes, deadline: float) -> tuple[Answer, bool]:
         """Send ``request``; return the answer and whether the connection can be reused."""
+        self.write(request, deadline)
+        answer, keep_alive = self.read_answer(deadline)
+        return answer, keep_alive and not self._buffer
+
+    def write(self, data: bytes, deadline: float) -> None:
+        """Send ``data`` (one request or several) by ``deadline``."""
         self._deadline = deadline
-        self._budget = MAX_HEAD_BYTES
         try:
-            sent = self._sock.send(request)  # all of it, nearly always
+            sent = self._sock.send(data)  # all of it, nearly always
         except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
             sent = 0
-        if sent < len(request):
-            self._send(memoryview(request)[sent:])
+        if sent < len(data):
+            self._send(memoryview(data)[sent:])
+
+    def read_answer(self, deadline: float) -> tuple[Answer, bool]:
+        """Read the next answer; also whether the connection may carry more after it.
+
+        Bytes left in the buffer after it are the next answers of a pipeline
+        (``exchange`` does not reuse a connection that has any).
+        """
+        self._deadline = deadline
+        self._budget = MAX_HEAD_BYTES
         try:
             while True:
                 status, headers, minor = _parse_head(bytes(self._read_until(b"\r\n\r\n")))
@@ -313,7 +423,7 @@ class _Connection:
                 raise  # not a byte of an answer: the server may never have seen the request
             raise ProtocolError("the server closed the connection mid-answer") from None
         self.reused = True
-        if not framed or self._buffer:
+        if not framed:
             return Answer(status, headers, body), False
         connection = headers.get("connection")
         if connection is None:
@@ -337,12 +447,27 @@ class _Connection:
             try:
                 sent = sock.send(view)
             except (BlockingIOError, ssl.SSLWantWriteError):
-                self._wait(self._out)
+                self._wait_to_send()
                 continue
             except ssl.SSLWantReadError:
                 self._wait(self._in)
                 continue
             view = view[sent:]
+
+    def _wait_to_send(self) -> None:
+        """Wait until the socket takes more, reading the answers that come meanwhile.
+
+        A server answering pipelined requests stops reading them when its
+        answers are not read: reading while writing keeps both moving.
+        """
+        left = self._deadline - time.monotonic()
+        if left <= 0 or not self._either.poll(left * 1000):
+            raise TimeoutError("timed out")
+        if self._in.poll(0):
+            if len(self._buffer) > MAX_UNREAD_BYTES:
+                raise AnswerTooLarge(f"more than {MAX_UNREAD_BYTES} bytes of answers ahead")
+            with contextlib.suppress(BlockingIOError, ssl.SSLWantReadError):
+                self._fill()
 
     def _fill(self) -> None:
         """Read what the server has sent so far (at least one byte) into the buffer."""

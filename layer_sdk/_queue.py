@@ -52,16 +52,17 @@ class Event(msgspec.Struct, gc=False):
 
 
 class Request(msgspec.Struct, gc=False):
-    """One HTTP request to the Layer API and the events it resolves."""
+    """What one sender sends at once, and the events it resolves.
+
+    Either one body that carries all the events (a session's create with its
+    queued actions), or one body per event (actions of a known session, in
+    append order: pipelined on one connection, see ``_http``).
+    """
 
     session_id: str
     path: str
-    body: bytes
+    bodies: list[bytes]
     events: list[Event]
-
-    @property
-    def creates_session(self) -> bool:
-        return self.events[0].creates_session
 
 
 class ExportStats(msgspec.Struct, frozen=True):
@@ -134,6 +135,7 @@ class ExportQueue:
         max_event_bytes: int,
         batch_size: int,
         max_request_bytes: int,
+        max_pipelined: int,
         flush_interval: float,
         on_loss: Callable[[str, int], None],
     ) -> None:
@@ -150,6 +152,7 @@ class ExportQueue:
         self._max_event_bytes = max_event_bytes
         self._batch_size = batch_size
         self._max_request_bytes = max_request_bytes
+        self._max_pipelined = max_pipelined
         self._flush_interval = flush_interval
         self._closed = False
 
@@ -279,26 +282,52 @@ class ExportQueue:
     def complete(self, request: Request, failure: str | None = None) -> None:
         """Resolve a request: delivered when ``failure`` is None, else given up for that reason."""
         with self._lock:
-            if self._in_flight.pop(id(request), None) is None:
+            session = self._settle(request)
+            if session is None:
                 return  # abandoned at shutdown and already counted
-            session = self._sessions[request.session_id]
-            session.in_flight = False
             if failure is None:
                 self._sent += len(request.events)
                 self._resolve(request.events)
             else:
                 self._fail(request.events, failure)
-                if request.creates_session:
+                if request.events[0].creates_session:
                     # The server does not know this session: its actions cannot follow.
                     self._bury(request.session_id)
                     self._fail(session.pop_all(), SESSION_FAILED)
-            if session.first is not None:
-                self._ready.append(request.session_id)
-                self._wake()
-            else:
-                del self._sessions[request.session_id]
-            self._resolved.notify_all()
+            self._next_of(request.session_id, session)
         self.report()
+
+    def complete_each(self, request: Request, failures: list[str | None]) -> None:
+        """Resolve a request of one body per event: ``failures[i]`` is what became of event i."""
+        with self._lock:
+            session = self._settle(request)
+            if session is None:
+                return
+            for event, failure in zip(request.events, failures, strict=True):
+                if failure is None:
+                    self._sent += 1
+                    self._resolve([event])
+                else:
+                    self._fail([event], failure)
+            self._next_of(request.session_id, session)
+        self.report()
+
+    def _settle(self, request: Request) -> _Session | None:
+        """The session of an in-flight request, which it leaves; None if abandoned."""
+        if self._in_flight.pop(id(request), None) is None:
+            return None
+        session = self._sessions[request.session_id]
+        session.in_flight = False
+        return session
+
+    def _next_of(self, session_id: str, session: _Session) -> None:
+        """After a request of the session is resolved: its next one is ready, if any."""
+        if session.first is not None:
+            self._ready.append(session_id)
+            self._wake()
+        else:
+            del self._sessions[session_id]
+        self._resolved.notify_all()
 
     def give_back(self, request: Request) -> None:
         """Return a request that was taken but not sent; it is next in line again."""
@@ -326,10 +355,10 @@ class ExportQueue:
             self._ready.appendleft(request.session_id)
             self._wake()
 
-    def count_retry(self, request: Request) -> None:
-        """A request is being sent again."""
+    def count_retry(self, request: Request, bodies: int) -> None:
+        """``bodies`` of the request's bodies are being sent again."""
         with self._lock:
-            self._retried += len(request.events)
+            self._retried += len(request.events) if len(request.bodies) == 1 else bodies
 
     def _sort_inbox(self) -> None:
         """Move the inbox into per-session lines, in arrival order."""
@@ -359,9 +388,11 @@ class ExportQueue:
         session = self._sessions[session_id]
         first = session.pop()
         events = [first]
+        size = len(first.body)
         if first.creates_session:
+            # The create carries the actions queued behind it, in one body.
             path = "/v1/sessions"
-            size = len(first.body) + len(',"actions":[]')
+            size += len(',"actions":[]')
             while (
                 not first.alone
                 and (following := session.first) is not None
@@ -371,12 +402,21 @@ class ExportQueue:
             ):
                 size += len(following.body) + 1
                 events.append(session.pop())
-            body = session_body(first.body, [event.body for event in events[1:]])
+            bodies = [session_body(first.body, [event.body for event in events[1:]])]
         else:
+            # Actions of a known session: one body each, to be pipelined in order.
             path = f"/v1/sessions/{session_id}/actions"
-            body = first.body
+            while (
+                (following := session.first) is not None
+                and not following.creates_session
+                and len(events) < self._max_pipelined
+                and size + len(following.body) <= self._max_request_bytes
+            ):
+                size += len(following.body)
+                events.append(session.pop())
+            bodies = [event.body for event in events]
         session.in_flight = True
-        request = Request(session_id, path, body, events)
+        request = Request(session_id, path, bodies, events)
         self._in_flight[id(request)] = request
         return request
 

@@ -30,7 +30,7 @@ import msgspec
 from ._auth import warn_if_cleartext
 from ._config import Config
 from ._exceptions import LayerAuthError, LayerHTTPError, LayerRequestError, LayerSDKException
-from ._http import MAX_ANSWER_BYTES, ConnectionPool, ProtocolError
+from ._http import MAX_ANSWER_BYTES, ConnectionPool, PipelineClosed, ProtocolError
 from ._losses import REJECTED, RETRIES_EXHAUSTED, SHUTDOWN
 from ._platform import USER_AGENT
 from ._redact import scrub
@@ -39,8 +39,8 @@ from ._tls import describe_tls_failure, requests_verify
 
 logger = logging.getLogger("layer_sdk")
 
-RetryCallback = Callable[[LayerSDKException, float], None]
-"""``on_retry(error, delay)``: told before each retry of a buffered request."""
+RetryCallback = Callable[[LayerSDKException, float, int], None]
+"""``on_retry(error, delay, count)``: told before ``count`` bodies are sent again."""
 
 REQUEST_ID_HEADER = "X-Request-Id"
 """Same value on every attempt of one request, so that the server can de-duplicate."""
@@ -54,6 +54,15 @@ class Response(NamedTuple):
     headers: Mapping[str, str]
 
 
+class Exchange(NamedTuple):
+    """What came back for requests sent in order: the answers to the first of them, and
+    why the others went unanswered (None: the server ended the exchange early, or all
+    were answered)."""
+
+    responses: list[Response]
+    error: LayerSDKException | None
+
+
 class _DirectBackend:
     """The SDK's own keep-alive connections (see ``_http``)."""
 
@@ -62,11 +71,25 @@ class _DirectBackend:
         self._pool = ConnectionPool(base_url, timeout, pool_size)
 
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> Response:
+        """One request; raises ``LayerRequestError`` when no answer came."""
         try:
             answer = self._pool.post(url[self._prefix :], body, headers)
         except (OSError, ValueError) as exc:
             raise LayerRequestError(_failure(exc)) from None
         return Response(answer.status, answer.body, answer.headers)
+
+    def post_all(self, url: str, requests: list[tuple[bytes, dict[str, str]]]) -> Exchange:
+        """The requests in order, pipelined on one connection."""
+        if len(requests) == 1:  # the common case, on the shortest path
+            try:
+                return Exchange([self.post(url, *requests[0])], None)
+            except LayerRequestError as exc:
+                return Exchange([], exc)
+        answers, error = self._pool.post_pipelined(url[self._prefix :], requests)
+        responses = [Response(answer.status, answer.body, answer.headers) for answer in answers]
+        if error is None or isinstance(error, PipelineClosed):
+            return Exchange(responses, None)
+        return Exchange(responses, LayerRequestError(_failure(error)))
 
     def close(self) -> None:
         self._pool.close()
@@ -99,7 +122,21 @@ class _RequestsBackend:
         verify = requests_verify() if base_url.startswith("https:") else None
         return cls(requests.Session(), timeout, verify=verify)
 
+    def post_all(self, url: str, requests: list[tuple[bytes, dict[str, str]]]) -> Exchange:
+        """One request at a time, each waiting for the answer before it (no pipelining)."""
+        responses: list[Response] = []
+        for body, headers in requests:
+            try:
+                response = self.post(url, body, headers)
+            except LayerRequestError as exc:
+                return Exchange(responses, exc)
+            responses.append(response)
+            if not 200 <= response.status < 300:
+                break  # what follows goes after this one is settled, in order
+        return Exchange(responses, None)
+
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> Response:
+        """One request; raises ``LayerRequestError`` when no answer came."""
         import requests
 
         try:
@@ -184,101 +221,149 @@ class Transport:
         non-2xx answer, ``LayerRequestError`` when the server cannot be reached,
         and ``LayerAuthError`` when no credentials can be had.
         """
-        delivery = self._exchange(path, body, sync=True, on_retry=None)
+        (delivery,) = self._exchange(path, [body], sync=True, on_retry=None)
         if delivery.error is not None:
             raise delivery.error
         assert delivery.response is not None
         return delivery.response
 
-    def deliver(self, path: str, body: bytes, *, on_retry: RetryCallback) -> Delivery:
-        """POST ``body`` for the worker; the ``Delivery`` says what became of it. Never raises
-        for trouble on the way.
+    def deliver(self, path: str, bodies: list[bytes], *, on_retry: RetryCallback) -> list[Delivery]:
+        """POST each of ``bodies`` to ``path``, in order, for the worker; says what became of
+        each. Never raises for trouble on the way.
 
-        Retried until ``max_retry_time`` has passed since the first attempt.
-        Waits go through the shared ``SendGate``: shutdown cuts them short, and
-        an unreachable API is probed by one request at a time. Refused
-        credentials are retried too: the events are not at fault.
+        Several bodies are pipelined on one connection (see ``_http``). Each is
+        retried until ``max_retry_time`` has passed since the first attempt,
+        keeping its request ID. Waits go through the shared ``SendGate``:
+        shutdown cuts them short, and an unreachable API is probed by one
+        request at a time. Refused credentials are retried too: the events are
+        not at fault.
         """
-        return self._exchange(path, body, sync=False, on_retry=on_retry)
+        return self._exchange(path, bodies, sync=False, on_retry=on_retry)
 
     def _exchange(
-        self, path: str, body: bytes, *, sync: bool, on_retry: RetryCallback | None
-    ) -> Delivery:
-        """The one retry loop of both paths."""
+        self, path: str, bodies: list[bytes], *, sync: bool, on_retry: RetryCallback | None
+    ) -> list[Delivery]:
+        """The one retry loop of both paths: sends what is not settled, in order, until
+        each body is delivered or given up on."""
         gate = None if sync else self.gate
         url = self._base_url + path
-        headers = dict(self._headers)
-        headers[REQUEST_ID_HEADER] = os.urandom(16).hex()
+        request_ids = [os.urandom(16).hex() for _ in bodies]
+        results: list[Delivery | None] = [None] * len(bodies)
+        pending = list(range(len(bodies)))  # not settled yet, in order
+        last_answers: dict[int, Response] = {}
         retries = 0
         reauthenticated = False
         started = not_before = time.monotonic()
         deadline = started + self.retry.max_retry_time
-        response: Response | None = None
         error: LayerSDKException | None = None
-        while True:
+
+        def give_up(loss: str, why: LayerSDKException | None) -> None:
+            for i in pending:
+                results[i] = Delivery(last_answers.get(i), loss, why)
+
+        while pending:
             probe = False
             if gate is not None:
                 admission = gate.admit(not_before, deadline)
                 if admission is Admission.CLOSED:
                     why = f"gave up: the client is shutting down (last error: {error})"
-                    return Delivery(response, SHUTDOWN, LayerRequestError(why))
+                    give_up(SHUTDOWN, LayerRequestError(why))
+                    break
                 if admission is Admission.EXPIRED:
                     why = f"the Layer API stayed unavailable for {self.retry.max_retry_time:g} s"
-                    return Delivery(response, RETRIES_EXHAUSTED, error or LayerRequestError(why))
+                    give_up(RETRIES_EXHAUSTED, error or LayerRequestError(why))
+                    break
                 probe = admission is Admission.PROBE
-            response = None
-            retry_after: float | None = None
+            headers = dict(self._headers)
             try:
                 if self._auth is not None:
                     headers.update(self._auth.get_headers())
-                response = self._backend.post(url, body, headers)
+                exchange = self._backend.post_all(
+                    url,
+                    [(bodies[i], {**headers, REQUEST_ID_HEADER: request_ids[i]}) for i in pending],
+                )
             except LayerAuthError as exc:
                 if sync:
                     raise  # the caller learns at once that no credentials can be had
-                error = exc
+                exchange = Exchange([], exc)
             except LayerRequestError as exc:
-                error = exc
+                exchange = Exchange([], exc)
             except BaseException:
                 if gate is not None:
                     gate.abandon(probe=probe)
                 raise
-            if response is not None:
+
+            again: list[int] = []  # sent again, in order
+            unauthorized: list[int] = []
+            transient = False
+            retry_after: float | None = None
+            for i, response in zip(pending, exchange.responses, strict=False):
                 if 200 <= response.status < 300:
+                    results[i] = Delivery(response)
+                    continue
+                refused = http_error(response)
+                if response.status == 401 and self._auth is not None and not reauthenticated:
+                    unauthorized.append(i)
+                    again.append(i)
+                    error = refused
+                elif not is_retryable(response.status):
+                    results[i] = Delivery(response, REJECTED, refused)
+                else:
+                    transient, error = True, refused
+                    last_answers[i] = response
+                    # Header names: lower-case from _http, case-insensitive from requests.
+                    wish = parse_retry_after(response.headers.get("retry-after"))
+                    if wish is not None:
+                        retry_after = max(retry_after or 0.0, wish)
+                    again.append(i)
+            unanswered = pending[len(exchange.responses) :]
+            if unanswered and exchange.error is not None:
+                transient, error = True, exchange.error
+            pending = again + unanswered
+            if not pending:
+                if gate is not None:
+                    gate.passed()
+                break
+            if unauthorized:
+                # A token the server no longer accepts: one fresh token, one more try.
+                reauthenticated = True
+                if self._auth is not None and self._auth.invalidate():
                     if gate is not None:
                         gate.passed()
-                    return Delivery(response)
-                error = http_error(response)
-                if response.status == 401 and self._auth is not None and not reauthenticated:
-                    # A token the server no longer accepts: one fresh token, one more try.
-                    reauthenticated = True
-                    if self._auth.invalidate():
-                        if gate is not None:
-                            gate.passed()
-                        continue
-                if not is_retryable(response.status):
+                    continue
+                for i in unauthorized:
+                    results[i] = Delivery(None, REJECTED, error)
+                pending = [i for i in pending if i not in unauthorized]
+                if not pending:
                     if gate is not None:
-                        gate.passed()  # the API is up; this request is at fault
-                    return Delivery(response, REJECTED, error)
-                # Header names: lower-case from _http, case-insensitive from requests.
-                retry_after = parse_retry_after(response.headers.get("retry-after"))
+                        gate.passed()
+                    break
+            if not transient:
+                # The server answered, then ended the exchange early: the rest at once.
+                if gate is not None:
+                    gate.passed()
+                continue
             if not self._own_retries and not isinstance(error, LayerAuthError):
                 if gate is not None:
                     gate.abandon(probe=probe)
-                return Delivery(response, RETRIES_EXHAUSTED, error)  # the user's session retried
+                give_up(RETRIES_EXHAUSTED, error)  # the user's session retried already
+                break
             if gate is not None:
                 gate.failed(probe=probe, retry_after=retry_after)
             delay = self.retry.backoff(retries, retry_after)
             now = time.monotonic()
             if retries >= self.retry.max_retries if sync else now + delay > deadline:
-                return Delivery(response, RETRIES_EXHAUSTED, error)
+                give_up(RETRIES_EXHAUSTED, error)
+                break
             logger.debug("retrying %s in %.2f s after: %s", path, delay, error)
             retries += 1
             if on_retry is not None and error is not None:
-                on_retry(error, delay)
+                on_retry(error, delay, len(pending))
             if sync:
                 time.sleep(delay)
             else:
                 not_before = now + delay
+        return [result for result in results if result is not None]
 
     def close(self) -> None:
         """Stop waits for the send gate and release pooled connections."""

@@ -147,7 +147,7 @@ class ExportWorker:
                 if self._stopping or not primary or self._queue.closed:
                     return
                 continue
-            delivery: Delivery | None = None
+            deliveries: list[Delivery] | None = None
             attempted = False
             try:
                 self._queue.report()
@@ -155,9 +155,9 @@ class ExportWorker:
                 if self._queue.needs_more_senders() and self._transport.gate.healthy:
                     self._add_sender()
                 attempted = True
-                delivery = self._transport.deliver(
+                deliveries = self._transport.deliver(
                     request.path,
-                    request.body,
+                    request.bodies,
                     on_retry=functools.partial(self._retrying, request),
                 )
             except Exception:
@@ -166,20 +166,29 @@ class ExportWorker:
             finally:
                 # On every way out, so that no request is stranded in flight:
                 # resolved once sending began, else handed back for the next sender.
-                if delivery is not None:
-                    self._resolve(request, delivery)
+                if deliveries is not None:
+                    self._resolve(request, deliveries)
                 elif attempted:
                     self._queue.complete(request, INTERNAL_ERROR)
                 else:
                     self._queue.give_back(request)
 
-    def _retrying(self, request: Request, error: LayerSDKException, delay: float) -> None:
-        self._queue.count_retry(request)
+    def _retrying(
+        self, request: Request, error: LayerSDKException, delay: float, bodies: int
+    ) -> None:
+        self._queue.count_retry(request, bodies)
         if isinstance(error, LayerAuthError):
             self._losses.credentials_refused(str(error), delay)
 
-    def _resolve(self, request: Request, delivery: Delivery) -> None:
-        """Settle a request in the queue by what became of it."""
+    def _resolve(self, request: Request, deliveries: list[Delivery]) -> None:
+        """Settle a request in the queue by what became of each of its bodies."""
+        for delivery in deliveries:
+            if delivery.loss is not None:
+                self._explain(request, delivery)
+        if len(request.bodies) > 1:
+            self._queue.complete_each(request, [delivery.loss for delivery in deliveries])
+            return
+        (delivery,) = deliveries
         if delivery.loss is None:
             self._queue.complete(request)
         elif (
@@ -189,11 +198,15 @@ class ExportWorker:
         ):
             self._queue.split(request)
         else:
-            error = delivery.error
-            if isinstance(error, LayerHTTPError):
-                self._losses.explain(
-                    delivery.loss, f"{request.path} answered {error.status_code}: {error.message}"
-                )
-            elif error is not None:
-                self._losses.explain(delivery.loss, str(error))
             self._queue.complete(request, delivery.loss)
+
+    def _explain(self, request: Request, delivery: Delivery) -> None:
+        """Tell the loss log why, for the log line of the loss."""
+        assert delivery.loss is not None
+        error = delivery.error
+        if isinstance(error, LayerHTTPError):
+            self._losses.explain(
+                delivery.loss, f"{request.path} answered {error.status_code}: {error.message}"
+            )
+        elif error is not None:
+            self._losses.explain(delivery.loss, str(error))

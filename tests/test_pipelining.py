@@ -1,0 +1,263 @@
+"""Long sessions (issue 11): a session's actions are pipelined on one connection, in order.
+
+A session the server already knows gets its waiting actions written on one
+kept-alive connection before their answers are read (HTTP/1.1 pipelining), so
+that one session is not capped at one action per round trip. These tests pin
+the order at the server, what happens when a pipeline breaks, a server that
+refuses pipelining, failures in the middle of a pipeline, and the off switch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import socket
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from layer_sdk import Client, SessionActionKind
+from layer_sdk.collector import LocalCollector
+
+MakeClient = Callable[..., Client]
+PROMPT = SessionActionKind.COMPLETION_PROMPT
+
+
+def long_session(client: Client, actions: int) -> str:
+    """A session the server knows (flushed), then ``actions`` actions appended at once."""
+    session_id = client.create_session()
+    assert client.flush(10) is True
+    for n in range(actions):
+        client.append_action(session_id, kind=PROMPT, data={"n": n})
+    return session_id
+
+
+def stored_order(collector: LocalCollector, session_id: str) -> list[int]:
+    return [action["data"]["n"] for action in collector.actions(session_id)]
+
+
+def overlapping(collector: LocalCollector) -> int:
+    """How many action requests were read before the one before them was answered."""
+    reads = [r.received_at for r in collector.requests if r.path.endswith("/actions")]
+    delay = collector.delay
+    return sum(later - earlier < delay / 2 for earlier, later in itertools.pairwise(reads))
+
+
+def test_a_long_session_reaches_the_server_in_append_order(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    """Issue 11: pipelined, and in the order appended."""
+    client = make_client()
+    collector.delay = 0.02
+    session_id = long_session(client, 600)
+    assert client.flush(30) is True
+    assert stored_order(collector, session_id) == list(range(600))
+    # Requests were on the wire together: most were read before the previous was answered.
+    assert overlapping(collector) > 300
+    stats = client.stats()
+    assert (stats.sent, stats.failed, stats.retried) == (601, 0, 0)
+
+
+def test_pipelining_can_be_turned_off(make_client: MakeClient, collector: LocalCollector) -> None:
+    """Issue 11: ``max_pipelined_requests=1`` sends one action per round trip, as before."""
+    client = make_client(max_pipelined_requests=1)
+    collector.delay = 0.02
+    session_id = long_session(client, 20)
+    assert client.flush(30) is True
+    assert stored_order(collector, session_id) == list(range(20))
+    assert overlapping(collector) == 0
+
+
+def test_a_pipeline_broken_midway_resends_the_rest_with_the_same_request_ids(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    """Issue 11: the connection closes after some answers; the unanswered rest is sent
+    again with the same request IDs (the server can drop duplicates); none is lost."""
+    client = make_client()
+    session_id = long_session(client, 50)
+    collector.drop_next(1, matching=b'"n":20}')
+    assert client.flush(30) is True
+    assert stored_order(collector, session_id) == list(range(50))
+    unanswered = [r.headers["x-request-id"] for r in collector.requests if r.status == 0]
+    assert len(unanswered) > 1, "the pipeline was not broken with requests after the drop"
+    answered = Counter(r.headers["x-request-id"] for r in collector.requests if r.status == 202)
+    assert all(answered[request_id] == 1 for request_id in unanswered)
+    assert collector.duplicates == 0
+    assert client.stats().failed == 0
+
+
+def test_a_4xx_in_the_middle_of_a_pipeline_fails_only_that_action(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    """Issue 11: a refused action fails alone; those after it are delivered, in order."""
+    client = make_client()
+    session_id = long_session(client, 30)
+    collector.fail_next(1, 400, matching=b'"n":10}')
+    assert client.flush(30) is False
+    assert stored_order(collector, session_id) == [n for n in range(30) if n != 10]
+    stats = client.stats()
+    assert stats.failed_by_reason == {"rejected": 1}
+    assert stats.sent == 30  # the session and 29 actions
+
+
+def test_a_5xx_in_the_middle_of_a_pipeline_is_retried_and_delivered_once(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    """Issue 11: the server answered the actions after it already, so the retried one
+    arrives after them (the trade-off of pipelining); every action arrives exactly once."""
+    client = make_client()
+    session_id = long_session(client, 30)
+    collector.fail_next(1, 503, matching=b'"n":10}')
+    assert client.flush(30) is True
+    order = stored_order(collector, session_id)
+    assert sorted(order) == list(range(30))
+    assert [n for n in order if n != 10] == [n for n in range(30) if n != 10]
+    stats = client.stats()
+    assert (stats.sent, stats.failed, stats.retried) == (31, 0, 1)
+
+
+class NoPipelining:
+    """A server in front of the collector that will not pipeline. ``close``: it answers
+    one request per connection, with ``Connection: close``. Otherwise it keeps the
+    connection, but drops whatever arrived after the request it is answering (the
+    classic bug of servers that do not expect pipelining): one at a time works."""
+
+    def __init__(self, collector: LocalCollector, close: bool = True) -> None:
+        self._collector = collector
+        self._close = close
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.connections = 0
+        self.requests_read = 0  # request lines received, whether forwarded or not
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._forward, args=(client,), daemon=True).start()
+
+    def _forward(self, client: socket.socket) -> None:
+        """Forward requests to the collector, one per read; their answers back."""
+        with client, contextlib.suppress(OSError):
+            client.settimeout(10)
+            while True:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = client.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                self.requests_read += data.count(b"POST /")
+                head, _, rest = data.partition(b"\r\n\r\n")
+                length = int(
+                    next(
+                        line.split(b":", 1)[1]
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    )
+                )
+                while len(rest) < length:
+                    rest += client.recv(65536)
+                # Anything after this request in what was read is dropped.
+                client.sendall(self._ask_collector(head + b"\r\nConnection: close", rest[:length]))
+                if self._close:
+                    return
+
+    def _ask_collector(self, head: bytes, body: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", self._collector.port)) as upstream:
+            upstream.settimeout(10)
+            upstream.sendall(head + b"\r\n\r\n" + body)
+            answer = b""
+            while chunk := upstream.recv(65536):
+                answer += chunk
+        return answer if self._close else answer.replace(b"Connection: close\r\n", b"")
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+@pytest.fixture
+def one_per_connection(collector: LocalCollector) -> Iterator[NoPipelining]:
+    server = NoPipelining(collector)
+    yield server
+    server.close()
+
+
+def test_a_server_that_refuses_pipelining_gets_one_request_at_a_time(
+    make_client: MakeClient,
+    collector: LocalCollector,
+    one_per_connection: NoPipelining,
+) -> None:
+    """Issue 11: a server that closes after each answer: the SDK falls back to one
+    request per round trip, and everything arrives once, in order."""
+    client = make_client(base_url=one_per_connection.url)
+    session_id = long_session(client, 40)
+    assert client.flush(30) is True
+    assert stored_order(collector, session_id) == list(range(40))
+    assert collector.duplicates == 0
+    # After the fallback one request per connection: few were written in vain (pipelining
+    # on would write the remaining 39, then 38, ... on each new connection).
+    assert one_per_connection.requests_read <= 2 * 41
+
+
+def test_a_server_that_drops_pipelined_requests_gets_one_request_at_a_time(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    """Issue 11: a server that answers the first request of a pipeline and drops the
+    others: after one http_timeout the SDK stops pipelining, and everything arrives
+    once, in order."""
+    server = NoPipelining(collector, close=False)
+    try:
+        client = make_client(base_url=server.url, http_timeout=0.5)
+        session_id = long_session(client, 10)
+        assert client.flush(30) is True
+    finally:
+        server.close()
+    assert stored_order(collector, session_id) == list(range(10))
+    assert collector.duplicates == 0
+
+
+def test_answers_that_fill_the_socket_do_not_stall_a_pipeline_being_written() -> None:
+    """Issue 11: a server that writes each answer before it reads the next request stops
+    reading when its answers are not read; the client reads while it writes."""
+    from layer_sdk._http import ConnectionPool
+
+    answer = b"x" * 48 * 1024
+    head = b"HTTP/1.1 202 Accepted\r\nContent-Length: %d\r\n\r\n" % len(answer)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    served: list[int] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        with conn:
+            conn.settimeout(10)
+            buffer = b""
+            while len(served) < 64:
+                while b"\r\n\r\n" not in buffer:
+                    buffer += conn.recv(4096)
+                request_head, _, buffer = buffer.partition(b"\r\n\r\n")
+                length = int(request_head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                while len(buffer) < length:
+                    buffer += conn.recv(4096)
+                buffer = buffer[length:]
+                conn.sendall(head + answer)  # before reading the next request
+                served.append(1)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    pool = ConnectionPool(f"http://127.0.0.1:{listener.getsockname()[1]}", 5.0, 1)
+    body = b"y" * 96 * 1024  # 6 MiB in all: more than the socket buffers hold
+    answers, error = pool.post_pipelined("/v1/sessions/x/actions", [(body, {})] * 64)
+    listener.close()
+    assert error is None
+    assert [a.status for a in answers] == [202] * 64
+    assert all(a.body == answer for a in answers)
