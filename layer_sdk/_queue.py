@@ -162,6 +162,7 @@ class ExportQueue:
         self._ready: deque[str] = deque()  # sessions with waiting events and none in flight
         self._in_flight: dict[int, Request] = {}
         self._dead: dict[str, None] = {}
+        self._session_waiters = 0  # wait_for_session() calls waiting
 
         self._events = 0
         self._bytes = 0
@@ -327,7 +328,8 @@ class ExportQueue:
             self._wake()
         else:
             del self._sessions[session_id]
-        self._resolved.notify_all()
+            if self._session_waiters:
+                self._resolved.notify_all()  # wait_for_session may be done
 
     def give_back(self, request: Request) -> None:
         """Return a request that was taken but not sent; it is next in line again."""
@@ -379,7 +381,8 @@ class ExportQueue:
             if was_empty and not session.in_flight:
                 ready.append(session_id)
         self._inbox = []
-        self._resolved.notify_all()
+        if self._session_waiters:
+            self._resolved.notify_all()  # wait_for_session looks in the inbox too
         if len(ready) > 1:
             self._wake(len(ready) - 1)
 
@@ -440,6 +443,9 @@ class ExportQueue:
                 earlier[event.epoch] -= 1
                 if not earlier[event.epoch]:
                     del earlier[event.epoch]
+                    # A flush may be waiting for exactly this epoch: only now can
+                    # it be done (waking it on every request costs CPU and the GIL).
+                    self._resolved.notify_all()
 
     def _bury(self, session_id: str) -> None:
         self._dead[session_id] = None
@@ -478,14 +484,18 @@ class ExportQueue:
         with self._lock:
             self._inbox_since = 0.0
             self._wake()
-            while session_id in self._sessions or any(
-                event.session_id == session_id for event in self._inbox
-            ):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._resolved.wait(remaining)
-            return True
+            self._session_waiters += 1
+            try:
+                while session_id in self._sessions or any(
+                    event.session_id == session_id for event in self._inbox
+                ):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._resolved.wait(remaining)
+                return True
+            finally:
+                self._session_waiters -= 1
 
     def close(self) -> None:
         """Refuse new events from now on; those accepted are still delivered."""
@@ -499,6 +509,7 @@ class ExportQueue:
         self._lock = threading.Lock()
         self._resolved = threading.Condition(self._lock)
         self._idle = []
+        self._session_waiters = 0
 
     def abandon(self) -> None:
         """Give up on everything still unresolved (shutdown's deadline has passed)."""

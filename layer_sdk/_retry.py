@@ -128,6 +128,13 @@ class SendGate:
 
         A ``PROBE`` admission must be answered by ``passed()`` or ``failed(probe=True)``.
         """
+        if (
+            not self._failures
+            and not self._paused_until
+            and not self._closed
+            and not_before <= time.monotonic()
+        ):
+            return Admission.SEND  # healthy, the common case: no lock needed to say so
         with self._lock:
             while True:
                 if self._closed:
@@ -150,10 +157,14 @@ class SendGate:
 
     def passed(self) -> None:
         """The API answered (with any status that is not "try later"): it is up."""
+        if not self._failures and not self._probing:
+            return  # nothing to clear: the common case, without the lock
         with self._lock:
             woke = self._failures >= OUTAGE_AFTER or self._probing
             self._failures = self._failed_probes = 0
             self._probing = False
+            if self._paused_until <= time.monotonic():
+                self._paused_until = 0.0
             if woke:
                 self._changed.notify_all()
 

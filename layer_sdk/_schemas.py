@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import os
 import re
 import uuid
 from collections.abc import Iterable, Mapping
@@ -19,6 +18,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from ._entropy import random_16
 from ._exceptions import LayerRequestPreparationError, LayerSchemaValidationError
 
 
@@ -365,12 +365,10 @@ class SessionIdFactory:
         self._hasher = hashlib.sha1(namespace.bytes, usedforsecurity=False)
 
     def __call__(self) -> str:
-        # The operating system's randomness, never the global ``random`` module:
-        # host applications seed that one (random.seed(42) in two processes
-        # would mint the same IDs), and a private generator would be cloned
-        # into every forked child.
+        # The operating system's randomness (see ``_entropy``), never the global
+        # ``random`` module: host applications seed that one.
         hasher = self._hasher.copy()
-        hasher.update(os.urandom(16))
+        hasher.update(random_16())
         h = hasher.digest().hex()
         # The first 128 bits, with the version digit set to 5 and the RFC 4122 variant.
         session_id = f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
