@@ -353,6 +353,30 @@ def test_two_processes_that_seed_random_mint_disjoint_session_ids() -> None:
     assert set(ids_one).isdisjoint(ids_two)
 
 
+def test_a_forked_child_never_mints_what_its_parent_mints() -> None:
+    """Issue 9 §4: random bytes are drawn from the OS in bulk; a forked child drops the
+    parent's unused ones, so that the two never hand out the same bytes (IDs)."""
+    from layer_sdk._entropy import random_16
+
+    random_16()  # the pool is full now: a child that kept it would mint the same IDs
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.write(write, b"".join(random_16() for _ in range(8)))
+        os._exit(0)
+    os.close(write)
+    child = b""
+    while chunk := os.read(read, 4096):
+        child += chunk
+    os.close(read)
+    os.waitpid(pid, 0)
+    parent = b"".join(random_16() for _ in range(8))
+    assert len(child) == 8 * 16
+    assert {child[i : i + 16] for i in range(0, 128, 16)}.isdisjoint(
+        parent[i : i + 16] for i in range(0, 128, 16)
+    )
+
+
 # -- §5 multiprocessing children deliver their events -----------------------------
 
 MULTIPROCESSING_SCRIPT = """
