@@ -2,7 +2,7 @@
 
     python benchmarks/http_clients.py [--requests N] [--reps R] [--write] [--compare-with DIR]
 
-Why the SDK carries its own client (``layer_sdk/_http.py``): the exporter's CPU
+Why the SDK carries its own client (``layer_sdk/_export/_http.py``): the exporter's CPU
 per event is dominated by its requests, and actions of a session already
 created travel one per request. This measures what each client costs the
 process for one keep-alive ``POST`` of a typical action (736 bytes of JSON)
@@ -42,7 +42,7 @@ from _cases import ATTRIBUTES, DATA, KIND, ROOT, SESSION_ATTRIBUTES, Server, cpu
 
 sys.path.insert(0, str(ROOT))  # the work tree's layer_sdk, not an installed one
 
-from layer_sdk._http import ConnectionPool
+from layer_sdk._export._http import ConnectionPool
 
 HERE = Path(__file__).resolve().parent
 MARK_BEGIN = "<!-- http_clients: begin -->"
@@ -59,8 +59,10 @@ def our_client(url: str, path: str, body: bytes, headers: dict[str, str]) -> Pos
 
 
 def other_checkout(folder: Path) -> Callable[[str, str, bytes, dict[str, str]], Post]:
-    """``our_client`` with the ``layer_sdk/_http.py`` of another checkout."""
-    spec = importlib.util.spec_from_file_location("_other_http", folder / "layer_sdk" / "_http.py")
+    """``our_client`` with the ``layer_sdk/_export/_http.py`` of another checkout."""
+    spec = importlib.util.spec_from_file_location(
+        "_other_http", folder / "layer_sdk" / "_export" / "_http.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -18,7 +18,7 @@ from ._exceptions import (
     LayerSchemaValidationError,
     LayerSDKException,
 )
-from ._queue import ExportStats
+from ._export._queue import ExportStats
 from ._schemas import (
     SessionActionError,
     SessionActionKind,

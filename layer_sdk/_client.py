@@ -47,9 +47,11 @@ from ._exceptions import (
     LayerRequestPreparationError,
     LayerSchemaValidationError,
 )
-from ._losses import RECURSION, TOO_LARGE, LossLog
+from ._export._losses import RECURSION, TOO_LARGE, LossLog
+from ._export._queue import WAKE, Event, ExportQueue, ExportStats
+from ._export._transport import Response, Transport
+from ._export._worker import ExportWorker, sdk_thread
 from ._platform import platform_attributes
-from ._queue import WAKE, Event, ExportQueue, ExportStats
 from ._redact import mask_url
 from ._schemas import (
     SessionActionKind,
@@ -64,8 +66,6 @@ from ._schemas import (
     session_id_text,
     utc,
 )
-from ._transport import Response, Transport
-from ._worker import ExportWorker, sdk_thread
 
 if TYPE_CHECKING:
     import requests

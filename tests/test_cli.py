@@ -24,7 +24,7 @@ from typing import IO, Any
 import pytest
 
 from layer_sdk import Client, SessionActionKind
-from layer_sdk._cli import main
+from layer_sdk.cli import main
 from layer_sdk.collector import LocalCollector
 
 from .conftest import APP_ID, FAST, ROOT, closed_port, run_python
@@ -448,7 +448,7 @@ def test_the_sdk_core_never_imports_rich() -> None:
 
 
 def test_without_a_terminal_the_output_is_plain(capsys: pytest.CaptureFixture[str]) -> None:
-    from layer_sdk._cli import rich_console
+    from layer_sdk.cli._console import rich_console
 
     assert rich_console(sys.stdout) is None  # captured: not a terminal
     code, out = run(capsys, "demo", "--sessions", "5", "--threads", "1")
@@ -460,10 +460,10 @@ def test_demo_without_rich_is_plain(
 ) -> None:
     monkeypatch.setitem(sys.modules, "rich", None)  # import rich now fails
     monkeypatch.setitem(sys.modules, "rich.console", None)
-    from layer_sdk import _cli
+    from layer_sdk.cli import _console
 
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
-    assert _cli.rich_console(sys.stdout) is None
+    assert _console.rich_console(sys.stdout) is None
     code, out = run(capsys, "demo", "--sessions", "5", "--threads", "1")
     assert code == 0
     assert "events delivered (counted by the server)  25" in out
@@ -473,7 +473,7 @@ def test_demo_with_rich_shows_progress_and_a_table() -> None:
     rich_console = pytest.importorskip("rich.console")
     import io
 
-    from layer_sdk._cli_demo import demo
+    from layer_sdk.cli._demo import demo
 
     buffer = io.StringIO()
     console = rich_console.Console(file=buffer, force_terminal=True, width=100, color_system=None)

@@ -114,7 +114,7 @@ def test_extra_sender_threads_exit_when_the_load_is_light(
 ) -> None:
     """Issue 9 §1: after a burst against a slow server, the extra senders go away
     even while a trickle of events keeps a few of them busy."""
-    monkeypatch.setattr("layer_sdk._worker.EXTRA_IDLE_TIMEOUT", 0.5)
+    monkeypatch.setattr("layer_sdk._export._worker.EXTRA_IDLE_TIMEOUT", 0.5)
     client = make_client(flush_interval=0.01)
     before = sender_threads()
     collector.delay = 0.2

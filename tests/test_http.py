@@ -22,11 +22,11 @@ from layer_sdk import (
     LayerHTTPError,
     LayerRequestError,
     OIDCClientCredentials,
-    _http,
 )
-from layer_sdk._http import ConnectionPool, ProtocolError, RemoteDisconnected
+from layer_sdk._export import _http
+from layer_sdk._export._http import ConnectionPool, ProtocolError, RemoteDisconnected
+from layer_sdk._export._transport import _DirectBackend, _RequestsBackend
 from layer_sdk._tls import CA_VARIABLES
-from layer_sdk._transport import _DirectBackend, _RequestsBackend
 from layer_sdk.collector import LocalCollector
 
 from .conftest import APP_ID, wait_until

@@ -227,7 +227,7 @@ def test_a_server_that_drops_pipelined_requests_gets_one_request_at_a_time(
 def test_answers_that_fill_the_socket_do_not_stall_a_pipeline_being_written() -> None:
     """Issue 11: a server that writes each answer before it reads the next request stops
     reading when its answers are not read; the client reads while it writes."""
-    from layer_sdk._http import ConnectionPool
+    from layer_sdk._export._http import ConnectionPool
 
     answer = b"x" * 48 * 1024
     head = b"HTTP/1.1 202 Accepted\r\nContent-Length: %d\r\n\r\n" % len(answer)

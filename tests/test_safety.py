@@ -27,9 +27,9 @@ from layer_sdk import (
     LayerRequestError,
     OIDCClientCredentials,
     SessionActionKind,
-    _losses,
 )
 from layer_sdk._config import Config
+from layer_sdk._export import _losses
 from layer_sdk.collector import LocalCollector
 
 from .conftest import APP_ID, FAST, run_python, wait_until

@@ -15,18 +15,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
-
-
-def rich_console(stream: TextIO) -> Any:
-    """A ``rich.console.Console`` on ``stream`` when rich is installed and it is a terminal."""
-    try:
-        if not stream.isatty():
-            return None
-        from rich.console import Console  # type: ignore[import-not-found, unused-ignore]
-    except (ImportError, AttributeError, ValueError):  # no rich; no isatty(); a closed stream
-        return None
-    return Console(file=stream)
 
 
 def _fraction(text: str) -> float:
@@ -87,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "collector":
-        from ._cli_collector import collector as run_collector
+        from ._collector import collector as run_collector
 
         return run_collector(
             args.host,
@@ -98,10 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             latency=args.latency,
         )
     if args.command == "demo":
-        from ._cli_demo import demo as run_demo
+        from ._demo import demo as run_demo
 
         return run_demo(args.sessions, args.threads, args.base_url, args.application_id)
-    from ._cli_check import check as run_check
+    from ._check import check as run_check
 
     return run_check(args.base_url, args.application_id, args.environment, args.timeout)
 

@@ -45,7 +45,7 @@ import time
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from ._tls import tls_context
+from .._tls import tls_context
 
 #: The most an answer's body may take, bytes. The API's answers take a few hundred.
 MAX_ANSWER_BYTES = 1024 * 1024

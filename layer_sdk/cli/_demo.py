@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._cli import rich_console
-from ._client import Client
-from ._schemas import SessionActionKind
-from .collector import LocalCollector
+from .._client import Client
+from .._schemas import SessionActionKind
+from ..collector import LocalCollector
+from ._console import rich_console
 
 _MESSAGES = [
     {"role": "system", "content": "You are a helpful assistant for a travel agency. " * 4},

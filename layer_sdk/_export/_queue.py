@@ -26,8 +26,8 @@ from collections.abc import Callable
 
 import msgspec
 
+from .._schemas import session_body
 from ._losses import QUEUE_FULL, SESSION_FAILED, SHUTDOWN, TOO_LARGE
-from ._schemas import session_body
 
 ACCEPTED = 0
 WAKE = 1  # accepted, and the worker was woken: a good moment to check it is alive

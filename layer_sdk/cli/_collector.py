@@ -9,7 +9,7 @@ Each stored session and action is printed as it arrives, one line each::
 ``{"event": "listening", "url": ...}``, then one per session or action (its
 fields as sent, with ``event``, ``received_at`` and ``session_id``), and
 ``{"event": "stopped", ...}`` last. ``--db FILE`` keeps everything in SQLite
-(schema: ``layer_sdk._collector_store``), so it survives a restart.
+(schema: ``layer_sdk/collector/_store.py``), so it survives a restart.
 ``--fail-rate`` and ``--latency`` rehearse a bad network. SIGINT (Ctrl-C) and
 SIGTERM stop it, with a summary line; the exit code is then 0.
 
@@ -31,8 +31,8 @@ from datetime import datetime, timezone
 from types import FrameType
 from typing import Any, TextIO
 
-from ._cli import rich_console
-from .collector import LocalCollector, StoredEvent
+from ..collector import LocalCollector, StoredEvent
+from ._console import rich_console
 
 _WIDTH = 120  # longest plain line; the attributes are cut to fit
 _WAKE_UP = 0.2  # seconds: the longest a signal waits for its handler

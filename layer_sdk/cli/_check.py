@@ -16,16 +16,16 @@ import os
 import time
 from collections.abc import Callable
 
-from ._auth import OIDCClientCredentials
-from ._client import Client
-from ._config import Config
-from ._exceptions import (
+from .._auth import OIDCClientCredentials
+from .._client import Client
+from .._config import Config
+from .._exceptions import (
     LayerAuthError,
     LayerHTTPError,
     LayerMissingRequiredConfigurationError,
     LayerRequestError,
 )
-from ._redact import mask_url, scrub
+from .._redact import mask_url, scrub
 
 _OIDC_VARIABLES = ("LAYER_OIDC_TOKEN_URL", "LAYER_OIDC_CLIENT_ID", "LAYER_OIDC_CLIENT_SECRET")
 

@@ -23,7 +23,7 @@ thread with the collector's lock held, so it must be quick and must not block
 or wait for requests (hand the event to a queue); an exception it raises is
 logged and otherwise ignored. ``db`` keeps everything in an SQLite file as it is
 stored, and a collector made on the same file starts with what it holds (see
-``_collector_store`` for the schema)::
+``collector/_store.py`` for the schema)::
 
     collector = LocalCollector(db="layer.sqlite", on_event=events.put)
 
@@ -47,7 +47,7 @@ has been read, so each one affects only requests read after it was set.
 9. Storage: 404 for an action of an unknown session, 409 for a session that
    already exists; else 200 (session) or 202 (action).
 
-The server is an asyncio event loop in one daemon thread (``_collector_http``):
+The server is an asyncio event loop in one daemon thread (``collector/_server.py``):
 a held or delayed request costs no thread, and a connection's requests are
 answered one at a time, in order.
 """
@@ -70,9 +70,9 @@ from typing import Any
 
 import msgspec
 
-from ._collector_http import HttpServer, Reply, Request
-from ._collector_schema import canonical_uuid, check_action, check_session
-from ._collector_store import SqliteStore, StoredEvent
+from ._schema import canonical_uuid, check_action, check_session
+from ._server import HttpServer, Reply, Request
+from ._store import SqliteStore, StoredEvent
 
 __all__ = ["LocalCollector", "ReceivedRequest", "StoredEvent"]
 

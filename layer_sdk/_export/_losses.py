@@ -54,7 +54,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING
 
-from ._config import DropCallback
+from .._config import DropCallback
 
 if TYPE_CHECKING:
     from ._worker import _ThreadRole

@@ -26,16 +26,16 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from ._auth import warn_if_cleartext
-from ._config import Config
-from ._entropy import random_16
-from ._exceptions import LayerAuthError, LayerHTTPError, LayerRequestError, LayerSDKException
+from .._auth import warn_if_cleartext
+from .._config import Config
+from .._entropy import random_16
+from .._exceptions import LayerAuthError, LayerHTTPError, LayerRequestError, LayerSDKException
+from .._platform import USER_AGENT
+from .._redact import scrub
+from .._tls import describe_tls_failure, requests_verify
 from ._http import MAX_ANSWER_BYTES, ConnectionPool, PipelineClosed, ProtocolError
 from ._losses import REJECTED, RETRIES_EXHAUSTED, SHUTDOWN
-from ._platform import USER_AGENT
-from ._redact import scrub
 from ._retry import Admission, RetryPolicy, SendGate, is_retryable, parse_retry_after
-from ._tls import describe_tls_failure, requests_verify
 
 logger = logging.getLogger("layer_sdk")
 

@@ -18,7 +18,7 @@ import os
 import threading
 import time
 
-from ._exceptions import LayerAuthError, LayerHTTPError, LayerSDKException
+from .._exceptions import LayerAuthError, LayerHTTPError, LayerSDKException
 from ._losses import INTERNAL_ERROR, REJECTED, LossLog
 from ._queue import ExportQueue, Request
 from ._retry import SPLIT_STATUSES
