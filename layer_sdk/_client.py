@@ -1,22 +1,17 @@
-"""The client: the public calls, and the lifecycle of the exporter behind them.
+"""The client: the public calls, in front of the export pipeline.
 
 A call reads top to bottom: validate and encode on the caller's thread
-(``_schemas``), hand the bytes to the ``ExportQueue`` (``_queue``), from which
-the ``ExportWorker``'s threads (``_worker``) send them through the shared
-``Transport`` (``_transport``). ``sync=True`` skips the queue and sends through
-the same transport right away.
+(``_schemas``), then hand the bytes to the ``Exporter`` (``_export``), whose
+queue, sender threads and transport deliver them. ``sync=True`` skips the
+queue and sends through the same transport right away.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
+import dataclasses
 import logging
-import os
-import sys
-import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -40,6 +35,7 @@ from ._config import (
     Config,
     DropCallback,
 )
+from ._context import current_session_id
 from ._exceptions import (
     LayerAlreadyInitializedError,
     LayerMissingRequiredConfigurationError,
@@ -47,18 +43,17 @@ from ._exceptions import (
     LayerRequestPreparationError,
     LayerSchemaValidationError,
 )
-from ._export._losses import RECURSION, TOO_LARGE, LossLog
-from ._export._queue import WAKE, Event, ExportQueue, ExportStats
-from ._export._transport import Response, Transport
-from ._export._worker import ExportWorker, sdk_thread
+from ._export import Event, Exporter, ExportStats, Put, lifecycle_lock
 from ._platform import platform_attributes
 from ._redact import mask_url
 from ._schemas import (
+    SESSIONS_PATH,
     SessionActionKind,
     SessionActionRequest,
     SessionIdFactory,
     SessionRequest,
     action_body,
+    actions_path,
     client_session_id,
     encode,
     session_attributes,
@@ -77,49 +72,22 @@ logger = logging.getLogger("layer_sdk")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class _Exporter:
-    """Everything one ``init()`` builds; replaced as a whole after fork or re-init."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.attributes = platform_attributes(config.environment, config.platform)
-        self.new_session_id = SessionIdFactory(config.application_id)
-        self.losses = LossLog(config.on_drop)
-        self.sync = config.sync
-        self.queue = ExportQueue(
-            max_events=config.max_queue_size,
-            max_bytes=config.max_queue_bytes,
-            max_event_bytes=config.max_event_bytes,
-            batch_size=config.max_batch_size,
-            max_request_bytes=config.max_request_bytes,
-            max_pipelined=config.max_pipelined_requests,
-            flush_interval=config.flush_interval,
-            on_loss=self.losses,
-        )
-        self.transport = Transport(config)
-        self.worker = ExportWorker(
-            self.queue,
-            self.transport,
-            max_senders=config.max_concurrent_requests,
-            losses=self.losses,
-        )
-        self.worker.start()
-
-
 class Client:
     """A Layer API client. ``layer`` is the default instance; more can be built."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         # The latest exporter. After shutdown it stays, its door shut: late calls
         # are counted as dropped and stats() still answers.
-        self._exporter: _Exporter | None = None
+        self._exporter: Exporter | None = None
+        # What every session of this client carries, and where its IDs come from.
+        self._attributes: dict[str, str] = {}
+        self._new_session_id = SessionIdFactory("")
 
     def __repr__(self) -> str:
         exporter = self._exporter
         if exporter is None:
             return "Client(not initialized)"
-        state = "shut down" if exporter.queue.closed else "running"
+        state = "shut down" if exporter.closed else "running"
         return f"Client(base_url={mask_url(exporter.config.base_url)!r}, {state})"
 
     # -- lifecycle -------------------------------------------------------------
@@ -161,41 +129,23 @@ class Client:
         machine is refused (the token would be readable on the network)
         unless ``allow_insecure_http=True``.
         """
+        # The parameters are Config's fields (tests/test_config.py checks they agree).
+        options = {name: value for name, value in locals().items() if name in _OPTIONS}
         if disabled_instrumentors is not None:
-            disable_instrumentations = [*(disable_instrumentations or ()), *disabled_instrumentors]
-        with self._lock:
-            if self._exporter is not None and not self._exporter.queue.closed:
+            options["disable_instrumentations"] = [
+                *(disable_instrumentations or ()),
+                *disabled_instrumentors,
+            ]
+        with lifecycle_lock():
+            if self._exporter is not None and not self._exporter.closed:
                 raise LayerAlreadyInitializedError(
                     "this client is already initialized; call shutdown() before init() again"
                 )
-            config = Config.resolve(
-                base_url=base_url,
-                application_id=application_id,
-                environment=environment,
-                auth_provider=auth_provider,
-                http_session=http_session,
-                http_timeout=http_timeout,
-                platform=platform,
-                disable_instrumentations=disable_instrumentations,
-                sync=sync,
-                max_queue_size=max_queue_size,
-                max_queue_bytes=max_queue_bytes,
-                max_event_bytes=max_event_bytes,
-                max_batch_size=max_batch_size,
-                flush_interval=flush_interval,
-                shutdown_timeout=shutdown_timeout,
-                max_retries=max_retries,
-                max_retry_time=max_retry_time,
-                max_request_bytes=max_request_bytes,
-                max_pipelined_requests=max_pipelined_requests,
-                max_concurrent_requests=max_concurrent_requests,
-                on_drop=on_drop,
-                allow_insecure_http=allow_insecure_http,
-            )
-            self._exporter = _Exporter(config)
-            _clients.add(self)
-            _drain_at_multiprocessing_exit()
-        instrumentation.instrument(self, config.disabled_instrumentations)
+            config = Config.resolve(**options)
+            self._attributes = platform_attributes(config.environment, config.platform)
+            self._new_session_id = SessionIdFactory(config.application_id)
+            self._exporter = Exporter(config)
+        instrumentation.instrument(self, config.disable_instrumentations)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every event enqueued before the call is delivered or given up on.
@@ -205,10 +155,9 @@ class Client:
         Never raises for network trouble.
         """
         exporter = self._exporter
-        if exporter is None or exporter.queue.closed:
+        if exporter is None:
             return True
-        exporter.worker.ensure_running()
-        return exporter.queue.flush(DEFAULT_FLUSH_TIMEOUT if timeout is None else timeout)
+        return exporter.flush(DEFAULT_FLUSH_TIMEOUT if timeout is None else timeout)
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """Deliver what is queued within ``timeout`` (default ``shutdown_timeout``), then stop.
@@ -216,29 +165,21 @@ class Client:
         Events still undelivered at the deadline are counted as failed. Returns
         what ``flush`` would. Idempotent; ``init()`` may be called again after.
         """
-        exporter = self._close()
-        if exporter is None:
-            return True
+        with lifecycle_lock():
+            exporter = self._exporter
+            if exporter is None or not exporter.close():
+                return True
+        instrumentation.uninstrument(self)
         if timeout is None:
             timeout = exporter.config.shutdown_timeout
-        return _finish_shutdown(exporter, time.monotonic() + max(0.0, timeout))
-
-    def _close(self) -> _Exporter | None:
-        """Shut the door to new events; returns the exporter to drain, if any."""
-        with self._lock:
-            exporter = self._exporter
-            if exporter is None or exporter.queue.closed:
-                return None
-            exporter.queue.close()
-        instrumentation.uninstrument(self)
-        return exporter
+        return exporter.finish(time.monotonic() + max(0.0, timeout))
 
     def stats(self) -> ExportStats:
         """Counts of events enqueued, sent, dropped, failed, retried and still queued."""
         exporter = self._exporter
         if exporter is None:
             return ExportStats(0, 0, 0, 0, 0, 0, 0, {}, {})
-        return exporter.queue.stats()
+        return exporter.stats()
 
     # -- the API ---------------------------------------------------------------
 
@@ -262,8 +203,8 @@ class Client:
         if exporter is None:
             raise _not_initialized("create_session")
         config = exporter.config
-        sid = exporter.new_session_id() if session_id is None else client_session_id(session_id)
-        attrs = exporter.attributes
+        sid = self._new_session_id() if session_id is None else client_session_id(session_id)
+        attrs = self._attributes
         if attributes:
             attrs = {**attrs, **session_attributes(attributes)}
         body = encode(
@@ -283,10 +224,8 @@ class Client:
                 f"actions must be a list of actions, got {type(actions).__name__}"
             )
         action_bodies = [_action_from(action) for action in actions] if actions else []
-        if exporter.sync if sync is None else sync:
-            response = self._send_now(
-                exporter, sid, "/v1/sessions", session_body(body, action_bodies)
-            )
+        if config.sync if sync is None else sync:
+            response = exporter.send_now(sid, SESSIONS_PATH, session_body(body, action_bodies))
             try:
                 answer = msgspec.json.decode(response.body) if response.body else {}
             except msgspec.DecodeError:
@@ -322,8 +261,8 @@ class Client:
             raise _not_initialized("append_action")
         session_id = session_id_text(session_id)
         body = action_body(kind, start_time, end_time, attributes, data, error, scanners)
-        if exporter.sync if sync is None else sync:
-            self._send_now(exporter, session_id, f"/v1/sessions/{session_id}/actions", body)
+        if exporter.config.sync if sync is None else sync:
+            exporter.send_now(session_id, actions_path(session_id), body)
             return
         self._enqueue(exporter, Event(session_id, body, False))
 
@@ -360,58 +299,20 @@ class Client:
         what it awaits) join the session; ``None`` creates a new one.
         """
         sid = self.create_session() if session_id is None else session_id_text(session_id)
-        token = _decorators.current_session_id.set(sid)
+        token = current_session_id.set(sid)
         try:
             yield sid
         finally:
-            _decorators.current_session_id.reset(token)
+            current_session_id.reset(token)
 
     # -- machinery -------------------------------------------------------------
 
-    def _enqueue(self, exporter: _Exporter, event: Event) -> None:
-        if sdk_thread.active:
-            exporter.queue.refuse(event, RECURSION)
-            return
-        outcome = exporter.queue.put(event)
-        if not outcome:
-            return
-        if outcome == WAKE:
-            if exporter.worker.pid != os.getpid():
-                self._restart_after_fork()
-            else:
-                exporter.worker.ensure_running()
-        elif outcome == TOO_LARGE:
+    def _enqueue(self, exporter: Exporter, event: Event) -> None:
+        if exporter.put(event) is _TOO_LARGE:
             limit = exporter.config.max_event_bytes
             raise LayerRequestPreparationError(
                 f"the encoded event is {len(event.body)} bytes, more than max_event_bytes={limit}"
             )
-
-    def _send_now(self, exporter: _Exporter, session_id: str, path: str, body: bytes) -> Response:
-        if exporter.queue.closed:
-            raise LayerRequestError("the client is shut down; call init() to use it again")
-        # Earlier buffered events of this session go first, so the order holds on the wire.
-        if not exporter.queue.wait_for_session(session_id, DEFAULT_FLUSH_TIMEOUT):
-            raise LayerRequestError(f"earlier events of session {session_id} are still queued")
-        return exporter.transport.send(path, body)
-
-    def _restart_after_fork(self) -> None:
-        """In a forked child: fresh locks, an empty queue, new connections, a new worker."""
-        self._lock = threading.Lock()
-        exporter = self._exporter
-        if exporter is None or exporter.worker.pid == os.getpid():
-            return
-        if exporter.queue.closed:
-            # Shut down in the parent: it stays shut, but a lock some parent
-            # thread held at fork time must not block the child.
-            exporter.queue.forget_locks()
-            return
-        session = exporter.config.http_session
-        if session is not None:
-            # The parent's pooled sockets must not be shared by two processes.
-            for adapter in getattr(session, "adapters", {}).values():
-                if hasattr(adapter, "poolmanager"):
-                    adapter.poolmanager.clear()
-        self._exporter = _Exporter(exporter.config)
 
 
 def _action_from(action: SessionActionRequest | Mapping[str, Any]) -> bytes:
@@ -450,60 +351,7 @@ def _not_initialized(call: str) -> LayerMissingRequiredConfigurationError:
     return LayerMissingRequiredConfigurationError(f"call init() before {call}()")
 
 
-#: Every client that was initialized: drained at exit, restarted after fork.
-_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+_TOO_LARGE = Put.TOO_LARGE  # read once: an enum member is slower
 
-
-def _finish_shutdown(exporter: _Exporter, deadline: float) -> bool:
-    delivered = exporter.queue.flush(max(0.0, deadline - time.monotonic()))
-    exporter.queue.abandon()
-    exporter.worker.stop(deadline)
-    return delivered
-
-
-@atexit.register
-def _drain_at_exit() -> None:
-    # Close every client first, then wait for each against its own deadline:
-    # their senders drain side by side, so several clients do not add their
-    # bounds up. No thread is started here (3.12+ refuses to at exit).
-    started = time.monotonic()
-    closing = [exporter for exporter in (c._close() for c in list(_clients)) if exporter]
-    for exporter in closing:
-        _finish_shutdown(exporter, started + exporter.config.shutdown_timeout)
-
-
-def _restart_in_child() -> None:
-    for client in list(_clients):
-        client._restart_after_fork()
-
-
-_multiprocessing_hooked = False
-
-
-def _drain_at_multiprocessing_exit() -> None:
-    """Drain at the exit of ``multiprocessing`` children too.
-
-    A child process of ``multiprocessing`` ends with ``os._exit``, past
-    ``atexit``, but first runs the finalizers of ``multiprocessing.util``
-    (after a clean return from its target: a worker killed by
-    ``Pool.terminate()`` runs nothing). A forked child inherits no finalizer
-    (its registry is cleared when it starts), so one is registered in every
-    child as it starts, through ``register_after_fork``; a child that calls
-    ``init()`` itself (spawn, forkserver) registers one there.
-    """
-    global _multiprocessing_hooked
-    util = sys.modules.get("multiprocessing.util")
-    if util is None:
-        return  # not in use: a process cannot be started without it
-    if not _multiprocessing_hooked:
-        _multiprocessing_hooked = True
-        util.register_after_fork(_drain_at_exit, _finalize_in_child)
-    if sys.modules["multiprocessing"].parent_process() is not None:
-        _finalize_in_child(_drain_at_exit)
-
-
-def _finalize_in_child(drain: Callable[[], None]) -> None:
-    sys.modules["multiprocessing.util"].Finalize(None, drain, exitpriority=10)
-
-
-os.register_at_fork(before=_drain_at_multiprocessing_exit, after_in_child=_restart_in_child)
+#: The options of init(), as Config names them.
+_OPTIONS = frozenset(field.name for field in dataclasses.fields(Config))

@@ -13,7 +13,7 @@ import ipaddress
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from ._exceptions import LayerMissingRequiredConfigurationError
@@ -22,7 +22,6 @@ from ._redact import mask_url, watch
 if TYPE_CHECKING:
     import requests
 
-    from ._auth import AuthProvider
 
 #: HTTP timeout (connect and read), seconds. Env: LAYER_TIMEOUT or LAYER_HTTP_TIMEOUT.
 DEFAULT_HTTP_TIMEOUT = 10.0
@@ -56,131 +55,52 @@ DEFAULT_MAX_PIPELINED_REQUESTS = 1024
 #: Requests in flight at once; sender threads are started only as the load needs them.
 DEFAULT_MAX_CONCURRENT_REQUESTS = 32
 
+
+class Authenticator(Protocol):
+    """What ``auth_provider`` is: an ``AuthProvider`` (see ``_auth``), as the transport uses it."""
+
+    def get_headers(self) -> dict[str, str]:
+        """Headers for the next attempt of a request."""
+
+    def invalidate(self) -> bool:
+        """The API answered 401; True when a retry with new headers may succeed."""
+
+    def known_secrets(self) -> Iterable[str]:
+        """Secrets it holds now, masked in whatever a server echoes back."""
+
+
 DropCallback = Callable[[str, int], None]
 """``on_drop(reason, events)``: told of every event dropped or given up on."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
-    """The resolved settings of one client."""
-
-    base_url: str
-    application_id: str
-    environment: str | None = None
-    auth_provider: AuthProvider | None = None
-    http_session: requests.Session | None = dataclasses.field(default=None, repr=False)
-    http_timeout: float = DEFAULT_HTTP_TIMEOUT
-    platform: str | None = None
-    disabled_instrumentations: frozenset[str] = frozenset()
-    sync: bool = False
-    max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
-    max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES
-    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
-    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
-    flush_interval: float = DEFAULT_FLUSH_INTERVAL
-    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
-    max_retries: int = DEFAULT_MAX_RETRIES
-    max_retry_time: float = DEFAULT_MAX_RETRY_TIME
-    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
-    max_pipelined_requests: int = DEFAULT_MAX_PIPELINED_REQUESTS
-    max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS
-    on_drop: DropCallback | None = dataclasses.field(default=None, repr=False)
-    allow_insecure_http: bool = False
-
-    def __repr__(self) -> str:
-        # The generated repr, but with a user:password@ in base_url masked.
-        values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
-        values["base_url"] = mask_url(self.base_url)
-        shown = (f"{f.name}={values[f.name]!r}" for f in dataclasses.fields(self) if f.repr)
-        return f"Config({', '.join(shown)})"
-
-    @classmethod
-    def resolve(
-        cls,
-        *,
-        base_url: str | None = None,
-        application_id: Any = None,
-        environment: str | None = None,
-        auth_provider: AuthProvider | None = None,
-        http_session: requests.Session | None = None,
-        http_timeout: float | None = None,
-        platform: str | None = None,
-        disable_instrumentations: Iterable[str] | None = None,
-        sync: bool = False,
-        max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
-        max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
-        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
-        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-        flush_interval: float = DEFAULT_FLUSH_INTERVAL,
-        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        max_retry_time: float = DEFAULT_MAX_RETRY_TIME,
-        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-        max_pipelined_requests: int = DEFAULT_MAX_PIPELINED_REQUESTS,
-        max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
-        on_drop: DropCallback | None = None,
-        allow_insecure_http: bool = False,
-        environ: Mapping[str, str] | None = None,
-    ) -> Config:
-        """Validate the arguments of ``init()``, filling gaps from the environment."""
-        env = os.environ if environ is None else environ
-        base_url = _required(base_url, "base_url", "LAYER_BASE_URL", env)
-        application_id = _required(application_id, "application_id", "LAYER_APPLICATION_ID", env)
-        environment = environment if environment is not None else env.get("LAYER_ENVIRONMENT")
-        if environment is not None and not isinstance(environment, str):
-            raise ValueError(f"environment must be a string, got {type(environment).__name__}")
-        if http_timeout is None:
-            http_timeout = _env_seconds(env, "LAYER_TIMEOUT", "LAYER_HTTP_TIMEOUT")
-        if auth_provider is not None and not callable(getattr(auth_provider, "get_headers", None)):
-            raise TypeError("auth_provider must be an AuthProvider (it has no get_headers())")
-        if http_session is not None and not callable(getattr(http_session, "request", None)):
-            raise TypeError("http_session must be a requests.Session (it has no request())")
-        if on_drop is not None and not callable(on_drop):
-            raise TypeError("on_drop must be callable as on_drop(reason, events)")
-        if platform is not None and not isinstance(platform, str):
-            # Else every session would carry a non-string attribute, refused by the API.
-            raise ValueError(f"platform must be a string, got {type(platform).__name__}")
-        if max_event_bytes > max_queue_bytes:
-            raise ValueError("max_event_bytes must not exceed max_queue_bytes")
-        base_url = _base_url(base_url)
-        if auth_provider is not None:
-            if not allow_insecure_http:
-                refuse_cleartext(base_url, "base_url", "the access token", "init()")
-            if callable(getattr(auth_provider, "known_secrets", None)):
-                watch(auth_provider)  # its secrets are masked in what servers answer
-        return cls(
-            base_url=base_url,
-            application_id=str(application_id),
-            environment=environment.lower() if environment else None,
-            auth_provider=auth_provider,
-            http_session=http_session,
-            http_timeout=_positive("http_timeout", http_timeout),
-            platform=platform,
-            disabled_instrumentations=_names("disable_instrumentations", disable_instrumentations),
-            sync=bool(sync),
-            max_queue_size=_count("max_queue_size", max_queue_size),
-            max_queue_bytes=_count("max_queue_bytes", max_queue_bytes),
-            max_event_bytes=_count("max_event_bytes", max_event_bytes),
-            max_batch_size=_count("max_batch_size", max_batch_size),
-            flush_interval=_positive("flush_interval", flush_interval),
-            shutdown_timeout=_positive("shutdown_timeout", shutdown_timeout, allow_zero=True),
-            max_retries=_count("max_retries", max_retries, allow_zero=True),
-            max_retry_time=_positive("max_retry_time", max_retry_time, allow_zero=True),
-            max_request_bytes=_count("max_request_bytes", max_request_bytes),
-            max_pipelined_requests=_count("max_pipelined_requests", max_pipelined_requests),
-            max_concurrent_requests=_count("max_concurrent_requests", max_concurrent_requests),
-            on_drop=on_drop,
-            allow_insecure_http=bool(allow_insecure_http),
-        )
+def _from_environment(
+    env: Mapping[str, str], option: str, variables: tuple[str, ...], *, seconds: bool
+) -> Any:
+    """The first of ``variables`` that is set (as seconds for a number option), or None."""
+    for variable in variables:
+        raw = env.get(variable)
+        if raw is None or raw.strip() == "":
+            continue
+        return env_float(env, variable) if seconds else raw
+    return None
 
 
-def _required(value: Any, option: str, variable: str, env: Mapping[str, str]) -> Any:
-    if value is None or value == "":
-        value = env.get(variable) or None
-    if value is None:
-        raise LayerMissingRequiredConfigurationError(
-            f"{option} is required: pass {option}= to init() or set {variable}"
-        )
+def _text(option: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{option} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _having(option: str, value: Any, method: str) -> Any:
+    if not callable(getattr(value, method, None)):
+        kind = {"get_headers": "an AuthProvider", "request": "a requests.Session"}[method]
+        raise TypeError(f"{option} must be {kind} (it has no {method}())")
+    return value
+
+
+def _callable(option: str, value: Any) -> Any:
+    if not callable(value):
+        raise TypeError(f"{option} must be callable as {option}(reason, events)")
     return value
 
 
@@ -232,12 +152,12 @@ def env_float(env: Mapping[str, str], variable: str) -> float | None:
         raise ValueError(f"{variable} must be a positive number of seconds, got {raw!r}") from None
 
 
-def _env_seconds(env: Mapping[str, str], *variables: str) -> float:
-    for variable in variables:
-        seconds = env_float(env, variable)
-        if seconds is not None:
-            return seconds
-    return DEFAULT_HTTP_TIMEOUT
+def _positive_or_zero(option: str, value: Any) -> float:
+    return _positive(option, value, allow_zero=True)
+
+
+def _count_or_zero(option: str, value: Any) -> int:
+    return _count(option, value, allow_zero=True)
 
 
 def _positive(option: str, value: Any, *, allow_zero: bool = False) -> float:
@@ -265,6 +185,110 @@ def _names(option: str, value: Iterable[str] | None) -> frozenset[str]:
     if not all(isinstance(name, str) for name in names):
         raise ValueError(f"{option} must be a list of provider names such as ['openai']")
     return frozenset(name.lower() for name in names)
+
+
+def _option(
+    default: Any,
+    check: Callable[[str, Any], Any] | None = None,
+    *,
+    env: tuple[str, ...] = (),
+    required: bool = False,
+    repr: bool = True,
+) -> Any:
+    """A field of ``Config``: its default, its check, and the variables it falls back to."""
+    metadata = {"check": check, "env": env, "required": required}
+    return dataclasses.field(default=default, repr=repr, metadata=metadata)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The resolved settings of one client: the one list of ``init()``'s options.
+
+    Each field is an argument of ``Client.init`` (``tests/test_config.py``
+    checks that they agree), with its default, the check that validates it
+    and, for some, the environment variables used when it is left out.
+    ``resolve`` is derived from the fields: adding an option is a field here
+    and a parameter of ``init``.
+    """
+
+    base_url: str = _option(None, lambda _, v: _base_url(v), env=("LAYER_BASE_URL",), required=True)
+    application_id: str = _option(
+        None, lambda _, v: str(v), env=("LAYER_APPLICATION_ID",), required=True
+    )
+    environment: str | None = _option(
+        None, lambda o, v: _text(o, v).lower(), env=("LAYER_ENVIRONMENT",)
+    )
+    auth_provider: Authenticator | None = _option(None, lambda o, v: _having(o, v, "get_headers"))
+    http_session: requests.Session | None = _option(
+        None, lambda o, v: _having(o, v, "request"), repr=False
+    )
+    http_timeout: float = _option(
+        DEFAULT_HTTP_TIMEOUT, _positive, env=("LAYER_TIMEOUT", "LAYER_HTTP_TIMEOUT")
+    )
+    # Else every session would carry a non-string attribute, refused by the API.
+    platform: str | None = _option(None, lambda o, v: _text(o, v))
+    disable_instrumentations: frozenset[str] = _option(frozenset(), lambda o, v: _names(o, v))
+    sync: bool = _option(False, lambda _, v: bool(v))
+    max_queue_size: int = _option(DEFAULT_MAX_QUEUE_SIZE, _count)
+    max_queue_bytes: int = _option(DEFAULT_MAX_QUEUE_BYTES, _count)
+    max_event_bytes: int = _option(DEFAULT_MAX_EVENT_BYTES, _count)
+    max_batch_size: int = _option(DEFAULT_MAX_BATCH_SIZE, _count)
+    flush_interval: float = _option(DEFAULT_FLUSH_INTERVAL, _positive)
+    shutdown_timeout: float = _option(DEFAULT_SHUTDOWN_TIMEOUT, _positive_or_zero)
+    max_retries: int = _option(DEFAULT_MAX_RETRIES, _count_or_zero)
+    max_retry_time: float = _option(DEFAULT_MAX_RETRY_TIME, _positive_or_zero)
+    max_request_bytes: int = _option(DEFAULT_MAX_REQUEST_BYTES, _count)
+    max_pipelined_requests: int = _option(DEFAULT_MAX_PIPELINED_REQUESTS, _count)
+    max_concurrent_requests: int = _option(DEFAULT_MAX_CONCURRENT_REQUESTS, _count)
+    on_drop: DropCallback | None = _option(None, lambda o, v: _callable(o, v), repr=False)
+    allow_insecure_http: bool = _option(False, lambda _, v: bool(v))
+
+    def __repr__(self) -> str:
+        # The generated repr, but with a user:password@ in base_url masked.
+        values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        values["base_url"] = mask_url(self.base_url)
+        shown = (f"{f.name}={values[f.name]!r}" for f in dataclasses.fields(self) if f.repr)
+        return f"Config({', '.join(shown)})"
+
+    @classmethod
+    def resolve(cls, *, environ: Mapping[str, str] | None = None, **options: Any) -> Config:
+        """Validate the arguments of ``init()``, filling gaps from the environment.
+
+        An option left out (or None) takes its first environment variable
+        that is set, else its default; a required one that has neither raises
+        ``LayerMissingRequiredConfigurationError`` naming it and its variable.
+        An invalid value raises ``ValueError`` (``TypeError`` for an object
+        of the wrong kind) naming the option.
+        """
+        env = os.environ if environ is None else environ
+        fields = {field.name: field for field in dataclasses.fields(cls)}
+        unknown = set(options) - set(fields)
+        if unknown:
+            raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = {}
+        for name, field in fields.items():
+            value = options.get(name)
+            variables: tuple[str, ...] = field.metadata["env"]
+            if value is None or value == "":
+                # (A float option's variables hold seconds, read as such.)
+                value = _from_environment(env, name, variables, seconds=field.type == "float")
+            if value is None:
+                if field.metadata["required"]:
+                    raise LayerMissingRequiredConfigurationError(
+                        f"{name} is required: pass {name}= to init() or set {variables[0]}"
+                    )
+                value = field.default
+            check = field.metadata["check"]
+            values[name] = value if value is None or check is None else check(name, value)
+        if values["max_event_bytes"] > values["max_queue_bytes"]:
+            raise ValueError("max_event_bytes must not exceed max_queue_bytes")
+        auth = values["auth_provider"]
+        if auth is not None:
+            if not values["allow_insecure_http"]:
+                refuse_cleartext(values["base_url"], "base_url", "the access token", "init()")
+            if callable(getattr(auth, "known_secrets", None)):
+                watch(auth)  # its secrets are masked in what servers answer
+        return cls(**values)
 
 
 def cleartext_host(url: str) -> str | None:

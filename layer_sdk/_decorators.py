@@ -6,7 +6,6 @@ decided by the shared ``_open_session`` and ``_record_action``.
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import inspect
 import logging
@@ -14,8 +13,9 @@ import sys
 from collections.abc import Callable, Mapping
 from contextvars import Token
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
+from ._context import Recorder, current_session_id
 from ._exceptions import LayerSDKException
 from ._schemas import (
     SessionActionError,
@@ -28,21 +28,13 @@ from ._schemas import (
     session_id_text,
 )
 
-if TYPE_CHECKING:
-    from ._client import Client
-
 logger = logging.getLogger("layer_sdk")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-current_session_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "layer_session_id", default=None
-)
-"""The session of the innermost ``@layer.session`` call running in this context."""
-
 
 def session(
-    client: Client, *, attributes: Mapping[str, Any] | None, session_id: Any
+    client: Recorder, *, attributes: Mapping[str, Any] | None, session_id: Any
 ) -> Callable[[F], F]:
     """Build the ``@layer.session`` decorator.
 
@@ -113,7 +105,7 @@ def _keyword_slot(func: Callable[..., Any], name: str) -> int | None:
 
 
 def action(
-    client: Client, *, kind: Any, session_id: Any, attributes: Mapping[str, Any] | None
+    client: Recorder, *, kind: Any, session_id: Any, attributes: Mapping[str, Any] | None
 ) -> Callable[[F], F]:
     """Build the ``@layer.action`` decorator.
 
@@ -168,7 +160,7 @@ def _now() -> datetime:
 
 
 def _record_action(
-    client: Client,
+    client: Recorder,
     func: Callable[..., Any],
     session_id: str | None,
     kind: SessionActionKind,

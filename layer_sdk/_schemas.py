@@ -21,6 +21,14 @@ import msgspec
 from ._entropy import random_16
 from ._exceptions import LayerRequestPreparationError, LayerSchemaValidationError
 
+#: The Layer API's two endpoints: sessions are created here...
+SESSIONS_PATH = "/v1/sessions"
+
+
+def actions_path(session_id: str) -> str:
+    """...and the actions of a session are appended here."""
+    return f"{SESSIONS_PATH}/{session_id}/actions"
+
 
 class SessionActionKind(str, enum.Enum):
     """What an action records."""

@@ -159,7 +159,7 @@ def test_init_twice_raises_and_shutdown_allows_init_again(collector: LocalCollec
 
 def test_disabled_instrumentors_is_an_alias(make_client: Callable[..., Client]) -> None:
     client = make_client(disable_instrumentations=["OpenAI"], disabled_instrumentors=["other"])
-    assert config_of(client).disabled_instrumentations == frozenset({"openai", "other"})
+    assert config_of(client).disable_instrumentations == frozenset({"openai", "other"})
 
 
 def test_clients_are_independent(collector: LocalCollector) -> None:

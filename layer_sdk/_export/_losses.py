@@ -52,12 +52,8 @@ import os
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING
 
 from .._config import DropCallback
-
-if TYPE_CHECKING:
-    from ._worker import _ThreadRole
 
 logger = logging.getLogger("layer_sdk")
 
@@ -79,6 +75,17 @@ NOTIFIER_LINGER = 5.0
 
 _CALLBACK_ERROR = "on_drop raised"
 _CREDENTIALS_REFUSED = "credentials_refused"
+
+
+class _ThreadRole(threading.local):
+    #: True in the SDK's own threads (senders, the notifier), so that whatever
+    #: they trigger (a logging handler that reports to Layer, say) is never
+    #: enqueued again: it is dropped as ``RECURSION``. A class default keeps
+    #: the hot path's read cheap in every other thread.
+    active = False
+
+
+sdk_thread = _ThreadRole()
 
 
 class _Telling(threading.local):
@@ -127,7 +134,7 @@ class LossLog:
         telling.active = True
         try:
             if self._on_drop is not None:
-                if _sdk_role().active:
+                if sdk_thread.active:
                     self._hand_off(reason, count)
                 else:
                     self._tell(reason, count)
@@ -211,7 +218,7 @@ class LossLog:
 
     def _notify(self) -> None:
         """The notifier thread: tells ``on_drop`` of what waits, until idle for a while."""
-        _sdk_role().active = True
+        sdk_thread.active = True
         self._telling.active = True
         on_drop, lock = self._on_drop, self._lock
         assert on_drop is not None
@@ -248,20 +255,6 @@ class LossLog:
             self._last_logged[key] = now
             self._unlogged[key] = 0
             return total
-
-
-_sdk_thread: _ThreadRole | None = None
-
-
-def _sdk_role() -> _ThreadRole:
-    """``_worker.sdk_thread``: whether this thread is one of the SDK's own."""
-    global _sdk_thread
-    if _sdk_thread is None:
-        # Imported when first needed: _worker imports this module.
-        from ._worker import sdk_thread
-
-        _sdk_thread = sdk_thread
-    return _sdk_thread
 
 
 _instances: weakref.WeakSet[LossLog] = weakref.WeakSet()

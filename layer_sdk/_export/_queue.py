@@ -19,6 +19,7 @@ Waiting for the batch is what lets a session's create carry its actions.
 
 from __future__ import annotations
 
+import enum
 import threading
 import time
 from collections import Counter, deque
@@ -26,11 +27,23 @@ from collections.abc import Callable
 
 import msgspec
 
-from .._schemas import session_body
+from .._schemas import SESSIONS_PATH, actions_path, session_body
 from ._losses import QUEUE_FULL, SESSION_FAILED, SHUTDOWN, TOO_LARGE
 
-ACCEPTED = 0
-WAKE = 1  # accepted, and the worker was woken: a good moment to check it is alive
+
+class Put(enum.Enum):
+    """What ``ExportQueue.put`` did with an event."""
+
+    ACCEPTED = "accepted"
+    #: Accepted, and a sender was woken: a good moment to check the worker is alive.
+    WOKE = "woke"
+    #: Refused (queue full, shut down): counted, and told to ``on_drop``.
+    DROPPED = "dropped"
+    #: Refused for its size: counted too, and the caller's error.
+    TOO_LARGE = "too_large"
+
+
+_ACCEPTED, _WOKE = Put.ACCEPTED, Put.WOKE  # read once: an enum member is slower
 
 #: Memory an event costs beyond its encoded bytes (its record, the bytes object's
 #: header), counted against ``max_queue_bytes`` so that the bound covers real memory.
@@ -177,8 +190,8 @@ class ExportQueue:
 
     # -- the caller's side ---------------------------------------------------
 
-    def put(self, event: Event) -> int | str:
-        """Admit ``event``: ACCEPTED, WAKE, or the reason it was dropped. Never blocks."""
+    def put(self, event: Event) -> Put:
+        """Admit ``event``, or refuse it (counted, with the reason). Never blocks."""
         size = len(event.body) + EVENT_OVERHEAD
         with self._lock:
             if (
@@ -203,11 +216,11 @@ class ExportQueue:
                 if len(inbox) == 1:
                     self._inbox_since = time.monotonic()
                 elif len(inbox) != self._batch_size:
-                    return ACCEPTED
+                    return _ACCEPTED
                 self._wake()  # start the flush_interval timer, or send a full batch
-                return WAKE
+                return _WOKE
         self.report()
-        return reason
+        return Put.TOO_LARGE if reason == TOO_LARGE else Put.DROPPED
 
     def refuse(self, event: Event, reason: str) -> None:
         """Count an event dropped before it reached the door (e.g. too large)."""
@@ -394,7 +407,7 @@ class ExportQueue:
         size = len(first.body)
         if first.creates_session:
             # The create carries the actions queued behind it, in one body.
-            path = "/v1/sessions"
+            path = SESSIONS_PATH
             size += len(',"actions":[]')
             while (
                 not first.alone
@@ -408,7 +421,7 @@ class ExportQueue:
             bodies = [session_body(first.body, [event.body for event in events[1:]])]
         else:
             # Actions of a known session: one body each, to be pipelined in order.
-            path = f"/v1/sessions/{session_id}/actions"
+            path = actions_path(session_id)
             while (
                 (following := session.first) is not None
                 and not following.creates_session

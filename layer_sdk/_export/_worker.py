@@ -19,7 +19,7 @@ import threading
 import time
 
 from .._exceptions import LayerAuthError, LayerHTTPError, LayerSDKException
-from ._losses import INTERNAL_ERROR, REJECTED, LossLog
+from ._losses import INTERNAL_ERROR, REJECTED, LossLog, sdk_thread
 from ._queue import ExportQueue, Request
 from ._retry import SPLIT_STATUSES
 from ._transport import Delivery, Transport
@@ -30,16 +30,6 @@ logger = logging.getLogger("layer_sdk")
 PRIMARY_IDLE_TIMEOUT = 5.0
 #: An extra sender without work for this long exits, seconds.
 EXTRA_IDLE_TIMEOUT = 20.0
-
-
-class _ThreadRole(threading.local):
-    #: True in the SDK's own threads, so that whatever they trigger (a logging
-    #: handler that reports to Layer, say) is never enqueued again. A class
-    #: default keeps the hot path's read cheap in every other thread.
-    active = False
-
-
-sdk_thread = _ThreadRole()
 
 
 class ExportWorker:

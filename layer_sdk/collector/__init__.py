@@ -70,6 +70,7 @@ from typing import Any
 
 import msgspec
 
+from .._schemas import SESSIONS_PATH
 from ._schema import canonical_uuid, check_action, check_session
 from ._server import HttpServer, Reply, Request
 from ._store import SqliteStore, StoredEvent
@@ -81,7 +82,7 @@ logger = logging.getLogger("layer_sdk")
 STOP_TIMEOUT = 2.0
 """Longest ``stop()`` waits for open connections to end."""
 
-_ACTIONS_PATH = re.compile(r"/v1/sessions/([^/]+)/actions")
+_ACTIONS_PATH = re.compile(re.escape(SESSIONS_PATH) + r"/([^/]+)/actions")
 _NOT_JSON = object()  # stands for a body that does not decode
 
 
@@ -499,7 +500,7 @@ class LocalCollector:
             return _error(f"the body is larger than {limit} bytes", 413)
         route = exchange.request.path.partition("?")[0]
         session_id = None  # None: create a session; otherwise append to this one
-        if route != "/v1/sessions":
+        if route != SESSIONS_PATH:
             match = _ACTIONS_PATH.fullmatch(route)
             if match is None:
                 return _error(f"no such endpoint: {route}", 404)

@@ -1,4 +1,5 @@
 """Automatic instrumentation of provider SDKs (today: ``openai``).
+from .._context import Recorder
 
 ``Client.init()`` calls :func:`instrument` and ``Client.shutdown()`` calls
 :func:`uninstrument`. A provider is instrumented when its package is installed
@@ -21,10 +22,9 @@ import importlib.util
 import logging
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .._client import Client
+from .._context import Recorder
 
 __all__ = ["PROVIDERS", "instrument", "instrumented_by", "uninstrument"]
 
@@ -38,10 +38,10 @@ PROVIDERS: dict[str, tuple[str, str]] = {
 }
 
 _lock = threading.Lock()
-_owners: dict[str, Client] = {}
+_owners: dict[str, Recorder] = {}
 
 
-def instrument(client: Client, disabled: Iterable[str] = ()) -> list[str]:
+def instrument(client: Recorder, disabled: Iterable[str] = ()) -> list[str]:
     """Patch every installed provider not in ``disabled``; returns the names patched now.
 
     A provider already patched for another client is left alone (its events
@@ -82,7 +82,7 @@ def instrument(client: Client, disabled: Iterable[str] = ()) -> list[str]:
     return done
 
 
-def uninstrument(client: Client) -> list[str]:
+def uninstrument(client: Recorder) -> list[str]:
     """Undo the patches ``client`` owns; returns the provider names unpatched. Never raises."""
     undone: list[str] = []
     with _lock:
@@ -100,7 +100,7 @@ def uninstrument(client: Client) -> list[str]:
     return undone
 
 
-def instrumented_by(name: str) -> Client | None:
+def instrumented_by(name: str) -> Recorder | None:
     """The client that owns the patches of provider ``name``, if any."""
     with _lock:
         return _owners.get(name)

@@ -26,8 +26,9 @@ import json
 import logging
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..._context import Recorder
 from ..._schemas import SessionActionError, SessionActionKind, SessionActionScanner
 from .chat import _CHAT_PARAMETERS, _chat_messages, _chat_output, _ChatStream
 from .embeddings import (
@@ -46,9 +47,6 @@ from .responses import (
     _ResponsesStream,
 )
 from .streams import _StreamRecord, _trace_stream
-
-if TYPE_CHECKING:
-    from ..._client import Client
 
 logger = logging.getLogger("layer_sdk")
 
@@ -159,7 +157,7 @@ class _Call:
 
     def __init__(
         self,
-        client: Client,
+        client: Recorder,
         api: str,
         operation: str,
         kwargs: dict[str, Any],

@@ -25,29 +25,27 @@ import inspect
 import sys
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..._context import Recorder
 from .call import TARGETS, _Call, _problem, _recognise_results
 from .fields import _attribute, _recognise_sentinels
 from .hook import _PostImportHook
 from .request import _begin
 
-if TYPE_CHECKING:
-    from ..._client import Client
-
 _lock = threading.Lock()
 #: The client that receives the actions of every recorded call; None: record nothing.
-_client: Client | None = None
+_client: Recorder | None = None
 #: (class, method name, original, wrapper) of every patch in place.
 _patches: list[tuple[type, str, Any, Any]] = []
 #: True while an instrumented call runs: a nested instrumented call (one
 #: openai method calling another) is then passed through, not recorded twice.
 _inside: contextvars.ContextVar[bool] = contextvars.ContextVar("layer_openai_inside", default=False)
 #: The client to patch for once openai is imported.
-_waiting: Client | None = None
+_waiting: Recorder | None = None
 
 
-def instrument(client: Client) -> bool:
+def instrument(client: Recorder) -> bool:
     """Patch the openai classes for ``client`` (now, or when openai is imported).
 
     When the application has not imported openai yet, importing it here would
@@ -68,7 +66,7 @@ def instrument(client: Client) -> bool:
     return _patch(client)
 
 
-def _patch(client: Client) -> bool:
+def _patch(client: Recorder) -> bool:
     global _client
     importlib.import_module("openai")
     with _lock:

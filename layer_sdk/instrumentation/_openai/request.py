@@ -15,16 +15,13 @@ result can be read (``call.py``).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..._decorators import current_session_id
+from ..._context import Recorder, current_session_id
 from ..._exceptions import LayerSchemaValidationError
 from ..._schemas import session_id_text
 from .call import _Call, _problem
 from .mapping import _now
-
-if TYPE_CHECKING:
-    from ..._client import Client
 
 #: Headers that carry a Layer session ID; removed before the request goes to OpenAI.
 SESSION_HEADERS = frozenset({"x-layer-session-id", "layer-session-id"})
@@ -35,7 +32,7 @@ _READ_ARGUMENTS = ("messages", "input", "tools", "functions")
 _CONTAINERS = frozenset({list, tuple, str, dict})
 
 
-def _begin(client: Client, api: str, operation: str, kwargs: dict[str, Any]) -> _Call:
+def _begin(client: Recorder, api: str, operation: str, kwargs: dict[str, Any]) -> _Call:
     """Prepare the record of a call; edits ``kwargs`` (the wrapper's own dict) in place.
 
     Only two edits: the session header leaves ``extra_headers`` (a new dict),

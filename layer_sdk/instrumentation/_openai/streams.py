@@ -16,8 +16,9 @@ Finalizers may run inside the garbage collector at any point, where taking
 the export queue's lock could deadlock, so those records are handed (through
 a reentrant ``SimpleQueue``) to a small daemon thread that records them.
 
-A failure in here is reported through the record's call (``_Call.problem``):
-``call.py`` imports this module, so this one does not import it back.
+A failure in here is reported through the record's call (``_Call.problem``);
+``call.py`` imports this module, so this one knows the call only as the
+``_StreamingCall`` protocol.
 """
 
 from __future__ import annotations
@@ -29,14 +30,31 @@ import threading
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .mapping import _error, _now
+from .mapping import _error, _now, _Output
 
 if TYPE_CHECKING:
-    from .call import _Call
     from .chat import _ChatStream
     from .responses import _ResponsesStream
+
+
+class _StreamingCall(Protocol):
+    """What a stream's record needs of its call (``call._Call``)."""
+
+    operation: str
+
+    def problem(self, where: str, exc: BaseException) -> None: ...
+
+    def record_output(
+        self,
+        output: _Output,
+        ended: datetime,
+        *,
+        model: Any,
+        error: dict[str, Any] | None,
+        streamed: bool,
+    ) -> None: ...
 
 
 class _StreamRecord:
@@ -44,7 +62,9 @@ class _StreamRecord:
 
     __slots__ = ("_once", "accumulator", "broken", "call", "model")
 
-    def __init__(self, call: _Call, accumulator: _ChatStream | _ResponsesStream, model: Any):
+    def __init__(
+        self, call: _StreamingCall, accumulator: _ChatStream | _ResponsesStream, model: Any
+    ):
         self.call = call
         self.accumulator = accumulator
         self.model = model

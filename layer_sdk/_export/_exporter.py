@@ -1,0 +1,210 @@
+"""One client's export pipeline, from the door of the queue to the server, and its lifecycle.
+
+``Exporter`` puts together what one ``init()`` builds: the ``ExportQueue``
+(``_queue``), the sender threads of the ``ExportWorker`` (``_worker``), the
+``Transport`` they share with the synchronous path (``_transport``) and the
+``LossLog`` (``_losses``). It also owns what happens to them across the life
+of a process:
+
+- **exit**: an ``atexit`` hook closes every exporter and drains it, each
+  within its ``shutdown_timeout``, side by side; ``multiprocessing`` children,
+  which end with ``os._exit`` past ``atexit``, drain through
+  ``multiprocessing.util.Finalize`` instead;
+- **fork**: a child rebuilds every exporter in place (an empty queue, fresh
+  locks, new connections, its own sender thread), so that it never re-sends
+  its parent's events nor waits on a lock a parent thread held. A pid check
+  on the hot path backs up the ``os.register_at_fork`` hook.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable
+
+from .._config import DEFAULT_FLUSH_TIMEOUT, Config
+from .._exceptions import LayerRequestError
+from ._losses import RECURSION, LossLog, sdk_thread
+from ._queue import Event, ExportQueue, ExportStats, Put
+from ._transport import Response, Transport
+from ._worker import ExportWorker
+
+#: What ``put`` answers when all went as usual (read once: an enum member is slower).
+_ACCEPTED = Put.ACCEPTED
+_WOKE = Put.WOKE
+
+
+class Exporter:
+    """The queue, the senders and the transport of one client."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._build()
+        _live.add(self)
+        drain_at_multiprocessing_exit()
+
+    def _build(self) -> None:
+        config = self.config
+        self.losses = LossLog(config.on_drop)
+        self.queue = ExportQueue(
+            max_events=config.max_queue_size,
+            max_bytes=config.max_queue_bytes,
+            max_event_bytes=config.max_event_bytes,
+            batch_size=config.max_batch_size,
+            max_request_bytes=config.max_request_bytes,
+            max_pipelined=config.max_pipelined_requests,
+            flush_interval=config.flush_interval,
+            on_loss=self.losses,
+        )
+        self.transport = Transport(config)
+        self.worker = ExportWorker(
+            self.queue,
+            self.transport,
+            max_senders=config.max_concurrent_requests,
+            losses=self.losses,
+        )
+        self.worker.start()
+
+    @property
+    def closed(self) -> bool:
+        """Whether the door is shut (shutdown has begun): new events are dropped."""
+        return self.queue.closed
+
+    # -- the caller's side -------------------------------------------------------------
+
+    def put(self, event: Event) -> Put:
+        """Queue ``event`` (never blocks, never raises); what became of it."""
+        if sdk_thread.active:
+            # A logging handler (say) run by one of the SDK's threads: never fed back.
+            self.queue.refuse(event, RECURSION)
+            return Put.DROPPED
+        outcome = self.queue.put(event)
+        if outcome is _WOKE:
+            if self.worker.pid != os.getpid():
+                self._restart_in_child()  # forked without the at-fork hook running
+            else:
+                self.worker.ensure_running()
+        return outcome
+
+    def send_now(self, session_id: str, path: str, body: bytes) -> Response:
+        """The synchronous path: send now, after the session's queued events; raises."""
+        if self.closed:
+            raise LayerRequestError("the client is shut down; call init() to use it again")
+        # Earlier buffered events of this session go first, so the order holds on the wire.
+        if not self.queue.wait_for_session(session_id, DEFAULT_FLUSH_TIMEOUT):
+            raise LayerRequestError(f"earlier events of session {session_id} are still queued")
+        return self.transport.send(path, body)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait for every event queued before the call; True when all were delivered."""
+        if self.closed:
+            return True
+        self.worker.ensure_running()
+        return self.queue.flush(timeout)
+
+    def stats(self) -> ExportStats:
+        """A consistent snapshot of the counts."""
+        return self.queue.stats()
+
+    # -- the end -----------------------------------------------------------------------
+
+    def close(self) -> bool:
+        """Shut the door to new events; False when it was shut already."""
+        if self.queue.closed:
+            return False
+        self.queue.close()
+        return True
+
+    def finish(self, deadline: float) -> bool:
+        """Deliver what is queued until ``deadline`` (monotonic), give up on the rest, stop."""
+        delivered = self.queue.flush(max(0.0, deadline - time.monotonic()))
+        self.queue.abandon()
+        self.worker.stop(deadline)
+        return delivered
+
+    # -- fork --------------------------------------------------------------------------
+
+    def _restart_in_child(self) -> None:
+        """In a forked child: fresh locks, an empty queue, new connections, a new worker."""
+        if self.worker.pid == os.getpid():
+            return
+        if self.queue.closed:
+            # Shut down in the parent: it stays shut, but a lock some parent
+            # thread held at fork time must not block the child.
+            self.queue.forget_locks()
+            self.worker.pid = os.getpid()
+            return
+        session = self.config.http_session
+        if session is not None:
+            # The parent's pooled sockets must not be shared by two processes.
+            for adapter in getattr(session, "adapters", {}).values():
+                if hasattr(adapter, "poolmanager"):
+                    adapter.poolmanager.clear()
+        self._build()
+
+
+#: Every exporter not yet garbage-collected: drained at exit, rebuilt after fork.
+_live: weakref.WeakSet[Exporter] = weakref.WeakSet()
+_lifecycle = threading.Lock()
+
+
+def lifecycle_lock() -> threading.Lock:
+    """The lock of every client's ``init()`` and ``shutdown()``; a fresh one after fork."""
+    return _lifecycle
+
+
+@atexit.register
+def drain_at_exit() -> None:
+    """Close every exporter, then drain each within its own ``shutdown_timeout``.
+
+    Closing all first lets their senders drain side by side, so that several
+    clients do not add their bounds up. No thread is started here (Python
+    3.12+ refuses to at exit).
+    """
+    started = time.monotonic()
+    closing = [exporter for exporter in list(_live) if exporter.close()]
+    for exporter in closing:
+        exporter.finish(started + exporter.config.shutdown_timeout)
+
+
+def _restart_in_child() -> None:
+    global _lifecycle
+    _lifecycle = threading.Lock()
+    for exporter in list(_live):
+        exporter._restart_in_child()
+
+
+_multiprocessing_hooked = False
+
+
+def drain_at_multiprocessing_exit() -> None:
+    """Drain at the exit of ``multiprocessing`` children too.
+
+    A child process of ``multiprocessing`` ends with ``os._exit``, past
+    ``atexit``, but first runs the finalizers of ``multiprocessing.util``
+    (after a clean return from its target: a worker killed by
+    ``Pool.terminate()`` runs nothing). A forked child inherits no finalizer
+    (its registry is cleared when it starts), so one is registered in every
+    child as it starts, through ``register_after_fork``; a child that
+    initializes a client itself (spawn, forkserver) registers one then.
+    """
+    global _multiprocessing_hooked
+    util = sys.modules.get("multiprocessing.util")
+    if util is None:
+        return  # not in use: a process cannot be started without it
+    if not _multiprocessing_hooked:
+        _multiprocessing_hooked = True
+        util.register_after_fork(drain_at_exit, _finalize_in_child)
+    if sys.modules["multiprocessing"].parent_process() is not None:
+        _finalize_in_child(drain_at_exit)
+
+
+def _finalize_in_child(drain: Callable[[], None]) -> None:
+    sys.modules["multiprocessing.util"].Finalize(None, drain, exitpriority=10)
+
+
+os.register_at_fork(before=drain_at_multiprocessing_exit, after_in_child=_restart_in_child)
