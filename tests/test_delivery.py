@@ -164,7 +164,7 @@ def test_retry_after_is_honoured_on_the_requests_transport(
     monkeypatch.setenv("HTTP_PROXY", collector.url)
     monkeypatch.setenv("NO_PROXY", "")
     client = make_client(base_url="http://layer-api.test")
-    assert type(client._exporter.transport._backend).__name__ == "_RequestsBackend"  # type: ignore[union-attr]
+    assert type(client._exporter.transport._backend).__name__ == "RequestsBackend"  # type: ignore[union-attr]
     collector.fail_next(1, 503, retry_after=1)
     client.create_session()
     assert client.flush(10) is True

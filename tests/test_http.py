@@ -24,8 +24,8 @@ from layer_sdk import (
     OIDCClientCredentials,
 )
 from layer_sdk._export import _http
+from layer_sdk._export._backends import DirectBackend, RequestsBackend
 from layer_sdk._export._http import ConnectionPool, ProtocolError, RemoteDisconnected
-from layer_sdk._export._transport import _DirectBackend, _RequestsBackend
 from layer_sdk._tls import CA_VARIABLES
 from layer_sdk.collector import LocalCollector
 
@@ -262,11 +262,11 @@ def test_a_proxy_in_the_environment_routes_through_requests(
     client = Client()
     client.init(base_url="http://layer.example.com", application_id=APP_ID)
     assert client._exporter is not None
-    assert isinstance(client._exporter.transport._backend, _RequestsBackend)
+    assert isinstance(client._exporter.transport._backend, RequestsBackend)
     client.shutdown(0)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     client.init(base_url=collector.url, application_id=APP_ID)
-    assert isinstance(client._exporter.transport._backend, _DirectBackend)
+    assert isinstance(client._exporter.transport._backend, DirectBackend)
     client.shutdown(0)
 
 
@@ -646,9 +646,9 @@ def trust(monkeypatch: pytest.MonkeyPatch, variable: str | None, path: Path | No
         monkeypatch.setenv(variable, str(path))
 
 
-BACKENDS: dict[str, Callable[[str], _DirectBackend | _RequestsBackend]] = {
-    "own client": lambda url: _DirectBackend(url, 2.0, 1),
-    "requests (proxy path)": lambda url: _RequestsBackend.own(url, 2.0),
+BACKENDS: dict[str, Callable[[str], DirectBackend | RequestsBackend]] = {
+    "own client": lambda url: DirectBackend(url, 2.0, 1),
+    "requests (proxy path)": lambda url: RequestsBackend.own(url, 2.0),
 }
 
 
@@ -667,7 +667,7 @@ def test_tls_failures_say_which(
     certificates: Certificates,
     certificate: tuple[Path, Path],
     monkeypatch: pytest.MonkeyPatch,
-    backend: Callable[[str], _DirectBackend | _RequestsBackend],
+    backend: Callable[[str], DirectBackend | RequestsBackend],
     served: str,
     trusted: str | None,
     words: str,
@@ -697,7 +697,7 @@ def test_https_to_a_plain_http_port_says_so() -> None:
     url = f"https://127.0.0.1:{listener.getsockname()[1]}"
     try:
         with pytest.raises(LayerRequestError, match=r"TLS handshake failed.*speak https"):
-            _DirectBackend(url, 2.0, 1).post(url + "/v1/sessions", b"{}", {})
+            DirectBackend(url, 2.0, 1).post(url + "/v1/sessions", b"{}", {})
     finally:
         listener.close()
 
@@ -815,7 +815,7 @@ def test_the_proxy_path_trusts_the_same_store(
     client.init(base_url=f"https://localhost:{api.port}", application_id=APP_ID, max_retries=0)
     try:
         assert client._exporter is not None
-        assert isinstance(client._exporter.transport._backend, _RequestsBackend)
+        assert isinstance(client._exporter.transport._backend, RequestsBackend)
         assert client.create_session(sync=True) == SESSION_ID
     finally:
         client.shutdown(1)
@@ -931,14 +931,14 @@ def test_the_requests_path_caps_answers_too(serve: Callable[..., RawServer], fra
     server = serve(reply(answer, False))
     url = f"http://127.0.0.1:{server.port}"
     with pytest.raises(LayerRequestError, match="larger than 1048576"):
-        _RequestsBackend(requests.Session(), 2.0).post(url + "/v1/sessions", b"{}", {})
+        RequestsBackend(requests.Session(), 2.0).post(url + "/v1/sessions", b"{}", {})
 
 
 def test_the_requests_path_still_keeps_connections_alive(serve: Callable[..., RawServer]) -> None:
     """Issue 10 §2, answer cap: reading answers up to the cap still returns the connection."""
     server = serve(json_reply(SESSION_ANSWER))
     url = f"http://127.0.0.1:{server.port}"
-    backend = _RequestsBackend(requests.Session(), 2.0)
+    backend = RequestsBackend(requests.Session(), 2.0)
     for _ in range(3):
         assert backend.post(url + "/v1/sessions", b"{}", {}).body == SESSION_ANSWER
     assert server.connections == 1

@@ -3,12 +3,21 @@
 Read in this order: ``_exporter`` (what one ``init()`` builds, and its life
 across exit and fork), ``_queue`` (the bounded store of events), ``_worker``
 (the sender threads), ``_transport`` (the one retry loop), ``_retry`` (backoff
-and the shared send gate), ``_http`` (the HTTP/1.1 client), and ``_losses``
-(why events are lost, and who is told).
+and the shared send gate), ``_backends`` (how the bytes travel), ``_http`` (the
+SDK's own HTTP/1.1 client), and ``_losses`` (why events are lost, and who is told).
 """
 
+from ._backends import Backend, Exchange, Response
 from ._exporter import Exporter, lifecycle_lock
 from ._queue import Event, ExportStats, Put
-from ._transport import Response
 
-__all__ = ["Event", "ExportStats", "Exporter", "Put", "Response", "lifecycle_lock"]
+__all__ = [
+    "Backend",
+    "Event",
+    "Exchange",
+    "ExportStats",
+    "Exporter",
+    "Put",
+    "Response",
+    "lifecycle_lock",
+]

@@ -28,9 +28,10 @@ from collections.abc import Callable
 
 from .._config import DEFAULT_FLUSH_TIMEOUT, Config
 from .._exceptions import LayerRequestError
+from ._backends import Backend, Response
 from ._losses import RECURSION, LossLog, sdk_thread
 from ._queue import Event, ExportQueue, ExportStats, Put
-from ._transport import Response, Transport
+from ._transport import Transport
 from ._worker import ExportWorker
 
 #: What ``put`` answers when all went as usual (read once: an enum member is slower).
@@ -41,8 +42,9 @@ _WOKE = Put.WOKE
 class Exporter:
     """The queue, the senders and the transport of one client."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, backend: Backend | None = None) -> None:
         self.config = config
+        self._backend = backend  # None: the one the config calls for (see _backends)
         self._build()
         _live.add(self)
         drain_at_multiprocessing_exit()
@@ -60,7 +62,7 @@ class Exporter:
             flush_interval=config.flush_interval,
             on_loss=self.losses,
         )
-        self.transport = Transport(config)
+        self.transport = Transport(config, self._backend)
         self.worker = ExportWorker(
             self.queue,
             self.transport,

@@ -8,21 +8,17 @@ exception; the worker retries until ``max_retry_time`` has passed, waits in the
 shared ``SendGate`` (``_retry``), and gets back a ``Delivery`` that names the
 loss reason, so that it never re-classifies errors itself.
 
-Two backends carry the bytes. By default the SDK's own keep-alive connections
-(``_http``), which cost a fraction of a library's CPU per request, with the
-SDK's retry loop (whose sleeps ``shutdown`` can cut short) as the only retry
-layer; ``requests`` when the environment sets a proxy for the API. A
-``requests.Session`` given as ``http_session`` is used as given, and its own
-retry policy then governs: the SDK adds none on top.
+The bytes travel through a backend (``_backends``): the SDK's own HTTP client
+by default, ``requests`` behind a proxy or with a user's ``http_session``,
+whose own retry policy then governs: the SDK adds no retry on top.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
 
 import msgspec
 
@@ -32,8 +28,7 @@ from .._entropy import random_16
 from .._exceptions import LayerAuthError, LayerHTTPError, LayerRequestError, LayerSDKException
 from .._platform import USER_AGENT
 from .._redact import scrub
-from .._tls import describe_tls_failure, requests_verify
-from ._http import MAX_ANSWER_BYTES, ConnectionPool, PipelineClosed, ProtocolError
+from ._backends import Backend, Exchange, Response, choose_backend
 from ._losses import REJECTED, RETRIES_EXHAUSTED, SHUTDOWN
 from ._retry import Admission, RetryPolicy, SendGate, is_retryable, parse_retry_after
 
@@ -44,129 +39,6 @@ RetryCallback = Callable[[LayerSDKException, float, int], None]
 
 REQUEST_ID_HEADER = "X-Request-Id"
 """Same value on every attempt of one request, so that the server can de-duplicate."""
-
-
-class Response(NamedTuple):
-    """What the server answered."""
-
-    status: int
-    body: bytes
-    headers: Mapping[str, str]
-
-
-class Exchange(NamedTuple):
-    """What came back for requests sent in order: the answers to the first of them, and
-    why the others went unanswered (None: the server ended the exchange early, or all
-    were answered)."""
-
-    responses: list[Response]
-    error: LayerSDKException | None
-
-
-class _DirectBackend:
-    """The SDK's own keep-alive connections (see ``_http``)."""
-
-    def __init__(self, base_url: str, timeout: float, pool_size: int) -> None:
-        self._prefix = len(base_url) - len(urlsplit(base_url).path)
-        self._pool = ConnectionPool(base_url, timeout, pool_size)
-
-    def post(self, url: str, body: bytes, headers: dict[str, str]) -> Response:
-        """One request; raises ``LayerRequestError`` when no answer came."""
-        try:
-            answer = self._pool.post(url[self._prefix :], body, headers)
-        except (OSError, ValueError) as exc:
-            raise LayerRequestError(_failure(exc)) from None
-        return Response(answer.status, answer.body, answer.headers)
-
-    def post_all(self, url: str, requests: list[tuple[bytes, dict[str, str]]]) -> Exchange:
-        """The requests in order, pipelined on one connection."""
-        if len(requests) == 1:  # the common case, on the shortest path
-            try:
-                return Exchange([self.post(url, *requests[0])], None)
-            except LayerRequestError as exc:
-                return Exchange([], exc)
-        answers, error = self._pool.post_pipelined(url[self._prefix :], requests)
-        responses = [Response(answer.status, answer.body, answer.headers) for answer in answers]
-        if error is None or isinstance(error, PipelineClosed):
-            return Exchange(responses, None)
-        return Exchange(responses, LayerRequestError(_failure(error)))
-
-    def close(self) -> None:
-        self._pool.close()
-
-
-class _RequestsBackend:
-    """``requests``: a session of the SDK's own (for proxies) or the user's ``http_session``.
-
-    Redirects are never followed (a 3xx is an answer like any other non-2xx:
-    a failure, not retried), and answers are capped at ``MAX_ANSWER_BYTES``
-    as on the SDK's own client. ``verify`` is passed on each call only for a
-    session of the SDK's own: the user's keeps its settings.
-    """
-
-    def __init__(self, session: Any, timeout: float, verify: str | bool | None = None) -> None:
-        self._session = session
-        self._options: dict[str, Any] = {
-            "timeout": timeout,
-            "allow_redirects": False,
-            "stream": True,  # read below, up to the cap
-        }
-        if verify is not None:
-            self._options["verify"] = verify
-
-    @classmethod
-    def own(cls, base_url: str, timeout: float) -> _RequestsBackend:
-        """A backend with a session of the SDK's own, verifying TLS against the trust store."""
-        import requests
-
-        verify = requests_verify() if base_url.startswith("https:") else None
-        return cls(requests.Session(), timeout, verify=verify)
-
-    def post_all(self, url: str, requests: list[tuple[bytes, dict[str, str]]]) -> Exchange:
-        """One request at a time, each waiting for the answer before it (no pipelining)."""
-        responses: list[Response] = []
-        for body, headers in requests:
-            try:
-                response = self.post(url, body, headers)
-            except LayerRequestError as exc:
-                return Exchange(responses, exc)
-            responses.append(response)
-            if not 200 <= response.status < 300:
-                break  # what follows goes after this one is settled, in order
-        return Exchange(responses, None)
-
-    def post(self, url: str, body: bytes, headers: dict[str, str]) -> Response:
-        """One request; raises ``LayerRequestError`` when no answer came."""
-        import requests
-
-        try:
-            answer = self._session.post(url, data=body, headers=headers, **self._options)
-            try:
-                content = _read_capped(answer)
-            finally:
-                answer.close()
-        except requests.RequestException as exc:
-            raise LayerRequestError(_failure(exc)) from None
-        return Response(answer.status_code, content, answer.headers)
-
-    def close(self) -> None:
-        """The user's session is theirs to close."""
-
-
-def _read_capped(answer: Any) -> bytes:
-    """The body of a streamed requests answer, refused past ``MAX_ANSWER_BYTES``."""
-    length = answer.headers.get("Content-Length", "")
-    body = bytearray()
-    if not (length.isdigit() and int(length) > MAX_ANSWER_BYTES):
-        for chunk in answer.iter_content(64 * 1024):
-            body += chunk
-            if len(body) > MAX_ANSWER_BYTES:
-                break
-        else:
-            return bytes(body)
-    raise LayerRequestError(
-        f"the Layer API's answer is larger than {MAX_ANSWER_BYTES} bytes: refused"
-    )
 
 
 class Delivery(NamedTuple):
@@ -189,7 +61,7 @@ _UNSETTLED = Delivery(None, "unsettled")
 class Transport:
     """Sends requests to the Layer API with headers, authentication and retries."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, backend: Backend | None = None) -> None:
         self._base_url = config.base_url
         self._auth = config.auth_provider
         if self._auth is not None:
@@ -199,24 +71,13 @@ class Transport:
             "Accept": "application/json",
             "User-Agent": USER_AGENT,
         }
-        self._backend: _DirectBackend | _RequestsBackend
         self.retry = RetryPolicy(
             max_retries=config.max_retries, max_retry_time=config.max_retry_time
         )
         self.gate = SendGate(self.retry)
-        if config.http_session is not None:
-            self._backend = _RequestsBackend(config.http_session, config.http_timeout)
-            # The user's session brings its own retry policy: exactly one retry layer.
-            self._own_retries = False
-            return
-        self._own_retries = True
-        if _proxied(config.base_url):
-            # requests knows proxies (HTTPS_PROXY and friends); our own client does not.
-            self._backend = _RequestsBackend.own(config.base_url, config.http_timeout)
-        else:
-            self._backend = _DirectBackend(
-                config.base_url, config.http_timeout, config.max_concurrent_requests
-            )
+        self._backend = choose_backend(config) if backend is None else backend
+        # A user's session brings its own retry policy: exactly one retry layer.
+        self._own_retries = config.http_session is None
 
     def send(self, path: str, body: bytes) -> Response:
         """POST ``body`` to ``path`` now (the synchronous path); returns a 2xx response or raises.
@@ -413,29 +274,3 @@ def http_error(response: Response) -> LayerHTTPError:
     if message is None:
         message = text[:500] or f"HTTP {response.status}"
     return LayerHTTPError(response.status, message, data)
-
-
-def _failure(exc: BaseException) -> str:
-    """The message of the LayerRequestError for ``exc``: what failed, never our headers."""
-    if isinstance(exc, ProtocolError):
-        return f"the Layer API's answer was refused: {_describe(exc)}"
-    return f"could not reach the Layer API: {_describe(exc)}"
-
-
-def _describe(exc: BaseException) -> str:
-    # These messages name the host and the cause, never our headers.
-    tls = describe_tls_failure(exc)
-    if tls is not None:
-        return tls
-    reason = getattr(exc, "reason", None)
-    return f"{type(exc).__name__}: {reason or exc}"
-
-
-def _proxied(base_url: str) -> bool:
-    """Whether the environment routes ``base_url`` through a proxy."""
-    import urllib.request  # at init only: it costs a fifth of the package's import time
-
-    host = urlsplit(base_url).hostname or ""
-    proxies = urllib.request.getproxies()
-    scheme = urlsplit(base_url).scheme
-    return bool(proxies.get(scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(host)

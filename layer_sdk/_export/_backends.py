@@ -1,0 +1,197 @@
+"""How the bytes of a request travel: the backends behind the ``Transport``.
+
+A backend sends requests, in order, and says what came back; it never
+retries (that is the transport's one retry loop) and never raises for
+trouble on the network. Two are built in:
+
+- ``DirectBackend``, the SDK's own keep-alive connections (``_http``): a
+  fraction of a library's CPU per request, and pipelining of a session's
+  actions. The default.
+- ``RequestsBackend``: ``requests``, when the environment sets a proxy for
+  the API (a session of the SDK's own), or the user's own ``http_session``
+  (used as given, with its adapters and retry policy).
+
+``choose_backend`` picks one from the ``Config``. Anything with ``post_all``
+and ``close`` can stand in (the tests' in-memory backend does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple, Protocol
+from urllib.parse import urlsplit
+
+from .._config import Config
+from .._exceptions import LayerRequestError, LayerSDKException
+from .._tls import describe_tls_failure, requests_verify
+from ._http import MAX_ANSWER_BYTES, ConnectionPool, PipelineClosed, ProtocolError
+
+
+class Response(NamedTuple):
+    """What the server answered."""
+
+    status: int
+    body: bytes
+    headers: Mapping[str, str]
+
+
+class Exchange(NamedTuple):
+    """What came back for requests sent in order: the answers to the first of them, and
+    why the others went unanswered (None: the server ended the exchange early, or all
+    were answered)."""
+
+    responses: list[Response]
+    error: LayerSDKException | None
+
+
+class Backend(Protocol):
+    """What the transport sends through."""
+
+    def post_all(self, url: str, requests: list[tuple[bytes, dict[str, str]]]) -> Exchange:
+        """POST each (body, headers) to ``url``, in order; what came back."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+def choose_backend(config: Config) -> Backend:
+    """The backend for ``config``: the user's session, else requests behind a proxy,
+    else the SDK's own client."""
+    if config.http_session is not None:
+        return RequestsBackend(config.http_session, config.http_timeout)
+    if _proxied(config.base_url):
+        # requests knows proxies (HTTPS_PROXY and friends); our own client does not.
+        return RequestsBackend.own(config.base_url, config.http_timeout)
+    return DirectBackend(config.base_url, config.http_timeout, config.max_concurrent_requests)
+
+
+class DirectBackend:
+    """The SDK's own keep-alive connections (see ``_http``)."""
+
+    def __init__(self, base_url: str, timeout: float, pool_size: int) -> None:
+        self._prefix = len(base_url) - len(urlsplit(base_url).path)
+        self._pool = ConnectionPool(base_url, timeout, pool_size)
+
+    def post(self, url: str, body: bytes, headers: dict[str, str]) -> Response:
+        """One request; raises ``LayerRequestError`` when no answer came."""
+        try:
+            answer = self._pool.post(url[self._prefix :], body, headers)
+        except (OSError, ValueError) as exc:
+            raise LayerRequestError(_failure(exc)) from None
+        return Response(answer.status, answer.body, answer.headers)
+
+    def post_all(self, url: str, requests: list[tuple[bytes, dict[str, str]]]) -> Exchange:
+        """The requests in order, pipelined on one connection."""
+        if len(requests) == 1:  # the common case, on the shortest path
+            try:
+                return Exchange([self.post(url, *requests[0])], None)
+            except LayerRequestError as exc:
+                return Exchange([], exc)
+        answers, error = self._pool.post_pipelined(url[self._prefix :], requests)
+        responses = [Response(answer.status, answer.body, answer.headers) for answer in answers]
+        if error is None or isinstance(error, PipelineClosed):
+            return Exchange(responses, None)
+        return Exchange(responses, LayerRequestError(_failure(error)))
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+class RequestsBackend:
+    """``requests``: a session of the SDK's own (for proxies) or the user's ``http_session``.
+
+    Redirects are never followed (a 3xx is an answer like any other non-2xx:
+    a failure, not retried), and answers are capped at ``MAX_ANSWER_BYTES``
+    as on the SDK's own client. ``verify`` is passed on each call only for a
+    session of the SDK's own: the user's keeps its settings.
+    """
+
+    def __init__(self, session: Any, timeout: float, verify: str | bool | None = None) -> None:
+        self._session = session
+        self._options: dict[str, Any] = {
+            "timeout": timeout,
+            "allow_redirects": False,
+            "stream": True,  # read below, up to the cap
+        }
+        if verify is not None:
+            self._options["verify"] = verify
+
+    @classmethod
+    def own(cls, base_url: str, timeout: float) -> RequestsBackend:
+        """A backend with a session of the SDK's own, verifying TLS against the trust store."""
+        import requests
+
+        verify = requests_verify() if base_url.startswith("https:") else None
+        return cls(requests.Session(), timeout, verify=verify)
+
+    def post_all(self, url: str, requests: list[tuple[bytes, dict[str, str]]]) -> Exchange:
+        """One request at a time, each waiting for the answer before it (no pipelining)."""
+        responses: list[Response] = []
+        for body, headers in requests:
+            try:
+                response = self.post(url, body, headers)
+            except LayerRequestError as exc:
+                return Exchange(responses, exc)
+            responses.append(response)
+            if not 200 <= response.status < 300:
+                break  # what follows goes after this one is settled, in order
+        return Exchange(responses, None)
+
+    def post(self, url: str, body: bytes, headers: dict[str, str]) -> Response:
+        """One request; raises ``LayerRequestError`` when no answer came."""
+        import requests
+
+        try:
+            answer = self._session.post(url, data=body, headers=headers, **self._options)
+            try:
+                content = _read_capped(answer)
+            finally:
+                answer.close()
+        except requests.RequestException as exc:
+            raise LayerRequestError(_failure(exc)) from None
+        return Response(answer.status_code, content, answer.headers)
+
+    def close(self) -> None:
+        """The user's session is theirs to close."""
+
+
+def _read_capped(answer: Any) -> bytes:
+    """The body of a streamed requests answer, refused past ``MAX_ANSWER_BYTES``."""
+    length = answer.headers.get("Content-Length", "")
+    body = bytearray()
+    if not (length.isdigit() and int(length) > MAX_ANSWER_BYTES):
+        for chunk in answer.iter_content(64 * 1024):
+            body += chunk
+            if len(body) > MAX_ANSWER_BYTES:
+                break
+        else:
+            return bytes(body)
+    raise LayerRequestError(
+        f"the Layer API's answer is larger than {MAX_ANSWER_BYTES} bytes: refused"
+    )
+
+
+def _failure(exc: BaseException) -> str:
+    """The message of the LayerRequestError for ``exc``: what failed, never our headers."""
+    if isinstance(exc, ProtocolError):
+        return f"the Layer API's answer was refused: {_describe(exc)}"
+    return f"could not reach the Layer API: {_describe(exc)}"
+
+
+def _describe(exc: BaseException) -> str:
+    # These messages name the host and the cause, never our headers.
+    tls = describe_tls_failure(exc)
+    if tls is not None:
+        return tls
+    reason = getattr(exc, "reason", None)
+    return f"{type(exc).__name__}: {reason or exc}"
+
+
+def _proxied(base_url: str) -> bool:
+    """Whether the environment routes ``base_url`` through a proxy."""
+    import urllib.request  # at init only: it costs a fifth of the package's import time
+
+    host = urlsplit(base_url).hostname or ""
+    proxies = urllib.request.getproxies()
+    scheme = urlsplit(base_url).scheme
+    return bool(proxies.get(scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(host)
