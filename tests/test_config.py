@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import platform
 from collections.abc import Callable
 
@@ -190,3 +192,20 @@ def test_calls_before_init_say_init_is_missing() -> None:
         Client().create_session()
     assert Client().flush() is True
     assert Client().stats().enqueued == 0
+
+
+def test_init_takes_exactly_the_options_of_config_with_their_defaults() -> None:
+    """Issue 12, one option list: init()'s parameters are Config's fields (plus the alias
+    disabled_instrumentors), with the same defaults; an option that falls back to the
+    environment defaults to None in init(), meaning "the variable, else the default"."""
+    parameters = dict(inspect.signature(Client.init).parameters)
+    del parameters["self"]
+    assert parameters.pop("disabled_instrumentors").default is None  # the alias
+    fields = {field.name: field for field in dataclasses.fields(Config)}
+    assert list(parameters) == list(fields)
+    for name, field in fields.items():
+        expected = None if field.metadata["env"] else field.default
+        if name == "disable_instrumentations":
+            expected = None  # init takes any iterable; None is none
+        assert parameters[name].default == expected, name
+        assert parameters[name].kind is inspect.Parameter.KEYWORD_ONLY, name

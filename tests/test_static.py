@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 
@@ -22,3 +23,56 @@ def test_ruff_finds_nothing() -> None:
 def test_mypy_strict_passes_on_the_package() -> None:
     result = run(sys.executable, "-m", "mypy", "--strict", "layer_sdk")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def internal_imports() -> dict[str, set[str]]:
+    """Module -> the modules of layer_sdk it imports: every import statement, at the top,
+    inside a function or under TYPE_CHECKING (a cycle hidden there is a cycle all the same)."""
+    package = ROOT / "layer_sdk"
+    modules = {}
+    for path in package.rglob("*.py"):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        modules[".".join(parts)] = path
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        here = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = (
+                    here[: len(here) - node.level + 1] + ([node.module] if node.module else [])
+                    if node.level
+                    else (node.module or "").split(".")
+                )
+                targets = [".".join([*base, alias.name]) for alias in node.names]
+                targets = [t if t in modules else ".".join(base) for t in targets]
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                continue
+            graph[name].update(t for t in targets if t in modules and t != name)
+    return graph
+
+
+def test_imports_inside_the_package_point_one_way() -> None:
+    """docs/architecture.md, Package map: no import cycle inside layer_sdk."""
+    graph = internal_imports()
+    assert "layer_sdk._export._worker" in graph["layer_sdk._export._exporter"]  # it reads them
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in done:
+            return
+        if name in visiting:
+            cycle = [*visiting[visiting.index(name) :], name]
+            raise AssertionError("import cycle: " + " -> ".join(cycle))
+        visiting.append(name)
+        for target in sorted(graph[name]):
+            visit(target)
+        visiting.pop()
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name)
