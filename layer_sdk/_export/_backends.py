@@ -24,7 +24,8 @@ from urllib.parse import urlsplit
 from .._config import Config
 from .._exceptions import LayerRequestError, LayerSDKException
 from .._tls import describe_tls_failure, requests_verify
-from ._http import MAX_ANSWER_BYTES, ConnectionPool, PipelineClosed, ProtocolError
+from ._framing import PipelineClosed, ProtocolError
+from ._http import MAX_ANSWER_BYTES, ConnectionPool
 
 
 class Response(NamedTuple):

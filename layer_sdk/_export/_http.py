@@ -5,7 +5,8 @@ this does (``benchmarks/http_clients.py``), and the exporter's cost per event
 is dominated by its requests. What the SDK needs is narrow: one host, ``POST``
 with a ``Content-Length`` body, keep-alive, TLS and answers framed by
 ``Content-Length``, chunked encoding or connection close. Anything beyond that
-(proxies, a user's adapters) goes through ``requests``; see ``_transport``.
+(proxies, a user's adapters) goes through ``requests``; see ``_backends``.
+A known session's actions are pipelined (``post_pipelined``).
 
 Narrow, but held to a maintained library's standard:
 
@@ -21,16 +22,10 @@ Narrow, but held to a maintained library's standard:
 - A kept-alive connection is reused only when nothing unread is left on it:
   one holding bytes past its answer, or that the server wrote to or closed
   while it sat idle, is closed instead, so that answers never shift by one.
-- Framing follows RFC 9112 to the letter: ``HTTP/1.x SP 3DIGIT`` status lines
-  (100 to 599), field names that are tokens, field values without NUL, CR, LF;
-  ``Content-Length`` as digits, repeated only with one value; chunk sizes as
-  1 to 20 hex digits; chunk data followed by CRLF. Where RFC 9112 lets a
-  recipient choose, this client refuses: header lines continued on the next
-  line (obs-fold), lines ended by a bare LF, ``Transfer-Encoding`` other than
-  exactly ``chunked``, ``Transfer-Encoding`` together with ``Content-Length``
-  or in an HTTP/1.0 answer, and an unsolicited ``101``. Every refusal is a
-  ``ProtocolError``. ``tests/test_http_parser.py`` holds this parser against
-  h11's, answer by answer.
+- Framing follows RFC 9112 to the letter (heads are parsed by ``_framing``);
+  chunk sizes are 1 to 20 hex digits, chunk data is followed by CRLF, and an
+  unsolicited ``101`` is refused. Every refusal is a ``ProtocolError``.
+  ``tests/test_http_parser.py`` holds this parser against h11's, answer by answer.
 """
 
 from __future__ import annotations
@@ -46,6 +41,15 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from .._tls import tls_context
+from ._framing import (
+    AnswerTooLarge,
+    PipelineClosed,
+    ProtocolError,
+    RemoteDisconnected,
+    keeps_alive,
+    parse_fields,
+    parse_head,
+)
 
 #: The most an answer's body may take, bytes. The API's answers take a few hundred.
 MAX_ANSWER_BYTES = 1024 * 1024
@@ -57,35 +61,7 @@ MAX_HEAD_BYTES = 64 * 1024
 MAX_UNREAD_BYTES = 8 * 1024 * 1024
 _READ_SIZE = 64 * 1024
 
-_TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
-_STATUS_LINE = re.compile(
-    rb"HTTP/1\.([0-9]) ([1-5][0-9][0-9])(?: [^\x00\n\r\x0b\x0c]*)?(?=\r\n|\Z)"
-)
-_NAME = re.compile(_TOKEN.decode())
-# NUL, VT, FF, and CR or LF outside CRLF: in no line (h11 refuses them too).
-_NOT_IN_FIELDS = re.compile("[\x00\x0b\x0c\r\n]")
-# Parsing is a pure function of the bytes, and a server's answers repeat one
-# another: whole heads byte for byte (the local collector's), or line by line
-# but for a Date or a trace ID (an API's). What was parsed lately is kept.
-_HEADS_SEEN: dict[bytes, tuple[int, dict[str, str], int]] = {}
-_FIELDS_SEEN: dict[str, tuple[str, str]] = {}
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;[^\n]*)?[ \t]*")
-
-
-class RemoteDisconnected(ConnectionError):
-    """The server closed the connection without answering."""
-
-
-class ProtocolError(OSError):
-    """The server's answer was not valid HTTP/1.1, or broke off midway."""
-
-
-class PipelineClosed(ConnectionError):
-    """The server closed a connection before it answered every pipelined request."""
-
-
-class AnswerTooLarge(ProtocolError):
-    """The answer was larger than ``MAX_ANSWER_BYTES`` or ``MAX_HEAD_BYTES`` allow."""
 
 
 class Answer:
@@ -411,7 +387,7 @@ class _Connection:
         self._budget = MAX_HEAD_BYTES
         try:
             while True:
-                status, headers, minor = _parse_head(bytes(self._read_until(b"\r\n\r\n")))
+                status, headers, minor = parse_head(bytes(self._read_until(b"\r\n\r\n")))
                 if status >= 200:
                     break
                 if status == 101:
@@ -428,7 +404,7 @@ class _Connection:
         connection = headers.get("connection")
         if connection is None:
             return Answer(status, headers, body), minor >= 1
-        return Answer(status, headers, body), _keep_alive(connection, minor)
+        return Answer(status, headers, body), keeps_alive(connection, minor)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -572,106 +548,4 @@ class _Connection:
             del buffer[:2]
             self._budget -= 2
             return
-        _parse_fields(b"\r\n" + self._read_until(b"\r\n\r\n"))
-
-
-# -- parsing ---------------------------------------------------------------------
-
-
-def _parse_head(head: bytes) -> tuple[int, dict[str, str], int]:
-    """Status, headers and HTTP minor version of a head (without its final CRLFs)."""
-    parsed = _HEADS_SEEN.get(head)
-    if parsed is None:
-        parsed = _parse_new_head(head)
-        if len(_HEADS_SEEN) >= 64:
-            _HEADS_SEEN.clear()
-        _HEADS_SEEN[head] = parsed
-    status, headers, minor = parsed
-    return status, dict(headers), minor
-
-
-def _parse_new_head(head: bytes) -> tuple[int, dict[str, str], int]:
-    match = _STATUS_LINE.match(head)
-    if match is None:
-        raise ProtocolError(_what_is_wrong(bytes(head)))
-    headers = _parse_fields(head)
-    minor = int(match[1])
-    if "transfer-encoding" in headers:
-        if "content-length" in headers:
-            # RFC 9112 §6.3: "ought to be handled as an error" (a smuggling attempt)
-            raise ProtocolError("the answer has both Transfer-Encoding and Content-Length")
-        if minor == 0:
-            # RFC 9112 §6.1: the framing of such a message is faulty
-            raise ProtocolError("an HTTP/1.0 answer has a Transfer-Encoding")
-    return int(match[2]), headers, minor
-
-
-def _parse_fields(head: bytes | bytearray) -> dict[str, str]:
-    """The header fields of ``head``, whose first line is skipped; checks them all.
-
-    Framing fields are checked and normalized as h11 does: ``Content-Length``
-    to its one value, ``Transfer-Encoding`` to ``chunked``.
-    """
-    lines = head.decode("latin-1").split("\r\n")
-    del lines[0]
-    headers: dict[str, str] = {}
-    fields = []
-    for line in lines:
-        field = _FIELDS_SEEN.get(line) or _parse_field(line)
-        fields.append(field)
-        headers[field[0]] = field[1]
-    if len(headers) < len(lines):  # a field repeated: its values join, in order
-        headers = {}
-        for name, value in fields:
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    length = headers.get("content-length")
-    if length is not None and not (length.isdigit() and length.isascii() and len(length) <= 20):
-        values = {part.strip(" \t") for part in length.split(",")}
-        length = values.pop()
-        if values or not (0 < len(length) <= 20 and length.isascii() and length.isdigit()):
-            raise ProtocolError(f"invalid Content-Length: {headers['content-length'][:60]!r}")
-        headers["content-length"] = length
-    coding = headers.get("transfer-encoding")
-    if coding is not None:
-        if coding.lower() != "chunked":
-            raise ProtocolError(f"unsupported Transfer-Encoding: {coding[:60]!r}")
-        headers["transfer-encoding"] = "chunked"
-    return headers
-
-
-def _parse_field(line: str) -> tuple[str, str]:
-    """One field line as (lower-case name, value), once checked; remembered for next time."""
-    name, colon, value = line.partition(":")
-    if not colon or _NAME.fullmatch(name) is None or _NOT_IN_FIELDS.search(line):
-        raise ProtocolError(_what_is_wrong(b"HTTP/1.1 200 OK\r\n" + line.encode("latin-1")))
-    field = (name.lower(), value.strip(" \t"))
-    if len(_FIELDS_SEEN) >= 256:
-        _FIELDS_SEEN.clear()
-    _FIELDS_SEEN[line] = field
-    return field
-
-
-def _what_is_wrong(head: bytes) -> str:
-    """Why a head was refused, in words (only called once it was)."""
-    status_line, _, rest = head.partition(b"\r\n")
-    if not re.fullmatch(rb"HTTP/1\.[0-9] [0-9]{3}( .*)?", status_line, re.S):
-        return f"not an HTTP/1.x status line: {status_line[:100]!r}"
-    if not re.fullmatch(rb"HTTP/1\.[0-9] [1-5][0-9]{2}( .*)?", status_line, re.S):
-        return f"status code out of range: {status_line[:100]!r}"
-    for line in head.split(b"\r\n"):
-        if line[:1] in (b" ", b"\t"):
-            return f"a header line continued on the next line (obs-fold): {line[:60]!r}"
-        if b"\n" in line or b"\r" in line:
-            return f"a line ends with a bare LF or CR, not CRLF: {line[:60]!r}"
-        if re.search(rb"[\x00\x0b\x0c]", line):
-            return f"a control character in a header: {line[:60]!r}"
-    for line in rest.split(b"\r\n"):
-        if not re.match(_TOKEN + rb":", line):
-            return f"invalid header line: {line[:60]!r}"
-    return f"invalid answer head: {head[:100]!r}"
-
-
-def _keep_alive(connection: str, minor: int) -> bool:
-    """Whether the ``Connection`` field of an answer lets the connection be reused."""
-    options = {option.strip(" \t").lower() for option in connection.split(",")}
-    return "close" not in options and (minor >= 1 or "keep-alive" in options)
+        parse_fields(b"\r\n" + self._read_until(b"\r\n\r\n"))
