@@ -452,7 +452,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(report)
     if options.write:
-        (HERE / "RESULTS.md").write_text(f"{RESULTS_PREAMBLE}\n{report}\n")
+        results = HERE / "RESULTS.md"
+        # Sections other benchmarks write between their markers stay (http_clients.py's).
+        kept = ""
+        if results.exists():
+            old = results.read_text()
+            start = old.find("<!-- ")
+            kept = f"\n{old[start:].rstrip()}\n" if start >= 0 else ""
+        results.write_text(f"{RESULTS_PREAMBLE}\n{report}\n{kept}")
         print(f"\nsaved to {HERE / 'RESULTS.md'}", file=sys.stderr)
     if options.json:
         options.json.write_text(json.dumps(raw, indent=1))
