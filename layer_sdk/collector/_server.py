@@ -142,16 +142,36 @@ class HttpServer:
             self.loop.close()
 
     async def _accept(self) -> None:
+        # Not loop.sock_accept(): cancelled by stop() after it accepted a socket but
+        # before this task resumed, it loses that socket, open until the garbage
+        # collector finds it (on 3.10, seconds after stop() returned). Here the
+        # task is cancelled only while it waits, holding no socket.
+        listener = self._socket
         while True:
             try:
-                client, _ = await self.loop.sock_accept(self._socket)
+                client, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                await self._acceptable()
+                continue
             except OSError:  # out of file descriptors, say: try again shortly
                 await asyncio.sleep(0.1)
                 continue
+            client.setblocking(False)
             try:
+                # Cancelled while it runs, it closes the transport it made.
                 await self.loop.connect_accepted_socket(lambda: _Connection(self), client)
             except OSError:  # the client is already gone
                 client.close()
+
+    async def _acceptable(self) -> None:
+        """Return once the listener has a connection to accept."""
+        ready: asyncio.Future[None] = self.loop.create_future()
+        fd = self._socket.fileno()
+        self.loop.add_reader(fd, _resolve, ready)
+        try:
+            await ready
+        finally:
+            self.loop.remove_reader(fd)
 
     def _recheck(self) -> None:
         for connection in list(self.waiting):
@@ -171,6 +191,11 @@ class HttpServer:
         deadline = self.loop.time() + timeout
         while self.connections and self.loop.time() < deadline:
             await asyncio.sleep(0.001)  # an aborted transport closes on a later iteration
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class _BadHead(Exception):
