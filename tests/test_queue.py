@@ -6,7 +6,8 @@ fail, split, give back, flush, close, abandon, fork) and checks after every
 step that the queue agrees with a small model of what it should hold.
 
 ``flush_interval=0`` throughout: the inbox is always due, so ``take(0)``
-never waits.
+never waits. The only threads are the ones that check, within a bound, that a
+forked child does not wait for a lock its parent held.
 """
 
 from __future__ import annotations
@@ -387,10 +388,11 @@ class QueueModel(RuleBasedStateMachine):
     a model: exact counts per reason, the bounds, per-session order, no action before its
     create succeeded, no event handed out twice, flush's epochs.
 
-    The model keeps what the queue's docstrings promise: accepted events wait in an
-    inbox, sorted into one line per session when a sender finds no session ready; a
-    line hands out its oldest events first (what was given back or split comes back to
-    the front); a session has one request in flight at most.
+    The model: accepted events wait in an inbox; a line per session hands out its
+    oldest events first (what was given back or split comes back to the front), one
+    request per session in flight at most. It also mirrors when the queue sorts its
+    inbox into the lines (when a sender finds no session ready), because that decides
+    when the actions of a session whose create was refused or failed are counted.
     """
 
     def __init__(self) -> None:
@@ -499,8 +501,9 @@ class QueueModel(RuleBasedStateMachine):
             self.dropped[reason] += 1
             self.lossy.add(self.epoch)
             if creates:
-                # Known limitation (see the report of issue 12): the session is dead at
-                # once, so its actions still in the inbox fail too, even those put before.
+                # The session is dead from now on, so that its actions fail. As the queue
+                # does it, actions of it still in the inbox fail too, even those put
+                # before this create (telling them apart would mean scanning the inbox).
                 self.dead.add(session)
             return
         assert outcome in ACCEPTED, outcome

@@ -229,6 +229,20 @@ def test_an_outage_lets_one_probe_through_at_a_time() -> None:
     assert senders.join() == [Admission.EXPIRED] * 2 + [Admission.PROBE]
 
 
+def test_probes_are_spaced_by_the_backoff() -> None:
+    """Issue 12 §3: an unreachable API sees a trickle: the first probe waits the first
+    backoff, the next one the backoff after the probes that failed so far."""
+    gate = SendGate(RetryPolicy(backoff_factor=0.2, backoff_max=10.0))
+    began = time.monotonic()
+    outage(gate)
+    assert gate.admit(began, began + 5) is Admission.PROBE
+    assert time.monotonic() - began >= 0.1  # backoff(0): 0.1 to 0.2 s
+    failed_at = time.monotonic()
+    gate.failed(probe=True, retry_after=None)
+    assert gate.admit(failed_at, failed_at + 5) is Admission.PROBE
+    assert time.monotonic() - failed_at >= 0.2  # backoff(1): 0.2 to 0.4 s
+
+
 def test_the_others_wait_for_the_probe_and_its_success_releases_them_all() -> None:
     """Issue 12 §3: while a probe is out the others wait; a failed probe lets one more
     probe through; a success (passed) releases every waiter at once as SEND."""
