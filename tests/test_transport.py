@@ -169,7 +169,7 @@ def test_the_buffered_path_gives_up_when_max_retry_time_has_passed(failure: Answ
     elapsed = time.monotonic() - started
     assert delivery.loss == RETRIES_EXHAUSTED
     assert len(backend.requests) > 2  # not capped by max_retries
-    assert elapsed < 0.3 + 1.0
+    assert elapsed < 2.0  # not much past 0.3 s (a deadline ten times too long would be 3 s)
     if failure is AGAIN:
         assert delivery.status == 503 and isinstance(delivery.error, LayerHTTPError)
     else:
