@@ -130,6 +130,13 @@ class _Session(msgspec.Struct, gc=False):
             if self.last is None:
                 self.last = event
 
+    def pop_actions(self) -> list[Event]:
+        """The waiting actions up to the next create of the session, if any."""
+        events = []
+        while self.first is not None and not self.first.creates_session:
+            events.append(self.pop())
+        return events
+
     def pop_all(self) -> list[Event]:
         events = []
         while self.first is not None:
@@ -305,9 +312,11 @@ class ExportQueue:
             else:
                 self._fail(request.events, failure)
                 if request.events[0].creates_session:
-                    # The server does not know this session: its actions cannot follow.
-                    self._bury(request.session_id)
-                    self._fail(session.pop_all(), SESSION_FAILED)
+                    # The server does not know this session: its actions cannot follow,
+                    # up to a create of it queued again (which makes it anew).
+                    self._fail(session.pop_actions(), SESSION_FAILED)
+                    if session.first is None:
+                        self._bury(request.session_id)
             self._next_of(request.session_id, session)
         self.report()
 

@@ -15,6 +15,7 @@ import enum
 import random
 import threading
 import time
+from datetime import timezone
 from email.utils import parsedate_to_datetime
 
 #: Statuses that say "try again later". Connection errors are retried as well:
@@ -75,9 +76,13 @@ def parse_retry_after(value: str | None) -> float | None:
         seconds = float(value)
     except ValueError:
         try:
-            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+            when = parsedate_to_datetime(value)
         except (TypeError, ValueError, IndexError, OverflowError):
             return None
+        if when.tzinfo is None:
+            # asctime dates (and "-0000") name no zone: HTTP dates are UTC, never local.
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = when.timestamp() - time.time()
     if seconds != seconds:  # NaN
         return None
     return max(0.0, seconds)

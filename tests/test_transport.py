@@ -1,0 +1,346 @@
+"""The one retry loop (``Transport._exchange``) and the worker, through the in-memory backend.
+
+Issue 12: a backend seam with an in-memory backend. Every test here runs
+without sockets: ``MemoryBackend`` (``tests/memory_backend.py``) answers from a
+script and records each request with its headers, so the tests can say
+exactly which bodies were sent, how often, and with which request ID.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from layer_sdk import AuthProvider
+from layer_sdk._config import Config
+from layer_sdk._exceptions import LayerHTTPError, LayerRequestError, LayerSDKException
+from layer_sdk._export import Event, Exporter
+from layer_sdk._export._losses import REJECTED, RETRIES_EXHAUSTED
+from layer_sdk._export._retry import SendGate
+from layer_sdk._export._transport import Transport
+
+from .conftest import APP_ID
+from .memory_backend import CUT, OK, Answer, MemoryBackend, Sent, answer
+
+BASE_URL = "https://api.layer.test"
+ACTIONS = "/v1/sessions/s/actions"
+#: Retried at once: Retry-After 0 makes the backoff 0 and pauses no one.
+AGAIN = answer(503, retry_after="0")
+REFUSED = LayerRequestError("could not reach the Layer API: ConnectionRefusedError")
+
+
+def make_transport(backend: MemoryBackend, **options: object) -> Transport:
+    config = Config.resolve(base_url=BASE_URL, application_id=APP_ID, **options)
+    return fast(Transport(config, backend))
+
+
+def fast(transport: Transport) -> Transport:
+    """Backoffs of milliseconds: these tests count attempts, they do not time them."""
+    transport.retry = dataclasses.replace(transport.retry, backoff_factor=0.002, backoff_max=0.01)
+    transport.gate = SendGate(transport.retry)
+    return transport
+
+
+class Retries:
+    """An ``on_retry`` that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[LayerSDKException, float, int]] = []
+
+    def __call__(self, error: LayerSDKException, delay: float, count: int) -> None:
+        self.calls.append((error, delay, count))
+
+
+def ids(requests: list[Sent]) -> list[str]:
+    return [request.request_id for request in requests]
+
+
+# -- request IDs ---------------------------------------------------------------------
+
+
+def test_a_retried_body_keeps_its_request_id_and_each_body_has_its_own() -> None:
+    """Issue 12 §4: the one retry loop sends a body again with the same X-Request-Id."""
+    backend = MemoryBackend(AGAIN, OK, CUT, OK)
+    transport = make_transport(backend)
+    deliveries = transport.deliver(ACTIONS, [b"a", b"b"], on_retry=Retries())
+    assert [delivery.loss for delivery in deliveries] == [None, None]
+    # "a" got a 503, "b" a 200; then "a" again (cut: a connection error), then "a" once more.
+    assert [request.body for request in backend.requests] == [b"a", b"b", b"a", b"a"]
+    a_first, b, a_second, a_third = backend.requests
+    assert a_first.request_id == a_second.request_id == a_third.request_id
+    assert a_first.request_id != b.request_id
+    assert len(a_first.request_id) == 32 and int(a_first.request_id, 16) >= 0
+
+    # The synchronous path too, through the same loop.
+    backend = MemoryBackend(AGAIN, REFUSED, OK)
+    assert make_transport(backend).send("/v1/sessions", b"{}").status == 200
+    assert len(backend.requests) == 3 and len(set(ids(backend.requests))) == 1
+
+
+# -- pipelines -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("end", [CUT, REFUSED], ids=["closed", "connection-error"])
+def test_a_pipeline_cut_short_resends_the_rest_in_order_with_the_same_ids(end: Answer) -> None:
+    """Issue 12 §4: two of five answered, then the connection ended: the other three are
+    sent again, in order, with their IDs; the two answered ones are not sent again."""
+    backend = MemoryBackend(OK, OK, end)
+    transport = make_transport(backend)
+    retries = Retries()
+    bodies = [b"0", b"1", b"2", b"3", b"4"]
+    deliveries = transport.deliver(ACTIONS, bodies, on_retry=retries)
+    assert [delivery.loss for delivery in deliveries] == [None] * 5
+    first, second = backend.exchanges
+    assert [request.body for request in first] == bodies
+    assert [request.body for request in second] == bodies[2:]
+    assert ids(second) == ids(first)[2:]
+    assert [request.body for request in backend.delivered] == bodies
+    if end is REFUSED:
+        # A connection error is a failure: counted as a retry of the three.
+        assert [(error, count) for error, _, count in retries.calls] == [(REFUSED, 3)]
+    else:
+        # A server that closes after some answers is not failing: the rest go at once.
+        assert retries.calls == []
+
+
+def test_a_4xx_in_a_pipeline_fails_only_its_body() -> None:
+    """Issue 12 §4: the refused body is given up on; the bodies around it are delivered
+    and not sent again."""
+    backend = MemoryBackend(OK, answer(422, b'{"error": "data: bad"}'), OK, OK)
+    deliveries = make_transport(backend).deliver(
+        ACTIONS, [b"0", b"1", b"2", b"3"], on_retry=Retries()
+    )
+    assert [delivery.loss for delivery in deliveries] == [None, REJECTED, None, None]
+    assert deliveries[1].status == 422
+    assert isinstance(deliveries[1].error, LayerHTTPError)
+    assert deliveries[1].error.message == "data: bad"
+    assert len(backend.exchanges) == 1
+
+
+def test_a_5xx_in_a_pipeline_resends_only_its_body() -> None:
+    """Issue 12 §4: a transient answer in the middle: that body alone goes again."""
+    backend = MemoryBackend(OK, AGAIN, OK, OK)
+    retries = Retries()
+    deliveries = make_transport(backend).deliver(
+        ACTIONS, [b"0", b"1", b"2", b"3"], on_retry=retries
+    )
+    assert [delivery.loss for delivery in deliveries] == [None] * 4
+    first, second = backend.exchanges
+    assert [request.body for request in second] == [b"1"]
+    assert ids(second) == [first[1].request_id]
+    assert [count for _, _, count in retries.calls] == [1]
+
+
+# -- the two budgets ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("failure", [AGAIN, REFUSED], ids=["503", "connection-error"])
+def test_the_sync_path_raises_after_max_retries(failure: Answer) -> None:
+    """Issue 12 §4: max_retries attempts after the first, then the documented exception."""
+    backend = MemoryBackend(*[failure] * 10)  # then OK: a loop that went on would succeed
+    transport = make_transport(backend, max_retries=2)
+    expected = LayerHTTPError if failure is AGAIN else LayerRequestError
+    with pytest.raises(expected) as raised:
+        transport.send("/v1/sessions", b"{}")
+    assert len(backend.requests) == 3
+    if failure is AGAIN:
+        assert isinstance(raised.value, LayerHTTPError) and raised.value.status_code == 503
+
+    backend = MemoryBackend(*[failure] * 10)
+    with pytest.raises(expected):
+        make_transport(backend, max_retries=0).send("/v1/sessions", b"{}")
+    assert len(backend.requests) == 1
+
+
+@pytest.mark.parametrize("failure", [AGAIN, REFUSED], ids=["503", "connection-error"])
+def test_the_buffered_path_gives_up_when_max_retry_time_has_passed(failure: Answer) -> None:
+    """Issue 12 §4: retried (more than max_retries times) until the time budget is spent,
+    then given up on as retries_exhausted, with the last answer; never raises."""
+    backend = MemoryBackend(then=failure)
+    transport = make_transport(backend, max_retries=1, max_retry_time=0.3)
+    started = time.monotonic()
+    (delivery,) = transport.deliver(ACTIONS, [b"0"], on_retry=Retries())
+    elapsed = time.monotonic() - started
+    assert delivery.loss == RETRIES_EXHAUSTED
+    assert len(backend.requests) > 2  # not capped by max_retries
+    assert elapsed < 2.0  # not much past 0.3 s (a deadline ten times too long would be 3 s)
+    if failure is AGAIN:
+        assert delivery.status == 503 and isinstance(delivery.error, LayerHTTPError)
+    else:
+        assert delivery.response is None and delivery.error is REFUSED
+
+
+# -- 401 ------------------------------------------------------------------------------
+
+
+class Tokens(AuthProvider):
+    """Token N until the API refuses it; ``invalidate`` then makes token N+1."""
+
+    def __init__(self, *, renewable: bool = True) -> None:
+        self.issued = 1
+        self.renewable = renewable
+        self.invalidated = 0
+
+    def get_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer token-{self.issued}"}
+
+    def invalidate(self) -> bool:
+        self.invalidated += 1
+        self.issued += 1
+        return self.renewable
+
+
+def bearers(backend: MemoryBackend) -> list[str]:
+    return [request.headers["Authorization"] for request in backend.requests]
+
+
+def test_a_401_renews_the_token_and_retries_once_with_the_same_request_id() -> None:
+    """Issue 12 §4: 401 → invalidate → one more try with the new token."""
+    tokens = Tokens()
+    backend = MemoryBackend(answer(401))
+    (delivery,) = make_transport(backend, auth_provider=tokens).deliver(
+        ACTIONS, [b"0"], on_retry=Retries()
+    )
+    assert delivery.loss is None
+    assert bearers(backend) == ["Bearer token-1", "Bearer token-2"]
+    assert len(set(ids(backend.requests))) == 1
+    assert tokens.invalidated == 1
+
+
+def test_a_second_401_is_final_on_both_paths() -> None:
+    """Issue 12 §4: a token refused twice is not renewed again (no loop on 401)."""
+    backend = MemoryBackend(*[answer(401)] * 5)  # then OK: a loop that went on would succeed
+    (delivery,) = make_transport(backend, auth_provider=Tokens()).deliver(
+        ACTIONS, [b"0"], on_retry=Retries()
+    )
+    assert delivery.loss == REJECTED and delivery.status == 401
+    assert len(backend.requests) == 2
+
+    backend = MemoryBackend(*[answer(401)] * 5)
+    with pytest.raises(LayerHTTPError) as raised:
+        make_transport(backend, auth_provider=Tokens()).send("/v1/sessions", b"{}")
+    assert raised.value.status_code == 401
+    assert len(backend.requests) == 2
+
+
+def test_a_401_is_final_when_no_new_credentials_can_be_had() -> None:
+    """Issue 12 §4: invalidate() says a retry cannot help (or there is no provider)."""
+    backend = MemoryBackend(answer(401))
+    tokens = Tokens(renewable=False)
+    (delivery,) = make_transport(backend, auth_provider=tokens).deliver(
+        ACTIONS, [b"0"], on_retry=Retries()
+    )
+    assert delivery.loss == REJECTED
+    assert (len(backend.requests), tokens.invalidated) == (1, 1)
+
+    backend = MemoryBackend(answer(401))
+    (delivery,) = make_transport(backend).deliver(ACTIONS, [b"0"], on_retry=Retries())
+    assert delivery.loss == REJECTED
+    assert len(backend.requests) == 1
+
+
+# -- the exporter, end to end ----------------------------------------------------------
+
+
+@pytest.fixture
+def exporters() -> Iterator[list[Exporter]]:
+    made: list[Exporter] = []
+    yield made
+    for exporter in made:
+        exporter.close()
+        exporter.finish(time.monotonic() + 2)
+
+
+def make_exporter(made: list[Exporter], backend: MemoryBackend, **options: object) -> Exporter:
+    settings: dict[str, object] = {"flush_interval": 0.01, **options}
+    exporter = Exporter(
+        Config.resolve(base_url=BASE_URL, application_id=APP_ID, **settings), backend
+    )
+    fast(exporter.transport)  # before any event: the senders read both at each request
+    made.append(exporter)
+    return exporter
+
+
+def create(session_id: str) -> Event:
+    return Event(session_id, json.dumps({"session_id": session_id}).encode(), True)
+
+
+def action(session_id: str, n: int, **fields: object) -> Event:
+    return Event(session_id, json.dumps({"n": n, **fields}).encode(), False)
+
+
+def stored(backend: MemoryBackend, session_id: str) -> list[int]:
+    """The action numbers of a session as a server would have kept them, merged ones too."""
+    numbers = []
+    for request in backend.delivered:
+        body = json.loads(request.body)
+        if request.path.endswith(f"/{session_id}/actions"):
+            numbers.append(body["n"])
+        elif body.get("session_id") == session_id:
+            numbers.extend(merged["n"] for merged in body.get("actions", []))
+    return numbers
+
+
+def test_the_exporter_keeps_each_session_s_order_through_cut_pipelines(
+    exporters: list[Exporter],
+) -> None:
+    """Issue 12 §4: the server hangs up after every second answer, on every connection,
+    and still each session's actions are kept once each, in the order they were put."""
+    answers = itertools.cycle([OK, OK, CUT])
+    lock = threading.Lock()
+
+    def server(sent: Sent) -> Answer:
+        with lock:
+            return next(answers)
+
+    backend = MemoryBackend(then=server)
+    exporter = make_exporter(exporters, backend, max_batch_size=20)
+    sessions = ["s1", "s2", "s3"]
+    for session_id in sessions:
+        exporter.put(create(session_id))
+    assert exporter.flush(10) is True
+    for n in range(60):
+        for session_id in sessions:
+            exporter.put(action(session_id, n))
+    assert exporter.flush(10) is True
+    for session_id in sessions:
+        assert stored(backend, session_id) == list(range(60))
+    stats = exporter.stats()
+    assert (stats.sent, stats.failed, stats.queued) == (183, 0, 0)
+    # It was really cut short: some requests were sent twice, under the same ID.
+    assert len(backend.requests) > len({request.request_id for request in backend.requests})
+
+
+def test_the_exporter_splits_a_refused_merged_create_so_only_the_bad_action_fails(
+    exporters: list[Exporter],
+) -> None:
+    """Issue 12 §4: a 422 for the merged create; the create goes alone, then each action:
+    the one the server refuses fails, the others arrive in order."""
+
+    def server(sent: Sent) -> Answer:
+        body = json.loads(sent.body)
+        if "actions" in body or body.get("bad"):
+            return answer(422, b'{"error": "data: bad"}')
+        return OK
+
+    backend = MemoryBackend(then=server)
+    exporter = make_exporter(exporters, backend, flush_interval=30)
+    exporter.put(create("s1"))
+    for n in range(4):
+        exporter.put(action("s1", n, bad=n == 2))
+    assert exporter.flush(10) is False  # one event failed
+    assert stored(backend, "s1") == [0, 1, 3]
+    merged, alone = backend.requests[:2]
+    assert [action["n"] for action in json.loads(merged.body)["actions"]] == [0, 1, 2, 3]
+    assert "actions" not in json.loads(alone.body)
+    paths = [request.path for request in backend.delivered]
+    assert paths == ["/v1/sessions"] + ["/v1/sessions/s1/actions"] * 3
+    stats = exporter.stats()
+    assert (stats.sent, stats.failed, stats.retried) == (4, 1, 5)
+    assert stats.failed_by_reason == {REJECTED: 1}
