@@ -20,7 +20,7 @@ import pytest
 from layer_sdk import AuthProvider
 from layer_sdk._config import Config
 from layer_sdk._exceptions import LayerHTTPError, LayerRequestError, LayerSDKException
-from layer_sdk._export import Event, Exporter
+from layer_sdk._export import Event, Exchange, Exporter
 from layer_sdk._export._losses import REJECTED, RETRIES_EXHAUSTED
 from layer_sdk._export._retry import SendGate
 from layer_sdk._export._transport import Transport
@@ -105,8 +105,9 @@ def test_a_pipeline_cut_short_resends_the_rest_in_order_with_the_same_ids(end: A
         # A connection error is a failure: counted as a retry of the three.
         assert [(error, count) for error, _, count in retries.calls] == [(REFUSED, 3)]
     else:
-        # A server that closes after some answers is not failing: the rest go at once.
-        assert retries.calls == []
+        # A server that closes after some answers is not failing: the rest go at once,
+        # with no wait, and count as sent again.
+        assert retries.calls == [(None, 0.0, 3)]
 
 
 def test_a_4xx_in_a_pipeline_fails_only_its_body() -> None:
@@ -344,3 +345,28 @@ def test_the_exporter_splits_a_refused_merged_create_so_only_the_bad_action_fail
     stats = exporter.stats()
     assert (stats.sent, stats.failed, stats.retried) == (4, 1, 5)
     assert stats.failed_by_reason == {REJECTED: 1}
+
+
+class SilentBackend:
+    """A backend that answers nothing and reports no error: a broken one."""
+
+    def __init__(self) -> None:
+        self.exchanges = 0
+
+    def post_all(self, url: str, requests: list[tuple[bytes, dict[str, str]]]) -> Exchange:
+        self.exchanges += 1
+        return Exchange([], None)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def test_a_backend_that_answers_nothing_is_a_failure_not_a_busy_loop() -> None:
+    """Issue 12 backend seam: no answer and no error is taken as a connection failure,
+    so the retry budget and the backoff apply (a broken backend cannot spin forever)."""
+    backend = SilentBackend()
+    config = Config.resolve(base_url=BASE_URL, application_id=APP_ID, max_retry_time=0.2)
+    transport = fast(Transport(config, backend))
+    (delivery,) = transport.deliver(ACTIONS, [b"0"], on_retry=Retries())
+    assert delivery.loss == RETRIES_EXHAUSTED
+    assert 2 <= backend.exchanges < 200

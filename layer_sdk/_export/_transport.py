@@ -34,8 +34,9 @@ from ._retry import Admission, RetryPolicy, SendGate, is_retryable, parse_retry_
 
 logger = logging.getLogger("layer_sdk")
 
-RetryCallback = Callable[[LayerSDKException, float, int], None]
-"""``on_retry(error, delay, count)``: told before ``count`` bodies are sent again."""
+RetryCallback = Callable[[LayerSDKException | None, float, int], None]
+"""``on_retry(error, delay, count)``: told before ``count`` bodies are sent again (the
+error that made them fail, or None when the server only ended the exchange early)."""
 
 REQUEST_ID_HEADER = "X-Request-Id"
 """Same value on every attempt of one request, so that the server can de-duplicate."""
@@ -186,8 +187,10 @@ class Transport:
                         retry_after = max(retry_after or 0.0, wish)
                     again.append(i)
             unanswered = pending[len(responses) :]
-            if unanswered and exchange.error is not None:
-                transient, error = True, exchange.error
+            if unanswered and (exchange.error is not None or not responses):
+                # No answer at all is a failure to reach the API, whatever the backend said.
+                transient = True
+                error = exchange.error or LayerRequestError("the Layer API answered nothing")
             pending = again + unanswered
             if not pending:
                 if gate is not None:
@@ -211,6 +214,8 @@ class Transport:
                 # The server answered, then ended the exchange early: the rest at once.
                 if gate is not None:
                     gate.passed()
+                if on_retry is not None:
+                    on_retry(None, 0.0, len(pending))
                 continue
             if not self._own_retries and not isinstance(error, LayerAuthError):
                 if gate is not None:
@@ -227,7 +232,7 @@ class Transport:
                 break
             logger.debug("retrying %s in %.2f s after: %s", path, delay, error)
             retries += 1
-            if on_retry is not None and error is not None:
+            if on_retry is not None:
                 on_retry(error, delay, len(pending))
             if sync:
                 time.sleep(delay)

@@ -164,7 +164,7 @@ class ExportWorker:
                     self._queue.give_back(request)
 
     def _retrying(
-        self, request: Request, error: LayerSDKException, delay: float, bodies: int
+        self, request: Request, error: LayerSDKException | None, delay: float, bodies: int
     ) -> None:
         self._queue.count_retry(request, bodies)
         if isinstance(error, LayerAuthError):
