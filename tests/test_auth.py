@@ -19,14 +19,11 @@ import ipaddress
 import itertools
 import json
 import logging
-import multiprocessing
 import socket
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from multiprocessing.connection import Connection
 from typing import Any
 
 import pytest
@@ -37,19 +34,26 @@ from layer_sdk import (
     LayerAuthError,
     LayerMissingRequiredConfigurationError,
     OIDCClientCredentials,
-    SessionActionKind,
     _auth,
 )
 from layer_sdk.collector import LocalCollector, ReceivedRequest
 
-from .conftest import APP_ID, FAST, wait_until
+from .helpers import (
+    APP_ID,
+    FAST,
+    PROMPT,
+    JSONHandler,
+    MakeClient,
+    held_by_another_thread,
+    http_server,
+    in_multiprocessing_child,
+    wait_until,
+)
 from .oidc_provider import BearerCheck, OIDCProvider, oidc
 
 __all__ = ["oidc"]  # the fixture, imported so that pytest finds it
 
-MakeClient = Callable[..., Client]
 StartProvider = Callable[..., OIDCProvider]
-PROMPT = SessionActionKind.COMPLETION_PROMPT
 
 #: The whole-second rounding of ``expires_in`` and the refresh margin, as the SDK applies them.
 SHORT_TTL = 2
@@ -243,7 +247,7 @@ def test_sixteen_requests_refused_with_the_same_token_cause_one_refresh(
     assert refused and refused <= delivered
 
 
-class _OnlyAccessToken(BaseHTTPRequestHandler):
+class _OnlyAccessToken(JSONHandler):
     """Passes token requests to the real provider and answers only its ``access_token``.
 
     Some providers say no more than that: no ``token_type``, no ``expires_in``.
@@ -252,23 +256,14 @@ class _OnlyAccessToken(BaseHTTPRequestHandler):
     token_url = ""
 
     def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
         answer = requests.post(
             self.token_url,
-            data=body,
+            data=self.read_body(),
             headers={"Content-Type": self.headers["Content-Type"]},
             timeout=5,
         )
         reply = {"access_token": answer.json()["access_token"]} if answer.ok else answer.json()
-        payload = json.dumps(reply).encode()
-        self.send_response(answer.status_code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.send_json(answer.status_code, json.dumps(reply).encode())
 
 
 def test_a_token_without_expires_in_is_sent_as_bearer_and_kept_until_a_401(
@@ -276,9 +271,7 @@ def test_a_token_without_expires_in_is_sent_as_bearer_and_kept_until_a_401(
 ) -> None:
     provider = oidc(token_ttl=SHORT_TTL)
     handler = type("Handler", (_OnlyAccessToken,), {"token_url": provider.token_url})
-    terse = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=terse.serve_forever, daemon=True).start()
-    try:
+    with http_server(handler) as terse:
         check = provider.bearer_check()
         collector.require_bearer(check)
         token_url = f"http://127.0.0.1:{terse.server_address[1]}/realms/layer/token"
@@ -290,9 +283,6 @@ def test_a_token_without_expires_in_is_sent_as_bearer_and_kept_until_a_401(
 
         assert wait_until(lambda: time.time() >= exp, timeout=SHORT_TTL + 1)
         client.create_session(sync=True)  # the API refuses it now: one refresh, one retry
-    finally:
-        terse.shutdown()
-        terse.server_close()
     assert [request.status for request in collector.requests] == [200, 200, 401, 200]
     [_, second] = provider.issued()
     assert [token_of(request) for request in collector.requests] == [first] * 3 + [second]
@@ -608,11 +598,10 @@ def test_plain_http_beyond_this_machine_is_warned_about_once_when_allowed(
     assert not [message for message in messages if secret in message]
 
 
-def _child_after_fork(client: Client, auth: OIDCClientCredentials, report: Connection) -> None:
+def _child_after_fork(client: Client, auth: OIDCClientCredentials) -> dict[str, str]:
     """In the child: drop the inherited token and fetch one, with a lock the parent held."""
     auth.invalidate()
-    session_id = client.create_session(sync=True)
-    report.send({"session_id": session_id})
+    return {"session_id": client.create_session(sync=True)}
 
 
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
@@ -626,31 +615,9 @@ def test_a_forked_child_has_its_own_lock_and_connection(
     client.create_session(sync=True)
 
     # A parent thread is in the middle of a refresh when the process forks.
-    holding, release = threading.Event(), threading.Event()
-
-    def refresh_in_progress() -> None:
-        with auth._refreshing:
-            holding.set()
-            release.wait(30)
-
-    holder = threading.Thread(target=refresh_in_progress)
-    holder.start()
-    assert holding.wait(5)
-    try:
-        context = multiprocessing.get_context("fork")
-        receiver, sender = context.Pipe(duplex=False)
-        child = context.Process(target=_child_after_fork, args=(client, auth, sender))
-        child.start()
-        sender.close()
-        child.join(20)
-        if child.is_alive():
-            child.kill()
-            child.join(5)
-        assert child.exitcode == 0, "the child hung on a lock the parent held, or failed"
-        report = receiver.recv() if receiver.poll(1) else None
-    finally:
-        release.set()
-        holder.join(5)
+    with held_by_another_thread(auth._refreshing):
+        code, report = in_multiprocessing_child(_child_after_fork, client, auth)
+    assert code == 0, "the child hung on a lock the parent held, or failed"
     assert report is not None
     assert collector.session(report["session_id"]) is not None
     assert len(provider.token_requests()) == 2  # the parent's token and the child's own

@@ -12,14 +12,11 @@ from layer_sdk import (
     Client,
     LayerSchemaValidationError,
     SessionActionError,
-    SessionActionKind,
     SessionActionScanner,
 )
 from layer_sdk.collector import LocalCollector
 
-from .conftest import closed_port
-
-PROMPT = SessionActionKind.COMPLETION_PROMPT
+from .helpers import PROMPT, closed_port
 
 
 @pytest.fixture

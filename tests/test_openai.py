@@ -29,7 +29,7 @@ from layer_sdk.collector import LocalCollector  # noqa: E402
 from layer_sdk.instrumentation import instrumented_by, uninstrument  # noqa: E402
 from layer_sdk.instrumentation._openai import call as _openai  # noqa: E402
 
-from .conftest import run_python, wait_until  # noqa: E402
+from .helpers import run_python, wait_until  # noqa: E402
 from .openai_server import ANSWER, PROMPT_TOKENS, WORDS, OpenAIServer  # noqa: E402
 
 USAGE = {
