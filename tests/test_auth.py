@@ -369,7 +369,7 @@ def test_the_provider_stopped_and_restarted_mid_run_loses_no_events(
         while not stop.is_set():
             session_id = client.create_session()
             client.append_action(session_id, kind=PROMPT)
-            stop.wait(0.02)
+            stop.wait(0.02)  # pacing: a steady producer, not synchronization
 
     producer = threading.Thread(target=produce)
     producer.start()
@@ -413,7 +413,7 @@ def test_a_debug_log_of_a_whole_run_holds_no_secret_and_no_token(
     while time.monotonic() - started < 1.5:  # a few refreshes
         session_id = client.create_session(sync=True)
         client.append_action(session_id, kind=PROMPT)
-        time.sleep(0.05)
+        time.sleep(0.05)  # pacing: steady traffic across the refreshes, not synchronization
     assert client.flush(10) is True
     provider.revoke(list(provider.issued())[-1])  # a 401 and its refresh
     client.create_session(sync=True)

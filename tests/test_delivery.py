@@ -220,7 +220,7 @@ deadline = time.monotonic() + float(sys.argv[1])
 while time.monotonic() < deadline:
     client.create_session(attributes={"n": created})
     created += 1
-    time.sleep(0.01)
+    time.sleep(0.01)  # pacing: a steady producer, not synchronization
 delivered = client.flush(30)
 stats = client.stats()
 print(json.dumps({"created": created, "delivered": delivered, "sent": stats.sent}))

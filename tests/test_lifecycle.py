@@ -71,16 +71,19 @@ def stats_dict(client: Client) -> dict[str, Any]:
 
 def wait_for_child(pid: int, timeout: float) -> int | None:
     """The exit code of forked child ``pid``; None (and the child killed) past ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
+    statuses: list[int] = []
+
+    def exited() -> bool:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() >= deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return None
-        time.sleep(0.005)
+            statuses.append(status)
+        return bool(done)
+
+    if wait_until(exited, timeout):
+        return os.waitstatus_to_exitcode(statuses[0])
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return None
 
 
 def read_all(fd: int) -> bytes:
@@ -709,7 +712,7 @@ GEVENT_SCRIPT = textwrap.dedent(
             sid = layer.create_session(attributes={"g": g, "s": s})
             for a in range(9):
                 layer.append_action(sid, kind="completion_prompt", data=[g, s, a])
-            gevent.sleep(0)
+            gevent.sleep(0)  # let the other greenlets produce: not synchronization
 
     greenlets = [gevent.spawn(produce, g) for g in range(10)]
     gevent.joinall(greenlets, timeout=30, raise_error=True)

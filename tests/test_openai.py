@@ -1314,7 +1314,7 @@ def test_session_context_works_across_await_and_inside_layer_session(
 ) -> None:
     async def two_calls(c: Any) -> None:
         await c.embeddings.create(model="emb", input="a")
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the context must survive a suspension: not synchronization
         await asyncio.gather(
             c.embeddings.create(model="emb", input="b"), c.moderations.create(input="c")
         )
