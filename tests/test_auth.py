@@ -24,6 +24,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -60,7 +61,12 @@ SHORT_TTL = 2
 REFRESH_PERIOD = max(SHORT_TTL - 1.0, SHORT_TTL / 2) - min(60.0, SHORT_TTL / 5)  # 0.6 s
 
 
-def oidc_auth(provider: OIDCProvider, **options: Any) -> OIDCClientCredentials:
+def oidc_auth(
+    provider: OIDCProvider,
+    kind: type[OIDCClientCredentials] = OIDCClientCredentials,
+    **options: Any,
+) -> OIDCClientCredentials:
+    """Credentials of ``kind`` for the provider's client; ``options`` override its settings."""
     settings: dict[str, Any] = {
         "token_url": provider.token_url,
         "client_id": provider.client_id,
@@ -68,7 +74,7 @@ def oidc_auth(provider: OIDCProvider, **options: Any) -> OIDCClientCredentials:
         "http_timeout": 5.0,
         **options,
     }
-    return OIDCClientCredentials(**settings)
+    return kind(**settings)
 
 
 def token_of(request: ReceivedRequest) -> str:
@@ -119,44 +125,95 @@ def test_calls_within_the_lifetime_cost_exactly_one_token_request(
     assert {token_of(request) for request in collector.requests} == set(provider.issued())
 
 
+class HandOutLog(OIDCClientCredentials):
+    """OIDC credentials that note each token handed to a request, with the Unix time then."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.handed_out: list[tuple[float, str]] = []  # list.append: safe from any thread
+
+    def get_headers(self) -> dict[str, str]:
+        headers = super().get_headers()
+        self.handed_out.append((time.time(), headers["Authorization"].partition(" ")[2]))
+        return headers
+
+
 def test_a_short_lifetime_is_refreshed_ahead_of_expiry_on_both_paths(
     oidc: StartProvider, make_client: MakeClient, collector: LocalCollector
 ) -> None:
-    """Three lifetimes of steady traffic: a refresh every 0.6 s, never an expired token."""
+    """Three lifetimes of steady traffic: every token is replaced before it expires, and
+    no sooner than due (a refresh every 0.6 s at most).
+
+    What is asserted holds however late a busy machine runs the calls (a late call
+    refreshes late, and still fetches a fresh token first): no expired token handed
+    out or sent, and no more token requests than the elapsed time allows. The
+    refresh point itself is pinned on a clock the test moves (the test below).
+    """
     provider = oidc(token_ttl=SHORT_TTL)
     check = provider.bearer_check()
     collector.require_bearer(check)
-    client = make_client(auth_provider=oidc_auth(provider))
+    auth = oidc_auth(provider, kind=HandOutLog)
+    assert isinstance(auth, HandOutLog)
+    client = make_client(auth_provider=auth)
 
     started = time.monotonic()
     run_for = 3 * SHORT_TTL
     while time.monotonic() - started < run_for:
         session_id = client.create_session(sync=True)  # the sync path
         client.append_action(session_id, kind=PROMPT)  # the worker
-        time.sleep(0.05)  # pacing: a call every ~50 ms
+        time.sleep(0.05)  # pacing: steady traffic, a call every ~50 ms; not synchronization
     assert client.flush(10) is True
     ran_for = time.monotonic() - started
 
-    assert_every_request_carried_a_valid_token(collector, check)
     token_requests = provider.token_requests()
     assert all(request.status == 200 for request in token_requests)
+    expiry = provider.issued()
+    assert len(expiry) == len(token_requests)
+    # Refreshed before expiry: the SDK handed each token to requests only before its exp...
+    handed_out = auth.handed_out
+    assert {token for _, token in handed_out} == set(expiry)
+    late = [(at, expiry[token]) for at, token in handed_out if at >= expiry[token]]
+    assert late == [], late
+    # ...so no request carried an expired token: the API refused none, on either path.
+    assert_every_request_carried_a_valid_token(collector, check)
+    # Not before it was due: a token is fetched REFRESH_PERIOD after the one before, at the
+    # earliest, so the elapsed time bounds the count. A run of three lifetimes needs a refresh.
+    assert 2 <= len(token_requests) <= ran_for / REFRESH_PERIOD + 1, len(token_requests)
     arrivals = [request.at for request in token_requests]
     gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
-    # Each refresh comes once the token is due, not before (minus the few ms a request
-    # takes) and soon after (the next call, ~50 ms later, plus slack for a busy machine).
-    assert all(REFRESH_PERIOD - 0.05 <= gap <= REFRESH_PERIOD + 0.35 for gap in gaps), gaps
-    assert ran_for / (REFRESH_PERIOD + 0.35) - 1 <= len(gaps) <= ran_for / REFRESH_PERIOD + 1
-    # Each new token was fetched before the one it replaced expired at the provider.
-    expiry = provider.issued()
-    tokens = list(expiry)
-    assert len(tokens) == len(token_requests)
-    leads = [expiry[old] - at for old, at in zip(tokens, arrivals[1:], strict=False)]
-    assert min(leads) > 0, leads
+    leads = [expiry[old] - at for old, at in zip(expiry, arrivals[1:], strict=False)]
     print(
         f"\n{len(token_requests)} token requests in {ran_for:.2f} s (lifetime {SHORT_TTL} s); "
         f"gaps {min(gaps):.3f}-{max(gaps):.3f} s (mean {sum(gaps) / len(gaps):.3f}); "
         f"new token {min(leads):.3f}-{max(leads):.3f} s before the old one's exp"
     )
+
+
+@pytest.mark.parametrize(("ttl", "refresh_after"), [(10, 7.0), (600, 539.0)])
+def test_a_token_is_refreshed_ahead_of_expiry_by_the_margin(
+    oidc: StartProvider, monkeypatch: pytest.MonkeyPatch, ttl: int, refresh_after: float
+) -> None:
+    """Issue 12, no wall-clock windows: the refresh point, on a clock the test moves.
+
+    ``expires_in`` counts whole seconds, so the SDK counts a token good for
+    ``ttl - 1`` s, and refreshes it the smaller of 60 s and a fifth of ``ttl``
+    before that: 10 s -> after 9 - 2 = 7 s; 600 s -> after 599 - 60 = 539 s.
+    """
+    provider = oidc(token_ttl=ttl)
+    now = [1_000.0]
+    monkeypatch.setattr(_auth, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    auth = oidc_auth(provider)
+    first = auth.get_headers()
+    now[0] += refresh_after - 0.001
+    assert auth.get_headers() == first  # not due yet
+    assert len(provider.token_requests()) == 1
+    now[0] += 0.001
+    second = auth.get_headers()  # due: fetched before it is handed out
+    assert second != first
+    assert len(provider.token_requests()) == 2
+    assert [token for token in provider.issued()] == [
+        header["Authorization"].partition(" ")[2] for header in (first, second)
+    ]
 
 
 def test_sixteen_threads_at_the_moment_of_expiry_cause_one_token_request(
