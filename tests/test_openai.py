@@ -807,7 +807,8 @@ def assert_broken_off_after_three_chunks(
     layer: Client, collector: LocalCollector, session_id: str, received: list[Any]
 ) -> None:
     """A ``slow`` chat stream left after three chunks: recorded once, incomplete, with the
-    text received and no error (the sync and async tests of broken-off streams share it)."""
+    text received and no error. Issue 12: the sync and async tests of broken-off streams
+    share it, so that the async twin asserts what the sync one does."""
     assert len(received) == 3
     assert wait_until(lambda: layer.stats().enqueued == 3)  # session, prompt, output
     actions = actions_of(layer, collector, session_id, 2)
@@ -1206,7 +1207,8 @@ def test_a_failure_inside_the_instrumentation_never_reaches_the_caller(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A bug of ours, sync or async, plain or streamed: the caller gets the same results;
-    each kind of failure is logged once as a warning; what could be recorded was."""
+    each kind of failure is logged once as a warning; what could be recorded was.
+    (Issue 12: the async twin asserts what the sync one does.)"""
     methods, warned, prompts, outputs = BREAKAGES[broken]
 
     def bug(*args: Any, **kwargs: Any) -> Any:
