@@ -1,14 +1,12 @@
-"""Shared fixtures: a real local collector, and clients pointed at it."""
+"""Shared fixtures: a real local collector, and clients pointed at it.
+
+Fixtures only: what tests import (settings, helpers, small servers) is in ``helpers.py``.
+"""
 
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,12 +14,7 @@ import pytest
 from layer_sdk import Client
 from layer_sdk.collector import LocalCollector
 
-ROOT = Path(__file__).resolve().parent.parent
-
-#: Fast settings for tests: short batching delay and backoff-friendly timeouts.
-FAST = {"flush_interval": 0.05, "shutdown_timeout": 5.0, "http_timeout": 5.0}
-
-APP_ID = "0c7f6b4e-2f39-4d1b-9a55-6b1f0f0a1d2e"
+from .helpers import APP_ID, FAST, MakeClient
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +34,7 @@ def collector() -> Iterator[LocalCollector]:
 
 
 @pytest.fixture
-def make_client(collector: LocalCollector) -> Iterator[Callable[..., Client]]:
+def make_client(collector: LocalCollector) -> Iterator[MakeClient]:
     """Build initialized clients against the collector; all are shut down afterwards."""
     clients: list[Client] = []
 
@@ -63,36 +56,5 @@ def make_client(collector: LocalCollector) -> Iterator[Callable[..., Client]]:
 
 
 @pytest.fixture
-def client(make_client: Callable[..., Client]) -> Client:
+def client(make_client: MakeClient) -> Client:
     return make_client()
-
-
-def run_python(
-    code: str, *, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh interpreter that imports this checkout of layer_sdk."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def wait_until(condition: Callable[[], object], timeout: float = 10.0) -> bool:
-    """Poll ``condition`` until it holds or ``timeout`` passes; for state no event signals."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
-def closed_port() -> int:
-    """A port on 127.0.0.1 where nothing listens: connections to it are refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -38,6 +38,8 @@ from typing import Any
 
 import pytest
 
+from .helpers import wait_until
+
 OIDC_DIR = Path(__file__).resolve().parent / "oidc"
 SCRIPT = OIDC_DIR / "provider.mjs"
 #: How long the provider may take to print that it listens and to answer discovery.
@@ -133,36 +135,34 @@ class OIDCProvider:
                 [node, str(SCRIPT)], cwd=OIDC_DIR, env=env, stdout=out, stderr=err
             )
         deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            ready = [record for record in self._records(self._runs) if record["event"] == "ready"]
-            if ready:
-                break
-            if self._process.poll() is not None or time.monotonic() >= deadline:
-                self.stop()
-                raise RuntimeError(
-                    "the OIDC provider did not start:\n"
-                    + stdout.read_text(errors="replace")
-                    + stderr.read_text(errors="replace")
-                )
-            time.sleep(0.02)
-        self.port = urllib.parse.urlsplit(ready[0]["issuer"]).port or 0
-        self._wait_for_discovery(deadline)
+        process = self._process
+
+        def ready() -> list[dict[str, Any]]:
+            return [record for record in self._records(self._runs) if record["event"] == "ready"]
+
+        wait_until(lambda: ready() or process.poll() is not None, START_TIMEOUT)
+        started = ready()
+        if not started:
+            self.stop()
+            raise RuntimeError(
+                "the OIDC provider did not start:\n"
+                + stdout.read_text(errors="replace")
+                + stderr.read_text(errors="replace")
+            )
+        self.port = urllib.parse.urlsplit(started[0]["issuer"]).port or 0
+        if not wait_until(self._discovery_answers, max(0.0, deadline - time.monotonic())):
+            self.stop()
+            raise RuntimeError(f"{self.url} did not answer discovery within {START_TIMEOUT} s")
         return self
 
-    def _wait_for_discovery(self, deadline: float) -> None:
-        while True:
-            try:
-                url = self.url + "/.well-known/openid-configuration"
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    document = json.loads(response.read())
-            except (OSError, ValueError):
-                document = None
-            if isinstance(document, dict) and document.get("issuer") == self.issuer:
-                return
-            if time.monotonic() >= deadline:
-                self.stop()
-                raise RuntimeError(f"{url} did not answer within {START_TIMEOUT} s")
-            time.sleep(0.02)
+    def _discovery_answers(self) -> bool:
+        try:
+            url = self.url + "/.well-known/openid-configuration"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                document = json.loads(response.read())
+        except (OSError, ValueError):
+            return False
+        return isinstance(document, dict) and document.get("issuer") == self.issuer
 
     def stop(self) -> None:
         """Stop the process (its log stays readable); idempotent."""

@@ -219,7 +219,7 @@ class _Handler(BaseHTTPRequestHandler):
             frame = (f"event: {name}\n" if name else "") + f"data: {text}\n\n"
             self._chunk(frame.encode())
             if delay:
-                time.sleep(delay)
+                time.sleep(delay)  # the fault it plays: a model that streams slowly
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 

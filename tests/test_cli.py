@@ -27,8 +27,8 @@ from layer_sdk import Client, SessionActionKind
 from layer_sdk.cli import main
 from layer_sdk.collector import LocalCollector
 
-from .conftest import APP_ID, FAST, ROOT, closed_port, run_python
 from .echo_servers import EchoingTokenEndpoint, leaks, odd_secret
+from .helpers import APP_ID, FAST, ROOT, closed_port, run_python
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:

@@ -459,6 +459,7 @@ def test_hang_holds_requests_until_release(collector: LocalCollector) -> None:
     collector.hang()
     with socket.create_connection(("127.0.0.1", collector.port)) as sock:
         sock.sendall(raw_request({"application_id": APP, "session_id": SID}))
+        assert collector.wait_for(lambda c: c.unanswered == 1, timeout=5)
         assert select.select([sock], [], [], 0.3)[0] == []  # no answer while hung
         assert collector.event_count == 0
         collector.release()
@@ -468,11 +469,39 @@ def test_hang_holds_requests_until_release(collector: LocalCollector) -> None:
     assert post(collector, "/v1/sessions", {"application_id": APP}).status == 200  # not held
 
 
+def test_unanswered_counts_requests_read_until_their_answer(collector: LocalCollector) -> None:
+    """Issue 12, tests a newcomer can trust: a test can wait until a request reached a
+    hung or slow server (``wait_for`` sees it), instead of sleeping."""
+    assert collector.unanswered == 0
+    collector.delay = 30
+    delayed = socket.create_connection(("127.0.0.1", collector.port))
+    delayed.sendall(raw_request({"application_id": APP}))
+    assert collector.wait_for(lambda c: c.unanswered == 1, timeout=5)
+    collector.delay = 0
+    collector.hang()
+    with socket.create_connection(("127.0.0.1", collector.port)) as sock:
+        sock.sendall(raw_request({"application_id": APP, "session_id": SID}))
+        assert collector.wait_for(lambda c: c.unanswered == 2, timeout=5)
+        assert collector.requests == []
+        collector.release()
+        assert read_answer(sock).status == 200
+    assert collector.unanswered == 1  # recorded before it was sent
+    with socket.create_connection(("127.0.0.1", collector.port)) as sock:
+        sock.sendall(b"POST /v1/sessions HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n")
+        assert read_answer(sock).status == 400
+    assert collector.unanswered == 1
+    collector.stop()  # the delayed request is dropped: answered, with nothing
+    delayed.close()
+    assert collector.unanswered == 0
+    assert [r.status for r in collector.requests] == [200, 400, 0]
+
+
 def test_stop_drops_hung_requests_quickly(collector: LocalCollector) -> None:
     collector.hang()
     with socket.create_connection(("127.0.0.1", collector.port)) as sock:
         sock.sendall(raw_request({"application_id": APP}))
-        assert select.select([sock], [], [], 0.2)[0] == []
+        assert collector.wait_for(lambda c: c.unanswered == 1, timeout=5)
+        assert select.select([sock], [], [], 0.2)[0] == []  # no answer while hung
         started = time.monotonic()
         collector.stop()
         assert time.monotonic() - started < 2.5
@@ -671,6 +700,7 @@ def test_chunked_body_in_pieces_with_extensions_and_trailers(collector: LocalCol
     with socket.create_connection(("127.0.0.1", collector.port)) as sock:
         for piece in pieces:
             sock.sendall(piece)
+            # Pacing, the subject of the test: each piece is likely read on its own.
             time.sleep(0.02)
         assert read_answer(sock).status == 200
         sock.sendall(raw_request({"application_id": APP}))  # the connection is still in step
@@ -814,7 +844,8 @@ def test_held_requests_of_many_connections_are_released_together(
     try:
         for sock in connections:
             sock.sendall(raw_request({"application_id": APP}))
-        assert select.select(connections, [], [], 0.3)[0] == []
+        assert collector.wait_for(lambda c: c.unanswered == 10, timeout=5)
+        assert select.select(connections, [], [], 0.3)[0] == []  # no answer while hung
         assert collector.event_count == 0
     finally:
         collector.release()
@@ -830,7 +861,8 @@ def test_a_held_request_whose_client_left_is_still_recorded(collector: LocalColl
     collector.hang()
     with socket.create_connection(("127.0.0.1", collector.port)) as sock:
         sock.sendall(raw_request({"application_id": APP, "session_id": SID}))
-        assert select.select([sock], [], [], 0.2)[0] == []
+        assert collector.wait_for(lambda c: c.unanswered == 1, timeout=5)
+        assert select.select([sock], [], [], 0.2)[0] == []  # no answer while hung
     collector.release()
     assert collector.wait_for(lambda c: len(c.requests) == 1, timeout=5)
     assert collector.session(SID) is not None
@@ -856,12 +888,12 @@ def test_stop_from_another_thread_ends_hung_delayed_and_idle_connections(
     collector.delay = 30
     delayed = socket.create_connection(("127.0.0.1", collector.port))
     delayed.sendall(raw_request({"application_id": APP}))
-    time.sleep(0.2)  # read, and waiting: nothing shows it until it is answered
+    assert collector.wait_for(lambda c: c.unanswered == 1, timeout=5)  # read: delayed, not held
     collector.hang()
     held = socket.create_connection(("127.0.0.1", collector.port))
     held.sendall(raw_request({"application_id": APP}))
     idle = socket.create_connection(("127.0.0.1", collector.port))
-    time.sleep(0.2)
+    assert collector.wait_for(lambda c: c.unanswered == 2, timeout=5)
     stopper = threading.Thread(target=collector.stop)
     started = time.monotonic()
     stopper.start()
@@ -1005,7 +1037,8 @@ def test_fail_for_refuses_every_request_of_a_window(collector: LocalCollector) -
     refused = post(collector, "/v1/sessions", {"application_id": APP})
     assert (refused.status, refused.headers["retry-after"]) == (429, "3")
     assert post(collector, "/v1/sessions", {"application_id": APP}).status == 429
-    time.sleep(max(0.0, started + 0.55 - time.monotonic()))  # the window is a duration
+    # The subject of the test: once the window's time has passed, requests succeed again.
+    time.sleep(max(0.0, started + 0.55 - time.monotonic()))
     assert post(collector, "/v1/sessions", {"application_id": APP}).status == 200
     assert collector.event_count == 1
     with pytest.raises(ValueError):

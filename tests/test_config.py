@@ -18,7 +18,7 @@ from layer_sdk import (
 from layer_sdk._config import DEFAULT_HTTP_TIMEOUT, Config
 from layer_sdk.collector import LocalCollector
 
-from .conftest import APP_ID
+from .helpers import APP_ID
 
 
 def config_of(client: Client) -> Config:

@@ -12,14 +12,11 @@ from layer_sdk import (
     Client,
     LayerSchemaValidationError,
     SessionActionError,
-    SessionActionKind,
     SessionActionScanner,
 )
 from layer_sdk.collector import LocalCollector
 
-from .conftest import closed_port
-
-PROMPT = SessionActionKind.COMPLETION_PROMPT
+from .helpers import PROMPT, closed_port
 
 
 @pytest.fixture
@@ -139,12 +136,12 @@ def test_a_session_function_without_a_session_id_parameter_is_called_as_is(
 def test_async_functions_are_decorated_too(client: Client, collector: LocalCollector) -> None:
     @client.action(kind=PROMPT)
     async def prompt(text: str) -> str:
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # a real suspension, not synchronization
         return text
 
     @client.action(kind="completion_output")
     async def broken() -> None:
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # a real suspension, not synchronization
         raise RuntimeError("stream reset")
 
     @client.session(attributes={"kind": "async"})
@@ -333,7 +330,7 @@ def test_a_session_function_runs_when_a_sync_create_fails(
 
     @client.session()
     async def conversation(session_id: str | None = "unset") -> str | None:
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # a real suspension, not synchronization
         return session_id
 
     assert asyncio.run(conversation()) is None

@@ -13,18 +13,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from layer_sdk import Client, SessionActionKind
 from layer_sdk.collector import LocalCollector
 
-from .conftest import APP_ID, ROOT, run_python, wait_until
-
-MakeClient = Callable[..., Client]
-PROMPT = SessionActionKind.COMPLETION_PROMPT
+from .helpers import APP_ID, PROMPT, ROOT, MakeClient, run_python, wait_until
 
 
 def sender_threads() -> int:
@@ -224,7 +220,7 @@ deadline = time.monotonic() + float(sys.argv[1])
 while time.monotonic() < deadline:
     client.create_session(attributes={"n": created})
     created += 1
-    time.sleep(0.01)
+    time.sleep(0.01)  # pacing: a steady producer, not synchronization
 delivered = client.flush(30)
 stats = client.stats()
 print(json.dumps({"created": created, "delivered": delivered, "sent": stats.sent}))

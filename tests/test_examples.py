@@ -6,7 +6,7 @@ import pytest
 
 from layer_sdk.collector import LocalCollector
 
-from .conftest import APP_ID, ROOT, run_python
+from .helpers import APP_ID, ROOT, run_python
 
 EXPECTED = {
     # example: (sessions, actions) the collector must receive
@@ -27,9 +27,7 @@ def test_every_example_is_covered() -> None:
 @pytest.mark.parametrize("example", sorted(EXPECTED))
 def test_the_example_runs_and_delivers(example: str, collector: LocalCollector) -> None:
     code = (ROOT / "examples" / example).read_text()
-    result = run_python(
-        code, env={"LAYER_BASE_URL": collector.url, "LAYER_APPLICATION_ID": APP_ID}
-    )
+    result = run_python(code, env={"LAYER_BASE_URL": collector.url, "LAYER_APPLICATION_ID": APP_ID})
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     sessions, actions = EXPECTED[example]

@@ -10,20 +10,16 @@ import platform
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from datetime import datetime, timezone
 
 import pytest
 import requests
 from requests.adapters import HTTPAdapter, Retry
 
-from layer_sdk import Client, SessionActionKind, __version__
+from layer_sdk import __version__
 from layer_sdk.collector import LocalCollector
 
-from .conftest import APP_ID, wait_until
-
-MakeClient = Callable[..., Client]
-PROMPT = SessionActionKind.COMPLETION_PROMPT
+from .helpers import APP_ID, PROMPT, MakeClient, wait_until
 
 
 def api_requests(collector: LocalCollector) -> list[str]:

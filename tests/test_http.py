@@ -29,66 +29,38 @@ from layer_sdk._export._http import ConnectionPool, ProtocolError, RemoteDisconn
 from layer_sdk._tls import CA_VARIABLES
 from layer_sdk.collector import LocalCollector
 
-from .conftest import APP_ID, wait_until
+from .helpers import APP_ID, TCPServer, read_request, wait_until
 
 Answerer = Callable[[socket.socket, bytes], bool]
 """Gets the connection and one request; answers it; returns False to close the connection."""
 
 
-class RawServer:
+class RawServer(TCPServer):
     """A TCP server on 127.0.0.1 whose answers a test writes byte by byte."""
 
     def __init__(self, answer: Answerer, tls: ssl.SSLContext | None = None) -> None:
         self.answer = answer
         self.tls = tls
-        self.connections = 0
         self.requests: list[bytes] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
+    def handle(self, conn: socket.socket) -> None:
+        if self.tls is not None:
             try:
-                conn, _ = self._listener.accept()
-            except OSError:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            except (ssl.SSLError, OSError):
+                conn.close()
                 return
-            self.connections += 1
-            if self.tls is not None:
-                try:
-                    conn = self.tls.wrap_socket(conn, server_side=True)
-                except (ssl.SSLError, OSError):
-                    conn.close()
-                    continue
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
-
-    def _handle(self, conn: socket.socket) -> None:
         buffer = b""
         with conn, contextlib.suppress(OSError):
-            while True:
-                while b"\r\n\r\n" not in buffer:
-                    data = conn.recv(65536)
-                    if not data:
-                        return
-                    buffer += data
-                head, _, rest = buffer.partition(b"\r\n\r\n")
-                fields = head.lower().split(b"content-length: ")
-                length = int(fields[1].split(b"\r\n")[0]) if len(fields) > 1 else 0
-                while len(rest) < length:
-                    data = conn.recv(65536)
-                    if not data:
-                        return
-                    rest += data
-                self.requests.append(head + b"\r\n\r\n" + rest[:length])
-                buffer = rest[length:]
+            while (request := read_request(conn, buffer)) is not None:
+                head, body, buffer = request
+                self.requests.append(head + b"\r\n\r\n" + body)
                 try:
                     if not self.answer(conn, self.requests[-1]):
                         return
                 except OSError:  # the client went away mid-answer
                     return
-
-    def close(self) -> None:
-        self._listener.close()
 
 
 @pytest.fixture
@@ -475,7 +447,9 @@ def test_an_idle_connection_the_server_wrote_to_is_not_reused(
     def answer(conn: socket.socket, request: bytes) -> bool:
         if request.endswith(b"1"):
             conn.sendall(OK_EMPTY)
-            time.sleep(0.05)  # the client has its answer and parked the connection
+            # The stray bytes must come once the client has its answer and parked the
+            # connection: earlier, they would be read with the answer (another test).
+            wait_until(lambda: bool(pool._idle))
             conn.sendall(OK_EMPTY)  # unasked: an answer that no request will claim
             stray_sent.set()
             return True
@@ -756,31 +730,18 @@ def test_one_trust_store_for_the_api_and_the_token_endpoint(
     assert b"Authorization: Bearer t0k3n" in api.requests[0]
 
 
-class ConnectProxy:
+class ConnectProxy(TCPServer):
     """An HTTP proxy on 127.0.0.1 that only tunnels (CONNECT), and records where to."""
 
     def __init__(self) -> None:
         self.tunnels: list[bytes] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._tunnel, args=(conn,), daemon=True).start()
-
-    def _tunnel(self, conn: socket.socket) -> None:
-        head = b""
-        while b"\r\n\r\n" not in head:
-            data = conn.recv(4096)
-            if not data:
-                return
-            head += data
-        target = head.split(b" ")[1]
+    def handle(self, conn: socket.socket) -> None:
+        request = read_request(conn, size=4096)
+        if request is None:
+            return
+        target = request[0].split(b" ")[1]
         self.tunnels.append(target)
         host, _, port = target.rpartition(b":")
         upstream = socket.create_connection((host.decode(), int(port)))
@@ -795,9 +756,6 @@ class ConnectProxy:
 
         threading.Thread(target=pump, args=(upstream, conn), daemon=True).start()
         pump(conn, upstream)
-
-    def close(self) -> None:
-        self._listener.close()
 
 
 def test_the_proxy_path_trusts_the_same_store(

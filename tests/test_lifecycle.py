@@ -1,7 +1,7 @@
 """The exporter's lifecycle: exit, fork, a dead worker, recursion, gevent, shutdown, flush.
 
-These pin the failure modes of DESIGN.md §3 that only show across a process's
-life rather than within one call:
+These pin the invariants of docs/architecture.md (Invariants: Threads, Exit, Fork)
+that only show across a process's life rather than within one call:
 
 - interpreter exit drains the queue (also where Python 3.12+ refuses to start
   threads at exit), and a hung or dead server cannot hold the exit longer
@@ -23,7 +23,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import multiprocessing
 import os
 import signal
 import textwrap
@@ -32,22 +31,27 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from multiprocessing.connection import Connection
 from typing import Any
 
 import pytest
 
-from layer_sdk import Client, SessionActionKind
+from layer_sdk import Client
 from layer_sdk.collector import LocalCollector
 
-from .conftest import APP_ID, run_python, wait_until
-
-MakeClient = Callable[..., Client]
-PROMPT = SessionActionKind.COMPLETION_PROMPT
+from .helpers import (
+    APP_ID,
+    PROMPT,
+    MakeClient,
+    ReportingHandler,
+    held_by_another_thread,
+    in_multiprocessing_child,
+    run_python,
+    wait_until,
+)
 
 #: How long a forked child may take to do its work and exit, seconds.
 CHILD_DEADLINE = 10.0
-#: Bound on the interpreter's exit beyond ``shutdown_timeout`` (DESIGN.md §8).
+#: Bound on the interpreter's exit beyond ``shutdown_timeout`` (docs/architecture.md, Exit).
 EXIT_SLACK = 0.5
 
 #: Stats fields reported by children and subprocesses.
@@ -67,16 +71,19 @@ def stats_dict(client: Client) -> dict[str, Any]:
 
 def wait_for_child(pid: int, timeout: float) -> int | None:
     """The exit code of forked child ``pid``; None (and the child killed) past ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
+    statuses: list[int] = []
+
+    def exited() -> bool:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() >= deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return None
-        time.sleep(0.005)
+            statuses.append(status)
+        return bool(done)
+
+    if wait_until(exited, timeout):
+        return os.waitstatus_to_exitcode(statuses[0])
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return None
 
 
 def read_all(fd: int) -> bytes:
@@ -319,23 +326,8 @@ def fork_child(client: Client) -> tuple[int | None, dict[str, Any] | None]:
     return in_forked_child(child_work, client)
 
 
-def _multiprocessing_target(client: Client, connection: Connection) -> None:
-    connection.send(child_work(client))
-
-
 def multiprocessing_child(client: Client) -> tuple[int | None, dict[str, Any] | None]:
-    context = multiprocessing.get_context("fork")
-    receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=_multiprocessing_target, args=(client, sender))
-    process.start()
-    sender.close()
-    process.join(CHILD_DEADLINE)
-    if process.is_alive():
-        process.kill()
-        process.join(5)
-        return None, None
-    report = receiver.recv() if receiver.poll(1) else None
-    return process.exitcode, report
+    return in_multiprocessing_child(child_work, client, timeout=CHILD_DEADLINE)
 
 
 @forks_with_threads
@@ -488,25 +480,8 @@ def test_a_fork_while_another_thread_holds_every_sdk_lock_never_deadlocks_the_ch
     client.create_session(attributes={"who": "parent"})
     locks = sdk_locks(client)
     assert locks, "found no lock to hold: the test would prove nothing"
-    held, let_go = threading.Event(), threading.Event()
-
-    def holder() -> None:
-        for lock in locks:
-            lock.acquire()
-        held.set()
-        let_go.wait(CHILD_DEADLINE)
-        for lock in reversed(locks):
-            lock.release()
-
-    thread = threading.Thread(target=holder, name="lock-holder", daemon=True)
-    thread.start()
-    try:
-        assert held.wait(5)
+    with held_by_another_thread(*locks):
         code, report = in_forked_child(one_child_session, client, 0)
-    finally:
-        let_go.set()
-        thread.join(5)
-
     assert_child_delivered_its_session(code, report)
     assert client.flush(timeout=5) is True
     assert Counter(s["attributes"]["who"] for s in collector.sessions) == {"parent": 1, "child": 1}
@@ -675,31 +650,6 @@ def test_events_held_by_a_sender_when_it_died_are_sent_by_its_replacement(
 # -- recursion --------------------------------------------------------------------
 
 
-class ReportingHandler(logging.Handler):
-    """A logging hook that reports every record to Layer, as an app might install."""
-
-    def __init__(self, client: Client, session_id: str) -> None:
-        super().__init__(logging.DEBUG)
-        self.client = client
-        self.session_id = session_id
-        self.threads: list[int] = []
-        self.errors: list[BaseException] = []
-        self.depth = 0  # emit() re-entered through the SDK's own logging
-        self.settled = threading.Event()  # an outermost emit() has returned
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.threads.append(threading.get_ident())
-        self.depth += 1
-        try:
-            self.client.append_action(self.session_id, kind=PROMPT, data=record.getMessage())
-        except BaseException as exc:
-            self.errors.append(exc)
-        finally:
-            self.depth -= 1
-            if self.depth == 0:
-                self.settled.set()
-
-
 def test_the_sdks_own_log_records_are_never_enqueued_through_a_logging_hook(
     make_client: MakeClient, collector: LocalCollector
 ) -> None:
@@ -762,7 +712,7 @@ GEVENT_SCRIPT = textwrap.dedent(
             sid = layer.create_session(attributes={"g": g, "s": s})
             for a in range(9):
                 layer.append_action(sid, kind="completion_prompt", data=[g, s, a])
-            gevent.sleep(0)
+            gevent.sleep(0)  # let the other greenlets produce: not synchronization
 
     greenlets = [gevent.spawn(produce, g) for g in range(10)]
     gevent.joinall(greenlets, timeout=30, raise_error=True)

@@ -29,7 +29,7 @@ from layer_sdk.collector import LocalCollector  # noqa: E402
 from layer_sdk.instrumentation import instrumented_by, uninstrument  # noqa: E402
 from layer_sdk.instrumentation._openai import call as _openai  # noqa: E402
 
-from .conftest import run_python, wait_until  # noqa: E402
+from .helpers import run_python, wait_until  # noqa: E402
 from .openai_server import ANSWER, PROMPT_TOKENS, WORDS, OpenAIServer  # noqa: E402
 
 USAGE = {
@@ -803,6 +803,23 @@ def test_moderations_one_scanner_per_result(
 # -- streams: every way out records exactly once --------------------------------------------------
 
 
+def assert_broken_off_after_three_chunks(
+    layer: Client, collector: LocalCollector, session_id: str, received: list[Any]
+) -> None:
+    """A ``slow`` chat stream left after three chunks: recorded once, incomplete, with the
+    text received and no error. Issue 12: the sync and async tests of broken-off streams
+    share it, so that the async twin asserts what the sync one does."""
+    assert len(received) == 3
+    assert wait_until(lambda: layer.stats().enqueued == 3)  # session, prompt, output
+    actions = actions_of(layer, collector, session_id, 2)
+    output = one(actions, "completion_output")
+    assert output["attributes"]["incomplete"] is True
+    assert output["data"] == {"messages": [{"role": "assistant", "content": " w0 w1"}]}
+    assert "error" not in output
+    gc.collect()
+    assert layer.flush(5) and len(collector.actions(session_id)) == 2  # nothing more later
+
+
 @pytest.mark.parametrize("how", ["close", "with", "gc"])
 def test_a_stream_broken_off_early_is_recorded_incomplete_once(
     how: str, layer: Client, collector: LocalCollector, server: OpenAIServer
@@ -821,15 +838,7 @@ def test_a_stream_broken_off_early_is_recorded_incomplete_once(
             else:
                 del stream
                 gc.collect()
-    assert len(received) == 3
-    assert wait_until(lambda: layer.stats().enqueued == 3)  # session, prompt, output
-    actions = actions_of(layer, collector, session_id, 2)
-    output = one(actions, "completion_output")
-    assert output["attributes"]["incomplete"] is True
-    assert output["data"] == {"messages": [{"role": "assistant", "content": " w0 w1"}]}
-    assert "error" not in output
-    gc.collect()
-    assert layer.flush(5) and len(collector.actions(session_id)) == 2  # nothing more later
+    assert_broken_off_after_three_chunks(layer, collector, session_id, received)
     client.close()
 
 
@@ -861,11 +870,7 @@ def test_an_async_stream_broken_off_early_is_recorded_incomplete_once(
     # Issue 10, stream type: with openai's own class, a close still ends the record at once.
     assert enqueued_at_close == [2 if how == "abandon" else 3]  # session, prompt (, output)
     gc.collect()
-    assert len(received) == 3
-    assert wait_until(lambda: layer.stats().enqueued == 3)
-    output = one(actions_of(layer, collector, session_id, 2), "completion_output")
-    assert output["attributes"]["incomplete"] is True
-    assert output["data"]["messages"][0]["content"] == " w0 w1"
+    assert_broken_off_after_three_chunks(layer, collector, session_id, received)
 
 
 def test_a_stream_helper_left_early_is_recorded_once(
@@ -1177,54 +1182,73 @@ def test_a_connection_error_is_recorded_without_a_code(
     assert check_error(output["error"]) == {"type": "APIConnectionError"}
 
 
+#: Where the instrumentation is broken on purpose: the methods replaced by one that
+#: raises, the warnings expected (one per kind of failure), and the prompts and
+#: outputs still recorded over three plain and three streamed calls.
+BREAKAGES = {
+    # Mapping a plain call's output, and reading a stream's chunks: the prompts, and
+    # the stream outputs (without their content), are recorded all the same.
+    "mapping": ([(_openai, "_chat_output"), (_openai._ChatStream, "add")], 2, 6, 3),
+    # Recording the prompt, which comes first (a stream is then not watched: its
+    # output's recording is never reached): nothing is recorded.
+    "recording": ([(_openai._Call, "record_prompt"), (_openai._StreamRecord, "emit")], 1, 0, 0),
+}
+
+
+@pytest.mark.parametrize("broken", sorted(BREAKAGES))
+@pytest.mark.parametrize("mode", MODES)
 def test_a_failure_inside_the_instrumentation_never_reaches_the_caller(
+    mode: str,
+    broken: str,
     layer: Client,
     collector: LocalCollector,
     server: OpenAIServer,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    def broken(*args: Any, **kwargs: Any) -> Any:
+    """A bug of ours, sync or async, plain or streamed: the caller gets the same results;
+    each kind of failure is logged once as a warning; what could be recorded was.
+    (Issue 12: the async twin asserts what the sync one does.)"""
+    methods, warned, prompts, outputs = BREAKAGES[broken]
+
+    def bug(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("a bug of ours")
 
-    monkeypatch.setattr(_openai, "_chat_output", broken)
-    monkeypatch.setattr(_openai._ChatStream, "add", broken)
-    client = openai.OpenAI(base_url=server.url, api_key="sk-test", max_retries=0)
+    for owner, name in methods:
+        monkeypatch.setattr(owner, name, bug)
+
+    def three_rounds(c: Any) -> Any:
+        """Three times a plain call and a streamed one: their text, as the caller read it."""
+        create = c.chat.completions.create
+        if mode == "sync":
+            return [
+                (
+                    create(model="gpt-test", messages=MESSAGES).choices[0].message.content,
+                    text_of(list(create(model="gpt-test", messages=MESSAGES, stream=True))),
+                )
+                for _ in range(3)
+            ]
+
+        async def run() -> list[tuple[str, str]]:
+            results = []
+            for _ in range(3):
+                completion = await create(model="gpt-test", messages=MESSAGES)
+                stream = await create(model="gpt-test", messages=MESSAGES, stream=True)
+                chunks = await drain(mode, stream)
+                results.append((completion.choices[0].message.content, text_of(chunks)))
+            return results
+
+        return run()
+
     with caplog.at_level(logging.DEBUG, logger="layer_sdk"), layer.session_context() as session_id:
-        for _ in range(3):
-            completion = client.chat.completions.create(model="gpt-test", messages=MESSAGES)
-            assert completion.choices[0].message.content == ANSWER
-            chunks = list(
-                client.chat.completions.create(model="gpt-test", messages=MESSAGES, stream=True)
-            )
-            assert text_of(chunks) == ANSWER
+        assert perform(mode, server, three_rounds) == [(ANSWER, ANSWER)] * 3
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    # Two kinds of failure, each logged once as a warning (then at debug level).
-    assert len(warnings) == 2, [r.getMessage() for r in warnings]
+    # Each kind of failure logged once as a warning (then at debug level).
+    assert len(warnings) == warned, [r.getMessage() for r in warnings]
     assert all("a bug of ours" in r.getMessage() for r in warnings)
-    # What could be recorded was: 3 prompts, and the 3 stream outputs (without their content).
-    actions = actions_of(layer, collector, session_id, 9)
-    assert len(by_kind(actions, "completion_prompt")) == 6
-    assert len(by_kind(actions, "completion_output")) == 3
-    client.close()
-
-
-def test_a_failing_recorder_does_not_break_async_streams(
-    layer: Client,
-    server: OpenAIServer,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    def broken(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("a bug of ours")
-
-    monkeypatch.setattr(_openai._Call, "record_prompt", broken)
-    monkeypatch.setattr(_openai._StreamRecord, "emit", broken)
-
-    async def call(c: Any) -> Any:
-        stream = await c.chat.completions.create(model="gpt-test", messages=MESSAGES, stream=True)
-        return await drain("async", stream)
-
-    assert text_of(perform("async", server, call)) == ANSWER
+    actions = actions_of(layer, collector, session_id, prompts + outputs)
+    assert len(by_kind(actions, "completion_prompt")) == prompts
+    assert len(by_kind(actions, "completion_output")) == outputs
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -1314,7 +1338,7 @@ def test_session_context_works_across_await_and_inside_layer_session(
 ) -> None:
     async def two_calls(c: Any) -> None:
         await c.embeddings.create(model="emb", input="a")
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the context must survive a suspension: not synchronization
         await asyncio.gather(
             c.embeddings.create(model="emb", input="b"), c.moderations.create(input="c")
         )

@@ -14,15 +14,14 @@ import itertools
 import socket
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from layer_sdk import Client, SessionActionKind
+from layer_sdk import Client
 from layer_sdk.collector import LocalCollector
 
-MakeClient = Callable[..., Client]
-PROMPT = SessionActionKind.COMPLETION_PROMPT
+from .helpers import PROMPT, MakeClient, TCPServer, read_request
 
 
 def long_session(client: Client, actions: int) -> str:
@@ -118,7 +117,7 @@ def test_a_5xx_in_the_middle_of_a_pipeline_is_retried_and_delivered_once(
     assert (stats.sent, stats.failed, stats.retried) == (31, 0, 1)
 
 
-class NoPipelining:
+class NoPipelining(TCPServer):
     """A server in front of the collector that will not pipeline. ``close``: it answers
     one request per connection, with ``Connection: close``. Otherwise it keeps the
     connection, but drops whatever arrived after the request it is answering (the
@@ -127,46 +126,18 @@ class NoPipelining:
     def __init__(self, collector: LocalCollector, close: bool = True) -> None:
         self._collector = collector
         self._close = close
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
-        self.connections = 0
         self.requests_read = 0  # request lines received, whether forwarded or not
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._forward, args=(client,), daemon=True).start()
-
-    def _forward(self, client: socket.socket) -> None:
+    def handle(self, client: socket.socket) -> None:
         """Forward requests to the collector, one per read; their answers back."""
         with client, contextlib.suppress(OSError):
             client.settimeout(10)
-            while True:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = client.recv(65536)
-                    if not chunk:
-                        return
-                    data += chunk
-                self.requests_read += data.count(b"POST /")
-                head, _, rest = data.partition(b"\r\n\r\n")
-                length = int(
-                    next(
-                        line.split(b":", 1)[1]
-                        for line in head.split(b"\r\n")
-                        if line.lower().startswith(b"content-length:")
-                    )
-                )
-                while len(rest) < length:
-                    rest += client.recv(65536)
+            while (request := read_request(client)) is not None:
+                head, body, rest = request
+                self.requests_read += (head + body + rest).count(b"POST /")
                 # Anything after this request in what was read is dropped.
-                client.sendall(self._ask_collector(head + b"\r\nConnection: close", rest[:length]))
+                client.sendall(self._ask_collector(head + b"\r\nConnection: close", body))
                 if self._close:
                     return
 
@@ -178,9 +149,6 @@ class NoPipelining:
             while chunk := upstream.recv(65536):
                 answer += chunk
         return answer if self._close else answer.replace(b"Connection: close\r\n", b"")
-
-    def close(self) -> None:
-        self._listener.close()
 
 
 @pytest.fixture
@@ -242,13 +210,9 @@ def test_answers_that_fill_the_socket_do_not_stall_a_pipeline_being_written() ->
             conn.settimeout(10)
             buffer = b""
             while len(served) < 64:
-                while b"\r\n\r\n" not in buffer:
-                    buffer += conn.recv(4096)
-                request_head, _, buffer = buffer.partition(b"\r\n\r\n")
-                length = int(request_head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
-                while len(buffer) < length:
-                    buffer += conn.recv(4096)
-                buffer = buffer[length:]
+                request = read_request(conn, buffer, 4096)
+                assert request is not None
+                buffer = request[2]
                 conn.sendall(head + answer)  # before reading the next request
                 served.append(1)
 

@@ -11,12 +11,11 @@ and the echo servers of ``tests/echo_servers.py``).
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import secrets
 import threading
 import traceback
 from collections.abc import Callable, Iterator
-from multiprocessing.connection import Connection
+from typing import Any
 
 import pytest
 
@@ -26,17 +25,23 @@ from layer_sdk import (
     LayerHTTPError,
     LayerRequestError,
     OIDCClientCredentials,
-    SessionActionKind,
 )
 from layer_sdk._config import Config
 from layer_sdk._export import _losses
 from layer_sdk.collector import LocalCollector
 
-from .conftest import APP_ID, FAST, run_python, wait_until
 from .echo_servers import EchoingAPI, EchoingTokenEndpoint, StaticToken, leaks, odd_secret
-
-MakeClient = Callable[..., Client]
-PROMPT = SessionActionKind.COMPLETION_PROMPT
+from .helpers import (
+    APP_ID,
+    FAST,
+    PROMPT,
+    MakeClient,
+    ReportingHandler,
+    held_by_another_thread,
+    in_multiprocessing_child,
+    run_python,
+    wait_until,
+)
 
 #: How long a call that must return may take, at most, on a busy machine.
 RETURNS_WITHIN = 20.0
@@ -58,22 +63,6 @@ def returns_within(call: Callable[[], object], seconds: float = RETURNS_WITHIN) 
     threading.Thread(target=run, daemon=True).start()
     assert done.wait(seconds), f"the call did not return within {seconds} s"
     return raised
-
-
-class ReportingHandler(logging.Handler):
-    """A logging hook that reports every record to Layer, as an application might install."""
-
-    def __init__(self, client: Client, session_id: str) -> None:
-        super().__init__(logging.DEBUG)
-        self.client = client
-        self.session_id = session_id
-        self.emitted = 0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.emitted += 1
-        self.client.append_action(
-            self.session_id, kind=PROMPT, data={"log": record.getMessage()[:200]}
-        )
 
 
 @pytest.fixture
@@ -128,6 +117,7 @@ def test_on_drop_that_logs_to_a_reporting_handler_returns_with_exact_counts(
             app_logger.info("request %d handled", n)
 
     assert returns_within(log_a_hundred_lines) == []
+    assert handler.errors == []  # append_action raised nothing into the logging call
 
     # Each line drops its action; on_drop's own line drops one more, counted but not told.
     stats = client.stats()
@@ -172,6 +162,7 @@ def test_on_drop_that_raises_never_escapes_and_is_logged_throttled(
             client.append_action(session_id, kind=PROMPT, data={"n": n})
 
     assert returns_within(drop_twenty_thousand) == []
+    assert handler.errors == []  # append_action raised nothing into the logging calls
 
     # The app's line and 20,000 actions were told; the SDK's error line and loss
     # line, reported by the handler while telling, were dropped and counted only.
@@ -271,9 +262,9 @@ layer.create_session()  # sent only by the exit drain
     assert line.startswith("ON_DROP rejected 1 layer-sdk-sender-")
 
 
-def _late_call_in_child(client: Client, told: list[tuple[str, int]], report: Connection) -> None:
+def _late_call_in_child(client: Client, told: list[tuple[str, int]]) -> dict[str, Any]:
     client.create_session()  # after shutdown: dropped at the door, and told
-    report.send({"told": told, "dropped": client.stats().dropped_by_reason})
+    return {"told": told, "dropped": client.stats().dropped_by_reason}
 
 
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
@@ -285,31 +276,9 @@ def test_a_forked_child_tells_of_losses_with_fresh_locks(make_client: MakeClient
     client.shutdown(timeout=2)
     exporter = client._exporter
     assert exporter is not None
-    holding, release = threading.Event(), threading.Event()
-
-    def hold_the_lock() -> None:
-        with exporter.losses._lock:
-            holding.set()
-            release.wait(30)
-
-    holder = threading.Thread(target=hold_the_lock)
-    holder.start()
-    assert holding.wait(5)
-    try:
-        context = multiprocessing.get_context("fork")
-        receiver, sender = context.Pipe(duplex=False)
-        child = context.Process(target=_late_call_in_child, args=(client, told, sender))
-        child.start()
-        sender.close()
-        child.join(20)
-        if child.is_alive():
-            child.kill()
-            child.join(5)
-        assert child.exitcode == 0, "the child hung on the loss log's lock"
-        report = receiver.recv() if receiver.poll(1) else None
-    finally:
-        release.set()
-        holder.join(5)
+    with held_by_another_thread(exporter.losses._lock):
+        code, report = in_multiprocessing_child(_late_call_in_child, client, told)
+    assert code == 0, "the child hung on the loss log's lock"
     assert report == {"told": [("shutdown", 1)], "dropped": {"shutdown": 1}}
 
 

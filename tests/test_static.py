@@ -6,7 +6,7 @@ import ast
 import subprocess
 import sys
 
-from .conftest import ROOT
+from .helpers import ROOT
 
 
 def run(*command: str) -> subprocess.CompletedProcess[str]:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 
 import pytest
 
 from layer_sdk import (
     AuthProvider,
-    Client,
     LayerAuthError,
     LayerHTTPError,
     LayerRequestError,
@@ -19,9 +17,7 @@ from layer_sdk import (
 )
 from layer_sdk.collector import LocalCollector
 
-from .conftest import closed_port
-
-MakeClient = Callable[..., Client]
+from .helpers import JSONHandler, MakeClient, closed_port, http_server
 
 
 def test_sync_create_returns_the_server_s_id_after_one_round_trip(
@@ -101,32 +97,19 @@ def test_a_slow_server_raises_request_error_after_http_timeout(
     assert "Timeout" in str(raised.value)
 
 
-class _TokenEndpoint(BaseHTTPRequestHandler):
+class _TokenEndpoint(JSONHandler):
     """An OAuth token endpoint that refuses every client, as a wrong secret gets."""
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["Content-Length"]))
-        body = json.dumps(
-            {"error": "invalid_client", "error_description": "client authentication failed"}
-        ).encode()
-        self.send_response(401)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.read_body()
+        body = {"error": "invalid_client", "error_description": "client authentication failed"}
+        self.send_json(401, json.dumps(body).encode())
 
 
 @pytest.fixture
 def refusing_token_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _TokenEndpoint)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/realms/r/protocol/openid-connect/token"
-    server.shutdown()
-    server.server_close()
+    with http_server(_TokenEndpoint) as server:
+        yield f"http://127.0.0.1:{server.server_address[1]}/realms/r/protocol/openid-connect/token"
 
 
 def test_refused_credentials_raise_auth_error_without_the_secret(
@@ -188,32 +171,20 @@ def test_a_second_401_is_not_retried_again(
     assert "token-" not in str(raised.value)
 
 
-class _OddSessionIds(BaseHTTPRequestHandler):
+class _OddSessionIds(JSONHandler):
     """A Layer API that accepts every create and answers the session_id it is set to."""
 
     answer: object = None
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["Content-Length"]))
-        body = json.dumps({"session_id": self.answer}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.read_body()
+        self.send_json(200, json.dumps({"session_id": self.answer}).encode())
 
 
 @pytest.fixture
 def odd_api() -> Iterator[ThreadingHTTPServer]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _OddSessionIds)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with http_server(_OddSessionIds) as server:
+        yield server
 
 
 @pytest.mark.parametrize("answer", ["not-a-uuid", 12345, "", ["x"]])

@@ -180,6 +180,7 @@ class LocalCollector:
         self._requests: list[ReceivedRequest] = []
         self._replies: dict[str, Reply] = {}  # X-Request-Id -> its 2xx answer
         self._duplicates = 0
+        self._unanswered = 0  # requests read whose answer is not recorded yet
         # fail_next(): the replies to inject, each with the bytes a body must contain (or None).
         self._failures: deque[_Fault] = deque()
         self._failing_until = 0.0  # fail_for(): every request read before this time fails
@@ -298,12 +299,22 @@ class LocalCollector:
         with self._lock:
             return self._duplicates
 
+    @property
+    def unanswered(self) -> int:
+        """Requests read and not answered yet: held by ``hang()``, delayed, or being answered.
+
+        ``wait_for`` sees it change: a test can wait until a request has
+        reached a hung server before it acts.
+        """
+        with self._lock:
+            return self._unanswered
+
     def wait_for_events(self, count: int, timeout: float = 10.0) -> bool:
         """Wait until ``event_count >= count``; False if ``timeout`` passes first."""
         return self.wait_for(lambda collector: collector.event_count >= count, timeout)
 
     def wait_for(self, predicate: Callable[[LocalCollector], bool], timeout: float = 10.0) -> bool:
-        """Wait until ``predicate(self)`` holds, checking it after every request.
+        """Wait until ``predicate(self)`` holds, checking it as each request is read and answered.
 
         The predicate runs with the collector's lock held: it may inspect the
         collector but must not wait for requests to it.
@@ -437,9 +448,11 @@ class LocalCollector:
     def _admit(self, request: Request) -> _Exchange:
         """A request just read, with every fault decided for it at once (see the module doc)."""
         exchange = _Exchange(self, request, received_at=time.monotonic())
-        if request.framing_error is not None:  # answered 400 at once, whatever the faults
-            return exchange
         with self._lock:
+            self._unanswered += 1
+            self._changed.notify_all()
+            if request.framing_error is not None:  # answered 400 at once, whatever the faults
+                return exchange
             exchange.hold = self._releases if self._hanging else None
             exchange.delay = self._delay
             exchange.drop = bool(self._drops) and _take(self._drops, request.body) is not None
@@ -485,6 +498,7 @@ class LocalCollector:
 
     def _record(self, request: ReceivedRequest) -> None:
         with self._lock:
+            self._unanswered -= 1
             self._requests.append(request)
             self._changed.notify_all()
 

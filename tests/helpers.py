@@ -1,0 +1,246 @@
+"""What the tests share besides fixtures (those are in ``conftest.py``).
+
+Settings, waiting on conditions, child processes, and the small servers that
+several test files stand up on 127.0.0.1: raw TCP servers a test scripts byte
+by byte, and ``http.server`` endpoints that answer JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from layer_sdk import Client, SessionActionKind
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Fast settings for tests: short batching delay and backoff-friendly timeouts.
+FAST = {"flush_interval": 0.05, "shutdown_timeout": 5.0, "http_timeout": 5.0}
+
+APP_ID = "0c7f6b4e-2f39-4d1b-9a55-6b1f0f0a1d2e"
+
+PROMPT = SessionActionKind.COMPLETION_PROMPT
+
+MakeClient = Callable[..., Client]
+"""The ``make_client`` fixture: builds an initialized client against the collector."""
+
+
+# -- waiting and processes ------------------------------------------------------------
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 10.0) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` passes; for state no event signals."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def run_python(
+    code: str, *, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter that imports this checkout of layer_sdk."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _send_result(work: Callable[..., Any], args: tuple[Any, ...], report: Connection) -> None:
+    report.send(work(*args))
+
+
+def in_multiprocessing_child(
+    work: Callable[..., Any], *args: Any, timeout: float = 20.0
+) -> tuple[int | None, Any]:
+    """Run ``work(*args)`` in a ``multiprocessing`` child started by fork.
+
+    Returns the child's exit code (None: it hung and was killed at ``timeout``)
+    and what ``work`` returned (None when it sent nothing).
+    """
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_send_result, args=(work, args, sender))
+    process.start()
+    sender.close()
+    process.join(timeout)
+    if process.is_alive():
+        process.kill()
+        process.join(5)
+        return None, None
+    return process.exitcode, receiver.recv() if receiver.poll(1) else None
+
+
+@contextlib.contextmanager
+def held_by_another_thread(*locks: Any) -> Iterator[None]:
+    """``locks`` held by another thread meanwhile, as when a process forks in mid-call."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        for lock in locks:
+            lock.acquire()
+        holding.set()
+        release.wait(60)
+        for lock in reversed(locks):
+            lock.release()
+
+    holder = threading.Thread(target=hold, name="lock-holder", daemon=True)
+    holder.start()
+    try:
+        assert holding.wait(5), "the other thread could not take the locks"
+        yield
+    finally:
+        release.set()
+        holder.join(5)
+
+
+class ReportingHandler(logging.Handler):
+    """A logging hook that reports every record to Layer, as an application might install.
+
+    It notes who called it and what the SDK raised: ``emitted`` records,
+    the ``threads`` they were emitted on, ``errors`` raised by
+    ``append_action``; ``settled`` is set once an outermost ``emit()`` (one
+    not re-entered through the SDK's own logging) has returned.
+    """
+
+    def __init__(self, client: Client, session_id: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.client = client
+        self.session_id = session_id
+        self.emitted = 0
+        self.threads: list[int] = []
+        self.errors: list[BaseException] = []
+        self.depth = 0
+        self.settled = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.emitted += 1
+        self.threads.append(threading.get_ident())
+        self.depth += 1
+        try:
+            self.client.append_action(
+                self.session_id, kind=PROMPT, data={"log": record.getMessage()[:200]}
+            )
+        except BaseException as exc:
+            self.errors.append(exc)
+        finally:
+            self.depth -= 1
+            if self.depth == 0:
+                self.settled.set()
+
+
+# -- raw TCP servers ------------------------------------------------------------------
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 where nothing listens: connections to it are refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def read_request(
+    conn: socket.socket, buffer: bytes = b"", size: int = 65536
+) -> tuple[bytes, bytes, bytes] | None:
+    """The next request on ``conn``: its head (without the blank line), its body, and
+    what was read past it. ``buffer``: bytes already read. None when the peer closed first.
+
+    The body is framed by Content-Length only: what the SDK sends.
+    """
+    while b"\r\n\r\n" not in buffer:
+        data = conn.recv(size)
+        if not data:
+            return None
+        buffer += data
+    head, _, rest = buffer.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(rest) < length:
+        data = conn.recv(size)
+        if not data:
+            return None
+        rest += data
+    return head, rest[:length], rest[length:]
+
+
+class TCPServer:
+    """A TCP listener on 127.0.0.1 that serves each connection on a daemon thread.
+
+    Subclasses write ``handle``; ``connections`` counts the connections accepted.
+    """
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def handle(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+
+    def close(self) -> None:
+        """Stop accepting; connections being served run on."""
+        self._listener.close()
+
+
+# -- http.server endpoints ------------------------------------------------------------
+
+
+class JSONHandler(BaseHTTPRequestHandler):
+    """An ``http.server`` handler that answers JSON and logs nothing."""
+
+    def read_body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def send_json(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[ThreadingHTTPServer]:
+    """``handler`` served on 127.0.0.1 from a daemon thread while the block runs."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
