@@ -26,7 +26,7 @@ from layer_sdk._export._retry import (
     parse_retry_after,
 )
 
-from .conftest import wait_until
+from .helpers import wait_until
 
 # -- RetryPolicy.backoff ----------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from layer_sdk._export._losses import REJECTED, RETRIES_EXHAUSTED
 from layer_sdk._export._retry import SendGate
 from layer_sdk._export._transport import Transport
 
-from .conftest import APP_ID
+from .helpers import APP_ID
 from .memory_backend import CUT, OK, Answer, MemoryBackend, Sent, answer
 
 BASE_URL = "https://api.layer.test"

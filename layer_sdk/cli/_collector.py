@@ -67,20 +67,20 @@ def collector(
         print(f"layer-sdk collector: cannot listen on {host}:{port}: {error}", file=sys.stderr)
         return 2
 
-    printer = _Printer(stream, as_json)
-    kept_sessions, kept_actions = len(server.sessions), len(server.actions())
-    printer.started(server.url, db, kept_sessions, kept_actions, fail_rate, latency)
-
     def stop(signum: int, frame: FrameType | None) -> None:
         events.put(None)  # SimpleQueue.put may be called from a signal handler
 
-    began = time.monotonic()
-    received: Counter[str] = Counter()
+    # The handlers first: a signal sent as soon as the ready line is read must stop us cleanly.
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, stop)
+    printer = _Printer(stream, as_json)
+    kept_sessions, kept_actions = len(server.sessions), len(server.actions())
+    began = time.monotonic()
+    received: Counter[str] = Counter()
     try:
+        printer.started(server.url, db, kept_sessions, kept_actions, fail_rate, latency)
         while True:
             try:
                 # A timeout, as a signal that lands on another thread does not interrupt
