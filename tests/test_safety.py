@@ -10,6 +10,7 @@ and the echo servers of ``tests/echo_servers.py``).
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import threading
@@ -406,3 +407,42 @@ def test_a_bare_secret_of_an_unknown_shape_is_caught_by_its_value(
         with pytest.raises(LayerHTTPError) as raised:
             client.create_session(sync=True)
     assert raised.value.message == "<redacted> is not valid for this application"
+
+
+SIGNAL_SCRIPT = """
+import json, signal, time
+from layer_sdk import Client
+client = Client()
+client.init(base_url="http://127.0.0.1:9", application_id="app", flush_interval=60,
+            max_queue_size=1, shutdown_timeout=0)
+session_id = client.create_session()
+calls = {"main": 0, "handler": 0}
+
+def report(signum, frame):  # a signal handler whose logging reports to Layer, say
+    calls["handler"] += 1
+    client.append_action(session_id, kind="completion_prompt", data={"from": "signal"})
+
+signal.signal(signal.SIGALRM, report)
+signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0005)
+deadline = time.monotonic() + 2
+while time.monotonic() < deadline:
+    client.append_action(session_id, kind="completion_prompt", data={"n": calls["main"]})
+    calls["main"] += 1
+signal.setitimer(signal.ITIMER_REAL, 0)
+stats = client.stats()
+print(json.dumps({**calls, "enqueued": stats.enqueued, "dropped": stats.dropped,
+                  "by_reason": stats.dropped_by_reason}))
+"""
+
+
+def test_a_signal_handler_that_reports_while_a_call_is_inside_the_queue_never_hangs() -> None:
+    """Issue 10 §3, the host is never harmed: a signal handler that calls the SDK while the
+    main thread is inside it (the queue's lock held, a loss being logged) neither waits
+    forever on a lock its own thread holds nor recurses; what it offers is counted."""
+    result = run_python(SIGNAL_SCRIPT, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["handler"] > 100, report  # the handler did interrupt the main thread
+    # Every event offered was counted: the session, then each call of either kind.
+    assert report["enqueued"] + report["dropped"] == 1 + report["main"] + report["handler"]
+    assert set(report["by_reason"]) <= {"queue_full", "recursion"}

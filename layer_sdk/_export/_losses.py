@@ -109,7 +109,9 @@ class LossLog:
 
     def _reset(self) -> None:
         """Fresh state: at creation, and in a forked child (no lock, no notifier inherited)."""
-        self._lock = threading.Lock()
+        # Re-entrant: a signal handler that interrupts this thread while it holds
+        # the lock, and reports to Layer, must not wait forever on it.
+        self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)  # the notifier waits here for losses
         self._last_logged: dict[str, float] = {}
         self._unlogged: dict[str, int] = {}

@@ -28,7 +28,7 @@ from collections.abc import Callable
 import msgspec
 
 from .._schemas import SESSIONS_PATH, actions_path, session_body
-from ._losses import QUEUE_FULL, SESSION_FAILED, SHUTDOWN, TOO_LARGE
+from ._losses import QUEUE_FULL, RECURSION, SESSION_FAILED, SHUTDOWN, TOO_LARGE
 
 
 class Put(enum.Enum):
@@ -161,7 +161,10 @@ class ExportQueue:
     ) -> None:
         self._on_loss = on_loss
         self._unreported: list[tuple[str, int]] = []
-        self._lock = threading.Lock()
+        # Re-entrant, and put() checks whether this thread holds it already: a
+        # signal handler or a finalizer that interrupts put() and reports to
+        # Layer must not wait forever on a lock its own thread holds.
+        self._lock = threading.RLock()
         self._resolved = threading.Condition(self._lock)  # flush waits here
         # Senders waiting for work, the most recently idle last. Work goes to
         # the most recently idle first, so that under light load the same few
@@ -193,12 +196,21 @@ class ExportQueue:
         self._lossy_epochs: set[int] = set()
         self._sent = self._retried = 0
         self._dropped: Counter[str] = Counter()
+        self._dropped_reentering = 0  # RECURSION drops counted without the lock (put())
         self._failed: Counter[str] = Counter()
 
     # -- the caller's side ---------------------------------------------------
 
     def put(self, event: Event) -> Put:
         """Admit ``event``, or refuse it (counted, with the reason). Never blocks."""
+        if self._lock._is_owned():  # type: ignore[attr-defined]
+            # This thread is inside a put() already, interrupted by a signal
+            # handler or a finalizer that reports to Layer: the queue is half
+            # way through a change. Counted without touching it; told later.
+            self._dropped_reentering += 1
+            self._lossy_epochs.add(self._epoch)
+            self._unreported.append((RECURSION, 1))
+            return Put.DROPPED
         size = len(event.body) + EVENT_OVERHEAD
         with self._lock:
             if (
@@ -528,7 +540,7 @@ class ExportQueue:
 
     def forget_locks(self) -> None:
         """New locks for a forked child, where a parent thread may have held the old ones."""
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._resolved = threading.Condition(self._lock)
         self._idle = []
         self._session_waiters = 0
@@ -555,14 +567,17 @@ class ExportQueue:
     def stats(self) -> ExportStats:
         """A consistent snapshot of the counts."""
         with self._lock:
+            dropped = dict(self._dropped)
+            if self._dropped_reentering:
+                dropped[RECURSION] = dropped.get(RECURSION, 0) + self._dropped_reentering
             return ExportStats(
                 enqueued=self._sent + sum(self._failed.values()) + self._events,
                 sent=self._sent,
-                dropped=sum(self._dropped.values()),
+                dropped=sum(dropped.values()),
                 failed=sum(self._failed.values()),
                 retried=self._retried,
                 queued=self._events,
                 queued_bytes=self._bytes,
-                dropped_by_reason=dict(self._dropped),
+                dropped_by_reason=dropped,
                 failed_by_reason=dict(self._failed),
             )
