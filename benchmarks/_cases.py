@@ -273,6 +273,20 @@ def new_client(url: str, **options: Any) -> Any:
     return client
 
 
+def one_sync_call(url: str) -> tuple[float, str]:
+    """How long one ``sync=True`` create blocks against ``url``, and what it raised."""
+    client = new_client(url, sync=True)
+    started = time.perf_counter()
+    try:
+        client.create_session(attributes=SESSION_ATTRIBUTES)
+        error = "none"
+    except Exception as exc:
+        error = type(exc).__name__
+    seconds = time.perf_counter() - started
+    client.shutdown(timeout=0.1)
+    return seconds, error
+
+
 def sync_rate(client: Any, server: Server, sessions: int) -> dict[str, float]:
     """Deliver ``sessions`` sessions of 4 actions with ``sync=True`` calls: the baseline."""
     before, cpu0, t0 = server.count(), cpu_seconds(), time.perf_counter()
@@ -632,15 +646,7 @@ def case_server_down(quick: bool) -> dict[str, Any]:
 
     # The synchronous path against the same dead server: nothing is held, but
     # each call blocks through its retries and then raises.
-    sync_client = new_client(url, sync=True)
-    t2 = time.perf_counter()
-    try:
-        sync_client.create_session(attributes=SESSION_ATTRIBUTES)
-        sync_error = "none"
-    except Exception as exc:
-        sync_error = type(exc).__name__
-    sync_seconds = time.perf_counter() - t2
-    sync_client.shutdown(timeout=0.1)
+    sync_seconds, sync_error = one_sync_call(url)
     return {
         "events": made,
         "produce_seconds": produce_seconds,
@@ -708,15 +714,7 @@ def case_outage(quick: bool) -> dict[str, Any]:
 
         # The synchronous path during an outage: each call retries 3 times, then raises.
         server.command(f"fail {outage} 503")
-        sync_client = new_client(server.url, sync=True)
-        t2 = time.perf_counter()
-        try:
-            sync_client.create_session(attributes=SESSION_ATTRIBUTES)
-            sync_error = "none"
-        except Exception as exc:
-            sync_error = type(exc).__name__
-        sync_seconds = time.perf_counter() - t2
-        sync_client.shutdown(timeout=0.1)
+        sync_seconds, sync_error = one_sync_call(server.url)
     elapsed = up_at - t0
     return {
         "outage_seconds": outage,

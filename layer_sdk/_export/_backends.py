@@ -17,7 +17,7 @@ and ``close`` can stand in (the tests' in-memory backend does).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
@@ -82,12 +82,10 @@ class DirectBackend:
         return Response(answer.status, answer.body, answer.headers)
 
     def post_all(self, url: str, requests: list[tuple[bytes, dict[str, str]]]) -> Exchange:
-        """The requests in order, pipelined on one connection."""
-        if len(requests) == 1:  # the common case, on the shortest path
-            try:
-                return Exchange([self.post(url, *requests[0])], None)
-            except LayerRequestError as exc:
-                return Exchange([], exc)
+        """The requests in order: pipelined on one connection, unless the server showed
+        that it does not pipeline."""
+        if len(requests) == 1 or not self._pool.pipelining:
+            return _in_turn(self.post, url, requests)
         answers, error = self._pool.post_pipelined(url[self._prefix :], requests)
         responses = [Response(answer.status, answer.body, answer.headers) for answer in answers]
         if error is None or isinstance(error, PipelineClosed):
@@ -126,17 +124,8 @@ class RequestsBackend:
         return cls(requests.Session(), timeout, verify=verify)
 
     def post_all(self, url: str, requests: list[tuple[bytes, dict[str, str]]]) -> Exchange:
-        """One request at a time, each waiting for the answer before it (no pipelining)."""
-        responses: list[Response] = []
-        for body, headers in requests:
-            try:
-                response = self.post(url, body, headers)
-            except LayerRequestError as exc:
-                return Exchange(responses, exc)
-            responses.append(response)
-            if not 200 <= response.status < 300:
-                break  # what follows goes after this one is settled, in order
-        return Exchange(responses, None)
+        """The requests in order, one at a time (requests does not pipeline)."""
+        return _in_turn(self.post, url, requests)
 
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> Response:
         """One request; raises ``LayerRequestError`` when no answer came."""
@@ -154,6 +143,25 @@ class RequestsBackend:
 
     def close(self) -> None:
         """The user's session is theirs to close."""
+
+
+def _in_turn(
+    post: Callable[[str, bytes, dict[str, str]], Response],
+    url: str,
+    requests: list[tuple[bytes, dict[str, str]]],
+) -> Exchange:
+    """The requests one at a time, each after the answer before it. It stops at the first
+    that is not delivered, so that what follows is sent after it is settled, in order."""
+    responses: list[Response] = []
+    for body, headers in requests:
+        try:
+            response = post(url, body, headers)
+        except LayerRequestError as exc:
+            return Exchange(responses, exc)
+        responses.append(response)
+        if not 200 <= response.status < 300:
+            break
+    return Exchange(responses, None)
 
 
 def _read_capped(answer: Any) -> bytes:

@@ -147,11 +147,8 @@ class ConnectionPool:
         When a server closes the connection after the first of several
         answers, or answers the first and then nothing within ``timeout``, it is
         taken not to pipeline: ``pipelining`` turns False for the life of the
-        pool, and the requests go one at a time (``post``), each waiting for the
-        answer before it.
+        pool, and the caller sends one request at a time (``post``) from then on.
         """
-        if not self.pipelining or len(requests) == 1:
-            return self._post_in_turn(path, requests)
         data = b"".join(self._request(path, body, headers) for body, headers in requests)
         answers: list[Answer] = []
         connection: _Connection | None = None
@@ -187,19 +184,6 @@ class ConnectionPool:
         if len(answers) == 1:
             self.pipelining = False
         return PipelineClosed(f"the server closed the connection after {len(answers)} of {sent}")
-
-    def _post_in_turn(
-        self, path: str, requests: list[tuple[bytes, dict[str, str]]]
-    ) -> tuple[list[Answer], Exception | None]:
-        """``post_pipelined`` one request at a time: it stops at the first failure, so
-        that what follows is sent again after it, in order."""
-        answers = []
-        for body, headers in requests:
-            try:
-                answers.append(self.post(path, body, headers))
-            except (OSError, ValueError) as exc:
-                return answers, exc
-        return answers, None
 
     def _request(self, path: str, body: bytes, headers: dict[str, str]) -> bytes:
         head = [f"POST {path} HTTP/1.1\r\nHost: {self.host_header}\r\n"]

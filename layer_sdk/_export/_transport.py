@@ -156,13 +156,6 @@ class Transport:
                 raise
 
             responses = exchange.responses
-            if len(responses) == len(pending) and all(200 <= r.status < 300 for r in responses):
-                # Every one delivered: the common case, settled on the shortest way.
-                for i, response in zip(pending, responses, strict=True):
-                    results[i] = Delivery(response)
-                if gate is not None:
-                    gate.passed()
-                break
             again: list[int] = []  # sent again, in order
             unauthorized: list[int] = []
             transient = False

@@ -172,23 +172,18 @@ class ExportWorker:
 
     def _resolve(self, request: Request, deliveries: list[Delivery]) -> None:
         """Settle a request in the queue by what became of each of its bodies."""
+        merged = len(request.bodies) == 1 and len(request.events) > 1
+        refused = deliveries[0]
+        if merged and refused.loss == REJECTED and refused.status in SPLIT_STATUSES:
+            self._queue.split(request)  # a refused merged create: its events go again, one by one
+            return
         for delivery in deliveries:
             if delivery.loss is not None:
                 self._explain(request, delivery)
         if len(request.bodies) > 1:
             self._queue.complete_each(request, [delivery.loss for delivery in deliveries])
-            return
-        (delivery,) = deliveries
-        if delivery.loss is None:
-            self._queue.complete(request)
-        elif (
-            delivery.loss == REJECTED
-            and len(request.events) > 1
-            and delivery.status in SPLIT_STATUSES
-        ):
-            self._queue.split(request)
         else:
-            self._queue.complete(request, delivery.loss)
+            self._queue.complete(request, deliveries[0].loss)
 
     def _explain(self, request: Request, delivery: Delivery) -> None:
         """Tell the loss log why, for the log line of the loss."""
