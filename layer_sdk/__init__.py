@@ -11,6 +11,10 @@ from ._client import Client
 from ._exceptions import (
     LayerAlreadyInitializedError,
     LayerAuthError,
+    LayerFirewallException,
+    LayerFirewallHTTPError,
+    LayerFirewallRequestError,
+    LayerFirewallSessionBlocked,
     LayerHTTPError,
     LayerMissingRequiredConfigurationError,
     LayerRequestError,
@@ -19,6 +23,13 @@ from ._exceptions import (
     LayerSDKException,
 )
 from ._export._queue import ExportStats
+from ._firewall import (
+    FirewallLookupContext,
+    FirewallLookupDecision,
+    FirewallSessionLookupResponse,
+    FirewallStats,
+    FirewallViolatedPolicy,
+)
 from ._schemas import (
     SessionActionError,
     SessionActionKind,
@@ -37,8 +48,17 @@ __all__ = [
     "AuthProvider",
     "Client",
     "ExportStats",
+    "FirewallLookupContext",
+    "FirewallLookupDecision",
+    "FirewallSessionLookupResponse",
+    "FirewallStats",
+    "FirewallViolatedPolicy",
     "LayerAlreadyInitializedError",
     "LayerAuthError",
+    "LayerFirewallException",
+    "LayerFirewallHTTPError",
+    "LayerFirewallRequestError",
+    "LayerFirewallSessionBlocked",
     "LayerHTTPError",
     "LayerMissingRequiredConfigurationError",
     "LayerRequestError",

@@ -20,6 +20,9 @@ import msgspec
 
 from . import _decorators, instrumentation
 from ._config import (
+    DEFAULT_FIREWALL_CACHE_SIZE,
+    DEFAULT_FIREWALL_CHECK_TIMEOUT,
+    DEFAULT_FIREWALL_REFRESH_INTERVAL,
     DEFAULT_FLUSH_INTERVAL,
     DEFAULT_FLUSH_TIMEOUT,
     DEFAULT_MAX_BATCH_SIZE,
@@ -44,6 +47,7 @@ from ._exceptions import (
     LayerSchemaValidationError,
 )
 from ._export import Event, Exporter, ExportStats, Put, lifecycle_lock
+from ._firewall import Firewall, FirewallSessionLookupResponse, FirewallStats
 from ._platform import platform_attributes
 from ._redact import mask_url
 from ._schemas import (
@@ -82,6 +86,11 @@ class Client:
         # What every session of this client carries, and where its IDs come from.
         self._attributes: dict[str, str] = {}
         self._new_session_id = SessionIdFactory("")
+        self._application_id = ""
+        # The firewall of this client (None without firewall_base_url), and the same
+        # when append_action consults it (enable_firewall_instrumentation), else None.
+        self._firewall: Firewall | None = None
+        self._guard: Firewall | None = None
 
     def __repr__(self) -> str:
         exporter = self._exporter
@@ -97,6 +106,7 @@ class Client:
         *,
         base_url: str | None = None,
         application_id: str | None = None,
+        application_name: str | None = None,
         environment: str | None = None,
         auth_provider: AuthProvider | None = None,
         http_session: requests.Session | None = None,
@@ -118,6 +128,12 @@ class Client:
         max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
         on_drop: DropCallback | None = None,
         allow_insecure_http: bool = False,
+        firewall_base_url: str | None = None,
+        enable_firewall_instrumentation: bool = False,
+        firewall_fail_closed: bool = False,
+        firewall_check_timeout: float = DEFAULT_FIREWALL_CHECK_TIMEOUT,
+        firewall_cache_size: int = DEFAULT_FIREWALL_CACHE_SIZE,
+        firewall_refresh_interval: float = DEFAULT_FIREWALL_REFRESH_INTERVAL,
     ) -> None:
         """Configure the client and start its background worker.
 
@@ -143,8 +159,12 @@ class Client:
                 )
             config = Config.resolve(**options)
             self._attributes = platform_attributes(config.environment, config.platform)
-            self._new_session_id = SessionIdFactory(config.application_id)
+            self._application_id = config.application_id or ""
+            self._new_session_id = SessionIdFactory(self._application_id)
             self._exporter = Exporter(config)
+            firewall = None if config.firewall_base_url is None else Firewall(config)
+            self._firewall = firewall
+            self._guard = firewall if config.enable_firewall_instrumentation else None
         instrumentation.instrument(self, config.disable_instrumentations)
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -172,7 +192,11 @@ class Client:
         instrumentation.uninstrument(self)
         if timeout is None:
             timeout = exporter.config.shutdown_timeout
-        return exporter.finish(time.monotonic() + max(0.0, timeout))
+        deadline = time.monotonic() + max(0.0, timeout)
+        firewall, self._guard = self._firewall, None
+        if firewall is not None:
+            firewall.close(deadline)
+        return exporter.finish(deadline)
 
     def stats(self) -> ExportStats:
         """Counts of events enqueued, sent, dropped, failed, retried and still queued."""
@@ -209,7 +233,7 @@ class Client:
             attrs = {**attrs, **session_attributes(attributes)}
         body = encode(
             SessionRequest(
-                config.application_id,
+                self._application_id,
                 attrs,
                 sid,
                 utc(start_time, "start_time"),
@@ -254,17 +278,49 @@ class Client:
 
         Buffered by default: returns at once and never raises for network
         trouble. Bad input raises ``LayerSchemaValidationError`` or
-        ``LayerRequestPreparationError`` here, at the call.
+        ``LayerRequestPreparationError`` here, at the call. With
+        ``enable_firewall_instrumentation=True``, raises
+        ``LayerFirewallSessionBlocked`` when the latest decision the client
+        knows for the session is ``block`` (no network: see ``_firewall``).
         """
         exporter = self._exporter
         if exporter is None:
             raise _not_initialized("append_action")
         session_id = session_id_text(session_id)
+        guard = self._guard
+        if guard is not None:
+            guard.check(session_id)
         body = action_body(kind, start_time, end_time, attributes, data, error, scanners)
         if exporter.config.sync if sync is None else sync:
             exporter.send_now(session_id, actions_path(session_id), body)
             return
         self._enqueue(exporter, Event(session_id, body, False))
+
+    def firewall_session_lookup(self, session_id: Any) -> FirewallSessionLookupResponse:
+        """Ask the Layer firewall now what it decided about a session.
+
+        ``GET {firewall_base_url}/v1/sessions/{session_id}`` through the same
+        transport as ``sync=True`` calls (authentication, up to ``max_retries``
+        retries, ``http_timeout``). Raises ``LayerFirewallHTTPError`` for a
+        non-2xx answer, ``LayerFirewallRequestError`` when the firewall cannot
+        be reached or answers something that is no lookup response, and
+        ``LayerMissingRequiredConfigurationError`` without ``firewall_base_url``.
+        """
+        session_id = session_id_text(session_id)
+        firewall = self._firewall
+        if firewall is None:
+            if self._exporter is None:
+                raise _not_initialized("firewall_session_lookup")
+            raise LayerMissingRequiredConfigurationError(
+                "firewall_session_lookup needs firewall_base_url: pass firewall_base_url= "
+                "to init() or set LAYER_FIREWALL_BASE_URL"
+            )
+        return firewall.lookup(session_id)
+
+    def firewall_stats(self) -> FirewallStats:
+        """Counts of firewall look-ups, failures, calls let through and calls refused."""
+        firewall = self._firewall
+        return FirewallStats(0, 0, 0, 0, 0) if firewall is None else firewall.stats()
 
     def session(
         self, *, attributes: Mapping[str, Any] | None = None, session_id: Any = None
@@ -306,6 +362,12 @@ class Client:
             current_session_id.reset(token)
 
     # -- machinery -------------------------------------------------------------
+
+    def _check_before_prompt(self, session_id: str) -> None:
+        """The provider instrumentation's fresh firewall check (``instrumentation._firewall``)."""
+        guard = self._guard
+        if guard is not None:
+            guard.check_fresh(session_id)
 
     def _enqueue(self, exporter: Exporter, event: Event) -> None:
         if exporter.put(event) is _TOO_LARGE:

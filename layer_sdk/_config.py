@@ -54,6 +54,14 @@ DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
 DEFAULT_MAX_PIPELINED_REQUESTS = 1024
 #: Requests in flight at once; sender threads are started only as the load needs them.
 DEFAULT_MAX_CONCURRENT_REQUESTS = 32
+#: How long an instrumented provider call waits for a fresh firewall decision before
+#: its prompt leaves the process, seconds (one attempt, no retry); past it the call
+#: goes on (fail open) or is refused (``firewall_fail_closed``).
+DEFAULT_FIREWALL_CHECK_TIMEOUT = 0.5
+#: Sessions whose firewall decision is kept at most; the least recently used go first.
+DEFAULT_FIREWALL_CACHE_SIZE = 10_000
+#: How often the decisions of active sessions are looked up again, seconds.
+DEFAULT_FIREWALL_REFRESH_INTERVAL = 1.0
 
 
 class Authenticator(Protocol):
@@ -104,7 +112,7 @@ def _callable(option: str, value: Any) -> Any:
     return value
 
 
-def _base_url(value: Any) -> str:
+def _base_url(value: Any, option: str = "base_url") -> str:
     """The URL, checked: its path prefixes every request line, so nothing else may ride in it.
 
     A ``user:password@`` is accepted (and never sent: neither the request line
@@ -112,32 +120,32 @@ def _base_url(value: Any) -> str:
     control characters or non-ASCII characters are refused.
     """
     if not isinstance(value, str):
-        raise ValueError(f"base_url must be a string, got {type(value).__name__}")
+        raise ValueError(f"{option} must be a string, got {type(value).__name__}")
     url = value.strip()
     shown = mask_url(url)
     for char in url:
         if char.isspace() or not char.isprintable():
             raise ValueError(
-                f"base_url must not contain whitespace or control characters, "
+                f"{option} must not contain whitespace or control characters, "
                 f"got {char!r} in {shown!r}"
             )
         if not char.isascii():
             raise ValueError(
-                f"base_url must be ASCII (percent-encode the path, write an international "
+                f"{option} must be ASCII (percent-encode the path, write an international "
                 f"host name in its xn-- form), got {char!r} in {shown!r}"
             )
     if "?" in url or "#" in url:
         raise ValueError(
-            f"base_url must not have a query (?...) or a fragment (#...), got {shown!r}: "
+            f"{option} must not have a query (?...) or a fragment (#...), got {shown!r}: "
             "the SDK appends its paths (/v1/sessions) to it"
         )
     parts = urlsplit(url)
     try:
         parts.port  # noqa: B018 (parsing it checks it)
     except ValueError:
-        raise ValueError(f"base_url has an invalid port: {shown!r}") from None
+        raise ValueError(f"{option} has an invalid port: {shown!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"base_url must be an http:// or https:// URL with a host, got {shown!r}")
+        raise ValueError(f"{option} must be an http:// or https:// URL with a host, got {shown!r}")
     return url.rstrip("/")
 
 
@@ -212,8 +220,10 @@ class Config:
     """
 
     base_url: str = _option(None, lambda _, v: _base_url(v), env=("LAYER_BASE_URL",), required=True)
-    application_id: str = _option(
-        None, lambda _, v: str(v), env=("LAYER_APPLICATION_ID",), required=True
+    # One of the two is required (checked in resolve): a name is resolved to an ID by init().
+    application_id: str | None = _option(None, lambda _, v: str(v), env=("LAYER_APPLICATION_ID",))
+    application_name: str | None = _option(
+        None, lambda o, v: _text(o, v).strip(), env=("LAYER_APPLICATION_NAME",)
     )
     environment: str | None = _option(
         None, lambda o, v: _text(o, v).lower(), env=("LAYER_ENVIRONMENT",)
@@ -242,11 +252,21 @@ class Config:
     max_concurrent_requests: int = _option(DEFAULT_MAX_CONCURRENT_REQUESTS, _count)
     on_drop: DropCallback | None = _option(None, lambda o, v: _callable(o, v), repr=False)
     allow_insecure_http: bool = _option(False, lambda _, v: bool(v))
+    firewall_base_url: str | None = _option(
+        None, lambda o, v: _base_url(v, o), env=("LAYER_FIREWALL_BASE_URL",)
+    )
+    enable_firewall_instrumentation: bool = _option(False, lambda _, v: bool(v))
+    firewall_fail_closed: bool = _option(False, lambda _, v: bool(v))
+    firewall_check_timeout: float = _option(DEFAULT_FIREWALL_CHECK_TIMEOUT, _positive)
+    firewall_cache_size: int = _option(DEFAULT_FIREWALL_CACHE_SIZE, _count)
+    firewall_refresh_interval: float = _option(DEFAULT_FIREWALL_REFRESH_INTERVAL, _positive)
 
     def __repr__(self) -> str:
         # The generated repr, but with a user:password@ in base_url masked.
         values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         values["base_url"] = mask_url(self.base_url)
+        if self.firewall_base_url is not None:
+            values["firewall_base_url"] = mask_url(self.firewall_base_url)
         shown = (f"{f.name}={values[f.name]!r}" for f in dataclasses.fields(self) if f.repr)
         return f"Config({', '.join(shown)})"
 
@@ -280,12 +300,25 @@ class Config:
                 value = field.default
             check = field.metadata["check"]
             values[name] = value if value is None or check is None else check(name, value)
+        if values["application_id"] is None and not values["application_name"]:
+            raise LayerMissingRequiredConfigurationError(
+                "application_id or application_name is required: pass application_id= or "
+                "application_name= to init(), or set LAYER_APPLICATION_ID or LAYER_APPLICATION_NAME"
+            )
+        if values["enable_firewall_instrumentation"] and values["firewall_base_url"] is None:
+            raise LayerMissingRequiredConfigurationError(
+                "firewall_base_url is required with enable_firewall_instrumentation=True: "
+                "pass firewall_base_url= to init() or set LAYER_FIREWALL_BASE_URL"
+            )
         if values["max_event_bytes"] > values["max_queue_bytes"]:
             raise ValueError("max_event_bytes must not exceed max_queue_bytes")
         auth = values["auth_provider"]
         if auth is not None:
             if not values["allow_insecure_http"]:
                 refuse_cleartext(values["base_url"], "base_url", "the access token", "init()")
+                if values["firewall_base_url"] is not None:
+                    firewall = values["firewall_base_url"]
+                    refuse_cleartext(firewall, "firewall_base_url", "the access token", "init()")
             if callable(getattr(auth, "known_secrets", None)):
                 watch(auth)  # its secrets are masked in what servers answer
         return cls(**values)

@@ -10,11 +10,17 @@ all of them::
     │   └── LayerSchemaValidationError           a field has the wrong value or type
     ├── LayerRequestError                        the request could not be sent (network)
     │   └── LayerHTTPError                       the server answered with a non-2xx status
-    └── LayerAuthError                           no credentials could be obtained
+    ├── LayerAuthError                           no credentials could be obtained
+    └── LayerFirewallException                   anything the firewall says or fails to say
+        ├── LayerFirewallRequestError            the firewall could not be asked (network)
+        │   └── LayerFirewallHTTPError           the firewall answered with a non-2xx status
+        └── LayerFirewallSessionBlocked          the firewall's decision for the session is block
 
-Only the synchronous path (``sync=True``) raises for network trouble; the
-buffered path counts and logs it instead. Messages never contain secrets,
-tokens or Authorization headers.
+Only the synchronous path (``sync=True``, ``firewall_session_lookup``) raises
+for network trouble; the buffered path counts and logs it instead. With
+``enable_firewall_instrumentation=True``, ``append_action`` and instrumented
+provider calls raise ``LayerFirewallSessionBlocked`` for a blocked session.
+Messages never contain secrets, tokens or Authorization headers.
 """
 
 from __future__ import annotations
@@ -63,3 +69,37 @@ class LayerHTTPError(LayerRequestError):
 
 class LayerAuthError(LayerSDKException):
     """Credentials could not be obtained, e.g. the token endpoint refused the client."""
+
+
+class LayerFirewallException(LayerSDKException):
+    """Base class of the firewall's exceptions."""
+
+
+class LayerFirewallRequestError(LayerFirewallException):
+    """The firewall could not be asked: connection error, timeout, or an answer that is no
+    lookup response."""
+
+
+class LayerFirewallHTTPError(LayerFirewallRequestError):
+    """The firewall answered with a status outside 2xx (same fields as ``LayerHTTPError``)."""
+
+    def __init__(self, status_code: int, message: str, response_data: Any = None) -> None:
+        super().__init__(f"the Layer firewall answered {status_code}: {message}")
+        self.status_code = status_code
+        self.message = message
+        self.response_data = response_data
+
+
+class LayerFirewallSessionBlocked(LayerFirewallException):
+    """The firewall's decision for the session is ``block``, or (``firewall_fail_closed=True``)
+    no decision could be had.
+
+    ``session_id`` is the session; ``response`` the ``FirewallSessionLookupResponse``
+    that blocked it, with the violated policies (None when it was refused because
+    the firewall could not be asked, and the client fails closed).
+    """
+
+    def __init__(self, message: str, session_id: str, response: Any = None) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+        self.response = response

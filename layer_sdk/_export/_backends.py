@@ -51,6 +51,9 @@ class Backend(Protocol):
     def post_all(self, url: str, requests: list[tuple[bytes, dict[str, str]]]) -> Exchange:
         """POST each (body, headers) to ``url``, in order; what came back."""
 
+    def get(self, url: str, headers: dict[str, str]) -> Response:
+        """GET ``url``; raises ``LayerRequestError`` when no answer came."""
+
     def close(self) -> None:
         """Release connections."""
 
@@ -77,6 +80,14 @@ class DirectBackend:
         """One request; raises ``LayerRequestError`` when no answer came."""
         try:
             answer = self._pool.post(url[self._prefix :], body, headers)
+        except (OSError, ValueError) as exc:
+            raise LayerRequestError(_failure(exc)) from None
+        return Response(answer.status, answer.body, answer.headers)
+
+    def get(self, url: str, headers: dict[str, str]) -> Response:
+        """GET ``url``; raises ``LayerRequestError`` when no answer came."""
+        try:
+            answer = self._pool.send("GET", url[self._prefix :], b"", headers)
         except (OSError, ValueError) as exc:
             raise LayerRequestError(_failure(exc)) from None
         return Response(answer.status, answer.body, answer.headers)
@@ -129,10 +140,19 @@ class RequestsBackend:
 
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> Response:
         """One request; raises ``LayerRequestError`` when no answer came."""
+        return self._send("POST", url, body, headers)
+
+    def get(self, url: str, headers: dict[str, str]) -> Response:
+        """GET ``url``; raises ``LayerRequestError`` when no answer came."""
+        return self._send("GET", url, None, headers)
+
+    def _send(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> Response:
         import requests
 
         try:
-            answer = self._session.post(url, data=body, headers=headers, **self._options)
+            # .post / .get rather than .request: a user's session may override either.
+            send = self._session.post if method == "POST" else self._session.get
+            answer = send(url, data=body, headers=headers, **self._options)
             try:
                 content = _read_capped(answer)
             finally:

@@ -1,4 +1,4 @@
-"""A small HTTP/1.1 client for one job: POST a JSON body, read the answer.
+"""A small HTTP/1.1 client for one job: POST a JSON body (or GET a resource), read the answer.
 
 Why not urllib3 or requests here? Per request they spend 4 to 20 times the CPU
 this does (``benchmarks/http_clients.py``), and the exporter's cost per event
@@ -103,8 +103,12 @@ class ConnectionPool:
 
     def post(self, path: str, body: bytes, headers: dict[str, str]) -> Answer:
         """Send one request and return the answer; raises OSError subclasses on failure."""
+        return self.send("POST", path, body, headers)
+
+    def send(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> Answer:
+        """``post`` with another method: a ``GET`` (with an empty ``body``) carries no body."""
         deadline = time.monotonic() + self._timeout
-        request = self._request(path, body, headers)
+        request = self._request(path, body, headers, method)
         connection: _Connection | None = None
         try:
             connection = self._checkout(deadline)
@@ -185,13 +189,17 @@ class ConnectionPool:
             self.pipelining = False
         return PipelineClosed(f"the server closed the connection after {len(answers)} of {sent}")
 
-    def _request(self, path: str, body: bytes, headers: dict[str, str]) -> bytes:
-        head = [f"POST {path} HTTP/1.1\r\nHost: {self.host_header}\r\n"]
+    def _request(
+        self, path: str, body: bytes, headers: dict[str, str], method: str = "POST"
+    ) -> bytes:
+        head = [f"{method} {path} HTTP/1.1\r\nHost: {self.host_header}\r\n"]
         for name, value in headers.items():
             if "\n" in value or "\r" in value:
                 raise ValueError(f"header {name} contains a line break")
             head.append(f"{name}: {value}\r\n")
-        head.append(f"Content-Length: {len(body)}\r\n\r\n")
+        if body or method != "GET":
+            head.append(f"Content-Length: {len(body)}\r\n")
+        head.append("\r\n")
         return "".join(head).encode("latin-1") + body
 
     def close(self) -> None:

@@ -80,14 +80,15 @@ class Transport:
         # A user's session brings its own retry policy: exactly one retry layer.
         self._own_retries = config.http_session is None
 
-    def send(self, path: str, body: bytes) -> Response:
+    def send(self, path: str, body: bytes, *, method: str = "POST") -> Response:
         """POST ``body`` to ``path`` now (the synchronous path); returns a 2xx response or raises.
 
+        ``method="GET"`` reads ``path`` instead (``body`` is then ``b""``).
         Retries up to ``max_retries`` times. Raises ``LayerHTTPError`` for a
         non-2xx answer, ``LayerRequestError`` when the server cannot be reached,
         and ``LayerAuthError`` when no credentials can be had.
         """
-        (delivery,) = self._exchange(path, [body], sync=True, on_retry=None)
+        (delivery,) = self._exchange(path, [body], sync=True, on_retry=None, method=method)
         if delivery.error is not None:
             raise delivery.error
         assert delivery.response is not None
@@ -107,7 +108,13 @@ class Transport:
         return self._exchange(path, bodies, sync=False, on_retry=on_retry)
 
     def _exchange(
-        self, path: str, bodies: list[bytes], *, sync: bool, on_retry: RetryCallback | None
+        self,
+        path: str,
+        bodies: list[bytes],
+        *,
+        sync: bool,
+        on_retry: RetryCallback | None,
+        method: str = "POST",
     ) -> list[Delivery]:
         """The one retry loop of both paths: sends what is not settled, in order, until
         each body is delivered or given up on."""
@@ -140,10 +147,16 @@ class Transport:
                 headers = self._headers
                 if self._auth is not None:
                     headers = {**headers, **self._auth.get_headers()}
-                exchange = self._backend.post_all(
-                    url,
-                    [(bodies[i], {**headers, REQUEST_ID_HEADER: request_ids[i]}) for i in pending],
-                )
+                if method == "GET":
+                    exchange = _get(self._backend, url, headers)
+                else:
+                    exchange = self._backend.post_all(
+                        url,
+                        [
+                            (bodies[i], {**headers, REQUEST_ID_HEADER: request_ids[i]})
+                            for i in pending
+                        ],
+                    )
             except LayerAuthError as exc:
                 if sync:
                     raise  # the caller learns at once that no credentials can be had
@@ -237,6 +250,15 @@ class Transport:
         """Stop waits for the send gate and release pooled connections."""
         self.gate.close()
         self._backend.close()
+
+
+def _get(backend: Backend, url: str, headers: dict[str, str]) -> Exchange:
+    """A GET as the retry loop reads an exchange: it has no body, so no Content-Type."""
+    headers = {name: value for name, value in headers.items() if name != "Content-Type"}
+    try:
+        return Exchange([backend.get(url, headers)], None)
+    except LayerRequestError as exc:
+        return Exchange([], exc)
 
 
 def _give_up(

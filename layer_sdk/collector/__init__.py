@@ -2,9 +2,11 @@
 
 :class:`LocalCollector` is a real HTTP/1.1 server on a local port. It speaks the
 Layer API wire contract (``POST /v1/sessions`` and
-``POST /v1/sessions/{session_id}/actions``), validates every body against that
-contract, keeps what it accepted in memory for inspection, and can inject
-faults: error answers, dropped connections, slow answers, hung requests,
+``POST /v1/sessions/{session_id}/actions``; the firewall's
+``GET /v1/sessions/{session_id}``; ``GET``/``POST /v1/applications``, see
+``collector/_registry.py``), validates every body against that contract,
+keeps what it accepted in memory for inspection, and can inject faults:
+error answers, dropped connections, slow answers, hung requests,
 authentication failures and a server that goes down and comes back::
 
     from layer_sdk.collector import LocalCollector
@@ -38,14 +40,16 @@ has been read, so each one affects only requests read after it was set.
 4. ``fail_next()``, else ``fail_for()``, else ``fail_rate``: the injected status is answered.
 5. ``require_bearer()``: 401 when the bearer token is missing or refused;
    ``max_body_bytes``: 413 for a larger body.
-6. Routing: 404 for an unknown path, 405 for a method other than POST.
+6. Routing: 404 for an unknown path, 405 for a method the path does not take.
+   A ``GET`` (a firewall decision, the applications) is answered here.
 7. ``X-Request-Id`` already answered with 2xx (whatever the path): that answer
    again, nothing stored, counted in ``duplicates``.
 8. Validation: 415 unless the body is ``application/json``, 400 unless it is
    JSON, 422 unless it keeps the wire contract's types (the message ends with
    the field's path, e.g. ``$.actions[0].error.code``).
-9. Storage: 404 for an action of an unknown session, 409 for a session that
-   already exists; else 200 (session) or 202 (action).
+9. Storage: 404 for an action of an unknown session, 409 for a session (or an
+   application name) that already exists; else 200 (session), 202 (action) or
+   201 (application).
 
 The server is an asyncio event loop in one daemon thread (``collector/_server.py``):
 a held or delayed request costs no thread, and a connection's requests are
@@ -71,6 +75,7 @@ from typing import Any
 import msgspec
 
 from .._schemas import SESSIONS_PATH
+from ._registry import Registry
 from ._schema import canonical_uuid, check_action, check_session
 from ._server import HttpServer, Reply, Request
 from ._store import SqliteStore, StoredEvent
@@ -83,6 +88,9 @@ STOP_TIMEOUT = 2.0
 """Longest ``stop()`` waits for open connections to end."""
 
 _ACTIONS_PATH = re.compile(re.escape(SESSIONS_PATH) + r"/([^/]+)/actions")
+_SESSION_PATH = re.compile(re.escape(SESSIONS_PATH) + r"/([^/]+)")
+_APPLICATIONS_PATH = "/v1/applications"
+_APPLICATION = "application"  # what _accept is given to create an application
 _NOT_JSON = object()  # stands for a body that does not decode
 
 
@@ -192,6 +200,7 @@ class LocalCollector:
         self._hanging = False
         self._releases = 0  # bumped by release(): a held request waits for it to change
         self._bearer_check: Callable[[str], bool] | None = None
+        self._registry = Registry()
         self._on_event = on_event
         self._store = None if db is None else SqliteStore(db)
         if self._store is not None:
@@ -334,6 +343,38 @@ class LocalCollector:
             self._replies.clear()
             self._duplicates = 0
             self._changed.notify_all()
+
+    # -- firewall decisions and applications -------------------------------
+
+    def set_firewall_decision(
+        self,
+        session_id: str,
+        decision: str,
+        *,
+        policies: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Answer ``decision`` to the firewall look-ups of ``session_id`` from now on.
+
+        ``decision`` is one of ``no_data``, ``pass``, ``skip``, ``alert``,
+        ``block``; ``policies`` the violated policies, each
+        ``{"id": int, "name": str, "severity": str, "action": str}``. A session
+        nobody set is answered ``no_data``. Raises ``ValueError`` (or msgspec's
+        ``ValidationError``) for anything else.
+        """
+        key = canonical_uuid(session_id)
+        with self._lock:
+            self._registry.set_decision(key, str(getattr(decision, "value", decision)), policies)
+
+    def add_application(self, name: str, application_id: str | None = None) -> str:
+        """Register an application (as if created earlier); returns its ID."""
+        with self._lock:
+            return self._registry.add(name, application_id)
+
+    @property
+    def applications(self) -> list[dict[str, Any]]:
+        """The applications, as ``GET /v1/applications`` lists them."""
+        with self._lock:
+            return copy.deepcopy(self._registry.applications)
 
     # -- fault injection ---------------------------------------------------
 
@@ -513,8 +554,12 @@ class LocalCollector:
         if limit is not None and len(exchange.request.body) > limit:
             return _error(f"the body is larger than {limit} bytes", 413)
         route = exchange.request.path.partition("?")[0]
+        if exchange.request.method == "GET":
+            return self._read(route)
         session_id = None  # None: create a session; otherwise append to this one
-        if route != SESSIONS_PATH:
+        if route == _APPLICATIONS_PATH:
+            session_id = _APPLICATION
+        elif route != SESSIONS_PATH:
             match = _ACTIONS_PATH.fullmatch(route)
             if match is None:
                 return _error(f"no such endpoint: {route}", 404)
@@ -540,9 +585,27 @@ class LocalCollector:
         try:
             if session_id is None:
                 return self._create_session(parsed)
+            if session_id is _APPLICATION:
+                return self._registry.create(parsed)
             return self._append_action(session_id, parsed)
         except msgspec.ValidationError as exc:  # the message names the field: "- at `$.x`"
             return _error(str(exc), 422)
+
+    def _read(self, route: str) -> Reply:
+        """A GET: the applications, or the firewall's decision on a session."""
+        with self._lock:
+            if route == _APPLICATIONS_PATH:
+                return self._registry.listing()
+            match = _SESSION_PATH.fullmatch(route)
+            if match is None:
+                if route == SESSIONS_PATH or _ACTIONS_PATH.fullmatch(route):
+                    return _NOT_ALLOWED
+                return _error(f"no such endpoint: {route}", 404)
+            try:
+                session_id = str(uuid.UUID(match[1]))
+            except ValueError:
+                return _error(f"session_id {match[1]!r} is not a UUID - at `session_id`", 422)
+            return self._registry.lookup(session_id)
 
     def _create_session(self, body: Any) -> Reply:
         # A random id with the version bits of a UUID 5 (cheaper than hashing a uuid4).

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..._context import Recorder
+from .._firewall import check_before_prompt
 from .call import TARGETS, _Call, _problem, _recognise_results
 from .fields import _attribute, _recognise_sentinels
 from .hook import _PostImportHook
@@ -220,7 +221,9 @@ def _start(api: str, operation: str, kwargs: dict[str, Any]) -> _Call | None:
     if client is None or _inside.get():
         return None
     try:
-        return _begin(client, api, operation, kwargs)
+        call = _begin(client, api, operation, kwargs)
     except Exception as exc:
         _problem(f"preparing the record of {operation}", exc)
         return None
+    check_before_prompt(client, call.session_id)  # may raise: the provider is not called
+    return call

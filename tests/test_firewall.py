@@ -1,0 +1,426 @@
+"""The Layer firewall: look-ups through the transport, the decision cache, fail open or closed."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+import pytest
+
+from layer_sdk import (
+    AuthProvider,
+    Client,
+    FirewallLookupDecision,
+    FirewallSessionLookupResponse,
+    LayerFirewallException,
+    LayerFirewallHTTPError,
+    LayerFirewallRequestError,
+    LayerFirewallSessionBlocked,
+    LayerMissingRequiredConfigurationError,
+    LayerSDKException,
+)
+from layer_sdk.collector import LocalCollector
+
+from .helpers import APP_ID, PROMPT, MakeClient, in_multiprocessing_child, wait_until
+from .openai_server import OpenAIServer
+
+POLICIES = [
+    {"id": 7, "name": "no-secrets", "severity": "high", "action": "block"},
+    {"id": 9, "name": "tone", "severity": "low", "action": "inform"},
+]
+FAST_REFRESH = {"firewall_refresh_interval": 0.02}
+
+
+@pytest.fixture
+def firewall() -> Iterator[LocalCollector]:
+    """A collector of its own as the firewall, so that it can go down or slow on its own."""
+    with LocalCollector() as server:
+        yield server
+
+
+def lookups(firewall: LocalCollector, session_id: str | None = None) -> list[str]:
+    """The sessions the firewall was asked about, in order."""
+    return [
+        r.path.rsplit("/", 1)[1]
+        for r in firewall.requests
+        if r.method == "GET" and (session_id is None or r.path.endswith(session_id))
+    ]
+
+
+def refused(client: Client, session_id: str) -> bool:
+    try:
+        client.append_action(session_id, kind=PROMPT, data={"n": 1})
+    except LayerFirewallSessionBlocked:
+        return True
+    return False
+
+
+# -- firewall_session_lookup -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("decision", [d.value for d in FirewallLookupDecision])
+def test_lookup_answers_each_decision(
+    make_client: MakeClient, firewall: LocalCollector, decision: str
+) -> None:
+    """Issue 14 §Firewall: firewall_session_lookup returns each of the five decisions."""
+    client = make_client(firewall_base_url=firewall.url)
+    session_id = str(uuid.uuid4())
+    firewall.set_firewall_decision(session_id, decision, policies=POLICIES)
+    response = client.firewall_session_lookup(session_id)
+    assert isinstance(response, FirewallSessionLookupResponse)
+    assert response.session_id == session_id
+    assert response.decision is FirewallLookupDecision(decision)
+    assert [(p.id, p.name, p.severity, p.action) for p in response.context.violated_policies] == [
+        (7, "no-secrets", "high", "block"),
+        (9, "tone", "low", "inform"),
+    ]
+
+
+def test_lookup_of_an_unknown_session_is_no_data_and_is_a_get_with_our_headers(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    """Issue 14 §Firewall: GET {firewall_base_url}/v1/sessions/{id} through the one transport
+    (the collector itself can be the firewall)."""
+    client = make_client(firewall_base_url=collector.url)
+    session_id = uuid.uuid4()
+    response = client.firewall_session_lookup(session_id)
+    assert response.decision is FirewallLookupDecision.NO_DATA
+    assert response.context.violated_policies == []
+    (request,) = collector.requests
+    assert (request.method, request.path) == ("GET", f"/v1/sessions/{session_id}")
+    assert request.headers["user-agent"].startswith("layer-sdk-python/")
+    assert "content-type" not in request.headers and request.body == b""
+
+
+def test_lookup_is_retried_as_a_sync_call(
+    make_client: MakeClient, firewall: LocalCollector
+) -> None:
+    """Issue 14 §Firewall: retries as for sync=True (two 503s, then the answer)."""
+    client = make_client(firewall_base_url=firewall.url)
+    firewall.fail_next(2, 503, retry_after=0.01)
+    session_id = str(uuid.uuid4())
+    firewall.set_firewall_decision(session_id, "alert")
+    assert client.firewall_session_lookup(session_id).decision is FirewallLookupDecision.ALERT
+    assert [r.status for r in firewall.requests] == [503, 503, 200]
+
+
+def test_lookup_errors(make_client: MakeClient, firewall: LocalCollector) -> None:
+    """Issue 14 §Firewall: LayerFirewallHTTPError, LayerFirewallRequestError, both
+    LayerFirewallException (a LayerSDKException)."""
+    client = make_client(firewall_base_url=firewall.url, max_retries=0)
+    session_id = str(uuid.uuid4())
+    firewall.fail_next(1, 404, body=b'{"error":"no such tenant"}')
+    with pytest.raises(LayerFirewallHTTPError) as http:
+        client.firewall_session_lookup(session_id)
+    assert http.value.status_code == 404 and http.value.message == "no such tenant"
+    assert isinstance(http.value, LayerFirewallException)
+    assert isinstance(http.value, LayerSDKException)
+
+    firewall.fail_next(1, 200, body=b'{"decision":"maybe"}')
+    with pytest.raises(LayerFirewallRequestError, match="not a session lookup response"):
+        client.firewall_session_lookup(session_id)
+
+    firewall.stop()
+    with pytest.raises(LayerFirewallRequestError, match="firewall") as down:
+        client.firewall_session_lookup(session_id)
+    assert not isinstance(down.value, LayerFirewallHTTPError)
+
+
+def test_lookup_needs_a_firewall_base_url(make_client: MakeClient) -> None:
+    """Issue 14 §Firewall: without firewall_base_url the call says which option is missing;
+    enabling the instrumentation without it fails at init."""
+    client = make_client()
+    with pytest.raises(LayerMissingRequiredConfigurationError, match="LAYER_FIREWALL_BASE_URL"):
+        client.firewall_session_lookup(str(uuid.uuid4()))
+    with pytest.raises(LayerMissingRequiredConfigurationError, match="firewall_base_url"):
+        Client().init(
+            base_url="http://127.0.0.1:1",
+            application_id=APP_ID,
+            enable_firewall_instrumentation=True,
+        )
+
+
+def test_firewall_base_url_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, make_client: MakeClient, firewall: LocalCollector
+) -> None:
+    """Issue 14 §Firewall: LAYER_FIREWALL_BASE_URL stands for firewall_base_url."""
+    monkeypatch.setenv("LAYER_FIREWALL_BASE_URL", firewall.url)
+    client = make_client()
+    assert client.firewall_session_lookup(str(uuid.uuid4())).decision.value == "no_data"
+    assert len(lookups(firewall)) == 1
+
+
+class _Token(AuthProvider):
+    TOKEN = "s3cr3t-firewall-token-value"
+
+    def get_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.TOKEN}"}
+
+    def known_secrets(self) -> list[str]:
+        return [self.TOKEN]
+
+
+def test_no_token_in_firewall_errors(make_client: MakeClient, firewall: LocalCollector) -> None:
+    """Issue 14 §Firewall: a firewall echoing our Authorization header leaks no token."""
+    client = make_client(firewall_base_url=firewall.url, auth_provider=_Token())
+    echo = f'{{"error":"refused Authorization: Bearer {_Token.TOKEN}"}}'.encode()
+    firewall.fail_next(1, 403, body=echo)
+    with pytest.raises(LayerFirewallHTTPError) as raised:
+        client.firewall_session_lookup(str(uuid.uuid4()))
+    shown = f"{raised.value} {raised.value.message} {raised.value.response_data!r} {raised.value!r}"
+    assert _Token.TOKEN not in shown
+    assert firewall.requests[0].headers["authorization"] == f"Bearer {_Token.TOKEN}"
+
+
+# -- the decision cache on append_action -----------------------------------------------------
+
+
+def test_append_action_raises_once_the_block_is_known_and_it_stays(
+    make_client: MakeClient, collector: LocalCollector, firewall: LocalCollector
+) -> None:
+    """Issue 14 §Firewall: append_action raises LayerFirewallSessionBlocked from the cache
+    (refreshed in the background), stores nothing more, and a blocked session stays blocked."""
+    client = make_client(
+        firewall_base_url=firewall.url, enable_firewall_instrumentation=True, **FAST_REFRESH
+    )
+    session_id = client.create_session()
+    other = client.create_session()
+    client.append_action(session_id, kind=PROMPT, data={"n": 0})
+    client.append_action(other, kind=PROMPT, data={"n": 0})
+    assert wait_until(lambda: len(lookups(firewall, session_id)) >= 1)  # looked up meanwhile
+    firewall.set_firewall_decision(session_id, "block", policies=POLICIES)
+    assert wait_until(lambda: refused(client, session_id))
+    assert client.flush(5)
+    stored = len(collector.actions(session_id))
+    with pytest.raises(LayerFirewallSessionBlocked, match="no-secrets") as raised:
+        client.append_action(session_id, kind=PROMPT, data={"n": 2})
+    assert raised.value.session_id == session_id
+    assert raised.value.response.decision is FirewallLookupDecision.BLOCK
+    client.append_action(other, kind=PROMPT, data={"n": 1})  # another session goes on
+
+    firewall.set_firewall_decision(session_id, "pass")
+    seen = len(lookups(firewall, other))
+    assert wait_until(lambda: len(lookups(firewall, other)) >= seen + 3)  # rounds went by
+    assert refused(client, session_id)
+    assert client.flush(5)
+    assert len(collector.actions(session_id)) == stored
+    assert client.firewall_stats().blocked >= 2
+
+
+def test_without_the_instrumentation_append_action_never_asks(
+    make_client: MakeClient, firewall: LocalCollector
+) -> None:
+    """Issue 14 §Firewall: enable_firewall_instrumentation=False (the default) changes nothing."""
+    client = make_client(firewall_base_url=firewall.url, **FAST_REFRESH)
+    session_id = client.create_session()
+    firewall.set_firewall_decision(session_id, "block")
+    client.append_action(session_id, kind=PROMPT, data={"n": 0})
+    assert client.flush(5)
+    assert lookups(firewall) == []
+
+
+def test_fail_open_when_the_firewall_is_down(
+    make_client: MakeClient, firewall: LocalCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 14 §Firewall: fail open by default: calls go on, failures counted and logged once."""
+    caplog.set_level(logging.WARNING, logger="layer_sdk")
+    firewall.stop()
+    client = make_client(
+        firewall_base_url=firewall.url, enable_firewall_instrumentation=True, **FAST_REFRESH
+    )
+    session_id = client.create_session()
+    client.append_action(session_id, kind=PROMPT, data={"n": 0})
+    assert wait_until(lambda: client.firewall_stats().failures >= 3)
+    client.append_action(session_id, kind=PROMPT, data={"n": 1})
+    assert client.flush(5)
+    warnings = [r for r in caplog.records if "firewall look-up" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_fail_closed_when_the_firewall_is_down(
+    make_client: MakeClient, firewall: LocalCollector
+) -> None:
+    """Issue 14 §Firewall: firewall_fail_closed=True refuses a session whose look-up failed,
+    until the firewall answers again."""
+    client = make_client(
+        firewall_base_url=firewall.url,
+        enable_firewall_instrumentation=True,
+        firewall_fail_closed=True,
+        **FAST_REFRESH,
+    )
+    session_id = client.create_session()
+    client.append_action(session_id, kind=PROMPT, data={"n": 0})
+    firewall.stop()
+    assert wait_until(lambda: refused(client, session_id))
+    with pytest.raises(LayerFirewallSessionBlocked, match="fail_closed") as raised:
+        client.append_action(session_id, kind=PROMPT, data={"n": 1})
+    assert raised.value.response is None
+    firewall.start()  # back, answering pass (no_data)
+    assert wait_until(lambda: not refused(client, session_id))
+
+
+def test_a_slow_firewall_never_slows_append_action(
+    make_client: MakeClient, firewall: LocalCollector
+) -> None:
+    """Issue 14 §Firewall: look-ups run off the caller's thread (firewall 2 s per answer)."""
+    firewall.delay = 2.0
+    client = make_client(
+        firewall_base_url=firewall.url,
+        enable_firewall_instrumentation=True,
+        firewall_check_timeout=0.1,
+        **FAST_REFRESH,
+    )
+    session_id = client.create_session()
+    started = time.monotonic()
+    for n in range(100):
+        client.append_action(session_id, kind=PROMPT, data={"n": n})
+    assert time.monotonic() - started < 1.0
+    assert wait_until(lambda: client.firewall_stats().failures >= 1)  # timed out at 0.1 s
+
+
+def test_the_cache_is_bounded(make_client: MakeClient, firewall: LocalCollector) -> None:
+    """Issue 14 §Firewall: at most firewall_cache_size sessions tracked (the latest), and as
+    many decisions kept."""
+    client = make_client(
+        firewall_base_url=firewall.url,
+        enable_firewall_instrumentation=True,
+        firewall_cache_size=3,
+        firewall_refresh_interval=0.3,
+    )
+    sessions = [client.create_session() for _ in range(6)]
+    for session_id in sessions:
+        firewall.set_firewall_decision(session_id, "block")
+        client.append_action(session_id, kind=PROMPT, data={"n": 0})
+    assert wait_until(lambda: len(lookups(firewall)) >= 3)
+    assert client.firewall_stats().tracked == 3
+    assert sorted(set(lookups(firewall))) == sorted(sessions[3:])
+    assert [refused(client, s) for s in sessions[3:]] == [True] * 3
+    assert client._firewall is not None and len(client._firewall._stops) == 3
+
+
+def _blocked_in_child(client: Client, blocked: str, fresh: str) -> Any:
+    # The parent's firewall answers; the child only asks.
+    inherited = refused(client, blocked)
+    client.append_action(fresh, kind=PROMPT, data={"n": 0})
+    learnt = wait_until(lambda: refused(client, fresh), timeout=10)
+    return inherited, learnt, os.getpid()
+
+
+def test_fork_keeps_the_blocks_and_refreshes_in_the_child(
+    make_client: MakeClient, firewall: LocalCollector
+) -> None:
+    """Issue 14 §Firewall: fork-safe: a forked child knows its parent's blocks and runs its own
+    refresh thread (new locks, new connections)."""
+    client = make_client(
+        firewall_base_url=firewall.url, enable_firewall_instrumentation=True, **FAST_REFRESH
+    )
+    blocked, fresh = client.create_session(), client.create_session()
+    firewall.set_firewall_decision(blocked, "block")
+    firewall.set_firewall_decision(fresh, "block")
+    client.append_action(blocked, kind=PROMPT, data={"n": 0})
+    assert wait_until(lambda: refused(client, blocked))
+    code, result = in_multiprocessing_child(_blocked_in_child, client, blocked, fresh)
+    assert code == 0
+    inherited, learnt, pid = result
+    assert (inherited, learnt) == (True, True) and pid != os.getpid()
+
+
+# -- before a prompt leaves the process (OpenAI) -----------------------------------------------
+
+
+@pytest.fixture
+def openai_server() -> Iterator[OpenAIServer]:
+    with OpenAIServer() as running:
+        yield running
+
+
+def chat(server: OpenAIServer, session_id: str) -> Any:
+    import openai
+
+    provider = openai.OpenAI(base_url=server.url, api_key="sk-test", max_retries=0)
+    return provider.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "hello"}],
+        extra_headers={"X-Layer-Session-Id": session_id},
+    )
+
+
+@pytest.mark.parametrize("decision", ["pass", "block"])
+def test_openai_call_is_checked_afresh_before_the_provider(
+    make_client: MakeClient,
+    collector: LocalCollector,
+    openai_server: OpenAIServer,
+    decision: str,
+) -> None:
+    """Issue 14 §Firewall: an instrumented OpenAI call asks the firewall afresh (no refresh
+    round needed) and, on block, raises before the request reaches the provider."""
+    client = make_client(
+        firewall_base_url=collector.url,
+        enable_firewall_instrumentation=True,
+        firewall_refresh_interval=3600,  # only the fresh check can know
+    )
+    session_id = client.create_session()
+    collector.set_firewall_decision(session_id, decision, policies=POLICIES)
+    if decision == "block":
+        with pytest.raises(LayerFirewallSessionBlocked, match="no-secrets"):
+            chat(openai_server, session_id)
+        assert openai_server.requests == []
+        assert refused(client, session_id)  # learnt by the fresh check
+    else:
+        assert chat(openai_server, session_id).choices[0].message.content
+        assert len(openai_server.requests) == 1
+    assert len(lookups(collector, session_id)) == 1
+
+
+@pytest.mark.parametrize("fail_closed", [False, True])
+def test_openai_call_with_a_slow_firewall(
+    make_client: MakeClient,
+    firewall: LocalCollector,
+    openai_server: OpenAIServer,
+    fail_closed: bool,
+) -> None:
+    """Issue 14 §Firewall: a fresh check waits firewall_check_timeout at most, then the call
+    goes on (fail open, counted) or is refused before the provider (fail closed)."""
+    firewall.delay = 3.0
+    client = make_client(
+        firewall_base_url=firewall.url,
+        enable_firewall_instrumentation=True,
+        firewall_check_timeout=0.2,
+        firewall_fail_closed=fail_closed,
+        firewall_refresh_interval=3600,
+    )
+    session_id = client.create_session()
+    started = time.monotonic()
+    if fail_closed:
+        with pytest.raises(LayerFirewallSessionBlocked, match="could not be asked"):
+            chat(openai_server, session_id)
+        assert openai_server.requests == []
+    else:
+        chat(openai_server, session_id)
+        assert len(openai_server.requests) == 1
+        assert client.firewall_stats().failed_open == 1
+    assert time.monotonic() - started < 2.0
+    assert client.firewall_stats().failures == 1
+
+
+# -- the collector's firewall endpoint --------------------------------------------------------
+
+
+def test_collector_firewall_endpoint_is_strict(collector: LocalCollector) -> None:
+    """Issue 14 §Firewall: the collector validates what a test sets and what is asked."""
+    with pytest.raises(ValueError, match="decision must be one of"):
+        collector.set_firewall_decision(str(uuid.uuid4()), "deny")
+    with pytest.raises(msgspec.ValidationError, match=r"\$\[0\].id"):
+        collector.set_firewall_decision(str(uuid.uuid4()), "block", policies=[{"id": "x"}])
+    import urllib.error
+    import urllib.request
+
+    for path, status in [("/v1/sessions/not-a-uuid", 422), ("/v1/sessions", 405)]:
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(collector.url + path, timeout=5)
+        assert answer.value.code == status
