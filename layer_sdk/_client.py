@@ -19,6 +19,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 
 from . import _decorators, instrumentation
+from ._applications import (
+    ApplicationId,
+    ApplicationName,
+    check_name,
+    create_application,
+    list_applications,
+)
 from ._config import (
     DEFAULT_FIREWALL_CACHE_SIZE,
     DEFAULT_FIREWALL_CHECK_TIMEOUT,
@@ -47,6 +54,8 @@ from ._exceptions import (
     LayerSchemaValidationError,
 )
 from ._export import Event, Exporter, ExportStats, Put, lifecycle_lock
+from ._export._retry import RetryPolicy
+from ._export._transport import Transport
 from ._firewall import Firewall, FirewallSessionLookupResponse, FirewallStats
 from ._platform import platform_attributes
 from ._redact import mask_url
@@ -86,7 +95,8 @@ class Client:
         # What every session of this client carries, and where its IDs come from.
         self._attributes: dict[str, str] = {}
         self._new_session_id = SessionIdFactory("")
-        self._application_id = ""
+        # The ID sessions are created with (resolved from a name in the background, maybe).
+        self._application = ApplicationId("")
         # The firewall of this client (None without firewall_base_url), and the same
         # when append_action consults it (enable_firewall_instrumentation), else None.
         self._firewall: Firewall | None = None
@@ -141,6 +151,11 @@ class Client:
         Raises ``LayerMissingRequiredConfigurationError`` naming a missing
         setting, ``ValueError`` for an invalid one, and
         ``LayerAlreadyInitializedError`` unless the client is new or shut down.
+        ``application_name`` (without ``application_id``) is resolved to an ID,
+        created when missing; ``init`` waits for it at most ``http_timeout``
+        seconds, then goes on while it resolves in the background (see
+        ``_applications``), and raises when the API says for sure that the name
+        can be neither found nor created.
         With an ``auth_provider``, a plain ``http://`` base URL to another
         machine is refused (the token would be readable on the network)
         unless ``allow_insecure_http=True``.
@@ -153,19 +168,32 @@ class Client:
                 *disabled_instrumentors,
             ]
         with lifecycle_lock():
-            if self._exporter is not None and not self._exporter.closed:
-                raise LayerAlreadyInitializedError(
-                    "this client is already initialized; call shutdown() before init() again"
-                )
-            config = Config.resolve(**options)
+            self._refuse_second_init()
+        config = Config.resolve(**options)
+        # Outside the lock: it may wait on the network (http_timeout at most).
+        application = _application_of(config)
+        with lifecycle_lock():
+            try:
+                self._refuse_second_init()
+            except LayerAlreadyInitializedError:
+                application.close()
+                raise
             self._attributes = platform_attributes(config.environment, config.platform)
-            self._application_id = config.application_id or ""
-            self._new_session_id = SessionIdFactory(self._application_id)
-            self._exporter = Exporter(config)
+            self._application = application
+            namespace = config.application_id or f"name:{config.application_name}"
+            self._new_session_id = SessionIdFactory(namespace)
+            splicer = application if isinstance(application, ApplicationName) else None
+            self._exporter = Exporter(config, splicer=splicer)
             firewall = None if config.firewall_base_url is None else Firewall(config)
             self._firewall = firewall
             self._guard = firewall if config.enable_firewall_instrumentation else None
         instrumentation.instrument(self, config.disable_instrumentations)
+
+    def _refuse_second_init(self) -> None:
+        if self._exporter is not None and not self._exporter.closed:
+            raise LayerAlreadyInitializedError(
+                "this client is already initialized; call shutdown() before init() again"
+            )
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every event enqueued before the call is delivered or given up on.
@@ -233,7 +261,7 @@ class Client:
             attrs = {**attrs, **session_attributes(attributes)}
         body = encode(
             SessionRequest(
-                self._application_id,
+                self._application.id,
                 attrs,
                 sid,
                 utc(start_time, "start_time"),
@@ -317,6 +345,42 @@ class Client:
             )
         return firewall.lookup(session_id)
 
+    def list_applications(self) -> list[dict[str, Any]]:
+        """Every application of the account: ``GET {base_url}/v1/applications``.
+
+        Each is a dict with at least ``id`` and ``name``. Synchronous, through
+        the same transport as ``sync=True`` calls; raises ``LayerHTTPError`` /
+        ``LayerRequestError`` / ``LayerAuthError`` as they do.
+        """
+        return list_applications(self._transport("list_applications"))
+
+    def get_applications_by_name(self, name: str | None = None) -> dict[str, str]:
+        """The applications as ``{name: id}``; only the one named ``name`` when given
+        (an empty dict when there is none). Raises as ``list_applications``."""
+        wanted = None if name is None else check_name(name)
+        return {
+            app["name"]: app["id"]
+            for app in list_applications(self._transport("get_applications_by_name"))
+            if wanted is None or app["name"] == wanted
+        }
+
+    def create_application(self, name: str | None = None) -> str:
+        """Create an application (``name``, else the configured ``application_name``); its ID.
+
+        ``POST {base_url}/v1/applications`` with ``{"name", "source": "manual"}``.
+        Raises as ``list_applications``; a name the API already has is its
+        ``LayerHTTPError`` (409 on the local collector).
+        """
+        transport = self._transport("create_application")
+        if name is None:
+            configured = self._application
+            if not isinstance(configured, ApplicationName):
+                raise LayerMissingRequiredConfigurationError(
+                    "create_application needs a name: pass it, or init(application_name=...)"
+                )
+            name = configured.name
+        return create_application(transport, check_name(name))
+
     def firewall_stats(self) -> FirewallStats:
         """Counts of firewall look-ups, failures, calls let through and calls refused."""
         firewall = self._firewall
@@ -363,6 +427,14 @@ class Client:
 
     # -- machinery -------------------------------------------------------------
 
+    def _transport(self, call: str) -> Transport:
+        exporter = self._exporter
+        if exporter is None:
+            raise _not_initialized(call)
+        if exporter.closed:
+            raise LayerRequestError("the client is shut down; call init() to use it again")
+        return exporter.transport
+
     def _check_before_prompt(self, session_id: str) -> None:
         """The provider instrumentation's fresh firewall check (``instrumentation._firewall``)."""
         guard = self._guard
@@ -397,6 +469,21 @@ def _action_from(action: SessionActionRequest | Mapping[str, Any]) -> bytes:
         return action_body(**{name: fields.get(name) for name in known})
     except LayerRequestPreparationError as exc:  # the same class, saying where the action is
         raise type(exc)(f"actions: {exc}") from None
+
+
+def _application_of(config: Config) -> ApplicationId:
+    """The application of ``config``: its ID, or its name on the way to one (see
+    ``_applications``). Raises when the API says for sure that the name cannot be had."""
+    if config.application_id is not None:
+        return ApplicationId(config.application_id)
+    assert config.application_name is not None
+    # Single attempts, retried by the resolution's own loop, so that none outlasts init's wait.
+    transport = Transport(dataclasses.replace(config, max_retries=0))
+    policy = RetryPolicy(max_retry_time=config.max_retry_time)
+    application = ApplicationName(config.application_name, transport, policy)
+    if application.wait(config.http_timeout) and application.error is not None:
+        raise application.error
+    return application
 
 
 def _server_session_id(found: Any) -> str:

@@ -31,7 +31,7 @@ from .._exceptions import LayerRequestError
 from ._backends import Backend, Response
 from ._losses import RECURSION, LossLog, sdk_thread
 from ._queue import Event, ExportQueue, ExportStats, Put
-from ._transport import Transport
+from ._transport import BodySplicer, Transport
 from ._worker import ExportWorker
 
 #: What ``put`` answers when all went as usual (read once: an enum member is slower).
@@ -42,9 +42,15 @@ _WOKE = Put.WOKE
 class Exporter:
     """The queue, the senders and the transport of one client."""
 
-    def __init__(self, config: Config, backend: Backend | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        backend: Backend | None = None,
+        splicer: BodySplicer | None = None,
+    ) -> None:
         self.config = config
         self._backend = backend  # None: the one the config calls for (see _backends)
+        self._splicer = splicer  # fills in an application ID resolved from a name
         self._build()
         _live.add(self)
         drain_at_multiprocessing_exit()
@@ -62,7 +68,7 @@ class Exporter:
             flush_interval=config.flush_interval,
             on_loss=self.losses,
         )
-        self.transport = Transport(config, self._backend)
+        self.transport = Transport(config, self._backend, self._splicer)
         self.worker = ExportWorker(
             self.queue,
             self.transport,
@@ -146,6 +152,8 @@ class Exporter:
             for adapter in getattr(session, "adapters", {}).values():
                 if hasattr(adapter, "poolmanager"):
                     adapter.poolmanager.clear()
+        if self._splicer is not None:
+            self._splicer.restart_in_child()
         self._build()
 
 

@@ -124,6 +124,11 @@ class SendGate:
         self._closed = False
 
     @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called (shutdown)."""
+        return self._closed
+
+    @property
     def healthy(self) -> bool:
         """Whether the API is taken to be reachable and nothing pauses sending."""
         return self._failures < OUTAGE_AFTER and self._paused_until <= time.monotonic()

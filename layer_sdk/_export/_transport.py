@@ -18,14 +18,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
 from .._auth import warn_if_cleartext
 from .._config import Config
 from .._entropy import random_16
-from .._exceptions import LayerAuthError, LayerHTTPError, LayerRequestError, LayerSDKException
+from .._exceptions import (
+    LayerAuthError,
+    LayerHTTPError,
+    LayerMissingRequiredConfigurationError,
+    LayerRequestError,
+    LayerSDKException,
+)
 from .._platform import USER_AGENT
 from .._redact import scrub
 from ._backends import Backend, Exchange, Response, choose_backend
@@ -55,6 +61,20 @@ class Delivery(NamedTuple):
         return None if self.response is None else self.response.status
 
 
+class BodySplicer(Protocol):
+    """Fills in what was not known when bodies were encoded (``_applications``: the ID of an
+    application given by name) before they are sent."""
+
+    def splice(self, bodies: list[bytes], deadline: float) -> list[bytes] | LayerSDKException:
+        """The bodies to send, or why they cannot be (after waiting until ``deadline``)."""
+
+    def close(self) -> None:
+        """Stop waiting (shutdown)."""
+
+    def restart_in_child(self) -> None:
+        """In a forked child: new locks, and whatever work was under way started again."""
+
+
 #: What a body's result is before it is settled (every body is, before _exchange returns).
 _UNSETTLED = Delivery(None, "unsettled")
 
@@ -62,8 +82,17 @@ _UNSETTLED = Delivery(None, "unsettled")
 class Transport:
     """Sends requests to the Layer API with headers, authentication and retries."""
 
-    def __init__(self, config: Config, backend: Backend | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        backend: Backend | None = None,
+        splicer: BodySplicer | None = None,
+    ) -> None:
+        self._config = config
+        self._own_backend = backend is None
         self._base_url = config.base_url
+        self._timeout = config.http_timeout
+        self._splicer = splicer
         self._auth = config.auth_provider
         if self._auth is not None:
             warn_if_cleartext(config.base_url, "the access token")
@@ -119,6 +148,19 @@ class Transport:
         """The one retry loop of both paths: sends what is not settled, in order, until
         each body is delivered or given up on."""
         gate = None if sync else self.gate
+        if self._splicer is not None:
+            wait = self._timeout if sync else self.retry.max_retry_time
+            spliced = self._splicer.splice(bodies, time.monotonic() + wait)
+            if isinstance(spliced, LayerSDKException):
+                if sync:
+                    raise spliced
+                why = (
+                    REJECTED
+                    if isinstance(spliced, LayerMissingRequiredConfigurationError)
+                    else (SHUTDOWN if self.gate.closed else RETRIES_EXHAUSTED)
+                )
+                return [Delivery(None, why, spliced) for _ in bodies]
+            bodies = spliced
         url = self._base_url + path
         request_ids = [random_16().hex() for _ in bodies]
         results: list[Delivery] = [_UNSETTLED] * len(bodies)
@@ -246,9 +288,15 @@ class Transport:
                 not_before = now + delay
         return results
 
+    def fresh(self) -> Transport:
+        """A transport like this one, with connections of its own (for a forked child)."""
+        return Transport(self._config, None if self._own_backend else self._backend, self._splicer)
+
     def close(self) -> None:
         """Stop waits for the send gate and release pooled connections."""
         self.gate.close()
+        if self._splicer is not None:
+            self._splicer.close()
         self._backend.close()
 
 
