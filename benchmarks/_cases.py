@@ -452,6 +452,53 @@ def case_hot_path(quick: bool) -> dict[str, Any]:
     }
 
 
+def case_firewall(quick: bool) -> dict[str, Any]:
+    """Caller-thread cost of append_action with ``enable_firewall_instrumentation=True``,
+    beside the plain call in the same run.
+
+    Rounds alternate between a plain client and one with the firewall on (its
+    firewall is the same local server, looking the active sessions up every
+    50 ms), each round a new session of back-to-back calls, so that a drift in
+    the machine's speed hits both alike. The firewall's cost is the difference
+    of the medians.
+    """
+    rounds = 20 if quick else 40
+    per_round = 250
+    clock = time.perf_counter_ns
+    with Server() as server:
+        plain = new_client(server.url)
+        guarded = new_client(
+            server.url,
+            firewall_base_url=server.url,
+            enable_firewall_instrumentation=True,
+            firewall_refresh_interval=0.05,
+        )
+        samples: dict[str, list[int]] = {"plain": [], "firewall": []}
+        clients = {"plain": plain, "firewall": guarded}
+        for i in range(rounds):
+            order = ("plain", "firewall") if i % 2 else ("firewall", "plain")
+            for name in order:
+                client, out = clients[name], samples[name]
+                session_id = client.create_session(attributes=SESSION_ATTRIBUTES)
+                for _ in range(per_round):
+                    t0 = clock()
+                    client.append_action(session_id, kind=KIND, attributes=ATTRIBUTES, data=DATA)
+                    t1 = clock()
+                    out.append(t1 - t0)
+        delivered = plain.flush(60) and guarded.flush(60)
+        firewall_stats = guarded.firewall_stats()
+        plain.shutdown()
+        guarded.shutdown()
+    result = {name: distribution(values) for name, values in samples.items()}
+    return {
+        **result,
+        "cost_us": result["firewall"]["median"] - result["plain"]["median"],
+        "lookups": firewall_stats.lookups,
+        "lookup_failures": firewall_stats.failures,
+        "all_delivered": delivered,
+    }
+
+
 # -- 2, 3. delivered throughput --------------------------------------------------
 
 
@@ -938,6 +985,7 @@ def case_import(quick: bool) -> dict[str, Any]:
 
 CASES: dict[str, Callable[[bool], dict[str, Any]]] = {
     "hot_path": case_hot_path,
+    "firewall": case_firewall,
     "throughput": case_throughput,
     "slow_server": case_slow_server,
     "long_session": case_long_session,

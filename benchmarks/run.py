@@ -30,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 CASES = (
     "hot_path",
+    "firewall",
     "throughput",
     "slow_server",
     "long_session",
@@ -210,6 +211,15 @@ ROWS: tuple[Row, ...] = (
         lambda r: num(_decorator_overhead(r), "µs"),
         lambda r: num(_decorator_overhead(r, "sync_"), "µs"), "≤ 2 µs",
         lambda r: (_decorator_overhead(r) or 99) <= 2),
+    Row("firewall", "hot path, firewall on", "`append_action` median, firewall on / off, same run",
+        lambda r: f"{num(get(r, 'firewall.median'))} / {num(get(r, 'plain.median'))} µs",
+        lambda r: "n/a (the original: one lookup round trip per call)"),
+    Row("firewall", "hot path, firewall on",
+        "firewall cost on `append_action` (difference of medians)",
+        us("cost_us"), lambda r: "n/a", "≤ 1 µs", at_most("cost_us", 1)),
+    Row("firewall", "hot path, firewall on", "`append_action` p99 firewall on / off",
+        lambda r: f"{num(get(r, 'firewall.p99'))} / {num(get(r, 'plain.p99'))} µs",
+        lambda r: "n/a"),
     Row("hot_path", "hot path", "load offered meanwhile (events/s, all delivered?)",
         lambda r: f"{num(get(r, 'offered_events_per_s'))}, {num(get(r, 'all_delivered'))}",
         lambda r: "n/a", "all delivered", lambda r: bool(get(r, "all_delivered"))),
