@@ -204,6 +204,7 @@ def test_append_action_raises_once_the_block_is_known_and_it_stays(
     client.append_action(other, kind=PROMPT, data={"n": 1})  # another session goes on
 
     firewall.set_firewall_decision(session_id, "pass")
+    assert client.firewall_session_lookup(session_id).decision is FirewallLookupDecision.PASS
     seen = len(lookups(firewall, other))
     assert wait_until(lambda: len(lookups(firewall, other)) >= seen + 3)  # rounds went by
     assert refused(client, session_id)
@@ -217,11 +218,17 @@ def test_without_the_instrumentation_append_action_never_asks(
 ) -> None:
     """Issue 14 §Firewall: enable_firewall_instrumentation=False (the default) changes nothing."""
     client = make_client(firewall_base_url=firewall.url, **FAST_REFRESH)
-    session_id = client.create_session()
+    watched = make_client(
+        firewall_base_url=firewall.url, enable_firewall_instrumentation=True, **FAST_REFRESH
+    )
+    session_id, control = client.create_session(), watched.create_session()
     firewall.set_firewall_decision(session_id, "block")
     client.append_action(session_id, kind=PROMPT, data={"n": 0})
+    watched.append_action(control, kind=PROMPT, data={"n": 0})
+    assert wait_until(lambda: len(lookups(firewall, control)) >= 3)  # refresh rounds went by
+    client.append_action(session_id, kind=PROMPT, data={"n": 1})
     assert client.flush(5)
-    assert lookups(firewall) == []
+    assert lookups(firewall, session_id) == []
 
 
 def test_fail_open_when_the_firewall_is_down(
