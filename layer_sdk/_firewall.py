@@ -308,10 +308,13 @@ class Firewall:
     def refresh(self) -> None:
         """Look every active session up once (one round of the refresh thread)."""
         touched, self._touched = self._touched, {}
+        # A copy in one step: a caller may still be adding to the old dict (that
+        # touch is then seen at the next append_action).
+        recent = list(touched)
         now = time.monotonic()
         active = self._active
         with self._lock:
-            for session_id in touched:
+            for session_id in recent:
                 active[session_id] = now
                 active.move_to_end(session_id)
             while active and (
