@@ -13,9 +13,11 @@ With ``enable_firewall_instrumentation=True`` the client also keeps a
   does I/O and never takes a lock.
 - A daemon thread (``layer-sdk-firewall``) looks the active sessions up again
   every ``firewall_refresh_interval`` seconds, one attempt each, bounded by
-  ``firewall_check_timeout``. A session untouched for ``ACTIVE_FOR`` seconds
-  stops being looked up. The trade-off: a block decided by the server reaches
-  ``append_action`` within about one interval, not at once; where it matters
+  ``firewall_check_timeout``; the first failure ends the round, so that a
+  firewall that is down costs one timeout per round, not one per session. A
+  session untouched for ``ACTIVE_FOR`` seconds stops being looked up. The
+  trade-off: a block decided by the server reaches ``append_action`` within
+  about one interval, not at once; where it matters
   most, before a prompt leaves the process, the provider instrumentation asks
   afresh (``check_fresh``), bounded by ``firewall_check_timeout``.
 - A blocked session stays blocked: once seen, ``block`` is never replaced by a
@@ -323,13 +325,17 @@ class Firewall:
             ):
                 active.popitem(last=False)
             due = [sid for sid in active if self._stops.get(sid) is None]
-        for session_id in due:
+        for index, session_id in enumerate(due):
             if self._stopping.is_set():
                 return
             try:
                 self._ask(self._quick, session_id)
             except LayerSDKException as exc:
-                self._failed(session_id, exc)
+                # The firewall is down or failing: the round ends here rather than wait
+                # a timeout per session; the others count as failed with this one.
+                for failed in due[index:]:
+                    self._failed(failed, exc)
+                return
 
     # -- the end, and fork -----------------------------------------------------------
 

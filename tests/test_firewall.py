@@ -271,6 +271,27 @@ def test_fail_closed_when_the_firewall_is_down(
     assert wait_until(lambda: not refused(client, session_id))
 
 
+def test_a_hung_firewall_costs_one_timeout_per_round(
+    make_client: MakeClient, firewall: LocalCollector
+) -> None:
+    """Issue 14 §Firewall: the first failed look-up ends the refresh round, and (fail closed)
+    refuses every session of it, instead of one timeout per session."""
+    firewall.hang()
+    client = make_client(
+        firewall_base_url=firewall.url,
+        enable_firewall_instrumentation=True,
+        firewall_fail_closed=True,
+        firewall_check_timeout=0.2,
+        firewall_refresh_interval=0.3,
+    )
+    sessions = [client.create_session() for _ in range(3)]
+    for session_id in sessions:
+        client.append_action(session_id, kind=PROMPT, data={"n": 0})
+    assert wait_until(lambda: all(refused(client, s) for s in sessions))
+    assert client.firewall_stats().failures == 1
+    firewall.release()
+
+
 def test_a_slow_firewall_never_slows_append_action(
     make_client: MakeClient, firewall: LocalCollector
 ) -> None:
