@@ -7,7 +7,7 @@ policy, deadlines, capped answers) and raises the firewall's exceptions.
 With ``enable_firewall_instrumentation=True`` the client also keeps a
 **decision cache**, so that ``append_action`` never waits on the network:
 
-- ``check`` (the hot path) is one dictionary look-up and one set insertion:
+- ``check`` (the hot path) is two dictionary operations, a look-up and an insertion:
   it raises ``LayerFirewallSessionBlocked`` when the latest known decision of
   the session is ``block``, and marks the session active otherwise. It never
   does I/O and never takes a lock.
@@ -17,9 +17,9 @@ With ``enable_firewall_instrumentation=True`` the client also keeps a
   firewall that is down costs one timeout per round, not one per session. A
   session untouched for ``ACTIVE_FOR`` seconds stops being looked up. The
   trade-off: a block decided by the server reaches ``append_action`` within
-  about one interval, not at once; where it matters
-  most, before a prompt leaves the process, the provider instrumentation asks
-  afresh (``check_fresh``), bounded by ``firewall_check_timeout``.
+  about one interval, not at once; where it matters most, before a prompt
+  leaves the process, the provider instrumentation asks afresh
+  (``check_fresh``), bounded by ``firewall_check_timeout``.
 - A blocked session stays blocked: once seen, ``block`` is never replaced by a
   later answer, and the session is not looked up again.
 - Bounded: at most ``firewall_cache_size`` sessions are tracked as active, and
