@@ -145,6 +145,18 @@ def test_lookup_needs_a_firewall_base_url(make_client: MakeClient) -> None:
         )
 
 
+def test_a_token_never_goes_to_a_cleartext_firewall() -> None:
+    """Issue 14 §Firewall: with an auth provider, a plain-http firewall on another machine is
+    refused at init, naming firewall_base_url, as base_url is."""
+    with pytest.raises(LayerMissingRequiredConfigurationError, match="firewall_base_url"):
+        Client().init(
+            base_url="https://layer.example.com",
+            application_id=APP_ID,
+            auth_provider=_Token(),
+            firewall_base_url="http://firewall.example.com",
+        )
+
+
 def test_firewall_base_url_from_the_environment(
     monkeypatch: pytest.MonkeyPatch, make_client: MakeClient, firewall: LocalCollector
 ) -> None:
@@ -403,6 +415,31 @@ def test_openai_call_is_checked_afresh_before_the_provider(
         assert chat(openai_server, session_id).choices[0].message.content
         assert len(openai_server.requests) == 1
     assert len(lookups(collector, session_id)) == 1
+
+
+def test_async_openai_call_is_blocked_before_the_provider(
+    make_client: MakeClient, collector: LocalCollector, openai_server: OpenAIServer
+) -> None:
+    """Issue 14 §Firewall: the async client is checked at the same point (one call site)."""
+    import asyncio
+
+    import openai
+
+    client = make_client(firewall_base_url=collector.url, enable_firewall_instrumentation=True)
+    session_id = client.create_session()
+    collector.set_firewall_decision(session_id, "block")
+    provider = openai.AsyncOpenAI(base_url=openai_server.url, api_key="sk-test", max_retries=0)
+
+    async def call() -> Any:
+        return await provider.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "hello"}],
+            extra_headers={"X-Layer-Session-Id": session_id},
+        )
+
+    with pytest.raises(LayerFirewallSessionBlocked):
+        asyncio.run(call())
+    assert openai_server.requests == []
 
 
 @pytest.mark.parametrize("fail_closed", [False, True])
