@@ -61,7 +61,7 @@ def check(
     out("Settings (arguments first, then LAYER_* variables):")
     rows = [
         ("base_url", mask_url(config.base_url)),
-        ("application_id", config.application_id),
+        ("application_id", config.application_id or f"(by name: {config.application_name!r})"),
         ("environment", config.environment or "(none)"),
         ("http_timeout", f"{config.http_timeout:g} s"),
         ("authentication", _describe_auth(auth)),
