@@ -223,7 +223,19 @@ class ApplicationName(ApplicationId):
         if found:
             return str(found[0])
         self._step = "creating the application"
-        return create_application(self._transport, self.name)
+        try:
+            return create_application(self._transport, self.name)
+        except LayerHTTPError as exc:
+            if exc.status_code != 409:
+                raise
+        # Created meanwhile by another process (workers starting together): its ID.
+        self._step = "listing applications after a conflict"
+        found = [
+            app["id"] for app in list_applications(self._transport) if app["name"] == self.name
+        ]
+        if found:
+            return str(found[0])
+        raise LayerHTTPError(409, f"application {self.name!r} exists, yet is not listed")
 
     def _refusal(self, exc: LayerSDKException) -> LayerMissingRequiredConfigurationError:
         step = self._step
@@ -236,15 +248,16 @@ class ApplicationName(ApplicationId):
         return error
 
     def _settle(self, app_id: str | None, error: LayerSDKException | None) -> None:
+        # Logged first: whoever waits learns of the outcome after the log has it.
+        if error is not None:
+            logger.error("layer-sdk: %s; its sessions fail", error)
+        else:
+            logger.debug("layer-sdk: application %r has ID %s", self.name, app_id)
         with self._changed:
             if app_id is not None:
                 self.id = app_id
             self.error = error
             self._changed.notify_all()
-        if error is not None:
-            logger.error("layer-sdk: %s; its sessions fail", error)
-        else:
-            logger.debug("layer-sdk: application %r has ID %s", self.name, app_id)
 
 
 def _definite(exc: LayerSDKException) -> bool:

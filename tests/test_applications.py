@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +19,7 @@ from layer_sdk import (
 )
 from layer_sdk.collector import LocalCollector
 
-from .helpers import APP_ID, FAST, PROMPT, MakeClient
+from .helpers import APP_ID, FAST, PROMPT, MakeClient, in_multiprocessing_child
 
 OTHER_ID = "6f1d1f9e-8a57-4bd4-9d0e-3f6c4c1a2b77"
 
@@ -152,6 +153,47 @@ def test_a_background_refusal_fails_the_waiting_sessions(
     finally:
         client.shutdown()
     assert any("'bot' could not be resolved" in r.getMessage() for r in caplog.records)
+
+
+def test_a_name_created_meanwhile_elsewhere_is_found(collector: LocalCollector) -> None:
+    """Issue 14 §Applications: a 409 on create (another process created it since the listing)
+    lists again and takes that ID."""
+    collector.add_application("bot", OTHER_ID)
+    collector.fail_next(1, 200, body=b"[]")  # the first listing predates the other process
+    client = named_client(collector, "bot")
+    try:
+        session_id = client.create_session(sync=True)
+    finally:
+        client.shutdown()
+    assert collector.session(session_id)["application_id"] == OTHER_ID  # type: ignore[index]
+    assert [method for method, _ in application_requests(collector)] == ["GET", "POST", "GET"]
+
+
+def _report_in_child(client: Client) -> tuple[bool, int, int]:
+    session_id = client.create_session()
+    client.append_action(session_id, kind=PROMPT, data={"n": 1})
+    delivered = client.flush(20)
+    stats = client.stats()
+    return delivered, stats.sent, stats.failed
+
+
+def test_a_forked_child_resolves_the_name_itself(collector: LocalCollector) -> None:
+    """Issue 14 §Applications: forked while the name is unresolved, a child resolves it on a
+    thread of its own and delivers its sessions with the ID."""
+    collector.hang()
+    client = named_client(collector, "bot", http_timeout=0.3)
+    try:
+        releasing = threading.Timer(0.5, collector.release)
+        releasing.start()
+        code, result = in_multiprocessing_child(_report_in_child, client)
+        releasing.join()
+        assert code == 0
+        assert result == (True, 2, 0)
+        assert client.flush(20)
+    finally:
+        client.shutdown()
+    (app,) = collector.applications
+    assert [s["application_id"] for s in collector.sessions] == [app["id"]]
 
 
 def test_list_get_and_create(make_client: MakeClient, collector: LocalCollector) -> None:
