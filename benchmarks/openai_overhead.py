@@ -123,7 +123,8 @@ def direct(client: Any, layer: Client, stream_model: str) -> dict[str, list[int]
     ``chunk``: one ``next()`` through the observing generator, beside
     ``plain_chunk``, the same chunk through a bare iterator.
     """
-    from layer_sdk.instrumentation._openai import chat, request, streams
+    from layer_sdk.instrumentation import _streams as streams
+    from layer_sdk.instrumentation._openai import chat, request
 
     result = client.chat.completions.create(model="gpt-test", messages=MESSAGES)
     chunks = list(

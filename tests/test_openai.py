@@ -103,7 +103,7 @@ def layer(make_client: Callable[..., Client]) -> Client:
 @pytest.fixture(autouse=True)
 def _fresh_problem_log(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test sees the 'logged once' state of a fresh process."""
-    monkeypatch.setattr(_openai, "_reported", set())
+    monkeypatch.setattr(_openai.PROBLEMS, "reported", set())
 
 
 @pytest.fixture(autouse=True)

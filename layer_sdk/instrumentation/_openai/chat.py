@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .fields import _fields, _get, _items, _str
-from .mapping import _arguments, _attach, _content, _Output, _usage, _without_none
+from .._fields import _fields, _get, _items, _str
+from .._mapping import _arguments, _attach, _content, _Output, _usage, _without_none
 
 #: The request parameters recorded as attributes of the prompt.
 _CHAT_PARAMETERS = frozenset(

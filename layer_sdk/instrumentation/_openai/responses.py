@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .fields import _get, _items, _plain, _str
-from .mapping import _arguments, _attach, _content, _Output, _usage, _without_none
+from .._fields import _get, _items, _plain, _str
+from .._mapping import _arguments, _attach, _content, _Output, _usage, _without_none
 
 #: The request parameters recorded as attributes of the prompt.
 _RESPONSES_PARAMETERS = frozenset(
