@@ -85,11 +85,10 @@ class _Results:
     the same modules (``Stream``, ``_legacy_response.LegacyAPIResponse``, ...).
     """
 
-    __slots__ = ("legacy", "raw", "streams")
+    __slots__ = ("raw", "streams")
 
     def __init__(self) -> None:
         self.streams: tuple[type, ...] = ()
-        self.legacy: tuple[type, ...] = ()
         self.raw: tuple[type, ...] = ()
 
     def recognise(self, package: str, *more_streams: tuple[str, str]) -> None:
@@ -99,8 +98,10 @@ class _Results:
             _attribute(package, "AsyncStream"),
             *(_attribute(module, name) for module, name in more_streams),
         )
-        self.legacy = _classes(_attribute(f"{package}._legacy_response", "LegacyAPIResponse"))
-        self.raw = self.legacy + _classes(_attribute(f"{package}._response", "BaseAPIResponse"))
+        self.raw = _classes(
+            _attribute(f"{package}._legacy_response", "LegacyAPIResponse"),
+            _attribute(f"{package}._response", "BaseAPIResponse"),
+        )
 
 
 def _read_raw_body(
@@ -109,13 +110,15 @@ def _read_raw_body(
     """The JSON body of a ``with_raw_response`` result, or None where reading it is unsafe.
 
     A ``with_streaming_response`` body has not been read yet (reading it is
-    the caller's business), nor has a streamed one: both give None. A
-    ``LegacyAPIResponse`` of a plain call was read whole: decoding its bytes
-    changes nothing for the caller, who may still ``parse()`` it.
+    the caller's business), nor has a streamed one: both give None. The
+    ``LegacyAPIResponse`` (openai) or ``APIResponse`` (anthropic 2.x) of a
+    plain ``with_raw_response`` call was read whole: decoding its bytes
+    changes nothing for the caller, who may still ``parse()`` it. A body not
+    read is never read here (``content`` raises: None).
     """
     if raw == "stream" or kwargs.get("stream") is True:
         return None
-    if not isinstance(result, results.legacy):
+    if not isinstance(result, results.raw):
         return None
     http_response = getattr(result, "http_response", None)
     if http_response is None:
