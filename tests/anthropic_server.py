@@ -19,7 +19,8 @@ The model name picks the behaviour:
 ``tool-use``        the answer is a short text and a call of the first tool
 ``stream-error``    a stream whose third event is an ``error`` event
                     (``overloaded_error``), as Anthropic sends mid-stream
-``slow``, ``drop``  as every provider server (``provider_server.py``)
+``slow``, ``drop``  as every provider server (``provider_server.py``); ``drop``
+                    after two text deltas
 ``sparse``          a JSON answer with most fields missing or null
 ``words-<n>``       a stream of ``n`` one-word deltas, at full speed
 anything else       a normal answer: ``ANSWER``, word by word when streamed
@@ -70,6 +71,7 @@ class AnthropicServer(ProviderServer):
 class _Handler(ProviderHandler):
     server_version = "fake-anthropic/1"
     request_id_header = "request-id"
+    drop_after = 5  # message_start, ping, content_block_start, two text deltas
 
     def answer(self, path: str, body: Any) -> None:
         if not isinstance(body, dict):

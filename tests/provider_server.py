@@ -8,7 +8,7 @@ behave alike on every provider:
 
 ==================  =====================================================
 ``slow``            ``SLOW_DELAY`` seconds between events
-``drop``            the stream cut off (connection closed) after 2 events
+``drop``            the stream cut off (connection closed) after ``drop_after`` events
 ==================  =====================================================
 
 Run alone (``python -m tests.<provider>_server``, through :func:`serve`),
@@ -118,6 +118,8 @@ class ProviderHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # headers and body go in separate writes
     #: The response header that carries the request's ID.
     request_id_header = "x-request-id"
+    #: How many events a ``drop`` stream sends before it is cut off.
+    drop_after = 2
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet
@@ -162,7 +164,7 @@ class ProviderHandler(BaseHTTPRequestHandler):
         self.end_headers()
         delay = SLOW_DELAY if model == "slow" else self.owner.chunk_delay
         for count, (name, payload) in enumerate(events):
-            if model == "drop" and count == 2:
+            if model == "drop" and count == self.drop_after:
                 self.close_connection = True
                 self.wfile.flush()
                 self.connection.shutdown(2)  # cut off: no terminating chunk

@@ -29,7 +29,18 @@ from layer_sdk.collector import LocalCollector  # noqa: E402
 from layer_sdk.instrumentation import instrumented_by, uninstrument  # noqa: E402
 from layer_sdk.instrumentation._openai import call as _openai  # noqa: E402
 
-from .helpers import run_python, wait_until  # noqa: E402
+from .helpers import (  # noqa: E402
+    actions_of,
+    by_kind,
+    check_error,
+    check_recorded_errors,
+    check_times,
+    drain,
+    one,
+    run_python,
+    then,
+    wait_until,
+)
 from .openai_server import ANSWER, PROMPT_TOKENS, WORDS, OpenAIServer  # noqa: E402
 
 USAGE = {
@@ -126,25 +137,7 @@ def _errors_fit_the_wire_contract(request: pytest.FixtureRequest) -> Iterator[No
         return
     collector: LocalCollector = request.getfixturevalue("collector")
     yield
-    for action in collector.actions():
-        if "error" in action:
-            check_error(action["error"])
-
-
-def check_error(error: Any) -> dict[str, Any]:
-    """``error`` as the wire contract has it: a str message, an int code or none, a details object.
-
-    Returns the details (every error recorded here has some: at least the exception's class).
-    """
-    assert isinstance(error, dict), error
-    assert set(error) <= {"message", "code", "details"}, error
-    assert isinstance(error["message"], str), error
-    if "code" in error:
-        assert type(error["code"]) is int, error
-    details = error.get("details")
-    assert isinstance(details, dict), error
-    assert isinstance(details.get("type"), str), error
-    return details
+    check_recorded_errors(collector)
 
 
 def perform(mode: str, server: OpenAIServer, action: Callable[[Any], Any]) -> Any:
@@ -170,59 +163,6 @@ def perform(mode: str, server: OpenAIServer, action: Callable[[Any], Any]) -> An
     return asyncio.run(main())
 
 
-def then(mode: str, result: Any, use: Callable[[Any], Any]) -> Any:
-    """``use(result)``; in async mode, ``result`` (and what ``use`` returns) awaited first."""
-    if mode == "sync":
-        return use(result)
-
-    async def chain() -> Any:
-        value = use(await result)
-        return await value if inspect.isawaitable(value) else value
-
-    return chain()
-
-
-def drain(mode: str, stream: Any, limit: int | None = None) -> Any:
-    """The chunks of a sync stream, or an awaitable of those of an async one."""
-    if mode == "sync":
-        chunks = []
-        for chunk in stream:
-            chunks.append(chunk)
-            if limit is not None and len(chunks) >= limit:
-                break
-        return chunks
-
-    async def collect() -> list[Any]:
-        chunks = []
-        async for chunk in stream:
-            chunks.append(chunk)
-            if limit is not None and len(chunks) >= limit:
-                break
-        return chunks
-
-    return collect()
-
-
-def actions_of(
-    layer: Client, collector: LocalCollector, session_id: str, count: int
-) -> list[dict[str, Any]]:
-    """The actions of ``session_id`` once everything was delivered; exactly ``count``."""
-    assert layer.flush(10)
-    found = collector.actions(session_id)
-    assert len(found) == count, [(a["kind"], a.get("attributes")) for a in found]
-    return found
-
-
-def by_kind(actions: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [a for a in actions if a["kind"] == kind]
-
-
-def one(actions: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    found = by_kind(actions, kind)
-    assert len(found) == 1, [a["kind"] for a in actions]
-    return found[0]
-
-
 def text_of(chunks: list[Any]) -> str:
     return "".join((c.choices[0].delta.content or "") for c in chunks if c.choices)
 
@@ -244,15 +184,6 @@ def needs_responses() -> None:
 
 def has_parameter(method: Any, name: str) -> bool:
     return name in inspect.signature(method).parameters
-
-
-def check_times(actions: list[dict[str, Any]]) -> None:
-    for action in actions:
-        assert action["start_time"] <= action["end_time"]
-    prompt = by_kind(actions, "completion_prompt")
-    outputs = by_kind(actions, "completion_output")
-    if prompt and outputs:
-        assert prompt[0]["start_time"] <= outputs[0]["end_time"]
 
 
 # -- chat completions -----------------------------------------------------------------------------
