@@ -827,7 +827,8 @@ def test_with_raw_response_is_returned_as_is_and_recorded(
                 return response.parse(), response
 
             async def both() -> Any:
-                return await response.parse(), response
+                value = response.parse()  # a coroutine, but in 0.x's LegacyAPIResponse
+                return (await value if inspect.isawaitable(value) else value), response
 
             return both()
 
@@ -1150,3 +1151,128 @@ def test_anthropic_imported_after_init_is_patched_on_import() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "True", "2", "False", "False"]
+
+
+# -- anthropic's own OpenTelemetry spans ----------------------------------------------------------
+
+
+class Spans:
+    """A minimal recording tracer provider (the OpenTelemetry API only: no SDK is installed).
+
+    anthropic 1.x/2.x starts one span per API call with the tracer it gets from the
+    ``tracer_provider`` of its ``open_telemetry`` option, and injects its trace context
+    (``traceparent``) into the request.
+    """
+
+    def __init__(self) -> None:
+        from opentelemetry import trace
+
+        spans = self
+        self.started: list[Any] = []
+
+        class Span(trace.Span):
+            def __init__(self, name: str) -> None:
+                self.name = name
+                self.ended = False
+                self.status: Any = None
+                self.context = trace.SpanContext(
+                    trace_id=0x1000 + len(spans.started),
+                    span_id=0x2000 + len(spans.started),
+                    is_remote=False,
+                    trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+                )
+
+            def end(self, end_time: int | None = None) -> None:
+                self.ended = True
+
+            def get_span_context(self) -> Any:
+                return self.context
+
+            def set_attributes(self, attributes: Any) -> None:
+                pass
+
+            def set_attribute(self, key: str, value: Any) -> None:
+                pass
+
+            def add_event(self, name: str, attributes: Any = None, timestamp: Any = None) -> None:
+                pass
+
+            def update_name(self, name: str) -> None:
+                self.name = name
+
+            def is_recording(self) -> bool:
+                return not self.ended
+
+            def set_status(self, status: Any, description: str | None = None) -> None:
+                self.status = status
+
+            def record_exception(self, exception: BaseException, *args: Any, **kw: Any) -> None:
+                pass
+
+        class Tracer(trace.Tracer):
+            def start_span(self, name: str, *args: Any, **kwargs: Any) -> Any:
+                span = Span(name)
+                spans.started.append(span)
+                return span
+
+            def start_as_current_span(self, name: str, *args: Any, **kwargs: Any) -> Any:
+                return trace.use_span(self.start_span(name))
+
+        class Provider(trace.TracerProvider):
+            def get_tracer(self, *args: Any, **kwargs: Any) -> Any:
+                return Tracer()
+
+        self.provider = Provider()
+
+
+def traced_calls(c: Any) -> list[str]:
+    """A plain call, a streamed one and the stream() helper: their texts."""
+    plain = create(c).content[0].text
+    streamed = text_of(list(create(c, stream=True)))
+    with c.messages.stream(model="claude-test", max_tokens=8, messages=MESSAGES) as stream:
+        helper = stream.get_final_text()
+    return [plain, streamed, helper]
+
+
+@pytest.mark.parametrize("instrumented", [False, True])
+def test_anthropics_own_spans_and_traceparent_are_unchanged(
+    instrumented: bool,
+    make_client: Callable[..., Client],
+    collector: LocalCollector,
+    server: AnthropicServer,
+) -> None:
+    """Issue 13, OpenTelemetry: with anthropic's tracing on, each call still has exactly one
+    span of anthropic's, ended, whose trace context reaches the server as ``traceparent``,
+    with or without our instrumentation; and we record each call once (no double record)."""
+    if not has(anthropic, "_tracing"):
+        pytest.skip(f"anthropic {anthropic.__version__} emits no OpenTelemetry spans")
+    layer = make_client(disable_instrumentations=[] if instrumented else ["anthropic"])
+    spans = Spans()
+    with layer.session_context() as session_id:
+        texts = perform(
+            "sync", server, traced_calls, open_telemetry={"tracer_provider": spans.provider}
+        )
+    assert texts == [ANSWER] * 3
+    assert [s.name for s in spans.started] == ["anthropic.messages.create"] * 3
+    assert all(s.ended for s in spans.started)
+    parents = [r.headers.get("traceparent") for r in server.requests]
+    assert parents == [
+        f"00-{s.context.trace_id:032x}-{s.context.span_id:016x}-01" for s in spans.started
+    ]
+    assert layer.flush(5)
+    assert len(collector.actions(session_id)) == (6 if instrumented else 0)
+
+
+def test_recording_works_with_anthropics_tracing_off(
+    layer: Client, collector: LocalCollector, server: AnthropicServer
+) -> None:
+    """Issue 13, OpenTelemetry: with ``open_telemetry=False`` nothing is traced or propagated,
+    and every call is recorded all the same."""
+    if not has(anthropic, "_tracing"):
+        pytest.skip(f"anthropic {anthropic.__version__} has no open_telemetry option")
+    with layer.session_context() as session_id:
+        texts = perform("sync", server, traced_calls, open_telemetry=False)
+    assert texts == [ANSWER] * 3
+    assert all("traceparent" not in r.headers for r in server.requests)
+    actions = actions_of(layer, collector, session_id, 6)
+    assert len(by_kind(actions, "completion_output")) == 3

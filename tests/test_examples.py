@@ -6,6 +6,7 @@ import pytest
 
 from layer_sdk.collector import LocalCollector
 
+from .anthropic_server import ANSWER
 from .helpers import APP_ID, ROOT, run_python
 
 EXPECTED = {
@@ -21,7 +22,7 @@ EXPECTED = {
 
 def test_every_example_is_covered() -> None:
     found = {path.name for path in (ROOT / "examples").glob("*.py")}
-    assert found == {*EXPECTED, "openai_instrumentation.py"}
+    assert found == {*EXPECTED, "openai_instrumentation.py", "anthropic_instrumentation.py"}
 
 
 @pytest.mark.parametrize("example", sorted(EXPECTED))
@@ -57,3 +58,29 @@ def test_the_openai_example_reports_its_calls(collector: LocalCollector) -> None
     assert kinds.count("completion_prompt") == 2
     assert kinds.count("completion_output") == 2
     assert kinds.count("embeddings") == 1
+
+
+def test_the_anthropic_example_reports_its_calls(collector: LocalCollector) -> None:
+    """Issue 13, done means: an example under examples/ shows an Anthropic call recorded."""
+    pytest.importorskip("anthropic")
+    from .anthropic_server import AnthropicServer
+
+    code = (ROOT / "examples" / "anthropic_instrumentation.py").read_text()
+    with AnthropicServer() as anthropic_server:
+        result = run_python(
+            code,
+            env={
+                "LAYER_BASE_URL": collector.url,
+                "LAYER_APPLICATION_ID": APP_ID,
+                "ANTHROPIC_BASE_URL": anthropic_server.url,
+                "ANTHROPIC_API_KEY": "sk-ant-test",
+            },
+        )
+        assert result.returncode == 0, result.stderr
+        assert len(anthropic_server.requests) == 3
+        assert all("x-layer-session-id" not in r.headers for r in anthropic_server.requests)
+    assert result.stdout.splitlines()[:2] == [ANSWER, ANSWER]
+    (session,) = collector.sessions
+    kinds = [action["kind"] for action in session["actions"]]
+    assert kinds.count("completion_prompt") == 3
+    assert kinds.count("completion_output") == 3  # the stream closed unread: incomplete

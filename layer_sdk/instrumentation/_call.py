@@ -104,6 +104,13 @@ class _Results:
         )
 
 
+def _is_a(obj: Any, classes: tuple[type, ...]) -> bool:
+    """``isinstance`` without the classes' ``__instancecheck__``: anthropic 0.x's ``Stream``
+    warns (DeprecationWarning) when asked about a ``MessageStream``, which the caller would
+    see, and under ``-W error`` would take for an exception."""
+    return any(cls in classes for cls in type(obj).__mro__)
+
+
 def _read_raw_body(
     result: Any, raw: str | None, kwargs: Mapping[str, Any], results: _Results
 ) -> Any:
@@ -118,7 +125,7 @@ def _read_raw_body(
     """
     if raw == "stream" or kwargs.get("stream") is True:
         return None
-    if not isinstance(result, results.raw):
+    if not _is_a(result, results.raw):
         return None
     http_response = getattr(result, "http_response", None)
     if http_response is None:
@@ -194,13 +201,13 @@ class _Call:
     def _record_result(self, result: Any, is_async: bool) -> None:
         ended = _now()
         results = self.RESULTS
-        if self.raw is not None or isinstance(result, results.raw):
+        if self.raw is not None or _is_a(result, results.raw):
             body = _read_raw_body(result, self.raw, self.kwargs, results)
             if body is None:  # a streamed body, which the caller has not read yet
                 self.record_unread(ended)
                 return
             result = body
-        if isinstance(result, results.streams):
+        if _is_a(result, results.streams):
             self.watch(result, is_async)
             return
         self.record_result(result, ended)
