@@ -46,9 +46,12 @@ class Provider:
     call: Callable[[Any], Any]
     stream: Callable[[Any, str], Any]
     events: Callable[[int], int]
-    #: ``direct(client, layer, stream_model)``: the instrumentation's own work, in
-    #: nanoseconds: "call", "chunk" (one item through the observer), "plain_chunk".
-    direct: Callable[[Any, Client, str], dict[str, list[int]]]
+    #: For the ``direct`` rows: the arguments of ``call`` (a fresh dict each time),
+    #: ``begin(layer, arguments)`` the instrumentation's record of such a call, and
+    #: ``accumulator()`` its reader of a stream's items.
+    arguments: Callable[[], dict[str, Any]]
+    begin: Callable[[Client, dict[str, Any]], Any]
+    accumulator: Callable[[], Any]
     #: What one streamed item is called: "chunk" (openai), "event" (anthropic).
     item: str = "chunk"
 
@@ -105,6 +108,37 @@ class Samples:
 def quantile(values: list[int], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1000.0
+
+
+def direct(
+    provider: Provider, client: Any, layer: Client, stream_model: str
+) -> dict[str, list[int]]:
+    """Nanoseconds of the instrumentation's own work, on real provider objects, no network.
+
+    ``call``: preparing the record of a call and recording its prompt and
+    output (``begin`` + ``succeeded``), as the wrapper does around the request.
+    ``chunk``: one ``next()`` through the observing generator, beside
+    ``plain_chunk``, the same item through a bare iterator.
+    """
+    from layer_sdk.instrumentation import _streams as streams
+
+    result = provider.call(client)
+    items = list(provider.stream(client, stream_model))
+    samples: dict[str, list[int]] = {"call": [], "chunk": [], "plain_chunk": []}
+    with layer.session_context():
+        for number in range(2200):
+            arguments = provider.arguments()
+            start = time.perf_counter_ns()
+            provider.begin(layer, arguments).succeeded(result, False)
+            if number >= 200:  # the first ones warm up
+                samples["call"].append(time.perf_counter_ns() - start)
+        call = provider.begin(layer, {"model": "m"})
+        for _ in range(20):
+            timed_next(iter(items), samples["plain_chunk"])
+            record = streams._StreamRecord(call, provider.accumulator(), "m")
+            timed_next(streams._observe(iter(items), record), samples["chunk"])
+    layer.flush(60)
+    return samples
 
 
 def timed_next(source: Iterator[Any], into: list[int]) -> None:
@@ -201,7 +235,7 @@ def measure(provider: Provider, description: str) -> None:
             max_queue_size=100_000,
             max_queue_bytes=1 << 30,
         )
-        own = provider.direct(client, layer, stream_model)
+        own = direct(provider, client, layer, stream_model)
         layer.shutdown()
         client.close()
 

@@ -34,52 +34,15 @@ expected, so the figures are those of an instrumentation that recorded all.
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
 import openai
-from _overhead import Provider, measure, timed_next  # also puts the work tree on sys.path
+from _overhead import Provider, measure  # also puts the work tree on sys.path
 
-from layer_sdk import Client
+from layer_sdk.instrumentation._openai import chat, request
 
 MESSAGES = [
     {"role": "system", "content": "You are a helpful travel assistant. Answer briefly. " * 4},
     {"role": "user", "content": "Which tours leave from Lisbon on Saturday mornings? " * 4},
 ]
-
-
-def direct(client: Any, layer: Client, stream_model: str) -> dict[str, list[int]]:
-    """Nanoseconds of the instrumentation's own work, on real openai objects, no network.
-
-    ``call``: preparing the record of a call and recording its prompt and
-    output (``_begin`` + ``succeeded``), as the wrapper does around the request.
-    ``chunk``: one ``next()`` through the observing generator, beside
-    ``plain_chunk``, the same chunk through a bare iterator.
-    """
-    from layer_sdk.instrumentation import _streams as streams
-    from layer_sdk.instrumentation._openai import chat, request
-
-    result = client.chat.completions.create(model="gpt-test", messages=MESSAGES)
-    chunks = list(
-        client.chat.completions.create(model=stream_model, messages=MESSAGES, stream=True)
-    )
-    samples: dict[str, list[int]] = {"call": [], "chunk": [], "plain_chunk": []}
-    with layer.session_context():
-        for number in range(2200):
-            kwargs = {"model": "gpt-test", "messages": MESSAGES}
-            start = time.perf_counter_ns()
-            request._begin(layer, "chat", "chat.completions.create", kwargs).succeeded(
-                result, False
-            )
-            if number >= 200:  # the first ones warm up
-                samples["call"].append(time.perf_counter_ns() - start)
-        call = request._begin(layer, "chat", "chat.completions.create", {"model": "m"})
-        for _ in range(20):
-            timed_next(iter(chunks), samples["plain_chunk"])
-            record = streams._StreamRecord(call, chat._ChatStream(), "m")
-            timed_next(streams._observe(iter(chunks), record), samples["chunk"])
-    layer.flush(60)
-    return samples
 
 
 OPENAI = Provider(
@@ -89,7 +52,9 @@ OPENAI = Provider(
     call=lambda c: c.chat.completions.create(model="gpt-test", messages=MESSAGES),
     stream=lambda c, model: c.chat.completions.create(model=model, messages=MESSAGES, stream=True),
     events=lambda n: n + 2,  # the role chunk, the words, the finish
-    direct=direct,
+    arguments=lambda: {"model": "gpt-test", "messages": MESSAGES},
+    begin=lambda layer, kwargs: request._begin(layer, "chat", "chat.completions.create", kwargs),
+    accumulator=chat._ChatStream,
 )
 
 

@@ -23,8 +23,11 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from layer_sdk import Client, SessionActionKind
 from layer_sdk.collector import LocalCollector
+from layer_sdk.instrumentation import instrumented_by, uninstrument
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -254,11 +257,51 @@ def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[ThreadingHTTP
 # recorded, and checking them against the wire contract.
 
 
-def check_recorded_errors(collector: LocalCollector) -> None:
-    """Every error the collector received is one the API takes (``check_error``)."""
-    for action in collector.actions():
-        if "error" in action:
-            check_error(action["error"])
+def instrumentation_fixtures(provider: str, problems: Any, server_class: type) -> tuple[Any, ...]:
+    """The fixtures of a provider's instrumentation tests, for the test module to bind:
+
+    ``server`` (``server_class`` running), ``layer`` (an initialized client that owns the
+    provider's patches), and three autouse ones: a fresh "logged once" state of the
+    provider's ``problems``, no patches left owned by another test's client, and every
+    error recorded checked against the wire contract.
+    """
+
+    @pytest.fixture(name="server")
+    def server() -> Iterator[Any]:
+        with server_class() as running:
+            yield running
+
+    @pytest.fixture(name="layer")
+    def layer(make_client: MakeClient) -> Client:
+        client = make_client()
+        assert instrumented_by(provider) is client
+        return client
+
+    @pytest.fixture(autouse=True, name="_fresh_problem_log")
+    def fresh_problem_log(monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(problems, "reported", set())
+
+    @pytest.fixture(autouse=True, name="_no_leftover_patches")
+    def no_leftover_patches() -> None:
+        owner = instrumented_by(provider)
+        if owner is not None:
+            uninstrument(owner)
+
+    @pytest.fixture(autouse=True, name="_errors_fit_the_wire_contract")
+    def errors_fit_the_wire_contract(request: pytest.FixtureRequest) -> Iterator[None]:
+        """Issues 10 and 13, the error code: every error a test has recorded is one the API
+        takes; checked after the test's clients are shut down (flushed), over everything
+        the collector received, whatever the test itself looked at."""
+        if "collector" not in request.fixturenames:
+            yield
+            return
+        collector: LocalCollector = request.getfixturevalue("collector")
+        yield
+        for action in collector.actions():
+            if "error" in action:
+                check_error(action["error"])
+
+    return server, layer, fresh_problem_log, no_leftover_patches, errors_fit_the_wire_contract
 
 
 def check_error(error: Any) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import gc
 import inspect
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -28,7 +28,7 @@ anthropic = pytest.importorskip("anthropic")
 
 from layer_sdk import Client  # noqa: E402
 from layer_sdk.collector import LocalCollector  # noqa: E402
-from layer_sdk.instrumentation import instrumented_by, uninstrument  # noqa: E402
+from layer_sdk.instrumentation import instrumented_by  # noqa: E402
 from layer_sdk.instrumentation._anthropic import call as _anthropic  # noqa: E402
 from layer_sdk.instrumentation._anthropic import messages as _messages  # noqa: E402
 
@@ -46,9 +46,9 @@ from .helpers import (  # noqa: E402
     actions_of,
     by_kind,
     check_error,
-    check_recorded_errors,
     check_times,
     drain,
+    instrumentation_fixtures,
     one,
     run_python,
     then,
@@ -91,47 +91,9 @@ PIXEL = base64.b64encode(b"\x89PNG\r\n\x1a\n fake").decode()
 # -- fixtures and helpers -------------------------------------------------------------------------
 
 
-@pytest.fixture
-def server() -> Iterator[AnthropicServer]:
-    with AnthropicServer() as running:
-        yield running
-
-
-@pytest.fixture
-def layer(make_client: Callable[..., Client]) -> Client:
-    """An initialized client: it owns the Anthropic patches for the test."""
-    client = make_client()
-    assert instrumented_by("anthropic") is client
-    return client
-
-
-@pytest.fixture(autouse=True)
-def _fresh_problem_log(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test sees the 'logged once' state of a fresh process."""
-    monkeypatch.setattr(_anthropic.PROBLEMS, "reported", set())
-
-
-@pytest.fixture(autouse=True)
-def _no_leftover_patches() -> None:
-    """A client some other test left initialized must not own the patches here."""
-    owner = instrumented_by("anthropic")
-    if owner is not None:
-        uninstrument(owner)
-
-
-@pytest.fixture(autouse=True)
-def _errors_fit_the_wire_contract(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Issue 13, errors within the wire contract: every error recorded is one the API takes.
-
-    Checked after the test's clients are shut down (flushed), over everything
-    the collector received, whatever the test itself looked at.
-    """
-    if "collector" not in request.fixturenames:
-        yield
-        return
-    collector: LocalCollector = request.getfixturevalue("collector")
-    yield
-    check_recorded_errors(collector)
+server, layer, _fresh_problem_log, _no_leftover_patches, _errors_fit_the_wire_contract = (
+    instrumentation_fixtures("anthropic", _anthropic.PROBLEMS, AnthropicServer)
+)
 
 
 def new_client(mode: str, server: AnthropicServer, **options: Any) -> Any:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from .version_matrix import BUILD_TIMEOUT, RUN_TIMEOUT, by_version, run_tests_with
+from .version_matrix import matrix_test
 
 pytestmark = pytest.mark.matrix
 
@@ -26,8 +26,10 @@ VERSIONS: dict[str, list[str]] = {
 }
 
 
-@pytest.mark.timeout(BUILD_TIMEOUT + RUN_TIMEOUT + 60)
-@pytest.mark.parametrize("name", by_version(list(VERSIONS)))
-def test_instrumentation_tests_pass_with(name: str) -> None:
-    """Issue 13, the version matrix: every call shape of this anthropic version, recorded."""
-    run_tests_with("anthropic", VERSIONS[name], name, "tests/test_anthropic.py", at_least=40)
+test_instrumentation_tests_pass_with = matrix_test(
+    "anthropic",
+    VERSIONS,
+    "tests/test_anthropic.py",
+    doc="Issue 13, the version matrix: every call shape of this anthropic version, recorded.",
+    at_least=40,
+)

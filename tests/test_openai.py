@@ -14,7 +14,7 @@ import asyncio
 import gc
 import inspect
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -26,16 +26,16 @@ from pydantic import BaseModel  # noqa: E402  (openai depends on pydantic)
 
 from layer_sdk import Client  # noqa: E402
 from layer_sdk.collector import LocalCollector  # noqa: E402
-from layer_sdk.instrumentation import instrumented_by, uninstrument  # noqa: E402
+from layer_sdk.instrumentation import instrumented_by  # noqa: E402
 from layer_sdk.instrumentation._openai import call as _openai  # noqa: E402
 
 from .helpers import (  # noqa: E402
     actions_of,
     by_kind,
     check_error,
-    check_recorded_errors,
     check_times,
     drain,
+    instrumentation_fixtures,
     one,
     run_python,
     then,
@@ -97,47 +97,9 @@ class Answer(BaseModel):
 # -- fixtures and helpers -------------------------------------------------------------------------
 
 
-@pytest.fixture
-def server() -> Iterator[OpenAIServer]:
-    with OpenAIServer() as running:
-        yield running
-
-
-@pytest.fixture
-def layer(make_client: Callable[..., Client]) -> Client:
-    """An initialized client: it owns the OpenAI patches for the test."""
-    client = make_client()
-    assert instrumented_by("openai") is client
-    return client
-
-
-@pytest.fixture(autouse=True)
-def _fresh_problem_log(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test sees the 'logged once' state of a fresh process."""
-    monkeypatch.setattr(_openai.PROBLEMS, "reported", set())
-
-
-@pytest.fixture(autouse=True)
-def _no_leftover_patches() -> None:
-    """A client some other test left initialized must not own the patches here."""
-    owner = instrumented_by("openai")
-    if owner is not None:
-        uninstrument(owner)
-
-
-@pytest.fixture(autouse=True)
-def _errors_fit_the_wire_contract(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Issue 10, OpenAI error code: every error a test here has recorded is one the API takes.
-
-    Checked after the test's clients are shut down (flushed), over everything
-    the collector received, whatever the test itself looked at.
-    """
-    if "collector" not in request.fixturenames:
-        yield
-        return
-    collector: LocalCollector = request.getfixturevalue("collector")
-    yield
-    check_recorded_errors(collector)
+server, layer, _fresh_problem_log, _no_leftover_patches, _errors_fit_the_wire_contract = (
+    instrumentation_fixtures("openai", _openai.PROBLEMS, OpenAIServer)
+)
 
 
 def perform(mode: str, server: OpenAIServer, action: Callable[[Any], Any]) -> Any:

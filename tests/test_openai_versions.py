@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from .version_matrix import BUILD_TIMEOUT, RUN_TIMEOUT, by_version, run_tests_with
+from .version_matrix import matrix_test
 
 pytestmark = pytest.mark.matrix
 
@@ -26,7 +26,10 @@ VERSIONS: dict[str, list[str]] = {
 }
 
 
-@pytest.mark.timeout(BUILD_TIMEOUT + RUN_TIMEOUT + 60)
-@pytest.mark.parametrize("name", by_version(list(VERSIONS)))
-def test_instrumentation_tests_pass_with(name: str) -> None:
-    run_tests_with("openai", VERSIONS[name], name, "tests/test_openai.py", at_least=30)
+test_instrumentation_tests_pass_with = matrix_test(
+    "openai",
+    VERSIONS,
+    "tests/test_openai.py",
+    doc="tests/test_openai.py passes under this openai version.",
+    at_least=30,
+)

@@ -22,6 +22,7 @@ import sys
 import venv
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,3 +148,19 @@ def run_tests_with(
     assert summary and int(summary.group(1)) >= at_least, (
         f"{package} {pinned} ran too few tests:\n{output}"
     )
+
+
+def matrix_test(
+    package: str, versions: dict[str, list[str]], test_file: str, at_least: int, doc: str
+) -> Any:
+    """The matrix test of a provider: ``test_file`` once per entry of ``versions`` (name ->
+    requirements, the pinned ``package`` first), each run needing ``at_least`` passed tests;
+    ``doc`` its docstring."""
+
+    @pytest.mark.timeout(BUILD_TIMEOUT + RUN_TIMEOUT + 60)
+    @pytest.mark.parametrize("name", by_version(list(versions)))
+    def test_instrumentation_tests_pass_with(name: str) -> None:
+        run_tests_with(package, versions[name], name, test_file, at_least)
+
+    test_instrumentation_tests_pass_with.__doc__ = doc
+    return test_instrumentation_tests_pass_with

@@ -30,6 +30,15 @@ class _Output:
         self.incomplete = False
 
 
+def _output_of(model: Any, response_id: Any) -> _Output:
+    """An output with the model and the id of an answer (whole, or as its stream began it)."""
+    output = _Output()
+    output.model = _str(model)
+    if isinstance(response_id, str) and response_id:
+        output.attributes["response.id"] = response_id
+    return output
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 

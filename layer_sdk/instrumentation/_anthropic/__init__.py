@@ -32,6 +32,11 @@ Importing this package imports no anthropic module: only ``instrument()`` does.
 
 from __future__ import annotations
 
-from .patch import instrument, uninstrument
+from .patch import PATCHER
 
 __all__ = ["instrument", "uninstrument"]
+
+#: Patch for a client (now, or once anthropic is imported); True when patched or waiting.
+instrument = PATCHER.instrument
+#: Restore every patched method.
+uninstrument = PATCHER.uninstrument

@@ -19,7 +19,7 @@ import json
 from typing import Any
 
 from .._fields import _fields, _get, _items, _str
-from .._mapping import _attach, _attachment, _Output, _usage, _without_none
+from .._mapping import _attach, _attachment, _Output, _output_of, _usage, _without_none
 
 #: The request parameters recorded as attributes of the prompt.
 _MESSAGES_PARAMETERS = frozenset(
@@ -132,12 +132,8 @@ def _plain_json(value: Any) -> Any:
 
 
 def _message_output(result: Any) -> _Output:
-    output = _Output()
     fields = _fields(result)
-    output.model = _str(fields.get("model"))
-    message_id = fields.get("id")
-    if isinstance(message_id, str):
-        output.attributes["response.id"] = message_id
+    output = _output_of(fields.get("model"), fields.get("id"))
     text, calls, _, _ = _blocks(fields.get("content"))
     output.tool_calls = calls
     role = _str(fields.get("role")) or "assistant"
@@ -220,10 +216,7 @@ class _MessageStream:
             self.usage.update(counts)
 
     def output(self) -> _Output:
-        output = _Output()
-        output.model = self.model
-        if self.id:
-            output.attributes["response.id"] = self.id
+        output = _output_of(self.model, self.id)
         texts: list[str] = []
         for index in sorted(self.blocks):
             kind, pieces, call_id, name, arguments = self.blocks[index]

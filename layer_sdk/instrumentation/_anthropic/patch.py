@@ -73,13 +73,3 @@ PATCHER = Patcher(
     PROBLEMS,
     _recognise,
 )
-
-
-def instrument(client: Recorder) -> bool:
-    """Patch the anthropic classes for ``client`` (now, or when anthropic is imported)."""
-    return PATCHER.instrument(client)
-
-
-def uninstrument() -> None:
-    """Restore every patched anthropic method."""
-    PATCHER.uninstrument()

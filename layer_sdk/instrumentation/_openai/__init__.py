@@ -41,6 +41,11 @@ Importing this package imports no openai module: only ``instrument()`` does.
 
 from __future__ import annotations
 
-from .patch import instrument, uninstrument
+from .patch import PATCHER
 
 __all__ = ["instrument", "uninstrument"]
+
+#: Patch for a client (now, or once openai is imported); True when patched or waiting.
+instrument = PATCHER.instrument
+#: Restore every patched method.
+uninstrument = PATCHER.uninstrument

@@ -31,13 +31,3 @@ PATCHER = Patcher(
     PROBLEMS,
     _recognise,
 )
-
-
-def instrument(client: Recorder) -> bool:
-    """Patch the openai classes for ``client`` (now, or when openai is imported)."""
-    return PATCHER.instrument(client)
-
-
-def uninstrument() -> None:
-    """Restore every patched openai method."""
-    PATCHER.uninstrument()
