@@ -8,6 +8,7 @@ by byte, and ``http.server`` endpoints that answer JSON.
 from __future__ import annotations
 
 import contextlib
+import gc
 import inspect
 import logging
 import multiprocessing
@@ -380,3 +381,72 @@ def check_times(actions: list[dict[str, Any]]) -> None:
     outputs = by_kind(actions, "completion_output")
     if prompt and outputs:
         assert prompt[0]["start_time"] <= outputs[0]["end_time"]
+
+
+def break_on_purpose(monkeypatch: pytest.MonkeyPatch, places: list[tuple[Any, str]]) -> None:
+    """Replace each ``(owner, name)`` with a function that raises "a bug of ours"."""
+
+    def bug(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug of ours")
+
+    for owner, name in places:
+        monkeypatch.setattr(owner, name, bug)
+
+
+def assert_bugs_logged_once(caplog: pytest.LogCaptureFixture, warned: int, label: str) -> None:
+    """Each kind of failure of ours was logged once as a warning (then at debug level),
+    naming the provider (``label``)."""
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == warned, [r.getMessage() for r in warnings]
+    assert all("a bug of ours" in r.getMessage() for r in warnings)
+    assert all(label in r.getMessage() for r in warnings)
+
+
+def leave_early(stream: Any, how: str, limit: int) -> list[Any]:
+    """Read ``limit`` items of a sync stream, then leave it ``how``: "with" (read inside its
+    ``with``), "close" (closed twice), or "gc" (dropped and collected: the caller must
+    keep no reference)."""
+    if how == "with":
+        with stream:
+            return drain("sync", stream, limit=limit)  # type: ignore[no-any-return]
+    items = drain("sync", stream, limit=limit)
+    if how == "close":
+        stream.close()
+        stream.close()  # twice: still one record
+    else:
+        del stream
+        gc.collect()
+    return items  # type: ignore[no-any-return]
+
+
+def assert_patched_for_each_init(
+    collector: LocalCollector,
+    request: pytest.FixtureRequest,
+    provider: str,
+    method: tuple[type, str],
+    patched: Callable[[], list[Any]],
+    call: Callable[[], Any],
+) -> None:
+    """Two init/shutdown cycles of one client: each init patches ``method`` (and the rest:
+    ``patched()``) once, records ``call()`` once, and each shutdown restores the originals;
+    afterwards calls go straight to the provider, unrecorded."""
+    cls, name = method
+    original = cls.__dict__[name]
+    client = Client()
+    request.addfinalizer(client.shutdown)
+    for _ in range(2):
+        client.init(base_url=collector.url, application_id=APP_ID)
+        wrapper = cls.__dict__[name]
+        assert wrapper is not original and wrapper.__wrapped__ is original
+        assert len(patched()) >= 6
+        with client.session_context() as session_id:
+            call()
+        assert client.flush(5)
+        assert len(collector.actions(session_id)) == 2  # once, not twice
+        assert client.shutdown(5)
+        assert cls.__dict__[name] is original
+        assert patched() == []
+        assert instrumented_by(provider) is None
+    before = len(collector.actions())
+    call()
+    assert len(collector.actions()) == before

@@ -44,11 +44,15 @@ from .anthropic_server import (  # noqa: E402
 )
 from .helpers import (  # noqa: E402
     actions_of,
+    assert_bugs_logged_once,
+    assert_patched_for_each_init,
+    break_on_purpose,
     by_kind,
     check_error,
     check_times,
     drain,
     instrumentation_fixtures,
+    leave_early,
     one,
     run_python,
     then,
@@ -496,18 +500,8 @@ def test_a_stream_left_early_is_recorded_incomplete_once(
     """Issue 13, a stream left early or garbage-collected: recorded once, marked incomplete."""
     client = new_client("sync", server)
     with layer.session_context() as session_id:
-        stream = create(client, model="slow", stream=True)
-        if how == "with":
-            with stream:
-                events = drain("sync", stream, limit=3)
-        else:
-            events = drain("sync", stream, limit=3)
-            if how == "close":
-                stream.close()
-                stream.close()  # twice: still one record
-            else:
-                del stream
-                gc.collect()
+        # No reference kept here: leave_early() drops the only one for "gc".
+        events = leave_early(create(client, model="slow", stream=True), how, 3)
     assert_left_after_three_events(layer, collector, session_id, text_of(events))
     client.close()
 
@@ -718,12 +712,7 @@ def test_a_failure_inside_the_instrumentation_never_reaches_the_caller(
     """Issue 13, never change what the call returns: a bug of ours, sync or async, plain or
     streamed, leaves the caller's results alone; each kind is logged once as a warning."""
     methods, warned, prompts, outputs = BREAKAGES[broken]
-
-    def bug(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("a bug of ours")
-
-    for owner, name in methods:
-        monkeypatch.setattr(owner, name, bug)
+    break_on_purpose(monkeypatch, methods)
 
     def two_rounds(c: Any) -> Any:
         if mode == "sync":
@@ -743,10 +732,7 @@ def test_a_failure_inside_the_instrumentation_never_reaches_the_caller(
 
     with caplog.at_level(logging.DEBUG, logger="layer_sdk"), layer.session_context() as session_id:
         assert perform(mode, server, two_rounds) == [(ANSWER, ANSWER)] * 2
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == warned, [r.getMessage() for r in warnings]
-    assert all("a bug of ours" in r.getMessage() for r in warnings)
-    assert all("Anthropic" in r.getMessage() for r in warnings)
+    assert_bugs_logged_once(caplog, warned, "Anthropic")
     actions = actions_of(layer, collector, session_id, prompts + outputs)
     assert len(by_kind(actions, "completion_prompt")) == prompts
     assert len(by_kind(actions, "completion_output")) == outputs
@@ -1051,25 +1037,15 @@ def test_shutdown_unpatches_and_two_cycles_never_double_wrap(
     collector: LocalCollector, server: AnthropicServer, request: pytest.FixtureRequest
 ) -> None:
     """Issue 13, lifecycle: init patches once, shutdown restores the originals."""
-    cls = anthropic.resources.Messages
-    original = cls.__dict__["create"]
-    client = Client()
-    request.addfinalizer(client.shutdown)
-    for _ in range(2):
-        client.init(base_url=collector.url, application_id="0c7f6b4e-2f39-4d1b-9a55-6b1f0f0a1d2e")
-        wrapper = cls.__dict__["create"]
-        assert wrapper is not original and wrapper.__wrapped__ is original
-        assert len(patched_methods()) >= 6  # create and stream, sync and async; two managers
-        with client.session_context() as session_id:
-            perform("sync", server, create)
-        assert client.flush(5)
-        assert len(collector.actions(session_id)) == 2  # once, not twice
-        assert client.shutdown(5)
-        assert cls.__dict__["create"] is original
-        assert patched_methods() == []
-    before = len(collector.actions())
-    perform("sync", server, create)
-    assert len(collector.actions()) == before
+    # create and stream, sync and async; the helpers' managers
+    assert_patched_for_each_init(
+        collector,
+        request,
+        "anthropic",
+        (anthropic.resources.Messages, "create"),
+        patched_methods,
+        lambda: perform("sync", server, create),
+    )
 
 
 def test_importing_layer_sdk_does_not_import_anthropic() -> None:

@@ -31,11 +31,15 @@ from layer_sdk.instrumentation._openai import call as _openai  # noqa: E402
 
 from .helpers import (  # noqa: E402
     actions_of,
+    assert_bugs_logged_once,
+    assert_patched_for_each_init,
+    break_on_purpose,
     by_kind,
     check_error,
     check_times,
     drain,
     instrumentation_fixtures,
+    leave_early,
     one,
     run_python,
     then,
@@ -719,18 +723,10 @@ def test_a_stream_broken_off_early_is_recorded_incomplete_once(
 ) -> None:
     client = openai.OpenAI(base_url=server.url, api_key="sk-test", max_retries=0)
     with layer.session_context() as session_id:
-        stream = client.chat.completions.create(model="slow", messages=MESSAGES, stream=True)
-        if how == "with":
-            with stream:
-                received = drain("sync", stream, limit=3)
-        else:
-            received = drain("sync", stream, limit=3)
-            if how == "close":
-                stream.close()
-                stream.close()  # twice: still one record
-            else:
-                del stream
-                gc.collect()
+        # No reference kept here: leave_early() drops the only one for "gc".
+        received = leave_early(
+            client.chat.completions.create(model="slow", messages=MESSAGES, stream=True), how, 3
+        )
     assert_broken_off_after_three_chunks(layer, collector, session_id, received)
     client.close()
 
@@ -1103,12 +1099,7 @@ def test_a_failure_inside_the_instrumentation_never_reaches_the_caller(
     each kind of failure is logged once as a warning; what could be recorded was.
     (Issue 12: the async twin asserts what the sync one does.)"""
     methods, warned, prompts, outputs = BREAKAGES[broken]
-
-    def bug(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("a bug of ours")
-
-    for owner, name in methods:
-        monkeypatch.setattr(owner, name, bug)
+    break_on_purpose(monkeypatch, methods)
 
     def three_rounds(c: Any) -> Any:
         """Three times a plain call and a streamed one: their text, as the caller read it."""
@@ -1135,10 +1126,7 @@ def test_a_failure_inside_the_instrumentation_never_reaches_the_caller(
 
     with caplog.at_level(logging.DEBUG, logger="layer_sdk"), layer.session_context() as session_id:
         assert perform(mode, server, three_rounds) == [(ANSWER, ANSWER)] * 3
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    # Each kind of failure logged once as a warning (then at debug level).
-    assert len(warnings) == warned, [r.getMessage() for r in warnings]
-    assert all("a bug of ours" in r.getMessage() for r in warnings)
+    assert_bugs_logged_once(caplog, warned, "OpenAI")
     actions = actions_of(layer, collector, session_id, prompts + outputs)
     assert len(by_kind(actions, "completion_prompt")) == prompts
     assert len(by_kind(actions, "completion_output")) == outputs
@@ -1368,33 +1356,16 @@ def test_disable_instrumentations_leaves_openai_alone(
 def test_shutdown_unpatches_and_two_cycles_never_double_wrap(
     collector: LocalCollector, server: OpenAIServer, request: pytest.FixtureRequest
 ) -> None:
+    def call() -> Any:
+        return perform(
+            "sync", server, lambda c: c.chat.completions.create(model="gpt-test", messages=MESSAGES)
+        )
+
     cls = openai.resources.chat.completions.Completions
-    original = cls.__dict__["create"]
-    client = Client()
-    request.addfinalizer(client.shutdown)
-    for _ in range(2):
-        client.init(base_url=collector.url, application_id="0c7f6b4e-2f39-4d1b-9a55-6b1f0f0a1d2e")
-        wrapper = cls.__dict__["create"]
-        assert wrapper is not original and wrapper.__wrapped__ is original
-        assert len(patched_methods()) >= 6  # chat, embeddings, moderations; sync and async
-        with client.session_context() as session_id:
-            perform(
-                "sync",
-                server,
-                lambda c: c.chat.completions.create(model="gpt-test", messages=MESSAGES),
-            )
-        assert client.flush(5)
-        assert len(collector.actions(session_id)) == 2  # once, not twice
-        assert client.shutdown(5)
-        assert cls.__dict__["create"] is original
-        assert patched_methods() == []
-        assert instrumented_by("openai") is None
-    # After shutdown, calls go straight to OpenAI and nothing is recorded.
-    before = len(collector.actions())
-    perform(
-        "sync", server, lambda c: c.chat.completions.create(model="gpt-test", messages=MESSAGES)
+    # chat, embeddings, moderations; sync and async
+    assert_patched_for_each_init(
+        collector, request, "openai", (cls, "create"), patched_methods, call
     )
-    assert len(collector.actions()) == before
 
 
 def test_a_second_client_does_not_patch_again(
