@@ -955,11 +955,18 @@ def test_one_shot_iterators_are_read_once_and_still_sent(
 
 
 def test_async_methods_keep_their_shape(layer: Client) -> None:
-    """Issue 13, unchanged call shapes: a coroutine function stays one; signatures stay."""
+    """Issue 13, unchanged call shapes: a coroutine function stays one (the async helper's
+    ``__aenter__``), a plain one returning an awaitable stays plain (anthropic wraps its async
+    ``create`` in an argument checker); signatures stay."""
+    streaming = anthropic.lib.streaming
+    assert inspect.iscoroutinefunction(streaming.AsyncMessageStreamManager.__aenter__)
     for cls, name in [
         (anthropic.resources.AsyncMessages, "create"),
+        (anthropic.resources.AsyncMessages, "stream"),
         (anthropic.resources.Messages, "create"),
         (anthropic.resources.Messages, "stream"),
+        (streaming.AsyncMessageStreamManager, "__aenter__"),
+        (streaming.MessageStreamManager, "__enter__"),
     ]:
         patched = cls.__dict__[name]
         assert patched.__layer_instrumented__ is True

@@ -63,8 +63,7 @@ def _error(exc: BaseException) -> dict[str, Any]:
         if isinstance(kind, str):
             details["error_type"] = _str(kind)
     if "request_id" not in details:  # openai before 1.20 keeps it in the response only
-        response = getattr(exc, "response", None)
-        request_id = _header(response, "x-request-id") or _header(response, "request-id")
+        request_id = _header(getattr(exc, "response", None), "x-request-id")
         if request_id is not None:
             details["request_id"] = request_id
     error: dict[str, Any] = {"message": _str(str(exc)) or type(exc).__name__, "details": details}
