@@ -1420,7 +1420,7 @@ def test_openai_imported_after_init_is_patched_on_import() -> None:
         "    layer.shutdown()\n"
         "    print(hasattr(openai.resources.chat.completions.Completions.create, "
         "'__layer_instrumented__'))\n"
-        "    print(any(type(f).__name__ == '_ImportHook' for f in sys.meta_path))\n"
+        "    print(any(type(f).__name__ == '_PostImportHook' for f in sys.meta_path))\n"
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "True", "1", "False", "False"]
@@ -1438,7 +1438,7 @@ def test_a_client_shut_down_before_openai_is_imported_leaves_it_alone() -> None:
         "    import openai\n"
         "    create = openai.resources.chat.completions.Completions.create\n"
         "    print(hasattr(create, '__layer_instrumented__'))\n"
-        "    print(any(type(f).__name__ == '_ImportHook' for f in sys.meta_path))\n"
+        "    print(any(type(f).__name__ == '_PostImportHook' for f in sys.meta_path))\n"
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "False"]
