@@ -17,6 +17,9 @@ The model name picks the behaviour:
                     ``error.type`` is the one Anthropic gives that status
                     (529: ``overloaded_error``)
 ``tool-use``        the answer is a short text and a call of the first tool
+(structured output) a request with a ``json_schema`` format (``output_config``,
+                    as ``messages.parse`` sends) is answered with a JSON
+                    object that fits the schema's properties
 ``stream-error``    a stream whose third event is an ``error`` event
                     (``overloaded_error``), as Anthropic sends mid-stream
 ``slow``, ``drop``  as every provider server (``provider_server.py``); ``drop``
@@ -88,9 +91,10 @@ class _Handler(ProviderHandler):
         if model == "sparse":
             return self._json(200, {"type": "message", "content": None, "usage": None})
         tool = _first_tool_name(body.get("tools")) if model == "tool-use" else None
+        text = _structured(body)
         if body.get("stream"):
-            return self._sse(_events(model, tool), model)
-        self._json(200, _message(model, tool))
+            return self._sse(_events(model, tool, text), model)
+        self._json(200, _message(model, tool, text))
 
     def _error(self, status: int, message: str) -> None:
         kind = ERROR_TYPES.get(status, "api_error")
@@ -106,8 +110,19 @@ def _usage(output_tokens: int) -> dict[str, Any]:
     }
 
 
-def _message(model: str, tool: str | None) -> dict[str, Any]:
-    content: list[dict[str, Any]] = [{"type": "text", "text": TOOL_TEXT if tool else ANSWER}]
+def _structured(body: dict[str, Any]) -> str | None:
+    """The JSON answer to a request for structured output, or None."""
+    output_format = (body.get("output_config") or {}).get("format") or {}
+    if output_format.get("type") != "json_schema":
+        return None
+    samples = {"string": "42", "integer": 42, "number": 4.2, "boolean": True}
+    properties = (output_format.get("schema") or {}).get("properties") or {}
+    return json.dumps({k: samples.get(str(v.get("type")), "42") for k, v in properties.items()})
+
+
+def _message(model: str, tool: str | None, text: str | None = None) -> dict[str, Any]:
+    answer = TOOL_TEXT if tool else text or ANSWER
+    content: list[dict[str, Any]] = [{"type": "text", "text": answer}]
     if tool:
         content.append(
             {
@@ -137,17 +152,17 @@ def _words(model: str) -> list[str]:
     return WORDS
 
 
-def _events(model: str, tool: str | None) -> Any:
+def _events(model: str, tool: str | None, text: str | None) -> Any:
     """The SSE events of a streamed message: (event name, payload)."""
 
     def event(kind: str, **fields: Any) -> tuple[str, dict[str, Any]]:
         return kind, {"type": kind, **fields}
 
-    start = {**_message(model, tool), "content": [], "stop_reason": None, "usage": _usage(1)}
+    start = {**_message(model, tool, text), "content": [], "stop_reason": None, "usage": _usage(1)}
     yield event("message_start", message=start)
     yield event("ping")
     yield event("content_block_start", index=0, content_block={"type": "text", "text": ""})
-    words = [TOOL_TEXT] if tool else _words(model)
+    words = [TOOL_TEXT] if tool else [text] if text else _words(model)
     for number, word in enumerate(words):
         if model == "stream-error" and number == 1:
             yield event("error", error={"type": "overloaded_error", "message": "Overloaded"})

@@ -26,6 +26,8 @@ import pytest
 
 anthropic = pytest.importorskip("anthropic")
 
+from pydantic import BaseModel  # noqa: E402  (anthropic depends on pydantic)
+
 from layer_sdk import Client  # noqa: E402
 from layer_sdk.collector import LocalCollector  # noqa: E402
 from layer_sdk.instrumentation import instrumented_by  # noqa: E402
@@ -443,6 +445,42 @@ def test_a_stream_helper_never_entered_sends_and_records_nothing(
     assert layer.flush(5)
     assert collector.actions(session_id) == []
     assert server.requests == []
+
+
+class Answer(BaseModel):
+    answer: str
+
+
+@pytest.mark.parametrize("beta", [False, True])
+@pytest.mark.parametrize("mode", MODES)
+def test_parse_is_recorded_once(
+    mode: str, beta: bool, layer: Client, collector: LocalCollector, server: AnthropicServer
+) -> None:
+    """Issue 13, structured output: messages.parse (and beta's) sends its request itself, not
+    through create; recorded once, the output format named, anthropic's ParsedMessage returned."""
+    probe = anthropic.Anthropic(api_key="x")
+    resource = probe.beta.messages if beta else probe.messages
+    if not hasattr(resource, "parse"):
+        pytest.skip(f"anthropic {anthropic.__version__} has no {'beta.' * beta}messages.parse")
+
+    def call(c: Any) -> Any:
+        messages = c.beta.messages if beta else c.messages
+        return messages.parse(
+            model="claude-test", max_tokens=64, messages=MESSAGES, output_format=Answer
+        )
+
+    with layer.session_context() as session_id:
+        parsed = perform(mode, server, call)
+    # anthropic's own class (generic: ``ParsedMessage[~ResponseFormatT]``)
+    assert type(parsed).__name__.startswith("ParsedBetaMessage" if beta else "ParsedMessage")
+    assert json.loads(parsed.content[0].text) == {"answer": "42"}
+    actions = actions_of(layer, collector, session_id, 2)
+    prompt = one(actions, "completion_prompt")
+    assert prompt["attributes"]["response_format"] == "Answer"
+    assert prompt["attributes"]["anthropic.operation"] == f"{'beta.' * beta}messages.parse"
+    output = one(actions, "completion_output")
+    assert output["data"] == {"messages": [{"role": "assistant", "content": '{"answer": "42"}'}]}
+    assert len(server.requests) == 1
 
 
 @pytest.mark.parametrize("mode", MODES)

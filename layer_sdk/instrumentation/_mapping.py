@@ -202,7 +202,7 @@ def _parameters(kwargs: Mapping[str, Any], names: frozenset[str]) -> dict[str, A
         if name in ("tools", "functions"):
             tool_names = [_tool_name(tool) for tool in _items(value)]
             attributes["tools"] = [n for n in tool_names if n]
-        elif name in ("response_format", "text_format", "text"):
+        elif name in ("response_format", "text_format", "output_format", "text"):
             described = _response_format(value if name != "text" else _get(value, "format"))
             if described:
                 attributes["response_format"] = described

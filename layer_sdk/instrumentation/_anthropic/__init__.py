@@ -6,8 +6,8 @@ clients). A method that a version lacks is skipped.
 
 ================================  ===========================================
 ``messages``                      ``create`` (plain and ``stream=True``),
-                                  ``stream()`` (the helper)
-``beta.messages``                 ``create``, ``stream()``
+                                  ``parse``, ``stream()`` (the helper)
+``beta.messages``                 ``create``, ``parse``, ``stream()``
 ================================  ===========================================
 
 The ``.stream()`` helper sends its request itself when its manager is

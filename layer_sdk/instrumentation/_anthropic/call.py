@@ -1,7 +1,8 @@
 """The record of one Anthropic call: which methods, and how their outcomes become actions.
 
-``TARGETS`` lists the patched methods, each with the ``operation`` its calls
-are recorded as. ``create`` is wrapped like any provider method; the
+``CALLS``, ``HELPERS`` and ``MANAGERS`` list the patched methods, each with
+the ``operation`` its calls are recorded as. ``create`` and ``parse`` (which
+sends its request itself, 0.125 and later) are wrapped like any provider method; the
 ``.stream()`` helper sends its request itself (not through ``create``) when
 its manager is entered, so ``stream()`` only starts the record, kept on the
 manager, and the manager's ``__enter__``/``__aenter__`` makes the call
@@ -32,6 +33,10 @@ CALLS: tuple[tuple[str, str, str, str], ...] = (
     (_MESSAGES, "AsyncMessages", "create", "messages.create"),
     (_BETA, "Messages", "create", "beta.messages.create"),
     (_BETA, "AsyncMessages", "create", "beta.messages.create"),
+    (_MESSAGES, "Messages", "parse", "messages.parse"),
+    (_MESSAGES, "AsyncMessages", "parse", "messages.parse"),
+    (_BETA, "Messages", "parse", "beta.messages.parse"),
+    (_BETA, "AsyncMessages", "parse", "beta.messages.parse"),
 )
 #: The ``.stream()`` helpers: (module, class, method, operation).
 HELPERS: tuple[tuple[str, str, str, str], ...] = (

@@ -1,6 +1,6 @@
 """The Messages API as action data: the prompt, the message, a stream's events.
 
-``messages.create`` / ``messages.stream()`` (and ``beta.messages``). The
+``messages.create`` / ``parse`` / ``stream()`` (and ``beta.messages``). The
 prompt is the ``system`` prompt (as a system message) and the ``messages``:
 a message keeps its role and its text; its ``tool_use`` blocks (an earlier
 turn's calls) become its ``tool_calls``, its ``tool_result`` blocks become
@@ -30,6 +30,7 @@ _MESSAGES_PARAMETERS = frozenset(
         "top_k",
         "stop_sequences",
         "stream",
+        "output_format",
         "tools",
         "tool_choice",
         "service_tier",
