@@ -175,7 +175,10 @@ class Patcher:
         """The record of a call about to be made; None: make it unrecorded (off, nested, our bug).
 
         Every recorded call of every provider passes here before the request is
-        made: the one place for a check that must precede the provider's call.
+        made (for the ``.stream()`` helper: when ``stream()`` is called, before its
+        manager sends anything): the one place for a check that must precede the
+        provider's call. A check that may refuse the call goes after ``_begin``,
+        outside its ``try``, so that what it raises reaches the caller.
         """
         client = self.client
         if client is None or self.inside.get():
