@@ -538,8 +538,10 @@ def test_a_stream_left_early_is_recorded_incomplete_once(
     """Issue 13, a stream left early or garbage-collected: recorded once, marked incomplete."""
     client = new_client("sync", server)
     with layer.session_context() as session_id:
-        # No reference kept here: leave_early() drops the only one for "gc".
-        events = leave_early(create(client, model="slow", stream=True), how, 3)
+        stream = create(client, model="slow", stream=True)
+        events = leave_early(stream, how, 3)
+        del stream  # for "gc", the last reference
+        gc.collect()
     assert_left_after_three_events(layer, collector, session_id, text_of(events))
     client.close()
 

@@ -723,10 +723,10 @@ def test_a_stream_broken_off_early_is_recorded_incomplete_once(
 ) -> None:
     client = openai.OpenAI(base_url=server.url, api_key="sk-test", max_retries=0)
     with layer.session_context() as session_id:
-        # No reference kept here: leave_early() drops the only one for "gc".
-        received = leave_early(
-            client.chat.completions.create(model="slow", messages=MESSAGES, stream=True), how, 3
-        )
+        stream = client.chat.completions.create(model="slow", messages=MESSAGES, stream=True)
+        received = leave_early(stream, how, 3)
+        del stream  # for "gc", the last reference
+        gc.collect()
     assert_broken_off_after_three_chunks(layer, collector, session_id, received)
     client.close()
 
