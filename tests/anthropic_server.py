@@ -8,7 +8,9 @@ with ``stream: true`` as Anthropic's SSE events: ``message_start``,
 ``ping``, ``content_block_start``, ``content_block_delta`` (``text_delta``,
 ``input_json_delta``), ``content_block_stop``, ``message_delta``,
 ``message_stop``. Vertex's paths (``.../models/<model>:rawPredict`` and
-``:streamRawPredict``, the model in the path) are answered the same way.
+``:streamRawPredict``, the model in the path) are answered the same way, and
+Bedrock's ``/model/<model>/invoke`` (not its streams, which are in AWS's
+binary event-stream encoding, that the client reads with botocore).
 
 The model name picks the behaviour:
 
@@ -83,6 +85,8 @@ class _Handler(ProviderHandler):
         if path.endswith((":rawPredict", ":streamRawPredict")):  # Vertex: the model in the path
             model = path.rsplit("/", 1)[-1].split(":", 1)[0]
             body = {**body, "stream": path.endswith(":streamRawPredict") or body.get("stream")}
+        elif path.startswith("/model/") and path.endswith("/invoke"):  # Bedrock, not streamed
+            model = path.split("/")[2]
         elif path != "/v1/messages":
             return self._error(404, f"no route {path}")
         if model.startswith("fail-"):

@@ -1044,6 +1044,25 @@ def test_a_vertex_client_shares_the_resource_classes(
     assert len(actions_of(layer, collector, session_id, 4)) == 4
 
 
+def test_a_bedrock_client_shares_the_resource_classes(
+    layer: Client, collector: LocalCollector, server: AnthropicServer
+) -> None:
+    """Issue 13, AnthropicBedrock: its messages are the same classes, recorded the same way
+    (a plain call, with a Bedrock API key; its streams need botocore, not installed here)."""
+    bedrock_type = getattr(anthropic, "AnthropicBedrock", None)
+    if bedrock_type is None or "api_key" not in inspect.signature(bedrock_type).parameters:
+        pytest.skip(f"anthropic {anthropic.__version__}'s AnthropicBedrock takes no API key")
+    client = bedrock_type(api_key="k", aws_region="us-east-1", base_url=server.url)
+    with layer.session_context() as session_id:
+        message = create(client)
+    client.close()
+    assert message.content[0].text == ANSWER
+    assert [r.path for r in server.requests] == ["/model/claude-test/invoke"]
+    actions = actions_of(layer, collector, session_id, 2)
+    assert one(actions, "completion_prompt")["data"] == {"messages": MESSAGES}
+    assert one(actions, "completion_output")["data"]["messages"][0]["content"] == ANSWER
+
+
 # -- patching lifecycle ---------------------------------------------------------------------------
 
 
