@@ -292,7 +292,7 @@ def test_the_tool_history_in_the_prompt_is_kept(
     layer: Client, collector: LocalCollector, server: AnthropicServer
 ) -> None:
     """Issue 13, tool_result blocks in the prompt: an earlier turn's tool_use is kept as the
-    assistant's tool call, each tool_result as a tool message."""
+    assistant's tool call, each tool_result as a tool message (an image in it, an attachment)."""
     history = [
         {"role": "user", "content": "Weather in Paris?"},
         {
@@ -308,7 +308,13 @@ def test_the_tool_history_in_the_prompt_is_kept(
                 {
                     "type": "tool_result",
                     "tool_use_id": TOOL_ID,
-                    "content": [{"type": "text", "text": "Sunny"}],
+                    "content": [
+                        {"type": "text", "text": "Sunny"},
+                        {
+                            "type": "image",
+                            "source": {"type": "base64", "media_type": "image/png", "data": PIXEL},
+                        },
+                    ],
                 },
                 {
                     "type": "tool_result",
@@ -321,7 +327,16 @@ def test_the_tool_history_in_the_prompt_is_kept(
     ]
     with layer.session_context() as session_id:
         perform("sync", server, lambda c: create(c, messages=history, tools=TOOLS))
-    prompt = one(actions_of(layer, collector, session_id, 2), "completion_prompt")
+    actions = actions_of(layer, collector, session_id, 3)
+    attachment = one(actions, "completion_prompt_attachment")
+    assert attachment["data"] == {
+        "type": "image",
+        "media_type": "image/png",
+        "data": PIXEL,
+        "role": "tool",
+        "message_index": 2,
+    }
+    prompt = one(actions, "completion_prompt")
     assert prompt["data"]["messages"] == [
         {"role": "user", "content": "Weather in Paris?"},
         {

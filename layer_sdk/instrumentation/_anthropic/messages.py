@@ -56,7 +56,9 @@ def _prompt_messages(kwargs: Any) -> tuple[list[dict[str, Any]], list[dict[str, 
         fields = _fields(message)
         role = _str(fields.get("role"))
         text, calls, tool_results, parts = _blocks(fields.get("content"))
-        result.extend(tool_results)
+        for tool_result, nested in tool_results:
+            result.append(tool_result)
+            _attach(attachments, nested, "tool", len(result) - 1)
         if text is not None or calls or not tool_results:
             entry: dict[str, Any] = {"role": role, "content": text}
             if calls:
@@ -66,15 +68,19 @@ def _prompt_messages(kwargs: Any) -> tuple[list[dict[str, Any]], list[dict[str, 
     return result, attachments
 
 
+#: A ``tool_result`` block: its ``tool`` message, and the images and documents in it.
+_ToolResult = tuple[dict[str, Any], list[dict[str, Any]]]
+
+
 def _blocks(
     content: Any,
-) -> tuple[str | None, list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[str | None, list[dict[str, Any]], list[_ToolResult], list[dict[str, Any]]]:
     """Content (a string or blocks) as (its text, tool calls, tool results, other parts)."""
     if isinstance(content, str):
         return _str(content), [], [], []
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
-    results: list[dict[str, Any]] = []
+    results: list[_ToolResult] = []
     parts: list[dict[str, Any]] = []
     for block in _items(content):
         kind = _get(block, "type")
@@ -102,16 +108,15 @@ def _tool_use(block: Any) -> dict[str, Any]:
     return _without_none(entry)
 
 
-def _tool_result(block: Any) -> dict[str, Any]:
-    content = _get(block, "content")
-    text = _blocks(content)[0] if content is not None else None
+def _tool_result(block: Any) -> _ToolResult:
+    text, _, _, parts = _blocks(_get(block, "content"))
     entry: dict[str, Any] = {"role": "tool", "content": text}
     tool_use_id = _str(_get(block, "tool_use_id"))
     if tool_use_id:
         entry["tool_call_id"] = tool_use_id
     if _get(block, "is_error") is True:
         entry["is_error"] = True
-    return entry
+    return entry, parts
 
 
 def _json(value: Any) -> str | None:
