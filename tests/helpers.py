@@ -392,13 +392,24 @@ def break_on_purpose(monkeypatch: pytest.MonkeyPatch, places: list[tuple[Any, st
         monkeypatch.setattr(owner, name, bug)
 
 
-def assert_bugs_logged_once(caplog: pytest.LogCaptureFixture, warned: int, label: str) -> None:
+def assert_bugs_logged_once(
+    caplog: pytest.LogCaptureFixture,
+    label: str,
+    warned: int,
+    recorded: tuple[Client, LocalCollector, str],
+    prompts: int,
+    outputs: int,
+) -> None:
     """Each kind of failure of ours was logged once as a warning (then at debug level),
-    naming the provider (``label``)."""
+    naming the provider (``label``); what could be recorded was: ``prompts`` prompts and
+    ``outputs`` outputs in the session (``recorded``: the client, the collector, the session)."""
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == warned, [r.getMessage() for r in warnings]
     assert all("a bug of ours" in r.getMessage() for r in warnings)
     assert all(label in r.getMessage() for r in warnings)
+    actions = actions_of(*recorded, prompts + outputs)
+    assert len(by_kind(actions, "completion_prompt")) == prompts
+    assert len(by_kind(actions, "completion_output")) == outputs
 
 
 def leave_early(stream: Any, how: str, limit: int) -> list[Any]:
