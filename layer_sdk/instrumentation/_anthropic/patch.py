@@ -1,29 +1,24 @@
 """Patching the anthropic classes through the shared ``Patcher``, and the ``.stream()`` helper.
 
-``create`` gets the shared wrapper. The helper is two steps: ``stream()``
-builds a manager and sends nothing; entering the manager sends the request.
-So ``stream()``'s wrapper starts the record (the pre-call point, the
-session header taken out of ``extra_headers`` before the manager keeps
-them) and leaves it on the manager (``_MANAGER_CALL``); the wrapper of the
-manager's ``__enter__``/``__aenter__`` takes it from there, makes the call
-and watches the ``MessageStream`` it returns. A manager never entered sends
-nothing and records nothing.
+``create`` and ``parse`` get the shared wrapper. The ``.stream()`` helper is
+two steps: ``stream()`` builds a manager and sends nothing; entering the
+manager sends the request. So ``stream()``'s wrapper starts the record (the
+pre-call point, the session header taken out of ``extra_headers`` before the
+manager keeps them) and leaves it on the manager (``_MANAGER_CALL``); the
+wrapper of the manager's ``__enter__``/``__aenter__`` takes it from there,
+makes the call and watches the ``MessageStream`` it returns. A manager never
+entered sends nothing and records nothing.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..._context import Recorder
 from .._patch import Patcher, Start, Target, _coroutine_wrapper, _function_wrapper
 from .call import CALLS, HELPERS, MANAGERS, PROBLEMS, _begin, _Call, _recognise
 
 #: The instance attribute of a manager that holds the record of its request.
 _MANAGER_CALL = "_layer_call"
-
-
-def _begin_call(client: Recorder, operation: str, kwargs: dict[str, Any]) -> _Call:
-    return _begin(client, operation, kwargs)
 
 
 def _keep_on_manager(call: _Call, manager: Any) -> Any:
@@ -69,7 +64,7 @@ PATCHER = Patcher(
         ),
         *(Target(module, cls, method, None, _manager_wrapper) for module, cls, method in MANAGERS),
     ],
-    _begin_call,
+    _begin,
     PROBLEMS,
     _recognise,
 )
