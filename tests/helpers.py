@@ -8,6 +8,7 @@ by byte, and ``http.server`` endpoints that answer JSON.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import multiprocessing
 import os
@@ -22,7 +23,11 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from layer_sdk import Client, SessionActionKind
+from layer_sdk.collector import LocalCollector
+from layer_sdk.instrumentation import instrumented_by, uninstrument
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -244,3 +249,212 @@ def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[ThreadingHTTP
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- provider instrumentation tests ------------------------------------------------------
+#
+# What test_openai.py and test_anthropic.py share: reading the actions a call
+# recorded, and checking them against the wire contract.
+
+
+def instrumentation_fixtures(provider: str, problems: Any, server_class: type) -> tuple[Any, ...]:
+    """The fixtures of a provider's instrumentation tests, for the test module to bind:
+
+    ``server`` (``server_class`` running), ``layer`` (an initialized client that owns the
+    provider's patches), and three autouse ones: a fresh "logged once" state of the
+    provider's ``problems``, no patches left owned by another test's client, and every
+    error recorded checked against the wire contract.
+    """
+
+    @pytest.fixture(name="server")
+    def server() -> Iterator[Any]:
+        with server_class() as running:
+            yield running
+
+    @pytest.fixture(name="layer")
+    def layer(make_client: MakeClient) -> Client:
+        client = make_client()
+        assert instrumented_by(provider) is client
+        return client
+
+    @pytest.fixture(autouse=True, name="_fresh_problem_log")
+    def fresh_problem_log(monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(problems, "reported", set())
+
+    @pytest.fixture(autouse=True, name="_no_leftover_patches")
+    def no_leftover_patches() -> None:
+        owner = instrumented_by(provider)
+        if owner is not None:
+            uninstrument(owner)
+
+    @pytest.fixture(autouse=True, name="_errors_fit_the_wire_contract")
+    def errors_fit_the_wire_contract(request: pytest.FixtureRequest) -> Iterator[None]:
+        """Issues 10 and 13, the error code: every error a test has recorded is one the API
+        takes; checked after the test's clients are shut down (flushed), over everything
+        the collector received, whatever the test itself looked at."""
+        if "collector" not in request.fixturenames:
+            yield
+            return
+        collector: LocalCollector = request.getfixturevalue("collector")
+        yield
+        for action in collector.actions():
+            if "error" in action:
+                check_error(action["error"])
+
+    return server, layer, fresh_problem_log, no_leftover_patches, errors_fit_the_wire_contract
+
+
+def check_error(error: Any) -> dict[str, Any]:
+    """``error`` as the wire contract has it: a str message, an int code or none, a details object.
+
+    Returns the details (every error recorded here has some: at least the exception's class).
+    """
+    assert isinstance(error, dict), error
+    assert set(error) <= {"message", "code", "details"}, error
+    assert isinstance(error["message"], str), error
+    if "code" in error:
+        assert type(error["code"]) is int, error
+    details = error.get("details")
+    assert isinstance(details, dict), error
+    assert isinstance(details.get("type"), str), error
+    return details
+
+
+def then(mode: str, result: Any, use: Callable[[Any], Any]) -> Any:
+    """``use(result)``; in async mode, ``result`` (and what ``use`` returns) awaited first."""
+    if mode == "sync":
+        return use(result)
+
+    async def chain() -> Any:
+        value = use(await result)
+        return await value if inspect.isawaitable(value) else value
+
+    return chain()
+
+
+def drain(mode: str, stream: Any, limit: int | None = None) -> Any:
+    """The chunks of a sync stream, or an awaitable of those of an async one."""
+    if mode == "sync":
+        chunks = []
+        for chunk in stream:
+            chunks.append(chunk)
+            if limit is not None and len(chunks) >= limit:
+                break
+        return chunks
+
+    async def collect() -> list[Any]:
+        chunks = []
+        async for chunk in stream:
+            chunks.append(chunk)
+            if limit is not None and len(chunks) >= limit:
+                break
+        return chunks
+
+    return collect()
+
+
+def actions_of(
+    layer: Client, collector: LocalCollector, session_id: str, count: int
+) -> list[dict[str, Any]]:
+    """The actions of ``session_id`` once everything was delivered; exactly ``count``."""
+    assert layer.flush(10)
+    found = collector.actions(session_id)
+    assert len(found) == count, [(a["kind"], a.get("attributes")) for a in found]
+    return found
+
+
+def by_kind(actions: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [a for a in actions if a["kind"] == kind]
+
+
+def one(actions: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = by_kind(actions, kind)
+    assert len(found) == 1, [a["kind"] for a in actions]
+    return found[0]
+
+
+def check_times(actions: list[dict[str, Any]]) -> None:
+    for action in actions:
+        assert action["start_time"] <= action["end_time"]
+    prompt = by_kind(actions, "completion_prompt")
+    outputs = by_kind(actions, "completion_output")
+    if prompt and outputs:
+        assert prompt[0]["start_time"] <= outputs[0]["end_time"]
+
+
+def break_on_purpose(monkeypatch: pytest.MonkeyPatch, places: list[tuple[Any, str]]) -> None:
+    """Replace each ``(owner, name)`` with a function that raises "a bug of ours"."""
+
+    def bug(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug of ours")
+
+    for owner, name in places:
+        monkeypatch.setattr(owner, name, bug)
+
+
+def assert_bugs_logged_once(
+    caplog: pytest.LogCaptureFixture,
+    label: str,
+    warned: int,
+    recorded: tuple[Client, LocalCollector, str],
+    prompts: int,
+    outputs: int,
+) -> None:
+    """Each kind of failure of ours was logged once as a warning (then at debug level),
+    naming the provider (``label``); what could be recorded was: ``prompts`` prompts and
+    ``outputs`` outputs in the session (``recorded``: the client, the collector, the session)."""
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == warned, [r.getMessage() for r in warnings]
+    assert all("a bug of ours" in r.getMessage() for r in warnings)
+    assert all(label in r.getMessage() for r in warnings)
+    actions = actions_of(*recorded, prompts + outputs)
+    assert len(by_kind(actions, "completion_prompt")) == prompts
+    assert len(by_kind(actions, "completion_output")) == outputs
+
+
+def leave_early(stream: Any, how: str, limit: int) -> list[Any]:
+    """Read ``limit`` items of a sync stream, then leave it ``how``: "with" (read inside its
+    ``with``), "close" (closed twice), or "gc" (only read: the caller then drops its
+    reference, the last one, and collects; here, an argument is still referenced by the
+    caller's frame on Python 3.10)."""
+    if how == "with":
+        with stream:
+            return drain("sync", stream, limit=limit)  # type: ignore[no-any-return]
+    items = drain("sync", stream, limit=limit)
+    if how == "close":
+        stream.close()
+        stream.close()  # twice: still one record
+    return items  # type: ignore[no-any-return]
+
+
+def assert_patched_for_each_init(
+    collector: LocalCollector,
+    request: pytest.FixtureRequest,
+    provider: str,
+    method: tuple[type, str],
+    patched: Callable[[], list[Any]],
+    call: Callable[[], Any],
+) -> None:
+    """Two init/shutdown cycles of one client: each init patches ``method`` (and the rest:
+    ``patched()``) once, records ``call()`` once, and each shutdown restores the originals;
+    afterwards calls go straight to the provider, unrecorded."""
+    cls, name = method
+    original = cls.__dict__[name]
+    client = Client()
+    request.addfinalizer(client.shutdown)
+    for _ in range(2):
+        client.init(base_url=collector.url, application_id=APP_ID)
+        wrapper = cls.__dict__[name]
+        assert wrapper is not original and wrapper.__wrapped__ is original
+        assert len(patched()) >= 6
+        with client.session_context() as session_id:
+            call()
+        assert client.flush(5)
+        assert len(collector.actions(session_id)) == 2  # once, not twice
+        assert client.shutdown(5)
+        assert cls.__dict__[name] is original
+        assert patched() == []
+        assert instrumented_by(provider) is None
+    before = len(collector.actions())
+    call()
+    assert len(collector.actions()) == before

@@ -1,7 +1,8 @@
 """A local OpenAI-compatible HTTP server for the instrumentation tests and the benchmark.
 
-A real HTTP/1.1 server on 127.0.0.1 (threads, keep-alive, chunked SSE), so the
-real ``openai`` client talks to it through its real transport. It answers:
+A real HTTP/1.1 server on 127.0.0.1 (``provider_server.py``: threads,
+keep-alive, chunked SSE), so the real ``openai`` client talks to it through
+its real transport. It answers:
 
 - ``POST /v1/chat/completions``: JSON, or SSE chunks with ``stream: true``
   (a usage chunk only when ``stream_options.include_usage`` is set);
@@ -18,6 +19,7 @@ The model name picks the behaviour:
 ``tool-call``       the answer is a call of the first tool given
 ``slow``            a long stream, ``SLOW_DELAY`` seconds between chunks
 ``drop``            a stream cut off (connection closed) after 2 chunks
+                    (both as every provider server: ``provider_server.py``)
 ``stream-error``    a stream whose second event is an error event
 ``sparse``          a JSON answer with most fields missing or null
 ``words-<n>``       a stream of ``n`` one-word chunks, at full speed
@@ -38,19 +40,15 @@ from __future__ import annotations
 import base64
 import json
 import struct
-import threading
-import time
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
+
+from .provider_server import ProviderHandler, ProviderServer, serve
 
 ANSWER = "Layer is watching this conversation."
 WORDS = ["Layer", " is", " watching", " this", " conversation."]
 PROMPT_TOKENS = 11
 CREATED = 1_700_000_000  # fixed, so that two runs of the same call answer the same
 TOOL_ARGUMENTS = ['{"city":', ' "Paris"}']
-SLOW_DELAY = 0.05
 SLOW_CHUNKS = 200
 CATEGORIES = (
     "harassment",
@@ -69,101 +67,20 @@ CATEGORIES = (
 )
 
 
-@dataclass(frozen=True)
-class Received:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
-
-
-class OpenAIServer:
+class OpenAIServer(ProviderServer):
     """``with OpenAIServer() as server: OpenAI(base_url=server.url, api_key="test")``."""
 
+    base_path = "/v1"
+
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._requests: list[Received] = []
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.chunk_delay = 0.0
-
-    def start(self) -> OpenAIServer:
-        httpd = _Server(("127.0.0.1", 0), _Handler)
-        httpd.daemon_threads = True
-        httpd.block_on_close = False
-        httpd.owner = self  # type: ignore[attr-defined]
-        self._httpd = httpd
-        self._thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        httpd, self._httpd = self._httpd, None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def __enter__(self) -> OpenAIServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        assert self._httpd is not None, "start() the server first"
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
-
-    @property
-    def requests(self) -> list[Received]:
-        with self._lock:
-            return list(self._requests)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._requests.clear()
-
-    def _received(self, request: Received) -> None:
-        with self._lock:
-            self._requests.append(request)
+        super().__init__()
+        self.handler = _Handler
 
 
-class _Server(ThreadingHTTPServer):
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a client that resets an idle keep-alive connection is no news
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(ProviderHandler):
     server_version = "fake-openai/1"
-    disable_nagle_algorithm = True  # headers and body go in separate writes
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # quiet
-
-    @property
-    def owner(self) -> OpenAIServer:
-        return self.server.owner  # type: ignore[attr-defined, no-any-return]
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            body = json.loads(raw) if raw else {}
-        except ValueError:
-            body = None
-        path = self.path.split("?", 1)[0]
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        self.owner._received(Received("POST", path, headers, body))
+    def answer(self, path: str, body: Any) -> None:
         if not isinstance(body, dict):
             return self._error(400, "the body is not a JSON object")
         model = str(body.get("model") or "")
@@ -179,53 +96,13 @@ class _Handler(BaseHTTPRequestHandler):
         route = routes.get(path)
         if route is None:
             return self._error(404, f"no route {path}")
-        try:
-            route(body, model)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True  # the client went away mid-stream
-
-    # -- answers -------------------------------------------------------------
-
-    def _json(self, status: int, payload: Any) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("x-request-id", f"req_{time.monotonic_ns()}")
-        self.end_headers()
-        self.wfile.write(data)
+        route(body, model)
 
     def _error(self, status: int, message: str, code: Any = "injected") -> None:
         kind = "server_error" if status >= 500 else "invalid_request_error"
         self._json(
             status, {"error": {"message": message, "type": kind, "param": None, "code": code}}
         )
-
-    def _sse(self, events: Any, model: str) -> None:
-        """Send ``events`` (an iterable of (event name or None, payload)) as chunked SSE."""
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("x-request-id", f"req_{time.monotonic_ns()}")
-        self.end_headers()
-        delay = SLOW_DELAY if model == "slow" else self.owner.chunk_delay
-        for count, (name, payload) in enumerate(events):
-            if model == "drop" and count == 2:
-                self.close_connection = True
-                self.wfile.flush()
-                self.connection.shutdown(2)  # cut off: no terminating chunk
-                return
-            text = payload if isinstance(payload, str) else json.dumps(payload)
-            frame = (f"event: {name}\n" if name else "") + f"data: {text}\n\n"
-            self._chunk(frame.encode())
-            if delay:
-                time.sleep(delay)  # the fault it plays: a model that streams slowly
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
-
-    def _chunk(self, data: bytes) -> None:
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-        self.wfile.flush()
 
     # -- chat completions ----------------------------------------------------------
 
@@ -573,11 +450,7 @@ def _is_tokens(value: Any) -> bool:
 
 
 def main() -> None:
-    import sys
-
-    with OpenAIServer() as server:
-        print(server.url, flush=True)
-        sys.stdin.read()  # until the parent closes it (or exits)
+    serve(OpenAIServer())
 
 
 if __name__ == "__main__":

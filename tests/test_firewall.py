@@ -26,6 +26,7 @@ from layer_sdk import (
 )
 from layer_sdk.collector import LocalCollector
 
+from .anthropic_server import AnthropicServer
 from .helpers import APP_ID, PROMPT, MakeClient, in_multiprocessing_child, wait_until
 from .openai_server import OpenAIServer
 
@@ -440,6 +441,39 @@ def test_async_openai_call_is_blocked_before_the_provider(
     with pytest.raises(LayerFirewallSessionBlocked):
         asyncio.run(call())
     assert openai_server.requests == []
+
+
+@pytest.mark.parametrize("shape", ["create", "stream helper"])
+def test_anthropic_call_is_blocked_before_the_provider(
+    make_client: MakeClient, collector: LocalCollector, shape: str
+) -> None:
+    """Issue 14 §Firewall (with issue 13): an instrumented Anthropic call, the ``.stream()``
+    helper included, is checked at the same point and refused before the provider."""
+    import anthropic
+
+    client = make_client(
+        firewall_base_url=collector.url,
+        enable_firewall_instrumentation=True,
+        firewall_refresh_interval=3600,  # only the fresh check can know
+    )
+    session_id = client.create_session()
+    collector.set_firewall_decision(session_id, "block", policies=POLICIES)
+    with AnthropicServer() as server:
+        provider = anthropic.Anthropic(base_url=server.url, api_key="sk-ant-test", max_retries=0)
+        request: dict[str, Any] = {
+            "model": "claude-test",
+            "max_tokens": 16,
+            "messages": [{"role": "user", "content": "hello"}],
+            "extra_headers": {"X-Layer-Session-Id": session_id},
+        }
+        with pytest.raises(LayerFirewallSessionBlocked, match="no-secrets"):
+            if shape == "create":
+                provider.messages.create(**request)
+            else:
+                with provider.messages.stream(**request) as stream:
+                    stream.get_final_message()
+        assert server.requests == []
+    assert len(lookups(collector, session_id)) == 1
 
 
 @pytest.mark.parametrize("fail_closed", [False, True])

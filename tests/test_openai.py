@@ -14,7 +14,7 @@ import asyncio
 import gc
 import inspect
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -26,10 +26,25 @@ from pydantic import BaseModel  # noqa: E402  (openai depends on pydantic)
 
 from layer_sdk import Client  # noqa: E402
 from layer_sdk.collector import LocalCollector  # noqa: E402
-from layer_sdk.instrumentation import instrumented_by, uninstrument  # noqa: E402
+from layer_sdk.instrumentation import instrumented_by  # noqa: E402
 from layer_sdk.instrumentation._openai import call as _openai  # noqa: E402
 
-from .helpers import run_python, wait_until  # noqa: E402
+from .helpers import (  # noqa: E402
+    actions_of,
+    assert_bugs_logged_once,
+    assert_patched_for_each_init,
+    break_on_purpose,
+    by_kind,
+    check_error,
+    check_times,
+    drain,
+    instrumentation_fixtures,
+    leave_early,
+    one,
+    run_python,
+    then,
+    wait_until,
+)
 from .openai_server import ANSWER, PROMPT_TOKENS, WORDS, OpenAIServer  # noqa: E402
 
 USAGE = {
@@ -86,65 +101,9 @@ class Answer(BaseModel):
 # -- fixtures and helpers -------------------------------------------------------------------------
 
 
-@pytest.fixture
-def server() -> Iterator[OpenAIServer]:
-    with OpenAIServer() as running:
-        yield running
-
-
-@pytest.fixture
-def layer(make_client: Callable[..., Client]) -> Client:
-    """An initialized client: it owns the OpenAI patches for the test."""
-    client = make_client()
-    assert instrumented_by("openai") is client
-    return client
-
-
-@pytest.fixture(autouse=True)
-def _fresh_problem_log(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test sees the 'logged once' state of a fresh process."""
-    monkeypatch.setattr(_openai, "_reported", set())
-
-
-@pytest.fixture(autouse=True)
-def _no_leftover_patches() -> None:
-    """A client some other test left initialized must not own the patches here."""
-    owner = instrumented_by("openai")
-    if owner is not None:
-        uninstrument(owner)
-
-
-@pytest.fixture(autouse=True)
-def _errors_fit_the_wire_contract(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Issue 10, OpenAI error code: every error a test here has recorded is one the API takes.
-
-    Checked after the test's clients are shut down (flushed), over everything
-    the collector received, whatever the test itself looked at.
-    """
-    if "collector" not in request.fixturenames:
-        yield
-        return
-    collector: LocalCollector = request.getfixturevalue("collector")
-    yield
-    for action in collector.actions():
-        if "error" in action:
-            check_error(action["error"])
-
-
-def check_error(error: Any) -> dict[str, Any]:
-    """``error`` as the wire contract has it: a str message, an int code or none, a details object.
-
-    Returns the details (every error recorded here has some: at least the exception's class).
-    """
-    assert isinstance(error, dict), error
-    assert set(error) <= {"message", "code", "details"}, error
-    assert isinstance(error["message"], str), error
-    if "code" in error:
-        assert type(error["code"]) is int, error
-    details = error.get("details")
-    assert isinstance(details, dict), error
-    assert isinstance(details.get("type"), str), error
-    return details
+server, layer, _fresh_problem_log, _no_leftover_patches, _errors_fit_the_wire_contract = (
+    instrumentation_fixtures("openai", _openai.PROBLEMS, OpenAIServer)
+)
 
 
 def perform(mode: str, server: OpenAIServer, action: Callable[[Any], Any]) -> Any:
@@ -170,59 +129,6 @@ def perform(mode: str, server: OpenAIServer, action: Callable[[Any], Any]) -> An
     return asyncio.run(main())
 
 
-def then(mode: str, result: Any, use: Callable[[Any], Any]) -> Any:
-    """``use(result)``; in async mode, ``result`` (and what ``use`` returns) awaited first."""
-    if mode == "sync":
-        return use(result)
-
-    async def chain() -> Any:
-        value = use(await result)
-        return await value if inspect.isawaitable(value) else value
-
-    return chain()
-
-
-def drain(mode: str, stream: Any, limit: int | None = None) -> Any:
-    """The chunks of a sync stream, or an awaitable of those of an async one."""
-    if mode == "sync":
-        chunks = []
-        for chunk in stream:
-            chunks.append(chunk)
-            if limit is not None and len(chunks) >= limit:
-                break
-        return chunks
-
-    async def collect() -> list[Any]:
-        chunks = []
-        async for chunk in stream:
-            chunks.append(chunk)
-            if limit is not None and len(chunks) >= limit:
-                break
-        return chunks
-
-    return collect()
-
-
-def actions_of(
-    layer: Client, collector: LocalCollector, session_id: str, count: int
-) -> list[dict[str, Any]]:
-    """The actions of ``session_id`` once everything was delivered; exactly ``count``."""
-    assert layer.flush(10)
-    found = collector.actions(session_id)
-    assert len(found) == count, [(a["kind"], a.get("attributes")) for a in found]
-    return found
-
-
-def by_kind(actions: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [a for a in actions if a["kind"] == kind]
-
-
-def one(actions: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    found = by_kind(actions, kind)
-    assert len(found) == 1, [a["kind"] for a in actions]
-    return found[0]
-
-
 def text_of(chunks: list[Any]) -> str:
     return "".join((c.choices[0].delta.content or "") for c in chunks if c.choices)
 
@@ -244,15 +150,6 @@ def needs_responses() -> None:
 
 def has_parameter(method: Any, name: str) -> bool:
     return name in inspect.signature(method).parameters
-
-
-def check_times(actions: list[dict[str, Any]]) -> None:
-    for action in actions:
-        assert action["start_time"] <= action["end_time"]
-    prompt = by_kind(actions, "completion_prompt")
-    outputs = by_kind(actions, "completion_output")
-    if prompt and outputs:
-        assert prompt[0]["start_time"] <= outputs[0]["end_time"]
 
 
 # -- chat completions -----------------------------------------------------------------------------
@@ -827,17 +724,9 @@ def test_a_stream_broken_off_early_is_recorded_incomplete_once(
     client = openai.OpenAI(base_url=server.url, api_key="sk-test", max_retries=0)
     with layer.session_context() as session_id:
         stream = client.chat.completions.create(model="slow", messages=MESSAGES, stream=True)
-        if how == "with":
-            with stream:
-                received = drain("sync", stream, limit=3)
-        else:
-            received = drain("sync", stream, limit=3)
-            if how == "close":
-                stream.close()
-                stream.close()  # twice: still one record
-            else:
-                del stream
-                gc.collect()
+        received = leave_early(stream, how, 3)
+        del stream  # for "gc", the last reference
+        gc.collect()
     assert_broken_off_after_three_chunks(layer, collector, session_id, received)
     client.close()
 
@@ -1210,12 +1099,7 @@ def test_a_failure_inside_the_instrumentation_never_reaches_the_caller(
     each kind of failure is logged once as a warning; what could be recorded was.
     (Issue 12: the async twin asserts what the sync one does.)"""
     methods, warned, prompts, outputs = BREAKAGES[broken]
-
-    def bug(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("a bug of ours")
-
-    for owner, name in methods:
-        monkeypatch.setattr(owner, name, bug)
+    break_on_purpose(monkeypatch, methods)
 
     def three_rounds(c: Any) -> Any:
         """Three times a plain call and a streamed one: their text, as the caller read it."""
@@ -1242,13 +1126,8 @@ def test_a_failure_inside_the_instrumentation_never_reaches_the_caller(
 
     with caplog.at_level(logging.DEBUG, logger="layer_sdk"), layer.session_context() as session_id:
         assert perform(mode, server, three_rounds) == [(ANSWER, ANSWER)] * 3
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    # Each kind of failure logged once as a warning (then at debug level).
-    assert len(warnings) == warned, [r.getMessage() for r in warnings]
-    assert all("a bug of ours" in r.getMessage() for r in warnings)
-    actions = actions_of(layer, collector, session_id, prompts + outputs)
-    assert len(by_kind(actions, "completion_prompt")) == prompts
-    assert len(by_kind(actions, "completion_output")) == outputs
+    recorded = (layer, collector, session_id)
+    assert_bugs_logged_once(caplog, "OpenAI", warned, recorded, prompts, outputs)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -1475,33 +1354,16 @@ def test_disable_instrumentations_leaves_openai_alone(
 def test_shutdown_unpatches_and_two_cycles_never_double_wrap(
     collector: LocalCollector, server: OpenAIServer, request: pytest.FixtureRequest
 ) -> None:
+    def call() -> Any:
+        return perform(
+            "sync", server, lambda c: c.chat.completions.create(model="gpt-test", messages=MESSAGES)
+        )
+
     cls = openai.resources.chat.completions.Completions
-    original = cls.__dict__["create"]
-    client = Client()
-    request.addfinalizer(client.shutdown)
-    for _ in range(2):
-        client.init(base_url=collector.url, application_id="0c7f6b4e-2f39-4d1b-9a55-6b1f0f0a1d2e")
-        wrapper = cls.__dict__["create"]
-        assert wrapper is not original and wrapper.__wrapped__ is original
-        assert len(patched_methods()) >= 6  # chat, embeddings, moderations; sync and async
-        with client.session_context() as session_id:
-            perform(
-                "sync",
-                server,
-                lambda c: c.chat.completions.create(model="gpt-test", messages=MESSAGES),
-            )
-        assert client.flush(5)
-        assert len(collector.actions(session_id)) == 2  # once, not twice
-        assert client.shutdown(5)
-        assert cls.__dict__["create"] is original
-        assert patched_methods() == []
-        assert instrumented_by("openai") is None
-    # After shutdown, calls go straight to OpenAI and nothing is recorded.
-    before = len(collector.actions())
-    perform(
-        "sync", server, lambda c: c.chat.completions.create(model="gpt-test", messages=MESSAGES)
+    # chat, embeddings, moderations; sync and async
+    assert_patched_for_each_init(
+        collector, request, "openai", (cls, "create"), patched_methods, call
     )
-    assert len(collector.actions()) == before
 
 
 def test_a_second_client_does_not_patch_again(
@@ -1556,7 +1418,7 @@ def test_openai_imported_after_init_is_patched_on_import() -> None:
         "    layer.shutdown()\n"
         "    print(hasattr(openai.resources.chat.completions.Completions.create, "
         "'__layer_instrumented__'))\n"
-        "    print(any(type(f).__name__ == '_ImportHook' for f in sys.meta_path))\n"
+        "    print(any(type(f).__name__ == '_PostImportHook' for f in sys.meta_path))\n"
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "True", "1", "False", "False"]
@@ -1574,7 +1436,7 @@ def test_a_client_shut_down_before_openai_is_imported_leaves_it_alone() -> None:
         "    import openai\n"
         "    create = openai.resources.chat.completions.Completions.create\n"
         "    print(hasattr(create, '__layer_instrumented__'))\n"
-        "    print(any(type(f).__name__ == '_ImportHook' for f in sys.meta_path))\n"
+        "    print(any(type(f).__name__ == '_PostImportHook' for f in sys.meta_path))\n"
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "False"]

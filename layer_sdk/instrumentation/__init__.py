@@ -1,5 +1,4 @@
-"""Automatic instrumentation of provider SDKs (today: ``openai``).
-from .._context import Recorder
+"""Automatic instrumentation of provider SDKs (``openai``, ``anthropic``).
 
 ``Client.init()`` calls :func:`instrument` and ``Client.shutdown()`` calls
 :func:`uninstrument`. A provider is instrumented when its package is installed
@@ -35,6 +34,7 @@ logger = logging.getLogger("layer_sdk")
 #: ``instrument(client) -> bool`` and ``uninstrument() -> None``.
 PROVIDERS: dict[str, tuple[str, str]] = {
     "openai": ("openai", "layer_sdk.instrumentation._openai"),
+    "anthropic": ("anthropic", "layer_sdk.instrumentation._anthropic"),
 }
 
 _lock = threading.Lock()

@@ -25,20 +25,27 @@ the stream ends, however it ends.
 
 The modules, in the order a call goes through them:
 
-- ``patch``: ``instrument()``/``uninstrument()``, the wrapper of each method
-  (``hook``: patching right after ``import openai`` when it comes later);
-- ``request``: the call's arguments and headers, read into a ``_Call``;
-- ``call``: the ``_Call``, from the call's outcome to its actions, and what
-  a failure of ours does (``TARGETS``: which methods, recorded as what);
-- ``streams``: a streamed result, watched until it ends;
+- ``patch``: ``instrument()``/``uninstrument()`` through the shared
+  ``Patcher`` (``instrumentation/_patch.py``: the wrappers, the post-import hook);
+- ``request``: the call's arguments and headers, read into a ``_Call``
+  (``instrumentation/_request.py``: the session header, shared);
+- ``call``: ``TARGETS`` (which methods, recorded as what) and the ``_Call``,
+  from the call's outcome to its actions (the routing and the recording are
+  shared: ``instrumentation/_call.py``; a stream is watched by
+  ``instrumentation/_streams.py``);
 - ``chat``, ``responses``, ``embeddings``: each API's request and result as
-  action data, built from ``mapping`` and ``fields`` (reading openai objects).
+  action data, built from the shared ``_mapping`` and ``_fields``.
 
 Importing this package imports no openai module: only ``instrument()`` does.
 """
 
 from __future__ import annotations
 
-from .patch import instrument, uninstrument
+from .patch import PATCHER
 
 __all__ = ["instrument", "uninstrument"]
+
+#: Patch for a client (now, or once openai is imported); True when patched or waiting.
+instrument = PATCHER.instrument
+#: Restore every patched method.
+uninstrument = PATCHER.uninstrument

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .fields import _fields, _get, _items, _str
-from .mapping import _arguments, _attach, _content, _Output, _usage, _without_none
+from .._fields import _fields, _get, _items, _str
+from .._mapping import _arguments, _attach, _content, _Output, _output_of, _usage, _without_none
 
 #: The request parameters recorded as attributes of the prompt.
 _CHAT_PARAMETERS = frozenset(
@@ -100,12 +100,8 @@ def _function_call(call: Any) -> dict[str, Any]:
 
 
 def _chat_output(result: Any) -> _Output:
-    output = _Output()
     fields = _fields(result)
-    output.model = _str(fields.get("model"))
-    response_id = fields.get("id")
-    if isinstance(response_id, str):
-        output.attributes["response.id"] = response_id
+    output = _output_of(fields.get("model"), fields.get("id"))
     messages: list[dict[str, Any]] = []
     reasons: list[str] = []
     for choice in _items(fields.get("choices")):
@@ -221,10 +217,7 @@ class _ChatStream:
         _extend_function(entry, _get(call, "function"))
 
     def output(self) -> _Output:
-        output = _Output()
-        output.model = self.model
-        if self.id:
-            output.attributes["response.id"] = self.id
+        output = _output_of(self.model, self.id)
         messages: list[dict[str, Any]] = []
         reasons: list[str] = []
         for index in sorted(self.choices):

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..._schemas import SessionActionScanner
-from .fields import _as_dict, _get, _items, _str
-from .mapping import _attachment, _usage
+from .._fields import _as_dict, _get, _items, _str
+from .._mapping import _attachment, _usage
 
 #: The request parameters recorded as attributes of an embeddings action.
 _EMBEDDING_PARAMETERS = frozenset(("encoding_format", "dimensions", "user"))

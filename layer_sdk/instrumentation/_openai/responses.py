@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .fields import _get, _items, _plain, _str
-from .mapping import _arguments, _attach, _content, _Output, _usage, _without_none
+from .._fields import _get, _items, _plain, _str
+from .._mapping import _arguments, _attach, _content, _Output, _output_of, _usage, _without_none
 
 #: The request parameters recorded as attributes of the prompt.
 _RESPONSES_PARAMETERS = frozenset(
@@ -94,7 +94,7 @@ def _responses_tool_call(item: Any) -> dict[str, Any]:
 
 
 def _responses_output(result: Any) -> _Output:
-    output = _output_of(result)
+    output = _output_of(_get(result, "model"), _get(result, "id"))
     status = _get(result, "status")
     if isinstance(status, str):
         output.attributes["status"] = status
@@ -104,16 +104,6 @@ def _responses_output(result: Any) -> _Output:
     if error is not None:
         output.error = _failure(error, "the response failed", "response_failed")
     output.usage = _usage(_get(result, "usage"))
-    return output
-
-
-def _output_of(response: Any) -> _Output:
-    """An output with the model and the id of ``response`` (whole, or as a stream began it)."""
-    output = _Output()
-    output.model = _str(_get(response, "model"))
-    response_id = _get(response, "id")
-    if isinstance(response_id, str):
-        output.attributes["response.id"] = response_id
     return output
 
 
@@ -179,7 +169,7 @@ class _ResponsesStream:
         if self.final is not None:
             output = _responses_output(self.final)
         else:
-            output = _output_of(self.created)
+            output = _output_of(_get(self.created, "model"), _get(self.created, "id"))
             _responses_items(output, self.items)
             if not output.messages and self.texts:
                 text = "".join("".join(self.texts[i]) for i in sorted(self.texts))

@@ -1,15 +1,17 @@
-"""Streamed calls: watching a ``Stream``/``AsyncStream`` and recording its output once.
+"""Streamed calls: watching a provider's stream object and recording its output once.
 
-A stream is returned as the very object OpenAI built, of its own class
-(``type(stream) is openai.Stream``): nothing is patched on the class. Two
-things are set on the object itself: its chunk iterator (``_iterator``,
-which ``__iter__``/``__next__`` read in every openai version) is wrapped, to
-see the chunks as the caller reads them; and an instance attribute ``close``
-calls the class's ``close()`` and then ends the record, to notice an early
-close (``with`` exit calls ``self.close()`` too).
+A stream is returned as the very object the provider SDK built, of its own
+class (``type(stream) is openai.Stream``, ``anthropic.MessageStream``):
+nothing is patched on the class. Two things are set on the object itself:
+its item iterator (``_iterator``, which ``__iter__``/``__next__`` read in
+every openai and anthropic version, and the helpers' ``text_stream`` and
+``get_final_message()`` through them) is wrapped, to see the items as the
+caller reads them; and an instance attribute ``close`` calls the class's
+``close()`` and then ends the record, to notice an early close (``with``
+exit calls ``self.close()`` too).
 The output is recorded exactly once, by the stream's :class:`_StreamRecord`:
 when the stream is exhausted, raises, is closed (``close()``, ``with``
-exit, 3.x's ``aclose()``: all call ``self.close()``), or is garbage-collected;
+exit, ``aclose()``: all call ``self.close()``), or is garbage-collected;
 the last three mark it ``incomplete``.
 
 Finalizers may run inside the garbage collector at any point, where taking
@@ -17,8 +19,8 @@ the export queue's lock could deadlock, so those records are handed (through
 a reentrant ``SimpleQueue``) to a small daemon thread that records them.
 
 A failure in here is reported through the record's call (``_Call.problem``);
-``call.py`` imports this module, so this one knows the call only as the
-``_StreamingCall`` protocol.
+the call modules import this one, so this one knows the call only as the
+``_StreamingCall`` protocol, and an API's stream reader as an ``_Accumulator``.
 """
 
 from __future__ import annotations
@@ -30,13 +32,17 @@ import threading
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from .mapping import _error, _now, _Output
+from ._mapping import _error, _now, _Output
 
-if TYPE_CHECKING:
-    from .chat import _ChatStream
-    from .responses import _ResponsesStream
+
+class _Accumulator(Protocol):
+    """Puts a stream's items back together (``_openai/chat._ChatStream``, ...)."""
+
+    def add(self, item: Any) -> None: ...
+
+    def output(self) -> _Output: ...
 
 
 class _StreamingCall(Protocol):
@@ -62,9 +68,7 @@ class _StreamRecord:
 
     __slots__ = ("_once", "accumulator", "broken", "call", "model")
 
-    def __init__(
-        self, call: _StreamingCall, accumulator: _ChatStream | _ResponsesStream, model: Any
-    ):
+    def __init__(self, call: _StreamingCall, accumulator: _Accumulator, model: Any):
         self.call = call
         self.accumulator = accumulator
         self.model = model
@@ -110,7 +114,7 @@ class _StreamRecord:
 
 
 def _trace_stream(stream: Any, record: _StreamRecord, is_async: bool) -> None:
-    """Watch ``stream``'s chunks and ends; the object, and its class, stay OpenAI's."""
+    """Watch ``stream``'s items and ends; the object, and its class, stay the provider's."""
     try:
         inner = stream._iterator
     except AttributeError:
@@ -228,7 +232,7 @@ def _ensure_reaper() -> None:
     with _lock:
         if _reaper_pid == pid:
             return
-        thread = threading.Thread(target=_reap, name="layer-sdk-openai-streams", daemon=True)
+        thread = threading.Thread(target=_reap, name="layer-sdk-streams", daemon=True)
         thread.start()
         _reaper_pid = pid
 

@@ -1,9 +1,9 @@
 """What the per-API mappings share: the output, errors, usage, content parts, parameters.
 
-``chat.py``, ``responses.py`` and ``embeddings.py`` each turn one API's
-request and result into action data; the pieces that look the same in every
-API are here. Nothing in here raises on an unexpected shape: a field of the
-wrong type is left out.
+Each provider's API modules (``_openai/chat.py``, ``_anthropic/messages.py``,
+...) turn one API's request and result into action data; the pieces that look
+the same in every API and provider are here. Nothing in here raises on an
+unexpected shape: a field of the wrong type is left out.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from .fields import _as_dict, _fields, _get, _given, _items, _plain, _str
+from ._fields import _as_dict, _fields, _get, _given, _items, _plain, _str
 
 
 class _Output:
-    """The answer of a chat completion or a response, as the actions need it."""
+    """The answer of a completion (chat, response, message), as the actions need it."""
 
     __slots__ = ("attributes", "error", "incomplete", "messages", "model", "tool_calls", "usage")
 
@@ -30,35 +30,50 @@ class _Output:
         self.incomplete = False
 
 
+def _output_of(model: Any, response_id: Any) -> _Output:
+    """An output with the model and the id of an answer (whole, or as its stream began it)."""
+    output = _Output()
+    output.model = _str(model)
+    if isinstance(response_id, str) and response_id:
+        output.attributes["response.id"] = response_id
+    return output
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
 def _error(exc: BaseException) -> dict[str, Any]:
-    """The ``error`` of an action for an exception (an OpenAI API error or any other).
+    """The ``error`` of an action for an exception (a provider's API error or any other).
 
     The API takes an integer ``code`` only (a string there gets the whole
     request refused, session and prompt with it): ``code`` is the HTTP status
-    when the exception has one. The exception's class and OpenAI's own fields
-    (whose ``code`` may be a string, an integer or null) go to ``details``.
+    when the exception has an error status (an Anthropic stream's ``error``
+    event arrives on a 200 response: no code). The exception's class and the
+    provider's own fields (OpenAI's ``code`` may be a string, an integer or
+    null; Anthropic's error ``type`` is in the body) go to ``details``.
     """
     details: dict[str, Any] = {"type": type(exc).__name__}
     for name, key in _ERROR_FIELDS:
         value = getattr(exc, name, None)
         if _plain(value):
             details[key] = _str(value) if isinstance(value, str) else value
+    if "error_type" not in details:  # anthropic: {"type": "error", "error": {"type": ...}}
+        kind = _get(_get(getattr(exc, "body", None), "error"), "type")
+        if isinstance(kind, str):
+            details["error_type"] = _str(kind)
     if "request_id" not in details:  # openai before 1.20 keeps it in the response only
         request_id = _header(getattr(exc, "response", None), "x-request-id")
         if request_id is not None:
             details["request_id"] = request_id
     error: dict[str, Any] = {"message": _str(str(exc)) or type(exc).__name__, "details": details}
     status = getattr(exc, "status_code", None)
-    if type(status) is int:
+    if type(status) is int and status >= 400:
         error["code"] = status
     return error
 
 
-#: (attribute of an OpenAI exception, its key in the action error's details).
+#: (attribute of a provider's exception, its key in the action error's details).
 _ERROR_FIELDS = (
     ("code", "code"),
     ("type", "error_type"),
@@ -94,6 +109,8 @@ _USAGE_FIELDS = (
     "input_tokens",
     "output_tokens",
     "total_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
 )
 _USAGE_DETAILS = (
     ("prompt_tokens_details", "cached_tokens"),
@@ -104,7 +121,7 @@ _USAGE_DETAILS = (
 
 
 def _usage(usage: Any) -> dict[str, int] | None:
-    """The token counts of a ``usage`` (chat, responses and embeddings name them differently)."""
+    """The token counts of a ``usage`` (each API and provider names them its own way)."""
     if usage is None:
         return None
     fields = _fields(usage)
@@ -185,7 +202,7 @@ def _parameters(kwargs: Mapping[str, Any], names: frozenset[str]) -> dict[str, A
         if name in ("tools", "functions"):
             tool_names = [_tool_name(tool) for tool in _items(value)]
             attributes["tools"] = [n for n in tool_names if n]
-        elif name in ("response_format", "text_format", "text"):
+        elif name in ("response_format", "text_format", "output_format", "text"):
             described = _response_format(value if name != "text" else _get(value, "format"))
             if described:
                 attributes["response_format"] = described

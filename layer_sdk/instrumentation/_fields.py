@@ -1,13 +1,13 @@
-"""Reading openai objects: every field optional, whatever the object's kind.
+"""Reading provider objects: every field optional, whatever the object's kind.
 
-The same code reads a pydantic model (v1 or v2, as each openai version has),
-a plain dict (a ``with_raw_response`` body, a request argument) or any other
-object, and a field that is absent reads as None: no version of openai
-promises every field. Strings are cut here, once for every mapping, at
+The same code reads a pydantic model (v1 or v2, as each openai or anthropic
+version has), a plain dict (a ``with_raw_response`` body, a request argument)
+or any other object, and a field that is absent reads as None: no version of
+a provider SDK promises every field. Strings are cut here, once for every mapping, at
 ``MAX_VALUE_CHARS``.
 
-Also here: how a name is looked up in openai's modules (``_attribute``), and
-openai's "not given" sentinels, recognised once openai is imported.
+Also here: how a name is looked up in a provider's modules (``_attribute``),
+and the providers' "not given" sentinels, recognised once each is imported.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from typing import Any
 #: recorded data, so that one attachment cannot exceed the event size limit.
 MAX_VALUE_CHARS = 256 * 1024
 
-# -- names in openai's modules ------------------------------------------------------
+# -- names in a provider's modules ---------------------------------------------------
 
 
 def _attribute(module_name: str, name: str) -> Any:
-    """``module_name.name``, or None where this openai version lacks it."""
+    """``module_name.name``, or None where this version of the provider lacks it."""
     try:
         return getattr(importlib.import_module(module_name), name, None)
     except ImportError:
@@ -35,17 +35,18 @@ def _classes(*candidates: Any) -> tuple[type, ...]:
     return tuple(c for c in candidates if isinstance(c, type))
 
 
-#: openai's ``NotGiven`` and ``Omit`` (what the versions have): an argument
-#: passed as one of them was not given. Set by ``_recognise_sentinels()``.
+#: The providers' ``NotGiven`` and ``Omit`` (what their versions have): an
+#: argument passed as one of them was not given. Grown by ``_recognise_sentinels()``.
 _omitted_types: tuple[type, ...] = ()
 
 
-def _recognise_sentinels() -> None:
-    """Look up openai's "not given" classes; called when the classes are patched."""
+def _recognise_sentinels(package: str) -> None:
+    """Add ``package``'s "not given" classes; called when its classes are patched."""
     global _omitted_types
-    _omitted_types = _classes(
-        _attribute("openai._types", "NotGiven"), _attribute("openai._types", "Omit")
+    found = _classes(
+        _attribute(f"{package}._types", "NotGiven"), _attribute(f"{package}._types", "Omit")
     )
+    _omitted_types = tuple(dict.fromkeys(_omitted_types + found))
 
 
 # -- fields ---------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """Running a function right after a module is imported, without importing it ourselves.
 
-``init()`` must not pay for ``import openai`` (about a second for 3.x) when
-the application has not imported it yet, and may never use it: instead a
-:class:`_PostImportHook` on ``sys.meta_path`` lets the real import run and
-calls back as soon as the module's code has run, so that the classes are
-patched before the application gets the module.
+``init()`` must not pay for importing a provider SDK (about a second for
+openai 3.x) when the application has not imported it yet, and may never use
+it: instead a :class:`_PostImportHook` on ``sys.meta_path`` lets the real
+import run and calls back as soon as the module's code has run, so that the
+classes are patched before the application gets the module. Every provider's
+:class:`~._patch.Patcher` has one.
 """
 
 from __future__ import annotations

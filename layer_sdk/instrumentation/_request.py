@@ -1,0 +1,99 @@
+"""Reading a call's request before it is made: the session, the raw-response mode, the arguments.
+
+:func:`_read_request` reads the keyword arguments of an instrumented call,
+whatever the provider. Layer's session header (``SESSION_HEADERS``) is taken
+out of ``extra_headers`` so that it never reaches the provider; its value
+picks the session of the call's actions. Without it (or with a value that
+is not a session ID) the session is the current ``session_context()``'s,
+else a new one, created when the first action is recorded.
+
+``extra_headers`` also says whether the call is made through
+``with_raw_response`` or ``with_streaming_response`` (openai and anthropic
+set the same header): that decides how its result can be read (``_call.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .._context import current_session_id
+from .._exceptions import LayerSchemaValidationError
+from .._schemas import session_id_text
+
+#: Headers that carry a Layer session ID; removed before the request goes to the provider.
+SESSION_HEADERS = frozenset({"x-layer-session-id", "layer-session-id"})
+#: Set by ``with_raw_response`` ("true"/"raw") and ``with_streaming_response`` ("stream").
+_RAW_HEADER = "x-stainless-raw-response"
+_CONTAINERS = frozenset({list, tuple, str, dict})
+
+Problem = Callable[[str, BaseException], None]
+
+
+def _read_request(
+    kwargs: dict[str, Any], read: tuple[str, ...], problem: Problem
+) -> tuple[str | None, str | None]:
+    """(the call's session, its raw-response mode); edits ``kwargs`` (the wrapper's own dict).
+
+    Only two edits: the session header leaves ``extra_headers`` (a new dict),
+    and a one-shot iterator among the arguments named in ``read`` (those the
+    mappings read) becomes a list with the same items, so that reading it
+    leaves it whole for the provider.
+    """
+    session_id: str | None = None
+    raw: str | None = None
+    headers = kwargs.get("extra_headers")
+    if headers:
+        try:
+            headers, value, raw = _scan_headers(headers)
+            kwargs["extra_headers"] = headers
+            if value is not None:
+                session_id = _header_session(value, problem)
+        except Exception as exc:
+            problem("reading extra_headers", exc)
+    if session_id is None:
+        session_id = current_session_id.get()
+    try:
+        for name in read:
+            value = kwargs.get(name)
+            if value is not None and type(value) not in _CONTAINERS and isinstance(value, Iterator):
+                kwargs[name] = list(value)
+    except Exception as exc:
+        problem("reading the arguments", exc)
+    return session_id, raw
+
+
+def _scan_headers(headers: Any) -> tuple[Any, Any, str | None]:
+    """(headers without the session entries, the session value, the raw-response mode)."""
+    value: Any = None
+    raw: str | None = None
+    found = False
+    for key, item in headers.items():
+        if not isinstance(key, str):
+            continue
+        lowered = key.lower()
+        if lowered in SESSION_HEADERS:
+            found = True
+            if value is None and (isinstance(item, (str, bytes)) or _is_uuid(item)):
+                value = item.decode() if isinstance(item, bytes) else item
+        elif lowered == _RAW_HEADER and isinstance(item, str):
+            raw = item
+    if found:
+        headers = {
+            key: item
+            for key, item in headers.items()
+            if not (isinstance(key, str) and key.lower() in SESSION_HEADERS)
+        }
+    return headers, value, raw
+
+
+def _is_uuid(value: Any) -> bool:
+    return type(value).__name__ == "UUID"
+
+
+def _header_session(value: Any, problem: Problem) -> str | None:
+    try:
+        return session_id_text(value)
+    except LayerSchemaValidationError as exc:
+        problem("reading the session header (the call gets a new session)", exc)
+        return None
