@@ -38,6 +38,9 @@ from ._hook import _PostImportHook
 class _Record(Protocol):
     """What a wrapper needs of a call's record (``_call._Call``)."""
 
+    #: The Layer session the call belongs to, None until one is created for it.
+    session_id: str | None
+
     def failed(self, exc: BaseException) -> None: ...
 
     def succeeded(self, result: Any, is_async: bool) -> Any: ...
