@@ -46,10 +46,9 @@ from ._exceptions import (
 )
 from ._export._retry import RetryPolicy, is_retryable
 from ._export._transport import Transport
+from ._schemas import APPLICATIONS_PATH
 
 logger = logging.getLogger("layer_sdk")
-
-APPLICATIONS_PATH = "/v1/applications"
 
 #: What a session body starts with until the application's ID is known.
 PENDING_ID = "layer-application-id-pending"

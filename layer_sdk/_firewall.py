@@ -58,6 +58,7 @@ from ._exceptions import (
     LayerSDKException,
 )
 from ._export._transport import Transport
+from ._schemas import firewall_session_path
 
 logger = logging.getLogger("layer_sdk")
 
@@ -132,11 +133,6 @@ def decode_answer(body: bytes, session_id: str) -> FirewallSessionLookupResponse
     )
 
 
-def lookup_path(session_id: str) -> str:
-    """Where the firewall keeps its decision on a session."""
-    return f"/v1/sessions/{session_id}"
-
-
 class Firewall:
     """Look-ups through the transport, and the decision cache of one client."""
 
@@ -185,7 +181,7 @@ class Firewall:
     def _ask(self, transport: Transport, session_id: str) -> FirewallSessionLookupResponse:
         try:
             try:
-                answer = transport.send(lookup_path(session_id), b"", method="GET")
+                answer = transport.send(firewall_session_path(session_id), b"", method="GET")
             except LayerHTTPError as exc:
                 raise LayerFirewallHTTPError(
                     exc.status_code, exc.message, exc.response_data

@@ -21,13 +21,20 @@ import msgspec
 from ._entropy import random_16
 from ._exceptions import LayerRequestPreparationError, LayerSchemaValidationError
 
-#: The Layer API's two endpoints: sessions are created here...
+#: The Layer API's paths. Sessions are created here...
 SESSIONS_PATH = "/v1/sessions"
+#: ...applications listed and created here (``_applications``)...
+APPLICATIONS_PATH = "/v1/applications"
 
 
 def actions_path(session_id: str) -> str:
-    """...and the actions of a session are appended here."""
+    """...the actions of a session are appended here..."""
     return f"{SESSIONS_PATH}/{session_id}/actions"
+
+
+def firewall_session_path(session_id: str) -> str:
+    """...and, below ``firewall_base_url``, the firewall's decision on a session is read here."""
+    return f"{SESSIONS_PATH}/{session_id}"
 
 
 class SessionActionKind(str, enum.Enum):

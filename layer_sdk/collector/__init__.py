@@ -74,7 +74,7 @@ from typing import Any
 
 import msgspec
 
-from .._schemas import SESSIONS_PATH
+from .._schemas import APPLICATIONS_PATH, SESSIONS_PATH
 from ._registry import Registry
 from ._schema import canonical_uuid, check_action, check_session
 from ._server import HttpServer, Reply, Request
@@ -89,7 +89,6 @@ STOP_TIMEOUT = 2.0
 
 _ACTIONS_PATH = re.compile(re.escape(SESSIONS_PATH) + r"/([^/]+)/actions")
 _SESSION_PATH = re.compile(re.escape(SESSIONS_PATH) + r"/([^/]+)")
-_APPLICATIONS_PATH = "/v1/applications"
 _APPLICATION = "application"  # what _accept is given to create an application
 _NOT_JSON = object()  # stands for a body that does not decode
 
@@ -557,7 +556,7 @@ class LocalCollector:
         if exchange.request.method == "GET":
             return self._read(route)
         session_id = None  # None: create a session; otherwise append to this one
-        if route == _APPLICATIONS_PATH:
+        if route == APPLICATIONS_PATH:
             session_id = _APPLICATION
         elif route != SESSIONS_PATH:
             match = _ACTIONS_PATH.fullmatch(route)
@@ -594,7 +593,7 @@ class LocalCollector:
     def _read(self, route: str) -> Reply:
         """A GET: the applications, or the firewall's decision on a session."""
         with self._lock:
-            if route == _APPLICATIONS_PATH:
+            if route == APPLICATIONS_PATH:
                 return self._registry.listing()
             match = _SESSION_PATH.fullmatch(route)
             if match is None:
