@@ -476,6 +476,44 @@ def test_anthropic_call_is_blocked_before_the_provider(
     assert len(lookups(collector, session_id)) == 1
 
 
+def test_a_block_learnt_while_a_stream_runs_refuses_its_output_as_a_block(
+    make_client: MakeClient,
+    collector: LocalCollector,
+    openai_server: OpenAIServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 14 §Firewall: a session blocked while an instrumented stream runs (the firewall
+    saw its prompt) takes no more actions: the stream's output is refused like any other
+    action, counted and logged as a refusal, not as a failure of the instrumentation, and
+    the caller's stream is unchanged."""
+    import openai
+
+    client = make_client(
+        firewall_base_url=collector.url, enable_firewall_instrumentation=True, **FAST_REFRESH
+    )
+    session_id = client.create_session()
+    provider = openai.OpenAI(base_url=openai_server.url, api_key="sk-test", max_retries=0)
+    with caplog.at_level(logging.WARNING, logger="layer_sdk"):
+        stream = provider.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "hello"}],
+            stream=True,
+            extra_headers={"X-Layer-Session-Id": session_id},
+        )
+        collector.set_firewall_decision(session_id, "block", policies=POLICIES)
+        assert wait_until(lambda: refused(client, session_id))  # the refresh learnt it
+        blocked = client.firewall_stats().blocked
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert text
+    assert client.firewall_stats().blocked == blocked + 1
+    assert client.flush(5)
+    kinds = [action["kind"] for action in collector.actions(session_id)]
+    assert "completion_prompt" in kinds and "completion_output" not in kinds
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("did not record the completion_output" in m and "no-secrets" in m for m in messages)
+    assert not any("instrumentation failed" in m for m in messages)
+
+
 @pytest.mark.parametrize("fail_closed", [False, True])
 def test_openai_call_with_a_slow_firewall(
     make_client: MakeClient,

@@ -20,7 +20,9 @@ OpenAI's single-action APIs (embeddings, moderations) override the routes.
 On the caller's thread the actions go to ``Client.append_action`` (encode
 and enqueue: no network). Whatever goes wrong in here is logged once per
 kind (:class:`_Problems`) and swallowed: the caller gets the original
-result, or the original exception, unchanged.
+result, or the original exception, unchanged. An action the firewall
+refuses (the session was blocked while the call ran) is logged as such, not
+as a failure of ours.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from .._context import Recorder
+from .._exceptions import LayerFirewallSessionBlocked
 from .._schemas import SessionActionError, SessionActionKind, SessionActionScanner
 from ._fields import _attribute, _classes
 from ._mapping import _error, _now, _Output, _parameters
@@ -263,6 +266,12 @@ class _Call:
                 error=error,
                 scanners=scanners,
                 sync=False,
+            )
+        except LayerFirewallSessionBlocked as exc:
+            # Blocked while the call ran (the firewall saw its prompt): the session takes
+            # no more actions, as for any caller. A refusal, counted by the firewall.
+            logger.warning(
+                "layer-sdk did not record the %s of a %s call: %s", kind.value, self.operation, exc
             )
         except Exception as exc:
             self.problem(f"recording a {kind.value} action", exc)
