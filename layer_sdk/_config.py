@@ -184,6 +184,13 @@ def _count(option: str, value: Any, *, allow_zero: bool = False) -> int:
     return value
 
 
+def _flag(option: str, value: Any) -> bool:
+    # A string is refused: "no" or "false" would otherwise be taken as True.
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return bool(value)
+    raise ValueError(f"{option} must be True or False, got {value!r}")
+
+
 def _names(option: str, value: Iterable[str] | None) -> frozenset[str]:
     if value is None:
         return frozenset()
@@ -238,7 +245,7 @@ class Config:
     # Else every session would carry a non-string attribute, refused by the API.
     platform: str | None = _option(None, lambda o, v: _text(o, v))
     disable_instrumentations: frozenset[str] = _option(frozenset(), lambda o, v: _names(o, v))
-    sync: bool = _option(False, lambda _, v: bool(v))
+    sync: bool = _option(False, _flag)
     max_queue_size: int = _option(DEFAULT_MAX_QUEUE_SIZE, _count)
     max_queue_bytes: int = _option(DEFAULT_MAX_QUEUE_BYTES, _count)
     max_event_bytes: int = _option(DEFAULT_MAX_EVENT_BYTES, _count)
@@ -251,12 +258,12 @@ class Config:
     max_pipelined_requests: int = _option(DEFAULT_MAX_PIPELINED_REQUESTS, _count)
     max_concurrent_requests: int = _option(DEFAULT_MAX_CONCURRENT_REQUESTS, _count)
     on_drop: DropCallback | None = _option(None, lambda o, v: _callable(o, v), repr=False)
-    allow_insecure_http: bool = _option(False, lambda _, v: bool(v))
+    allow_insecure_http: bool = _option(False, _flag)
     firewall_base_url: str | None = _option(
         None, lambda o, v: _base_url(v, o), env=("LAYER_FIREWALL_BASE_URL",)
     )
-    enable_firewall_instrumentation: bool = _option(False, lambda _, v: bool(v))
-    firewall_fail_closed: bool = _option(False, lambda _, v: bool(v))
+    enable_firewall_instrumentation: bool = _option(False, _flag)
+    firewall_fail_closed: bool = _option(False, _flag)
     firewall_check_timeout: float = _option(DEFAULT_FIREWALL_CHECK_TIMEOUT, _positive)
     firewall_cache_size: int = _option(DEFAULT_FIREWALL_CACHE_SIZE, _count)
     firewall_refresh_interval: float = _option(DEFAULT_FIREWALL_REFRESH_INTERVAL, _positive)

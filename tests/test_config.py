@@ -113,6 +113,10 @@ def test_invalid_timeout_in_the_environment_is_refused_by_name(
         ("max_retries", -1),
         ("max_concurrent_requests", 0),
         ("max_queue_bytes", True),
+        ("sync", "no"),
+        ("allow_insecure_http", "false"),
+        ("enable_firewall_instrumentation", "yes"),
+        ("firewall_fail_closed", 2),
     ],
 )
 def test_invalid_values_are_refused_naming_the_option(option: str, value: object) -> None:
