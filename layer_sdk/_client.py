@@ -435,11 +435,11 @@ class Client:
             raise LayerRequestError("the client is shut down; call init() to use it again")
         return exporter.transport
 
-    def _check_before_prompt(self, session_id: str) -> None:
-        """The provider instrumentation's fresh firewall check (``instrumentation._firewall``)."""
+    def _prompt_check(self) -> Callable[[str], None] | None:
+        """The fresh firewall check the provider instrumentation makes before a prompt
+        leaves (``instrumentation._firewall``); None when the firewall is not enforced."""
         guard = self._guard
-        if guard is not None:
-            guard.check_fresh(session_id)
+        return None if guard is None else guard.check_fresh
 
     def _enqueue(self, exporter: Exporter, event: Event) -> None:
         if exporter.put(event) is _TOO_LARGE:

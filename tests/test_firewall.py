@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -418,6 +420,40 @@ def test_openai_call_is_checked_afresh_before_the_provider(
     assert len(lookups(collector, session_id)) == 1
 
 
+def test_an_async_anthropic_stream_helper_is_blocked_when_entered(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    """Issue 14 §Firewall (with issue 13): ``async with messages.stream(...)`` asks the
+    firewall as it is entered, where the request would be sent, and is refused there;
+    the request ``stream()`` prepared is discarded cleanly."""
+    import asyncio
+
+    import anthropic
+
+    client = make_client(firewall_base_url=collector.url, enable_firewall_instrumentation=True)
+    session_id = client.create_session()
+    collector.set_firewall_decision(session_id, "block")
+
+    async def call(server: AnthropicServer) -> None:
+        claude = anthropic.AsyncAnthropic(base_url=server.url, api_key="sk-ant", max_retries=0)
+        manager = claude.messages.stream(
+            model="claude-test",
+            max_tokens=16,
+            messages=[{"role": "user", "content": "hello"}],
+            extra_headers={"X-Layer-Session-Id": session_id},
+        )
+        async with manager as stream:
+            await stream.get_final_message()
+
+    with AnthropicServer() as server, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(LayerFirewallSessionBlocked):
+            asyncio.run(call(server))
+        gc.collect()  # the request stream() prepared is closed, not left to warn
+        assert server.requests == []
+    assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []
+
+
 def test_async_openai_call_is_blocked_before_the_provider(
     make_client: MakeClient, collector: LocalCollector, openai_server: OpenAIServer
 ) -> None:
@@ -441,6 +477,71 @@ def test_async_openai_call_is_blocked_before_the_provider(
     with pytest.raises(LayerFirewallSessionBlocked):
         asyncio.run(call())
     assert openai_server.requests == []
+
+
+@pytest.mark.parametrize("shape", ["openai", "anthropic create", "anthropic stream helper"])
+def test_an_async_call_waits_for_the_firewall_without_holding_up_the_event_loop(
+    make_client: MakeClient, firewall: LocalCollector, openai_server: OpenAIServer, shape: str
+) -> None:
+    """Issue 14 §Firewall: in an async call the fresh check is awaited on a worker thread:
+    other tasks of the event loop run while a slow firewall answers, and the call goes on."""
+    import asyncio
+
+    import anthropic
+    import openai
+
+    firewall.delay = 0.4
+    client = make_client(
+        firewall_base_url=firewall.url,
+        enable_firewall_instrumentation=True,
+        firewall_check_timeout=5.0,
+        firewall_refresh_interval=3600,
+    )
+    session_id = client.create_session()
+    headers = {"X-Layer-Session-Id": session_id}
+    messages = [{"role": "user", "content": "hello"}]
+
+    async def call(server: Any) -> None:
+        if shape == "openai":
+            provider = openai.AsyncOpenAI(base_url=server.url, api_key="sk-test", max_retries=0)
+            await provider.chat.completions.create(
+                model="gpt-4o-mini", messages=messages, extra_headers=headers
+            )
+            return
+        claude = anthropic.AsyncAnthropic(base_url=server.url, api_key="sk-ant", max_retries=0)
+        request: dict[str, Any] = {"model": "claude-test", "max_tokens": 16}
+        if shape == "anthropic create":
+            await claude.messages.create(**request, messages=messages, extra_headers=headers)
+        else:
+            async with claude.messages.stream(
+                **request, messages=messages, extra_headers=headers
+            ) as stream:
+                await stream.get_final_message()
+
+    async def main(server: Any) -> int:
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        await asyncio.sleep(0)
+        await call(server)
+        ticker.cancel()
+        return ticks
+
+    if shape == "openai":
+        ticks = asyncio.run(main(openai_server))
+        assert len(openai_server.requests) == 1
+    else:
+        with AnthropicServer() as server:
+            ticks = asyncio.run(main(server))
+            assert len(server.requests) == 1
+    assert len(lookups(firewall, session_id)) == 1
+    assert ticks >= 10  # the loop ran on through the 0.4 s the firewall took
 
 
 @pytest.mark.parametrize("shape", ["create", "stream helper"])

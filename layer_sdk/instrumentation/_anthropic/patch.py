@@ -12,6 +12,7 @@ entered sends nothing and records nothing.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from .._patch import Patcher, Start, Target, _coroutine_wrapper, _function_wrapper
@@ -32,7 +33,8 @@ def _keep_on_manager(call: _Call, manager: Any) -> Any:
 
 def _helper_wrapper(patcher: Patcher, original: Any, target: Target, is_async: bool) -> Any:
     """``stream()`` (a plain function, sync and async): the record starts, the manager keeps it."""
-    return _function_wrapper(patcher, original, patcher.starter(target.spec), _keep_on_manager)
+    start = patcher.starter(target.spec)
+    return _function_wrapper(patcher, original, start, _keep_on_manager, sends=False)
 
 
 def _manager_wrapper(patcher: Patcher, original: Any, target: Target, is_async: bool) -> Any:
@@ -46,8 +48,16 @@ def _manager_wrapper(patcher: Patcher, original: Any, target: Target, is_async: 
 
     begin: Start = start
     if is_async:
-        return _coroutine_wrapper(patcher, original, begin)
+        return _coroutine_wrapper(patcher, original, begin, _drop_prepared_request)
     return _function_wrapper(patcher, original, begin, _entered)
+
+
+def _drop_prepared_request(manager: Any) -> None:
+    """An async manager refused on entry: the request coroutine that ``stream()`` made
+    for it is closed, never to be awaited (else Python warns when it is collected)."""
+    for value in list(getattr(manager, "__dict__", {}).values()):
+        if inspect.iscoroutine(value):
+            value.close()
 
 
 def _entered(call: _Call, stream: Any) -> Any:
