@@ -109,15 +109,8 @@ class ApplicationId:
         #: The ID, or ``PENDING_ID`` until a name is resolved.
         self.id = application_id
 
-    def splice(self, bodies: list[bytes], deadline: float) -> list[bytes] | LayerSDKException:
-        """The create bodies with the real ID in place of the placeholder (nothing to do here)."""
-        return bodies
-
     def close(self) -> None:
-        """Wake whoever waits (shutdown)."""
-
-    def restart_in_child(self) -> None:
-        """In a forked child: nothing to redo."""
+        """Stop whatever work is under way (nothing here)."""
 
 
 class ApplicationName(ApplicationId):

@@ -182,7 +182,10 @@ class Client:
             self._application = application
             namespace = config.application_id or f"name:{config.application_name}"
             self._new_session_id = SessionIdFactory(namespace)
-            splicer = application if isinstance(application, ApplicationName) else None
+            # Only sessions encoded before the name resolved need their ID filled in.
+            splicer = None
+            if isinstance(application, ApplicationName) and not application.settled:
+                splicer = application
             self._exporter = Exporter(config, splicer=splicer)
             firewall = None if config.firewall_base_url is None else Firewall(config)
             self._firewall = firewall
