@@ -259,7 +259,7 @@ def _describe(call: GenAICall, attributes: Mapping[str, Any]) -> None:
     tools = m.tool_names(attributes.get("gen_ai.tool.definitions"))
     if not tools:
         schemas = _content.indexed(_content.unflatten(attributes, "llm.tools."))
-        tools = m.tool_names(_get(_get(s, "tool"), "json_schema") for s in schemas)
+        tools = m.tool_names([_get(_get(s, "tool"), "json_schema") for s in schemas])
     if not tools:
         functions = _content.indexed(_content.unflatten(attributes, "llm.request.functions."))
         tools = m.tool_names(functions)
