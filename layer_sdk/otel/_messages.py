@@ -141,10 +141,12 @@ def prompt_of_parts(system: Any, messages: Any) -> Prompt | None:
     None when neither is there (the instrumentation captured no content).
     """
     system, messages = decoded(system), decoded(messages)
-    if not isinstance(messages, (list, tuple)) and not isinstance(system, (list, tuple)):
+    if not isinstance(messages, (list, tuple)) and not (
+        isinstance(system, (list, tuple)) and system
+    ):
         return None
     prompt = Prompt()
-    if isinstance(system, (list, tuple)):
+    if isinstance(system, (list, tuple)) and system:
         texts, _, _, _ = _parts(system)
         prompt.messages.append({"role": "system", "content": _joined(texts)})
     for message in _list(messages):
