@@ -446,50 +446,53 @@ def test_a_langchain_agent_run_is_one_session_in_order(
 
 @pytest.mark.parametrize("outer", ["opentelemetry", "layer"])
 def test_a_call_recorded_natively_is_not_recorded_again_from_its_span(
-    instrument: Callable[..., Any],
-    make_client: MakeClient,
-    collector: LocalCollector,
-    openai_server: OpenAIServer,
-    outer: str,
+    make_client: MakeClient, collector: LocalCollector, openai_server: OpenAIServer, outer: str
 ) -> None:
     """Whichever patched last wraps the other, each call is recorded once: by the native
-    instrumentation (its attributes say so). ``instrument`` comes first among the
-    fixtures: ours is taken off first at the end, as it went on last."""
+    instrumentation (its attributes say so). The patches come off in reverse order."""
+    otel = OpenAIInstrumentor()
     if outer == "opentelemetry":  # ours patches first, OpenTelemetry's over it
         setup = make_traced(make_client, collector, disable_instrumentations=["anthropic"])
         native = setup.client
-        instrument(OpenAIInstrumentor(), tracer_provider=setup.provider)
+        otel.instrument(tracer_provider=setup.provider)
+        undo = [otel.uninstrument, native.shutdown]
     else:
         setup = make_traced(make_client, collector)
-        instrument(OpenAIInstrumentor(), tracer_provider=setup.provider)
+        otel.instrument(tracer_provider=setup.provider)
         native = make_client(disable_instrumentations=["anthropic"])
-    client = openai.OpenAI(base_url=openai_server.url, api_key="sk-test", max_retries=0)
-    client.chat.completions.create(model="gpt-x", messages=PROMPT)
-    list(client.chat.completions.create(model="gpt-x", messages=PROMPT, stream=True))
-    client.close()
-    assert native.flush(10)
-    actions = setup.actions(4)
-    assert all("openai.operation" in a["attributes"] for a in actions)  # native records
-    assert len(setup.exported.get_finished_spans()) == 2
-    native.shutdown()
+        undo = [native.shutdown, otel.uninstrument]
+    try:
+        client = openai.OpenAI(base_url=openai_server.url, api_key="sk-test", max_retries=0)
+        client.chat.completions.create(model="gpt-x", messages=PROMPT)
+        list(client.chat.completions.create(model="gpt-x", messages=PROMPT, stream=True))
+        client.close()
+        assert native.flush(10)
+        actions = setup.actions(4)
+        assert all("openai.operation" in a["attributes"] for a in actions)  # native records
+        assert len(setup.exported.get_finished_spans()) == 2
+    finally:
+        for step in undo:
+            step()
 
 
 def test_an_anthropic_span_not_made_current_is_still_known_as_recorded_natively(
-    instrument: Callable[..., Any],
-    make_client: MakeClient,
-    collector: LocalCollector,
-    anthropic_server: AnthropicServer,
+    make_client: MakeClient, collector: LocalCollector, anthropic_server: AnthropicServer
 ) -> None:
     """OpenLLMetry starts its span without making it current, then calls the SDK method
     that Layer's wrapper records: the span is still known for the native call's."""
     setup = make_traced(make_client, collector, disable_instrumentations=["openai"])
-    instrument(AnthropicInstrumentor(), tracer_provider=setup.provider)
-    client = anthropic.Anthropic(base_url=anthropic_server.url, api_key="k", max_retries=0)
-    client.messages.create(model="claude-x", max_tokens=10, messages=[PROMPT[1]])
-    client.close()
-    actions = setup.actions(2)
-    assert all("anthropic.operation" in a["attributes"] for a in actions)
-    setup.client.shutdown()
+    otel = AnthropicInstrumentor()
+    otel.instrument(tracer_provider=setup.provider)  # over ours
+    try:
+        client = anthropic.Anthropic(base_url=anthropic_server.url, api_key="k", max_retries=0)
+        client.messages.create(model="claude-x", max_tokens=10, messages=[PROMPT[1]])
+        client.close()
+        actions = setup.actions(2)
+        assert all("anthropic.operation" in a["attributes"] for a in actions)
+        assert len(setup.exported.get_finished_spans()) == 1
+    finally:
+        otel.uninstrument()
+        setup.client.shutdown()
 
 
 def test_langchain_over_natively_recorded_openai_calls(
