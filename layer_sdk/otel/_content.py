@@ -89,6 +89,8 @@ def indexed_attributes(
     attributes: Mapping[str, Any],
 ) -> tuple[m.Prompt | None, m.Answer | None]:
     prompt = answer = None
+    if not any(key.startswith(("gen_ai.prompt.", "gen_ai.completion.")) for key in attributes):
+        return None, None
     prompts = indexed(unflatten(attributes, "gen_ai.prompt."))
     if prompts:
         prompt = m.Prompt()
@@ -121,6 +123,8 @@ def _flat(message: dict[Any, Any]) -> dict[str, Any]:
 
 def openinference(attributes: Mapping[str, Any]) -> tuple[m.Prompt | None, m.Answer | None]:
     prompt = answer = None
+    if "openinference.span.kind" not in attributes:
+        return None, None
     inputs = indexed(unflatten(attributes, "llm.input_messages."))
     if inputs:
         prompt = m.Prompt()

@@ -129,6 +129,8 @@ def _list(value: Any) -> list[Any]:
 
 
 def _field(value: Any, name: str) -> Any:
+    if isinstance(value, dict):  # decoded JSON: the common case, without the ABC check
+        return value.get(name)
     return value.get(name) if isinstance(value, Mapping) else None
 
 

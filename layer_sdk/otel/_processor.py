@@ -120,7 +120,7 @@ class LayerSpanProcessor(SpanProcessor, LogRecordProcessor):
             claimed = self._claimed.pop(span_id, False)
             events = self._events.pop(span_id, ())
         native = native or _native.take_mark(span_id)
-        attributes = span.attributes or {}
+        attributes = _spans.attributes_of(span)
         found = _spans.kind_of(attributes)
         is_call = found is not None and found[0] != _spans.TOOL
         hooked = take_content(span_id) if found is not None else None
@@ -128,7 +128,7 @@ class LayerSpanProcessor(SpanProcessor, LogRecordProcessor):
             self._claim_parent(span)
         if found is None or (is_call and (native or claimed)):
             return
-        call = _spans.read(span, found, events, hooked)
+        call = _spans.read(span, attributes, found, events, hooked)
         self.record(call, session)
 
     def record(self, call: _spans.GenAICall, session: str | None) -> None:
