@@ -15,13 +15,12 @@ import uuid
 from typing import Any
 
 import pytest
-from opentelemetry import trace
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from layer_sdk import Client
 from layer_sdk.collector import LocalCollector
-from layer_sdk.otel import LayerSpanProcessor, _spans, conversation_session_id
+from layer_sdk.otel import _spans, conversation_session_id
 from layer_sdk.otel._problems import PROBLEMS
 
 from .helpers import APP_ID, MakeClient, run_python
@@ -738,13 +737,31 @@ def test_a_client_not_initialized_loses_the_call_without_raising(
     assert len(warnings) == 1 and "init()" in warnings[0].getMessage()
 
 
-def test_the_global_tracer_provider_is_never_touched(traced: Traced) -> None:
-    before = trace.get_tracer_provider()
-    LayerSpanProcessor(traced.client)
-    traced.span("chat", CURRENT_CHAT)
-    traced.actions(4)
-    assert trace.get_tracer_provider() is before
-    assert len(traced.exported.get_finished_spans()) == 1
+GLOBAL = """
+import sys
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from layer_sdk import Client
+from layer_sdk.otel import LayerSpanProcessor
+before = trace.get_tracer_provider()
+client = Client()
+client.init(base_url=sys.argv[1], application_id="{app}", disable_instrumentations=["openai"])
+provider = TracerProvider()
+provider.add_span_processor(LayerSpanProcessor(client))
+with provider.get_tracer("app").start_as_current_span("chat", attributes={{
+    "gen_ai.operation.name": "chat", "gen_ai.request.model": "m"}}):
+    pass
+print(client.flush(10), trace.get_tracer_provider() is before, type(before).__name__)
+"""
+
+
+def test_the_global_tracer_provider_is_never_touched(collector: LocalCollector) -> None:
+    """In a fresh interpreter (the global provider can be set once per process)."""
+    code = GLOBAL.format(app=APP_ID).replace("sys.argv[1]", repr(collector.url))
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True", "ProxyTracerProvider"]
+    assert len(collector.actions()) == 2
 
 
 def test_another_processor_receives_every_span_whatever_layer_does(traced: Traced) -> None:

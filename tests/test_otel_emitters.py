@@ -475,6 +475,30 @@ def test_a_call_recorded_natively_is_not_recorded_again_from_its_span(
             step()
 
 
+def test_the_current_call_span_of_a_natively_recorded_call_is_not_recorded(
+    make_client: MakeClient, collector: LocalCollector, openai_server: OpenAIServer
+) -> None:
+    """A framework's call span is current when the native call starts, though another span
+    started (and ended) inside it since: the framework's span is the same call."""
+    setup = make_traced(make_client, collector, disable_instrumentations=["anthropic"])
+    client = openai.OpenAI(base_url=openai_server.url, api_key="sk-test", max_retries=0)
+    with setup.tracer.start_as_current_span("ChatOpenAI.chat", attributes=FRAMEWORK_CALL):
+        setup.tracer.start_span("prepare messages").end()
+        client.chat.completions.create(model="gpt-x", messages=PROMPT)
+    client.close()
+    actions = setup.actions(2)
+    assert all("openai.operation" in a["attributes"] for a in actions)
+    assert len(setup.exported.get_finished_spans()) == 2
+
+
+FRAMEWORK_CALL = {
+    "gen_ai.operation.name": "chat",
+    "gen_ai.provider.name": "openai",
+    "gen_ai.request.model": "gpt-x",
+    "gen_ai.input.messages": json.dumps([{"role": "user", "parts": ["Hi"]}]),
+}
+
+
 def test_an_anthropic_span_not_made_current_is_still_known_as_recorded_natively(
     make_client: MakeClient, collector: LocalCollector, anthropic_server: AnthropicServer
 ) -> None:
