@@ -28,6 +28,7 @@ from typing import Any
 from opentelemetry import trace
 
 from ..instrumentation import _patch
+from . import _backlog
 
 #: At most this many marks are kept; the oldest go first (a span never ended).
 MAX_MARKS = 4096
@@ -60,7 +61,10 @@ def take_mark(span_id: int) -> bool:
 
 
 def _mark_call_spans() -> None:
-    """The hook: our instrumentation begins recording a call (on the caller's thread)."""
+    """The hook: our instrumentation begins recording a call (on the caller's thread).
+
+    Besides the marks: the spans that ended before the call and still wait to be
+    read are read now, so that their actions come before the call's."""
     try:
         current = trace.get_current_span().get_span_context()
         last = getattr(_started, "span", None)
@@ -69,6 +73,7 @@ def _mark_call_spans() -> None:
                 _mark(current.span_id)
             if last is not None and getattr(last, "end_time", 0) is None:
                 _mark(last.get_span_context().span_id)
+        _backlog.catch_up()
     except Exception:  # never the caller's problem; at worst a call is recorded twice
         return
 
