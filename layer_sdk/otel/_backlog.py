@@ -70,21 +70,21 @@ class Backlog:
         self._items: deque[Any] = deque()
         self._reading = threading.Lock()  # one reader at a time: the thread, or a putter
         self._wake = threading.Event()
-        #: True while the reader waits with nothing in hand (or when there is no reader):
-        #: a put must wake it. Read and written without a lock; see ``_run``.
-        self._idle = True
-        self._reader: threading.Thread | None = None
         wake = self._wake
         weakref.finalize(self, wake.set).atexit = False  # a collected backlog ends its reader
         reader = threading.Thread(
             target=_run, args=(weakref.ref(self), wake), name="layer-sdk-otel-reader", daemon=True
         )
+        # Set before it starts: a reader that is not its backlog's ``_reader`` ends at once.
+        self._reader: threading.Thread | None = reader
+        #: True while the reader waits with nothing in hand (or when there is no reader):
+        #: a put must wake it. Read and written without a lock; see ``_run``.
+        self._idle = False
         try:
             reader.start()
         except RuntimeError:  # the interpreter is exiting: spans are read where they end
-            return
-        self._idle = False
-        self._reader = reader
+            self._reader = None
+            self._idle = True
 
     # -- the thread that ends a span ---------------------------------------------------
 

@@ -20,6 +20,7 @@ to an instrumentor (``OpenAIInstrumentor().instrument(completion_hook=...)``).
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 from datetime import datetime, timezone
 from typing import Any
@@ -120,3 +121,12 @@ class LayerCompletionHook:
         call.tools = m.tool_names(_plain(tools))
         session_id = self._sessions.of(call, current_session_id.get())
         record(client, session_id, call, PROBLEMS)
+
+
+def _restart_in_child() -> None:
+    """A fresh lock in a forked child: a thread of the parent may have held it at fork."""
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_restart_in_child)

@@ -22,6 +22,7 @@ the hook is not set, and the instrumentation's cost is one global read.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -83,3 +84,12 @@ def _mark(span_id: int) -> None:
     _marked[span_id] = None
     if len(_marked) > MAX_MARKS:
         del _marked[next(iter(_marked))]
+
+
+def _restart_in_child() -> None:
+    """A fresh lock in a forked child: a thread of the parent may have held it at fork."""
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_restart_in_child)
