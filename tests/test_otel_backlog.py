@@ -25,15 +25,19 @@ from collections.abc import Iterator
 from types import MappingProxyType
 from typing import Any
 
+import openai
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.trace import SpanContext
 
+from layer_sdk import Client
 from layer_sdk.collector import LocalCollector
-from layer_sdk.otel import LayerSpanProcessor
+from layer_sdk.instrumentation import _patch
+from layer_sdk.otel import LayerCompletionHook, LayerSpanProcessor
 from layer_sdk.otel._problems import PROBLEMS
 
 from .helpers import APP_ID, MakeClient, ReportingHandler, held_by_another_thread, run_python
+from .openai_server import OpenAIServer
 from .otel_helpers import Traced, assert_all_accepted, make_traced
 from .test_lifecycle import assert_each_event_once, forks_with_threads, in_forked_child
 
@@ -135,15 +139,21 @@ def test_flush_after_spans_ended_delivers_them(traced: Traced, collector: LocalC
     assert len(collector.actions()) == 3 * ACTIONS_PER_CHAT
 
 
-def test_force_flush_of_the_processor_delivers_the_spans_too(
-    traced: Traced, collector: LocalCollector
+def test_force_flush_of_the_processor_reads_the_spans_whatever_the_client(
+    collector: LocalCollector, caplog: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    held = hold_reader(traced.processor)
-    traced.span("chat", CHAT)
+    """Even for a client that has nothing to deliver (not initialized), ``force_flush``
+    returns once the spans that ended before it were read (here: found undeliverable)."""
+    monkeypatch.setattr(PROBLEMS, "_reported", set())
+    setup = Traced(Client(), collector)
+    held = hold_reader(setup.processor)
+    setup.span("chat", CHAT)
     threading.Timer(0.2, held.release.set).start()
 
-    assert traced.provider.force_flush(10_000) is True
-    assert len(collector.actions()) == ACTIONS_PER_CHAT
+    with caplog.at_level(logging.WARNING, logger="layer_sdk"):
+        assert setup.provider.force_flush(10_000) is True
+        assert any("init()" in r.getMessage() for r in caplog.records)
+    setup.provider.shutdown()
 
 
 def test_a_flush_that_times_out_waiting_for_the_reader_says_false(traced: Traced) -> None:
@@ -187,6 +197,37 @@ def test_after_the_processor_shuts_down_a_span_is_read_where_it_ends(
     traced.span("chat", CHAT)  # read on this thread, before end() returns
     assert traced.client.stats().enqueued == 2 * (1 + ACTIONS_PER_CHAT)
     traced.actions(2 * ACTIONS_PER_CHAT)
+
+
+# -- order -------------------------------------------------------------------------------
+
+TOOL_RUN = {
+    "gen_ai.operation.name": "execute_tool",
+    "gen_ai.tool.name": "get_weather",
+    "gen_ai.tool.call.result": "sunny",
+}
+
+
+def test_a_natively_recorded_call_follows_the_spans_that_ended_before_it(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    """A tool run's span waits for the reader when the next model call, recorded natively
+    on this thread, begins: the call reads it first, so the session keeps their order."""
+    setup = make_traced(make_client, collector, disable_instrumentations=["anthropic"])
+    held = hold_reader(setup.processor)
+    with OpenAIServer() as server, setup.client.session_context():
+        setup.span("execute_tool get_weather", TOOL_RUN)
+        threading.Timer(0.2, held.release.set).start()
+        client = openai.OpenAI(base_url=server.url, api_key="sk-test", max_retries=0)
+        client.chat.completions.create(model="gpt-x", messages=[{"role": "user", "content": "Hi"}])
+        client.close()
+    actions = setup.actions(3)
+    assert [a["kind"] for a in actions] == [
+        "completion_tool_call",
+        "completion_prompt",
+        "completion_output",
+    ]
+    setup.provider.shutdown()
 
 
 # -- failures ----------------------------------------------------------------------------
@@ -263,10 +304,19 @@ def test_a_processor_no_longer_used_ends_its_reader(make_client: MakeClient) -> 
 
 
 def child_records_its_own_spans(setup: Traced) -> dict[str, Any]:
-    """In a forked child: a span in a session_context, and a span whose reading fails."""
+    """In a forked child, what takes each lock: a span in a session_context, a span whose
+    reading fails, a span that a native call marks, a span the completion hook is given."""
     with setup.client.session_context():
         setup.span("chat", {**CHAT, "gen_ai.request.model": "child"})
     setup.processor.on_end(HeldSpan(raises=RuntimeError("unreadable in the child")))
+    with setup.tracer.start_as_current_span("native"):
+        hook = _patch.recorded_call_hook
+        assert hook is not None
+        hook()  # what a natively recorded call does first
+    with setup.tracer.start_as_current_span("hooked") as span:
+        LayerCompletionHook(setup.client).on_completion(
+            inputs=[], outputs=[], system_instruction=[], span=span
+        )
     delivered = setup.client.flush(10)
     return {"delivered": delivered, "enqueued": setup.client.stats().enqueued}
 
