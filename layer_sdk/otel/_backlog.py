@@ -68,7 +68,9 @@ class Backlog:
     def _start(self) -> None:
         """Fresh state and a reader thread: at creation, and in a forked child."""
         self._items: deque[Any] = deque()
-        self._reading = threading.Lock()  # one reader at a time: the thread, or a putter
+        # One reader at a time: the thread, or a putter. Re-entrant: what a putter's reading
+        # runs (a log handler) may put or catch up again on the same thread.
+        self._reading = threading.RLock()
         self._wake = threading.Event()
         wake = self._wake
         weakref.finalize(self, wake.set).atexit = False  # a collected backlog ends its reader
