@@ -1084,6 +1084,175 @@ def test_max_body_bytes_refuses_larger_bodies_with_413(collector: LocalCollector
     assert post(collector, "/v1/sessions", big).status == 200
 
 
+def test_a_body_over_the_limit_is_refused_from_its_content_length_before_it_is_sent(
+    collector: LocalCollector,
+) -> None:
+    """The limit applies as the request is read: a Content-Length over it is answered 413
+    at once, without waiting for (or keeping) the body, and without 100 Continue."""
+    collector.max_body_bytes = 1000
+    for expect in (b"", b"Expect: 100-continue\r\n"):
+        with socket.create_connection(("127.0.0.1", collector.port)) as sock:
+            sock.settimeout(5)
+            sock.sendall(
+                b"POST /v1/sessions HTTP/1.1\r\n"
+                + host_line(collector)
+                + expect
+                + b"Content-Type: application/json\r\nContent-Length: 100000000\r\n\r\n"
+            )  # the head alone: the body is never sent
+            answer = read_answer(sock)
+            assert (answer.status, answer.headers["connection"]) == (413, "close")
+            assert answer.json == {"error": "the body is larger than 1000 bytes"}
+    assert [(r.status, r.body) for r in collector.requests] == [(413, b""), (413, b"")]
+    assert collector.sessions == []
+
+
+def test_a_chunked_body_is_refused_as_soon_as_it_passes_the_limit(
+    collector: LocalCollector,
+) -> None:
+    """A chunked body has no length to refuse at once: it is read until a chunk would take
+    it past the limit, then answered 413 without reading the rest."""
+    collector.max_body_bytes = 1000
+    with socket.create_connection(("127.0.0.1", collector.port)) as sock:
+        sock.settimeout(5)
+        sock.sendall(
+            b"POST /v1/sessions HTTP/1.1\r\n"
+            + host_line(collector)
+            + b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"258\r\n"
+            + b" " * 600
+            + b"\r\n"
+            + b"258\r\n"  # a second chunk of 600 bytes: 1,200 in all, its data never sent
+        )
+        assert read_answer(sock).status == 413
+    (request,) = collector.requests
+    assert (request.status, request.body) == (413, b"")
+
+
+def test_a_client_still_sending_a_refused_body_gets_the_answer_not_a_reset(
+    collector: LocalCollector,
+) -> None:
+    """The answer to a body refused unread closes the connection only once the client has
+    sent the rest (read and dropped): a client writing its whole body first, then reading,
+    as most do, finds the 413 rather than a reset."""
+    collector.max_body_bytes = 1000
+    body = b'{"application_id": "' + b"x" * 4_000_000 + b'"}'
+    with socket.create_connection(("127.0.0.1", collector.port)) as sock:
+        sock.settimeout(10)
+        sock.sendall(
+            b"POST /v1/sessions HTTP/1.1\r\n"
+            + host_line(collector)
+            + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+            + body
+        )
+        assert read_answer(sock).status == 413
+        assert sock.recv(1) == b""  # then the connection ends, cleanly
+    assert collector.requests[0].body == b""
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/v1/sessions", {"application_id": APP}),
+        ("POST", f"/v1/sessions/{SID}/actions", action()),
+        ("GET", f"/v1/sessions/{SID}", None),
+        ("GET", "/v1/applications", None),
+        ("POST", "/v1/applications", {"name": "n", "source": "s"}),
+        ("GET", "/", None),
+        ("GET", "/static/page.js", None),
+        ("GET", "/api/sessions", None),
+        ("GET", f"/api/sessions/{SID}", None),
+        ("GET", "/api/events", None),
+        ("POST", f"/api/sessions/{SID}/firewall", {"decision": "block"}),
+    ],
+)
+def test_a_foreign_host_is_refused_on_every_endpoint(
+    collector: LocalCollector, session: str, method: str, path: str, body: Any
+) -> None:
+    """DNS rebinding: a page of another site whose name now resolves to 127.0.0.1 reaches
+    the collector with its own name in Host. Refused with 403, whatever the path; the
+    collector's own names (its address, localhost, [::1]) with its port are answered."""
+    data = None if body is None else json.dumps(body)
+    for host in (
+        f"evil.example:{collector.port}",
+        f"127.0.0.1.evil.example:{collector.port}",
+        f"localhost:{collector.port + 1}",
+        "localhost",
+        "",
+        "127.0.0.1:x",
+    ):
+        conn = connect(collector)
+        conn.request(method, path, data, {**JSON, "Host": host})
+        response = conn.getresponse()
+        assert response.status == 403, (host, response.read())
+        assert b"DNS rebinding" in response.read()
+        conn.close()
+    assert collector.session(SID)["actions"] == []
+    assert len(collector.sessions) == 1 and collector.applications == []
+    for host in (
+        f"127.0.0.1:{collector.port}",
+        f"localhost:{collector.port}",
+        f"[::1]:{collector.port}",
+    ):
+        conn = connect(collector)
+        conn.request(method, path, data, {**JSON, "Host": host, "Origin": f"http://{host}"})
+        response = conn.getresponse()
+        if path != "/api/events":
+            response.read()
+        assert response.status in (200, 201, 202, 409), (host, response.status)  # 409: made
+        conn.close()
+
+
+def test_a_foreign_host_is_refused_at_once_whatever_the_faults(collector: LocalCollector) -> None:
+    collector.hang()
+    collector.fail_next(1, 503)
+    answer = post(
+        collector, "/v1/sessions", {"application_id": APP}, headers={**JSON, "Host": "evil.example"}
+    )
+    assert answer.status == 403
+    assert [r.status for r in collector.requests] == [403]
+    collector.release()
+    assert post(collector, "/v1/sessions", {"application_id": APP}).status == 503  # still set
+
+
+def test_allowed_hosts_adds_names_and_star_turns_the_check_off() -> None:
+    with LocalCollector(allowed_hosts=["devbox", "Proxy.Example:8443"]) as collector:
+        for host, status in (
+            ("devbox", 200),
+            ("DEVBOX:1234", 200),
+            ("proxy.example:8443", 200),
+            ("proxy.example:8444", 403),
+            ("evil.example", 403),
+        ):
+            answer = post(
+                collector, "/v1/applications", method="GET", raw=b"", headers={"Host": host}
+            )
+            assert answer.status == status, host
+    with LocalCollector(allowed_hosts=["*"]) as collector:
+        answer = post(
+            collector, "/v1/applications", method="GET", raw=b"", headers={"Host": "any.example"}
+        )
+        assert answer.status == 200
+    with pytest.raises(ValueError, match="allowed_hosts"):
+        LocalCollector(allowed_hosts=["bad host:port"])
+
+
+def test_an_http_1_1_request_needs_a_host_and_http_1_0_may_go_without(
+    collector: LocalCollector,
+) -> None:
+    body = json.dumps({"application_id": APP}).encode()
+    framing = b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    with socket.create_connection(("127.0.0.1", collector.port)) as sock:
+        sock.sendall(b"POST /v1/sessions HTTP/1.1\r\n" + framing + body)
+        answer = read_answer(sock)
+        assert (answer.status, answer.json) == (
+            400,
+            {"error": "an HTTP/1.1 request needs a Host header"},
+        )
+    with socket.create_connection(("127.0.0.1", collector.port)) as sock:
+        sock.sendall(b"POST /v1/sessions HTTP/1.0\r\n" + framing + body)
+        assert read_answer(sock).status == 200
+
+
 def test_the_absolute_form_of_a_request_line_is_accepted() -> None:
     """As a proxy would receive it (RFC 9112 3.2.2): the collector can stand in for one,
     told the name of the API it stands in for."""
