@@ -320,13 +320,25 @@ def test_the_event_stream_tells_of_sessions_actions_refusals_and_decisions(
         assert summary["preview"] == "hello"
         assert stream.next() == (
             "action",
-            {"session_id": session_id, "actions": 1, "kind": "completion_prompt", "failed": False},
+            {
+                "session_id": session_id,
+                "actions": 1,
+                "kind": "completion_prompt",
+                "failed": False,
+                "preview": "hello",
+            },
         )
         failing = action("completion_output", error={"message": "boom\nline two"})
         assert request(collector, "POST", f"/v1/sessions/{session_id}/actions", failing)[0] == 202
         assert stream.next() == (
             "action",
-            {"session_id": session_id, "actions": 2, "kind": "completion_output", "failed": True},
+            {
+                "session_id": session_id,
+                "actions": 2,
+                "kind": "completion_output",
+                "failed": True,
+                "preview": "hello",
+            },
         )
         assert request(collector, "POST", "/v1/sessions", {"application_id": ""})[0] == 422
         kind, refusal = stream.next()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ from layer_sdk import LayerFirewallSessionBlocked, SessionActionKind
 from layer_sdk.collector import LocalCollector
 
 from . import collector_store
-from .helpers import MakeClient
+from .helpers import MakeClient, wait_until
 from .openai_server import ANSWER, OpenAIServer
 
 CHROMIUM = "/usr/bin/chromium"
@@ -155,7 +156,7 @@ def test_a_conversation_shows_live_and_opens_as_turns_with_the_tool_call_and_the
     page = tab.page
     tab.open(collector.url + "/")
     expect(page.locator("#list-count")).to_contain_text("No sessions yet")
-    client = make_client(environment="dev")
+    client = make_client(application_id="travel-bot", environment="dev")
     session_id = client.create_session(attributes={"user.id": "u-42"})
     provider = openai_client(openai_server)
     headers = {"X-Layer-Session-Id": session_id}
@@ -172,6 +173,7 @@ def test_a_conversation_shows_live_and_opens_as_turns_with_the_tool_call_and_the
     expect(row).to_be_visible()  # live: no reload
     expect(row.locator("td.num")).to_have_text("3")
     expect(row).to_contain_text("dev")
+    expect(row.locator(".preview")).to_have_text("What is the weather in Paris?")
     row.get_by_role("link", name=session_id).click()
     expect(page).to_have_url(f"{collector.url}/#/sessions/{session_id}")
     view = page.locator("#session-view")
@@ -216,6 +218,12 @@ def test_a_conversation_shows_live_and_opens_as_turns_with_the_tool_call_and_the
     expect(failed.locator(".error-message")).to_contain_text("injected failure 429")
     expect(failed.locator(".error .details")).to_contain_text('"type": "RateLimitError"')
     expect(row.locator(".badge.failed")).to_have_text("1 failed")
+    facts = view.locator(".facts dd")
+    expect(facts).to_have_text(["travel-bot", "dev", re.compile(r"\d\d:\d\d"), "7", "1"])
+    totals = page.locator("#totals")
+    expect(totals).to_contain_text("Sessions1Actions7")
+    expect(totals).to_contain_text("Failed actions1")
+    tab.screenshot("conversation")
 
     # The raw JSON of an action, one click away.
     tool_call.get_by_text("raw JSON").click()
@@ -224,9 +232,6 @@ def test_a_conversation_shows_live_and_opens_as_turns_with_the_tool_call_and_the
     stored = collector.session(session_id)
     assert stored is not None and raw == stored["actions"][2]
 
-    expect(page.locator("#totals")).to_contain_text("Sessions1")
-    expect(page.locator("#totals")).to_contain_text("Failed actions1")
-    tab.screenshot("conversation")
     assert tab.errors == []
 
 
@@ -469,7 +474,8 @@ def test_a_day_of_work_lists_and_opens(tab: Tab, day_of_work: str, record_proper
     actions = page.locator("#session-view .timeline > li.action")
     expect(actions).to_have_count(collector_store.LONG_SESSION_ACTIONS)
     expect(actions.last.locator(".index")).to_have_text("#1000")
-    page.wait_for_function("performance.getEntriesByName('session-open').length > 0")
+    # (Not page.wait_for_function: its polling evaluates a string, which the CSP refuses.)
+    assert wait_until(lambda: len(tab.measure("session-open")) == 1)
     listed, opened = tab.measure("sessions-list"), tab.measure("session-open")
     assert len(listed) == 2 and len(opened) == 1
     record_property("sessions_list_ms", round(listed[0]))

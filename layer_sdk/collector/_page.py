@@ -38,7 +38,7 @@ the collector through this JSON API, every answer ``application/json``:
 ``GET /api/events``
     A server-sent event stream (``text/event-stream``): ``session`` (a new
     session's summary), ``action`` (``{"session_id", "actions", "kind",
-    "failed"}``: a session's action count after one was stored), ``refusal``,
+    "failed", "preview"}``: a session's action count after one was stored), ``refusal``,
     ``firewall`` (a decision set) and ``clear``.
 
 Every answer carries a strict Content-Security-Policy (scripts and styles from
@@ -325,6 +325,7 @@ def stored_message(event: StoredEvent, records: Records) -> bytes:
         "actions": len(session["actions"]),
         "kind": event.body.get("kind"),
         "failed": _failed(event.body),
+        "preview": _preview(session["actions"]),
     }
     return _message("action", data)
 

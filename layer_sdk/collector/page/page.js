@@ -82,12 +82,22 @@
     return `${time}.${String(d.getMilliseconds()).padStart(3, "0")}`;
   }
 
+  function day(ms) {
+    const d = new Date(ms);
+    return d.toDateString() === new Date().toDateString() ? "" : `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())}`;
+  }
+
   function when(ms) {
     if (ms === null || Number.isNaN(ms)) return "—";
-    const d = new Date(ms);
-    const today = new Date();
-    const sameDay = d.toDateString() === today.toDateString();
-    return sameDay ? clock(ms) : `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} ${clock(ms)}`;
+    const date = day(ms);
+    return date ? `${date} ${clock(ms)}` : clock(ms);
+  }
+
+  // A time as the list shows it: the clock, and the day below it unless it is today.
+  function whenCell(ms) {
+    if (ms === null || Number.isNaN(ms)) return el("td", {class: "time"}, "—");
+    const date = day(ms);
+    return el("td", {class: "time", title: new Date(ms).toISOString()}, clock(ms), date ? el("div", {class: "small"}, date) : null);
   }
 
   function duration(ms) {
@@ -208,7 +218,7 @@
     const row = el(
       "tr",
       {class: summary.failed ? "failed" : null, "data-session": summary.session_id},
-      el("td", {class: "time"}, when(stored)),
+      whenCell(stored),
       el(
         "td",
         {class: "session-cell"},
@@ -286,6 +296,10 @@
 
   function onAction(note) {
     const known = state.rows.get(note.session_id);
+    if (known && !known.summary.preview && note.preview) {
+      known.summary.preview = note.preview;
+      known.row.querySelector(".session-cell").append(el("div", {class: "preview"}, note.preview));
+    }
     if (known && note.actions > known.summary.actions) {
       known.summary.actions = note.actions;
       if (note.failed) {
@@ -384,18 +398,21 @@
   }
 
   function sessionHead(summary, decision) {
+    const counts = {actions: el("dd", null, number(summary.actions)), failed: el("dd", null, number(summary.failed))};
+    state.open.counts = counts;
+    state.open.failed = summary.failed;
     const facts = [
-      ["Application", text(summary.application_id)],
-      ["Environment", text(summary.environment) || "—"],
-      ["Started", summary.start_time ? when(parseTime(summary.start_time)) : when(summary.stored_at * 1000)],
-      ["Actions", number(summary.actions)],
-      ["Failed", number(summary.failed)],
+      ["Application", el("dd", null, text(summary.application_id))],
+      ["Environment", el("dd", null, text(summary.environment) || "—")],
+      ["Started", el("dd", null, summary.start_time ? when(parseTime(summary.start_time)) : when(summary.stored_at * 1000))],
+      ["Actions", counts.actions],
+      ["Failed", counts.failed],
     ];
     return el(
       "header",
       {class: "session-head"},
       el("h2", null, "Session ", el("code", {class: "sid"}, summary.session_id), " ", copyButton(summary.session_id)),
-      el("dl", {class: "facts"}, ...facts.flatMap(([name, value]) => [el("dt", null, name), el("dd", null, value)])),
+      el("dl", {class: "facts"}, ...facts.flatMap(([name, value]) => [el("dt", null, name), value])),
       chips(summary.attributes, new Set()),
       firewallControl(summary.session_id, decision),
     );
@@ -404,7 +421,7 @@
   // A message's identity, to see which messages of a prompt were in the one before.
   const messageKey = (message) => JSON.stringify([message && message.role, message && message.content]);
 
-  function turn(message) {
+  function turn(message, emptyText) {
     const role = message && typeof message.role === "string" ? message.role : "message";
     const content = message ? message.content : null;
     let body = typeof content === "string" ? content : content == null ? "" : pretty(content);
@@ -414,7 +431,7 @@
       "div",
       {class: `turn role-${role.replace(/[^a-z_]/gi, "")}`},
       el("div", {class: "role"}, role),
-      el("div", {class: "text"}, body || "(no text)"),
+      el("div", {class: "text"}, body || emptyText || "(no text)"),
     );
   }
 
@@ -435,11 +452,11 @@
     if (same > 0) {
       const earlier = el("details", {class: "earlier"}, el("summary", null, `${same} earlier message${same === 1 ? "" : "s"}, as before`));
       earlier.addEventListener("toggle", () => {
-        if (earlier.open && earlier.childElementCount === 1) earlier.append(...messages.slice(0, same).map(turn));
+        if (earlier.open && earlier.childElementCount === 1) earlier.append(...messages.slice(0, same).map((message) => turn(message)));
       }, {once: false});
       parts.push(earlier);
     }
-    parts.push(...messages.slice(same).map(turn));
+    parts.push(...messages.slice(same).map((message) => turn(message)));
     return parts;
   }
 
@@ -447,8 +464,8 @@
     const messages = messagesOf(action);
     if (!messages) return action.data === undefined ? [] : [el("pre", {class: "data"}, pretty(action.data))];
     context.history.push(...messages.map(messageKey));
-    const parts = messages.map(turn);
     const reason = (action.attributes || {}).finish_reason;
+    const parts = messages.map((message) => turn(message, reason === "tool_calls" ? "(no text: it calls a tool)" : null));
     if (reason) parts.push(el("div", {class: "muted small"}, `finish: ${text(reason)}`));
     return parts;
   }
@@ -603,7 +620,14 @@
       items.append(actionItem(action, from + i, open.context));
     });
     open.timeline.append(items);
+    if (from > 0) {
+      open.failed += actions.filter((action) => action.error !== undefined && action.error !== null).length;
+    }
     open.count = from + actions.length;
+    if (open.counts) {
+      open.counts.actions.textContent = number(open.count);
+      open.counts.failed.textContent = number(open.failed);
+    }
   }
 
   async function openSession(sessionId) {
@@ -613,7 +637,17 @@
     for (const {row} of state.rows.values()) row.classList.remove("selected");
     const known = state.rows.get(sessionId);
     if (known) known.row.classList.add("selected");
-    state.open = {id: sessionId, count: 0, timeline: null, context: {history: [], first: null}, decision: null, loading: false, again: false};
+    state.open = {
+      id: sessionId,
+      count: 0,
+      failed: 0,
+      counts: null,
+      timeline: null,
+      context: {history: [], first: null},
+      decision: null,
+      loading: false,
+      again: false,
+    };
     let body;
     try {
       body = await api(`/api/sessions/${encodeURIComponent(sessionId)}`);
@@ -666,7 +700,7 @@
     return el(
       "tr",
       {class: `status-${Math.floor(refusal.status / 100)}xx`},
-      el("td", {class: "time"}, when(refusal.refused_at * 1000)),
+      whenCell(refusal.refused_at * 1000),
       el("td", null, el("span", {class: "badge failed"}, String(refusal.status))),
       el("td", {class: "request"}, el("code", null, `${refusal.method} ${refusal.path}`), body),
       el("td", {class: "why"}, refusal.message),
