@@ -1,12 +1,9 @@
 """The collector's page in a real browser: headless Chromium, driven as a person would.
 
-The browser is Debian's Chromium (``/usr/bin/chromium``, installed by ``.ci/run``),
+The browser is Debian's Chromium (``tests/browser.py``, installed by ``.ci/run``),
 driven by Playwright; one browser serves every test of this module, each test in
 a fresh context. Without Chromium these tests fail: they are not skipped.
 Screenshots go to each test's temporary directory.
-
-``evil.example`` resolves to 127.0.0.1 in this browser: a page of that name
-reaching the collector is what DNS rebinding does.
 """
 
 from __future__ import annotations
@@ -26,22 +23,10 @@ from layer_sdk import LayerFirewallSessionBlocked, SessionActionKind
 from layer_sdk.collector import LocalCollector
 
 from . import collector_store
+from .browser import CHROMIUM, CHROMIUM_ARGS
 from .helpers import MakeClient, wait_until
 from .openai_server import ANSWER, OpenAIServer
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    # Without these, Chromium's own connections are refused by a closed network.
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--host-resolver-rules=MAP evil.example 127.0.0.1",
-]
 WAIT = 10_000  # ms: the longest any expectation waits
 
 #: Each sets ``window.__xss`` if it ever runs.
