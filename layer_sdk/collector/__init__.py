@@ -29,17 +29,35 @@ stored, and a collector made on the same file starts with what it holds (see
 
     collector = LocalCollector(db="layer.sqlite", on_event=events.put)
 
-Without either option no event is made: the request path costs what it did.
+Without either option, and while no page watches, no event is made: the
+request path costs what it did.
+
+The collector also serves a page at ``/`` (``url`` + ``/``): what it received,
+live, each session as a conversation, what it refused and why, and a control
+to rehearse the firewall's decisions; the page reads a JSON API under
+``/api/`` (see ``collector/_page.py``). It answers at once, whatever the faults
+below, and is not recorded in ``requests``.
+
+It answers only the ``Host`` names it knows as its own (its address, and
+``localhost``, ``127.0.0.1`` and ``[::1]`` when that is a loopback one, each
+with its port; ``allowed_hosts`` adds others): a page of another site whose
+name now resolves to 127.0.0.1 (DNS rebinding) is refused with 403 on every
+endpoint, the Layer API's and the page's (``collector/_hosts.py``).
 
 How a request is answered, step by step. Faults are decided once the request
 has been read, so each one affects only requests read after it was set.
 
+0. A ``Host`` the collector does not answer to: 403 at once, whatever the
+   faults. Then the page and its API are answered.
 1. ``hang()``: held until ``release()`` or ``stop()``.
 2. ``delay``: waits that many seconds.
 3. ``drop_next()``: the connection is closed without an answer.
 4. ``fail_next()``, else ``fail_for()``, else ``fail_rate``: the injected status is answered.
 5. ``require_bearer()``: 401 when the bearer token is missing or refused;
-   ``max_body_bytes``: 413 for a larger body.
+   ``max_body_bytes``: 413 for a larger body. The limit applies as the body is
+   read: a ``Content-Length`` over it is refused before the body arrives, a
+   chunked body as soon as it passes it; neither is read further (nor kept:
+   the request's ``body`` is empty) and the connection closes after the answer.
 6. Routing: 404 for an unknown path, 405 for a method the path does not take.
    A ``GET`` (a firewall decision, the applications) is answered here.
 7. ``X-Request-Id`` already answered with 2xx (whatever the path): that answer
