@@ -380,6 +380,7 @@ def test_the_refusals_view_shows_a_422_with_its_field_path(
         "Expected `int | null`, got `str` - at `$.actions[0].error.code`"
     )
     expect(page.locator("#refused-count")).to_have_text("1")
+    expect(page.locator("#totals")).to_contain_text("Refused1")
     rows.first.get_by_text("body (").click()
     assert json.loads(rows.first.locator("pre.raw").inner_text()) == body
     tab.screenshot("refusals")
