@@ -337,7 +337,7 @@ def test_the_event_stream_tells_of_sessions_actions_refusals_and_decisions(
                 "actions": 2,
                 "kind": "completion_output",
                 "failed": True,
-                "preview": "hello",
+                "preview": None,  # not a prompt
             },
         )
         assert request(collector, "POST", "/v1/sessions", {"application_id": ""})[0] == 422

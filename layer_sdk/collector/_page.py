@@ -38,7 +38,8 @@ the collector through this JSON API, every answer ``application/json``:
 ``GET /api/events``
     A server-sent event stream (``text/event-stream``): ``session`` (a new
     session's summary), ``action`` (``{"session_id", "actions", "kind",
-    "failed", "preview"}``: a session's action count after one was stored), ``refusal``,
+    "failed", "preview"}``: a session's action count after one was stored, and
+    the start of that action if it is a prompt), ``refusal``,
     ``firewall`` (a decision set) and ``clear``.
 
 Every answer carries a strict Content-Security-Policy (scripts and styles from
@@ -325,7 +326,10 @@ def stored_message(event: StoredEvent, records: Records) -> bytes:
         "actions": len(session["actions"]),
         "kind": event.body.get("kind"),
         "failed": _failed(event.body),
-        "preview": _preview(session["actions"]),
+        # This action's start, if it is a prompt: the list shows it for a session that
+        # had none (the first prompt of a session created before it). Not the session's
+        # first prompt, found by going through its actions at each one stored.
+        "preview": _preview([event.body]),
     }
     return _message("action", data)
 
