@@ -173,11 +173,21 @@ def test_a_conversation_shows_live_and_opens_as_turns_with_the_tool_call_and_the
     provider.chat.completions.create(model="gpt-4o-mini", messages=messages, extra_headers=headers)
     with pytest.raises(Exception, match="429"):
         provider.chat.completions.create(model="fail-429", messages=messages, extra_headers=headers)
+    picture = [
+        {"type": "text", "text": "What is in this picture?"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+    ]
+    provider.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": picture}], extra_headers=headers
+    )
+    provider.embeddings.create(model="embed", input=["Paris", "Rome"], extra_headers=headers)
+    provider.moderations.create(model="moderate", input="kill", extra_headers=headers)
     assert client.flush(10)
 
     actions = view.locator(".timeline > li.action")
-    expect(actions).to_have_count(7)
+    expect(actions).to_have_count(12)
     kinds = ["prompt", "answer", "tool call", "prompt", "answer", "prompt", "answer"]
+    kinds += ["prompt", "attachment", "answer", "embeddings", "moderation"]
     expect(actions.locator(".action-head .kind")).to_have_text(kinds)
     first_prompt = actions.nth(0).locator(".turn")
     expect(first_prompt.locator(".role")).to_have_text(["system", "user"])
@@ -202,11 +212,20 @@ def test_a_conversation_shows_live_and_opens_as_turns_with_the_tool_call_and_the
     expect(failed.locator(".error strong")).to_have_text("Error 429")
     expect(failed.locator(".error-message")).to_contain_text("injected failure 429")
     expect(failed.locator(".error .details")).to_contain_text('"type": "RateLimitError"')
+    expect(actions.nth(7).locator(".turn .text")).to_have_text("What is in this picture?")
+    expect(actions.nth(8).locator(".attachment")).to_have_text(
+        "image_url https://example.com/cat.png (user message 0)"
+    )
+    expect(actions.nth(10).locator(".action-body > div").first).to_have_text(
+        "2 vectors × 4 dimensions"
+    )
+    expect(actions.nth(10).locator(".inputs summary")).to_have_text("2 inputs: Paris")
+    expect(actions.nth(11).locator(".flagged")).to_have_text("flagged: violence")
     expect(row.locator(".badge.failed")).to_have_text("1 failed")
     facts = view.locator(".facts dd")
-    expect(facts).to_have_text(["travel-bot", "dev", re.compile(r"\d\d:\d\d"), "7", "1"])
+    expect(facts).to_have_text(["travel-bot", "dev", re.compile(r"\d\d:\d\d"), "12", "1"])
     totals = page.locator("#totals")
-    expect(totals).to_contain_text("Sessions1Actions7")
+    expect(totals).to_contain_text("Sessions1Actions12")
     expect(totals).to_contain_text("Failed actions1")
     tab.screenshot("conversation")
 
