@@ -217,7 +217,7 @@ def test_a_conversation_shows_live_and_opens_as_turns_with_the_tool_call_and_the
         "image_url https://example.com/cat.png (user message 0)"
     )
     expect(actions.nth(10).locator(".action-body > div").first).to_have_text(
-        "2 vectors × 4 dimensions"
+        "2 vectors \u00d7 4 dimensions"
     )
     expect(actions.nth(10).locator(".inputs summary")).to_have_text("2 inputs: Paris")
     expect(actions.nth(11).locator(".flagged")).to_have_text("flagged: violence")
