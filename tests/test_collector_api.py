@@ -5,6 +5,7 @@ What a browser does with them is in ``test_collector_page.py``.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import re
@@ -351,6 +352,26 @@ def test_the_event_stream_tells_of_sessions_actions_refusals_and_decisions(
     finally:
         stream.close()
     assert collector.requests == []  # the page's own requests are not the Layer API's
+
+
+def test_a_page_that_stops_reading_its_stream_is_cut_off(collector: LocalCollector) -> None:
+    """The collector holds a few MB at most for a page that does not read what it is
+    told (a frozen tab): past that the stream is closed (the page reconnects and reads
+    afresh), and the collector goes on storing."""
+    stream = EventStream(collector)
+    try:
+        big = {"text": "x" * 200_000}
+        for n in range(200):  # 40 MB of messages, none read
+            create(collector, f"unread-{n}", attributes=big)
+        received = 0
+        stream.sock.settimeout(10)
+        with contextlib.suppress(ConnectionResetError):
+            while data := stream.sock.recv(1 << 20):
+                received += len(data)
+        assert received < 30_000_000  # the end came before everything was sent
+    finally:
+        stream.close()
+    assert collector.totals()["sessions"] == 200
 
 
 def test_the_page_is_answered_past_the_faults_and_unrecorded(collector: LocalCollector) -> None:
