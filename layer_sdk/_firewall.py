@@ -80,9 +80,9 @@ class FirewallLookupDecision(str, enum.Enum):
 
 
 class FirewallViolatedPolicy(msgspec.Struct, frozen=True):
-    """A policy the session violated."""
+    """A policy the session violated (each field as the firewall sent it, when it could be read)."""
 
-    id: int
+    id: int | str | None = None
     name: str | None = None
     severity: str | None = None
     action: str | None = None
@@ -103,11 +103,12 @@ class FirewallSessionLookupResponse(msgspec.Struct, frozen=True):
 
 
 class _Answer(msgspec.Struct):
-    """The firewall's answer as it travels (``context`` may be null or absent)."""
+    """The firewall's answer as it travels: the decision, and the rest kept raw to be read
+    apart, so that a context we cannot read never hides the decision."""
 
-    decision: FirewallLookupDecision
-    session_id: str | None = None
-    context: FirewallLookupContext | None = None
+    decision: str
+    session_id: object = None
+    context: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
 
 
 class FirewallStats(NamedTuple):
@@ -121,16 +122,71 @@ class FirewallStats(NamedTuple):
 
 
 def decode_answer(body: bytes, session_id: str) -> FirewallSessionLookupResponse:
-    """The lookup response in ``body``; ``LayerFirewallRequestError`` naming what is wrong."""
+    """The lookup response in ``body``; ``LayerFirewallRequestError`` naming what is wrong.
+
+    Only the decision must be readable (in any letter case). The context is
+    read as far as it can be: a policy ID given as a string, a numeric
+    severity or an unexpected shape never turn a ``block`` into a failed look-up.
+    """
     try:
         answer = msgspec.json.decode(body, type=_Answer)
     except msgspec.DecodeError as exc:
         raise LayerFirewallRequestError(
             f"the Layer firewall's answer is not a session lookup response: {exc}"
         ) from None
-    return FirewallSessionLookupResponse(
-        answer.session_id or session_id, answer.decision, answer.context or FirewallLookupContext()
+    try:
+        decision = FirewallLookupDecision(answer.decision.strip().lower())
+    except ValueError:
+        raise LayerFirewallRequestError(
+            "the Layer firewall's answer is not a session lookup response: "
+            f"unknown decision {answer.decision[:40]!r}"
+        ) from None
+    found = answer.session_id if isinstance(answer.session_id, str) else None
+    return FirewallSessionLookupResponse(found or session_id, decision, _context(answer.context))
+
+
+def _context(raw: msgspec.Raw) -> FirewallLookupContext:
+    """The context of an answer; what of it cannot be read is left out."""
+    if not raw:
+        return FirewallLookupContext()
+    try:
+        return (
+            msgspec.json.decode(raw, type=FirewallLookupContext | None) or FirewallLookupContext()
+        )
+    except msgspec.DecodeError:
+        pass  # not our schema: read it field by field
+    found = msgspec.json.decode(raw)  # valid JSON: the whole answer was
+    policies = found.get("violated_policies") if isinstance(found, dict) else None
+    if not isinstance(policies, list):
+        return FirewallLookupContext()
+    return FirewallLookupContext(
+        [_policy(policy) for policy in policies if isinstance(policy, (dict, str))]
     )
+
+
+def _policy(fields: dict[str, object] | str) -> FirewallViolatedPolicy:
+    if isinstance(fields, str):  # a policy given by its name alone
+        return FirewallViolatedPolicy(name=fields)
+    policy_id = fields.get("id")
+    if isinstance(policy_id, float) and policy_id.is_integer():
+        policy_id = int(policy_id)
+    if not isinstance(policy_id, (int, str)) or isinstance(policy_id, bool):
+        policy_id = None
+    return FirewallViolatedPolicy(
+        policy_id,
+        _text(fields.get("name")),
+        _text(fields.get("severity")),
+        _text(fields.get("action")),
+    )
+
+
+def _text(value: object) -> str | None:
+    """A string field as a string: numbers are written out, anything else is left out."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return None
 
 
 class Firewall:
@@ -239,7 +295,10 @@ class Firewall:
                 "and firewall_fail_closed=True",
                 session_id,
             )
-        names = [policy.name or str(policy.id) for policy in response.context.violated_policies]
+        names = [
+            policy.name or str(policy.id or "unnamed")
+            for policy in response.context.violated_policies
+        ]
         why = f" (violated policies: {', '.join(names)})" if names else ""
         return LayerFirewallSessionBlocked(
             f"session {session_id} is blocked by the Layer firewall{why}", session_id, response

@@ -615,6 +615,63 @@ def test_a_block_learnt_while_a_stream_runs_refuses_its_output_as_a_block(
     assert not any("instrumentation failed" in m for m in messages)
 
 
+#: Answers that say "block" in ways our schema does not expect; what each lets us read.
+ODD_BLOCKS = {
+    "a policy id as a string": (
+        b'{"decision":"block","context":{"violated_policies":'
+        b'[{"id":"pol-7","name":"no-secrets","severity":"high"}]}}',
+        [("pol-7", "no-secrets", "high", None)],
+    ),
+    "a numeric severity": (
+        b'{"decision":"block","context":{"violated_policies":'
+        b'[{"id":7,"name":"no-secrets","severity":3,"action":"block"}]}}',
+        [(7, "no-secrets", "3", "block")],
+    ),
+    "the decision in upper case": (
+        b'{"decision":"BLOCK","context":{"violated_policies":[{"id":7,"name":"no-secrets"}]}}',
+        [(7, "no-secrets", None, None)],
+    ),
+    "policies of another shape": (
+        b'{"decision":"Block","context":{"violated_policies":[{"id":null,"name":["x"]},'
+        b'"no-secrets",3]}}',
+        [(None, None, None, None), (None, "no-secrets", None, None)],
+    ),
+    "a context that is a string": (b'{"decision":"block","context":"no-secrets"}', []),
+    "a numeric session_id": (b'{"session_id":7,"decision":"block","context":null}', []),
+}
+
+
+@pytest.mark.parametrize("case", list(ODD_BLOCKS))
+def test_a_block_whose_context_is_not_our_schema_still_blocks(
+    make_client: MakeClient, firewall: LocalCollector, openai_server: OpenAIServer, case: str
+) -> None:
+    """The decision is read on its own, in any letter case: a context that does not fit the
+    schema (read as far as it can be) never turns a block into a failed look-up, which the
+    default fail-open would let through."""
+    body, policies = ODD_BLOCKS[case]
+    client = make_client(
+        firewall_base_url=firewall.url,
+        enable_firewall_instrumentation=True,
+        firewall_refresh_interval=3600,  # only the fresh check asks
+    )
+    session_id = client.create_session()
+    firewall.fail_next(1, 200, body=body)
+    with pytest.raises(LayerFirewallSessionBlocked) as raised:
+        chat(openai_server, session_id)
+    assert openai_server.requests == []
+    assert raised.value.response is not None
+    assert raised.value.response.session_id == session_id
+    stats = client.firewall_stats()
+    assert (stats.lookups, stats.failures, stats.failed_open) == (1, 0, 0)
+
+    other = client.create_session()
+    firewall.fail_next(1, 200, body=body)
+    response = client.firewall_session_lookup(other)
+    assert response.decision is FirewallLookupDecision.BLOCK
+    read = [(p.id, p.name, p.severity, p.action) for p in response.context.violated_policies]
+    assert read == policies
+
+
 @pytest.mark.parametrize("fail_closed", [False, True])
 def test_openai_call_with_a_slow_firewall(
     make_client: MakeClient,
