@@ -201,8 +201,10 @@ class Firewall:
         # session -> the response that blocked it, or None: refused because its
         # look-up failed (fail closed only). The hot path reads it without a lock.
         self._stops: dict[str, FirewallSessionLookupResponse | None] = {}
-        # Sessions touched since the refresh thread last looked, in order (swapped by it).
+        # Sessions touched since the refresh thread last looked, in order (swapped by it),
+        # at most firewall_cache_size of them: the latest.
         self._touched: dict[str, None] = {}
+        self._cache_size = config.firewall_cache_size
         self._active: OrderedDict[str, float] = OrderedDict()  # session -> last touched
         self._lookups = self._failures = self._failed_open = self._blocked = 0
         self._last_log = -FAILURE_LOG_INTERVAL
@@ -262,7 +264,25 @@ class Firewall:
         """
         if session_id in self._stops:
             raise self._refusal(session_id)
-        self._touched[session_id] = None
+        self._touch(session_id)
+
+    def _touch(self, session_id: str) -> None:
+        """Mark the session in use, for the next refresh round to look it up."""
+        touched = self._touched
+        touched[session_id] = None
+        if len(touched) > self._cache_size:
+            self._forget_oldest_touches(touched)
+
+    def _forget_oldest_touches(self, touched: dict[str, None]) -> None:
+        """Keep the latest half of ``touched``: however many sessions come and however slow
+        the firewall, the set stays within ``firewall_cache_size``, at O(1) a touch on average.
+
+        A touch that lands in the old dict meanwhile is lost; the session is marked again at
+        its next call. The refresh round would keep only the latest sessions anyway.
+        """
+        with self._lock:
+            if self._touched is touched and len(touched) > self._cache_size:
+                self._touched = dict.fromkeys(list(touched)[-max(1, self._cache_size // 2) :])
 
     def check_fresh(self, session_id: str) -> None:
         """Ask now, within ``firewall_check_timeout``; raise when the session is blocked.
@@ -282,7 +302,7 @@ class Firewall:
                 self._count("_failed_open")
                 return
         finally:
-            self._touched[session_id] = None
+            self._touch(session_id)
         if session_id in self._stops:
             raise self._refusal(session_id)
 
@@ -364,7 +384,8 @@ class Firewall:
 
     def refresh(self) -> None:
         """Look every active session up once (one round of the refresh thread)."""
-        touched, self._touched = self._touched, {}
+        with self._lock:
+            touched, self._touched = self._touched, {}
         # A copy in one step: a caller may still be adding to the old dict (that
         # touch is then seen at the next append_action).
         recent = list(touched)

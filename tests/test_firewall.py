@@ -346,6 +346,35 @@ def test_the_cache_is_bounded(make_client: MakeClient, firewall: LocalCollector)
     assert client._firewall is not None and len(client._firewall._stops) == 3
 
 
+def test_sessions_waiting_for_a_refresh_round_stay_within_the_cache_size(
+    make_client: MakeClient, firewall: LocalCollector
+) -> None:
+    """While a slow firewall keeps a refresh round busy, the sessions touched meanwhile
+    wait for the next round: at most firewall_cache_size of them (the latest), however
+    many sessions come."""
+    firewall.delay = 0.4  # a round of 10 sessions lasts 4 s
+    client = make_client(
+        firewall_base_url=firewall.url,
+        enable_firewall_instrumentation=True,
+        firewall_cache_size=10,
+        firewall_refresh_interval=0.02,
+        max_queue_size=10_000,
+    )
+    guard = client._firewall
+    assert guard is not None
+    sessions = [client.create_session() for _ in range(2_000)]
+    for session_id in sessions[:10]:
+        client.append_action(session_id, kind=PROMPT, data={"n": 0})
+    assert wait_until(lambda: client.firewall_stats().tracked == 10)  # a round is under way
+    waiting = []
+    for session_id in sessions[10:]:
+        client.append_action(session_id, kind=PROMPT, data={"n": 0})
+        waiting.append(len(guard._touched))
+    assert max(waiting) <= 10
+    assert sessions[-1] in guard._touched  # the latest are kept
+    assert client.firewall_stats().tracked <= 10
+
+
 def _blocked_in_child(client: Client, blocked: str, fresh: str) -> Any:
     # The parent's firewall answers; the child only asks.
     inherited = refused(client, blocked)
