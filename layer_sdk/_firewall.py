@@ -10,7 +10,8 @@ With ``enable_firewall_instrumentation=True`` the client also keeps a
 - ``check`` (the hot path) is two dictionary operations, a look-up and an insertion:
   it raises ``LayerFirewallSessionBlocked`` when the latest known decision of
   the session is ``block``, and marks the session active otherwise. It never
-  does I/O and never takes a lock.
+  does I/O and never waits on a lock (one is taken, rarely, to keep the
+  sessions marked since the last round within ``firewall_cache_size``).
 - A daemon thread (``layer-sdk-firewall``) looks the active sessions up again
   every ``firewall_refresh_interval`` seconds, one attempt each, bounded by
   ``firewall_check_timeout``; the first failure ends the round, so that a
@@ -20,6 +21,15 @@ With ``enable_firewall_instrumentation=True`` the client also keeps a
   about one interval, not at once; where it matters most, before a prompt
   leaves the process, the provider instrumentation asks afresh
   (``check_fresh``), bounded by ``firewall_check_timeout``.
+- Bounded waits: a fresh check and each look-up of a refresh round run on a
+  thread of the firewall's own (``_daemon_pool``), and their caller waits at
+  most ``firewall_check_timeout``, whatever the network, the token endpoint or
+  a user's ``http_session`` does (``requests`` bounds each read, never a whole
+  answer). One attempt each: through a user's session, a copy of it whose
+  adapters do not retry (``single_attempt``; its proxies, TLS and auth stay).
+  An ``async`` call awaits on its event loop, never on the loop's default
+  executor, which is the application's. Calls that check one session at the
+  same moment share one look-up.
 - A blocked session stays blocked: once seen, ``block`` is never replaced by a
   later answer, and the session is not looked up again.
 - Bounded: at most ``firewall_cache_size`` sessions are tracked as active, and
@@ -30,26 +40,26 @@ With ``enable_firewall_instrumentation=True`` the client also keeps a
   goes on. With ``firewall_fail_closed=True`` a session whose look-up failed is
   refused until a look-up succeeds again, and a failed fresh check refuses
   the call.
-- Fork: a child gets fresh locks, new connections and its own refresh thread
-  (``os.register_at_fork``); it keeps the decisions its parent knew.
+- Fork: a child gets fresh locks, new connections, its own refresh thread and
+  look-up threads (``os.register_at_fork``); it keeps the decisions its parent knew.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
+import functools
 import logging
 import os
 import threading
 import time
 import weakref
 from collections import OrderedDict
-from typing import NamedTuple
-
-import msgspec
+from typing import Any, NamedTuple
 
 from ._config import Config
+from ._daemon_pool import DaemonPool, Expired, Pending
 from ._exceptions import (
+    LayerAuthError,
     LayerFirewallHTTPError,
     LayerFirewallRequestError,
     LayerFirewallSessionBlocked,
@@ -58,6 +68,13 @@ from ._exceptions import (
     LayerSDKException,
 )
 from ._export._transport import Transport
+from ._firewall_answer import (
+    FirewallLookupContext,
+    FirewallLookupDecision,
+    FirewallSessionLookupResponse,
+    FirewallViolatedPolicy,
+    decode_answer,
+)
 from ._schemas import firewall_session_path
 
 logger = logging.getLogger("layer_sdk")
@@ -67,48 +84,8 @@ logger = logging.getLogger("layer_sdk")
 ACTIVE_FOR = 300.0
 #: Failed look-ups are logged at most once per this many seconds.
 FAILURE_LOG_INTERVAL = 60.0
-
-
-class FirewallLookupDecision(str, enum.Enum):
-    """What the firewall decided about a session."""
-
-    NO_DATA = "no_data"  # nothing evaluated yet
-    PASS = "pass"  # no policy violated
-    SKIP = "skip"  # violations whose policies only monitor
-    ALERT = "alert"  # violations whose policies at most inform
-    BLOCK = "block"  # a violated policy says block
-
-
-class FirewallViolatedPolicy(msgspec.Struct, frozen=True):
-    """A policy the session violated (each field as the firewall sent it, when it could be read)."""
-
-    id: int | str | None = None
-    name: str | None = None
-    severity: str | None = None
-    action: str | None = None
-
-
-class FirewallLookupContext(msgspec.Struct, frozen=True):
-    """Why the firewall decided as it did."""
-
-    violated_policies: list[FirewallViolatedPolicy] = msgspec.field(default_factory=list)
-
-
-class FirewallSessionLookupResponse(msgspec.Struct, frozen=True):
-    """The answer of ``firewall_session_lookup``."""
-
-    session_id: str
-    decision: FirewallLookupDecision
-    context: FirewallLookupContext = msgspec.field(default_factory=FirewallLookupContext)
-
-
-class _Answer(msgspec.Struct):
-    """The firewall's answer as it travels: the decision, and the rest kept raw to be read
-    apart, so that a context we cannot read never hides the decision."""
-
-    decision: str
-    session_id: object = None
-    context: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
+#: Look-ups under way at once, at most (fresh checks and the refresh round).
+CHECK_THREADS = 32
 
 
 class FirewallStats(NamedTuple):
@@ -119,74 +96,6 @@ class FirewallStats(NamedTuple):
     failed_open: int  # calls let through because no decision could be had
     blocked: int  # calls refused with LayerFirewallSessionBlocked
     tracked: int  # sessions looked up in the background now
-
-
-def decode_answer(body: bytes, session_id: str) -> FirewallSessionLookupResponse:
-    """The lookup response in ``body``; ``LayerFirewallRequestError`` naming what is wrong.
-
-    Only the decision must be readable (in any letter case). The context is
-    read as far as it can be: a policy ID given as a string, a numeric
-    severity or an unexpected shape never turn a ``block`` into a failed look-up.
-    """
-    try:
-        answer = msgspec.json.decode(body, type=_Answer)
-    except msgspec.DecodeError as exc:
-        raise LayerFirewallRequestError(
-            f"the Layer firewall's answer is not a session lookup response: {exc}"
-        ) from None
-    try:
-        decision = FirewallLookupDecision(answer.decision.strip().lower())
-    except ValueError:
-        raise LayerFirewallRequestError(
-            "the Layer firewall's answer is not a session lookup response: "
-            f"unknown decision {answer.decision[:40]!r}"
-        ) from None
-    found = answer.session_id if isinstance(answer.session_id, str) else None
-    return FirewallSessionLookupResponse(found or session_id, decision, _context(answer.context))
-
-
-def _context(raw: msgspec.Raw) -> FirewallLookupContext:
-    """The context of an answer; what of it cannot be read is left out."""
-    if not raw:
-        return FirewallLookupContext()
-    try:
-        return (
-            msgspec.json.decode(raw, type=FirewallLookupContext | None) or FirewallLookupContext()
-        )
-    except msgspec.DecodeError:
-        pass  # not our schema: read it field by field
-    found = msgspec.json.decode(raw)  # valid JSON: the whole answer was
-    policies = found.get("violated_policies") if isinstance(found, dict) else None
-    if not isinstance(policies, list):
-        return FirewallLookupContext()
-    return FirewallLookupContext(
-        [_policy(policy) for policy in policies if isinstance(policy, (dict, str))]
-    )
-
-
-def _policy(fields: dict[str, object] | str) -> FirewallViolatedPolicy:
-    if isinstance(fields, str):  # a policy given by its name alone
-        return FirewallViolatedPolicy(name=fields)
-    policy_id = fields.get("id")
-    if isinstance(policy_id, float) and policy_id.is_integer():
-        policy_id = int(policy_id)
-    if not isinstance(policy_id, (int, str)) or isinstance(policy_id, bool):
-        policy_id = None
-    return FirewallViolatedPolicy(
-        policy_id,
-        _text(fields.get("name")),
-        _text(fields.get("severity")),
-        _text(fields.get("action")),
-    )
-
-
-def _text(value: object) -> str | None:
-    """A string field as a string: numbers are written out, anything else is left out."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    return None
 
 
 class Firewall:
@@ -213,16 +122,27 @@ class Firewall:
         _live.add(self)
 
     def _build(self) -> None:
-        """The parts a forked child makes anew: locks, connections, the thread."""
+        """The parts a forked child makes anew: locks, connections, threads."""
         config = self._config
         base = dataclasses.replace(config, base_url=self._base_url)
         self._transport = Transport(base)
         # One attempt, bounded by the short timeout: for fresh checks and the refresh.
-        quick = dataclasses.replace(base, http_timeout=config.firewall_check_timeout, max_retries=0)
+        # A user's session keeps its adapters, proxies and TLS settings, not its retries.
+        quick = dataclasses.replace(
+            base,
+            http_timeout=config.firewall_check_timeout,
+            max_retries=0,
+            http_session=single_attempt(config.http_session),
+        )
         self._quick = Transport(quick)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self.pid = os.getpid()
+        # Each look-up runs on a thread of this pool, and its caller waits at most
+        # firewall_check_timeout, whatever the network or the user's session does.
+        self._pool = DaemonPool("layer-sdk-firewall-lookup", CHECK_THREADS)
+        # session -> its look-up under way: callers checking the session meanwhile share it.
+        self._asking: dict[str, Pending[FirewallSessionLookupResponse]] = {}
         self._thread: threading.Thread | None = None
         if self.enabled:
             self._thread = threading.Thread(
@@ -237,23 +157,35 @@ class Firewall:
         return self._ask(self._transport, session_id)
 
     def _ask(self, transport: Transport, session_id: str) -> FirewallSessionLookupResponse:
-        try:
-            try:
-                answer = transport.send(firewall_session_path(session_id), b"", method="GET")
-            except LayerHTTPError as exc:
-                raise LayerFirewallHTTPError(
-                    exc.status_code, exc.message, exc.response_data
-                ) from None
-            except LayerRequestError as exc:
-                raise LayerFirewallRequestError(f"the Layer firewall: {exc}") from None
-            response = decode_answer(answer.body, session_id)
-        except LayerSDKException:
+        outcome = _lookup(transport, session_id)
+        if isinstance(outcome, LayerSDKException):
             self._count("_failures")
-            raise
+            raise outcome
         self._count("_lookups")
         if self.enabled:
-            self._learn(session_id, response)
-        return response
+            self._learn(session_id, outcome)
+        return outcome
+
+    def _ask_soon(self, session_id: str) -> Pending[FirewallSessionLookupResponse]:
+        """A look-up of the session within ``firewall_check_timeout``, on the pool: the one
+        under way for it, if any (a second look-up would learn nothing newer)."""
+        pending = self._asking.get(session_id)
+        if pending is not None and not pending.done():
+            return pending
+        if self.pid != os.getpid():
+            self._restart_in_child()
+        deadline = time.monotonic() + self._config.firewall_check_timeout
+        ask = functools.partial(self._ask, self._quick, session_id)
+        pending = self._pool.submit(ask, deadline)
+        self._asking[session_id] = pending
+        pending.add_callback(functools.partial(self._asked, session_id, pending))
+        return pending
+
+    def _asked(self, session_id: str, pending: Pending[FirewallSessionLookupResponse]) -> None:
+        if self._asking.get(session_id) is pending:
+            self._asking.pop(session_id, None)
+        if isinstance(pending.error, Expired):
+            self._count("_failures")  # never sent: the pool had no thread free in time
 
     # -- the hot path ----------------------------------------------------------------
 
@@ -289,22 +221,36 @@ class Firewall:
 
         For the moment a prompt is about to leave the process. A failure to ask
         lets the call go on (counted), or refuses it with ``firewall_fail_closed``.
+        The look-up runs on a thread of the firewall's own: the wait is bounded
+        whatever the network, the token endpoint or the user's session does.
         """
+        pending = self._start_check(session_id)
+        pending.wait()
+        self._conclude(session_id, pending)
+
+    async def check_fresh_async(self, session_id: str) -> None:
+        """:meth:`check_fresh` for a coroutine: the event loop runs on while it waits, and
+        no thread of the loop's default executor (the application's) is used."""
+        pending = self._start_check(session_id)
+        await pending.wait_async()
+        self._conclude(session_id, pending)
+
+    def _start_check(self, session_id: str) -> Pending[FirewallSessionLookupResponse]:
         if self._stops.get(session_id) is not None:
             raise self._refusal(session_id)  # blocked stays blocked: no need to ask
-        if self.pid != os.getpid():
-            self._restart_in_child()
-        try:
-            self._ask(self._quick, session_id)
-        except LayerSDKException as exc:
-            self._failed(session_id, exc)
-            if not self.fail_closed:
-                self._count("_failed_open")
-                return
-        finally:
-            self._touch(session_id)
-        if session_id in self._stops:
+        return self._ask_soon(session_id)
+
+    def _conclude(self, session_id: str, pending: Pending[FirewallSessionLookupResponse]) -> None:
+        """After the wait: the call goes on, or is refused (blocked, or fail closed)."""
+        self._touch(session_id)
+        if pending.done() and pending.error is None:
+            if session_id in self._stops:
+                raise self._refusal(session_id)
+            return
+        self._failed(session_id, _why_unanswered(pending, self._config.firewall_check_timeout))
+        if self.fail_closed:
             raise self._refusal(session_id)
+        self._count("_failed_open")
 
     def _refusal(self, session_id: str) -> LayerFirewallSessionBlocked:
         self._count("_blocked")
@@ -404,13 +350,14 @@ class Firewall:
         for index, session_id in enumerate(due):
             if self._stopping.is_set():
                 return
-            try:
-                self._ask(self._quick, session_id)
-            except LayerSDKException as exc:
+            pending = self._ask_soon(session_id)
+            pending.wait()
+            if not pending.done() or pending.error is not None:
                 # The firewall is down or failing: the round ends here rather than wait
                 # a timeout per session; the others count as failed with this one.
+                why = _why_unanswered(pending, self._config.firewall_check_timeout)
                 for failed in due[index:]:
-                    self._failed(failed, exc)
+                    self._failed(failed, why)
                 return
 
     # -- the end, and fork -----------------------------------------------------------
@@ -422,6 +369,7 @@ class Firewall:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(max(0.0, deadline - time.monotonic()))
+        self._pool.close()
         self._transport.close()
         self._quick.close()
 
@@ -430,6 +378,69 @@ class Firewall:
             return
         self._touched = {}
         self._build()
+
+
+def _lookup(
+    transport: Transport, session_id: str
+) -> FirewallSessionLookupResponse | LayerSDKException:
+    """One look-up through ``transport``: the answer, or the exception that says what went
+    wrong (returned, so that it is raised with no other exception chained to it)."""
+    try:
+        answer = transport.send(firewall_session_path(session_id), b"", method="GET")
+    except LayerHTTPError as exc:
+        return LayerFirewallHTTPError(exc.status_code, exc.message, exc.response_data)
+    except LayerRequestError as exc:
+        return LayerFirewallRequestError(f"the Layer firewall: {exc}")
+    except LayerAuthError as exc:
+        return exc.with_traceback(None)
+    try:
+        return decode_answer(answer.body, session_id)
+    except LayerFirewallRequestError as exc:
+        return exc.with_traceback(None)
+
+
+def _why_unanswered(pending: Pending[Any], timeout: float) -> LayerSDKException:
+    """Why a look-up gave no decision, for the log and the counts."""
+    error = pending.error
+    if isinstance(error, LayerSDKException):
+        return error
+    if error is not None and not isinstance(error, Expired):
+        return LayerFirewallRequestError(f"the firewall look-up failed: {error!r}")
+    return LayerFirewallRequestError(
+        f"the Layer firewall did not answer within firewall_check_timeout={timeout:g} s"
+    )
+
+
+def single_attempt(session: Any) -> Any:
+    """A copy of a user's ``requests`` session whose adapters make one attempt.
+
+    The copy shares the session's connection pools, headers, auth, proxies,
+    TLS settings and mounts; only each adapter's urllib3 ``Retry`` becomes a
+    single attempt, as ``requests`` does by default. A session the SDK cannot
+    copy (no ``adapters``) is used as given: the caller's wait is bounded anyway.
+    """
+    adapters = getattr(session, "adapters", None)
+    if session is None or not isinstance(adapters, dict) or not hasattr(session, "__dict__"):
+        return session
+    from urllib3.util.retry import Retry
+
+    copy = object.__new__(type(session))
+    copy.__dict__.update(session.__dict__)
+    copy.adapters = type(adapters)(
+        (prefix, _one_attempt(adapter, Retry)) for prefix, adapter in adapters.items()
+    )
+    return copy
+
+
+def _one_attempt(adapter: Any, retry: Any) -> Any:
+    if not isinstance(getattr(adapter, "max_retries", None), retry) or not hasattr(
+        adapter, "__dict__"
+    ):
+        return adapter
+    copy = object.__new__(type(adapter))
+    copy.__dict__.update(adapter.__dict__)
+    copy.max_retries = retry(0, read=False)
+    return copy
 
 
 _ABSENT = object()
