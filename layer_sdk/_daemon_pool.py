@@ -48,9 +48,9 @@ class Expired(Exception):
 class Pending(Generic[T]):
     """The outcome of a call that runs on a pool's thread: a value, or the error it raised."""
 
-    def __init__(self, deadline: float) -> None:
+    def __init__(self, timeout: float) -> None:
         #: ``time.monotonic()`` after which its callers stop waiting.
-        self.deadline = deadline
+        self.deadline = time.monotonic() + timeout
         self.value: T | None = None
         self.error: BaseException | None = None
         self._done = threading.Event()
@@ -60,6 +60,10 @@ class Pending(Generic[T]):
     def done(self) -> bool:
         """Whether the call has ended (or was dropped unrun)."""
         return self._done.is_set()
+
+    def overdue(self) -> bool:
+        """Whether the deadline has passed and the call has not ended."""
+        return not self._done.is_set() and time.monotonic() >= self.deadline
 
     def wait(self) -> bool:
         """Wait until the call ends or its deadline passes; whether it ended."""
@@ -119,9 +123,9 @@ class DaemonPool:
         self._idle = 0
         self._closed = False
 
-    def submit(self, call: Callable[[], T], deadline: float) -> Pending[T]:
-        """Run ``call`` on a thread of the pool, unless ``deadline`` passes first."""
-        pending: Pending[T] = Pending(deadline)
+    def submit(self, call: Callable[[], T], timeout: float) -> Pending[T]:
+        """Run ``call`` on a thread of the pool, unless ``timeout`` seconds pass first."""
+        pending: Pending[T] = Pending(timeout)
         with self._ready:
             if self._closed:
                 pending.settle(None, Expired("the pool is closed"))

@@ -174,9 +174,8 @@ class Firewall:
             return pending
         if self.pid != os.getpid():
             self._restart_in_child()
-        deadline = time.monotonic() + self._config.firewall_check_timeout
         ask = functools.partial(self._ask, self._quick, session_id)
-        pending = self._pool.submit(ask, deadline)
+        pending = self._pool.submit(ask, self._config.firewall_check_timeout)
         self._asking[session_id] = pending
         pending.add_callback(functools.partial(self._asked, session_id, pending))
         return pending

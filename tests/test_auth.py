@@ -208,8 +208,10 @@ def test_a_token_is_refreshed_ahead_of_expiry_by_the_margin(
     assert auth.get_headers() == first  # not due yet
     assert len(provider.token_requests()) == 1
     now[0] += 0.001
-    second = auth.get_headers()  # due: fetched before it is handed out
-    assert second != first
+    assert auth.get_headers() == first  # due: fetched meanwhile, the valid one goes on
+    assert wait_until(lambda: len(provider.token_requests()) == 2)
+    assert wait_until(lambda: auth.get_headers() != first)
+    second = auth.get_headers()
     assert len(provider.token_requests()) == 2
     assert [token for token in provider.issued()] == [
         header["Authorization"].partition(" ")[2] for header in (first, second)
@@ -672,7 +674,7 @@ def test_a_forked_child_has_its_own_lock_and_connection(
     client.create_session(sync=True)
 
     # A parent thread is in the middle of a refresh when the process forks.
-    with held_by_another_thread(auth._refreshing):
+    with held_by_another_thread(auth._lock):
         code, report = in_multiprocessing_child(_child_after_fork, client, auth)
     assert code == 0, "the child hung on a lock the parent held, or failed"
     assert report is not None
