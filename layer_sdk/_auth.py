@@ -5,12 +5,21 @@ hands it to every request, sync path and worker alike:
 
 - fetched with the OAuth 2.0 client-credentials grant, the secret in the form
   body; of the answer only ``access_token`` is required;
-- refreshed ahead of its expiry, by one thread at a time: while the refresh
-  runs, the others keep sending the old token if it is still valid, or wait
-  for the new one (and share its outcome, success or failure);
+- refreshed ahead of its expiry, one fetch at a time, on a fetch thread of
+  the provider's own (``_daemon_pool``) with one deadline, ``http_timeout``,
+  over the whole fetch: while it runs, callers keep sending the old token if
+  it is still valid, or wait for the new one until that deadline (and share
+  the fetch's outcome, success or failure). A token endpoint that drips its
+  answer (``requests`` bounds each read, never the whole answer) holds a
+  fetch thread, never a caller past the deadline;
 - dropped when the API answers 401 (``invalidate``), once however many
   requests saw that 401 with the same token;
-- fresh locks and connections in a forked child.
+- fresh locks, connections and fetch threads in a forked child.
+
+No exception raised to a caller carries, in the frames of its traceback, the
+form with the secret or the provider's raw answer: ``_fetch`` returns its
+outcome, and the callers raise exceptions of their own (error trackers
+capture frame locals).
 
 The token endpoint's answers sort into two kinds: refusals (most 4xx: a wrong
 secret, an unknown client, a bad scope) raise ``LayerAuthError`` with the

@@ -819,6 +819,33 @@ def test_a_dripping_firewall_behind_a_users_session_holds_a_call_no_longer_than_
         assert time.monotonic() - started < 3.0
 
 
+def test_a_fresh_check_is_bounded_including_getting_a_token(
+    make_client: MakeClient, firewall: LocalCollector, openai_server: OpenAIServer
+) -> None:
+    """The fresh check needs a token first, from an endpoint that drips its answer: the
+    call still waits about firewall_check_timeout, not the token fetch's http_timeout."""
+    from layer_sdk import OIDCClientCredentials
+
+    with DrippingServer(interval=0.05) as dripping:
+        auth = OIDCClientCredentials(
+            f"{dripping.url}/token", "layer-sdk", "cs-dripping", http_timeout=30.0
+        )
+        client = make_client(
+            auth_provider=auth,
+            firewall_base_url=firewall.url,
+            enable_firewall_instrumentation=True,
+            firewall_check_timeout=0.5,
+            firewall_refresh_interval=3600,
+        )
+        session_id = client.create_session()
+        started = time.monotonic()
+        chat(openai_server, session_id)
+        assert time.monotonic() - started < 5.0
+        assert len(openai_server.requests) == 1
+        assert client.firewall_stats().failed_open == 1
+        assert lookups(firewall) == []  # no token, so never asked
+
+
 def test_many_async_calls_wait_about_the_check_timeout_and_leave_the_apps_executor_free(
     make_client: MakeClient, firewall: LocalCollector, openai_server: OpenAIServer
 ) -> None:
