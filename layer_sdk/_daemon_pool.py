@@ -11,7 +11,10 @@ without it. The call ends on its own (its outcome still reaches whoever asks
 - The threads are daemons: a call that hangs never holds the interpreter's
   exit (``concurrent.futures`` joins its workers at exit).
 - At most ``max_threads`` calls run at once; a call still waiting for a thread
-  when its deadline passes is dropped unrun (its outcome is :class:`Expired`).
+  when its deadline passes is dropped unrun (its outcome is :class:`Expired`),
+  when a thread is free or the next call comes, whichever is first: the queue
+  holds only calls whose deadline has not passed (the pools here give every
+  call the same timeout, so the oldest is the first due).
   A thread idle for ``IDLE_TIMEOUT`` seconds ends.
 - An ``async`` caller awaits the outcome on its own event loop
   (:meth:`Pending.wait_async`), using no thread of the loop's default
@@ -126,19 +129,28 @@ class DaemonPool:
     def submit(self, call: Callable[[], T], timeout: float) -> Pending[T]:
         """Run ``call`` on a thread of the pool, unless ``timeout`` seconds pass first."""
         pending: Pending[T] = Pending(timeout)
+        expired: list[Pending[object]] = []
         with self._ready:
             if self._closed:
+                start = False
                 pending.settle(None, Expired("the pool is closed"))
-                return pending
-            self._calls.append((pending, call))  # type: ignore[arg-type]
-            if self._idle >= len(self._calls):
-                self._ready.notify()
-                return pending
-            if self._threads >= self._max_threads:
-                return pending  # taken by the first thread that is free
-            self._threads += 1
-        thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
-        thread.start()
+            else:
+                # Calls whose deadline passed while every thread was busy go now, so that
+                # threads held for long (a dripping server) cannot make the queue grow.
+                calls = self._calls
+                while calls and calls[0][0].overdue():
+                    expired.append(calls.popleft()[0])
+                calls.append((pending, call))  # type: ignore[arg-type]
+                start = self._idle < len(calls) and self._threads < self._max_threads
+                if start:
+                    self._threads += 1
+                elif self._idle >= len(calls):
+                    self._ready.notify()
+        for late in expired:
+            late.settle(None, Expired("no thread was free before the deadline"))
+        if start:
+            thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
+            thread.start()
         return pending
 
     def close(self) -> None:

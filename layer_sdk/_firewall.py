@@ -168,9 +168,10 @@ class Firewall:
 
     def _ask_soon(self, session_id: str) -> Pending[FirewallSessionLookupResponse]:
         """A look-up of the session within ``firewall_check_timeout``, on the pool: the one
-        under way for it, if any (a second look-up would learn nothing newer)."""
+        under way for it, if any and not past its deadline (a second look-up would learn
+        nothing newer), else a new one."""
         pending = self._asking.get(session_id)
-        if pending is not None and not pending.done():
+        if pending is not None and not pending.done() and not pending.overdue():
             return pending
         if self.pid != os.getpid():
             self._restart_in_child()
