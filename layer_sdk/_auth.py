@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ._config import DEFAULT_HTTP_TIMEOUT, cleartext_host, env_float, refuse_cleartext
-from ._daemon_pool import DaemonPool, Pending
+from ._daemon_pool import DaemonPool, Expired, Pending
 from ._tls import describe_tls_failure, requests_verify
 
 if TYPE_CHECKING:
@@ -285,10 +285,12 @@ class OIDCClientCredentials(AuthProvider):
                 f"token endpoint {self._where} gave no token within "
                 f"http_timeout={self.http_timeout:g} s"
             )
-        if outcome is None:  # dropped unrun: the fetch threads are held by the endpoint
-            raise LayerRequestError(
-                f"token endpoint {self._where} is still answering earlier token requests"
-            )
+        if outcome is None:
+            if isinstance(pending.error, Expired):  # the fetch threads are held by the endpoint
+                why = "is still answering earlier token requests"
+            else:  # a failure of the session's own (a user's session may raise anything)
+                why = f"could not be asked: {type(pending.error).__name__}"
+            raise LayerRequestError(f"token endpoint {self._where} {why}")
         # An exception of this caller's own: waiters on several threads share no traceback.
         raise outcome[0](outcome[1])
 
@@ -356,7 +358,11 @@ class OIDCClientCredentials(AuthProvider):
         access_token = answer.get("access_token")
         if not 200 <= status < 300 or not isinstance(access_token, str) or not access_token:
             if 200 <= status < 300:
-                reason = "its answer has no access_token"
+                reason = (
+                    f"its answer is larger than {TOKEN_ANSWER_MAX} bytes"
+                    if body is None
+                    else "its answer has no access_token"
+                )
             else:
                 reason = self._reason(answer, response)
             return LayerAuthError, (
@@ -405,17 +411,19 @@ def _setting(value: str | None, option: str, variable: str) -> str:
     return value
 
 
-def _read_capped(response: requests.Response) -> bytes:
-    """The answer's body; empty past ``TOKEN_ANSWER_MAX`` bytes (no token answer is that big)."""
+def _read_capped(response: requests.Response) -> bytes | None:
+    """The answer's body; None past ``TOKEN_ANSWER_MAX`` bytes (no token answer is that big)."""
     body = bytearray()
     for chunk in response.iter_content(16 * 1024):
         body += chunk
         if len(body) > TOKEN_ANSWER_MAX:
-            return b""
+            return None
     return bytes(body)
 
 
-def _json(body: bytes) -> dict[str, Any]:
+def _json(body: bytes | None) -> dict[str, Any]:
+    if body is None:
+        return {}
     try:
         answer = json.loads(body)
     except ValueError:
