@@ -49,11 +49,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 import weakref
 
 from .._config import DropCallback
+from .._oversize import MARKER
 
 logger = logging.getLogger("layer_sdk")
 
@@ -72,9 +74,22 @@ RECURSION = "recursion"
 LOSS_LOG_INTERVAL = 10.0
 #: The notifier thread exits after this many seconds without losses to tell of.
 NOTIFIER_LINGER = 5.0
+#: Why a loss happened is cut to this many characters in its log line (keeping its
+#: head and its tail, where a field path often is): a server's refusal may quote
+#: the refused event whole (a prompt, personal data), which belongs in no log.
+MAX_DETAIL_CHARS = 200
+#: A quoted run longer than this in a server's text is left out of a log line: a
+#: quoted value is what the server read, that is, the refused data.
+MAX_QUOTED_CHARS = 40
 
 _CALLBACK_ERROR = "on_drop raised"
 _CREDENTIALS_REFUSED = "credentials_refused"
+_TRUNCATED = "truncated"
+# A quoted run (in JSON, or in a repr) longer than MAX_QUOTED_CHARS, or one that a
+# cut left open at the end; linear time.
+_QUOTED = re.compile(
+    rf'"[^"]{{{MAX_QUOTED_CHARS + 1},}}(?:"|$)|\'[^\']{{{MAX_QUOTED_CHARS + 1},}}(?:\'|$)'
+)
 
 
 class _ThreadRole(threading.local):
@@ -121,7 +136,11 @@ class LossLog:
         self._telling = _Telling()
 
     def explain(self, reason: str, detail: str) -> None:
-        """Remember why the next loss for ``reason`` happened, for its log line."""
+        """Remember why the next loss for ``reason`` happened, for its log line.
+
+        The line gets it short (see ``short_detail``): ``detail`` may quote a
+        server's refusal, which may quote the refused event.
+        """
         with self._lock:
             self._details[reason] = detail
 
@@ -148,7 +167,7 @@ class LossLog:
                     "layer-sdk lost %d event(s): %s%s",
                     total,
                     reason,
-                    f" ({detail})" if detail else "",
+                    f" ({short_detail(detail)})" if detail else "",
                 )
         finally:
             telling.active = False
@@ -167,9 +186,34 @@ class LossLog:
             logger.warning(
                 "layer-sdk has no credentials for the Layer API (%s); the events stay queued "
                 "and are tried again (%d refusal(s) since the last report, next try in %.1f s)",
-                message,
+                short_detail(message),
                 total,
                 delay,
+            )
+        finally:
+            telling.active = False
+
+    def truncated(self, size: int, limit: int, characters: int) -> None:
+        """An action of ``size`` bytes had ``characters`` characters of its content cut to
+        fit ``limit`` (``max_event_bytes``): not a loss, but what was cut is not recorded."""
+        telling = self._telling
+        if telling.active:
+            self._keep_for_later(_TRUNCATED, 1)
+            return
+        total = self._due(_TRUNCATED, 1)
+        if not total:
+            return
+        telling.active = True
+        try:
+            logger.warning(
+                "layer-sdk cut the content of %d action(s) larger than max_event_bytes=%d "
+                "(the last: %d bytes, %d characters cut from the middle of its longest texts); "
+                "counted in stats().truncated. Raise max_event_bytes to keep more, or pass "
+                'oversize="refuse" to refuse such actions instead',
+                total,
+                limit,
+                size,
+                characters,
             )
         finally:
             telling.active = False
@@ -257,6 +301,17 @@ class LossLog:
             self._last_logged[key] = now
             self._unlogged[key] = 0
             return total
+
+
+def short_detail(detail: str) -> str:
+    """``detail`` fit for a log line: a quoted run longer than ``MAX_QUOTED_CHARS`` left
+    out, and the rest cut to ``MAX_DETAIL_CHARS``, its head and its tail kept."""
+    detail = _QUOTED.sub(lambda match: f"{match[0][0]}…{match[0][0]}", detail)
+    if len(detail) <= MAX_DETAIL_CHARS:
+        return detail
+    tail = MAX_DETAIL_CHARS // 3
+    head = MAX_DETAIL_CHARS - tail
+    return f"{detail[:head]}{MARKER.format(len(detail) - head - tail)}{detail[-tail:]}"
 
 
 _instances: weakref.WeakSet[LossLog] = weakref.WeakSet()

@@ -82,7 +82,9 @@ class ExportStats(msgspec.Struct, frozen=True):
     """Counts of events since the client was initialized.
 
     ``enqueued == sent + failed + queued`` always holds; ``dropped`` events
-    were refused at the door and never enqueued.
+    were refused at the door and never enqueued. ``truncated`` counts the
+    actions whose content was cut to fit ``max_event_bytes`` (see ``_oversize``):
+    they are enqueued like any other.
     """
 
     enqueued: int
@@ -94,6 +96,7 @@ class ExportStats(msgspec.Struct, frozen=True):
     queued_bytes: int
     dropped_by_reason: dict[str, int]
     failed_by_reason: dict[str, int]
+    truncated: int = 0
 
 
 class _Session(msgspec.Struct, gc=False):
