@@ -12,7 +12,6 @@ import dataclasses
 import ipaddress
 import math
 import os
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import urlsplit
@@ -69,11 +68,12 @@ DEFAULT_FIREWALL_CHECK_TIMEOUT = 0.5
 DEFAULT_FIREWALL_CACHE_SIZE = 10_000
 #: How often the decisions of active sessions are looked up again, seconds.
 DEFAULT_FIREWALL_REFRESH_INTERVAL = 1.0
-#: The largest number of seconds any option takes: a year, far beyond any useful
-#: wait, and within what the OS's timers take (``threading.TIMEOUT_MAX``: about 292
-#: years on Linux, 49 days on Windows) even as a small multiple of itself (a token
-#: refresh waits ``2 * http_timeout + 1``), so that no wait ends in an OverflowError.
-MAX_SECONDS = min(365 * 24 * 3600.0, threading.TIMEOUT_MAX / 16)
+#: The largest number of seconds any option takes: a week, beyond any useful wait or
+#: retry budget, and within every OS timer the SDK's waits reach even at a small
+#: multiple of it (a token refresh waits ``2 * http_timeout + 1``): ``poll()``
+#: takes at most 2**31 - 1 ms (24.8 days), ``threading.TIMEOUT_MAX`` is 49.7 days
+#: on Windows. Past them, a wait ends in an OverflowError deep in a call.
+MAX_SECONDS = 7 * 24 * 3600.0
 
 
 class Authenticator(Protocol):
