@@ -15,11 +15,12 @@ it fits, rather than the action being refused (``oversize="refuse"``):
 
 The largest strings are cut first, each down to the size of the next largest
 (water-filling), so that a short role or ID is never touched while a long
-message is; a string of at most ``MIN_KEPT`` characters plus its marker is
-never cut. A cut string keeps its head and its tail, with a marker between
-them that says how much is missing: ``…[812,345 characters cut]…``. The
-action says so in two attributes: ``layer.truncated.fields`` (how many
-strings were cut) and ``layer.truncated.characters`` (how many characters).
+message is; a string of at most ``MIN_KEPT`` characters, or of not much more
+than its marker, is never cut. A cut string keeps its head and its tail, with
+a marker between them that says how much is missing:
+``…[812,345 characters cut]…``. The action says so in two attributes:
+``layer.truncated.fields`` (how many strings were cut) and
+``layer.truncated.characters`` (how many characters).
 
 When even that cannot make the event fit (its attributes alone, or a payload
 of a million numbers, are too large), :func:`fit` answers None and the event
@@ -37,8 +38,9 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-#: A cut string keeps at least this many characters (half at each end), so that
-#: what is kept says something; shorter strings (roles, IDs, names) are never cut.
+#: A cut string keeps at least this many bytes of its text (half at each end), so
+#: that what is kept says something; a string of at most this many characters
+#: (a role, an ID, a name) is never cut.
 MIN_KEPT = 32
 #: The marker put where characters were cut; it counts them.
 MARKER = "…[{:,} characters cut]…"
@@ -46,8 +48,6 @@ MARKER = "…[{:,} characters cut]…"
 FIELDS_ATTRIBUTE = "layer.truncated.fields"
 CHARACTERS_ATTRIBUTE = "layer.truncated.characters"
 
-#: Attempts at a cut before giving up: each measures what the last one missed by.
-_ATTEMPTS = 8
 
 _encode = msgspec.json.encode
 
@@ -93,18 +93,13 @@ def fit(body: bytes, limit: int) -> Fitted | None:
         f'"{CHARACTERS_ATTRIBUTE}":{sum(len(slot.text) for slot in slots)}'
     ) + bool(action["attributes"])  # a comma after the caller's attributes
     # What the cut strings may take together, besides everything else in the event.
-    budget = limit - (len(body) - content) - note
-    for _ in range(_ATTEMPTS):
-        cap = _cap(slots, budget)
-        if cap is None:
-            return None
-        fitted = _cut(action, slots, cap)
-        if len(fitted.body) <= limit:
-            return fitted
-        # The kept ends encode larger than the string's average (accents, emoji,
-        # control characters): try again with less room, by as much as it missed.
-        budget -= len(fitted.body) - limit
-    return None
+    cap = _cap(slots, limit - (len(body) - content) - note)
+    if cap is None:
+        return None
+    fitted = _cut(action, slots, cap)
+    # Every size above is exact or an upper bound: this holds. Checked all the same,
+    # since an event over the limit would be refused by the queue.
+    return fitted if len(fitted.body) <= limit else None
 
 
 def _content(action: dict[str, Any]) -> list[_Slot]:
@@ -159,16 +154,15 @@ def _cap(slots: list[_Slot], budget: int) -> int | None:
 
 
 def _cut(action: dict[str, Any], slots: list[_Slot], cap: int) -> Fitted:
-    """The action with every content string larger than ``cap`` bytes cut to about ``cap``."""
+    """The action with every content string larger than ``cap`` bytes cut to ``cap`` at most."""
     fields = characters = 0
     for slot in slots:
         text = slot.text
         if slot.size <= cap + slot.marker:
             slot.container[slot.key] = text
             continue
-        # As many characters as ``cap`` bytes hold at the string's average size per character.
-        kept = max(MIN_KEPT, cap * len(text) // slot.size)
-        head, tail = (kept + 1) // 2, kept // 2
+        head = _fitting(text, (cap + 1) // 2, from_end=False)
+        tail = _fitting(text, cap // 2, from_end=True)
         cut = len(text) - head - tail
         slot.container[slot.key] = f"{text[:head]}{MARKER.format(cut)}{text[len(text) - tail :]}"
         fields += 1
@@ -178,3 +172,20 @@ def _cut(action: dict[str, Any], slots: list[_Slot], cap: int) -> Fitted:
     attributes[CHARACTERS_ATTRIBUTE] = characters
     body = _encode({**action, "attributes": attributes})
     return Fitted(body, fields, characters)
+
+
+def _fitting(text: str, room: int, *, from_end: bool) -> int:
+    """How many characters of ``text``'s head (or tail) encode in ``room`` bytes, about the most.
+
+    A character takes 1 to 6 bytes (an accent 2, an emoji 4, a control
+    character 6 as ``\\u0001``): the count is guessed from the bytes the last
+    guess took, and measured again, until it fits.
+    """
+    count = min(len(text), room)
+    while count > 0:
+        part = text[len(text) - count :] if from_end else text[:count]
+        size = len(_encode(part)) - 2
+        if size <= room:
+            return count
+        count = count * room // size  # fewer: room < size
+    return 0

@@ -275,7 +275,7 @@ def test_a_cut_action_is_valid_fits_and_keeps_head_tail_and_structure(
                     break
         else:
             raise AssertionError(f"{path}: {kept[:80]!r} is no head and tail of the text")
-        assert len(head) + len(tail) >= MIN_KEPT and len(head) >= len(tail)
+        assert head and tail
         fields += 1
         characters += count
     assert (fields, characters) == (fitted.fields, fitted.characters)
@@ -294,3 +294,15 @@ def test_fit_refuses_only_what_no_cut_can_fit() -> None:
     fitted = fit(body, floor)
     assert fitted is not None and msgspec.json.decode(fitted.body) == smallest
     assert fit(body, floor - 1) is None
+
+
+def test_texts_of_wide_characters_are_cut_by_their_encoded_size() -> None:
+    """Control characters take six bytes each on the wire, emoji four: the kept ends are
+    measured as encoded, not counted as characters."""
+    text = "\x01" * 2_000 + "a" * 20_000 + "😀" * 2_000
+    body = action_body(PROMPT, None, None, {}, {"text": text}, None, None)
+    fitted = fit(body, 8_000)
+    assert fitted is not None and len(fitted.body) <= 8_000
+    head, cut, tail = split_cut(msgspec.json.decode(fitted.body)["data"]["text"])
+    assert set(head) == {"\x01"} and set(tail) == {"😀"}
+    assert len(head) * 6 > 3_000 and len(tail) * 4 > 3_000  # most of the room is used
