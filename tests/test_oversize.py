@@ -270,9 +270,12 @@ def test_a_cut_action_is_valid_fits_and_keeps_head_tail_and_structure(
         for marker in CUT.finditer(kept):
             head, tail = kept[: marker.start()], kept[marker.end() :]
             count = int(marker[1].replace(",", ""))
-            if text.startswith(head) and text.endswith(tail):
-                if len(head) + count + len(tail) == len(text):
-                    break
+            if (
+                text.startswith(head)
+                and text.endswith(tail)
+                and len(head) + count + len(tail) == len(text)
+            ):
+                break
         else:
             raise AssertionError(f"{path}: {kept[:80]!r} is no head and tail of the text")
         assert head and tail
@@ -305,4 +308,5 @@ def test_texts_of_wide_characters_are_cut_by_their_encoded_size() -> None:
     assert fitted is not None and len(fitted.body) <= 8_000
     head, cut, tail = split_cut(msgspec.json.decode(fitted.body)["data"]["text"])
     assert set(head) == {"\x01"} and set(tail) == {"😀"}
+    assert cut == len(text) - len(head) - len(tail)
     assert len(head) * 6 > 3_000 and len(tail) * 4 > 3_000  # most of the room is used

@@ -8,7 +8,7 @@ unexpected shape: a field of the wrong type is left out.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -44,7 +44,7 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _error(exc: BaseException) -> dict[str, Any]:
+def _error(exc: BaseException, api_keys: Iterable[str] = ()) -> dict[str, Any]:
     """The ``error`` of an action for an exception (a provider's API error or any other).
 
     The API takes an integer ``code`` only (a string there gets the whole
@@ -55,11 +55,12 @@ def _error(exc: BaseException) -> dict[str, Any]:
     null; Anthropic's error ``type`` is in the body) go to ``details``.
 
     The provider's text is scrubbed as the Layer API's answers are
-    (``_redact``), with the credentials the failed request carried as known
-    secrets: a provider or a gateway that refuses an API key may quote it
-    ("Incorrect API key provided: sk-..."), and Layer would store it.
+    (``_redact``), with ``api_keys`` (the provider client's) and the
+    credentials the failed request carried as known secrets: a provider or a
+    gateway that refuses an API key may quote it ("Incorrect API key
+    provided: sk-..."), and Layer would store it.
     """
-    secrets = _credentials_sent(exc)
+    secrets = [*api_keys, *_credentials_sent(exc)]
     details: dict[str, Any] = {"type": type(exc).__name__}
     for name, key in _ERROR_FIELDS:
         value = getattr(exc, name, None)
@@ -79,6 +80,24 @@ def _error(exc: BaseException) -> dict[str, Any]:
     if type(status) is int and status >= 400:
         error["code"] = status
     return error
+
+
+#: The attributes of a provider's client that hold its credentials (openai's and
+#: anthropic's ``api_key``, anthropic's ``auth_token``, openai's admin key).
+_KEY_ATTRIBUTES = ("api_key", "auth_token", "admin_api_key")
+
+
+def _api_keys(resource: Any) -> list[str]:
+    """The credentials of the client of ``resource`` (a provider's resource object, such as
+    ``client.chat.completions``, which keeps its client as ``_client``)."""
+    try:
+        client = getattr(resource, "_client", None)
+        if client is None:
+            return []
+        found = (getattr(client, name, None) for name in _KEY_ATTRIBUTES)
+        return [value for value in found if isinstance(value, str) and value]
+    except Exception:  # a property of an odd client that raises
+        return []
 
 
 #: Request headers that carry a provider's API key (OpenAI, Anthropic, Azure OpenAI, a proxy).
