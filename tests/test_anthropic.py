@@ -1034,6 +1034,28 @@ def test_one_shot_iterators_are_read_once_and_still_sent(
     assert prompt["data"]["messages"] == MESSAGES
 
 
+class BrokenSource(Exception):
+    """What a caller's generator of messages raises midway."""
+
+
+def broken_messages() -> Any:
+    yield MESSAGES[0]
+    raise BrokenSource("the second message could not be read")
+
+
+@pytest.mark.parametrize("instrumented", [False, True])
+def test_a_generator_that_raises_reaches_the_provider_and_its_exception_the_caller(
+    instrumented: bool, make_client: Callable[..., Client], server: AnthropicServer
+) -> None:
+    """The provider takes a one-shot iterator as it would without the SDK: nothing is
+    sent with the messages it lacks, and the caller gets the generator's exception."""
+    if instrumented:
+        make_client()
+    with pytest.raises(BrokenSource, match="second message"):
+        perform("sync", server, lambda c: create(c, messages=broken_messages()))
+    assert server.requests == []
+
+
 def test_async_methods_keep_their_shape(layer: Client) -> None:
     """Issue 13, unchanged call shapes: a coroutine function stays one (the async helper's
     ``__aenter__``), a plain one returning an awaitable stays plain (anthropic wraps its async
