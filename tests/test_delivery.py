@@ -373,6 +373,40 @@ def test_a_forked_child_never_mints_what_its_parent_mints() -> None:
     )
 
 
+RAW_FORK_SCRIPT = """
+import ctypes, json, os
+from layer_sdk._schemas import SessionIdFactory
+from layer_sdk._entropy import random_16
+mint = SessionIdFactory("app")
+mint()  # the pool of random bytes is full now
+# fork() from C, as an extension or an embedding server calls it: no at-fork hook
+# of Python runs. PyDLL keeps the GIL across the call, so the child resumes with it.
+read, write = os.pipe()
+pid = ctypes.PyDLL(None).fork()
+if pid == 0:
+    mine = [mint() for _ in range(8)] + [random_16().hex() for _ in range(8)]
+    os.write(write, json.dumps(mine).encode())
+    os._exit(0)
+os.close(write)
+child = b""
+while chunk := os.read(read, 65536):
+    child += chunk
+os.waitpid(pid, 0)
+parent = [mint() for _ in range(8)] + [random_16().hex() for _ in range(8)]
+print(json.dumps({"child": json.loads(child), "parent": parent}))
+"""
+
+
+def test_a_child_forked_without_python_hooks_never_mints_what_its_parent_mints() -> None:
+    """Session IDs and request IDs alike: the pooled random bytes are drawn anew
+    in a process whose pid is not the one they were drawn in."""
+    result = run_python(RAW_FORK_SCRIPT)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert len(found["child"]) == len(found["parent"]) == 16
+    assert set(found["child"]).isdisjoint(found["parent"])
+
+
 # -- §5 multiprocessing children deliver their events -----------------------------
 
 MULTIPROCESSING_SCRIPT = """
