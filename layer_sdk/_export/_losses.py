@@ -53,6 +53,10 @@ import re
 import threading
 import time
 import weakref
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import msgspec
 
 from .._config import DropCallback
 from .._oversize import MARKER
@@ -74,22 +78,16 @@ RECURSION = "recursion"
 LOSS_LOG_INTERVAL = 10.0
 #: The notifier thread exits after this many seconds without losses to tell of.
 NOTIFIER_LINGER = 5.0
-#: Why a loss happened is cut to this many characters in its log line (keeping its
-#: head and its tail, where a field path often is): a server's refusal may quote
-#: the refused event whole (a prompt, personal data), which belongs in no log.
+#: A server's message is cut to this many characters in a log line (keeping its
+#: head and its tail, where a field path often is): a refusal may quote the
+#: refused event whole (a prompt, personal data), which belongs in no log.
 MAX_DETAIL_CHARS = 200
-#: A quoted run longer than this in a server's text is left out of a log line: a
-#: quoted value is what the server read, that is, the refused data.
-MAX_QUOTED_CHARS = 40
 
 _CALLBACK_ERROR = "on_drop raised"
 _CREDENTIALS_REFUSED = "credentials_refused"
 _TRUNCATED = "truncated"
-# A quoted run (in JSON, or in a repr) longer than MAX_QUOTED_CHARS, or one that a
-# cut left open at the end; linear time.
-_QUOTED = re.compile(
-    rf'"[^"]{{{MAX_QUOTED_CHARS + 1},}}(?:"|$)|\'[^\']{{{MAX_QUOTED_CHARS + 1},}}(?:\'|$)'
-)
+_WORD = re.compile(r"\w{3,}")
+_MASKS = re.compile(r"…(?:[^\w…]{0,3}…)+")
 
 
 class _ThreadRole(threading.local):
@@ -130,19 +128,24 @@ class LossLog:
         self._wake = threading.Condition(self._lock)  # the notifier waits here for losses
         self._last_logged: dict[str, float] = {}
         self._unlogged: dict[str, int] = {}
-        self._details: dict[str, str] = {}
+        self._details: dict[str, _Detail] = {}
         self._pending: dict[str, int] = {}  # losses waiting for the notifier, per reason
         self._notifier_running = False
         self._telling = _Telling()
 
     def explain(self, reason: str, detail: str) -> None:
-        """Remember why the next loss for ``reason`` happened, for its log line.
-
-        The line gets it short (see ``short_detail``): ``detail`` may quote a
-        server's refusal, which may quote the refused event.
-        """
+        """Remember why the next loss for ``reason`` happened, for its log line."""
         with self._lock:
-            self._details[reason] = detail
+            self._details[reason] = _Detail(detail)
+
+    def explain_refusal(
+        self, reason: str, detail: str, message: str, refused: Sequence[bytes]
+    ) -> None:
+        """Like ``explain``, for a refusal: the server said ``message`` of the ``refused``
+        bodies. The line quotes the message short, without the refused data (see
+        ``server_words``): a server may quote what it refused, a prompt with personal data."""
+        with self._lock:
+            self._details[reason] = _Detail(detail, message, refused)
 
     def __call__(self, reason: str, count: int) -> None:
         """Record that ``count`` events were lost for ``reason``."""
@@ -162,12 +165,13 @@ class LossLog:
             total = self._due(reason, count)
             if total:
                 with self._lock:
-                    detail = self._details.pop(reason, None)
+                    explained = self._details.pop(reason, None)
+                detail = None if explained is None else explained.text()
                 logger.warning(
                     "layer-sdk lost %d event(s): %s%s",
                     total,
                     reason,
-                    f" ({short_detail(detail)})" if detail else "",
+                    f" ({detail})" if detail else "",
                 )
         finally:
             telling.active = False
@@ -186,7 +190,7 @@ class LossLog:
             logger.warning(
                 "layer-sdk has no credentials for the Layer API (%s); the events stay queued "
                 "and are tried again (%d refusal(s) since the last report, next try in %.1f s)",
-                short_detail(message),
+                server_words(message),
                 total,
                 delay,
             )
@@ -303,15 +307,61 @@ class LossLog:
             return total
 
 
-def short_detail(detail: str) -> str:
-    """``detail`` fit for a log line: a quoted run longer than ``MAX_QUOTED_CHARS`` left
-    out, and the rest cut to ``MAX_DETAIL_CHARS``, its head and its tail kept."""
-    detail = _QUOTED.sub(lambda match: f"{match[0][0]}…{match[0][0]}", detail)
-    if len(detail) <= MAX_DETAIL_CHARS:
-        return detail
+class _Detail(NamedTuple):
+    """Why a loss happened: what we know (``what``), and what a server said of what it refused."""
+
+    what: str
+    message: str | None = None
+    refused: Sequence[bytes] = ()
+
+    def text(self) -> str:
+        """The words of a loss line (built only when a line is written)."""
+        if self.message is None:
+            return self.what
+        return f"{self.what}: {server_words(self.message, self.refused)}"
+
+
+def server_words(message: str, refused: Sequence[bytes] = ()) -> str:
+    """A server's ``message`` fit for a log line: never the data of the ``refused`` bodies.
+
+    Every word of three characters or more that the refused events hold as a
+    value (a name, a number, a word of the prompt) is masked, however the
+    server quoted it; the server's own words are kept unless the event holds
+    them too (errs on the side of hiding). Then the message is cut to
+    ``MAX_DETAIL_CHARS``, its head and its tail kept: a field path is often at
+    the end.
+    """
+    words = _words_of(refused)
+    if words:
+        message = _WORD.sub(lambda match: "…" if match[0] in words else match[0], message)
+        message = _MASKS.sub("…", message)  # "… … …, …" reads as one gap
+    if len(message) <= MAX_DETAIL_CHARS:
+        return message
     tail = MAX_DETAIL_CHARS // 3
     head = MAX_DETAIL_CHARS - tail
-    return f"{detail[:head]}{MARKER.format(len(detail) - head - tail)}{detail[-tail:]}"
+    return f"{message[:head]}{MARKER.format(len(message) - head - tail)}{message[-tail:]}"
+
+
+def _words_of(bodies: Sequence[bytes]) -> set[str]:
+    """The words (of three characters or more) of every value of the JSON ``bodies``."""
+    words: set[str] = set()
+    for body in bodies:
+        try:
+            stack = [msgspec.json.decode(body)]
+        except msgspec.DecodeError:
+            words.update(_WORD.findall(body.decode("utf-8", "replace")))
+            continue
+        while stack:  # without recursion: a payload may nest deeply
+            value = stack.pop()
+            if isinstance(value, str):
+                words.update(_WORD.findall(value))
+            elif isinstance(value, dict):
+                stack.extend(value.values())
+            elif isinstance(value, list):
+                stack.extend(value)
+            elif isinstance(value, (int, float)):
+                words.update(_WORD.findall(str(value)))
+    return words
 
 
 _instances: weakref.WeakSet[LossLog] = weakref.WeakSet()
