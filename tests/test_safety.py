@@ -409,6 +409,24 @@ def test_a_refusal_keeps_the_servers_words_and_field_path(
     assert wait_until(lambda: f"answered 422: {message})" in caplog.text), caplog.text
 
 
+def test_a_long_refusal_is_cut_to_its_head_and_tail(
+    make_client: MakeClient, collector: LocalCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="layer_sdk")
+    client = make_client()
+    session_id = client.create_session()
+    assert client.flush(5)
+    rules = "; ".join(f"rule {i} broken" for i in range(500))
+    message = f"validation failed: {rules} - at `$.data.tools`"
+    collector.fail_next(1, 422, body=json.dumps({"error": message}).encode())
+    client.append_action(session_id, kind=PROMPT, data={"messages": ["hello"]})
+    assert client.flush(5) is False
+    assert wait_until(lambda: "answered 422: validation failed: rule 0 broken" in caplog.text)
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "layer_sdk"]
+    assert len(line) < 400 and "characters cut]" in line
+    assert line.endswith("rule 499 broken - at `$.data.tools`)")
+
+
 # -- secrets echoed by the token endpoint ---------------------------------------------------
 
 
