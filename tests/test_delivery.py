@@ -374,9 +374,13 @@ def test_a_forked_child_never_mints_what_its_parent_mints() -> None:
 
 
 RAW_FORK_SCRIPT = """
-import ctypes, json, os
+import ctypes, json, os, sys
+from layer_sdk import _entropy
 from layer_sdk._schemas import SessionIdFactory
 from layer_sdk._entropy import random_16
+if sys.argv[1] == "pid":  # as on a system whose kernel wipes no page at fork
+    _entropy._mark = _entropy._PidMark()
+assert type(_entropy._mark).__name__ == {"page": "mmap", "pid": "_PidMark"}[sys.argv[1]]
 mint = SessionIdFactory("app")
 mint()  # the pool of random bytes is full now
 # fork() from C, as an extension or an embedding server calls it: no at-fork hook
@@ -397,10 +401,16 @@ print(json.dumps({"child": json.loads(child), "parent": parent}))
 """
 
 
-def test_a_child_forked_without_python_hooks_never_mints_what_its_parent_mints() -> None:
-    """Session IDs and request IDs alike: the pooled random bytes are drawn anew
-    in a process whose pid is not the one they were drawn in."""
-    result = run_python(RAW_FORK_SCRIPT)
+@pytest.mark.skipif(sys.platform == "win32", reason="no fork")
+@pytest.mark.parametrize("check", ["page", "pid"])
+def test_a_child_forked_without_python_hooks_never_mints_what_its_parent_mints(
+    check: str,
+) -> None:
+    """Session IDs and request IDs alike: the pooled random bytes are drawn anew in a
+    process that did not draw them, told by a page the kernel wipes at fork, or by the pid."""
+    if check == "page" and not sys.platform.startswith("linux"):
+        pytest.skip("the page wiped at fork is Linux's")
+    result = run_python(RAW_FORK_SCRIPT, args=[check])
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout)
     assert len(found["child"]) == len(found["parent"]) == 16

@@ -210,8 +210,11 @@ def _texts(value: Any, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], str]
     """Every string value under ``value``, by its path."""
     if isinstance(value, str):
         return {path: value}
-    items = value.items() if isinstance(value, dict) else enumerate(value or [])
-    if not isinstance(value, (dict, list)):
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
         return {}
     found: dict[tuple[Any, ...], str] = {}
     for key, inner in items:
@@ -230,18 +233,25 @@ def _shape(value: Any) -> Any:
     return value
 
 
+#: Long texts, some of wide characters only: a piece repeated.
+_long = st.builds(lambda piece, times: piece * times, _text.filter(bool), st.integers(1, 3_000))
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     data=st.dictionaries(st.text(max_size=8), _json, min_size=1, max_size=4),
+    long=st.lists(_long, min_size=1, max_size=3),
     attributes=_attributes,
     error=_error,
-    limit=st.integers(300, 12_000),
+    share=st.floats(0.02, 1.0),
 )
 def test_a_cut_action_is_valid_fits_and_keeps_head_tail_and_structure(
-    data: dict[str, Any], attributes: dict[str, Any], error: Any, limit: int
+    data: dict[str, Any], long: list[str], attributes: dict[str, Any], error: Any, share: float
 ) -> None:
+    data = {**data, "long": long}
     body = action_body(PROMPT, None, None, attributes, data, error, None)
     original = msgspec.json.decode(body)
+    limit = max(300, int(len(body) * share))
     fitted = fit(body, limit) if len(body) > limit else None
     if fitted is None:
         return
