@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from layer_sdk import Client, LayerRequestPreparationError
@@ -253,6 +253,7 @@ def test_a_cut_action_is_valid_fits_and_keeps_head_tail_and_structure(
     original = msgspec.json.decode(body)
     limit = max(300, int(len(body) * share))
     fitted = fit(body, limit) if len(body) > limit else None
+    event("cut" if fitted is not None else "fits or refused")  # --hypothesis-show-statistics
     if fitted is None:
         return
     assert len(fitted.body) <= limit
