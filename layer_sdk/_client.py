@@ -41,9 +41,11 @@ from ._config import (
     DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_MAX_RETRIES,
     DEFAULT_MAX_RETRY_TIME,
+    DEFAULT_OVERSIZE,
     DEFAULT_SHUTDOWN_TIMEOUT,
     Config,
     DropCallback,
+    Oversize,
 )
 from ._context import current_session_id
 from ._exceptions import (
@@ -128,6 +130,7 @@ class Client:
         max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
         max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        oversize: Oversize = DEFAULT_OVERSIZE,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
@@ -158,7 +161,9 @@ class Client:
         can be neither found nor created.
         With an ``auth_provider``, a plain ``http://`` base URL to another
         machine is refused (the token would be readable on the network)
-        unless ``allow_insecure_http=True``.
+        unless ``allow_insecure_http=True``. An action larger than
+        ``max_event_bytes`` has its longest texts cut in the middle until it
+        fits (``oversize="truncate"``), or is refused (``oversize="refuse"``).
         """
         # The parameters are Config's fields (tests/test_config.py checks they agree).
         options = {name: value for name, value in locals().items() if name in _OPTIONS}
@@ -445,9 +450,12 @@ class Client:
 
     def _enqueue(self, exporter: Exporter, event: Event) -> None:
         if exporter.put(event) is _TOO_LARGE:
-            limit = exporter.config.max_event_bytes
+            config = exporter.config
+            cut = config.oversize == "truncate" and not event.creates_session
             raise LayerRequestPreparationError(
-                f"the encoded event is {len(event.body)} bytes, more than max_event_bytes={limit}"
+                f"the encoded event is {len(event.body)} bytes, more than "
+                f"max_event_bytes={config.max_event_bytes}"
+                + (", even with its texts cut (what is not text is never cut)" if cut else "")
             )
 
 

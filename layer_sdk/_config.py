@@ -13,7 +13,7 @@ import ipaddress
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 from ._exceptions import LayerMissingRequiredConfigurationError
@@ -30,8 +30,14 @@ DEFAULT_HTTP_TIMEOUT = 10.0
 DEFAULT_MAX_QUEUE_SIZE = 50_000
 #: Encoded bytes held in memory at most, so that large prompts cannot exhaust memory.
 DEFAULT_MAX_QUEUE_BYTES = 64 * 1024 * 1024
-#: One encoded event larger than this is refused at the call site.
+#: One encoded event larger than this is cut or refused at the call site (``oversize``).
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
+#: What becomes of an action larger than ``max_event_bytes``: ``"truncate"`` cuts its
+#: content (the largest strings first, each keeping its head and tail) until it fits;
+#: ``"refuse"`` drops it as ``too_large`` and raises at the call (see ``_oversize``).
+Oversize = Literal["truncate", "refuse"]
+DEFAULT_OVERSIZE: Oversize = "truncate"
+OVERSIZE_CHOICES: tuple[Oversize, ...] = ("truncate", "refuse")
 #: The worker starts sending once this many events are waiting...
 DEFAULT_MAX_BATCH_SIZE = 100
 #: ...or once the oldest waiting event is this old, seconds.
@@ -62,6 +68,12 @@ DEFAULT_FIREWALL_CHECK_TIMEOUT = 0.5
 DEFAULT_FIREWALL_CACHE_SIZE = 10_000
 #: How often the decisions of active sessions are looked up again, seconds.
 DEFAULT_FIREWALL_REFRESH_INTERVAL = 1.0
+#: The largest number of seconds any option takes: a week, beyond any useful wait or
+#: retry budget, and within every OS timer the SDK's waits reach even at a small
+#: multiple of it (a token refresh waits ``2 * http_timeout + 1``): ``poll()``
+#: takes at most 2**31 - 1 ms (24.8 days), ``threading.TIMEOUT_MAX`` is 49.7 days
+#: on Windows. Past them, a wait ends in an OverflowError deep in a call.
+MAX_SECONDS = 7 * 24 * 3600.0
 
 
 class Authenticator(Protocol):
@@ -157,7 +169,10 @@ def env_float(env: Mapping[str, str], variable: str) -> float | None:
     try:
         return _positive(variable, float(raw))
     except ValueError:
-        raise ValueError(f"{variable} must be a positive number of seconds, got {raw!r}") from None
+        raise ValueError(
+            f"{variable} must be a positive number of seconds (at most {MAX_SECONDS:g}), "
+            f"got {raw!r}"
+        ) from None
 
 
 def _positive_or_zero(option: str, value: Any) -> float:
@@ -173,6 +188,8 @@ def _positive(option: str, value: Any, *, allow_zero: bool = False) -> float:
         raise ValueError(f"{option} must be a number of seconds, got {value!r}")
     if math.isnan(value) or math.isinf(value) or value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{option} must be a positive number of seconds, got {value!r}")
+    if value > MAX_SECONDS:
+        raise ValueError(f"{option} must be at most {MAX_SECONDS:g} seconds, got {value!r}")
     return float(value)
 
 
@@ -196,10 +213,19 @@ def _names(option: str, value: Iterable[str] | None) -> frozenset[str]:
         return frozenset()
     if isinstance(value, str):
         value = [value]
-    names = list(value)
+    names = list(value) if isinstance(value, Iterable) else [value]
     if not all(isinstance(name, str) for name in names):
-        raise ValueError(f"{option} must be a list of provider names such as ['openai']")
+        raise ValueError(
+            f"{option} must be a list of provider names such as ['openai'], got {value!r}"
+        )
     return frozenset(name.lower() for name in names)
+
+
+def _choice(option: str, value: Any) -> Oversize:
+    if not isinstance(value, str) or value not in OVERSIZE_CHOICES:
+        choices = " or ".join(repr(choice) for choice in OVERSIZE_CHOICES)
+        raise ValueError(f"{option} must be {choices}, got {value!r}")
+    return value
 
 
 def _option(
@@ -249,6 +275,7 @@ class Config:
     max_queue_size: int = _option(DEFAULT_MAX_QUEUE_SIZE, _count)
     max_queue_bytes: int = _option(DEFAULT_MAX_QUEUE_BYTES, _count)
     max_event_bytes: int = _option(DEFAULT_MAX_EVENT_BYTES, _count)
+    oversize: Oversize = _option(DEFAULT_OVERSIZE, _choice)
     max_batch_size: int = _option(DEFAULT_MAX_BATCH_SIZE, _count)
     flush_interval: float = _option(DEFAULT_FLUSH_INTERVAL, _positive)
     shutdown_timeout: float = _option(DEFAULT_SHUTDOWN_TIMEOUT, _positive_or_zero)

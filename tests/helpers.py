@@ -56,12 +56,17 @@ def wait_until(condition: Callable[[], object], timeout: float = 10.0) -> bool:
 
 
 def run_python(
-    code: str, *, env: dict[str, str] | None = None, timeout: float = 60
+    code: str,
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    args: list[str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh interpreter that imports this checkout of layer_sdk."""
+    """Run ``code`` (given ``args`` as ``sys.argv[1:]``) in a fresh interpreter that
+    imports this checkout of layer_sdk."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", code, *(args or [])],
         env=full_env,
         capture_output=True,
         text=True,

@@ -15,7 +15,7 @@ from layer_sdk import (
     LayerMissingRequiredConfigurationError,
     layer,
 )
-from layer_sdk._config import DEFAULT_HTTP_TIMEOUT, Config
+from layer_sdk._config import DEFAULT_HTTP_TIMEOUT, MAX_SECONDS, Config
 from layer_sdk.collector import LocalCollector
 
 from .helpers import APP_ID
@@ -88,7 +88,12 @@ def test_layer_http_timeout_is_an_alias_of_layer_timeout(monkeypatch: pytest.Mon
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("LAYER_TIMEOUT", "soon"), ("LAYER_HTTP_TIMEOUT", "-1"), ("LAYER_TIMEOUT", "nan")],
+    [
+        ("LAYER_TIMEOUT", "soon"),
+        ("LAYER_HTTP_TIMEOUT", "-1"),
+        ("LAYER_TIMEOUT", "nan"),
+        ("LAYER_TIMEOUT", "1e17"),
+    ],
 )
 def test_invalid_timeout_in_the_environment_is_refused_by_name(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str
@@ -117,6 +122,10 @@ def test_invalid_timeout_in_the_environment_is_refused_by_name(
         ("allow_insecure_http", "false"),
         ("enable_firewall_instrumentation", "yes"),
         ("firewall_fail_closed", 2),
+        ("disable_instrumentations", True),
+        ("disable_instrumentations", 3),
+        ("oversize", "cut"),
+        ("oversize", 1),
     ],
 )
 def test_invalid_values_are_refused_naming_the_option(option: str, value: object) -> None:
@@ -124,6 +133,34 @@ def test_invalid_values_are_refused_naming_the_option(option: str, value: object
     settings[option] = value
     with pytest.raises(ValueError, match=option):
         Client().init(**settings)  # type: ignore[arg-type]
+
+
+SECONDS_OPTIONS = [field.name for field in dataclasses.fields(Config) if field.type == "float"]
+
+
+@pytest.mark.parametrize("option", SECONDS_OPTIONS)
+def test_every_number_of_seconds_past_what_the_os_takes_is_refused_at_init(option: str) -> None:
+    """A wait the OS cannot take would end in an OverflowError deep in a sender or a call."""
+    settings: dict[str, object] = {"base_url": "http://127.0.0.1:1", "application_id": APP_ID}
+    settings[option] = 1e17
+    with pytest.raises(ValueError, match=f"{option} must be at most"):
+        Client().init(**settings)  # type: ignore[arg-type]
+
+
+def test_the_largest_number_of_seconds_taken_works_where_it_is_used(
+    collector: LocalCollector,
+) -> None:
+    assert len(SECONDS_OPTIONS) >= 6  # http_timeout, flush_interval, the firewall's, ...
+    client = Client()
+    largest = {option: MAX_SECONDS for option in SECONDS_OPTIONS}
+    client.init(base_url=collector.url, application_id=APP_ID, **largest)  # type: ignore[arg-type]
+    try:
+        session_id = client.create_session(sync=True)  # a socket timeout of MAX_SECONDS
+        client.append_action(session_id, kind="completion_prompt")
+        assert client.flush(10)  # a sender's waits
+        assert collector.wait_for_events(2)
+    finally:
+        assert client.shutdown(timeout=5)
 
 
 def test_a_platform_that_is_no_string_is_refused_at_init(collector: LocalCollector) -> None:

@@ -351,6 +351,94 @@ def test_an_api_echoing_the_authorization_header_leaks_nothing_to_the_log(
     assert "<redacted>" in text
 
 
+# -- refusals that quote the refused data ---------------------------------------------------
+
+#: A prompt with personal data at both ends of 60,000 characters.
+PERSONAL = "Patient Jane Roe, born 1970-01-02, SSN 078-05-1120. "
+CARD = " Card 4111 1111 1111 1111."
+PROMPT_TEXT = PERSONAL + "lorem ipsum dolor " * 3_333 + CARD
+PERSONAL_BITS = ["Jane", "Roe", "1970", "078-05", "1120", "4111"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        # The refused prompt quoted as is, inside the server's message.
+        {"error": f"invalid prompt: {PROMPT_TEXT}"},
+        # As pydantic (FastAPI) refuses: the refused input beside the field path.
+        {
+            "detail": [
+                {
+                    "type": "string_too_long",
+                    "loc": ["body", "data", "messages", 0, "content"],
+                    "msg": "String should have at most 50000 characters",
+                    "input": PROMPT_TEXT,
+                }
+            ]
+        },
+        # Quoted, in a repr.
+        {"message": f"value {PROMPT_TEXT[:40]!r} is not allowed at $.data.messages[0].content"},
+    ],
+    ids=["echo", "pydantic", "short-quote"],
+)
+def test_a_refusal_quoting_the_refused_prompt_is_logged_without_it(
+    make_client: MakeClient,
+    collector: LocalCollector,
+    caplog: pytest.LogCaptureFixture,
+    answer: dict[str, Any],
+) -> None:
+    """The loss line says the status and a short cut of the server's words, never the
+    data it refused."""
+    caplog.set_level(logging.WARNING, logger="layer_sdk")
+    client = make_client()
+    session_id = client.create_session()
+    assert client.flush(5)
+    collector.fail_next(1, 422, body=json.dumps(answer).encode(), matching=b"Jane")
+    client.append_action(
+        session_id, kind=PROMPT, data={"messages": [{"role": "user", "content": PROMPT_TEXT}]}
+    )
+    assert client.flush(5) is False
+    assert wait_until(lambda: "lost 1 event(s): rejected" in caplog.text)  # logged by a sender
+    lines = [r.getMessage() for r in caplog.records if r.name == "layer_sdk"]
+    assert len(lines) == 1, lines
+    line = lines[0]
+    assert f"/v1/sessions/{session_id}/actions answered 422" in line
+    assert len(line) < 400
+    assert [bit for bit in PERSONAL_BITS if bit in line] == []
+
+
+def test_a_refusal_keeps_the_servers_words_and_field_path(
+    make_client: MakeClient, collector: LocalCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="layer_sdk")
+    client = make_client()
+    session_id = client.create_session()
+    assert client.flush(5)
+    message = "Expected `object`, got `array` - at `$.data.tools`"
+    collector.fail_next(1, 422, body=json.dumps({"error": message}).encode())
+    client.append_action(session_id, kind=PROMPT, data={"messages": [PROMPT_TEXT[:100]]})
+    assert client.flush(5) is False
+    assert wait_until(lambda: f"answered 422: {message})" in caplog.text), caplog.text
+
+
+def test_a_long_refusal_is_cut_to_its_head_and_tail(
+    make_client: MakeClient, collector: LocalCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="layer_sdk")
+    client = make_client()
+    session_id = client.create_session()
+    assert client.flush(5)
+    rules = "; ".join(f"rule {i} broken" for i in range(500))
+    message = f"validation failed: {rules} - at `$.data.tools`"
+    collector.fail_next(1, 422, body=json.dumps({"error": message}).encode())
+    client.append_action(session_id, kind=PROMPT, data={"messages": ["hello"]})
+    assert client.flush(5) is False
+    assert wait_until(lambda: "answered 422: validation failed: rule 0 broken" in caplog.text)
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "layer_sdk"]
+    assert len(line) < 400 and "characters cut]" in line
+    assert line.endswith("rule 499 broken - at `$.data.tools`)")
+
+
 # -- secrets echoed by the token endpoint ---------------------------------------------------
 
 
