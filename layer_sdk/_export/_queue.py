@@ -94,6 +94,8 @@ class ExportStats(msgspec.Struct, frozen=True):
     queued_bytes: int
     dropped_by_reason: dict[str, int]
     failed_by_reason: dict[str, int]
+    #: True for a client initialized with ``enabled=False``: nothing is counted.
+    disabled: bool = False
 
 
 class _Session(msgspec.Struct, gc=False):

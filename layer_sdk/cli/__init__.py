@@ -4,7 +4,7 @@
 - ``demo``: see the SDK work against an embedded collector, no account needed.
 - ``check``: is this machine set up to report to Layer? If not, why not?
 
-With the ``cli`` extra (``pip install 'layer-sdk[cli]'``, which brings rich),
+With the ``cli`` extra (``pip install -e '.[cli]'`` in a checkout, which brings rich),
 output to a terminal has a progress bar, tables and colours; without it, or
 when the output is not a terminal, it is plain text. The SDK itself never
 imports rich.
