@@ -52,6 +52,10 @@ def answer():
 
 result = conversation()
 import anthropic  # imported after init: the import hook must not patch it either
+# Before shutdown, which would undo any patch.
+unpatched = Completions.create is original_create
+owners = [instrumented_by("openai") is None, instrumented_by("anthropic") is None]
+new_threads = sorted(t.name for t in set(threading.enumerate()) - threads_before)
 flushed, stats, shut = layer.flush(), layer.stats(), layer.shutdown()
 print(json.dumps({
     "session_id": session_id,
@@ -60,10 +64,10 @@ print(json.dumps({
     "shut_down": shut,
     "stats_disabled": stats.disabled,
     "enqueued": stats.enqueued,
-    "new_threads": sorted(t.name for t in set(threading.enumerate()) - threads_before),
+    "new_threads": new_threads,
     "network": network,
-    "openai_unpatched": Completions.create is original_create,
-    "owners": [instrumented_by("openai") is None, instrumented_by("anthropic") is None],
+    "openai_unpatched": unpatched,
+    "owners": owners,
 }))
 """
 
