@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._auth import OIDCClientCredentials
-from ._config import DEFAULT_HTTP_TIMEOUT, Config, env_float
+from ._config import DEFAULT_HTTP_TIMEOUT, Config, env_float, refuse_cleartext
 from ._exceptions import LayerMissingRequiredConfigurationError
 
 #: The variables of the OIDC settings that must come together.
@@ -70,6 +70,13 @@ def oidc_from_environment(
             f"{_words(present)} {'is' if len(present) == 1 else 'are'}: set "
             f"{_words(list(OIDC_REQUIRED))} to authenticate with "
             "OIDC, or none of them, or pass auth_provider= to init()"
+        )
+    if not allow_insecure_http:  # refused here, so that the message names init()'s option
+        refuse_cleartext(
+            given["LAYER_OIDC_TOKEN_URL"],
+            "LAYER_OIDC_TOKEN_URL",
+            "the OIDC client secret",
+            "init()",
         )
     return OIDCClientCredentials(
         token_url=given["LAYER_OIDC_TOKEN_URL"],

@@ -167,8 +167,8 @@ def test_check_names_the_opt_in_for_plain_http_beyond_this_machine(
     argv = ["check", "--base-url", "https://layer.example.invalid", "--application-id", APP_ID]
     code, out = run(capsys, *argv)
     assert code == 1
-    assert "FAILED: the OIDC settings cannot be used: token_url" in out
-    assert "allow_insecure_http=True" in out and "very-secret-value-1234" not in out
+    assert "FAILED: the configuration is incomplete or invalid: LAYER_OIDC_TOKEN_URL" in out
+    assert "allow_insecure_http=True to init()" in out and "very-secret-value-1234" not in out
 
 
 def test_demo_reports_everything_delivered(capsys: pytest.CaptureFixture[str]) -> None:
