@@ -683,6 +683,7 @@ def test_check_says_what_it_waits_for_while_it_waits(collector: LocalCollector) 
         "20",
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("PYTHONUNBUFFERED", None)  # a pipe is block-buffered unless the command flushes
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
@@ -758,12 +759,11 @@ def test_demo_against_a_dead_port_says_why_at_once(how: str) -> None:
     url = f"http://127.0.0.1:{closed_port()}"
     result = run_command(*command, "demo", "--base-url", url, timeout=30)
     assert result.returncode == 1, result.stderr
-    assert result.stdout.splitlines() == [
-        f"Sending a probe session to {url}/v1/sessions ...",
-        f"FAILED: nothing accepts connections at {url}: could not reach the Layer API: "
-        "ConnectionRefusedError: [Errno 111] Connection refused",
-        "Nothing was reported.",
-    ]
+    sending, failed, nothing = result.stdout.splitlines()
+    assert sending == f"Sending a probe session to {url}/v1/sessions ..."
+    assert failed.startswith(f"FAILED: nothing accepts connections at {url}: ")
+    assert "Connection refused" in failed
+    assert nothing == "Nothing was reported."
     assert "Traceback" not in result.stderr
 
 
