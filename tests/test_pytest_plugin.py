@@ -53,8 +53,8 @@ def test_the_fixtures_need_no_import_and_no_conftest(pytester: pytest.Pytester) 
             session_id = layer.create_session(attributes={"user.id": "u-1"})
             layer.append_action(session_id, kind=SessionActionKind.COMPLETION_PROMPT,
                                 data={"messages": [{"role": "user", "content": "hi"}]})
-            assert layer_records.prompts() == ["hi"]
             assert layer_records.sessions[0]["attributes"]["user.id"] == "u-1"
+            assert layer_records.prompts() == ["hi"]
 
         def test_collector_and_client(layer_collector, layer_client):
             assert layer_client is layer
@@ -221,6 +221,9 @@ def test_layer_records_read_content_parts_and_missing_messages(
 ) -> None:
     session_id = layer.create_session()
     layer.append_action(session_id, kind=PROMPT, data={"not": "messages"})
+    turns = [("user", "first"), ("assistant", "answer"), ("user", "second")]
+    conversation = [{"role": role, "content": text} for role, text in turns]
+    layer.append_action(session_id, kind=PROMPT, data={"messages": conversation})
     layer.append_action(
         session_id,
         kind=OUTPUT,
@@ -231,6 +234,8 @@ def test_layer_records_read_content_parts_and_missing_messages(
             ]
         },
     )
-    assert layer_records.prompts() == [""]
+    assert layer_records.prompts() == ["", "second"]
+    assert layer_records.prompts(role=None) == ["", "second"]
+    assert layer_records.prompts(role="assistant") == ["", "answer"]
     assert layer_records.outputs() == ["a\nb"]
     assert os.environ.get("LAYER_ENABLED") is None
