@@ -201,13 +201,13 @@ class Client:
                 return
             namespace = config.application_id or f"name:{config.application_name}"
             self._new_session_id = SessionIdFactory(namespace)
+            self._application = application
             if not config.enabled:
                 self._exporter, self._firewall, self._guard = None, None, None
                 self._disabled, self._disabled_closed = config, False
                 return
             self._disabled = None
             self._attributes = platform_attributes(config.environment, config.platform)
-            self._application = application
             # Only sessions encoded before the name resolved need their ID filled in.
             splicer = None
             if isinstance(application, ApplicationName) and not application.settled:
