@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+from collections.abc import Callable
 
 import pytest
 
@@ -27,12 +28,20 @@ PROMPT = SessionActionKind.COMPLETION_PROMPT
 OUTPUT = SessionActionKind.COMPLETION_OUTPUT
 
 
-def run_suite(pytester: pytest.Pytester, *args: str, **env: str) -> pytest.RunResult:
-    """Run the files made in ``pytester``'s folder in a child pytest, as a user would."""
-    for name, value in env.items():
-        pytester._monkeypatch.setenv(name, value)
-    pytester._monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", raising=False)
-    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+@pytest.fixture
+def run_suite(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., pytest.RunResult]:
+    """Run the files made in ``pytester``'s folder in a child pytest, as a user would, with
+    the given environment variables."""
+    monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+
+    def run(*args: str, **env: str) -> pytest.RunResult:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+
+    return run
 
 
 def test_the_entry_point_names_the_plugin_module() -> None:
@@ -44,7 +53,9 @@ def test_the_entry_point_names_the_plugin_module() -> None:
     assert (entry.name, entry.value) == ("layer_sdk", "_layer_sdk_pytest")
 
 
-def test_the_fixtures_need_no_import_and_no_conftest(pytester: pytest.Pytester) -> None:
+def test_the_fixtures_need_no_import_and_no_conftest(
+    pytester: pytest.Pytester, run_suite: Callable[..., pytest.RunResult]
+) -> None:
     pytester.makepyfile(
         test_app="""
         from layer_sdk import SessionActionKind, layer
@@ -64,15 +75,15 @@ def test_the_fixtures_need_no_import_and_no_conftest(pytester: pytest.Pytester) 
             assert layer_collector.event_count == 1
         """
     )
-    result = run_suite(pytester)
+    result = run_suite()
     result.assert_outcomes(passed=2)
-    result = run_suite(pytester, "-p", "no:layer_sdk")
+    result = run_suite("-p", "no:layer_sdk")
     result.assert_outcomes(errors=2)
     result.stdout.fnmatch_lines(["*fixture 'layer_records' not found*"])
 
 
 def test_teardown_delivers_what_is_queued_then_shuts_down_and_stops(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, run_suite: Callable[..., pytest.RunResult]
 ) -> None:
     pytester.makepyfile(
         test_order="""
@@ -97,11 +108,11 @@ def test_teardown_delivers_what_is_queued_then_shuts_down_and_stops(
                 assert probe.connect_ex(("127.0.0.1", collector.port)) != 0
         """
     )
-    run_suite(pytester).assert_outcomes(passed=2)
+    run_suite().assert_outcomes(passed=2)
 
 
 def test_init_options_come_from_a_conftest_and_the_shell_stays_out(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, run_suite: Callable[..., pytest.RunResult]
 ) -> None:
     pytester.makeconftest(
         """
@@ -132,11 +143,11 @@ def test_init_options_come_from_a_conftest_and_the_shell_stays_out(
         "LAYER_OIDC_CLIENT_ID": "incomplete",
         "LAYER_FIREWALL_BASE_URL": "http://127.0.0.1:9",
     }
-    run_suite(pytester, **shell).assert_outcomes(passed=1)
+    run_suite(**shell).assert_outcomes(passed=1)
 
 
 def test_a_client_initialized_at_import_is_named_as_the_problem(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, run_suite: Callable[..., pytest.RunResult]
 ) -> None:
     pytester.makepyfile(
         test_early="""
@@ -148,7 +159,7 @@ def test_a_client_initialized_at_import_is_named_as_the_problem(
             pass
         """
     )
-    result = run_suite(pytester)
+    result = run_suite()
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
         [
