@@ -828,3 +828,17 @@ def test_a_long_demo_without_rich_prints_its_progress(collector: LocalCollector)
         for line in progress
     )
     assert result.stdout.splitlines()[-1] == "OK: everything was delivered."
+
+
+@pytest.mark.parametrize("how", ["module", "script"])
+def test_check_as_a_user_runs_it(how: str, collector: LocalCollector) -> None:
+    command = [sys.executable, "-m", "layer_sdk"] if how == "module" else [console_script()]
+    result = run_command(*command, "check", "--base-url", collector.url, "--application-id", APP_ID)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.splitlines()[-1] == "OK: this machine can report to Layer."
+    url = f"http://127.0.0.1:{closed_port()}"
+    result = run_command(*command, "check", "--base-url", url, "--application-id", APP_ID)
+    assert (result.returncode, result.stderr) == (1, "")
+    assert result.stdout.splitlines()[-1].startswith(
+        f"FAILED: nothing accepts connections at {url}"
+    )
