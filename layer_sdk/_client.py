@@ -486,6 +486,13 @@ class Client:
 
     # -- machinery -------------------------------------------------------------
 
+    def _settings(self) -> Config | None:
+        """The settings of the latest ``init()``, enabled or not (None before the first)."""
+        if self._disabled is not None:
+            return self._disabled
+        exporter = self._exporter
+        return None if exporter is None else exporter.config
+
     def _disabled_session_id(self, session_id: Any) -> str:
         """``create_session`` of a client initialized with ``enabled=False``: an ID, no more."""
         if self._disabled is None:

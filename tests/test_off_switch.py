@@ -20,7 +20,7 @@ from layer_sdk import (
 )
 from layer_sdk.collector import LocalCollector
 
-from .helpers import APP_ID, FAST, run_python
+from .helpers import APP_ID, FAST, MakeClient, run_python
 
 # Run in a fresh interpreter: an audit hook cannot be removed once added.
 WATCHED = r"""
@@ -214,3 +214,27 @@ def test_a_client_can_be_switched_on_and_off_across_shutdowns(collector: LocalCo
     assert client.stats().enqueued == 0
     assert client.shutdown() is True
     assert collector.event_count == 1
+
+
+def test_opentelemetry_spans_of_a_disabled_client_record_nothing_and_say_nothing(
+    make_client: MakeClient,
+    collector: LocalCollector,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    from layer_sdk.otel import conversation_session_id
+
+    from .otel_helpers import make_traced
+    from .test_otel import CURRENT_CHAT
+
+    traced = make_traced(make_client, collector, enabled=False)
+    try:
+        traced.span("chat", {**CURRENT_CHAT, "gen_ai.conversation.id": "conv-7"})
+    finally:
+        traced.provider.shutdown()
+    assert [record.getMessage() for record in caplog.records] == []
+    assert collector.requests == []
+    enabled = make_client()  # the same application: the same conversation, the same session
+    assert conversation_session_id("conv-7", traced.client) == conversation_session_id(
+        "conv-7", enabled
+    )
