@@ -227,6 +227,18 @@ class OIDCClientCredentials(AuthProvider):
         for token in list(self._recent_tokens):
             yield token.reveal()
 
+    def same_settings(self, other: OIDCClientCredentials) -> bool:
+        """True when ``other`` asks the same endpoint for the same client's token, the same
+        way (what a second ``init()`` compares; see ``_settings``)."""
+        return (
+            self.token_url == other.token_url
+            and self.client_id == other.client_id
+            and self._client_secret.reveal() == other._client_secret.reveal()
+            and self.scope == other.scope
+            and self.http_timeout == other.http_timeout
+            and self._user_session is other._user_session
+        )
+
     def get_headers(self) -> dict[str, str]:
         """``Authorization: Bearer <token>``, fetching or refreshing the token when due."""
         token = self._token

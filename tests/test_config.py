@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import platform
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -13,6 +14,7 @@ from layer_sdk import (
     Client,
     LayerAlreadyInitializedError,
     LayerMissingRequiredConfigurationError,
+    OIDCClientCredentials,
     layer,
 )
 from layer_sdk._config import DEFAULT_HTTP_TIMEOUT, MAX_SECONDS, Config
@@ -198,6 +200,97 @@ def test_init_twice_raises_and_shutdown_allows_init_again(collector: LocalCollec
         assert collector.event_count == 1
     finally:
         client.shutdown()
+
+
+def test_init_again_with_the_same_settings_does_nothing(
+    monkeypatch: pytest.MonkeyPatch, collector: LocalCollector
+) -> None:
+    """A notebook cell with layer.init(...) run twice: the second run is a no-op."""
+    monkeypatch.setenv("LAYER_ENVIRONMENT", "dev")
+
+    def cell() -> None:  # every object in it is built anew, as a re-run cell does
+        client.init(
+            base_url=collector.url + "/",
+            application_id=APP_ID,
+            http_timeout=5,
+            disable_instrumentations=["openai"],
+            on_drop=lambda reason, count: None,
+            auth_provider=OIDCClientCredentials(
+                token_url="http://127.0.0.1:1/token", client_id="sdk", client_secret="s3cret"
+            ),
+            flush_interval=0.05,
+        )
+
+    client = Client()
+    cell()
+    try:
+        exporter, threads = client._exporter, threading.active_count()
+        cell()
+        assert client._exporter is exporter
+        assert threading.active_count() == threads
+        client.init(
+            enabled=True,
+            base_url=collector.url,
+            application_id=APP_ID,
+            http_timeout=5.0,
+            disable_instrumentations=["OpenAI"],
+            flush_interval=0.05,
+            auth_provider=exporter.config.auth_provider,  # type: ignore[union-attr]
+            on_drop=exporter.config.on_drop,
+        )  # type: ignore[union-attr]
+        assert client._exporter is exporter
+    finally:
+        client.shutdown()
+
+
+def test_init_again_with_other_settings_names_them_and_no_secret(
+    monkeypatch: pytest.MonkeyPatch, collector: LocalCollector
+) -> None:
+    def auth(secret: str) -> OIDCClientCredentials:
+        return OIDCClientCredentials(
+            token_url="http://127.0.0.1:1/token", client_id="sdk", client_secret=secret
+        )
+
+    client = Client()
+    client.init(base_url=collector.url, application_id=APP_ID, auth_provider=auth("first-s3cret"))
+    try:
+        with pytest.raises(LayerAlreadyInitializedError) as raised:
+            client.init(
+                base_url=collector.url,
+                application_id=APP_ID,
+                environment="Prod",
+                http_timeout=3,
+                auth_provider=auth("second-s3cret"),
+            )
+        message = str(raised.value)
+        assert "(environment, auth_provider, http_timeout differ)" in message
+        assert "call shutdown() first to change them" in message
+        assert "s3cret" not in message and "Prod" not in message
+        monkeypatch.setenv("LAYER_APPLICATION_NAME", "bot")  # the environment counts too
+        with pytest.raises(LayerAlreadyInitializedError, match=r"\(application_name differ\)"):
+            client.init(
+                base_url=collector.url,
+                application_id=APP_ID,
+                auth_provider=client._exporter.config.auth_provider,
+            )  # type: ignore[union-attr]
+        with pytest.raises(LayerAlreadyInitializedError, match=r"\(enabled, base_url,"):
+            client.init(enabled=False)
+    finally:
+        client.shutdown()
+    client.init(base_url=collector.url, application_id=APP_ID, environment="Prod")
+    client.shutdown()
+
+
+def test_init_again_of_a_disabled_client(collector: LocalCollector) -> None:
+    client = Client()
+    client.init(enabled=False)
+    client.init(enabled=False)
+    with pytest.raises(LayerAlreadyInitializedError, match=r"\(enabled, base_url, application_id"):
+        client.init(base_url=collector.url, application_id=APP_ID)
+    client.shutdown()
+    client.init(base_url=collector.url, application_id=APP_ID)
+    assert client.stats().disabled is False
+    client.shutdown()
 
 
 def test_disabled_instrumentors_is_an_alias(make_client: Callable[..., Client]) -> None:

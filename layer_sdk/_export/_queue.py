@@ -99,6 +99,8 @@ class ExportStats(msgspec.Struct, frozen=True):
     dropped_by_reason: dict[str, int]
     failed_by_reason: dict[str, int]
     truncated: int = 0
+    #: True for a client initialized with ``enabled=False``: nothing is counted.
+    disabled: bool = False
 
 
 class _Session(msgspec.Struct, gc=False):

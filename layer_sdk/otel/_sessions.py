@@ -47,12 +47,11 @@ def conversation_session_id(conversation_id: str, client: Client | None = None) 
 
 
 def _namespace(client: Client) -> uuid.UUID:
-    exporter = client._exporter
-    if exporter is None:
+    config = client._settings()  # a disabled client's too: its calls go on, recording nothing
+    if config is None:
         raise LayerMissingRequiredConfigurationError(
             "call init() before conversation_session_id(): the ID depends on the application"
         )
-    config = exporter.config
     application = config.application_id or f"name:{config.application_name}"
     return uuid.uuid5(uuid.NAMESPACE_URL, f"layer-otel-conversation:{application}")
 
