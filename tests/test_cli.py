@@ -6,6 +6,7 @@ import contextlib
 import http.client
 import json
 import os
+import platform
 import queue
 import re
 import secrets
@@ -17,18 +18,22 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import pytest
 
-from layer_sdk import Client, SessionActionKind
+from layer_sdk import Client, SessionActionKind, __version__
 from layer_sdk.cli import main
+from layer_sdk.cli._check import settings_rows
 from layer_sdk.collector import LocalCollector
 
 from .echo_servers import EchoingTokenEndpoint, leaks, odd_secret
 from .helpers import APP_ID, FAST, ROOT, closed_port, run_python
+from .oidc_provider import OIDCProvider, oidc
+
+__all__ = ["oidc"]  # the fixture, imported so that pytest finds it
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -167,8 +172,8 @@ def test_check_names_the_opt_in_for_plain_http_beyond_this_machine(
     argv = ["check", "--base-url", "https://layer.example.invalid", "--application-id", APP_ID]
     code, out = run(capsys, *argv)
     assert code == 1
-    assert "FAILED: the OIDC settings cannot be used: token_url" in out
-    assert "allow_insecure_http=True" in out and "very-secret-value-1234" not in out
+    assert "FAILED: the configuration is incomplete or invalid: LAYER_OIDC_TOKEN_URL" in out
+    assert "allow_insecure_http=True to init()" in out and "very-secret-value-1234" not in out
 
 
 def test_demo_reports_everything_delivered(capsys: pytest.CaptureFixture[str]) -> None:
@@ -641,3 +646,311 @@ def test_collector_with_rich_on_a_terminal() -> None:
             process.kill()
             process.wait(timeout=10)
         os.close(master)
+
+
+# -- check reads the settings as init() does ------------------------------------------------
+
+#: What each variable the docs name is set to below (LAYER_TEST_VENVS is the test suite's own).
+NOT_SETTINGS = {"LAYER_TEST_VENVS"}
+
+
+def documented_variables() -> set[str]:
+    texts = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    found = {
+        m for path in texts for m in re.findall(r"\bLAYER_[A-Z]+(?:_[A-Z]+)*\b", path.read_text())
+    }
+    return found - NOT_SETTINGS
+
+
+def test_check_and_init_see_the_same_settings_from_every_documented_variable(
+    oidc: Callable[..., OIDCProvider],
+    monkeypatch: pytest.MonkeyPatch,
+    collector: LocalCollector,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    provider = oidc(token_ttl=300)
+    bearer = provider.bearer_check()
+    collector.require_bearer(bearer)
+    values = {
+        "LAYER_ENABLED": "yes",
+        "LAYER_BASE_URL": collector.url,
+        "LAYER_APPLICATION_ID": APP_ID,
+        "LAYER_APPLICATION_NAME": "support-bot",
+        "LAYER_ENVIRONMENT": "Staging",
+        "LAYER_TIMEOUT": "4",
+        "LAYER_HTTP_TIMEOUT": "9",
+        "LAYER_FIREWALL_BASE_URL": collector.url,
+        "LAYER_OIDC_TOKEN_URL": provider.token_url,
+        "LAYER_OIDC_CLIENT_ID": provider.client_id,
+        "LAYER_OIDC_CLIENT_SECRET": provider.client_secret,
+        "LAYER_OIDC_SCOPE": provider.scope,
+        "LAYER_OIDC_TIMEOUT": "6",
+    }
+    missing = documented_variables() - set(values)
+    assert not missing, f"documented but not set by this test: {sorted(missing)}"
+    for variable, value in values.items():
+        monkeypatch.setenv(variable, value)
+
+    code, out = run(capsys, "check")
+    assert code == 0, out
+    client = Client()
+    client.init()
+    try:
+        config = client._exporter.config  # type: ignore[union-attr]
+        rows = settings_rows(config)
+        assert (
+            "authentication",
+            f"OIDC client 'layer-sdk' at {provider.token_url}, scope "
+            f"layer-sdk, timeout 6 s, secret ********",
+        ) in rows
+        assert ("firewall", collector.url) in rows and ("http_timeout", "4 s") in rows
+        width = max(len(name) for name, _ in rows)
+        for name, value in rows:
+            assert f"\n  {name:<{width}}  {value}\n" in out
+        client.create_session(sync=True)
+        assert client.firewall_session_lookup(collector.sessions[-1]["session_id"])
+    finally:
+        client.shutdown()
+    probe, created = collector.sessions
+    for session in (probe, created):
+        assert session["application_id"] == APP_ID
+        assert session["attributes"]["environment"] == "staging"
+    assert bearer.refused == []
+    assert [request.status for request in collector.requests] == [200, 200, 200, 200]
+    assert "Firewall: decision 'no_data'" in out
+
+
+def test_check_resolves_an_application_name(
+    collector: LocalCollector, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["check", "--base-url", collector.url, "--application-name", "support-bot"]
+    code, out = run(capsys, *argv)
+    assert code == 0, out
+    assert "application_id  (by name: 'support-bot')" in out
+    assert "Looking up the application named 'support-bot' ..." in out
+    (application,) = collector.applications
+    assert application["name"] == "support-bot"
+    assert collector.sessions[0]["application_id"] == application["id"]
+
+
+def test_check_asks_the_firewall_and_says_what_is_wrong_with_it(
+    collector: LocalCollector, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["check", "--base-url", collector.url, "--application-id", APP_ID]
+    code, out = run(capsys, *base, "--firewall-base-url", collector.url)
+    assert code == 0, out
+    asked = f"Asking the firewall at {collector.url} about the probe session ..."
+    assert out.index("Probe: session ") < out.index(asked) < out.index("Firewall: decision")
+    (lookup,) = [r for r in collector.requests if r.method == "GET"]
+    assert lookup.path == f"/v1/sessions/{collector.sessions[0]['session_id']}"
+
+    code, out = run(capsys, *base, "--firewall-base-url", collector.url + "/elsewhere")
+    assert code == 1
+    assert f"FAILED: {collector.url}/elsewhere has no Layer firewall (404)" in out
+    assert "check firewall_base_url" in out
+
+    port = closed_port()
+    code, out = run(capsys, *base, "--firewall-base-url", f"http://127.0.0.1:{port}")
+    assert code == 1
+    assert f"FAILED: nothing accepts connections at http://127.0.0.1:{port}" in out
+
+
+def test_check_summarizes_an_html_error_page(
+    collector: LocalCollector, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page = (
+        b"<!DOCTYPE html>\n<html><head><meta charset=utf-8>\n<title>502 Bad Gateway &amp; co"
+        b"</title></head><body>" + b"<p>the upstream is gone</p>" * 200 + b"</body></html>"
+    )
+    collector.fail_next(1, 502, body=page)
+    code, out = run(capsys, "check", "--base-url", collector.url, "--application-id", APP_ID)
+    assert code == 1
+    assert out.splitlines()[-1] == (
+        "FAILED: the API answered 502: an HTML page titled '502 Bad Gateway & co'"
+    )
+    assert "<" not in out and "upstream" not in out
+
+
+def test_check_says_reporting_is_turned_off(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LAYER_ENABLED", "off")
+    code, out = run(capsys, "check")
+    assert code == 1
+    assert out.startswith("FAILED: reporting is turned off (enabled=False, or LAYER_ENABLED")
+
+
+def test_check_says_what_it_waits_for_while_it_waits(collector: LocalCollector) -> None:
+    collector.hang()
+    command = [
+        sys.executable,
+        "-m",
+        "layer_sdk",
+        "check",
+        "--base-url",
+        collector.url,
+        "--application-id",
+        APP_ID,
+        "--timeout",
+        "20",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("PYTHONUNBUFFERED", None)  # a pipe is block-buffered unless the command flushes
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        lines = []
+        while not (line := process.stdout.readline()).startswith("Sending a probe session"):
+            assert line, f"the check ended first: {lines}"
+            lines.append(line)
+        assert line == f"Sending a probe session to {collector.url}/v1/sessions ...\n"
+        # Read while the collector still holds the probe: the line was not held back either.
+        assert process.poll() is None
+        assert collector.wait_for(lambda c: c.unanswered == 1)
+        collector.release()
+        rest = process.stdout.read()
+        assert process.wait(timeout=30) == 0
+    finally:
+        collector.release()
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+    assert rest.splitlines()[-1] == "OK: this machine can report to Layer."
+
+
+# -- the command itself, and demo ------------------------------------------------------------
+
+
+def console_script() -> str:
+    """The ``layer-sdk`` script installed beside this interpreter."""
+    script = Path(sys.executable).with_name("layer-sdk")
+    assert script.exists(), f"{script} is missing: install the package (pip install -e .)"
+    return str(script)
+
+
+def run_command(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        list(argv),
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize("how", ["module", "script"])
+def test_version_and_the_help_alone(how: str) -> None:
+    command = [sys.executable, "-m", "layer_sdk"] if how == "module" else [console_script()]
+    result = run_command(*command, "--version")
+    assert (result.returncode, result.stderr) == (0, "")
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    assert result.stdout == f"layer-sdk {__version__} (distribution layer-api-client, {python})\n"
+
+    result = run_command(*command)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.startswith("usage: layer-sdk [-h] [--version] COMMAND ...")
+    for command_name in ("collector", "demo", "check"):
+        assert f"\n    {command_name}" in result.stdout
+
+
+@pytest.mark.parametrize("how", ["module", "script"])
+@pytest.mark.parametrize("option", ["--sessions", "--threads"])
+def test_demo_refuses_zero_with_a_message(how: str, option: str) -> None:
+    command = [sys.executable, "-m", "layer_sdk"] if how == "module" else [console_script()]
+    result = run_command(*command, "demo", option, "0")
+    assert result.returncode == 2
+    assert f"error: argument {option}: must be a positive integer, got 0" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_command(*command, "demo", option, "many")
+    assert result.returncode == 2 and "must be a positive integer, got 'many'" in result.stderr
+
+
+@pytest.mark.parametrize("how", ["module", "script"])
+def test_demo_against_a_dead_port_says_why_at_once(how: str) -> None:
+    command = [sys.executable, "-m", "layer_sdk"] if how == "module" else [console_script()]
+    url = f"http://127.0.0.1:{closed_port()}"
+    result = run_command(*command, "demo", "--base-url", url, timeout=30)
+    assert result.returncode == 1, result.stderr
+    sending, failed, nothing = result.stdout.splitlines()
+    assert sending == f"Sending a probe session to {url}/v1/sessions ..."
+    assert failed.startswith(f"FAILED: nothing accepts connections at {url}: ")
+    assert "Connection refused" in failed
+    assert nothing == "Nothing was reported."
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_stops_waiting_when_the_api_stops_taking_events(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from layer_sdk.cli._demo import demo
+
+    def on_event(event: object) -> None:  # the probe is stored: from now on every request fails
+        collector.fail_for(60, 503)
+
+    collector = LocalCollector(on_event=on_event).start()
+    try:
+        assert demo(60, 2, collector.url, "layer-sdk-demo", stall=0.5) == 1
+    finally:
+        collector.stop()
+    out = capsys.readouterr().out
+    assert "Nothing was delivered for 0.5 s: stopping; what is still queued is lost." in out
+    assert re.search(r"\n  dropped / failed +0 / 300\n", out), out
+    assert re.search(r"\nLost 300 events:\n  shutdown +300  still queued when the client", out)
+    assert out.splitlines()[-1] == "Some events were not delivered."
+
+
+def test_every_loss_reason_has_an_explanation() -> None:
+    from layer_sdk._export import _losses
+    from layer_sdk.cli._demo import LOSS_EXPLANATIONS, loss_lines
+
+    reasons = {
+        value
+        for name, value in vars(_losses).items()
+        if name.isupper() and not name.startswith("_") and isinstance(value, str)
+    }
+    assert reasons == set(LOSS_EXPLANATIONS)
+    assert loss_lines({"queue_full": 1200, "rejected": 3, "too_large": 0}) == [
+        "Lost 1,203 events:",
+        "  queue_full      1,200  a tight loop outran the 50,000-event queue (max_queue_size):"
+        " events came faster than the API took them",
+        "  rejected            3  refused by the API with a 4xx answer (the log has its message)",
+    ]
+
+
+def test_a_long_demo_without_rich_prints_its_progress(collector: LocalCollector) -> None:
+    collector.delay = 0.3  # 200 sessions, 32 at a time: two seconds at least
+    command = [
+        sys.executable,
+        "-m",
+        "layer_sdk",
+        "demo",
+        "--base-url",
+        collector.url,
+        "--sessions",
+        "200",
+        "--threads",
+        "2",
+    ]
+    result = run_command(*command)
+    assert result.returncode == 0, result.stdout + result.stderr
+    progress = [line for line in result.stdout.splitlines() if line.startswith("  ... ")]
+    assert progress, result.stdout
+    assert all(
+        re.fullmatch(r"  \.\.\. [\d,]+ of 1,000 calls made, [\d,]+ events delivered", line)
+        for line in progress
+    )
+    assert result.stdout.splitlines()[-1] == "OK: everything was delivered."
+
+
+@pytest.mark.parametrize("how", ["module", "script"])
+def test_check_as_a_user_runs_it(how: str, collector: LocalCollector) -> None:
+    command = [sys.executable, "-m", "layer_sdk"] if how == "module" else [console_script()]
+    result = run_command(*command, "check", "--base-url", collector.url, "--application-id", APP_ID)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.splitlines()[-1] == "OK: this machine can report to Layer."
+    url = f"http://127.0.0.1:{closed_port()}"
+    result = run_command(*command, "check", "--base-url", url, "--application-id", APP_ID)
+    assert (result.returncode, result.stderr) == (1, "")
+    assert result.stdout.splitlines()[-1].startswith(
+        f"FAILED: nothing accepts connections at {url}"
+    )

@@ -42,10 +42,25 @@ class _Record(Protocol):
     client: Recorder
     #: The Layer session the call belongs to, None until one is created for it.
     session_id: str | None
+    #: The provider's object the method was called on (its client knows the API key).
+    resource: Any
 
     def failed(self, exc: BaseException) -> None: ...
 
     def succeeded(self, result: Any, is_async: bool) -> Any: ...
+
+
+#: Called with no arguments as each call begins to be recorded, when set: ``layer_sdk.otel``
+#: sets it to note the OpenTelemetry span of the call, so that the span is not recorded again.
+recorded_call_hook: Callable[[], None] | None = None
+
+#: Every provider's Patcher (``in_recorded_call`` asks them).
+_patchers: list[Patcher] = []
+
+
+def in_recorded_call() -> bool:
+    """Whether a call recorded here is running in this context (a span started now is its)."""
+    return any(patcher.inside.get() for patcher in _patchers)
 
 
 #: ``start(instance, kwargs)``: the record of a call about to be made, or None.
@@ -97,6 +112,7 @@ class Patcher:
         #: The client to patch for once the package is imported.
         self._waiting: Recorder | None = None
         self._hook = _PostImportHook(package, self._imported)
+        _patchers.append(self)
 
     # -- putting the patches in place and taking them off --------------------------------
 
@@ -177,8 +193,10 @@ class Patcher:
 
     # -- before the provider is called ---------------------------------------------------
 
-    def start(self, spec: Any, kwargs: dict[str, Any]) -> Any:
+    def start(self, spec: Any, kwargs: dict[str, Any], instance: Any = None) -> Any:
         """The record of a call about to be made; None: make it unrecorded (off, nested, our bug).
+
+        ``instance`` is the provider's object the method is called on.
 
         Every recorded call of every provider passes here before the request is
         made (for the ``.stream()`` helper: when ``stream()`` is called, before its
@@ -189,15 +207,20 @@ class Patcher:
         if client is None or self.inside.get():
             return None
         try:
-            return self._begin(client, spec, kwargs)
+            record = self._begin(client, spec, kwargs)
+            record.resource = instance
         except Exception as exc:
             self.problem(f"preparing the record of a {self.package} call", exc)
             return None
+        hook = recorded_call_hook
+        if hook is not None:
+            hook()
+        return record
 
     def starter(self, spec: Any) -> Start:
-        """``start`` for the calls of one target (the instance is not needed)."""
+        """``start`` for the calls of one target."""
         start = self.start
-        return lambda instance, kwargs: start(spec, kwargs)
+        return lambda instance, kwargs: start(spec, kwargs, instance)
 
 
 # -- the wrappers ---------------------------------------------------------------------

@@ -37,8 +37,9 @@ def _read_request(
 
     Only two edits: the session header leaves ``extra_headers`` (a new dict),
     and a one-shot iterator among the arguments named in ``read`` (those the
-    mappings read) becomes a list with the same items, so that reading it
-    leaves it whole for the provider.
+    mappings read) is watched as the provider takes it (``_watched``), never
+    read here: the provider gets every item, and whatever the iterator raises,
+    as it would without the instrumentation.
     """
     session_id: str | None = None
     raw: str | None = None
@@ -57,10 +58,25 @@ def _read_request(
         for name in read:
             value = kwargs.get(name)
             if value is not None and type(value) not in _CONTAINERS and isinstance(value, Iterator):
-                kwargs[name] = list(value)
+                kwargs[name] = _watched(value, kwargs, name)
     except Exception as exc:
         problem("reading the arguments", exc)
     return session_id, raw
+
+
+def _watched(iterator: Iterator[Any], kwargs: dict[str, Any], name: str) -> Iterator[Any]:
+    """``iterator``'s items, as the provider takes them; the record reads the items taken.
+
+    The provider iterates this in place of the caller's iterator (at the call,
+    as it builds the request); from its first item on, ``kwargs[name]`` (the
+    record's view of the call) is the list of the items taken so far. An
+    exception of the iterator reaches the provider, and so the caller, as is.
+    """
+    taken: list[Any] = []
+    kwargs[name] = taken
+    for item in iterator:
+        taken.append(item)
+        yield item
 
 
 def _scan_headers(headers: Any) -> tuple[Any, Any, str | None]:
