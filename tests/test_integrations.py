@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -29,9 +30,12 @@ NOTE = SessionActionKind.COMPLETION_TOOL_CALL
 
 
 @pytest.fixture(autouse=True)
-def _fresh_throttle(monkeypatch: pytest.MonkeyPatch) -> None:
+def _fresh_throttle(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """No warning held back by an earlier test, and the SDK's warnings captured whatever the
+    root logger's level (a Celery worker sets it to ERROR)."""
     monkeypatch.setattr(throttled_log, "_last", {})
     monkeypatch.setattr(throttled_log, "_unsaid", {})
+    caplog.set_level(logging.WARNING, "layer_sdk")
 
 
 def asgi_request(

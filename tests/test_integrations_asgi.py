@@ -55,9 +55,12 @@ def providers() -> Iterator[tuple[str, str]]:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_throttle(monkeypatch: pytest.MonkeyPatch) -> None:
+def _fresh_throttle(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """No warning held back by an earlier test, and the SDK's warnings captured whatever the
+    root logger's level (a Celery worker sets it to ERROR)."""
     monkeypatch.setattr(throttled_log, "_last", {})
     monkeypatch.setattr(throttled_log, "_unsaid", {})
+    caplog.set_level(logging.WARNING, "layer_sdk")
 
 
 def build_app(layer: Client, urls: tuple[str, str], **options: Any) -> Any:
@@ -249,7 +252,6 @@ def test_a_header_that_is_no_session_id_gets_a_new_session_and_one_warning(
     providers: tuple[str, str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, "layer_sdk")
     with TestClient(build_app(client, providers)) as http:
         ids = [
             http.post("/chats/1", headers={"X-Layer-Session-Id": bad}).json()["session_id"]

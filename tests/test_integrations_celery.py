@@ -44,9 +44,12 @@ class Boom(Exception):
 
 
 @pytest.fixture(autouse=True)
-def _fresh_throttle(monkeypatch: pytest.MonkeyPatch) -> None:
+def _fresh_throttle(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """No warning held back by an earlier test, and the SDK's warnings captured whatever the
+    root logger's level (a Celery worker sets it to ERROR)."""
     monkeypatch.setattr(throttled_log, "_last", {})
     monkeypatch.setattr(throttled_log, "_unsaid", {})
+    caplog.set_level(logging.WARNING, "layer_sdk")
 
 
 @pytest.fixture
@@ -87,8 +90,14 @@ def worker_app() -> Iterator[Any]:
         note("before failing")
         raise Boom("the task failed")
 
-    with start_worker(app, pool="solo", perform_ping_check=False):
-        yield app
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        with start_worker(app, pool="solo", perform_ping_check=False):
+            yield app
+    finally:  # the worker set up logging as a worker does: the tests after it see it as it was
+        root.setLevel(level)
+        root.handlers[:] = handlers
 
 
 @contextlib.contextmanager
@@ -138,7 +147,6 @@ def test_each_task_runs_in_its_own_session(
 def test_the_caller_names_the_session_in_the_task_headers(
     client: Client, collector: LocalCollector, app: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, "layer_sdk")  # the worker sets the root logger to ERROR
     existing = client.create_session()
     assert client.flush(timeout=10)
     record = app.tasks["record"]

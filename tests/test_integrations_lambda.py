@@ -33,6 +33,12 @@ from layer_sdk.integrations.aws_lambda import (
 
 from .helpers import APP_ID, PROMPT, ROOT
 
+
+@pytest.fixture(autouse=True)
+def _sdk_warnings(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "layer_sdk")  # whatever the root logger's level
+
+
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP")
 
 

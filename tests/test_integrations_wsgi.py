@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -49,9 +50,12 @@ def openai_url() -> Iterator[str]:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_throttle(monkeypatch: pytest.MonkeyPatch) -> None:
+def _fresh_throttle(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """No warning held back by an earlier test, and the SDK's warnings captured whatever the
+    root logger's level (a Celery worker sets it to ERROR)."""
     monkeypatch.setattr(throttled_log, "_last", {})
     monkeypatch.setattr(throttled_log, "_unsaid", {})
+    caplog.set_level(logging.WARNING, "layer_sdk")
 
 
 def build_app(layer: Client, openai_url: str, **options: Any) -> Any:
