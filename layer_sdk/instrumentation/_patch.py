@@ -48,6 +48,19 @@ class _Record(Protocol):
     def succeeded(self, result: Any, is_async: bool) -> Any: ...
 
 
+#: Called with no arguments as each call begins to be recorded, when set: ``layer_sdk.otel``
+#: sets it to note the OpenTelemetry span of the call, so that the span is not recorded again.
+recorded_call_hook: Callable[[], None] | None = None
+
+#: Every provider's Patcher (``in_recorded_call`` asks them).
+_patchers: list[Patcher] = []
+
+
+def in_recorded_call() -> bool:
+    """Whether a call recorded here is running in this context (a span started now is its)."""
+    return any(patcher.inside.get() for patcher in _patchers)
+
+
 #: ``start(instance, kwargs)``: the record of a call about to be made, or None.
 Start = Callable[[Any, dict[str, Any]], Any]
 #: ``finish(record, returned)``: what the wrapper returns for what the original returned.
@@ -97,6 +110,7 @@ class Patcher:
         #: The client to patch for once the package is imported.
         self._waiting: Recorder | None = None
         self._hook = _PostImportHook(package, self._imported)
+        _patchers.append(self)
 
     # -- putting the patches in place and taking them off --------------------------------
 
@@ -189,10 +203,14 @@ class Patcher:
         if client is None or self.inside.get():
             return None
         try:
-            return self._begin(client, spec, kwargs)
+            record = self._begin(client, spec, kwargs)
         except Exception as exc:
             self.problem(f"preparing the record of a {self.package} call", exc)
             return None
+        hook = recorded_call_hook
+        if hook is not None:
+            hook()
+        return record
 
     def starter(self, spec: Any) -> Start:
         """``start`` for the calls of one target (the instance is not needed)."""
