@@ -438,11 +438,10 @@ class Client:
             raise LayerRequestError("the client is shut down; call init() to use it again")
         return exporter.transport
 
-    def _prompt_check(self) -> Callable[[str], None] | None:
-        """The fresh firewall check the provider instrumentation makes before a prompt
-        leaves (``instrumentation._firewall``); None when the firewall is not enforced."""
-        guard = self._guard
-        return None if guard is None else guard.check_fresh
+    def _prompt_guard(self) -> Firewall | None:
+        """The firewall the provider instrumentation asks before a prompt leaves
+        (``instrumentation._firewall``); None when the firewall is not enforced."""
+        return self._guard
 
     def _enqueue(self, exporter: Exporter, event: Event) -> None:
         if exporter.put(event) is _TOO_LARGE:

@@ -219,6 +219,47 @@ class TCPServer:
         self._listener.close()
 
 
+class DrippingServer(TCPServer):
+    """Answers each request with ``first``, then one byte every ``interval`` seconds until
+    closed (or ``limit`` seconds): each read is quick, and the answer never ends.
+
+    ``requests`` counts the requests read. A context manager: closed on exit.
+    """
+
+    def __init__(
+        self,
+        interval: float = 0.05,
+        first: bytes = b"HTTP/1.1 200 OK\r\nX-Slow: ",
+        limit: float = 60.0,
+    ) -> None:
+        self.interval = interval
+        self.first = first
+        self.limit = limit
+        self.requests = 0
+        self._stop = threading.Event()
+        super().__init__()
+
+    def handle(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            if read_request(conn) is None:
+                return
+            self.requests += 1
+            conn.sendall(self.first)
+            ends = time.monotonic() + self.limit
+            while not self._stop.wait(self.interval) and time.monotonic() < ends:
+                conn.sendall(b"a")
+
+    def close(self) -> None:
+        self._stop.set()
+        super().close()
+
+    def __enter__(self) -> DrippingServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 # -- http.server endpoints ------------------------------------------------------------
 
 

@@ -107,6 +107,8 @@ class ProviderServer:
 
 
 class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # many concurrent calls connect at once (socketserver: 5)
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # a client that resets an idle keep-alive connection is no news
 
