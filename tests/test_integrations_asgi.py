@@ -35,6 +35,7 @@ from layer_sdk.integrations._sessions import throttled_log  # noqa: E402
 from layer_sdk.integrations.asgi import LayerMiddleware  # noqa: E402
 
 from .anthropic_server import AnthropicServer  # noqa: E402
+from .helpers import wait_until  # noqa: E402
 from .openai_server import OpenAIServer  # noqa: E402
 
 NOTE = SessionActionKind.COMPLETION_TOOL_CALL.value
@@ -372,18 +373,12 @@ def served_by_uvicorn(app: Any) -> Iterator[str]:
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     try:
-        assert wait_started(server), "uvicorn did not start"
+        assert wait_until(lambda: server.started), "uvicorn did not start"
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(10)
         listener.close()
-
-
-def wait_started(server: Any) -> bool:
-    from .helpers import wait_until
-
-    return wait_until(lambda: server.started, timeout=10)
 
 
 def test_under_uvicorn_concurrent_and_streamed_requests_keep_their_sessions(
