@@ -147,7 +147,10 @@ def test_tasks_and_threads_started_in_a_request_share_its_session(
 def test_an_uninitialized_client_costs_the_request_nothing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    sent = asgi_request(asgi.LayerMiddleware(recording_asgi_app(Client())))
+    uninitialized = Client()
+    sent = asgi_request(
+        asgi.LayerMiddleware(recording_asgi_app(uninitialized), client=uninitialized)
+    )
     assert sent[0]["status"] == 200
     assert sent[1]["body"] == b"None"
     assert "could not create the session of a request or task" in caplog.text
