@@ -903,12 +903,7 @@ def test_every_loss_reason_has_an_explanation() -> None:
     from layer_sdk._export import _losses
     from layer_sdk.cli._demo import LOSS_EXPLANATIONS, loss_lines
 
-    reasons = {
-        value
-        for name, value in vars(_losses).items()
-        if name.isupper() and not name.startswith("_") and isinstance(value, str)
-    }
-    assert reasons == set(LOSS_EXPLANATIONS)
+    assert set(_losses.LOSS_REASONS) == set(LOSS_EXPLANATIONS)
     assert loss_lines({"queue_full": 1200, "rejected": 3, "too_large": 0}) == [
         "Lost 1,203 events:",
         "  queue_full      1,200  a tight loop outran the 50,000-event queue (max_queue_size):"

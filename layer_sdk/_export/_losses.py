@@ -73,6 +73,17 @@ SESSION_FAILED = "session_failed"
 INTERNAL_ERROR = "internal_error"
 #: Dropped when an SDK thread (e.g. a logging handler run by it) tries to enqueue.
 RECURSION = "recursion"
+#: Every loss reason, as stats() and on_drop name them.
+LOSS_REASONS = (
+    QUEUE_FULL,
+    TOO_LARGE,
+    SHUTDOWN,
+    REJECTED,
+    RETRIES_EXHAUSTED,
+    SESSION_FAILED,
+    INTERNAL_ERROR,
+    RECURSION,
+)
 
 #: At most one log line per loss reason in this many seconds (the counts add up meanwhile).
 LOSS_LOG_INTERVAL = 10.0

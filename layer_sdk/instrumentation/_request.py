@@ -1,11 +1,12 @@
 """Reading a call's request before it is made: the session, the raw-response mode, the arguments.
 
 :func:`_read_request` reads the keyword arguments of an instrumented call,
-whatever the provider. Layer's session header (``SESSION_HEADERS``) is taken
+whatever the provider. Layer's session header (``_context.SESSION_HEADERS``) is taken
 out of ``extra_headers`` so that it never reaches the provider; its value
 picks the session of the call's actions. Without it (or with a value that
-is not a session ID) the session is the current ``session_context()``'s,
-else a new one, created when the first action is recorded.
+is not a session ID) the session is the current one (a ``session_context()``,
+or the request or task of an integration, whose pending session is created
+now), else a new one, created when the first action is recorded.
 
 ``extra_headers`` also says whether the call is made through
 ``with_raw_response`` or ``with_streaming_response`` (openai and anthropic
@@ -17,12 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .._context import current_session_id
+from .._context import SESSION_HEADERS, current_session
 from .._exceptions import LayerSchemaValidationError
 from .._schemas import session_id_text
 
-#: Headers that carry a Layer session ID; removed before the request goes to the provider.
-SESSION_HEADERS = frozenset({"x-layer-session-id", "layer-session-id"})
 #: Set by ``with_raw_response`` ("true"/"raw") and ``with_streaming_response`` ("stream").
 _RAW_HEADER = "x-stainless-raw-response"
 _CONTAINERS = frozenset({list, tuple, str, dict})
@@ -53,7 +52,7 @@ def _read_request(
         except Exception as exc:
             problem("reading extra_headers", exc)
     if session_id is None:
-        session_id = current_session_id.get()
+        session_id = current_session()
     try:
         for name in read:
             value = kwargs.get(name)

@@ -25,7 +25,7 @@ from opentelemetry.sdk._logs import LogRecordProcessor
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 
 from .._client import Client
-from .._context import current_session_id
+from .._context import PendingSession, current_session_id
 from . import _native, _spans
 from ._actions import record
 from ._completion_hook import take_content
@@ -58,7 +58,7 @@ class LayerSpanProcessor(SpanProcessor, LogRecordProcessor):
         self._sessions = Sessions(client)
         self._lock = threading.Lock()
         #: span ID -> (the context's session at start, started inside a recorded call).
-        self._started: dict[int, tuple[str | None, bool]] = {}
+        self._started: dict[int, tuple[str | PendingSession | None, bool]] = {}
         #: span ID -> True: a call below this span was recorded (natively or from its span).
         self._claimed: dict[int, bool] = {}
         #: span ID -> (event name, body) of its message events emitted as log records.
@@ -131,7 +131,7 @@ class LayerSpanProcessor(SpanProcessor, LogRecordProcessor):
         call = _spans.read(span, attributes, found, events, hooked)
         self.record(call, session)
 
-    def record(self, call: _spans.GenAICall, session: str | None) -> None:
+    def record(self, call: _spans.GenAICall, session: str | PendingSession | None) -> None:
         """Append the actions of ``call`` in its session (``session``: the context's at start)."""
         session_id = self._sessions.of(call, session)
         record(self._client, session_id, call, PROBLEMS)
