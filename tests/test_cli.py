@@ -280,6 +280,7 @@ def test_collector_prints_arrivals_and_stops_on_sigint_with_a_summary() -> None:
             session_id,
             kind=SessionActionKind.COMPLETION_PROMPT,
             attributes={"model.id": "gpt-4o-mini"},
+            data={"messages": [{"role": "user", "content": "Which tours leave\nfrom Lisbon?"}]},
         )
         assert client.flush(timeout=10)
         client.shutdown()
@@ -287,10 +288,10 @@ def test_collector_prints_arrivals_and_stops_on_sigint_with_a_summary() -> None:
     assert code == 0, running.stderr
     events = [line for line in lines if re.match(r"\d\d:\d\d:\d\d\.\d{3}  ", line)]
     assert len(events) == 2, lines
-    assert f"  {session_id[:8]}  session " in events[0] and f"app={APP_ID}" in events[0]
+    assert f"  {session_id}  session " in events[0] and f"app={APP_ID}" in events[0]
     assert "user.id=u-1" in events[0]
-    assert f"  {session_id[:8]}  completion_prompt " in events[1]
-    assert "model.id=gpt-4o-mini" in events[1]
+    assert f"  {session_id}  completion_prompt " in events[1]
+    assert "  user: Which tours leave from Lisbon?  model.id=gpt-4o-mini" in events[1]
     assert lines[-1].startswith("Stopped after ")
     assert "received 1 session and 1 action" in lines[-1]
     assert "Traceback" not in running.stderr
@@ -418,6 +419,110 @@ def test_collector_never_prints_the_authorization_header(mode: tuple[str, ...]) 
     assert "authorization" not in output.lower()
 
 
+#: What a hostile client may report, for a terminal to act on: a title, a clear, a
+#: clipboard write (OSC 52), a C1 control sequence introducer, a right-to-left override.
+TERMINAL_ATTACKS = {
+    "title": "\x1b]0;pwned\x07",
+    "clear": "\x1b[2J\x1b[H",
+    "clipboard": "\x1b]52;c;cHduZWQ=\x07",
+    "csi": "\x9b31m",
+    "bidi": "abc\u202edcba",
+}
+
+
+def terminal_attack_session(session_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A session and an action carrying every attack in an attribute, a prompt and an error."""
+    session = {
+        "application_id": "app\x1b]0;app-title\x07",
+        "session_id": session_id,
+        "attributes": {**TERMINAL_ATTACKS, "name\x1b[2J": "v"},
+    }
+    action = {
+        **prompt_action(**TERMINAL_ATTACKS),
+        "data": {"messages": [{"role": "user", "content": "\u202ehi\x1b]52;c;QQ==\x07 \x9b1m"}]},
+        "error": {"message": "boom\x1b[2J\x9b1m"},
+    }
+    return session, action
+
+
+def assert_escaped(output: str) -> None:
+    """No control character reached the terminal; each is shown as its escape instead."""
+    for raw in ("\x1b]", "\x1b[2J", "\x07", "\x9b", "\u202e"):
+        assert raw not in output, f"{raw!r} reached the terminal"
+    assert "app=app\\x1b]0;app-title\\x07" in output  # the session's line
+    assert "user: \\u202ehi\\x1b]52;c;QQ==\\x07 \\x9b1m" in output  # the prompt
+    assert "error: boom\\x1b[2J\\x9b1m" in output
+
+
+@pytest.mark.parametrize("mode", [(), ("--json",)])
+def test_collector_escapes_control_characters_of_what_it_prints(mode: tuple[str, ...]) -> None:
+    """Values a client reported reach the terminal with their control characters escaped:
+    a prompt cannot retitle the terminal, clear it or write to its clipboard."""
+    session_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"cli-escapes-{mode}"))
+    session, action = terminal_attack_session(session_id)
+    with collector_process(*mode) as running:
+        assert send(running.port, "/v1/sessions", session) == 200
+        assert send(running.port, f"/v1/sessions/{session_id}/actions", action) == 202
+        printed: list[str] = []
+        while len(printed) < 2:  # the two events, after the lines that open a plain output
+            line = running.line()
+            if mode or re.match(r"\d\d:\d\d:\d\d\.\d{3}  ", line):
+                printed.append(line)
+        _, lines = running.stop()
+    output = "\n".join([running.first, *printed, *lines])
+    if mode:  # JSON escapes them its own way, and the values read back whole
+        assert "\x1b" not in output and "\x9b" not in output and "\u202e" not in output
+        assert json.loads(printed[0])["attributes"] == session["attributes"]
+        assert json.loads(printed[1])["error"] == action["error"]
+        return
+    assert_escaped(output)
+    assert "title=\\x1b]0;pwned\\x07 clear=\\x1b[2J\\x1b[H" in printed[0]
+
+
+def test_collector_on_every_address_answers_the_names_it_is_given() -> None:
+    """Bound to 0.0.0.0, the collector answers its IP addresses, localhost and the names
+    given with --allow-host, and refuses any other Host; it says so when it starts."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "layer_sdk", "collector", "--host", "0.0.0.0", "--port", "0"]
+    process = subprocess.Popen(
+        [*command, "--allow-host", "devbox"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        port = int(re.search(r"http://0\.0\.0\.0:(\d+)", first)[1])  # type: ignore[index]
+        notes = [process.stdout.readline() for _ in range(2)]
+        assert "listening on every address" in notes[1], notes
+
+        def status(host: str) -> int:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                conn.request("GET", "/v1/applications", headers={"Host": host})
+                response = conn.getresponse()
+                response.read()
+                return response.status
+            finally:
+                conn.close()
+
+        for host in (f"devbox:{port}", "devbox:9999", f"10.1.2.3:{port}", f"localhost:{port}"):
+            assert status(host) == 200, host
+        for host in (f"evil.example:{port}", f"devbox.evil.example:{port}", f"10.1.2.3:{port + 1}"):
+            assert status(host) == 403, host
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
 def test_collector_refuses_bad_options_with_exit_code_2(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     base = [sys.executable, "-m", "layer_sdk", "collector", "--port", "0"]
@@ -495,7 +600,7 @@ def test_collector_with_rich_on_a_terminal() -> None:
     import pty
 
     master, slave = pty.openpty()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "120", "TERM": "xterm"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "400", "TERM": "xterm"}
     process = subprocess.Popen(
         [sys.executable, "-m", "layer_sdk", "collector", "--port", "0"],
         env=env,
@@ -524,11 +629,18 @@ def test_collector_with_rich_on_a_terminal() -> None:
         session_id = str(uuid.uuid5(uuid.NAMESPACE_URL, "cli-rich"))
         body = {"application_id": APP_ID, "session_id": session_id, "attributes": {"k": "v"}}
         assert send(port, "/v1/sessions", body) == 200
-        read_until(rf"{session_id[:8]}  session .*app={APP_ID}  k=v")
+        read_until(rf"{session_id}  session .*app={APP_ID}  k=v")
         assert b"\x1b[" in output  # styled
+        hostile = str(uuid.uuid5(uuid.NAMESPACE_URL, "cli-rich-escapes"))
+        session, action = terminal_attack_session(hostile)
+        assert send(port, "/v1/sessions", session) == 200
+        assert send(port, f"/v1/sessions/{hostile}/actions", action) == 202
+        read_until(rf"{hostile}  completion_prompt .*boom")
+        styles = re.sub(rb"\x1b\[[0-9;]*m", b"", output)  # rich's own colours
+        assert_escaped(styles.decode(errors="replace"))
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=15) == 0
-        read_until(r"Stopped after .* received 1 session and 0 actions")
+        read_until(r"Stopped after .* received 2 sessions and 1 action in 3 requests")
     finally:
         if process.poll() is None:
             process.kill()

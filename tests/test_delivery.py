@@ -153,20 +153,22 @@ def test_retry_after_is_honoured_on_the_default_transport(
 
 
 def test_retry_after_is_honoured_on_the_requests_transport(
-    make_client: MakeClient, collector: LocalCollector, monkeypatch: pytest.MonkeyPatch
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue 9 §2: the same through requests (a proxy in the environment; the collector
-    stands in for the proxy, as it accepts the absolute form of a request line)."""
-    monkeypatch.setenv("HTTP_PROXY", collector.url)
-    monkeypatch.setenv("NO_PROXY", "")
-    client = make_client(base_url="http://layer-api.test")
-    assert type(client._exporter.transport._backend).__name__ == "RequestsBackend"  # type: ignore[union-attr]
-    collector.fail_next(1, 503, retry_after=1)
-    client.create_session()
-    assert client.flush(10) is True
-    first, second = (request.received_at for request in collector.requests)
-    assert second - first >= 1.0
-    assert len(collector.sessions) == 1
+    """Issue 9 §2: the same through requests (a proxy in the environment; a collector
+    stands in for the proxy, as it accepts the absolute form of a request line, told to
+    answer the API's name)."""
+    with LocalCollector(allowed_hosts=["layer-api.test"]) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("NO_PROXY", "")
+        client = make_client(base_url="http://layer-api.test")
+        assert type(client._exporter.transport._backend).__name__ == "RequestsBackend"  # type: ignore[union-attr]
+        proxy.fail_next(1, 503, retry_after=1)
+        client.create_session()
+        assert client.flush(10) is True
+        first, second = (request.received_at for request in proxy.requests)
+        assert second - first >= 1.0
+        assert len(proxy.sessions) == 1
 
 
 def test_retry_after_pauses_all_sending_not_only_the_request_it_answered(

@@ -82,6 +82,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     collector.add_argument(
         "--latency", type=_seconds, default=0.0, metavar="SECONDS", help="delay every answer"
     )
+    collector.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="answer requests for this host name too (repeatable; see docs/collector.md)",
+    )
 
     demo = commands.add_parser("demo", help="report a simulated workload and show the result")
     demo.add_argument(
@@ -117,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             db=args.db,
             fail_rate=args.fail_rate,
             latency=args.latency,
+            allowed_hosts=args.allow_host,
         )
     if args.command == "demo":
         from ._demo import demo as run_demo
