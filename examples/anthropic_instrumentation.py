@@ -1,6 +1,6 @@
 """Anthropic instrumentation: unchanged Anthropic code, reported to Layer.
 
-Needs ``pip install 'layer-sdk[anthropic]'``. Point ``ANTHROPIC_BASE_URL`` at
+Needs ``pip install -e '.[anthropic]'`` (in a checkout). Point ``ANTHROPIC_BASE_URL`` at
 Anthropic (with ``ANTHROPIC_API_KEY``) or at any Anthropic-compatible server.
 """
 

@@ -1,6 +1,6 @@
 """OpenAI instrumentation: unchanged OpenAI code, reported to Layer.
 
-Needs ``pip install 'layer-sdk[openai]'``. Point ``OPENAI_BASE_URL`` at OpenAI
+Needs ``pip install -e '.[openai]'`` (in a checkout). Point ``OPENAI_BASE_URL`` at OpenAI
 (with ``OPENAI_API_KEY``) or at any OpenAI-compatible server.
 """
 

@@ -13,6 +13,9 @@ and waits for it at most ``http_timeout`` seconds:
   other than 408/425/429, refused credentials, an answer that is no listing):
   ``init`` raises ``LayerMissingRequiredConfigurationError`` naming the name,
   the step and the server's answer, as clearly as a missing ID;
+- a name the API calls taken (409 to the create) but does not list yet (a
+  listing that lags behind creates): not a refusal; only listed again, with
+  backoff, until ``max_retry_time``;
 - no answer in time (the API is slow or down): ``init`` returns and the
   resolution goes on in the background, retried with backoff for up to
   ``max_retry_time``. Nothing is lost meanwhile: sessions are encoded with a
@@ -57,6 +60,10 @@ _PENDING = b'{"application_id":"' + PENDING_ID.encode() + b'"'
 
 class _Nonsense(LayerRequestError):
     """The API answered 2xx with something that is not what the call returns."""
+
+
+class _NotListedYet(LayerRequestError):
+    """The API refused to create the name as taken, yet does not list it (not yet)."""
 
 
 def list_applications(transport: Transport) -> list[dict[str, Any]]:
@@ -123,6 +130,7 @@ class ApplicationName(ApplicationId):
         self._policy = policy
         self.error: LayerSDKException | None = None
         self._step = "listing applications"
+        self._exists = False  # the API answered 409 to creating the name
         self._new_locks()
         self.start()
 
@@ -208,26 +216,38 @@ class ApplicationName(ApplicationId):
             return
 
     def _find_or_create(self) -> str:
-        self._step = "listing applications"
-        found = [
-            app["id"] for app in list_applications(self._transport) if app["name"] == self.name
-        ]
-        if found:
-            return str(found[0])
-        self._step = "creating the application"
-        try:
-            return create_application(self._transport, self.name)
-        except LayerHTTPError as exc:
-            if exc.status_code != 409:
-                raise
-        # Created meanwhile by another process (workers starting together): its ID.
-        self._step = "listing applications after a conflict"
-        found = [
-            app["id"] for app in list_applications(self._transport) if app["name"] == self.name
-        ]
-        if found:
-            return str(found[0])
-        raise LayerHTTPError(409, f"application {self.name!r} exists, yet is not listed")
+        if self._exists:
+            # The API said the name exists: only its listing is awaited.
+            self._step = "listing applications after a conflict"
+        else:
+            self._step = "listing applications"
+        found = self._listed()
+        if found is not None:
+            return found
+        if not self._exists:
+            self._step = "creating the application"
+            try:
+                return create_application(self._transport, self.name)
+            except LayerHTTPError as exc:
+                if exc.status_code != 409:
+                    raise
+            # Created meanwhile by another process (workers starting together): its ID.
+            self._exists = True
+            self._step = "listing applications after a conflict"
+            found = self._listed()
+            if found is not None:
+                return found
+        # A listing that lags behind creates (a replica, a cache): transient, listed again.
+        raise _NotListedYet(
+            f"the Layer API says application {self.name!r} exists, yet does not list it"
+        )
+
+    def _listed(self) -> str | None:
+        """The ID of the application named ``self.name``, if the API lists it."""
+        for app in list_applications(self._transport):
+            if app["name"] == self.name:
+                return str(app["id"])
+        return None
 
     def _refusal(self, exc: LayerSDKException) -> LayerMissingRequiredConfigurationError:
         step = self._step

@@ -5,12 +5,21 @@ hands it to every request, sync path and worker alike:
 
 - fetched with the OAuth 2.0 client-credentials grant, the secret in the form
   body; of the answer only ``access_token`` is required;
-- refreshed ahead of its expiry, by one thread at a time: while the refresh
-  runs, the others keep sending the old token if it is still valid, or wait
-  for the new one (and share its outcome, success or failure);
+- refreshed ahead of its expiry, one fetch at a time, on a fetch thread of
+  the provider's own (``_daemon_pool``) with one deadline, ``http_timeout``,
+  over the whole fetch: while it runs, callers keep sending the old token if
+  it is still valid, or wait for the new one until that deadline (and share
+  the fetch's outcome, success or failure). A token endpoint that drips its
+  answer (``requests`` bounds each read, never the whole answer) holds a
+  fetch thread, never a caller past the deadline;
 - dropped when the API answers 401 (``invalidate``), once however many
   requests saw that 401 with the same token;
-- fresh locks and connections in a forked child.
+- fresh locks, connections and fetch threads in a forked child.
+
+No exception raised to a caller carries, in the frames of its traceback, the
+form with the secret or the provider's raw answer: ``_fetch`` returns its
+outcome, and the callers raise exceptions of their own (error trackers
+capture frame locals).
 
 The token endpoint's answers sort into two kinds: refusals (most 4xx: a wrong
 secret, an unknown client, a bad scope) raise ``LayerAuthError`` with the
@@ -29,6 +38,8 @@ is built (the secret would cross the network readable by anyone), unless
 from __future__ import annotations
 
 import abc
+import functools
+import json
 import logging
 import os
 import threading
@@ -41,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ._config import DEFAULT_HTTP_TIMEOUT, cleartext_host, env_float, refuse_cleartext
+from ._daemon_pool import DaemonPool, Expired, Pending
 from ._tls import describe_tls_failure, requests_verify
 
 if TYPE_CHECKING:
@@ -74,6 +86,11 @@ TRANSIENT_STATUSES = frozenset({408, 425, 429})
 #: Tokens remembered after they were replaced, so that an echo of one is still
 #: masked (a request may fail after a refresh replaced the token it carried).
 RECENT_TOKENS = 4
+#: Fetches running at once, at most: one, and one more while another outlives its
+#: deadline (an endpoint that drips its answer holds a thread until it stops).
+FETCH_THREADS = 2
+#: A token endpoint's answer larger than this, bytes, is not read further.
+TOKEN_ANSWER_MAX = 64 * 1024
 
 
 class AuthProvider(abc.ABC):
@@ -118,6 +135,10 @@ class _Secret:
 
     def __repr__(self) -> str:
         return "<secret>"
+
+
+#: Why no token could be had: the exception to raise, and its message (without secrets).
+_Failure = tuple[type[LayerAuthError | LayerRequestError], str]
 
 
 @dataclass(frozen=True)
@@ -181,18 +202,18 @@ class OIDCClientCredentials(AuthProvider):
         warn_if_cleartext(self.token_url, "the OIDC client secret")
 
     def _reset(self) -> None:
-        """Fresh locks and connections (at creation and in a forked child).
+        """Fresh locks, connections and fetch threads (at creation and in a forked child).
 
         A child keeps the parent's token, which is still valid, but never a
         lock a parent thread may have held, nor a pooled connection.
         """
-        self._lock = threading.Lock()  # guards replacing self._token
-        self._refreshing = threading.Lock()  # held by the one thread fetching a token
+        self._lock = threading.Lock()  # guards the token, the fetch under way, the failure
         import requests  # only OIDC users pay for importing it
 
         self._session = self._user_session or requests.Session()
-        self._attempts = 0  # fetches finished, successful or not
-        self._failure: tuple[type[LayerAuthError | LayerRequestError], str] | None = None
+        self._fetches = DaemonPool("layer-sdk-token", FETCH_THREADS)
+        self._pending: Pending[_Token | _Failure] | None = None  # the latest fetch
+        self._failure: _Failure | None = None
         self._refused_until = 0.0
         self._handed_out = threading.local()  # the header this thread last sent
 
@@ -205,6 +226,18 @@ class OIDCClientCredentials(AuthProvider):
         yield self._client_secret.reveal()
         for token in list(self._recent_tokens):
             yield token.reveal()
+
+    def same_settings(self, other: OIDCClientCredentials) -> bool:
+        """True when ``other`` asks the same endpoint for the same client's token, the same
+        way (what a second ``init()`` compares; see ``_settings``)."""
+        return (
+            self.token_url == other.token_url
+            and self.client_id == other.client_id
+            and self._client_secret.reveal() == other._client_secret.reveal()
+            and self.scope == other.scope
+            and self.http_timeout == other.http_timeout
+            and self._user_session is other._user_session
+        )
 
     def get_headers(self) -> dict[str, str]:
         """``Authorization: Bearer <token>``, fetching or refreshing the token when due."""
@@ -230,66 +263,76 @@ class OIDCClientCredentials(AuthProvider):
     # -- refreshing ------------------------------------------------------------
 
     def _refresh(self, current: _Token | None) -> _Token:
-        if current is not None and time.monotonic() < current.expires_at:
-            # Due, but still valid: one thread fetches, the others go on with it.
-            if not self._refreshing.acquire(blocking=False):
-                return current
-            try:
-                return self._fetch_once(None, fallback=current)
-            finally:
-                self._refreshing.release()
-        attempts_seen = self._attempts
-        if not self._refreshing.acquire(timeout=self.http_timeout * 2 + 1.0):
-            raise LayerRequestError("timed out waiting for another thread's token refresh")
-        try:
-            return self._fetch_once(attempts_seen, fallback=None)
-        finally:
-            self._refreshing.release()
+        """A token to send now, fetching a new one when it is due.
 
-    def _fetch_once(self, attempts_seen: int | None, fallback: _Token | None) -> _Token:
-        """Fetch a token unless one arrived, or an attempt failed, while this thread waited.
-
-        Runs with ``_refreshing`` held. ``fallback`` is a token still valid,
-        sent on when no new one can be had.
+        One fetch at a time, on a fetch thread, with one deadline
+        (``http_timeout``): a caller without a valid token waits for it until
+        then; while the current token is still valid, callers go on with it
+        and none waits. A fetch still running past its deadline (an endpoint
+        that drips its answer) is left to end on its own.
         """
         now = time.monotonic()
-        token = self._token
-        if token is not None and now < token.refresh_at:
-            return token
-        failure = self._failure
-        if failure is not None and (
-            (attempts_seen is not None and attempts_seen != self._attempts)  # failed as we waited
-            or (failure[0] is LayerAuthError and now < self._refused_until)
-        ):
-            if fallback is not None:
-                return fallback
-            raise failure[0](failure[1])
-        try:
-            token = self._fetch()
-        except (LayerAuthError, LayerRequestError) as exc:
-            self._attempts += 1
-            # Type and message only: a traceback would keep the request's frames alive.
-            self._failure = (type(exc), str(exc))
-            now = time.monotonic()
-            if isinstance(exc, LayerAuthError):
-                self._refused_until = now + REFUSAL_HOLD
-            if fallback is not None and now < fallback.expires_at:
-                # The old token is still good: keep sending it, and try again soon.
-                retry_at = now + min(EARLY_REFRESH_RETRY_MAX, (fallback.expires_at - now) / 2)
-                with self._lock:
-                    if self._token is fallback:
-                        self._token = _Token(fallback.header, retry_at, fallback.expires_at)
-                logger.debug("could not refresh the token ahead of its expiry: %s", exc)
-                return fallback
-            raise
-        self._attempts += 1
-        self._failure = None
         with self._lock:
-            self._token = token
-        return token
+            token = self._token
+            if token is not None and now < token.refresh_at:
+                return token  # another thread's fetch has just ended
+            valid = token if token is not None and now < token.expires_at else None
+            failure = self._failure
+            if failure is not None and failure[0] is LayerAuthError and now < self._refused_until:
+                if valid is not None:
+                    return valid
+                raise failure[0](failure[1])  # refused a moment ago: not asked again yet
+            pending = self._pending
+            if pending is None or pending.done() or pending.overdue():
+                fetch = functools.partial(self._fetch_and_keep, self.http_timeout)
+                pending = self._pending = self._fetches.submit(fetch, self.http_timeout)
+        if valid is not None:
+            return valid  # sent on while the new one is fetched
+        pending.wait()
+        outcome = pending.value
+        if isinstance(outcome, _Token):
+            return outcome
+        if not pending.done():
+            raise LayerRequestError(
+                f"token endpoint {self._where} gave no token within "
+                f"http_timeout={self.http_timeout:g} s"
+            )
+        if outcome is None:
+            if isinstance(pending.error, Expired):  # the fetch threads are held by the endpoint
+                why = "is still answering earlier token requests"
+            else:  # a failure of the session's own (a user's session may raise anything)
+                why = f"could not be asked: {type(pending.error).__name__}"
+            raise LayerRequestError(f"token endpoint {self._where} {why}")
+        # An exception of this caller's own: waiters on several threads share no traceback.
+        raise outcome[0](outcome[1])
 
-    def _fetch(self) -> _Token:
-        """One request to the token endpoint."""
+    def _fetch_and_keep(self, timeout: float) -> _Token | _Failure:
+        """Fetch a token (on a fetch thread) and keep the outcome: the new token, or the
+        failure, with the old token kept a little longer if it is still valid."""
+        outcome = self._fetch(timeout)
+        now = time.monotonic()
+        with self._lock:
+            if isinstance(outcome, _Token):
+                self._token, self._failure = outcome, None
+                return outcome
+            self._failure = outcome
+            if outcome[0] is LayerAuthError:
+                self._refused_until = now + REFUSAL_HOLD
+            current = self._token
+            if current is not None and now < current.expires_at:
+                # The old token is still good: keep sending it, and try again soon.
+                retry_at = now + min(EARLY_REFRESH_RETRY_MAX, (current.expires_at - now) / 2)
+                self._token = _Token(current.header, retry_at, current.expires_at)
+        logger.debug("could not fetch a token: %s", outcome[1])
+        return outcome
+
+    def _fetch(self, timeout: float) -> _Token | _Failure:
+        """One request to the token endpoint: the token, or why there is none.
+
+        Returned, never raised: the form with the secret and the provider's raw
+        words live in this frame only, which no exception's traceback keeps (an
+        error tracker capturing frame locals would send them on).
+        """
         form = {
             "grant_type": "client_credentials",
             "client_id": self.client_id,
@@ -305,28 +348,36 @@ class OIDCClientCredentials(AuthProvider):
                 self.token_url,
                 data=form,
                 headers={"Accept": "application/json"},
-                timeout=self.http_timeout,
+                timeout=timeout,
                 allow_redirects=False,
                 verify=self._verify,
+                stream=True,
             )
+            try:
+                body = _read_capped(response)
+            finally:
+                response.close()
         except requests.RequestException as exc:
-            raise LayerRequestError(
+            return LayerRequestError, (
                 f"token endpoint {self._where} unreachable: "
                 f"{describe_tls_failure(exc) or type(exc).__name__}"
-            ) from None
-        answer = _json(response)
+            )
+        answer = _json(body)
         status = response.status_code
         if status >= 500 or status in TRANSIENT_STATUSES:
-            raise LayerRequestError(
-                f"token endpoint {self._where} answered {status}: {self._reason(answer, response)}"
-            )
+            reason = self._reason(answer, response)
+            return LayerRequestError, f"token endpoint {self._where} answered {status}: {reason}"
         access_token = answer.get("access_token")
         if not 200 <= status < 300 or not isinstance(access_token, str) or not access_token:
             if 200 <= status < 300:
-                reason = "its answer has no access_token"
+                reason = (
+                    f"its answer is larger than {TOKEN_ANSWER_MAX} bytes"
+                    if body is None
+                    else "its answer has no access_token"
+                )
             else:
                 reason = self._reason(answer, response)
-            raise LayerAuthError(
+            return LayerAuthError, (
                 f"token endpoint refused client {self.client_id!r} ({status}): {reason}"
             )
         self._recent_tokens.append(_Secret(access_token))
@@ -372,9 +423,21 @@ def _setting(value: str | None, option: str, variable: str) -> str:
     return value
 
 
-def _json(response: requests.Response) -> dict[str, Any]:
+def _read_capped(response: requests.Response) -> bytes | None:
+    """The answer's body; None past ``TOKEN_ANSWER_MAX`` bytes (no token answer is that big)."""
+    body = bytearray()
+    for chunk in response.iter_content(16 * 1024):
+        body += chunk
+        if len(body) > TOKEN_ANSWER_MAX:
+            return None
+    return bytes(body)
+
+
+def _json(body: bytes | None) -> dict[str, Any]:
+    if body is None:
+        return {}
     try:
-        answer = response.json()
+        answer = json.loads(body)
     except ValueError:
         return {}
     return answer if isinstance(answer, dict) else {}

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -41,9 +42,11 @@ from ._config import (
     DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_MAX_RETRIES,
     DEFAULT_MAX_RETRY_TIME,
+    DEFAULT_OVERSIZE,
     DEFAULT_SHUTDOWN_TIMEOUT,
     Config,
     DropCallback,
+    Oversize,
 )
 from ._context import current_session_id
 from ._exceptions import (
@@ -56,7 +59,12 @@ from ._exceptions import (
 from ._export import Event, Exporter, ExportStats, Put, drain_feeders, lifecycle_lock
 from ._export._retry import RetryPolicy
 from ._export._transport import Transport
-from ._firewall import Firewall, FirewallSessionLookupResponse, FirewallStats
+from ._firewall import (
+    Firewall,
+    FirewallLookupDecision,
+    FirewallSessionLookupResponse,
+    FirewallStats,
+)
 from ._platform import platform_attributes
 from ._redact import mask_url
 from ._schemas import (
@@ -74,6 +82,7 @@ from ._schemas import (
     session_id_text,
     utc,
 )
+from ._settings import differences, resolve_settings
 
 if TYPE_CHECKING:
     import requests
@@ -101,11 +110,15 @@ class Client:
         # when append_action consults it (enable_firewall_instrumentation), else None.
         self._firewall: Firewall | None = None
         self._guard: Firewall | None = None
+        # The settings of init(enabled=False), until an init() enabled (None otherwise): no
+        # exporter then, and every call returns at once. shutdown() only marks it closed.
+        self._disabled: Config | None = None
+        self._disabled_closed = False
 
     def __repr__(self) -> str:
         exporter = self._exporter
         if exporter is None:
-            return "Client(not initialized)"
+            return "Client(not initialized)" if self._disabled is None else "Client(disabled)"
         state = "shut down" if exporter.closed else "running"
         return f"Client(base_url={mask_url(exporter.config.base_url)!r}, {state})"
 
@@ -114,6 +127,8 @@ class Client:
     def init(
         self,
         *,
+        enabled: bool | None = None,
+        debug: bool | None = None,
         base_url: str | None = None,
         application_id: str | None = None,
         application_name: str | None = None,
@@ -128,6 +143,7 @@ class Client:
         max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
         max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        oversize: Oversize = DEFAULT_OVERSIZE,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
@@ -147,10 +163,14 @@ class Client:
     ) -> None:
         """Configure the client and start its background worker.
 
-        Arguments left out fall back to the ``LAYER_*`` environment variables.
-        Raises ``LayerMissingRequiredConfigurationError`` naming a missing
-        setting, ``ValueError`` for an invalid one, and
-        ``LayerAlreadyInitializedError`` unless the client is new or shut down.
+        Arguments left out fall back to the ``LAYER_*`` environment variables;
+        without ``auth_provider``, the ``LAYER_OIDC_*`` variables make one (see
+        ``_settings``). Raises ``LayerMissingRequiredConfigurationError`` naming
+        a missing setting, ``ValueError`` for an invalid one. On a client that
+        runs already (not shut down), the same settings again do nothing, and
+        others raise ``LayerAlreadyInitializedError`` naming those that differ.
+        ``enabled=False`` (or ``LAYER_ENABLED=false``) needs no other setting,
+        starts no thread and instruments nothing: every call then returns at once.
         ``application_name`` (without ``application_id``) is resolved to an ID,
         created when missing; ``init`` waits for it at most ``http_timeout``
         seconds, then goes on while it resolves in the background (see
@@ -158,7 +178,9 @@ class Client:
         can be neither found nor created.
         With an ``auth_provider``, a plain ``http://`` base URL to another
         machine is refused (the token would be readable on the network)
-        unless ``allow_insecure_http=True``.
+        unless ``allow_insecure_http=True``. An action larger than
+        ``max_event_bytes`` has its longest texts cut in the middle until it
+        fits (``oversize="truncate"``), or is refused (``oversize="refuse"``).
         """
         # The parameters are Config's fields (tests/test_config.py checks they agree).
         options = {name: value for name, value in locals().items() if name in _OPTIONS}
@@ -167,21 +189,30 @@ class Client:
                 *(disable_instrumentations or ()),
                 *disabled_instrumentors,
             ]
+        config = resolve_settings(**options)
         with lifecycle_lock():
-            self._refuse_second_init()
-        config = Config.resolve(**options)
+            if self._running_with(config):
+                return
         # Outside the lock: it may wait on the network (http_timeout at most).
-        application = _application_of(config)
+        application = _application_of(config) if config.enabled else ApplicationId("")
         with lifecycle_lock():
             try:
-                self._refuse_second_init()
+                again = self._running_with(config)
             except LayerAlreadyInitializedError:
                 application.close()
                 raise
-            self._attributes = platform_attributes(config.environment, config.platform)
-            self._application = application
+            if again:
+                application.close()
+                return
             namespace = config.application_id or f"name:{config.application_name}"
             self._new_session_id = SessionIdFactory(namespace)
+            self._application = application
+            if not config.enabled:
+                self._exporter, self._firewall, self._guard = None, None, None
+                self._disabled, self._disabled_closed = config, False
+                return
+            self._disabled = None
+            self._attributes = platform_attributes(config.environment, config.platform)
             # Only sessions encoded before the name resolved need their ID filled in.
             splicer = None
             if isinstance(application, ApplicationName) and not application.settled:
@@ -192,11 +223,24 @@ class Client:
             self._guard = firewall if config.enable_firewall_instrumentation else None
         instrumentation.instrument(self, config.disable_instrumentations)
 
-    def _refuse_second_init(self) -> None:
-        if self._exporter is not None and not self._exporter.closed:
+    def _running_with(self, config: Config) -> bool:
+        """True when the client runs with these settings already; raises naming the
+        settings that differ when it runs with others; False when it does not run."""
+        exporter = self._exporter
+        if exporter is not None and not exporter.closed:
+            running = exporter.config
+        elif self._disabled is not None and not self._disabled_closed:
+            running = self._disabled
+        else:
+            return False
+        changed = differences(running, config)
+        if changed:
             raise LayerAlreadyInitializedError(
-                "this client is already initialized; call shutdown() before init() again"
+                f"this client is already initialized with other settings ({', '.join(changed)}"
+                f" differ); call shutdown() first to change them (init() with the same "
+                "settings again does nothing)"
             )
+        return True
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every event enqueued before the call is delivered or given up on.
@@ -218,9 +262,13 @@ class Client:
         Events still undelivered at the deadline are counted as failed. Returns
         what ``flush`` would. Idempotent; ``init()`` may be called again after.
         """
-        exporter = self._exporter
-        if exporter is None or exporter.closed:
-            return True
+        with lifecycle_lock():
+            if self._disabled is not None:
+                self._disabled_closed = True
+                return True
+            exporter = self._exporter
+            if exporter is None or exporter.closed:
+                return True
         if timeout is None:
             timeout = exporter.config.shutdown_timeout
         deadline = time.monotonic() + max(0.0, timeout)
@@ -239,7 +287,7 @@ class Client:
         """Counts of events enqueued, sent, dropped, failed, retried and still queued."""
         exporter = self._exporter
         if exporter is None:
-            return ExportStats(0, 0, 0, 0, 0, 0, 0, {}, {})
+            return ExportStats(0, 0, 0, 0, 0, 0, 0, {}, {}, disabled=self._disabled is not None)
         return exporter.stats()
 
     # -- the API ---------------------------------------------------------------
@@ -262,7 +310,7 @@ class Client:
         """
         exporter = self._exporter
         if exporter is None:
-            raise _not_initialized("create_session")
+            return self._disabled_session_id(session_id)
         config = exporter.config
         sid = self._new_session_id() if session_id is None else client_session_id(session_id)
         attrs = self._attributes
@@ -322,7 +370,9 @@ class Client:
         """
         exporter = self._exporter
         if exporter is None:
-            raise _not_initialized("append_action")
+            if self._disabled is None:
+                raise _not_initialized("append_action")
+            return
         session_id = session_id_text(session_id)
         guard = self._guard
         if guard is not None:
@@ -346,6 +396,8 @@ class Client:
         session_id = session_id_text(session_id)
         firewall = self._firewall
         if firewall is None:
+            if self._disabled is not None:
+                return FirewallSessionLookupResponse(session_id, FirewallLookupDecision.NO_DATA)
             if self._exporter is None:
                 raise _not_initialized("firewall_session_lookup")
             raise LayerMissingRequiredConfigurationError(
@@ -361,12 +413,16 @@ class Client:
         the same transport as ``sync=True`` calls; raises ``LayerHTTPError`` /
         ``LayerRequestError`` / ``LayerAuthError`` as they do.
         """
+        if self._disabled is not None:
+            return []
         return list_applications(self._transport("list_applications"))
 
     def get_applications_by_name(self, name: str | None = None) -> dict[str, str]:
         """The applications as ``{name: id}``; only the one named ``name`` when given
         (an empty dict when there is none). Raises as ``list_applications``."""
         wanted = None if name is None else check_name(name)
+        if self._disabled is not None:
+            return {}
         return {
             app["name"]: app["id"]
             for app in list_applications(self._transport("get_applications_by_name"))
@@ -380,14 +436,20 @@ class Client:
         Raises as ``list_applications``; a name the API already has is its
         ``LayerHTTPError`` (409 on the local collector).
         """
-        transport = self._transport("create_application")
+        disabled = self._disabled
+        transport = None if disabled is not None else self._transport("create_application")
         if name is None:
             configured = self._application
-            if not isinstance(configured, ApplicationName):
+            if disabled is not None and disabled.application_name:
+                name = disabled.application_name
+            elif isinstance(configured, ApplicationName):
+                name = configured.name
+            else:
                 raise LayerMissingRequiredConfigurationError(
                     "create_application needs a name: pass it, or init(application_name=...)"
                 )
-            name = configured.name
+        if transport is None:  # disabled: an ID of the name, made here
+            return str(uuid.uuid5(uuid.NAMESPACE_URL, f"layer-application:{check_name(name)}"))
         return create_application(transport, check_name(name))
 
     def firewall_stats(self) -> FirewallStats:
@@ -436,6 +498,19 @@ class Client:
 
     # -- machinery -------------------------------------------------------------
 
+    def _settings(self) -> Config | None:
+        """The settings of the latest ``init()``, enabled or not (None before the first)."""
+        if self._disabled is not None:
+            return self._disabled
+        exporter = self._exporter
+        return None if exporter is None else exporter.config
+
+    def _disabled_session_id(self, session_id: Any) -> str:
+        """``create_session`` of a client initialized with ``enabled=False``: an ID, no more."""
+        if self._disabled is None:
+            raise _not_initialized("create_session")
+        return self._new_session_id() if session_id is None else client_session_id(session_id)
+
     def _transport(self, call: str) -> Transport:
         exporter = self._exporter
         if exporter is None:
@@ -444,17 +519,19 @@ class Client:
             raise LayerRequestError("the client is shut down; call init() to use it again")
         return exporter.transport
 
-    def _prompt_check(self) -> Callable[[str], None] | None:
-        """The fresh firewall check the provider instrumentation makes before a prompt
-        leaves (``instrumentation._firewall``); None when the firewall is not enforced."""
-        guard = self._guard
-        return None if guard is None else guard.check_fresh
+    def _prompt_guard(self) -> Firewall | None:
+        """The firewall the provider instrumentation asks before a prompt leaves
+        (``instrumentation._firewall``); None when the firewall is not enforced."""
+        return self._guard
 
     def _enqueue(self, exporter: Exporter, event: Event) -> None:
         if exporter.put(event) is _TOO_LARGE:
-            limit = exporter.config.max_event_bytes
+            config = exporter.config
+            cut = config.oversize == "truncate" and not event.creates_session
             raise LayerRequestPreparationError(
-                f"the encoded event is {len(event.body)} bytes, more than max_event_bytes={limit}"
+                f"the encoded event is {len(event.body)} bytes, more than "
+                f"max_event_bytes={config.max_event_bytes}"
+                + (", even with its texts cut (what is not text is never cut)" if cut else "")
             )
 
 

@@ -13,7 +13,7 @@ import ipaddress
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 from ._exceptions import LayerMissingRequiredConfigurationError
@@ -30,8 +30,14 @@ DEFAULT_HTTP_TIMEOUT = 10.0
 DEFAULT_MAX_QUEUE_SIZE = 50_000
 #: Encoded bytes held in memory at most, so that large prompts cannot exhaust memory.
 DEFAULT_MAX_QUEUE_BYTES = 64 * 1024 * 1024
-#: One encoded event larger than this is refused at the call site.
+#: One encoded event larger than this is cut or refused at the call site (``oversize``).
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
+#: What becomes of an action larger than ``max_event_bytes``: ``"truncate"`` cuts its
+#: content (the largest strings first, each keeping its head and tail) until it fits;
+#: ``"refuse"`` drops it as ``too_large`` and raises at the call (see ``_oversize``).
+Oversize = Literal["truncate", "refuse"]
+DEFAULT_OVERSIZE: Oversize = "truncate"
+OVERSIZE_CHOICES: tuple[Oversize, ...] = ("truncate", "refuse")
 #: The worker starts sending once this many events are waiting...
 DEFAULT_MAX_BATCH_SIZE = 100
 #: ...or once the oldest waiting event is this old, seconds.
@@ -62,6 +68,12 @@ DEFAULT_FIREWALL_CHECK_TIMEOUT = 0.5
 DEFAULT_FIREWALL_CACHE_SIZE = 10_000
 #: How often the decisions of active sessions are looked up again, seconds.
 DEFAULT_FIREWALL_REFRESH_INTERVAL = 1.0
+#: The largest number of seconds any option takes: a week, beyond any useful wait or
+#: retry budget, and within every OS timer the SDK's waits reach even at a small
+#: multiple of it (a token refresh waits ``2 * http_timeout + 1``): ``poll()``
+#: takes at most 2**31 - 1 ms (24.8 days), ``threading.TIMEOUT_MAX`` is 49.7 days
+#: on Windows. Past them, a wait ends in an OverflowError deep in a call.
+MAX_SECONDS = 7 * 24 * 3600.0
 
 
 class Authenticator(Protocol):
@@ -81,15 +93,18 @@ DropCallback = Callable[[str, int], None]
 """``on_drop(reason, events)``: told of every event dropped or given up on."""
 
 
-def _from_environment(
-    env: Mapping[str, str], option: str, variables: tuple[str, ...], *, seconds: bool
-) -> Any:
-    """The first of ``variables`` that is set (as seconds for a number option), or None."""
+def _from_environment(env: Mapping[str, str], variables: tuple[str, ...], kind: str) -> Any:
+    """The first of ``variables`` that is set, or None: read as seconds for a ``float``
+    option, as on or off for a ``bool`` one, else as the text it is."""
     for variable in variables:
         raw = env.get(variable)
         if raw is None or raw.strip() == "":
             continue
-        return env_float(env, variable) if seconds else raw
+        if kind == "float":
+            return env_float(env, variable)
+        if kind == "bool":
+            return env_flag(env, variable)
+        return raw
     return None
 
 
@@ -157,7 +172,26 @@ def env_float(env: Mapping[str, str], variable: str) -> float | None:
     try:
         return _positive(variable, float(raw))
     except ValueError:
-        raise ValueError(f"{variable} must be a positive number of seconds, got {raw!r}") from None
+        raise ValueError(
+            f"{variable} must be a positive number of seconds (at most {MAX_SECONDS:g}), "
+            f"got {raw!r}"
+        ) from None
+
+
+#: How an on/off variable may be spelled (in any case): anything else is refused.
+_ON = frozenset({"1", "true", "yes", "on"})
+_OFF = frozenset({"0", "false", "no", "off"})
+
+
+def env_flag(env: Mapping[str, str], variable: str) -> bool | None:
+    """The variable as on or off, None when unset; raises naming it when it is neither."""
+    raw = env.get(variable)
+    if raw is None or raw.strip() == "":
+        return None
+    word = raw.strip().lower()
+    if word in _ON or word in _OFF:
+        return word in _ON
+    raise ValueError(f"{variable} must be true or false (or 1/0, yes/no, on/off), got {raw!r}")
 
 
 def _positive_or_zero(option: str, value: Any) -> float:
@@ -173,6 +207,8 @@ def _positive(option: str, value: Any, *, allow_zero: bool = False) -> float:
         raise ValueError(f"{option} must be a number of seconds, got {value!r}")
     if math.isnan(value) or math.isinf(value) or value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{option} must be a positive number of seconds, got {value!r}")
+    if value > MAX_SECONDS:
+        raise ValueError(f"{option} must be at most {MAX_SECONDS:g} seconds, got {value!r}")
     return float(value)
 
 
@@ -196,10 +232,19 @@ def _names(option: str, value: Iterable[str] | None) -> frozenset[str]:
         return frozenset()
     if isinstance(value, str):
         value = [value]
-    names = list(value)
+    names = list(value) if isinstance(value, Iterable) else [value]
     if not all(isinstance(name, str) for name in names):
-        raise ValueError(f"{option} must be a list of provider names such as ['openai']")
+        raise ValueError(
+            f"{option} must be a list of provider names such as ['openai'], got {value!r}"
+        )
     return frozenset(name.lower() for name in names)
+
+
+def _choice(option: str, value: Any) -> Oversize:
+    if not isinstance(value, str) or value not in OVERSIZE_CHOICES:
+        choices = " or ".join(repr(choice) for choice in OVERSIZE_CHOICES)
+        raise ValueError(f"{option} must be {choices}, got {value!r}")
+    return value
 
 
 def _option(
@@ -226,6 +271,11 @@ class Config:
     and a parameter of ``init``.
     """
 
+    # Off: init() needs nothing else, starts nothing, and every call returns at once.
+    enabled: bool = _option(True, _flag, env=("LAYER_ENABLED",))
+    # One line per request and answer on stderr (what it prints comes with the exporter's logs).
+    debug: bool = _option(False, _flag, env=("LAYER_DEBUG",))
+    # Required unless enabled=False (then None when not given).
     base_url: str = _option(None, lambda _, v: _base_url(v), env=("LAYER_BASE_URL",), required=True)
     # One of the two is required (checked in resolve): a name is resolved to an ID by init().
     application_id: str | None = _option(None, lambda _, v: str(v), env=("LAYER_APPLICATION_ID",))
@@ -249,6 +299,7 @@ class Config:
     max_queue_size: int = _option(DEFAULT_MAX_QUEUE_SIZE, _count)
     max_queue_bytes: int = _option(DEFAULT_MAX_QUEUE_BYTES, _count)
     max_event_bytes: int = _option(DEFAULT_MAX_EVENT_BYTES, _count)
+    oversize: Oversize = _option(DEFAULT_OVERSIZE, _choice)
     max_batch_size: int = _option(DEFAULT_MAX_BATCH_SIZE, _count)
     flush_interval: float = _option(DEFAULT_FLUSH_INTERVAL, _positive)
     shutdown_timeout: float = _option(DEFAULT_SHUTDOWN_TIMEOUT, _positive_or_zero)
@@ -271,7 +322,7 @@ class Config:
     def __repr__(self) -> str:
         # The generated repr, but with a user:password@ in base_url masked.
         values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
-        values["base_url"] = mask_url(self.base_url)
+        values["base_url"] = self.base_url and mask_url(self.base_url)
         if self.firewall_base_url is not None:
             values["firewall_base_url"] = mask_url(self.firewall_base_url)
         shown = (f"{f.name}={values[f.name]!r}" for f in dataclasses.fields(self) if f.repr)
@@ -283,9 +334,10 @@ class Config:
 
         An option left out (or None) takes its first environment variable
         that is set, else its default; a required one that has neither raises
-        ``LayerMissingRequiredConfigurationError`` naming it and its variable.
-        An invalid value raises ``ValueError`` (``TypeError`` for an object
-        of the wrong kind) naming the option.
+        ``LayerMissingRequiredConfigurationError`` naming it and its variable,
+        unless ``enabled`` is False (nothing is required then, but what is
+        given is checked all the same). An invalid value raises ``ValueError``
+        (``TypeError`` for an object of the wrong kind) naming the option.
         """
         env = os.environ if environ is None else environ
         fields = {field.name: field for field in dataclasses.fields(cls)}
@@ -293,20 +345,40 @@ class Config:
         if unknown:
             raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
         values: dict[str, Any] = {}
+        missing: list[str] = []  # required options neither given nor set (fine when disabled)
         for name, field in fields.items():
             value = options.get(name)
             variables: tuple[str, ...] = field.metadata["env"]
             if value is None or value == "":
-                # (A float option's variables hold seconds, read as such.)
-                value = _from_environment(env, name, variables, seconds=field.type == "float")
+                value = _from_environment(env, variables, str(field.type))
             if value is None:
                 if field.metadata["required"]:
-                    raise LayerMissingRequiredConfigurationError(
+                    missing.append(
                         f"{name} is required: pass {name}= to init() or set {variables[0]}"
                     )
                 value = field.default
             check = field.metadata["check"]
             values[name] = value if value is None or check is None else check(name, value)
+        if values["enabled"]:
+            cls._require(values, missing)
+        if values["max_event_bytes"] > values["max_queue_bytes"]:
+            raise ValueError("max_event_bytes must not exceed max_queue_bytes")
+        auth = values["auth_provider"]
+        if auth is not None:
+            if not values["allow_insecure_http"] and values["enabled"]:
+                refuse_cleartext(values["base_url"], "base_url", "the access token", "init()")
+                if values["firewall_base_url"] is not None:
+                    firewall = values["firewall_base_url"]
+                    refuse_cleartext(firewall, "firewall_base_url", "the access token", "init()")
+            if callable(getattr(auth, "known_secrets", None)):
+                watch(auth)  # its secrets are masked in what servers answer
+        return cls(**values)
+
+    @staticmethod
+    def _require(values: dict[str, Any], missing: list[str]) -> None:
+        """Raise for the first required setting that is missing."""
+        if missing:
+            raise LayerMissingRequiredConfigurationError(missing[0])
         if values["application_id"] is None and not values["application_name"]:
             raise LayerMissingRequiredConfigurationError(
                 "application_id or application_name is required: pass application_id= or "
@@ -317,18 +389,6 @@ class Config:
                 "firewall_base_url is required with enable_firewall_instrumentation=True: "
                 "pass firewall_base_url= to init() or set LAYER_FIREWALL_BASE_URL"
             )
-        if values["max_event_bytes"] > values["max_queue_bytes"]:
-            raise ValueError("max_event_bytes must not exceed max_queue_bytes")
-        auth = values["auth_provider"]
-        if auth is not None:
-            if not values["allow_insecure_http"]:
-                refuse_cleartext(values["base_url"], "base_url", "the access token", "init()")
-                if values["firewall_base_url"] is not None:
-                    firewall = values["firewall_base_url"]
-                    refuse_cleartext(firewall, "firewall_base_url", "the access token", "init()")
-            if callable(getattr(auth, "known_secrets", None)):
-                watch(auth)  # its secrets are masked in what servers answer
-        return cls(**values)
 
 
 def cleartext_host(url: str) -> str | None:

@@ -1,20 +1,67 @@
 """Which session a call belongs to, and what records into a session.
 
-A leaf module: the decorators and the provider instrumentation depend on it,
-not on the client, so that the client can depend on them.
+A leaf module: the decorators, the provider instrumentation and the framework
+integrations depend on it, not on the client, so that the client can depend on
+them.
 """
 
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
-current_session_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+#: Headers by which a caller names the session of a call (an OpenAI call's
+#: ``extra_headers``, an HTTP request to an application with the integrations).
+SESSION_HEADERS = frozenset({"x-layer-session-id", "layer-session-id"})
+
+
+class PendingSession:
+    """A session bound to a unit of work (a web request, a task) before it exists at Layer.
+
+    It is created by the first call that records something in it, once,
+    whichever thread or task asks first; a unit of work that records nothing
+    leaves no empty session behind. ``create`` returns the new session's ID, or
+    None when it could not be created (it logs why, and is not asked again).
+    """
+
+    __slots__ = ("_create", "_id", "_lock", "_settled")
+
+    def __init__(self, create: Callable[[], str | None]) -> None:
+        self._create = create
+        self._id: str | None = None
+        self._settled = False
+        self._lock = threading.Lock()
+
+    def resolve(self) -> str | None:
+        """The session's ID, creating the session first if nobody has yet."""
+        if self._settled:
+            return self._id
+        with self._lock:
+            if not self._settled:
+                try:
+                    self._id = self._create()
+                finally:
+                    self._settled = True
+            return self._id
+
+
+current_session_id: contextvars.ContextVar[str | PendingSession | None] = contextvars.ContextVar(
     "layer_session_id", default=None
 )
-"""The session of the innermost ``@layer.session`` call or ``session_context()`` block."""
+"""The session of the innermost ``@layer.session`` call, ``session_context()`` block, or
+request or task run by an integration (then maybe still pending): read it with
+:func:`current_session`."""
+
+
+def current_session() -> str | None:
+    """The ID of the current session (None outside one); a pending one is created now."""
+    value = current_session_id.get()
+    if isinstance(value, PendingSession):
+        return value.resolve()
+    return value
 
 
 class Recorder(Protocol):

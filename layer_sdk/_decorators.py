@@ -15,7 +15,7 @@ from contextvars import Token
 from datetime import datetime, timezone
 from typing import Any, TypeVar, cast
 
-from ._context import Recorder, current_session_id
+from ._context import PendingSession, Recorder, current_session, current_session_id
 from ._exceptions import LayerSDKException
 from ._schemas import (
     SessionActionError,
@@ -50,7 +50,9 @@ def session(
     def decorate(func: F) -> F:
         given_at = _keyword_slot(func, "session_id")
 
-        def open_session(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Token[str | None]:
+        def open_session(
+            args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> Token[str | PendingSession | None]:
             try:
                 new_id: str | None = client.create_session(
                     attributes=attributes, session_id=session_id
@@ -128,7 +130,7 @@ def action(
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                target, started = session_id or current_session_id.get(), _now()
+                target, started = session_id or current_session(), _now()
                 try:
                     result = await func(*args, **kwargs)
                 except BaseException as exc:
@@ -141,7 +143,7 @@ def action(
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            target, started = session_id or current_session_id.get(), _now()
+            target, started = session_id or current_session(), _now()
             try:
                 result = func(*args, **kwargs)
             except BaseException as exc:

@@ -7,12 +7,9 @@ import platform as _platform
 import socket
 from collections.abc import Mapping
 
-from ._version import __version__
+from ._version import SOURCE, USER_AGENT
 
-SOURCE = f"layer-python-sdk/{__version__}"
-"""The ``source`` session attribute (the User-Agent spells the name differently)."""
-
-USER_AGENT = f"layer-sdk-python/{__version__}"
+__all__ = ["SOURCE", "USER_AGENT", "platform_attributes"]
 
 
 def platform_attributes(

@@ -7,9 +7,10 @@ echoes the form with the client secret. Such text reaches exception messages,
 first, which blanks:
 
 - every secret this process's auth providers know (the OIDC client secret,
-  the tokens fetched), raw or as a server might echo it: percent- or
-  form-encoded (either case of hex), JSON- or HTML-escaped. An exact echo is
-  caught whatever surrounds it;
+  the tokens fetched), and any the caller of ``scrub`` knows for the text (the
+  API key a provider's error may quote), raw or as a server might echo it:
+  percent- or form-encoded (either case of hex), JSON- or HTML-escaped. An
+  exact echo is caught whatever surrounds it;
 - credentials after ``Bearer`` or ``Basic``;
 - the value of any field whose name says it is secret (``access_token``,
   ``refresh_token``, ``id_token``, ``client_secret``, ``password``,
@@ -99,11 +100,15 @@ def watch(holder: SecretHolder) -> None:
         _holders.add(holder)
 
 
-def scrub(text: str) -> str:
-    """``text`` with every token, secret and credential masked (see the module doc)."""
+def scrub(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with every token, secret and credential masked (see the module doc).
+
+    ``secrets``: more values known to be secret for this text, masked as the
+    watched holders' are (e.g. the API key a provider's error may quote).
+    """
     if not text:
         return text
-    known = _known_pattern()
+    known = _known_pattern(secrets)
     if known is not None:
         text = known.sub(MASK, text)
     for pattern, replacement in _compiled_rules():
@@ -122,23 +127,29 @@ def mask_url(url: str) -> str:
     return scrub(url)
 
 
-def _known_pattern() -> re.Pattern[str] | None:
+def _known_pattern(secrets: Iterable[str] = ()) -> re.Pattern[str] | None:
     """One pattern for every known secret in every shape it may be echoed in."""
     shapes: set[str] = set()
-    for holder in list(_holders):
-        try:
-            values = list(holder.known_secrets())
-        except Exception:  # never let a holder break an error message
-            continue
-        for value in values:
-            if len(value) >= MIN_KNOWN_SECRET_LENGTH:
-                shapes.update(_shapes(value))
+    for value in [*secrets, *_held_secrets()]:
+        if isinstance(value, str) and len(value) >= MIN_KNOWN_SECRET_LENGTH:
+            shapes.update(_shapes(value))
     if not shapes:
         return None
     # Longest first, so that an encoded shape is masked whole, not a raw prefix of it.
     alternatives = sorted(shapes, key=len, reverse=True)
     # re caches compiled patterns: the same secrets cost one compilation.
     return re.compile("|".join(re.escape(shape) for shape in alternatives), re.IGNORECASE)
+
+
+def _held_secrets() -> list[str]:
+    """The secrets the watched holders know now."""
+    values: list[str] = []
+    for holder in list(_holders):
+        try:
+            values.extend(holder.known_secrets())
+        except Exception:  # never let a holder break an error message
+            continue
+    return values
 
 
 def _shapes(value: str) -> set[str]:

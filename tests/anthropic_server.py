@@ -28,6 +28,7 @@ The model name picks the behaviour:
                     after two text deltas
 ``sparse``          a JSON answer with most fields missing or null
 ``words-<n>``       a stream of ``n`` one-word deltas, at full speed
+``refuse-key-...``  a 401 quoting the API key (``provider_server.py``)
 anything else       a normal answer: ``ANSWER``, word by word when streamed
 ==================  =====================================================
 
@@ -92,6 +93,9 @@ class _Handler(ProviderHandler):
         if model.startswith("fail-"):
             status = int(model[5:])
             return self._error(status, f"injected failure {status}")
+        refusal = self.key_refusal(model)
+        if refusal is not None:
+            return self._error(401, refusal)
         if model == "sparse":
             return self._json(200, {"type": "message", "content": None, "usage": None})
         tool = _first_tool_name(body.get("tools")) if model == "tool-use" else None

@@ -37,6 +37,55 @@ def leaks(secret: str, *texts: str) -> list[str]:
     return [text for text in texts if any(shape in text for shape in shapes_of(secret))]
 
 
+def captured_from(raised: BaseException) -> list[str]:
+    """What an error tracker capturing frame locals (sentry-sdk's default) may send of an
+    exception: the message, args and attributes of it and of every exception chained to
+    it (``__cause__``, ``__context__``, suppressed or not), and the locals of every frame
+    of their tracebacks but the tests' own: containers walked, other objects by repr."""
+    texts: list[str] = []
+    exceptions: list[BaseException] = [raised]
+    seen: set[int] = set()
+
+    def walk(value: object, depth: int = 0) -> None:
+        if id(value) in seen or depth > 8:
+            return
+        seen.add(id(value))
+        if isinstance(value, str):
+            texts.append(value)
+        elif isinstance(value, (bytes, bytearray, memoryview)):
+            texts.append(bytes(value).decode("latin-1"))
+        elif isinstance(value, BaseException):
+            exceptions.append(value)
+        elif isinstance(value, dict):
+            for key, item in list(value.items()):
+                walk(key, depth + 1)
+                walk(item, depth + 1)
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            for item in list(value):
+                walk(item, depth + 1)
+        else:
+            texts.append(repr(value))
+
+    while exceptions:
+        exc = exceptions.pop()
+        if id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        texts += [str(exc), repr(exc)]
+        walk(exc.args)
+        walk(dict(vars(exc)))
+        traceback = exc.__traceback__
+        while traceback is not None:
+            frame = traceback.tb_frame
+            if "/tests/" not in frame.f_code.co_filename:
+                walk(dict(frame.f_locals))
+            traceback = traceback.tb_next
+        for chained in (exc.__cause__, exc.__context__):
+            if chained is not None:
+                exceptions.append(chained)
+    return texts
+
+
 class StaticToken(AuthProvider):
     """An auth provider of the user's own: one fixed bearer token.
 
@@ -56,7 +105,7 @@ class StaticToken(AuthProvider):
 
 
 class _EchoServer:
-    """A threading HTTP server that answers every POST through ``answer``."""
+    """A threading HTTP server that answers every POST and GET through ``answer``."""
 
     def __init__(self) -> None:
         self.answers: list[bytes] = []  # every body and reason phrase sent
@@ -77,6 +126,8 @@ class _EchoServer:
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
+
+            do_GET = do_POST  # a firewall look-up, a listing: answered alike
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # quiet

@@ -56,12 +56,17 @@ def wait_until(condition: Callable[[], object], timeout: float = 10.0) -> bool:
 
 
 def run_python(
-    code: str, *, env: dict[str, str] | None = None, timeout: float = 60
+    code: str,
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    args: list[str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh interpreter that imports this checkout of layer_sdk."""
+    """Run ``code`` (given ``args`` as ``sys.argv[1:]``) in a fresh interpreter that
+    imports this checkout of layer_sdk."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", code, *(args or [])],
         env=full_env,
         capture_output=True,
         text=True,
@@ -217,6 +222,47 @@ class TCPServer:
     def close(self) -> None:
         """Stop accepting; connections being served run on."""
         self._listener.close()
+
+
+class DrippingServer(TCPServer):
+    """Answers each request with ``first``, then one byte every ``interval`` seconds until
+    closed (or ``limit`` seconds): each read is quick, and the answer never ends.
+
+    ``requests`` counts the requests read. A context manager: closed on exit.
+    """
+
+    def __init__(
+        self,
+        interval: float = 0.05,
+        first: bytes = b"HTTP/1.1 200 OK\r\nX-Slow: ",
+        limit: float = 60.0,
+    ) -> None:
+        self.interval = interval
+        self.first = first
+        self.limit = limit
+        self.requests = 0
+        self._stop = threading.Event()
+        super().__init__()
+
+    def handle(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            if read_request(conn) is None:
+                return
+            self.requests += 1
+            conn.sendall(self.first)
+            ends = time.monotonic() + self.limit
+            while not self._stop.wait(self.interval) and time.monotonic() < ends:
+                conn.sendall(b"a")
+
+    def close(self) -> None:
+        self._stop.set()
+        super().close()
+
+    def __enter__(self) -> DrippingServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # -- http.server endpoints ------------------------------------------------------------

@@ -23,6 +23,7 @@ The model name picks the behaviour:
 ``stream-error``    a stream whose second event is an error event
 ``sparse``          a JSON answer with most fields missing or null
 ``words-<n>``       a stream of ``n`` one-word chunks, at full speed
+``refuse-key-...``  a 401 quoting the API key (``provider_server.py``)
 anything else       a normal answer: ``ANSWER``, word by word when streamed
 ==================  =====================================================
 
@@ -87,6 +88,9 @@ class _Handler(ProviderHandler):
         if model.startswith("fail-"):
             status, _, code = model[5:].partition("-")
             return self._error(int(status), f"injected failure {status}", _error_code(code))
+        refusal = self.key_refusal(model)
+        if refusal is not None:
+            return self._error(401, refusal, "invalid_api_key")
         routes = {
             "/v1/chat/completions": self._chat,
             "/v1/responses": self._responses,

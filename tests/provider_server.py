@@ -6,10 +6,14 @@ request is kept (path, lower-cased headers, decoded body) for the tests to
 assert on. A subclass of :class:`ProviderHandler` answers; two stream models
 behave alike on every provider:
 
-==================  =====================================================
-``slow``            ``SLOW_DELAY`` seconds between events
-``drop``            the stream cut off (connection closed) after ``drop_after`` events
-==================  =====================================================
+=======================  ================================================
+``slow``                 ``SLOW_DELAY`` seconds between events
+``drop``                 the stream cut off (connection closed) after
+                         ``drop_after`` events
+``refuse-key-<style>``   401, its message quoting the API key the request
+                         carried, in one of the ``KEY_QUOTES`` styles (as
+                         a provider or a gateway in front of it may)
+=======================  ================================================
 
 Run alone (``python -m tests.<provider>_server``, through :func:`serve`),
 a server prints its base URL and serves until its standard input ends: the
@@ -29,6 +33,14 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 SLOW_DELAY = 0.05
+#: How a refusal may quote the API key it refused (``refuse-key-<style>`` models).
+KEY_QUOTES = {
+    "openai": "Incorrect API key provided: {key}. You can find your API key at "
+    "https://platform.openai.com/account/api-keys.",
+    "anthropic": "invalid x-api-key: {key}",
+    "gateway": "upstream refused the request; it carried Authorization: Bearer {key}",
+    "plain": "the key {key} was revoked on 2024-01-01",
+}
 
 
 @dataclass(frozen=True)
@@ -107,6 +119,8 @@ class ProviderServer:
 
 
 class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # many concurrent calls connect at once (socketserver: 5)
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # a client that resets an idle keep-alive connection is no news
 
@@ -145,6 +159,14 @@ class ProviderHandler(BaseHTTPRequestHandler):
 
     def answer(self, path: str, body: Any) -> None:
         raise NotImplementedError
+
+    def key_refusal(self, model: str) -> str | None:
+        """For a ``refuse-key-<style>`` model, the refusal quoting the request's API key."""
+        if not model.startswith("refuse-key-"):
+            return None
+        authorization = self.headers.get("Authorization") or ""
+        key = self.headers.get("X-Api-Key") or authorization.removeprefix("Bearer ")
+        return KEY_QUOTES[model.removeprefix("refuse-key-")].format(key=key)
 
     def _json(self, status: int, payload: Any) -> None:
         data = json.dumps(payload).encode()

@@ -60,6 +60,7 @@ from .helpers import (  # noqa: E402
     then,
     wait_until,
 )
+from .provider_server import KEY_QUOTES  # noqa: E402
 
 MODES = ["sync", "async"]
 SYSTEM = "You are terse."
@@ -104,7 +105,7 @@ server, layer, _fresh_problem_log, _no_leftover_patches, _errors_fit_the_wire_co
 
 def new_client(mode: str, server: AnthropicServer, **options: Any) -> Any:
     cls = anthropic.Anthropic if mode == "sync" else anthropic.AsyncAnthropic
-    return cls(base_url=server.url, api_key="sk-ant-test", max_retries=0, **options)
+    return cls(**{"base_url": server.url, "api_key": "sk-ant-test", "max_retries": 0, **options})
 
 
 def perform(
@@ -651,6 +652,32 @@ def test_an_api_error_is_recorded_once_with_its_http_status(
     assert len(server.requests) == 1
 
 
+#: An API key as Anthropic's look (a made-up one).
+API_KEY = "sk-ant-api03-Zq8xT3vK9mR2wL5nB7cJ4hF6gD1sA0pEu8Yt"
+
+
+@pytest.mark.parametrize("style", sorted(KEY_QUOTES))
+@pytest.mark.parametrize("mode", MODES)
+def test_a_refusal_that_quotes_the_api_key_is_recorded_without_it(
+    mode: str, style: str, layer: Client, collector: LocalCollector, server: AnthropicServer
+) -> None:
+    """A provider, or a gateway in front of it, that refuses a key may quote it whole:
+    the caller's exception keeps it, what Layer records never has it."""
+    model = f"refuse-key-{style}"
+    with (
+        layer.session_context() as session_id,
+        pytest.raises(anthropic.AuthenticationError) as raised,
+    ):
+        perform(mode, server, lambda c: create(c, model=model), api_key=API_KEY)
+    assert API_KEY in str(raised.value)  # the caller's exception is unchanged
+    output = one(actions_of(layer, collector, session_id, 2), "completion_output")
+    assert output["error"]["code"] == 401
+    assert "<redacted>" in output["error"]["message"]
+    assert check_error(output["error"])["type"] == "AuthenticationError"
+    recorded = json.dumps(collector.actions())
+    assert API_KEY[13:25] not in recorded and API_KEY[-12:] not in recorded
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_a_stream_helper_refused_at_enter_is_recorded_once(
     mode: str, layer: Client, collector: LocalCollector, server: AnthropicServer
@@ -1005,6 +1032,28 @@ def test_one_shot_iterators_are_read_once_and_still_sent(
     assert message_bodies(server)[0]["messages"] == MESSAGES
     prompt = one(actions_of(layer, collector, session_id, 2), "completion_prompt")
     assert prompt["data"]["messages"] == MESSAGES
+
+
+class BrokenSource(Exception):
+    """What a caller's generator of messages raises midway."""
+
+
+def broken_messages() -> Any:
+    yield MESSAGES[0]
+    raise BrokenSource("the second message could not be read")
+
+
+@pytest.mark.parametrize("instrumented", [False, True])
+def test_a_generator_that_raises_reaches_the_provider_and_its_exception_the_caller(
+    instrumented: bool, make_client: Callable[..., Client], server: AnthropicServer
+) -> None:
+    """The provider takes a one-shot iterator as it would without the SDK: nothing is
+    sent with the messages it lacks, and the caller gets the generator's exception."""
+    if instrumented:
+        make_client()
+    with pytest.raises(BrokenSource, match="second message"):
+        perform("sync", server, lambda c: create(c, messages=broken_messages()))
+    assert server.requests == []
 
 
 def test_async_methods_keep_their_shape(layer: Client) -> None:

@@ -169,6 +169,51 @@ def test_a_name_created_meanwhile_elsewhere_is_found(collector: LocalCollector) 
     assert [method for method, _ in application_requests(collector)] == ["GET", "POST", "GET"]
 
 
+@pytest.mark.parametrize("http_timeout", [5.0, 0.2], ids=["resolved at init", "in the background"])
+def test_a_name_that_exists_but_is_not_listed_yet_is_listed_again(
+    collector: LocalCollector, http_timeout: float
+) -> None:
+    """A listing that lags behind creates (list: empty, create: 409, list: empty) is
+    transient: the name is listed again, with backoff, until it shows; nothing fails,
+    at init or in the background, and the name is not created again."""
+    collector.add_application("bot", OTHER_ID)
+    collector.fail_next(1, 200, body=b"[]")
+    collector.fail_next(1, 409, body=b'{"error":"an application named bot exists already"}')
+    collector.fail_next(2, 200, body=b"[]")
+    client = named_client(collector, "bot", http_timeout=http_timeout)
+    try:
+        session_id = client.create_session()
+        client.append_action(session_id, kind=PROMPT, data={"n": 1})
+        assert client.flush(20)
+        stats = client.stats()
+        assert (stats.sent, stats.failed) == (2, 0)
+    finally:
+        client.shutdown()
+    assert collector.session(session_id)["application_id"] == OTHER_ID  # type: ignore[index]
+    assert [method for method, _ in application_requests(collector)] == [
+        "GET",
+        "POST",
+        "GET",
+        "GET",
+        "GET",
+    ]
+
+
+def test_a_name_never_listed_after_a_conflict_fails_within_max_retry_time(
+    collector: LocalCollector,
+) -> None:
+    """A name the API calls taken but never lists fails once max_retry_time has passed,
+    saying what happened."""
+    collector.fail_next(1, 200, body=b"[]")
+    collector.fail_next(1, 409, body=b'{"error":"an application named bot exists already"}')
+    collector.fail_next(1_000, 200, body=b"[]")
+    with pytest.raises(LayerMissingRequiredConfigurationError) as raised:
+        named_client(collector, "bot", http_timeout=10.0, max_retry_time=1.0)
+    assert "exists, yet does not list it" in str(raised.value)
+    methods = [method for method, _ in application_requests(collector)]
+    assert methods[:2] == ["GET", "POST"] and set(methods[2:]) == {"GET"} and len(methods) > 3
+
+
 def _report_in_child(client: Client) -> tuple[bool, int, int]:
     session_id = client.create_session()
     client.append_action(session_id, kind=PROMPT, data={"n": 1})

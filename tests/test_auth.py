@@ -34,6 +34,7 @@ from layer_sdk import (
     Client,
     LayerAuthError,
     LayerMissingRequiredConfigurationError,
+    LayerRequestError,
     OIDCClientCredentials,
     _auth,
 )
@@ -43,6 +44,7 @@ from .helpers import (
     APP_ID,
     FAST,
     PROMPT,
+    DrippingServer,
     JSONHandler,
     MakeClient,
     held_by_another_thread,
@@ -208,8 +210,10 @@ def test_a_token_is_refreshed_ahead_of_expiry_by_the_margin(
     assert auth.get_headers() == first  # not due yet
     assert len(provider.token_requests()) == 1
     now[0] += 0.001
-    second = auth.get_headers()  # due: fetched before it is handed out
-    assert second != first
+    assert auth.get_headers() == first  # due: fetched meanwhile, the valid one goes on
+    assert wait_until(lambda: len(provider.token_requests()) == 2)
+    assert wait_until(lambda: auth.get_headers() != first)
+    second = auth.get_headers()
     assert len(provider.token_requests()) == 2
     assert [token for token in provider.issued()] == [
         header["Authorization"].partition(" ")[2] for header in (first, second)
@@ -498,6 +502,43 @@ def test_a_debug_log_of_a_whole_run_holds_no_secret_and_no_token(
 # -- settings, warnings, fork ---------------------------------------------------------------
 
 
+def test_a_dripping_token_endpoint_holds_no_call_past_the_fetch_deadline(
+    make_client: MakeClient,
+) -> None:
+    """A token endpoint that sends its answer a byte at a time (each read is quick, the
+    answer never ends): one deadline, http_timeout, bounds the fetch for every caller.
+    A sync call fails with LayerRequestError saying so, shutdown() is not held either,
+    and a caller coming after the deadline starts a new fetch rather than wait behind it."""
+    with DrippingServer(interval=0.05) as dripping:
+        auth = OIDCClientCredentials(
+            f"{dripping.url}/token", "layer-sdk", "cs-dripping", http_timeout=1.0
+        )
+        client = make_client(auth_provider=auth, max_retries=0, http_timeout=2.0)
+        raised: list[BaseException] = []
+
+        def sync_call() -> None:
+            try:
+                client.create_session(sync=True)
+            except BaseException as exc:
+                raised.append(exc)
+
+        caller = threading.Thread(target=sync_call)
+        started = time.monotonic()
+        caller.start()
+        assert wait_until(lambda: dripping.requests == 1)
+        assert client.shutdown(timeout=0.5) is True  # nothing was queued
+        caller.join(10)
+        assert not caller.is_alive()
+        assert time.monotonic() - started < 5.0  # the answer would drip for a minute
+        [error] = raised
+        assert isinstance(error, LayerRequestError)
+        assert "gave no token within http_timeout=1 s" in str(error)
+
+        with pytest.raises(LayerRequestError, match="gave no token"):
+            auth.get_headers()
+        assert dripping.requests == 2
+
+
 def test_settings_fall_back_to_the_environment(
     oidc: StartProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -672,7 +713,7 @@ def test_a_forked_child_has_its_own_lock_and_connection(
     client.create_session(sync=True)
 
     # A parent thread is in the middle of a refresh when the process forks.
-    with held_by_another_thread(auth._refreshing):
+    with held_by_another_thread(auth._lock):
         code, report = in_multiprocessing_child(_child_after_fork, client, auth)
     assert code == 0, "the child hung on a lock the parent held, or failed"
     assert report is not None

@@ -66,9 +66,15 @@ def post(
             conn.close()
 
 
-def raw_request(body: Any, path: str = "/v1/sessions") -> bytes:
+def host_line(collector: LocalCollector) -> bytes:
+    """The Host header of a request to the collector, as a browser writes it."""
+    return b"Host: 127.0.0.1:%d\r\n" % collector.port
+
+
+def raw_request(collector: LocalCollector, body: Any, path: str = "/v1/sessions") -> bytes:
     data = json.dumps(body).encode()
-    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{collector.port}\r\n"
+    head += "Content-Type: application/json\r\n"
     return f"{head}Content-Length: {len(data)}\r\n\r\n".encode() + data
 
 
@@ -363,7 +369,11 @@ def test_chunked_body_is_read(collector: LocalCollector, conn: http.client.HTTPC
 
 def test_unframed_body_is_400_and_closes_the_connection(collector: LocalCollector) -> None:
     with socket.create_connection(("127.0.0.1", collector.port)) as sock:
-        sock.sendall(b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n")
+        sock.sendall(
+            b"POST /v1/sessions HTTP/1.1\r\n"
+            + host_line(collector)
+            + b"Content-Length: ten\r\n\r\n"
+        )
         response = http.client.HTTPResponse(sock)
         response.begin()
         body = json.loads(response.read())
@@ -458,7 +468,7 @@ def test_delay_postpones_every_answer(collector: LocalCollector) -> None:
 def test_hang_holds_requests_until_release(collector: LocalCollector) -> None:
     collector.hang()
     with socket.create_connection(("127.0.0.1", collector.port)) as sock:
-        sock.sendall(raw_request({"application_id": APP, "session_id": SID}))
+        sock.sendall(raw_request(collector, {"application_id": APP, "session_id": SID}))
         assert collector.wait_for(lambda c: c.unanswered == 1, timeout=5)
         assert select.select([sock], [], [], 0.3)[0] == []  # no answer while hung
         assert collector.event_count == 0
@@ -475,19 +485,23 @@ def test_unanswered_counts_requests_read_until_their_answer(collector: LocalColl
     assert collector.unanswered == 0
     collector.delay = 30
     delayed = socket.create_connection(("127.0.0.1", collector.port))
-    delayed.sendall(raw_request({"application_id": APP}))
+    delayed.sendall(raw_request(collector, {"application_id": APP}))
     assert collector.wait_for(lambda c: c.unanswered == 1, timeout=5)
     collector.delay = 0
     collector.hang()
     with socket.create_connection(("127.0.0.1", collector.port)) as sock:
-        sock.sendall(raw_request({"application_id": APP, "session_id": SID}))
+        sock.sendall(raw_request(collector, {"application_id": APP, "session_id": SID}))
         assert collector.wait_for(lambda c: c.unanswered == 2, timeout=5)
         assert collector.requests == []
         collector.release()
         assert read_answer(sock).status == 200
     assert collector.unanswered == 1  # recorded before it was sent
     with socket.create_connection(("127.0.0.1", collector.port)) as sock:
-        sock.sendall(b"POST /v1/sessions HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n")
+        sock.sendall(
+            b"POST /v1/sessions HTTP/1.1\r\n"
+            + host_line(collector)
+            + b"Transfer-Encoding: gzip\r\n\r\n"
+        )
         assert read_answer(sock).status == 400
     assert collector.unanswered == 1
     collector.stop()  # the delayed request is dropped: answered, with nothing
@@ -499,7 +513,7 @@ def test_unanswered_counts_requests_read_until_their_answer(collector: LocalColl
 def test_stop_drops_hung_requests_quickly(collector: LocalCollector) -> None:
     collector.hang()
     with socket.create_connection(("127.0.0.1", collector.port)) as sock:
-        sock.sendall(raw_request({"application_id": APP}))
+        sock.sendall(raw_request(collector, {"application_id": APP}))
         assert collector.wait_for(lambda c: c.unanswered == 1, timeout=5)
         assert select.select([sock], [], [], 0.2)[0] == []  # no answer while hung
         started = time.monotonic()
@@ -678,7 +692,7 @@ def read_answer(sock: socket.socket, *, head: bool = False) -> Answer:
 
 
 def test_a_request_trickling_in_byte_by_byte_is_read(collector: LocalCollector) -> None:
-    data = raw_request({"application_id": APP, "session_id": SID})
+    data = raw_request(collector, {"application_id": APP, "session_id": SID})
     with socket.create_connection(("127.0.0.1", collector.port)) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for i in range(len(data)):
@@ -689,7 +703,8 @@ def test_a_request_trickling_in_byte_by_byte_is_read(collector: LocalCollector) 
 def test_chunked_body_in_pieces_with_extensions_and_trailers(collector: LocalCollector) -> None:
     body = json.dumps({"application_id": APP, "session_id": SID}).encode()
     half = len(body) // 2
-    head = b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head = b"POST /v1/sessions HTTP/1.1\r\n" + host_line(collector)
+    head += b"Content-Type: application/json\r\n"
     pieces = [
         head + b"Transfer-Encoding: chunked\r\n\r\n",
         b"%x;name=value\r\n" % half + body[:half],
@@ -703,7 +718,8 @@ def test_chunked_body_in_pieces_with_extensions_and_trailers(collector: LocalCol
             # Pacing, the subject of the test: each piece is likely read on its own.
             time.sleep(0.02)
         assert read_answer(sock).status == 200
-        sock.sendall(raw_request({"application_id": APP}))  # the connection is still in step
+        # The connection is still in step:
+        sock.sendall(raw_request(collector, {"application_id": APP}))
         assert read_answer(sock).status == 200
     assert collector.requests[0].body == body
 
@@ -719,7 +735,7 @@ def test_bad_chunked_framing_is_400_and_closes(
     collector: LocalCollector, framing: bytes, error: str
 ) -> None:
     with socket.create_connection(("127.0.0.1", collector.port)) as sock:
-        sock.sendall(b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\n" + framing)
+        sock.sendall(b"POST /v1/sessions HTTP/1.1\r\n" + host_line(collector) + framing)
         answer = read_answer(sock)
         assert (answer.status, answer.json, answer.headers["connection"]) == (
             400,
@@ -753,7 +769,8 @@ def test_an_unreadable_head_is_refused_unrecorded(
 
 def test_pipelined_requests_are_answered_in_order(collector: LocalCollector) -> None:
     sessions = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"pipelined-{i}")) for i in range(5)]
-    data = b"".join(raw_request({"application_id": APP, "session_id": s}) for s in sessions)
+    bodies = [{"application_id": APP, "session_id": s} for s in sessions]
+    data = b"".join(raw_request(collector, body) for body in bodies)
     with socket.create_connection(("127.0.0.1", collector.port)) as sock:
         sock.sendall(data)  # all at once, before any answer
         assert [read_answer(sock).json["session_id"] for _ in sessions] == sessions
@@ -762,7 +779,7 @@ def test_pipelined_requests_are_answered_in_order(collector: LocalCollector) -> 
 def test_connection_close_and_http_1_0_are_honoured(collector: LocalCollector) -> None:
     body = json.dumps({"application_id": APP}).encode()
     for head in (
-        b"POST /v1/sessions HTTP/1.1\r\nConnection: close\r\n",
+        b"POST /v1/sessions HTTP/1.1\r\nConnection: close\r\n" + host_line(collector),
         b"POST /v1/sessions HTTP/1.0\r\n",
     ):
         with socket.create_connection(("127.0.0.1", collector.port)) as sock:
@@ -785,15 +802,17 @@ def test_expect_100_continue_and_head(collector: LocalCollector) -> None:
         sock.settimeout(5)
         sock.sendall(
             b"POST /v1/sessions HTTP/1.1\r\nExpect: 100-continue\r\n"
-            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+            + host_line(collector)
+            + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
         )
         assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
         sock.sendall(body)
         assert read_answer(sock).status == 200
-        sock.sendall(b"HEAD /v1/sessions HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.sendall(b"HEAD /v1/sessions HTTP/1.1\r\n" + host_line(collector) + b"\r\n")
         answer = read_answer(sock, head=True)
         assert (answer.status, int(answer.headers["content-length"]) > 0) == (405, True)
-        sock.sendall(raw_request({"application_id": APP}))  # no body was sent after the head
+        # No body was sent after the head:
+        sock.sendall(raw_request(collector, {"application_id": APP}))
         assert read_answer(sock).status == 200
 
 
@@ -805,6 +824,7 @@ def test_many_keep_alive_connections_at_once(collector: LocalCollector, session:
                 body = json.dumps(action(data=[i, round_])).encode()
                 sock.sendall(
                     f"POST /v1/sessions/{session}/actions HTTP/1.1\r\n"
+                    f"Host: 127.0.0.1:{collector.port}\r\n"
                     f"X-Request-Id: {i}-{round_}\r\nContent-Type: application/json\r\n"
                     f"Content-Length: {len(body)}\r\n\r\n".encode()
                     + body
@@ -843,7 +863,7 @@ def test_held_requests_of_many_connections_are_released_together(
     connections = [socket.create_connection(("127.0.0.1", collector.port)) for _ in range(10)]
     try:
         for sock in connections:
-            sock.sendall(raw_request({"application_id": APP}))
+            sock.sendall(raw_request(collector, {"application_id": APP}))
         assert collector.wait_for(lambda c: c.unanswered == 10, timeout=5)
         assert select.select(connections, [], [], 0.3)[0] == []  # no answer while hung
         assert collector.event_count == 0
@@ -860,7 +880,7 @@ def test_held_requests_of_many_connections_are_released_together(
 def test_a_held_request_whose_client_left_is_still_recorded(collector: LocalCollector) -> None:
     collector.hang()
     with socket.create_connection(("127.0.0.1", collector.port)) as sock:
-        sock.sendall(raw_request({"application_id": APP, "session_id": SID}))
+        sock.sendall(raw_request(collector, {"application_id": APP, "session_id": SID}))
         assert collector.wait_for(lambda c: c.unanswered == 1, timeout=5)
         assert select.select([sock], [], [], 0.2)[0] == []  # no answer while hung
     collector.release()
@@ -887,11 +907,11 @@ def test_stop_from_another_thread_ends_hung_delayed_and_idle_connections(
 ) -> None:
     collector.delay = 30
     delayed = socket.create_connection(("127.0.0.1", collector.port))
-    delayed.sendall(raw_request({"application_id": APP}))
+    delayed.sendall(raw_request(collector, {"application_id": APP}))
     assert collector.wait_for(lambda c: c.unanswered == 1, timeout=5)  # read: delayed, not held
     collector.hang()
     held = socket.create_connection(("127.0.0.1", collector.port))
-    held.sendall(raw_request({"application_id": APP}))
+    held.sendall(raw_request(collector, {"application_id": APP}))
     idle = socket.create_connection(("127.0.0.1", collector.port))
     assert collector.wait_for(lambda c: c.unanswered == 2, timeout=5)
     stopper = threading.Thread(target=collector.stop)
@@ -1064,23 +1084,197 @@ def test_max_body_bytes_refuses_larger_bodies_with_413(collector: LocalCollector
     assert post(collector, "/v1/sessions", big).status == 200
 
 
-def test_the_absolute_form_of_a_request_line_is_accepted(collector: LocalCollector) -> None:
-    """As a proxy would receive it (RFC 9112 3.2.2): the collector can stand in for one."""
-    body = json.dumps({"application_id": APP}).encode()
+def test_a_body_over_the_limit_is_refused_from_its_content_length_before_it_is_sent(
+    collector: LocalCollector,
+) -> None:
+    """The limit applies as the request is read: a Content-Length over it is answered 413
+    at once, without waiting for (or keeping) the body, and without 100 Continue."""
+    collector.max_body_bytes = 1000
+    for expect in (b"", b"Expect: 100-continue\r\n"):
+        with socket.create_connection(("127.0.0.1", collector.port)) as sock:
+            sock.settimeout(5)
+            sock.sendall(
+                b"POST /v1/sessions HTTP/1.1\r\n"
+                + host_line(collector)
+                + expect
+                + b"Content-Type: application/json\r\nContent-Length: 100000000\r\n\r\n"
+            )  # the head alone: the body is never sent
+            answer = read_answer(sock)
+            assert (answer.status, answer.headers["connection"]) == (413, "close")
+            assert answer.json == {"error": "the body is larger than 1000 bytes"}
+    assert [(r.status, r.body) for r in collector.requests] == [(413, b""), (413, b"")]
+    assert collector.sessions == []
+
+
+def test_a_chunked_body_is_refused_as_soon_as_it_passes_the_limit(
+    collector: LocalCollector,
+) -> None:
+    """A chunked body has no length to refuse at once: it is read until a chunk would take
+    it past the limit, then answered 413 without reading the rest."""
+    collector.max_body_bytes = 1000
     with socket.create_connection(("127.0.0.1", collector.port)) as sock:
+        sock.settimeout(5)
+        sock.sendall(
+            b"POST /v1/sessions HTTP/1.1\r\n"
+            + host_line(collector)
+            + b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"258\r\n"
+            + b" " * 600
+            + b"\r\n"
+            + b"258\r\n"  # a second chunk of 600 bytes: 1,200 in all, its data never sent
+        )
+        assert read_answer(sock).status == 413
+    (request,) = collector.requests
+    assert (request.status, request.body) == (413, b"")
+
+
+def test_a_client_still_sending_a_refused_body_gets_the_answer_not_a_reset(
+    collector: LocalCollector,
+) -> None:
+    """The answer to a body refused unread closes the connection only once the client has
+    sent the rest (read and dropped): a client writing its whole body first, then reading,
+    as most do, finds the 413 rather than a reset."""
+    collector.max_body_bytes = 1000
+    body = b'{"application_id": "' + b"x" * 4_000_000 + b'"}'
+    with socket.create_connection(("127.0.0.1", collector.port)) as sock:
+        sock.settimeout(10)
+        sock.sendall(
+            b"POST /v1/sessions HTTP/1.1\r\n"
+            + host_line(collector)
+            + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+            + body
+        )
+        assert read_answer(sock).status == 413
+        assert sock.recv(1) == b""  # then the connection ends, cleanly
+    assert collector.requests[0].body == b""
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/v1/sessions", {"application_id": APP}),
+        ("POST", f"/v1/sessions/{SID}/actions", action()),
+        ("GET", f"/v1/sessions/{SID}", None),
+        ("GET", "/v1/applications", None),
+        ("POST", "/v1/applications", {"name": "n", "source": "s"}),
+        ("GET", "/", None),
+        ("GET", "/static/page.js", None),
+        ("GET", "/api/sessions", None),
+        ("GET", f"/api/sessions/{SID}", None),
+        ("GET", "/api/events", None),
+        ("POST", f"/api/sessions/{SID}/firewall", {"decision": "block"}),
+    ],
+)
+def test_a_foreign_host_is_refused_on_every_endpoint(
+    collector: LocalCollector, session: str, method: str, path: str, body: Any
+) -> None:
+    """DNS rebinding: a page of another site whose name now resolves to 127.0.0.1 reaches
+    the collector with its own name in Host. Refused with 403, whatever the path; the
+    collector's own names (its address, localhost, [::1]) with its port are answered."""
+    data = None if body is None else json.dumps(body)
+    for host in (
+        f"evil.example:{collector.port}",
+        f"127.0.0.1.evil.example:{collector.port}",
+        f"localhost:{collector.port + 1}",
+        "localhost",
+        "",
+        "127.0.0.1:x",
+    ):
+        conn = connect(collector)
+        conn.request(method, path, data, {**JSON, "Host": host})
+        response = conn.getresponse()
+        assert response.status == 403, (host, response.read())
+        assert b"DNS rebinding" in response.read()
+        conn.close()
+    assert collector.session(SID)["actions"] == []
+    assert len(collector.sessions) == 1 and collector.applications == []
+    for host in (
+        f"127.0.0.1:{collector.port}",
+        f"localhost:{collector.port}",
+        f"[::1]:{collector.port}",
+    ):
+        conn = connect(collector)
+        conn.request(method, path, data, {**JSON, "Host": host, "Origin": f"http://{host}"})
+        response = conn.getresponse()
+        if path != "/api/events":
+            response.read()
+        assert response.status in (200, 201, 202, 409), (host, response.status)  # 409: made
+        conn.close()
+
+
+def test_a_foreign_host_is_refused_at_once_whatever_the_faults(collector: LocalCollector) -> None:
+    collector.hang()
+    collector.fail_next(1, 503)
+    answer = post(
+        collector, "/v1/sessions", {"application_id": APP}, headers={**JSON, "Host": "evil.example"}
+    )
+    assert answer.status == 403
+    assert [r.status for r in collector.requests] == [403]
+    collector.release()
+    assert post(collector, "/v1/sessions", {"application_id": APP}).status == 503  # still set
+
+
+def test_allowed_hosts_adds_names_and_star_turns_the_check_off() -> None:
+    with LocalCollector(allowed_hosts=["devbox", "Proxy.Example:8443"]) as collector:
+        for host, status in (
+            ("devbox", 200),
+            ("DEVBOX:1234", 200),
+            ("proxy.example:8443", 200),
+            ("proxy.example:8444", 403),
+            ("evil.example", 403),
+        ):
+            answer = post(
+                collector, "/v1/applications", method="GET", raw=b"", headers={"Host": host}
+            )
+            assert answer.status == status, host
+    with LocalCollector(allowed_hosts=["*"]) as collector:
+        answer = post(
+            collector, "/v1/applications", method="GET", raw=b"", headers={"Host": "any.example"}
+        )
+        assert answer.status == 200
+    with pytest.raises(ValueError, match="allowed_hosts"):
+        LocalCollector(allowed_hosts=["bad host:port"])
+
+
+def test_an_http_1_1_request_needs_a_host_and_http_1_0_may_go_without(
+    collector: LocalCollector,
+) -> None:
+    body = json.dumps({"application_id": APP}).encode()
+    framing = b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    with socket.create_connection(("127.0.0.1", collector.port)) as sock:
+        sock.sendall(b"POST /v1/sessions HTTP/1.1\r\n" + framing + body)
+        answer = read_answer(sock)
+        assert (answer.status, answer.json) == (
+            400,
+            {"error": "an HTTP/1.1 request needs a Host header"},
+        )
+    with socket.create_connection(("127.0.0.1", collector.port)) as sock:
+        sock.sendall(b"POST /v1/sessions HTTP/1.0\r\n" + framing + body)
+        assert read_answer(sock).status == 200
+
+
+def test_the_absolute_form_of_a_request_line_is_accepted() -> None:
+    """As a proxy would receive it (RFC 9112 3.2.2): the collector can stand in for one,
+    told the name of the API it stands in for."""
+    body = json.dumps({"application_id": APP}).encode()
+    with (
+        LocalCollector(allowed_hosts=["layer.example"]) as collector,
+        socket.create_connection(("127.0.0.1", collector.port)) as sock,
+    ):
         sock.sendall(
             b"POST http://layer.example/v1/sessions HTTP/1.1\r\nHost: layer.example\r\n"
             b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
         )
         assert read_answer(sock).status == 200
-    assert collector.requests[0].path == "/v1/sessions"
+        assert collector.requests[0].path == "/v1/sessions"
 
 
 def test_pipelined_requests_wait_their_delays_side_by_side(collector: LocalCollector) -> None:
     """Issue 11: a server 0.3 s away answers ten pipelined requests in about 0.3 s, in order."""
     collector.delay = 0.3
     sessions = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"side-by-side-{i}")) for i in range(10)]
-    data = b"".join(raw_request({"application_id": APP, "session_id": s}) for s in sessions)
+    bodies = [{"application_id": APP, "session_id": s} for s in sessions]
+    data = b"".join(raw_request(collector, body) for body in bodies)
     with socket.create_connection(("127.0.0.1", collector.port)) as sock:
         started = time.monotonic()
         sock.sendall(data)
@@ -1097,8 +1291,8 @@ def test_a_closing_answer_leaves_the_pipelined_requests_after_it_unanswered(
     after a dropped request, what was read is recorded with status 0."""
     sessions = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"pipelined-{i}")) for i in range(5)]
     collector.fail_next(1, 503, matching=sessions[1].encode())
-    requests = [raw_request({"application_id": APP, "session_id": s}) for s in sessions]
-    requests[2] = requests[2].replace(b"Host: x\r\n", b"Host: x\r\nConnection: close\r\n")
+    requests = [raw_request(collector, {"application_id": APP, "session_id": s}) for s in sessions]
+    requests[2] = requests[2].replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1)
     with socket.create_connection(("127.0.0.1", collector.port)) as sock:
         sock.sendall(b"".join(requests))
         assert [read_answer(sock).status for _ in range(3)] == [200, 503, 200]
@@ -1108,7 +1302,8 @@ def test_a_closing_answer_leaves_the_pipelined_requests_after_it_unanswered(
 
     collector.clear()
     collector.drop_next(1)
-    requests = [raw_request({"application_id": APP, "attributes": {"n": str(n)}}) for n in range(3)]
+    bodies = [{"application_id": APP, "attributes": {"n": str(n)}} for n in range(3)]
+    requests = [raw_request(collector, body) for body in bodies]
     with socket.create_connection(("127.0.0.1", collector.port)) as sock:
         sock.sendall(b"".join(requests))
         assert is_closed(sock)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import platform
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -13,9 +14,10 @@ from layer_sdk import (
     Client,
     LayerAlreadyInitializedError,
     LayerMissingRequiredConfigurationError,
+    OIDCClientCredentials,
     layer,
 )
-from layer_sdk._config import DEFAULT_HTTP_TIMEOUT, Config
+from layer_sdk._config import DEFAULT_HTTP_TIMEOUT, MAX_SECONDS, Config
 from layer_sdk.collector import LocalCollector
 
 from .helpers import APP_ID
@@ -88,7 +90,12 @@ def test_layer_http_timeout_is_an_alias_of_layer_timeout(monkeypatch: pytest.Mon
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("LAYER_TIMEOUT", "soon"), ("LAYER_HTTP_TIMEOUT", "-1"), ("LAYER_TIMEOUT", "nan")],
+    [
+        ("LAYER_TIMEOUT", "soon"),
+        ("LAYER_HTTP_TIMEOUT", "-1"),
+        ("LAYER_TIMEOUT", "nan"),
+        ("LAYER_TIMEOUT", "1e17"),
+    ],
 )
 def test_invalid_timeout_in_the_environment_is_refused_by_name(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str
@@ -117,6 +124,10 @@ def test_invalid_timeout_in_the_environment_is_refused_by_name(
         ("allow_insecure_http", "false"),
         ("enable_firewall_instrumentation", "yes"),
         ("firewall_fail_closed", 2),
+        ("disable_instrumentations", True),
+        ("disable_instrumentations", 3),
+        ("oversize", "cut"),
+        ("oversize", 1),
     ],
 )
 def test_invalid_values_are_refused_naming_the_option(option: str, value: object) -> None:
@@ -124,6 +135,34 @@ def test_invalid_values_are_refused_naming_the_option(option: str, value: object
     settings[option] = value
     with pytest.raises(ValueError, match=option):
         Client().init(**settings)  # type: ignore[arg-type]
+
+
+SECONDS_OPTIONS = [field.name for field in dataclasses.fields(Config) if field.type == "float"]
+
+
+@pytest.mark.parametrize("option", SECONDS_OPTIONS)
+def test_every_number_of_seconds_past_what_the_os_takes_is_refused_at_init(option: str) -> None:
+    """A wait the OS cannot take would end in an OverflowError deep in a sender or a call."""
+    settings: dict[str, object] = {"base_url": "http://127.0.0.1:1", "application_id": APP_ID}
+    settings[option] = 1e17
+    with pytest.raises(ValueError, match=f"{option} must be at most"):
+        Client().init(**settings)  # type: ignore[arg-type]
+
+
+def test_the_largest_number_of_seconds_taken_works_where_it_is_used(
+    collector: LocalCollector,
+) -> None:
+    assert len(SECONDS_OPTIONS) >= 6  # http_timeout, flush_interval, the firewall's, ...
+    client = Client()
+    largest = {option: MAX_SECONDS for option in SECONDS_OPTIONS}
+    client.init(base_url=collector.url, application_id=APP_ID, **largest)  # type: ignore[arg-type]
+    try:
+        session_id = client.create_session(sync=True)  # a socket timeout of MAX_SECONDS
+        client.append_action(session_id, kind="completion_prompt")
+        assert client.flush(10)  # a sender's waits
+        assert collector.wait_for_events(2)
+    finally:
+        assert client.shutdown(timeout=5)
 
 
 def test_a_platform_that_is_no_string_is_refused_at_init(collector: LocalCollector) -> None:
@@ -161,6 +200,97 @@ def test_init_twice_raises_and_shutdown_allows_init_again(collector: LocalCollec
         assert collector.event_count == 1
     finally:
         client.shutdown()
+
+
+def test_init_again_with_the_same_settings_does_nothing(
+    monkeypatch: pytest.MonkeyPatch, collector: LocalCollector
+) -> None:
+    """A notebook cell with layer.init(...) run twice: the second run is a no-op."""
+    monkeypatch.setenv("LAYER_ENVIRONMENT", "dev")
+
+    def cell() -> None:  # every object in it is built anew, as a re-run cell does
+        client.init(
+            base_url=collector.url + "/",
+            application_id=APP_ID,
+            http_timeout=5,
+            disable_instrumentations=["openai"],
+            on_drop=lambda reason, count: None,
+            auth_provider=OIDCClientCredentials(
+                token_url="http://127.0.0.1:1/token", client_id="sdk", client_secret="s3cret"
+            ),
+            flush_interval=0.05,
+        )
+
+    client = Client()
+    cell()
+    try:
+        exporter, threads = client._exporter, threading.active_count()
+        cell()
+        assert client._exporter is exporter
+        assert threading.active_count() == threads
+        client.init(
+            enabled=True,
+            base_url=collector.url,
+            application_id=APP_ID,
+            http_timeout=5.0,
+            disable_instrumentations=["OpenAI"],
+            flush_interval=0.05,
+            auth_provider=exporter.config.auth_provider,  # type: ignore[union-attr]
+            on_drop=exporter.config.on_drop,
+        )  # type: ignore[union-attr]
+        assert client._exporter is exporter
+    finally:
+        client.shutdown()
+
+
+def test_init_again_with_other_settings_names_them_and_no_secret(
+    monkeypatch: pytest.MonkeyPatch, collector: LocalCollector
+) -> None:
+    def auth(secret: str) -> OIDCClientCredentials:
+        return OIDCClientCredentials(
+            token_url="http://127.0.0.1:1/token", client_id="sdk", client_secret=secret
+        )
+
+    client = Client()
+    client.init(base_url=collector.url, application_id=APP_ID, auth_provider=auth("first-s3cret"))
+    try:
+        with pytest.raises(LayerAlreadyInitializedError) as raised:
+            client.init(
+                base_url=collector.url,
+                application_id=APP_ID,
+                environment="Prod",
+                http_timeout=3,
+                auth_provider=auth("second-s3cret"),
+            )
+        message = str(raised.value)
+        assert "(environment, auth_provider, http_timeout differ)" in message
+        assert "call shutdown() first to change them" in message
+        assert "s3cret" not in message and "Prod" not in message
+        monkeypatch.setenv("LAYER_APPLICATION_NAME", "bot")  # the environment counts too
+        with pytest.raises(LayerAlreadyInitializedError, match=r"\(application_name differ\)"):
+            client.init(
+                base_url=collector.url,
+                application_id=APP_ID,
+                auth_provider=client._exporter.config.auth_provider,
+            )  # type: ignore[union-attr]
+        with pytest.raises(LayerAlreadyInitializedError, match=r"\(enabled, base_url,"):
+            client.init(enabled=False)
+    finally:
+        client.shutdown()
+    client.init(base_url=collector.url, application_id=APP_ID, environment="Prod")
+    client.shutdown()
+
+
+def test_init_again_of_a_disabled_client(collector: LocalCollector) -> None:
+    client = Client()
+    client.init(enabled=False)
+    client.init(enabled=False)
+    with pytest.raises(LayerAlreadyInitializedError, match=r"\(enabled, base_url, application_id"):
+        client.init(base_url=collector.url, application_id=APP_ID)
+    client.shutdown()
+    client.init(base_url=collector.url, application_id=APP_ID)
+    assert client.stats().disabled is False
+    client.shutdown()
 
 
 def test_disabled_instrumentors_is_an_alias(make_client: Callable[..., Client]) -> None:

@@ -153,20 +153,22 @@ def test_retry_after_is_honoured_on_the_default_transport(
 
 
 def test_retry_after_is_honoured_on_the_requests_transport(
-    make_client: MakeClient, collector: LocalCollector, monkeypatch: pytest.MonkeyPatch
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue 9 §2: the same through requests (a proxy in the environment; the collector
-    stands in for the proxy, as it accepts the absolute form of a request line)."""
-    monkeypatch.setenv("HTTP_PROXY", collector.url)
-    monkeypatch.setenv("NO_PROXY", "")
-    client = make_client(base_url="http://layer-api.test")
-    assert type(client._exporter.transport._backend).__name__ == "RequestsBackend"  # type: ignore[union-attr]
-    collector.fail_next(1, 503, retry_after=1)
-    client.create_session()
-    assert client.flush(10) is True
-    first, second = (request.received_at for request in collector.requests)
-    assert second - first >= 1.0
-    assert len(collector.sessions) == 1
+    """Issue 9 §2: the same through requests (a proxy in the environment; a collector
+    stands in for the proxy, as it accepts the absolute form of a request line, told to
+    answer the API's name)."""
+    with LocalCollector(allowed_hosts=["layer-api.test"]) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("NO_PROXY", "")
+        client = make_client(base_url="http://layer-api.test")
+        assert type(client._exporter.transport._backend).__name__ == "RequestsBackend"  # type: ignore[union-attr]
+        proxy.fail_next(1, 503, retry_after=1)
+        client.create_session()
+        assert client.flush(10) is True
+        first, second = (request.received_at for request in proxy.requests)
+        assert second - first >= 1.0
+        assert len(proxy.sessions) == 1
 
 
 def test_retry_after_pauses_all_sending_not_only_the_request_it_answered(
@@ -371,6 +373,50 @@ def test_a_forked_child_never_mints_what_its_parent_mints() -> None:
     assert {child[i : i + 16] for i in range(0, 128, 16)}.isdisjoint(
         parent[i : i + 16] for i in range(0, 128, 16)
     )
+
+
+RAW_FORK_SCRIPT = """
+import ctypes, json, os, sys
+from layer_sdk import _entropy
+from layer_sdk._schemas import SessionIdFactory
+from layer_sdk._entropy import random_16
+if sys.argv[1] == "pid":  # as on a system whose kernel wipes no page at fork
+    _entropy._mark = _entropy._PidMark()
+assert type(_entropy._mark).__name__ == {"page": "mmap", "pid": "_PidMark"}[sys.argv[1]]
+mint = SessionIdFactory("app")
+mint()  # the pool of random bytes is full now
+# fork() from C, as an extension or an embedding server calls it: no at-fork hook
+# of Python runs. PyDLL keeps the GIL across the call, so the child resumes with it.
+read, write = os.pipe()
+pid = ctypes.PyDLL(None).fork()
+if pid == 0:
+    mine = [mint() for _ in range(8)] + [random_16().hex() for _ in range(8)]
+    os.write(write, json.dumps(mine).encode())
+    os._exit(0)
+os.close(write)
+child = b""
+while chunk := os.read(read, 65536):
+    child += chunk
+os.waitpid(pid, 0)
+parent = [mint() for _ in range(8)] + [random_16().hex() for _ in range(8)]
+print(json.dumps({"child": json.loads(child), "parent": parent}))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fork")
+@pytest.mark.parametrize("check", ["page", "pid"])
+def test_a_child_forked_without_python_hooks_never_mints_what_its_parent_mints(
+    check: str,
+) -> None:
+    """Session IDs and request IDs alike: the pooled random bytes are drawn anew in a
+    process that did not draw them, told by a page the kernel wipes at fork, or by the pid."""
+    if check == "page" and not sys.platform.startswith("linux"):
+        pytest.skip("the page wiped at fork is Linux's")
+    result = run_python(RAW_FORK_SCRIPT, args=[check])
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert len(found["child"]) == len(found["parent"]) == 16
+    assert set(found["child"]).isdisjoint(found["parent"])
 
 
 # -- §5 multiprocessing children deliver their events -----------------------------

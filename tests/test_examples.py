@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -18,16 +23,23 @@ EXPECTED = {
     "batch_job.py": (500, 1000),
     "cli_tool.py": (1, 1),
     "web_handler.py": (1, 2),
+    "fastapi_app.py": (1, 4),
+    "flask_app.py": (2, 6),
 }
+
+#: examples that need a package of the dev extra, not of the SDK
+NEEDS = {"fastapi_app.py": "fastapi", "flask_app.py": "flask"}
 
 
 def test_every_example_is_covered() -> None:
     found = {path.name for path in (ROOT / "examples").glob("*.py")}
-    assert found == {*EXPECTED, *PROVIDER_EXAMPLES}
+    assert found == {*EXPECTED, *PROVIDER_EXAMPLES, *PYTEST_EXAMPLES}
 
 
 @pytest.mark.parametrize("example", sorted(EXPECTED))
 def test_the_example_runs_and_delivers(example: str, collector: LocalCollector) -> None:
+    if example in NEEDS:
+        pytest.importorskip(NEEDS[example])
     code = (ROOT / "examples" / example).read_text()
     result = run_python(code, env={"LAYER_BASE_URL": collector.url, "LAYER_APPLICATION_ID": APP_ID})
     assert result.returncode == 0, result.stderr
@@ -80,3 +92,28 @@ def test_the_provider_example_reports_its_calls(example: str, collector: LocalCo
     (session,) = collector.sessions
     kinds = [action["kind"] for action in session["actions"]]
     assert {kind: kinds.count(kind) for kind in kinds} == expected
+
+
+#: Examples that are a user's test files: example -> the tests in it, each of which must pass.
+PYTEST_EXAMPLES = {"test_with_pytest.py": 2}
+
+
+@pytest.mark.parametrize("example", sorted(PYTEST_EXAMPLES))
+def test_the_pytest_example_passes_with_the_plugin_from_its_entry_point(
+    example: str, tmp_path: Path
+) -> None:
+    """Copied alone into a folder, as in a user's project: no conftest.py names the plugin,
+    so its fixtures can only come from the installed package's pytest11 entry point."""
+    shutil.copy(ROOT / "examples" / example, tmp_path / example)
+    env = {name: value for name, value in os.environ.items() if not name.startswith("LAYER_")}
+    env.pop("PYTEST_DISABLE_PLUGIN_AUTOLOAD", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", example],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{PYTEST_EXAMPLES[example]} passed" in result.stdout.splitlines()[-1]

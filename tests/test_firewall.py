@@ -29,7 +29,14 @@ from layer_sdk import (
 from layer_sdk.collector import LocalCollector
 
 from .anthropic_server import AnthropicServer
-from .helpers import APP_ID, PROMPT, MakeClient, in_multiprocessing_child, wait_until
+from .helpers import (
+    APP_ID,
+    PROMPT,
+    DrippingServer,
+    MakeClient,
+    in_multiprocessing_child,
+    wait_until,
+)
 from .openai_server import OpenAIServer
 
 POLICIES = [
@@ -297,13 +304,14 @@ def test_a_hung_firewall_costs_one_timeout_per_round(
         enable_firewall_instrumentation=True,
         firewall_fail_closed=True,
         firewall_check_timeout=0.2,
-        firewall_refresh_interval=0.3,
+        firewall_refresh_interval=1.0,
     )
     sessions = [client.create_session() for _ in range(3)]
     for session_id in sessions:
         client.append_action(session_id, kind=PROMPT, data={"n": 0})
     assert wait_until(lambda: all(refused(client, s) for s in sessions))
-    assert client.firewall_stats().failures == 1
+    assert firewall.unanswered == 1  # one look-up for the round, not one per session
+    assert wait_until(lambda: client.firewall_stats().failures >= 1)
     firewall.release()
 
 
@@ -344,6 +352,35 @@ def test_the_cache_is_bounded(make_client: MakeClient, firewall: LocalCollector)
     assert sorted(set(lookups(firewall))) == sorted(sessions[3:])
     assert [refused(client, s) for s in sessions[3:]] == [True] * 3
     assert client._firewall is not None and len(client._firewall._stops) == 3
+
+
+def test_sessions_waiting_for_a_refresh_round_stay_within_the_cache_size(
+    make_client: MakeClient, firewall: LocalCollector
+) -> None:
+    """While a slow firewall keeps a refresh round busy, the sessions touched meanwhile
+    wait for the next round: at most firewall_cache_size of them (the latest), however
+    many sessions come."""
+    firewall.delay = 0.4  # a round of 10 sessions lasts 4 s
+    client = make_client(
+        firewall_base_url=firewall.url,
+        enable_firewall_instrumentation=True,
+        firewall_cache_size=10,
+        firewall_refresh_interval=0.02,
+        max_queue_size=10_000,
+    )
+    guard = client._firewall
+    assert guard is not None
+    sessions = [client.create_session() for _ in range(2_000)]
+    for session_id in sessions[:10]:
+        client.append_action(session_id, kind=PROMPT, data={"n": 0})
+    assert wait_until(lambda: client.firewall_stats().tracked == 10)  # a round is under way
+    waiting = []
+    for session_id in sessions[10:]:
+        client.append_action(session_id, kind=PROMPT, data={"n": 0})
+        waiting.append(len(guard._touched))
+    assert max(waiting) <= 10
+    assert sessions[-1] in guard._touched  # the latest are kept
+    assert client.firewall_stats().tracked <= 10
 
 
 def _blocked_in_child(client: Client, blocked: str, fresh: str) -> Any:
@@ -615,6 +652,63 @@ def test_a_block_learnt_while_a_stream_runs_refuses_its_output_as_a_block(
     assert not any("instrumentation failed" in m for m in messages)
 
 
+#: Answers that say "block" in ways our schema does not expect; what each lets us read.
+ODD_BLOCKS = {
+    "a policy id as a string": (
+        b'{"decision":"block","context":{"violated_policies":'
+        b'[{"id":"pol-7","name":"no-secrets","severity":"high"}]}}',
+        [("pol-7", "no-secrets", "high", None)],
+    ),
+    "a numeric severity": (
+        b'{"decision":"block","context":{"violated_policies":'
+        b'[{"id":7,"name":"no-secrets","severity":3,"action":"block"}]}}',
+        [(7, "no-secrets", "3", "block")],
+    ),
+    "the decision in upper case": (
+        b'{"decision":"BLOCK","context":{"violated_policies":[{"id":7,"name":"no-secrets"}]}}',
+        [(7, "no-secrets", None, None)],
+    ),
+    "policies of another shape": (
+        b'{"decision":"Block","context":{"violated_policies":[{"id":null,"name":["x"]},'
+        b'"no-secrets",3]}}',
+        [(None, None, None, None), (None, "no-secrets", None, None)],
+    ),
+    "a context that is a string": (b'{"decision":"block","context":"no-secrets"}', []),
+    "a numeric session_id": (b'{"session_id":7,"decision":"block","context":null}', []),
+}
+
+
+@pytest.mark.parametrize("case", list(ODD_BLOCKS))
+def test_a_block_whose_context_is_not_our_schema_still_blocks(
+    make_client: MakeClient, firewall: LocalCollector, openai_server: OpenAIServer, case: str
+) -> None:
+    """The decision is read on its own, in any letter case: a context that does not fit the
+    schema (read as far as it can be) never turns a block into a failed look-up, which the
+    default fail-open would let through."""
+    body, policies = ODD_BLOCKS[case]
+    client = make_client(
+        firewall_base_url=firewall.url,
+        enable_firewall_instrumentation=True,
+        firewall_refresh_interval=3600,  # only the fresh check asks
+    )
+    session_id = client.create_session()
+    firewall.fail_next(1, 200, body=body)
+    with pytest.raises(LayerFirewallSessionBlocked) as raised:
+        chat(openai_server, session_id)
+    assert openai_server.requests == []
+    assert raised.value.response is not None
+    assert raised.value.response.session_id == session_id
+    stats = client.firewall_stats()
+    assert (stats.lookups, stats.failures, stats.failed_open) == (1, 0, 0)
+
+    other = client.create_session()
+    firewall.fail_next(1, 200, body=body)
+    response = client.firewall_session_lookup(other)
+    assert response.decision is FirewallLookupDecision.BLOCK
+    read = [(p.id, p.name, p.severity, p.action) for p in response.context.violated_policies]
+    assert read == policies
+
+
 @pytest.mark.parametrize("fail_closed", [False, True])
 def test_openai_call_with_a_slow_firewall(
     make_client: MakeClient,
@@ -643,7 +737,163 @@ def test_openai_call_with_a_slow_firewall(
         assert len(openai_server.requests) == 1
         assert client.firewall_stats().failed_open == 1
     assert time.monotonic() - started < 2.0
+    # The look-up itself fails at its own deadline, on its thread: counted once.
+    assert wait_until(lambda: client.firewall_stats().failures == 1)
     assert client.firewall_stats().failures == 1
+
+
+def readme_session() -> Any:
+    """The ``http_session`` the README shows: urllib3 retries with backoff, 503 included."""
+    import requests
+    from requests.adapters import HTTPAdapter, Retry
+
+    session = requests.Session()
+    retry = Retry(
+        total=5,
+        status_forcelist=[429, 502, 503, 504],
+        backoff_factor=0.5,
+        allowed_methods=None,
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
+    session.mount("http://", HTTPAdapter(max_retries=retry))
+    return session
+
+
+def test_a_check_makes_one_attempt_whatever_the_users_session_retries(
+    make_client: MakeClient,
+    collector: LocalCollector,
+    firewall: LocalCollector,
+    openai_server: OpenAIServer,
+) -> None:
+    """With the README's http_session (five retries with backoff) and a firewall answering
+    503, a fresh check makes one attempt: the call goes on (fail open) instead of waiting
+    out the session's retries. The session itself is unchanged and still retries the
+    Layer API's requests as its owner asked."""
+    firewall.fail_for(60, 503)
+    session = readme_session()
+    client = make_client(
+        http_session=session,
+        firewall_base_url=firewall.url,
+        enable_firewall_instrumentation=True,
+        firewall_check_timeout=0.5,
+        firewall_refresh_interval=3600,
+    )
+    session_id = client.create_session()
+    started = time.monotonic()
+    chat(openai_server, session_id)
+    assert time.monotonic() - started < 5.0  # the session's retries would take 15 s
+    assert len(openai_server.requests) == 1
+    assert wait_until(lambda: client.firewall_stats().failures == 1)
+    assert (client.firewall_stats().failed_open, lookups(firewall)) == (1, [session_id])
+
+    assert session.adapters["http://"].max_retries.total == 5
+    assert client.flush(5)
+    collector.fail_next(1, 503)
+    client.create_session(sync=True)  # retried by the session, not by the SDK
+    assert [r.status for r in collector.requests if r.method == "POST"][-2:] == [503, 200]
+
+
+def test_a_dripping_firewall_behind_a_users_session_holds_a_call_no_longer_than_the_timeout(
+    make_client: MakeClient, openai_server: OpenAIServer
+) -> None:
+    """A firewall that drips its answer a byte at a time, asked through a user's session
+    (requests bounds each read, never the whole answer): the call waits about
+    firewall_check_timeout, then goes on (fail open); shutdown is not held either."""
+    with DrippingServer(interval=0.05) as dripping:
+        client = make_client(
+            http_session=readme_session(),
+            firewall_base_url=dripping.url,
+            enable_firewall_instrumentation=True,
+            firewall_check_timeout=0.5,
+            firewall_refresh_interval=3600,
+        )
+        session_id = client.create_session()
+        started = time.monotonic()
+        chat(openai_server, session_id)
+        assert time.monotonic() - started < 3.0  # the answer would drip for a minute
+        assert len(openai_server.requests) == 1
+        assert (client.firewall_stats().failed_open, dripping.requests) == (1, 1)
+        started = time.monotonic()
+        assert client.shutdown(timeout=1.0)
+        assert time.monotonic() - started < 3.0
+
+
+def test_a_fresh_check_is_bounded_including_getting_a_token(
+    make_client: MakeClient, firewall: LocalCollector, openai_server: OpenAIServer
+) -> None:
+    """The fresh check needs a token first, from an endpoint that drips its answer: the
+    call still waits about firewall_check_timeout, not the token fetch's http_timeout."""
+    from layer_sdk import OIDCClientCredentials
+
+    with DrippingServer(interval=0.05) as dripping:
+        auth = OIDCClientCredentials(
+            f"{dripping.url}/token", "layer-sdk", "cs-dripping", http_timeout=30.0
+        )
+        client = make_client(
+            auth_provider=auth,
+            firewall_base_url=firewall.url,
+            enable_firewall_instrumentation=True,
+            firewall_check_timeout=0.5,
+            firewall_refresh_interval=3600,
+        )
+        session_id = client.create_session()
+        started = time.monotonic()
+        chat(openai_server, session_id)
+        assert time.monotonic() - started < 5.0
+        assert len(openai_server.requests) == 1
+        assert client.firewall_stats().failed_open == 1
+        assert lookups(firewall) == []  # no token, so never asked
+
+
+def test_many_async_calls_wait_about_the_check_timeout_and_leave_the_apps_executor_free(
+    make_client: MakeClient, firewall: LocalCollector, openai_server: OpenAIServer
+) -> None:
+    """60 concurrent async calls with a silent firewall: each waits about
+    firewall_check_timeout (not in turn behind the others), and the application's own
+    asyncio.to_thread() runs at once: the checks use no thread of the loop's executor."""
+    import asyncio
+
+    import openai
+
+    firewall.hang()
+    client = make_client(
+        firewall_base_url=firewall.url,
+        enable_firewall_instrumentation=True,
+        firewall_check_timeout=1.0,
+        firewall_refresh_interval=3600,
+    )
+    sessions = [client.create_session() for _ in range(60)]
+    finished: list[float] = []
+
+    async def main() -> int:
+        provider = openai.AsyncOpenAI(base_url=openai_server.url, api_key="sk-test", max_retries=0)
+        loop = asyncio.get_running_loop()
+
+        async def call(session_id: str) -> None:
+            started = loop.time()
+            await provider.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": "hello"}],
+                extra_headers={"X-Layer-Session-Id": session_id},
+            )
+            finished.append(loop.time() - started)
+
+        tasks = [asyncio.create_task(call(session_id)) for session_id in sessions]
+        deadline = loop.time() + 10
+        while firewall.unanswered < 6 and loop.time() < deadline:  # the checks are waiting
+            await asyncio.sleep(0.01)
+        # How many checks had given up when the application's own work ran: none, if it
+        # did not wait behind them for a thread of the loop's executor.
+        checks_over = await asyncio.to_thread(lambda: client.firewall_stats().failed_open)
+        await asyncio.gather(*tasks)
+        return checks_over
+
+    assert asyncio.run(main()) == 0
+    assert len(finished) == 60 and max(finished) < 5.0  # in turn, six at a time: 10 s
+    assert len(openai_server.requests) == 60
+    assert client.firewall_stats().failed_open == 60
+    firewall.release()
 
 
 # -- the collector's firewall endpoint --------------------------------------------------------

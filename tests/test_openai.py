@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
+import json
 import logging
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -46,6 +47,7 @@ from .helpers import (  # noqa: E402
     wait_until,
 )
 from .openai_server import ANSWER, PROMPT_TOKENS, WORDS, OpenAIServer  # noqa: E402
+from .provider_server import KEY_QUOTES  # noqa: E402
 
 USAGE = {
     "prompt_tokens": PROMPT_TOKENS,
@@ -106,20 +108,22 @@ server, layer, _fresh_problem_log, _no_leftover_patches, _errors_fit_the_wire_co
 )
 
 
-def perform(mode: str, server: OpenAIServer, action: Callable[[Any], Any]) -> Any:
+def perform(
+    mode: str, server: OpenAIServer, action: Callable[[Any], Any], api_key: str = "sk-test"
+) -> Any:
     """Run ``action(openai client)`` with a sync client, or with an async one in an event loop.
 
     ``action`` may return an awaitable (async mode): it is awaited.
     """
     if mode == "sync":
-        client = openai.OpenAI(base_url=server.url, api_key="sk-test", max_retries=0)
+        client = openai.OpenAI(base_url=server.url, api_key=api_key, max_retries=0)
         try:
             return action(client)
         finally:
             client.close()
 
     async def main() -> Any:
-        client = openai.AsyncOpenAI(base_url=server.url, api_key="sk-test", max_retries=0)
+        client = openai.AsyncOpenAI(base_url=server.url, api_key=api_key, max_retries=0)
         try:
             result = action(client)
             return await result if inspect.isawaitable(result) else result
@@ -1037,6 +1041,32 @@ def test_an_api_error_is_recorded_with_its_http_status_as_code(
     assert details == expected
 
 
+#: An API key as OpenAI's look (a made-up one).
+API_KEY = "sk-proj-Zq8xT3vK9mR2wL5nB7cJ4hF6gD1sA0pEu8Yt"
+
+
+@pytest.mark.parametrize("style", sorted(KEY_QUOTES))
+@pytest.mark.parametrize("mode", MODES)
+def test_a_refusal_that_quotes_the_api_key_is_recorded_without_it(
+    mode: str, style: str, layer: Client, collector: LocalCollector, server: OpenAIServer
+) -> None:
+    """A provider, or a gateway in front of it, that refuses a key may quote it whole:
+    the caller's exception keeps it, what Layer records never has it."""
+
+    def call(c: Any) -> Any:
+        return c.chat.completions.create(model=f"refuse-key-{style}", messages=MESSAGES)
+
+    with layer.session_context() as session_id, pytest.raises(openai.AuthenticationError) as raised:
+        perform(mode, server, call, api_key=API_KEY)
+    assert API_KEY in str(raised.value)  # the caller's exception is unchanged
+    output = one(actions_of(layer, collector, session_id, 2), "completion_output")
+    assert output["error"]["code"] == 401
+    assert "<redacted>" in output["error"]["message"]
+    assert check_error(output["error"])["type"] == "AuthenticationError"
+    recorded = json.dumps(collector.actions())
+    assert API_KEY[8:20] not in recorded and API_KEY[-12:] not in recorded
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_failed_embeddings_and_moderations_are_recorded(
     mode: str, layer: Client, collector: LocalCollector, server: OpenAIServer
@@ -1297,6 +1327,32 @@ def test_one_shot_iterators_are_read_once_and_still_sent(
     assert server.requests[0].body["tools"] == TOOLS
     prompt = one(actions_of(layer, collector, session_id, 2), "completion_prompt")
     assert prompt["data"] == {"messages": MESSAGES}
+
+
+class BrokenSource(Exception):
+    """What a caller's generator of messages raises midway."""
+
+
+def broken_messages() -> Any:
+    yield MESSAGES[0]
+    raise BrokenSource("the second message could not be read")
+
+
+@pytest.mark.parametrize("instrumented", [False, True])
+def test_a_generator_that_raises_reaches_the_provider_and_its_exception_the_caller(
+    instrumented: bool, make_client: Callable[..., Client], server: OpenAIServer
+) -> None:
+    """The provider takes a one-shot iterator as it would without the SDK: nothing is
+    sent with the messages it lacks, and the caller gets the generator's exception."""
+    if instrumented:
+        make_client()
+    with pytest.raises(BrokenSource, match="second message"):
+        perform(
+            "sync",
+            server,
+            lambda c: c.chat.completions.create(model="gpt-test", messages=broken_messages()),
+        )
+    assert server.requests == []
 
 
 def test_clients_built_before_init_and_copies_are_covered(

@@ -9,6 +9,7 @@ are run against local provider servers in ``test_otel_emitters.py``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -20,6 +21,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from layer_sdk import Client
 from layer_sdk.collector import LocalCollector
+from layer_sdk.integrations.asgi import LayerMiddleware
 from layer_sdk.otel import _spans, conversation_session_id
 from layer_sdk.otel._problems import PROBLEMS
 
@@ -672,6 +674,34 @@ def test_the_session_context_of_the_span_s_start_wins_over_the_trace(
     span.end()  # ended outside the block: the session is the one it started in
     traced.actions(4)
     assert [s["session_id"] for s in collector.sessions] == [chosen]
+
+
+def test_the_request_of_the_asgi_middleware_is_the_session_of_its_spans(
+    traced: Traced, collector: LocalCollector
+) -> None:
+    """A call's span in a request joins the request's session, which the call creates; a
+    request whose spans are no call creates none."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        traced.span("SELECT orders", {"db.system": "postgresql"})
+        if scope["path"] == "/chat":
+            traced.span("chat", CURRENT_CHAT)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    served = LayerMiddleware(app, client=traced.client)
+    for path in ("/chat", "/quiet"):
+        scope = {"type": "http", "method": "POST", "scheme": "http", "path": path, "headers": []}
+        asyncio.run(served(scope, receive, send))
+    traced.actions(4)
+    (session,) = collector.sessions
+    assert session["attributes"]["url.path"] == "/chat"
 
 
 def test_a_conversation_id_wins_over_the_session_context(

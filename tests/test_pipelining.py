@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import re
 import socket
 import threading
 from collections import Counter
@@ -142,7 +143,10 @@ class NoPipelining(TCPServer):
                     return
 
     def _ask_collector(self, head: bytes, body: bytes) -> bytes:
-        with socket.create_connection(("127.0.0.1", self._collector.port)) as upstream:
+        # As a reverse proxy does, it names the server it forwards to in Host.
+        port = self._collector.port
+        head = re.sub(rb"(?im)^host:[^\r\n]*", b"Host: 127.0.0.1:%d" % port, head)
+        with socket.create_connection(("127.0.0.1", port)) as upstream:
             upstream.settimeout(10)
             upstream.sendall(head + b"\r\n\r\n" + body)
             answer = b""

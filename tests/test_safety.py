@@ -10,6 +10,7 @@ and the echo servers of ``tests/echo_servers.py``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import secrets
@@ -25,13 +26,21 @@ from layer_sdk import (
     LayerAuthError,
     LayerHTTPError,
     LayerRequestError,
+    LayerSDKException,
     OIDCClientCredentials,
 )
 from layer_sdk._config import Config
 from layer_sdk._export import _losses
 from layer_sdk.collector import LocalCollector
 
-from .echo_servers import EchoingAPI, EchoingTokenEndpoint, StaticToken, leaks, odd_secret
+from .echo_servers import (
+    EchoingAPI,
+    EchoingTokenEndpoint,
+    StaticToken,
+    captured_from,
+    leaks,
+    odd_secret,
+)
 from .helpers import (
     APP_ID,
     FAST,
@@ -43,6 +52,9 @@ from .helpers import (
     run_python,
     wait_until,
 )
+from .oidc_provider import OIDCProvider, oidc
+
+__all__ = ["oidc"]  # the fixture, imported so that pytest finds it
 
 #: How long a call that must return may take, at most, on a busy machine.
 RETURNS_WITHIN = 20.0
@@ -339,6 +351,94 @@ def test_an_api_echoing_the_authorization_header_leaks_nothing_to_the_log(
     assert "<redacted>" in text
 
 
+# -- refusals that quote the refused data ---------------------------------------------------
+
+#: A prompt with personal data at both ends of 60,000 characters.
+PERSONAL = "Patient Jane Roe, born 1970-01-02, SSN 078-05-1120. "
+CARD = " Card 4111 1111 1111 1111."
+PROMPT_TEXT = PERSONAL + "lorem ipsum dolor " * 3_333 + CARD
+PERSONAL_BITS = ["Jane", "Roe", "1970", "078-05", "1120", "4111"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        # The refused prompt quoted as is, inside the server's message.
+        {"error": f"invalid prompt: {PROMPT_TEXT}"},
+        # As pydantic (FastAPI) refuses: the refused input beside the field path.
+        {
+            "detail": [
+                {
+                    "type": "string_too_long",
+                    "loc": ["body", "data", "messages", 0, "content"],
+                    "msg": "String should have at most 50000 characters",
+                    "input": PROMPT_TEXT,
+                }
+            ]
+        },
+        # Quoted, in a repr.
+        {"message": f"value {PROMPT_TEXT[:40]!r} is not allowed at $.data.messages[0].content"},
+    ],
+    ids=["echo", "pydantic", "short-quote"],
+)
+def test_a_refusal_quoting_the_refused_prompt_is_logged_without_it(
+    make_client: MakeClient,
+    collector: LocalCollector,
+    caplog: pytest.LogCaptureFixture,
+    answer: dict[str, Any],
+) -> None:
+    """The loss line says the status and a short cut of the server's words, never the
+    data it refused."""
+    caplog.set_level(logging.WARNING, logger="layer_sdk")
+    client = make_client()
+    session_id = client.create_session()
+    assert client.flush(5)
+    collector.fail_next(1, 422, body=json.dumps(answer).encode(), matching=b"Jane")
+    client.append_action(
+        session_id, kind=PROMPT, data={"messages": [{"role": "user", "content": PROMPT_TEXT}]}
+    )
+    assert client.flush(5) is False
+    assert wait_until(lambda: "lost 1 event(s): rejected" in caplog.text)  # logged by a sender
+    lines = [r.getMessage() for r in caplog.records if r.name == "layer_sdk"]
+    assert len(lines) == 1, lines
+    line = lines[0]
+    assert f"/v1/sessions/{session_id}/actions answered 422" in line
+    assert len(line) < 400
+    assert [bit for bit in PERSONAL_BITS if bit in line] == []
+
+
+def test_a_refusal_keeps_the_servers_words_and_field_path(
+    make_client: MakeClient, collector: LocalCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="layer_sdk")
+    client = make_client()
+    session_id = client.create_session()
+    assert client.flush(5)
+    message = "Expected `object`, got `array` - at `$.data.tools`"
+    collector.fail_next(1, 422, body=json.dumps({"error": message}).encode())
+    client.append_action(session_id, kind=PROMPT, data={"messages": [PROMPT_TEXT[:100]]})
+    assert client.flush(5) is False
+    assert wait_until(lambda: f"answered 422: {message})" in caplog.text), caplog.text
+
+
+def test_a_long_refusal_is_cut_to_its_head_and_tail(
+    make_client: MakeClient, collector: LocalCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="layer_sdk")
+    client = make_client()
+    session_id = client.create_session()
+    assert client.flush(5)
+    rules = "; ".join(f"rule {i} broken" for i in range(500))
+    message = f"validation failed: {rules} - at `$.data.tools`"
+    collector.fail_next(1, 422, body=json.dumps({"error": message}).encode())
+    client.append_action(session_id, kind=PROMPT, data={"messages": ["hello"]})
+    assert client.flush(5) is False
+    assert wait_until(lambda: "answered 422: validation failed: rule 0 broken" in caplog.text)
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "layer_sdk"]
+    assert len(line) < 400 and "characters cut]" in line
+    assert line.endswith("rule 499 broken - at `$.data.tools`)")
+
+
 # -- secrets echoed by the token endpoint ---------------------------------------------------
 
 
@@ -368,6 +468,79 @@ def test_a_token_endpoint_echoing_the_client_secret_leaks_nothing(
     assert ("Bad secret" if shape == "reason" else "invalid_client") in message
     text = caplog.text + "".join(repr(record.args) for record in caplog.records)
     assert leaks(secret, message, repr(raised.value), text) == []
+
+
+# -- secrets in the frames of a raised exception ------------------------------------------
+#
+# Error trackers capture the local variables of every frame of an exception's traceback
+# (sentry-sdk does by default): what those frames hold leaves the process.
+
+
+@pytest.mark.parametrize("answer", ["refused", "echoed refusal", "unavailable", "down"])
+def test_no_client_secret_is_reachable_from_a_failed_token_fetch(
+    oidc: Callable[..., OIDCProvider], make_client: MakeClient, answer: str
+) -> None:
+    """A token fetch refused (the real provider: 401 for a wrong secret; an endpoint that
+    quotes the form back), failing (503) or unreachable: neither the exception of the
+    sync call nor of get_headers() holds the client secret anywhere an error tracker
+    looks, yet what they say of the failure is there."""
+    with contextlib.ExitStack() as stack:
+        if answer in ("refused", "down"):
+            provider = oidc()
+            secret = provider.client_secret + ("-wrong" if answer == "refused" else "")
+            token_url, client_id = provider.token_url, provider.client_id
+            if answer == "down":
+                provider.stop()
+        else:
+            endpoint = stack.enter_context(
+                EchoingTokenEndpoint("form" if answer == "echoed refusal" else "transient")
+            )
+            secret, token_url, client_id = odd_secret("cs"), f"{endpoint.url}/token", "layer-sdk"
+        auth = OIDCClientCredentials(token_url, client_id, secret, http_timeout=5.0)
+        client = make_client(auth_provider=auth, max_retries=0)
+        raised = []
+        for call in (lambda: client.create_session(sync=True), auth.get_headers):
+            with pytest.raises((LayerAuthError, LayerRequestError)) as failure:
+                call()
+            raised.append(failure.value)
+    said = {"refused": "invalid_client", "echoed refusal": "invalid_client"}.get(answer, "token")
+    for exc in raised:
+        captured = captured_from(exc)
+        assert leaks(secret, *captured) == []
+        assert any(said in text for text in captured)
+
+
+@pytest.mark.parametrize("call", ["create_session", "append_action", "firewall", "applications"])
+def test_no_bearer_token_is_reachable_from_the_exception_of_an_api_echoing_it(
+    oidc: Callable[..., OIDCProvider], make_client: MakeClient, call: str
+) -> None:
+    """An API that quotes our Authorization header in its refusal: the exception of a
+    sync call, firewall_session_lookup or list_applications holds the real provider's
+    token nowhere an error tracker looks (not in the frames that sent it, nor in those
+    that read the raw answer), yet the refusal is there."""
+    provider = oidc()
+    auth = OIDCClientCredentials(
+        provider.token_url, provider.client_id, provider.client_secret, http_timeout=5.0
+    )
+    with EchoingAPI("json") as api:
+        client = make_client(
+            base_url=api.url, firewall_base_url=api.url, auth_provider=auth, max_retries=0
+        )
+        calls: dict[str, Callable[[], object]] = {
+            "create_session": lambda: client.create_session(sync=True),
+            "append_action": lambda: client.append_action(
+                client.create_session(), kind=PROMPT, data={"n": 1}, sync=True
+            ),
+            "firewall": lambda: client.firewall_session_lookup(APP_ID),
+            "applications": client.list_applications,
+        }
+        with pytest.raises(LayerSDKException) as raised:
+            calls[call]()
+        [token] = provider.issued()
+        assert api.echoed(token)
+    captured = captured_from(raised.value)
+    assert leaks(token, *captured) == []
+    assert any("request refused" in text for text in captured)
 
 
 # -- URLs with credentials ------------------------------------------------------------------

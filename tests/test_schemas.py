@@ -87,10 +87,10 @@ def test_the_data_is_snapshotted_at_the_call(client: Client, collector: LocalCol
     assert collector.actions(session_id)[0]["data"]["messages"][0]["content"] == "before"
 
 
-def test_an_oversized_event_is_refused_and_counted(
+def test_with_oversize_refuse_an_oversized_event_is_refused_and_counted(
     make_client: object, collector: LocalCollector
 ) -> None:
-    client = make_client(max_event_bytes=2_000)  # type: ignore[operator]
+    client = make_client(max_event_bytes=2_000, oversize="refuse")  # type: ignore[operator]
     session_id = client.create_session()
     with pytest.raises(LayerRequestPreparationError, match="max_event_bytes"):
         client.append_action(session_id, kind="completion_prompt", data="x" * 5_000)

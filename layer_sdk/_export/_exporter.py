@@ -24,6 +24,7 @@ of a process:
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import sys
 import threading
@@ -32,13 +33,18 @@ import weakref
 from collections.abc import Callable
 from typing import Protocol
 
+import msgspec
+
 from .._config import DEFAULT_FLUSH_TIMEOUT, Config
 from .._exceptions import LayerRequestError
+from .._oversize import fit
 from ._backends import Backend, Response
 from ._losses import RECURSION, LossLog, sdk_thread
 from ._queue import Event, ExportQueue, ExportStats, Put
 from ._transport import BodySplicer, Transport
 from ._worker import ExportWorker
+
+logger = logging.getLogger("layer_sdk")
 
 #: What ``put`` answers when all went as usual (read once: an enum member is slower).
 _ACCEPTED = Put.ACCEPTED
@@ -63,6 +69,11 @@ class Exporter:
 
     def _build(self) -> None:
         config = self.config
+        # An action larger than this is cut to fit (oversize="truncate"); with
+        # "refuse", none is: the queue refuses it as too large.
+        self._cut_above = config.max_event_bytes if config.oversize == "truncate" else sys.maxsize
+        self._truncated = 0
+        self._truncated_lock = threading.Lock()
         self.losses = LossLog(config.on_drop)
         self.queue = ExportQueue(
             max_events=config.max_queue_size,
@@ -96,6 +107,8 @@ class Exporter:
             # A logging handler (say) run by one of the SDK's threads: never fed back.
             self.queue.refuse(event, RECURSION)
             return Put.DROPPED
+        if len(event.body) > self._cut_above and not event.creates_session:
+            self._cut(event)  # else refused by the queue, as too large
         outcome = self.queue.put(event)
         if outcome is _WOKE:
             if self.worker.pid != os.getpid():
@@ -103,6 +116,21 @@ class Exporter:
             else:
                 self.worker.ensure_running()
         return outcome
+
+    def _cut(self, event: Event) -> None:
+        """Cut the content of an action over ``max_event_bytes`` so that it fits, if it can."""
+        limit = self.config.max_event_bytes
+        try:
+            fitted = fit(event.body, limit)
+        except Exception:  # a bug of ours: the event is refused as too large, not the call
+            logger.exception("layer-sdk failed to cut an action to fit max_event_bytes")
+            return
+        if fitted is None:
+            return
+        with self._truncated_lock:
+            self._truncated += 1
+        self.losses.truncated(len(event.body), limit, fitted.characters)
+        event.body = fitted.body
 
     def send_now(self, session_id: str, path: str, body: bytes) -> Response:
         """The synchronous path: send now, after the session's queued events; raises."""
@@ -131,7 +159,9 @@ class Exporter:
 
     def stats(self) -> ExportStats:
         """A consistent snapshot of the counts."""
-        return self.queue.stats()
+        stats = self.queue.stats()
+        truncated = self._truncated
+        return msgspec.structs.replace(stats, truncated=truncated) if truncated else stats
 
     # -- the end -----------------------------------------------------------------------
 

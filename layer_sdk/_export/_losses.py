@@ -50,11 +50,17 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 import weakref
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import msgspec
 
 from .._config import DropCallback
+from .._oversize import MARKER
 
 logger = logging.getLogger("layer_sdk")
 
@@ -71,14 +77,33 @@ RECURSION = "recursion"
 #: A finished OpenTelemetry span that found the span processor's backlog full: dropped
 #: before it was read, counted as one (the events it would have made are unknown).
 SPAN_BACKLOG = "span_backlog"
+#: Every loss reason, as stats() and on_drop name them.
+LOSS_REASONS = (
+    QUEUE_FULL,
+    TOO_LARGE,
+    SHUTDOWN,
+    REJECTED,
+    RETRIES_EXHAUSTED,
+    SESSION_FAILED,
+    INTERNAL_ERROR,
+    RECURSION,
+    SPAN_BACKLOG,
+)
 
 #: At most one log line per loss reason in this many seconds (the counts add up meanwhile).
 LOSS_LOG_INTERVAL = 10.0
 #: The notifier thread exits after this many seconds without losses to tell of.
 NOTIFIER_LINGER = 5.0
+#: A server's message is cut to this many characters in a log line (keeping its
+#: head and its tail, where a field path often is): a refusal may quote the
+#: refused event whole (a prompt, personal data), which belongs in no log.
+MAX_DETAIL_CHARS = 200
 
 _CALLBACK_ERROR = "on_drop raised"
 _CREDENTIALS_REFUSED = "credentials_refused"
+_TRUNCATED = "truncated"
+_WORD = re.compile(r"\w{3,}")
+_MASKS = re.compile(r"…(?:[^\w…]{0,3}…)+")
 
 
 class _ThreadRole(threading.local):
@@ -123,7 +148,7 @@ class LossLog:
         self._wake = threading.Condition(self._lock)  # the notifier waits here for losses
         self._last_logged: dict[str, float] = {}
         self._unlogged: dict[str, int] = {}
-        self._details: dict[str, str] = {}
+        self._details: dict[str, _Detail] = {}
         self._pending: dict[str, int] = {}  # losses waiting for the notifier, per reason
         self._notifier_running = False
         self._telling = _Telling()
@@ -131,7 +156,16 @@ class LossLog:
     def explain(self, reason: str, detail: str) -> None:
         """Remember why the next loss for ``reason`` happened, for its log line."""
         with self._lock:
-            self._details[reason] = detail
+            self._details[reason] = _Detail(detail)
+
+    def explain_refusal(
+        self, reason: str, detail: str, message: str, refused: Sequence[bytes]
+    ) -> None:
+        """Like ``explain``, for a refusal: the server said ``message`` of the ``refused``
+        bodies. The line quotes the message short, without the refused data (see
+        ``server_words``): a server may quote what it refused, a prompt with personal data."""
+        with self._lock:
+            self._details[reason] = _Detail(detail, message, refused)
 
     def __call__(self, reason: str, count: int) -> None:
         """Record that ``count`` events were lost for ``reason``."""
@@ -151,7 +185,8 @@ class LossLog:
             total = self._due(reason, count)
             if total:
                 with self._lock:
-                    detail = self._details.pop(reason, None)
+                    explained = self._details.pop(reason, None)
+                detail = None if explained is None else explained.text()
                 logger.warning(
                     "layer-sdk lost %d event(s): %s%s",
                     total,
@@ -175,9 +210,34 @@ class LossLog:
             logger.warning(
                 "layer-sdk has no credentials for the Layer API (%s); the events stay queued "
                 "and are tried again (%d refusal(s) since the last report, next try in %.1f s)",
-                message,
+                server_words(message),
                 total,
                 delay,
+            )
+        finally:
+            telling.active = False
+
+    def truncated(self, size: int, limit: int, characters: int) -> None:
+        """An action of ``size`` bytes had ``characters`` characters of its content cut to
+        fit ``limit`` (``max_event_bytes``): not a loss, but what was cut is not recorded."""
+        telling = self._telling
+        if telling.active:
+            self._keep_for_later(_TRUNCATED, 1)
+            return
+        total = self._due(_TRUNCATED, 1)
+        if not total:
+            return
+        telling.active = True
+        try:
+            logger.warning(
+                "layer-sdk cut the content of %d action(s) larger than max_event_bytes=%d "
+                "(the last: %d bytes, %d characters cut from the middle of its longest texts); "
+                "counted in stats().truncated. Raise max_event_bytes to keep more, or pass "
+                'oversize="refuse" to refuse such actions instead',
+                total,
+                limit,
+                size,
+                characters,
             )
         finally:
             telling.active = False
@@ -265,6 +325,63 @@ class LossLog:
             self._last_logged[key] = now
             self._unlogged[key] = 0
             return total
+
+
+class _Detail(NamedTuple):
+    """Why a loss happened: what we know (``what``), and what a server said of what it refused."""
+
+    what: str
+    message: str | None = None
+    refused: Sequence[bytes] = ()
+
+    def text(self) -> str:
+        """The words of a loss line (built only when a line is written)."""
+        if self.message is None:
+            return self.what
+        return f"{self.what}: {server_words(self.message, self.refused)}"
+
+
+def server_words(message: str, refused: Sequence[bytes] = ()) -> str:
+    """A server's ``message`` fit for a log line: never the data of the ``refused`` bodies.
+
+    Every word of three characters or more that the refused events hold as a
+    value (a name, a number, a word of the prompt) is masked, however the
+    server quoted it; the server's own words are kept unless the event holds
+    them too (errs on the side of hiding). Then the message is cut to
+    ``MAX_DETAIL_CHARS``, its head and its tail kept: a field path is often at
+    the end.
+    """
+    words = _words_of(refused)
+    if words:
+        message = _WORD.sub(lambda match: "…" if match[0] in words else match[0], message)
+        message = _MASKS.sub("…", message)  # "… … …, …" reads as one gap
+    if len(message) <= MAX_DETAIL_CHARS:
+        return message
+    tail = MAX_DETAIL_CHARS // 3
+    head = MAX_DETAIL_CHARS - tail
+    return f"{message[:head]}{MARKER.format(len(message) - head - tail)}{message[-tail:]}"
+
+
+def _words_of(bodies: Sequence[bytes]) -> set[str]:
+    """The words (of three characters or more) of every value of the JSON ``bodies``."""
+    words: set[str] = set()
+    for body in bodies:
+        try:
+            stack = [msgspec.json.decode(body)]
+        except msgspec.DecodeError:
+            words.update(_WORD.findall(body.decode("utf-8", "replace")))
+            continue
+        while stack:  # without recursion: a payload may nest deeply
+            value = stack.pop()
+            if isinstance(value, str):
+                words.update(_WORD.findall(value))
+            elif isinstance(value, dict):
+                stack.extend(value.values())
+            elif isinstance(value, list):
+                stack.extend(value)
+            elif isinstance(value, (int, float)):
+                words.update(_WORD.findall(str(value)))
+    return words
 
 
 _instances: weakref.WeakSet[LossLog] = weakref.WeakSet()

@@ -44,6 +44,8 @@ class Put(enum.Enum):
 
 
 _ACCEPTED, _WOKE = Put.ACCEPTED, Put.WOKE  # read once: an enum member is slower
+#: A time before any: an inbox that arrived then is due, whatever ``flush_interval``.
+_LONG_AGO = float("-inf")
 
 #: Memory an event costs beyond its encoded bytes (its record, the bytes object's
 #: header), counted against ``max_queue_bytes`` so that the bound covers real memory.
@@ -82,7 +84,9 @@ class ExportStats(msgspec.Struct, frozen=True):
     """Counts of events since the client was initialized.
 
     ``enqueued == sent + failed + queued`` always holds; ``dropped`` events
-    were refused at the door and never enqueued.
+    were refused at the door and never enqueued. ``truncated`` counts the
+    actions whose content was cut to fit ``max_event_bytes`` (see ``_oversize``):
+    they are enqueued like any other.
     """
 
     enqueued: int
@@ -94,6 +98,9 @@ class ExportStats(msgspec.Struct, frozen=True):
     queued_bytes: int
     dropped_by_reason: dict[str, int]
     failed_by_reason: dict[str, int]
+    truncated: int = 0
+    #: True for a client initialized with ``enabled=False``: nothing is counted.
+    disabled: bool = False
 
 
 class _Session(msgspec.Struct, gc=False):
@@ -501,7 +508,9 @@ class ExportQueue:
                 self._earlier_epochs[target] = self._epoch_events
                 self._epoch_events = 0
             self._epoch += 1
-            self._inbox_since = 0.0  # make the inbox due now
+            # Due now, whatever flush_interval (0.0 is not: the monotonic clock
+            # may be younger than a long flush_interval).
+            self._inbox_since = _LONG_AGO
             self._wake()
             while self._earlier_epochs and min(self._earlier_epochs) <= target:
                 remaining = deadline - time.monotonic()
@@ -516,7 +525,7 @@ class ExportQueue:
         """Wait until no event of ``session_id`` is queued or in flight."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            self._inbox_since = 0.0
+            self._inbox_since = _LONG_AGO
             self._wake()
             self._session_waiters += 1
             try:

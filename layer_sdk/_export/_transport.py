@@ -117,11 +117,19 @@ class Transport:
         non-2xx answer, ``LayerRequestError`` when the server cannot be reached,
         and ``LayerAuthError`` when no credentials can be had.
         """
-        (delivery,) = self._exchange(path, [body], sync=True, on_retry=None, method=method)
-        if delivery.error is not None:
-            raise delivery.error
-        assert delivery.response is not None
-        return delivery.response
+        try:
+            (delivery,) = self._exchange(path, [body], sync=True, on_retry=None, method=method)
+        except LayerSDKException as exc:
+            error = exc
+        else:
+            if delivery.error is None:
+                assert delivery.response is not None
+                return delivery.response
+            error = delivery.error
+            del delivery  # holds the server's raw answer
+        # Raised from here, with no frame below: those held our headers (the token) and the
+        # server's raw answer, which an error tracker capturing frame locals would send on.
+        raise error.with_traceback(None)
 
     def deliver(self, path: str, bodies: list[bytes], *, on_retry: RetryCallback) -> list[Delivery]:
         """POST each of ``bodies`` to ``path``, in order, for the worker; says what became of

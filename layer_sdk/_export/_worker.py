@@ -190,8 +190,11 @@ class ExportWorker:
         assert delivery.loss is not None
         error = delivery.error
         if isinstance(error, LayerHTTPError):
-            self._losses.explain(
-                delivery.loss, f"{request.path} answered {error.status_code}: {error.message}"
+            self._losses.explain_refusal(
+                delivery.loss,
+                f"{request.path} answered {error.status_code}",
+                error.message,
+                request.bodies,
             )
         elif error is not None:
             self._losses.explain(delivery.loss, str(error))

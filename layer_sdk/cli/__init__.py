@@ -4,7 +4,9 @@
 - ``demo``: see the SDK work against an embedded collector, no account needed.
 - ``check``: is this machine set up to report to Layer? If not, why not?
 
-With the ``cli`` extra (``pip install 'layer-sdk[cli]'``, which brings rich),
+``layer-sdk --version`` prints the version; ``layer-sdk`` alone prints the help.
+
+With the ``cli`` extra (``pip install -e '.[cli]'`` in a checkout, which brings rich),
 output to a terminal has a progress bar, tables and colours; without it, or
 when the output is not a terminal, it is plain text. The SDK itself never
 imports rich.
@@ -13,8 +15,11 @@ imports rich.
 from __future__ import annotations
 
 import argparse
+import platform
 import sys
 from collections.abc import Sequence
+
+from .._version import DISTRIBUTION, __version__
 
 
 def _fraction(text: str) -> float:
@@ -31,10 +36,27 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def version() -> str:
+    """What ``layer-sdk --version`` prints."""
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    return f"layer-sdk {__version__} (distribution {DISTRIBUTION}, {python})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``layer-sdk`` command; returns the exit code."""
     parser = argparse.ArgumentParser(prog="layer-sdk", description="The Layer SDK's command line.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=version())
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     collector = commands.add_parser(
         "collector",
@@ -60,20 +82,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     collector.add_argument(
         "--latency", type=_seconds, default=0.0, metavar="SECONDS", help="delay every answer"
     )
+    collector.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="answer requests for this host name too (repeatable; see docs/collector.md)",
+    )
 
     demo = commands.add_parser("demo", help="report a simulated workload and show the result")
-    demo.add_argument("--sessions", type=int, default=2_000, help="sessions (default 2000)")
-    demo.add_argument("--threads", type=int, default=4, help="producer threads (default 4)")
+    demo.add_argument(
+        "--sessions", type=_positive_int, default=2_000, help="sessions (default 2000)"
+    )
+    demo.add_argument(
+        "--threads", type=_positive_int, default=4, help="producer threads (default 4)"
+    )
     demo.add_argument("--base-url", help="a real Layer API instead of the embedded collector")
     demo.add_argument("--application-id", default="layer-sdk-demo")
 
     check = commands.add_parser("check", help="check the configuration and reach the API")
     check.add_argument("--base-url", help="default: LAYER_BASE_URL")
     check.add_argument("--application-id", help="default: LAYER_APPLICATION_ID")
+    check.add_argument("--application-name", help="default: LAYER_APPLICATION_NAME")
     check.add_argument("--environment", help="default: LAYER_ENVIRONMENT")
     check.add_argument("--timeout", type=float, help="seconds; default: LAYER_TIMEOUT or 10")
+    check.add_argument(
+        "--firewall-base-url", help="default: LAYER_FIREWALL_BASE_URL (checked when set)"
+    )
 
     args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
     if args.command == "collector":
         from ._collector import collector as run_collector
 
@@ -84,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             db=args.db,
             fail_rate=args.fail_rate,
             latency=args.latency,
+            allowed_hosts=args.allow_host,
         )
     if args.command == "demo":
         from ._demo import demo as run_demo
@@ -91,7 +132,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(args.sessions, args.threads, args.base_url, args.application_id)
     from ._check import check as run_check
 
-    return run_check(args.base_url, args.application_id, args.environment, args.timeout)
+    return run_check(
+        {
+            "base_url": args.base_url,
+            "application_id": args.application_id,
+            "application_name": args.application_name,
+            "environment": args.environment,
+            "http_timeout": args.timeout,
+            "firewall_base_url": args.firewall_base_url,
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -1,148 +1,198 @@
 """``layer-sdk check``: is this machine set up to report to Layer, and if not, why not?
 
-Resolves the settings exactly as ``init()`` does (arguments, then the
-environment), shows them with secrets masked, fetches a token when OIDC is
-configured, sends one probe session with ``sync=True``, and ends with a
-one-line verdict: exit code 0 when everything works, 1 with the reason
-otherwise.
+Resolves the settings with the code ``init()`` runs (``_settings.resolve_settings``:
+arguments, then the ``LAYER_*`` variables, ``LAYER_OIDC_*`` included), shows
+them with secrets masked, fetches a token when OIDC is configured, initializes
+a client with them, sends one probe session with ``sync=True``, asks the
+firewall about it when ``firewall_base_url`` is set, and ends with a one-line
+verdict: exit code 0 when everything works, 1 with the reason otherwise.
 
-Every line goes through ``_redact.scrub`` on its way out, and URLs show
-``user:***@`` for a ``user:password@``: the output may end up in a ticket.
+Before each step that waits on the network it says what it is doing, and the
+line is flushed at once. Every line goes through ``_redact.scrub`` on its way
+out, URLs show ``user:***@`` for a ``user:password@``, and an HTML error page
+is summarized by its title: the output may end up in a ticket.
 """
 
 from __future__ import annotations
 
-import os
+import functools
+import html
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from .._auth import OIDCClientCredentials
 from .._client import Client
 from .._config import Config
 from .._exceptions import (
     LayerAuthError,
+    LayerFirewallHTTPError,
+    LayerFirewallRequestError,
     LayerHTTPError,
     LayerMissingRequiredConfigurationError,
     LayerRequestError,
 )
 from .._redact import mask_url, scrub
+from .._schemas import SESSIONS_PATH
+from .._settings import resolve_settings
 
-_OIDC_VARIABLES = ("LAYER_OIDC_TOKEN_URL", "LAYER_OIDC_CLIENT_ID", "LAYER_OIDC_CLIENT_SECRET")
+Out = Callable[[str], None]
+
+#: Where an HTML page begins in an error's text (a proxy's or load balancer's error page).
+_HTML = re.compile(r"<(?:!doctype\s+html|html|head|body|title)\b", re.IGNORECASE)
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
 
-def check(
-    base_url: str | None,
-    application_id: str | None,
-    environment: str | None,
-    http_timeout: float | None,
-    out: Callable[[str], None] = print,
-    *,
-    allow_insecure_http: bool = False,
-) -> int:
-    """Run the checks, printing each step through ``out``; returns the exit code."""
-    out = _scrubbed(out)
+def check(options: Mapping[str, Any], out: Out | None = None) -> int:
+    """Run the checks with ``init()``'s ``options`` (None: from the environment), printing
+    each step through ``out`` (default: stdout, flushed per line); returns the exit code."""
+    out = _readable(out or functools.partial(print, flush=True))
     try:
-        config = Config.resolve(
-            base_url=base_url,
-            application_id=application_id,
-            environment=environment,
-            http_timeout=http_timeout,
-        )
-    except (LayerMissingRequiredConfigurationError, ValueError) as error:
+        config = resolve_settings(**options)
+    except (LayerMissingRequiredConfigurationError, ValueError, TypeError) as error:
         return _verdict(out, f"the configuration is incomplete or invalid: {error}")
+    if not config.enabled:
+        return _verdict(
+            out,
+            "reporting is turned off (enabled=False, or LAYER_ENABLED set to false): "
+            "init() would start nothing and send nothing",
+        )
 
-    auth = None
-    if any(os.environ.get(name) for name in _OIDC_VARIABLES):
-        try:
-            auth = OIDCClientCredentials(allow_insecure_http=allow_insecure_http)
-        except LayerMissingRequiredConfigurationError as error:
-            return _verdict(out, f"the OIDC settings cannot be used: {error}")
-
-    out("Settings (arguments first, then LAYER_* variables):")
-    rows = [
-        ("base_url", mask_url(config.base_url)),
-        ("application_id", config.application_id or f"(by name: {config.application_name!r})"),
-        ("environment", config.environment or "(none)"),
-        ("http_timeout", f"{config.http_timeout:g} s"),
-        ("authentication", _describe_auth(auth)),
-    ]
+    out("Settings (arguments first, then LAYER_* variables, as init() reads them):")
+    rows = settings_rows(config)
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         out(f"  {name:<{width}}  {value}")
 
-    if auth is not None:
+    auth = config.auth_provider
+    if isinstance(auth, OIDCClientCredentials):
+        out(f"Fetching a token from {mask_url(auth.token_url)} ...")
         try:
             started = time.monotonic()
             auth.get_headers()
-            out(f"Token: fetched from {mask_url(auth.token_url)} in {_ms(started)}")
+            out(f"Token: fetched in {_ms(started)}")
         except LayerAuthError as error:
             return _verdict(out, f"the token endpoint refused the client: {error}")
         except LayerRequestError as error:
             return _verdict(out, f"the token endpoint could not be reached: {error}")
 
+    if config.application_id is None:
+        out(f"Looking up the application named {config.application_name!r} ...")
     client = Client()
     try:
-        client.init(
-            base_url=config.base_url,
-            application_id=config.application_id,
-            environment=config.environment,
-            http_timeout=config.http_timeout,
-            auth_provider=auth,
-            max_retries=0,  # a verdict now, not after a round of backoff
-            allow_insecure_http=allow_insecure_http,
-        )
+        # The same options (and the provider that fetched the token), so the same settings.
+        client.init(**{**options, "auth_provider": auth, "max_retries": 0})
     except (LayerMissingRequiredConfigurationError, ValueError) as error:
         return _verdict(out, f"the configuration cannot be used: {error}")
     try:
-        started = time.monotonic()
-        session_id = client.create_session(attributes={"layer_sdk.check": "true"}, sync=True)
-        out(f"Probe: session {session_id} created in {_ms(started)}")
-    except LayerHTTPError as error:
-        return _verdict(out, _explain_status(error, config.base_url))
-    except LayerRequestError as error:
-        return _verdict(out, _explain_network(str(error), config))
-    except LayerAuthError as error:
-        return _verdict(out, f"no credentials: {error}")
+        return _verdict(out, _reach(client, config, out))
     finally:
         client.shutdown(timeout=1)
-    return _verdict(out, None)
 
 
-def _describe_auth(auth: OIDCClientCredentials | None) -> str:
+def settings_rows(config: Config) -> list[tuple[str, str]]:
+    """What ``check`` shows of the settings: name and value, secrets masked."""
+    firewall = config.firewall_base_url
+    return [
+        ("base_url", mask_url(config.base_url)),
+        ("application_id", config.application_id or f"(by name: {config.application_name!r})"),
+        ("environment", config.environment or "(none)"),
+        ("http_timeout", f"{config.http_timeout:g} s"),
+        ("authentication", _describe_auth(config.auth_provider)),
+        ("firewall", "(none)" if firewall is None else mask_url(firewall)),
+    ]
+
+
+def probe(client: Client, config: Config, out: Out) -> str | None:
+    """Send one session with ``sync=True``; None when it was created, else what is wrong."""
+    return _probe(client, config, out)[1]
+
+
+def _probe(client: Client, config: Config, out: Out) -> tuple[str, str | None]:
+    """The probe session's ID, and what is wrong (None when it was created)."""
+    out(f"Sending a probe session to {mask_url(config.base_url)}{SESSIONS_PATH} ...")
+    started = time.monotonic()
+    try:
+        session_id = client.create_session(attributes={"layer_sdk.check": "true"}, sync=True)
+    except LayerHTTPError as error:
+        return "", _explain_status(error.status_code, error.message, "API", config.base_url)
+    except LayerRequestError as error:
+        return "", _explain_network(str(error), "the API", config.base_url, config.http_timeout)
+    except LayerAuthError as error:
+        return "", f"no credentials: {error}"
+    out(f"Probe: session {session_id} created in {_ms(started)}")
+    return session_id, None
+
+
+def _reach(client: Client, config: Config, out: Out) -> str | None:
+    session_id, problem = _probe(client, config, out)
+    firewall = config.firewall_base_url
+    if problem is not None or firewall is None:
+        return problem
+    out(f"Asking the firewall at {mask_url(firewall)} about the probe session ...")
+    started = time.monotonic()
+    try:
+        answer = client.firewall_session_lookup(session_id)
+    except LayerFirewallHTTPError as error:
+        return _explain_status(error.status_code, error.message, "firewall", firewall)
+    except LayerFirewallRequestError as error:
+        return _explain_network(str(error), "the firewall", firewall, config.http_timeout)
+    out(f"Firewall: decision {answer.decision.value!r} in {_ms(started)}")
+    return None
+
+
+def _describe_auth(auth: object) -> str:
     if auth is None:
         return "none (no LAYER_OIDC_* variables)"
+    if not isinstance(auth, OIDCClientCredentials):
+        return type(auth).__name__
     scope = f", scope {auth.scope}" if auth.scope else ""
-    return f"OIDC client {auth.client_id!r} at {mask_url(auth.token_url)}{scope}, secret ********"
+    return (
+        f"OIDC client {auth.client_id!r} at {mask_url(auth.token_url)}{scope}, "
+        f"timeout {auth.http_timeout:g} s, secret ********"
+    )
 
 
-def _explain_status(error: LayerHTTPError, base_url: str) -> str:
-    base_url = mask_url(base_url)
-    status = error.status_code
+def _explain_status(status: int, message: str, what: str, url: str) -> str:
+    where = mask_url(url)
     if status in (401, 403):
-        return f"the API refused the credentials ({status}): {error.message}"
+        return f"the {what} refused the credentials ({status}): {message}"
     if status == 404:
-        return f"{base_url} has no Layer API (404 on /v1/sessions): check base_url"
-    return f"the API answered {status}: {error.message}"
+        option = "base_url" if what == "API" else "firewall_base_url"
+        return f"{where} has no Layer {what} (404): check {option}"
+    return f"the {what} answered {status}: {message}"
 
 
-def _explain_network(message: str, config: Config) -> str:
-    base_url = mask_url(config.base_url)
+def _explain_network(message: str, what: str, url: str, timeout: float) -> str:
+    where = mask_url(url)
     if "gaierror" in message or "Name or service not known" in message:
-        return f"the host of {base_url} cannot be resolved (DNS): {message}"
+        return f"the host of {where} cannot be resolved (DNS): {message}"
     if "ConnectionRefused" in message:
-        return f"nothing accepts connections at {base_url}: {message}"
+        return f"nothing accepts connections at {where}: {message}"
     if "SSL" in message or "certificate" in message:
-        return f"the TLS handshake with {base_url} failed: {message}"
+        return f"the TLS handshake with {where} failed: {message}"
     if "Timeout" in message or "timed out" in message:
-        return f"no answer within {config.http_timeout:g} s from {base_url}: {message}"
-    return f"the API could not be reached: {message}"
+        return f"no answer within {timeout:g} s from {where}: {message}"
+    return f"{what} could not be reached: {message}"
 
 
-def _scrubbed(out: Callable[[str], None]) -> Callable[[str], None]:
-    return lambda line: out(scrub(line))
+def summarize_html(text: str) -> str:
+    """``text`` with an HTML page in it (a proxy's error page) cut down to the page's title."""
+    start = _HTML.search(text)
+    if start is None:
+        return text
+    found = _TITLE.search(text, start.start())
+    title = " ".join(html.unescape(found[1]).split()) if found else ""
+    page = f"an HTML page titled {title!r}" if title else "an HTML page without a title"
+    return text[: start.start()] + page
 
 
-def _verdict(out: Callable[[str], None], problem: str | None) -> int:
+def _readable(out: Out) -> Out:
+    return lambda line: out(scrub(summarize_html(line)))
+
+
+def _verdict(out: Out, problem: str | None) -> int:
     if problem is None:
         out("OK: this machine can report to Layer.")
         return 0

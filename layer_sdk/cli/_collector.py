@@ -1,16 +1,25 @@
 """``layer-sdk collector``: the local collector on a port, printing what it receives.
 
-Each stored session and action is printed as it arrives, one line each::
+Each stored session and action is printed as it arrives, one line each: the
+full session ID, what was said (shortened) and the attributes::
 
-    14:02:11.482  4cd605e7  session               app=my-app  user.id=42
-    14:02:11.490  4cd605e7  completion_prompt     model.id=gpt-4o-mini temperature=0.2
+    14:02:11.482  4cd605e7-6f2a-5b1c-9d3e-0a1b2c3d4e5f  session               app=my-app
+    14:02:11.490  4cd605e7-6f2a-5b1c-9d3e-0a1b2c3d4e5f  completion_prompt     user: Hi  temp=0
+
+Every value a client reported is printed with its control characters escaped
+(``\x1b`` for ESC, ``\n``, bidirectional overrides as ``\u202e``): a prompt
+cannot retitle the terminal, clear it or write to its clipboard. The page at
+the printed URL shows the same, live, as conversations.
 
 ``--json`` prints one JSON object per line instead: first
 ``{"event": "listening", "url": ...}``, then one per session or action (its
 fields as sent, with ``event``, ``received_at`` and ``session_id``), and
 ``{"event": "stopped", ...}`` last. ``--db FILE`` keeps everything in SQLite
 (schema: ``layer_sdk/collector/_store.py``), so it survives a restart.
-``--fail-rate`` and ``--latency`` rehearse a bad network. SIGINT (Ctrl-C) and
+``--fail-rate`` and ``--latency`` rehearse a bad network. ``--allow-host NAME``
+lets the collector answer requests for another name than its address (see
+``collector/_hosts.py``): a collector bound to ``0.0.0.0`` and reached as
+``http://devbox:8080/`` needs ``--allow-host devbox``. SIGINT (Ctrl-C) and
 SIGTERM stop it, with a summary line; the exit code is then 0.
 
 Request headers are never printed: a client's credentials stay out of the output.
@@ -27,6 +36,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from types import FrameType
 from typing import Any, TextIO
@@ -34,8 +44,25 @@ from typing import Any, TextIO
 from ..collector import LocalCollector, StoredEvent
 from ._console import rich_console
 
-_WIDTH = 120  # longest plain line; the attributes are cut to fit
+_WIDTH = 160  # longest plain line; the attributes are cut to fit
+_SAID = 48  # longest excerpt of what was said
 _WAKE_UP = 0.2  # seconds: the longest a signal waits for its handler
+_EVERY_ADDRESS = ("0.0.0.0", "::", "")
+
+# Control characters (C0, DEL, C1), line and paragraph separators and the
+# bidirectional controls, each written as its escape: a terminal acts on the
+# raw ones (ESC starts a command: a title, a clear, a clipboard write).
+_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
+_ESCAPES |= {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"}
+_ESCAPES |= {
+    code: f"\\u{code:04x}"
+    for code in (0x200E, 0x200F, 0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+}
+
+
+def escaped(text: str) -> str:
+    """``text`` with every character a terminal would act on written as its escape."""
+    return text.translate(_ESCAPES)
 
 
 def collector(
@@ -46,6 +73,7 @@ def collector(
     db: str | None = None,
     fail_rate: float = 0.0,
     latency: float = 0.0,
+    allowed_hosts: Sequence[str] = (),
     out: TextIO | None = None,
 ) -> int:
     """Serve until SIGINT or SIGTERM; returns the exit code (2 when it cannot start)."""
@@ -55,9 +83,10 @@ def collector(
         return 2
     events: queue.SimpleQueue[StoredEvent | None] = queue.SimpleQueue()
     try:
-        server = LocalCollector(host, port, db=db, on_event=events.put)
+        server = LocalCollector(host, port, db=db, on_event=events.put, allowed_hosts=allowed_hosts)
     except (sqlite3.Error, ValueError, OSError) as error:
-        print(f"layer-sdk collector: cannot use --db {db}: {error}", file=sys.stderr)
+        problem = f"--db {db}" if db else "--allow-host"
+        print(f"layer-sdk collector: cannot use {problem}: {error}", file=sys.stderr)
         return 2
     server.fail_rate = fail_rate
     server.delay = latency
@@ -76,11 +105,20 @@ def collector(
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, stop)
     printer = _Printer(stream, as_json)
-    kept_sessions, kept_actions = len(server.sessions), len(server.actions())
+    kept = server.totals()
+    kept_sessions, kept_actions = kept["sessions"], kept["actions"]
     began = time.monotonic()
     received: Counter[str] = Counter()
     try:
-        printer.started(server.url, db, kept_sessions, kept_actions, fail_rate, latency)
+        printer.started(
+            server.url,
+            db,
+            kept_sessions,
+            kept_actions,
+            fail_rate,
+            latency,
+            every_address=host in _EVERY_ADDRESS,
+        )
         while True:
             try:
                 # A timeout, as a signal that lands on another thread does not interrupt
@@ -124,7 +162,8 @@ def _utc(stamp: float) -> str:
 
 
 def _value(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return escaped(text)
 
 
 # Attributes the SDK adds to every session: shown after the application's own.
@@ -135,7 +174,36 @@ def _summary(attributes: Any) -> str:
     if not isinstance(attributes, dict):
         return ""
     ordered = sorted(attributes.items(), key=lambda item: item[0] in _SDK_ATTRIBUTES)
-    return " ".join(f"{name}={_value(value)}" for name, value in ordered)
+    return " ".join(f"{_value(name)}={_value(value)}" for name, value in ordered)
+
+
+def said(kind: str, data: Any) -> str:
+    """What an action says, on one line, shortened: the last message of a prompt or an
+    answer (with its role), a tool call's name and arguments, the first input of an
+    embedding or a moderation, an attachment's type and name. Escaped."""
+    text = ""
+    if not isinstance(data, dict):
+        return text
+    messages = data.get("messages")
+    if kind in ("completion_prompt", "completion_output") and isinstance(messages, list):
+        last = messages[-1] if messages else None
+        if isinstance(last, dict):
+            content = last.get("content")
+            words = content if isinstance(content, str) else ""
+            text = f"{last.get('role', 'message')}: {words}" if words else ""
+    elif kind == "completion_tool_call":
+        arguments = data.get("arguments", data.get("input", ""))
+        text = f"{data.get('name', 'tool')}({_value(arguments)})"
+    elif kind in ("embeddings", "moderation"):
+        inputs = data.get("input")
+        if isinstance(inputs, list) and inputs:
+            more = f" (+{len(inputs) - 1} more)" if len(inputs) > 1 else ""
+            text = f"{_value(inputs[0])}{more}"
+    elif kind == "completion_prompt_attachment":
+        name = next((data[k] for k in ("filename", "name", "file_id", "url") if k in data), "")
+        text = f"{data.get('type', 'attachment')} {_value(name)}".strip()
+    text = escaped(" ".join(str(text).split()))
+    return text if len(text) <= _SAID else text[: _SAID - 1] + "…"
 
 
 class _Printer:
@@ -161,6 +229,8 @@ class _Printer:
         actions: int,
         fail_rate: float,
         latency: float,
+        *,
+        every_address: bool = False,
     ) -> None:
         if self._json:
             line = {"event": "listening", "url": url, "db": db, "fail_rate": fail_rate}
@@ -171,6 +241,13 @@ class _Printer:
         faults += [f"answering after {latency:g} s"] if latency else []
         notes = [f"keeping everything in {db} ({sessions} sessions, {actions} actions so far)"]
         notes = (notes if db else []) + faults
+        notes.append(f"see what arrives, live: {url}/")
+        if every_address:
+            notes.append(
+                "listening on every address: anyone who reaches this machine can read and"
+                " write what it holds; it answers requests to its IP addresses, to localhost"
+                " and to the names given with --allow-host"
+            )
         if self._console is not None:
             from rich.text import Text  # type: ignore[import-not-found, unused-ignore]
 
@@ -198,33 +275,41 @@ class _Printer:
             self._write(json.dumps({**fields, **body}, default=str), flush)
             return
         clock = datetime.fromtimestamp(event.stored_at).strftime("%H:%M:%S.%f")[:-3]
+        text = ""
         if event.kind == "session":
             kind = "session"
-            app = body.get("application_id")
+            app = _value(body.get("application_id"))
             details = f"app={app}  {_summary(body.get('attributes'))}".rstrip()
         else:
-            kind = str(body.get("kind"))
+            kind = escaped(str(body.get("kind")))
+            text = said(kind, body.get("data"))
             details = _summary(body.get("attributes"))
         error = body.get("error") if event.kind == "action" else None
-        failed = f"error: {error.get('message')}" if isinstance(error, dict) else ""
-        head = f"{clock}  {event.session_id[:8]}  {kind:<20} "
+        failed = f"error: {_value(error.get('message'))}" if isinstance(error, dict) else ""
+        session_id = escaped(event.session_id)
+        head = f"{clock}  {session_id}  {kind:<20} "
         width = _WIDTH if self._console is None else self._console.width
-        room = width - len(head) - 1 - (len(failed) + 2 if failed else 0)
+        said_room = len(text) + 2 if text else 0
+        room = width - len(head) - 1 - said_room - (len(failed) + 2 if failed else 0)
         if len(details) > room:
             details = details[: max(room - 1, 0)] + "…"
         if self._console is None:
-            self._write(f"{head} {details}{'  ' + failed if failed else ''}".rstrip(), flush)
+            words = f"{text}  " if text else ""
+            line = f"{head} {words}{details}{'  ' + failed if failed else ''}"
+            self._write(line.rstrip(), flush)
             return
         from rich.text import Text  # type: ignore[import-not-found, unused-ignore]
 
-        line = Text(no_wrap=True, overflow="ellipsis")
-        line.append(clock, "dim")
-        line.append(f"  {event.session_id[:8]}  ", "cyan")
-        line.append(f"{kind:<20} ", "bold green" if kind == "session" else "magenta")
-        line.append(f" {details}")
+        styled = Text(no_wrap=True, overflow="ellipsis")
+        styled.append(clock, "dim")
+        styled.append(f"  {session_id}  ", "cyan")
+        styled.append(f"{kind:<20} ", "bold green" if kind == "session" else "magenta")
+        if text:
+            styled.append(f" {text} ", "bold")
+        styled.append(f" {details}")
         if failed:
-            line.append(f"  {failed}", "bold red")
-        self._console.print(line, no_wrap=True, overflow="ellipsis", crop=True)
+            styled.append(f"  {failed}", "bold red")
+        self._console.print(styled, no_wrap=True, overflow="ellipsis", crop=True)
 
     def summary(
         self,

@@ -29,17 +29,35 @@ stored, and a collector made on the same file starts with what it holds (see
 
     collector = LocalCollector(db="layer.sqlite", on_event=events.put)
 
-Without either option no event is made: the request path costs what it did.
+Without either option, and while no page watches, no event is made: the
+request path costs what it did.
+
+The collector also serves a page at ``/`` (``url`` + ``/``): what it received,
+live, each session as a conversation, what it refused and why, and a control
+to rehearse the firewall's decisions; the page reads a JSON API under
+``/api/`` (see ``collector/_page.py``). It answers at once, whatever the faults
+below, and is not recorded in ``requests``.
+
+It answers only the ``Host`` names it knows as its own (its address, and
+``localhost``, ``127.0.0.1`` and ``[::1]`` when that is a loopback one, each
+with its port; ``allowed_hosts`` adds others): a page of another site whose
+name now resolves to 127.0.0.1 (DNS rebinding) is refused with 403 on every
+endpoint, the Layer API's and the page's (``collector/_hosts.py``).
 
 How a request is answered, step by step. Faults are decided once the request
 has been read, so each one affects only requests read after it was set.
 
+0. A ``Host`` the collector does not answer to: 403 at once, whatever the
+   faults. Then the page and its API are answered.
 1. ``hang()``: held until ``release()`` or ``stop()``.
 2. ``delay``: waits that many seconds.
 3. ``drop_next()``: the connection is closed without an answer.
 4. ``fail_next()``, else ``fail_for()``, else ``fail_rate``: the injected status is answered.
 5. ``require_bearer()``: 401 when the bearer token is missing or refused;
-   ``max_body_bytes``: 413 for a larger body.
+   ``max_body_bytes``: 413 for a larger body. The limit applies as the body is
+   read: a ``Content-Length`` over it is refused before the body arrives, a
+   chunked body as soon as it passes it; neither is read further (nor kept:
+   the request's ``body`` is empty) and the connection closes after the answer.
 6. Routing: 404 for an unknown path, 405 for a method the path does not take.
    A ``GET`` (a firewall decision, the applications) is answered here.
 7. ``X-Request-Id`` already answered with 2xx (whatever the path): that answer
@@ -67,7 +85,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -75,9 +93,12 @@ from typing import Any
 import msgspec
 
 from .._schemas import APPLICATIONS_PATH, SESSIONS_PATH
+from . import _page
+from ._hosts import HostCheck
+from ._records import ReceivedRequest, Records, error_reply
 from ._registry import Registry
-from ._schema import canonical_uuid, check_action, check_session
-from ._server import HttpServer, Reply, Request
+from ._schema import canonical_uuid
+from ._server import Answered, HttpServer, Reply, Request
 from ._store import SqliteStore, StoredEvent
 
 __all__ = ["LocalCollector", "ReceivedRequest", "StoredEvent"]
@@ -91,24 +112,6 @@ _ACTIONS_PATH = re.compile(re.escape(SESSIONS_PATH) + r"/([^/]+)/actions")
 _SESSION_PATH = re.compile(re.escape(SESSIONS_PATH) + r"/([^/]+)")
 _APPLICATION = "application"  # what _accept is given to create an application
 _NOT_JSON = object()  # stands for a body that does not decode
-
-
-@dataclass(frozen=True, slots=True)
-class ReceivedRequest:
-    """One HTTP request as the collector read it, and the status it answered.
-
-    ``headers`` has lower-cased names (a repeated header keeps its last value),
-    ``json`` is the decoded body or None, and ``status`` is 0 when the
-    connection was closed without an answer.
-    """
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    json: Any
-    status: int
-    received_at: float
 
 
 #: An injected fault: the reply (None: drop the connection) and the bytes that a
@@ -138,11 +141,7 @@ def _fault(status: int, retry_after: float | None, body: bytes | None) -> Reply:
     return Reply(status, b"" if status in (204, 304) else payload, headers)
 
 
-def _error(message: str, status: int = 400) -> Reply:
-    return Reply(status, msgspec.json.encode({"error": message}))
-
-
-_ACCEPTED = Reply(202, b"{}")
+_error = error_reply
 _RATE_FAILURE = Reply(503, b'{"error":"injected by fail_rate"}')
 _UNAUTHORIZED = Reply(401, b'{"error":"unauthorized"}', (("WWW-Authenticate", "Bearer"),))
 _NOT_ALLOWED = Reply(405, b'{"error":"method not allowed: use POST"}', (("Allow", "POST"),))
@@ -160,6 +159,7 @@ class LocalCollector:
     ``actions()`` include what a previous run kept. Writing is done by a thread
     of the collector's while it serves; ``stop()`` commits what is left, and
     ``clear()`` empties the file too. ``on_event``: see the module doc.
+    ``allowed_hosts``: ``Host`` names to answer besides its own (see the module doc).
     """
 
     def __init__(
@@ -169,24 +169,19 @@ class LocalCollector:
         *,
         db: str | os.PathLike[str] | None = None,
         on_event: Callable[[StoredEvent], None] | None = None,
+        allowed_hosts: Iterable[str] = (),
     ) -> None:
         self._host = host
         self._port = port  # 0 until the first start() picks a free port
+        self._allowed_hosts = tuple(allowed_hosts)
+        self._hosts = HostCheck(host, port, self._allowed_hosts)  # checks the entries now
         self._lifecycle = threading.Lock()
         self._server: HttpServer | None = None
         # One lock guards all the state below. It is re-entrant, so that a
         # wait_for() predicate, run with the lock held, can inspect the collector.
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
-        self._sessions: dict[str, dict[str, Any]] = {}
-        # Every action in arrival order, and the id of its session: two lists rather
-        # than one of pairs, as a long run stores many (a pair would be one more
-        # object for the garbage collector to go through, for each).
-        self._actions: list[dict[str, Any]] = []
-        self._action_sessions: list[str] = []
-        self._requests: list[ReceivedRequest] = []
-        self._replies: dict[str, Reply] = {}  # X-Request-Id -> its 2xx answer
-        self._duplicates = 0
+        self._records = Records()
         self._unanswered = 0  # requests read whose answer is not recorded yet
         # fail_next(): the replies to inject, each with the bytes a body must contain (or None).
         self._failures: deque[_Fault] = deque()
@@ -200,18 +195,15 @@ class LocalCollector:
         self._releases = 0  # bumped by release(): a held request waits for it to change
         self._bearer_check: Callable[[str], bool] | None = None
         self._registry = Registry()
+        self._page = _page.Page()
         self._on_event = on_event
         self._store = None if db is None else SqliteStore(db)
         if self._store is not None:
-            sessions, actions = self._store.load()
-            for stored in sessions:
-                self._sessions[stored["session_id"]] = {**stored, "actions": []}
-            for session_id, action in actions:
-                self._sessions[session_id]["actions"].append(action)
-                self._actions.append(action)
-                self._action_sessions.append(session_id)
-        # What storage calls: None when there is neither a hook nor a file.
-        self._emit = None if db is None and on_event is None else self._emit_event
+            self._records.load(*self._store.load())
+        # What storage calls: None while there is neither a hook, nor a file, nor a page
+        # watching (the first page that watches turns it on).
+        if db is not None or on_event is not None:
+            self._records.emit = self._emit_event
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -219,8 +211,11 @@ class LocalCollector:
         """Serve from a daemon thread (no-op when serving); a restart reuses the port."""
         with self._lifecycle:
             if self._server is None:
-                server = HttpServer((self._host, self._port), self._admit)
+                server = HttpServer(
+                    (self._host, self._port), self._admit, lambda: self._max_body_bytes
+                )
                 self._port = server.port
+                self._hosts = HostCheck(self._host, self._port, self._allowed_hosts)
                 if self._store is not None:
                     self._store.start()
                 server.start(f"LocalCollector:{self._port}")
@@ -265,8 +260,9 @@ class LocalCollector:
 
     @property
     def url(self) -> str:
-        """Base URL to give the SDK, e.g. ``http://127.0.0.1:8123``."""
-        return f"http://{self._host}:{self.port}"
+        """Base URL to give the SDK, e.g. ``http://127.0.0.1:8123``; its page is there too."""
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self.port}"
 
     # -- inspection --------------------------------------------------------
 
@@ -274,18 +270,18 @@ class LocalCollector:
     def sessions(self) -> list[dict[str, Any]]:
         """Stored sessions as received, each with all its ``actions`` in arrival order."""
         with self._lock:
-            return copy.deepcopy(list(self._sessions.values()))
+            return copy.deepcopy(list(self._records.sessions.values()))
 
     def session(self, session_id: str) -> dict[str, Any] | None:
         """One stored session (as in ``sessions``), or None."""
         with self._lock:
-            return copy.deepcopy(self._sessions.get(canonical_uuid(session_id)))
+            return copy.deepcopy(self._records.sessions.get(canonical_uuid(session_id)))
 
     def actions(self, session_id: str | None = None) -> list[dict[str, Any]]:
         """Stored actions (of one session, or all) in arrival order, with ``session_id`` added."""
         key = None if session_id is None else canonical_uuid(session_id)
         with self._lock:
-            pairs = zip(self._action_sessions, self._actions, strict=True)
+            pairs = zip(self._records.action_sessions, self._records.actions, strict=True)
             chosen = [(sid, action) for sid, action in pairs if key in (None, sid)]
             return [{**copy.deepcopy(action), "session_id": sid} for sid, action in chosen]
 
@@ -293,19 +289,19 @@ class LocalCollector:
     def requests(self) -> list[ReceivedRequest]:
         """Every request read, in the order it was answered (or dropped)."""
         with self._lock:
-            return list(self._requests)
+            return list(self._records.requests)
 
     @property
     def event_count(self) -> int:
         """Stored sessions plus stored actions."""
         with self._lock:
-            return len(self._sessions) + len(self._actions)
+            return len(self._records.sessions) + len(self._records.actions)
 
     @property
     def duplicates(self) -> int:
         """Requests answered again from their ``X-Request-Id`` without being stored."""
         with self._lock:
-            return self._duplicates
+            return self._records.duplicates
 
     @property
     def unanswered(self) -> int:
@@ -316,6 +312,16 @@ class LocalCollector:
         """
         with self._lock:
             return self._unanswered
+
+    def totals(self) -> dict[str, Any]:
+        """What was received, counted: as the page's ``GET /api/totals`` answers it.
+
+        ``sessions``; ``actions`` (all) and ``actions_by_kind``; ``failed_actions``
+        (with an ``error``); ``requests`` read; ``refused`` (answered 4xx);
+        ``duplicates`` (answered again from ``X-Request-Id``).
+        """
+        with self._lock:
+            return _page.totals(self._records)
 
     def wait_for_events(self, count: int, timeout: float = 10.0) -> bool:
         """Wait until ``event_count >= count``; False if ``timeout`` passes first."""
@@ -335,13 +341,9 @@ class LocalCollector:
         with self._lock:
             if self._store is not None:
                 self._store.clear()
-            self._sessions.clear()
-            self._actions.clear()
-            self._action_sessions.clear()
-            self._requests.clear()
-            self._replies.clear()
-            self._duplicates = 0
+            self._records.clear()
             self._changed.notify_all()
+        self._publish(_page.CLEARED)
 
     # -- firewall decisions and applications -------------------------------
 
@@ -363,6 +365,8 @@ class LocalCollector:
         key = canonical_uuid(session_id)
         with self._lock:
             self._registry.set_decision(key, str(getattr(decision, "value", decision)), policies)
+            message = _page.decision_message(self._registry.decisions[key])
+        self._publish(message)
 
     def add_application(self, name: str, application_id: str | None = None) -> str:
         """Register an application (as if created earlier); returns its ID."""
@@ -485,12 +489,29 @@ class LocalCollector:
 
     # -- request path (runs on the server's event loop) --------------------
 
-    def _admit(self, request: Request) -> _Exchange:
-        """A request just read, with every fault decided for it at once (see the module doc)."""
+    def _admit(self, request: Request) -> _Exchange | Answered:
+        """A request just read, with every fault decided for it at once (see the module doc).
+
+        The page and its API are answered at once, past the faults (which
+        rehearse the Layer API) and unrecorded; a foreign ``Host`` is refused
+        first, whatever the path.
+        """
+        host = request.headers.get("host")
+        foreign = not self._hosts.allows(host)
+        if not foreign and _page.serves(request.path):
+            return Answered(self._page_reply(request))
         exchange = _Exchange(self, request, received_at=time.monotonic())
         with self._lock:
             self._unanswered += 1
             self._changed.notify_all()
+            if foreign:
+                exchange.refusal = _error(
+                    f"this collector does not answer to Host {host!r} (a defence against"
+                    " DNS rebinding): it answers to its own address; allow another name with"
+                    " allowed_hosts= (layer-sdk collector --allow-host NAME)",
+                    403,
+                )
+                return exchange
             if request.framing_error is not None:  # answered 400 at once, whatever the faults
                 return exchange
             exchange.hold = self._releases if self._hanging else None
@@ -519,7 +540,9 @@ class LocalCollector:
         except (ValueError, RecursionError):  # (nested deeper than the decoder goes)
             parsed = _NOT_JSON
         reply: Reply | None
-        if request.framing_error is not None:
+        if exchange.refusal is not None:
+            reply = exchange.refusal
+        elif request.framing_error is not None:
             reply = _error(request.framing_error)
         elif exchange.drop or dropped:
             reply = None
@@ -532,15 +555,19 @@ class LocalCollector:
         status = 0 if reply is None else reply.status
         method, path, headers, body = request.method, request.path, request.headers, request.body
         self._record(
-            ReceivedRequest(method, path, headers, body, json, status, exchange.received_at)
+            ReceivedRequest(method, path, headers, body, json, status, exchange.received_at),
+            reply,
         )
         return reply
 
-    def _record(self, request: ReceivedRequest) -> None:
+    def _record(self, request: ReceivedRequest, reply: Reply | None) -> None:
         with self._lock:
             self._unanswered -= 1
-            self._requests.append(request)
+            records = self._records
+            records.record(request, reply)
             self._changed.notify_all()
+            if reply is not None and 400 <= reply.status < 500:
+                self._publish(_page.refusal_message(records.refusals[-1]))
 
     def _respond(self, exchange: _Exchange, parsed: Any) -> Reply:
         if exchange.failure is not None:
@@ -549,9 +576,8 @@ class LocalCollector:
         check = exchange.check
         if check is not None and not _authorized(headers.get("authorization", ""), check):
             return _UNAUTHORIZED
-        limit = self._max_body_bytes
-        if limit is not None and len(exchange.request.body) > limit:
-            return _error(f"the body is larger than {limit} bytes", 413)
+        if exchange.request.oversize:  # refused as it was read, by the limit of that moment
+            return _error(f"the body is larger than {self._max_body_bytes} bytes", 413)
         route = exchange.request.path.partition("?")[0]
         if exchange.request.method == "GET":
             return self._read(route)
@@ -566,13 +592,14 @@ class LocalCollector:
         if exchange.request.method != "POST":
             return _NOT_ALLOWED
         request_id = headers.get("x-request-id")
+        records = self._records
         with self._lock:  # look-up and storage in one step: a racing retry cannot store twice
-            if request_id is not None and (seen := self._replies.get(request_id)) is not None:
-                self._duplicates += 1
+            if request_id is not None and (seen := records.replies.get(request_id)) is not None:
+                records.duplicates += 1
                 return seen
             reply = self._accept(session_id, headers, parsed)
             if request_id is not None and 200 <= reply.status < 300:
-                self._replies[request_id] = reply
+                records.replies[request_id] = reply
             return reply
 
     def _accept(self, session_id: str | None, headers: dict[str, str], parsed: Any) -> Reply:
@@ -583,10 +610,10 @@ class LocalCollector:
             return _error("the body is not valid UTF-8 JSON")
         try:
             if session_id is None:
-                return self._create_session(parsed)
+                return self._records.create_session(parsed)
             if session_id is _APPLICATION:
                 return self._registry.create(parsed)
-            return self._append_action(session_id, parsed)
+            return self._records.append_action(session_id, parsed)
         except msgspec.ValidationError as exc:  # the message names the field: "- at `$.x`"
             return _error(str(exc), 422)
 
@@ -606,39 +633,8 @@ class LocalCollector:
                 return _error(f"session_id {match[1]!r} is not a UUID - at `session_id`", 422)
             return self._registry.lookup(session_id)
 
-    def _create_session(self, body: Any) -> Reply:
-        # A random id with the version bits of a UUID 5 (cheaper than hashing a uuid4).
-        session_id = check_session(body) or str(uuid.UUID(bytes=os.urandom(16), version=5))
-        if session_id in self._sessions:
-            return _error(f"session {session_id} already exists - at `$.session_id`", 409)
-        actions = body.get("actions") or []
-        self._sessions[session_id] = {**body, "session_id": session_id, "actions": list(actions)}
-        self._actions.extend(actions)
-        self._action_sessions.extend([session_id] * len(actions))
-        if self._emit is not None:
-            now = time.time()
-            fields = {key: value for key, value in body.items() if key != "actions"}
-            self._emit(
-                StoredEvent("session", session_id, {**fields, "session_id": session_id}, now)
-            )
-            for stored in actions:
-                self._emit(StoredEvent("action", session_id, stored, now))
-        return Reply(200, msgspec.json.encode({"session_id": session_id}))
-
-    def _append_action(self, session_id: str, body: Any) -> Reply:
-        check_action(body)
-        session = self._sessions.get(session_id) or self._sessions.get(canonical_uuid(session_id))
-        if session is None:
-            return _error(f"no session {session_id}", 404)
-        session["actions"].append(body)
-        self._actions.append(body)
-        self._action_sessions.append(session["session_id"])
-        if self._emit is not None:
-            self._emit(StoredEvent("action", session["session_id"], body, time.time()))
-        return _ACCEPTED
-
     def _emit_event(self, event: StoredEvent) -> None:
-        """Hand a stored session or action to the file and the hook (lock held, on the loop)."""
+        """Hand a stored session or action to the file, the hook and the page (lock held)."""
         if self._store is not None:
             self._store.put(event)
         if self._on_event is not None:
@@ -646,6 +642,27 @@ class LocalCollector:
                 self._on_event(event)
             except Exception:  # the request was served all the same
                 logger.exception("LocalCollector: the on_event hook raised")
+        server = self._server
+        if server is not None and server.streams:
+            server.publish(_page.stored_message(event, self._records))
+
+    # -- the page (runs on the server's event loop) ------------------------
+
+    def _page_reply(self, request: Request) -> Reply:
+        """The answer of the page or of its API: see ``collector/_page.py``."""
+        with self._lock:
+            answer = self._page.answer(request, self._records, self._registry, self._hosts)
+            if answer.watching:  # a page opens its live stream: storage tells it from now on
+                self._records.emit = self._emit_event
+            if answer.message is not None:
+                self._publish(answer.message)
+            return answer.reply
+
+    def _publish(self, message: bytes) -> None:
+        """Write ``message`` to the pages watching, if any (from any thread)."""
+        server = self._server
+        if server is not None and server.streams:
+            server.publish(message)
 
 
 @dataclass(slots=True)
@@ -658,6 +675,7 @@ class _Exchange:
     hold: int | None = None  # held while the collector's release count is still this
     delay: float = 0.0
     drop: bool = False
+    refusal: Reply | None = None  # answered at once, whatever the faults (a foreign Host)
     failure: Reply | None = None
     check: Callable[[str], bool] | None = None  # the bearer check
 

@@ -8,6 +8,15 @@ an :class:`Exchange` saying whether the request is held or delayed and, once
 it is neither, what to answer. Waiting costs no thread: a held request waits
 for :meth:`HttpServer.recheck`, a delayed one for a timer of the loop.
 
+A body larger than the limit the server is given (``body_limit``) is not
+read: the request is handed over at once with an empty body and ``oversize``
+set, whether its ``Content-Length`` says so or a chunked body passes the limit
+as it arrives; its answer closes the connection, after the server has read and
+dropped what the client still sends for a while (so that the client, still
+writing, gets the answer rather than a reset). An answer may also be an event
+stream (``Reply.stream``): the connection then stays open, and every
+:meth:`HttpServer.publish` is written to it until the client goes.
+
 Pipelined requests (several written on one connection before their answers
 are read) are read as they arrive and handed to the handler at once, so that
 their delays run side by side, as they would on a server that far away; their
@@ -32,13 +41,15 @@ from typing import NamedTuple, Protocol, cast
 
 import msgspec
 
-__all__ = ["Exchange", "HttpServer", "Reply", "Request"]
+__all__ = ["Answered", "Exchange", "HttpServer", "Reply", "Request"]
 
 _MAX_HEAD = 65536  # bytes of request line and headers
 _MAX_HEADERS = 100
 _BACKLOG = 128
 _RECEIVE_SIZE = 65536
 _CHUNK_SIZE = re.compile(rb"[0-9a-fA-F]{1,8}")
+_LINGER = 2.0  # seconds an answered connection reads and drops a body it refused
+_STREAM_BACKLOG = 4 << 20  # bytes an event stream may fall behind before it is cut
 _PHRASES = {status.value: status.phrase for status in HTTPStatus}
 
 
@@ -51,6 +62,8 @@ class Request(NamedTuple):
 
     ``framing_error`` says why the body could not be read (it is then empty):
     the connection is closed after the answer, as the next request cannot be found.
+    ``oversize``: the body passed the server's ``body_limit`` and was not read
+    (it is empty); the connection is closed after the answer too.
     """
 
     method: str
@@ -58,14 +71,22 @@ class Request(NamedTuple):
     headers: dict[str, str]
     body: bytes
     framing_error: str | None = None
+    oversize: bool = False
 
 
 class Reply(NamedTuple):
-    """An answer: always ``application/json``, with ``headers`` added."""
+    """An answer: ``body`` of ``content_type``, with ``headers`` added.
+
+    ``stream``: the body is the start of an event stream, sent without a
+    length; the connection stays open for what :meth:`HttpServer.publish`
+    writes, until the client closes it.
+    """
 
     status: int
     body: bytes
     headers: tuple[tuple[str, str], ...] = ()
+    content_type: str = "application/json"
+    stream: bool = False
 
 
 class Exchange(Protocol):
@@ -89,10 +110,20 @@ Handler = Callable[[Request], Exchange]
 
 
 class HttpServer:
-    """Serves ``handler`` on ``address`` (bound at once) from a daemon thread, once started."""
+    """Serves ``handler`` on ``address`` (bound at once) from a daemon thread, once started.
 
-    def __init__(self, address: tuple[str, int], handler: Handler) -> None:
+    ``body_limit`` is asked, as each request's head is read, for the largest
+    body to read (None: no limit).
+    """
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: Handler,
+        body_limit: Callable[[], int | None] = lambda: None,
+    ) -> None:
         self.handler = handler
+        self.body_limit = body_limit
         # SO_REUSEADDR: a restart rebinds the port despite TIME_WAIT sockets.
         self._socket = socket.create_server(address, backlog=_BACKLOG)
         self._socket.setblocking(False)
@@ -105,6 +136,7 @@ class HttpServer:
         self.stopping = False
         self.connections: set[_Connection] = set()  # made and not yet lost
         self.waiting: set[_Connection] = set()  # those whose request is held or delayed
+        self.streams: set[_Connection] = set()  # those answered with an event stream
         # Where every connection receives: one at a time, as all run on the loop.
         self.inbox = memoryview(bytearray(_RECEIVE_SIZE))
 
@@ -116,6 +148,19 @@ class HttpServer:
         """Let the held requests that are no longer held go on (from any thread)."""
         with contextlib.suppress(RuntimeError):  # the loop is closed: nothing is held
             self.loop.call_soon_threadsafe(self._recheck)
+
+    def publish(self, data: bytes) -> None:
+        """Write ``data`` to every open event stream (from any thread).
+
+        A stream that has fallen more than ``_STREAM_BACKLOG`` bytes behind is
+        closed: its client reconnects and reads afresh, rather than the server
+        holding more and more for it.
+        """
+        if threading.get_ident() == self._loop_thread:
+            self._publish(data)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
+                self.loop.call_soon_threadsafe(self._publish, data)
 
     def stop(self, timeout: float) -> None:
         """Close the listener and every connection, dropping held and delayed requests.
@@ -133,6 +178,14 @@ class HttpServer:
             thread.join(timeout)
 
     # -- on the loop -------------------------------------------------------------
+
+    @property
+    def _loop_thread(self) -> int | None:
+        return None if self._thread is None else self._thread.ident
+
+    def _publish(self, data: bytes) -> None:
+        for connection in list(self.streams):
+            connection.push(data)
 
     def _run(self) -> None:
         self._accepting = self.loop.create_task(self._accept())
@@ -198,6 +251,10 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+class _TooLarge(Exception):
+    """A body larger than the server's limit: not read."""
+
+
 class _BadHead(Exception):
     """A request head that cannot be read: answered with ``status``, then the connection closes."""
 
@@ -247,6 +304,8 @@ def _read_head(buffer: bytearray) -> _Head | None:
         if not colon or not name or name[0] in " \t" or name[-1] in " \t":
             raise _BadHead(400, f"bad header line {line.strip()[:100]!r}")
         headers[name.lower()] = value.strip()
+    if version == "HTTP/1.1" and "host" not in headers:  # RFC 9112 3.2: a server must refuse it
+        raise _BadHead(400, "an HTTP/1.1 request needs a Host header")
     # HTTP/1.1 keeps the connection unless told to close, HTTP/1.0 only when told to keep it.
     tokens = {token.strip() for token in headers.get("connection", "").lower().split(",")}
     keep_alive = "close" not in tokens if version == "HTTP/1.1" else "keep-alive" in tokens
@@ -254,7 +313,7 @@ def _read_head(buffer: bytearray) -> _Head | None:
     return _Head(method, path, headers, keep_alive, expects_continue)
 
 
-class _Answered:
+class Answered:
     """The exchange of a request that could not be read: its answer is known at once."""
 
     delay = 0.0
@@ -292,6 +351,11 @@ class _Connection(asyncio.BufferedProtocol):
         self._head: _Head | None = None  # read, while its body is not all in
         self._chunks: list[bytes] = []  # of the chunked body being read
         self._trailers = False  # its last chunk is read: trailer fields follow
+        self._chunked_size = 0  # bytes of the chunked body read so far
+        self._limit: int | None = None  # the largest body to read, asked as each head is read
+        self._unread = False  # a body was refused unread: linger before closing
+        self._linger: asyncio.TimerHandle | None = None  # ends the lingering
+        self._streaming = False  # answered with an event stream: publish() writes to it
         self._pending: deque[_Pending] = deque()  # read and not yet answered, in order
         self._last_read = False  # a request that closes the connection was read
         self._eof = False  # the client sends no more
@@ -310,11 +374,16 @@ class _Connection(asyncio.BufferedProtocol):
         return self._server.inbox
 
     def buffer_updated(self, nbytes: int) -> None:
+        if self._last_read:  # no request is read after the last one: dropped, not kept
+            return
         self._buffer += self._server.inbox[:nbytes]
         self._serve()
 
     def eof_received(self) -> bool:
         self._eof = True
+        if self._linger is not None:  # the client has sent all: close now
+            self._linger.cancel()
+            return False
         self._serve()  # answers what is buffered, then closes
         return True  # keep the transport: a request may still be waiting for its answer
 
@@ -322,6 +391,9 @@ class _Connection(asyncio.BufferedProtocol):
         # Requests still held or delayed go on: they are recorded, their answers not sent.
         self._closed = True
         self._server.connections.discard(self)
+        self._server.streams.discard(self)
+        if self._linger is not None:
+            self._linger.cancel()
 
     # -- the server's calls ------------------------------------------------------------
 
@@ -343,6 +415,16 @@ class _Connection(asyncio.BufferedProtocol):
         if self._transport is not None:
             self._transport.abort()
 
+    def push(self, data: bytes) -> None:
+        """Write ``data`` to this event stream; cut it when its client lags too far behind."""
+        transport = self._transport
+        if self._closed or transport is None:
+            return
+        if transport.get_write_buffer_size() > _STREAM_BACKLOG:
+            self.abort()
+            return
+        transport.write(data)
+
     # -- requests ------------------------------------------------------------------------
 
     def _serve(self) -> None:
@@ -353,7 +435,7 @@ class _Connection(asyncio.BufferedProtocol):
             except _BadHead as exc:
                 # Answered after the requests before it; then the connection closes.
                 reply = Reply(exc.status, msgspec.json.encode({"error": str(exc)}))
-                self._pending.append(_Pending(_UNREADABLE, _Answered(reply), ready=True))
+                self._pending.append(_Pending(_UNREADABLE, Answered(reply), ready=True))
                 self._last_read = True
                 break
             if read is None:
@@ -392,8 +474,9 @@ class _Connection(asyncio.BufferedProtocol):
         while pending and pending[0].ready:
             first = pending.popleft()
             reply = first.exchange.answer(dropped=False)
-            if reply is None or not first.head.keep_alive:
-                # This answer ends the connection: what was read after it goes unanswered.
+            if reply is None or not first.head.keep_alive or reply.stream:
+                # This answer ends the connection (or keeps it for a stream): what was
+                # read after it goes unanswered.
                 self._send(reply, first.head)
                 self.drop_pending()
                 return
@@ -408,11 +491,11 @@ class _Connection(asyncio.BufferedProtocol):
         if reply is None:
             self._close()
             return
-        keep_alive = head is not None and head.keep_alive
+        keep_alive = head is not None and head.keep_alive and not reply.stream
         lines = [
             f"HTTP/1.1 {reply.status} {_PHRASES.get(reply.status, 'Unknown')}",
-            "Content-Type: application/json",
-            f"Content-Length: {len(reply.body)}",
+            f"Content-Type: {reply.content_type}",
+            *(() if reply.stream else (f"Content-Length: {len(reply.body)}",)),
             *(f"{name}: {value}" for name, value in reply.headers),
         ]
         if not keep_alive:
@@ -421,14 +504,33 @@ class _Connection(asyncio.BufferedProtocol):
         # One write per answer: a small reply leaves as a single segment.
         head_only = head is not None and head.method == "HEAD"
         self._transport.write(data if head_only else data + reply.body)
-        if not keep_alive:
+        if reply.stream and not head_only:
+            # Its end is the connection's end: nothing more is read from it.
+            self._last_read = True
+            self._streaming = True
+            self._server.streams.add(self)
+        elif not keep_alive:
             self._close()
 
     def _close(self) -> None:
-        """Close once what was written has left."""
+        """Close once what was written has left.
+
+        After a body refused unread, the client may still be writing it: closing
+        with its bytes unread would reset the connection, and a reset can reach
+        the client before the answer does. So the server first says it sends no
+        more, then reads and drops what arrives, until the client is done or
+        ``_LINGER`` seconds have passed (as web servers do: a lingering close).
+        """
         self._closed = True
-        if self._transport is not None:
-            self._transport.close()
+        transport = self._transport
+        if transport is None:
+            return
+        if self._unread and not self._eof and transport.can_write_eof():
+            self._unread = False
+            transport.write_eof()
+            self._linger = self._server.loop.call_later(_LINGER, transport.close)
+            return
+        transport.close()
 
     def _read(self) -> tuple[_Head, Request] | None:
         """The next whole request, consumed from the buffer; None until more arrives."""
@@ -438,7 +540,10 @@ class _Connection(asyncio.BufferedProtocol):
             self._head = _read_head(self._buffer)
             if self._head is None:
                 return None
-            if self._head.expects_continue and self._transport is not None:
+            self._limit = self._server.body_limit()
+            length = self._head.headers.get("content-length", "")
+            refused = self._limit is not None and length.isdigit() and int(length) > self._limit
+            if self._head.expects_continue and self._transport is not None and not refused:
                 self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         head = self._head
         try:
@@ -448,13 +553,24 @@ class _Connection(asyncio.BufferedProtocol):
             head.keep_alive = False
             self._head = None
             return head, Request(head.method, head.path, head.headers, b"", str(exc))
+        except _TooLarge:
+            # What is left of the body is never read: this request is the connection's last.
+            head.keep_alive = False
+            self._head = None
+            self._chunks, self._chunked_size, self._trailers = [], 0, False
+            self._unread = True
+            return head, Request(head.method, head.path, head.headers, b"", oversize=True)
         if body is None:
             return None
         self._head = None
         return head, Request(head.method, head.path, head.headers, body)
 
     def _read_body(self, headers: dict[str, str]) -> bytes | None:
-        """The body framed by Content-Length or chunked; ValueError when it cannot be framed."""
+        """The body framed by Content-Length or chunked; ValueError when it cannot be framed.
+
+        _TooLarge as soon as it is known to pass the limit: from its Content-Length,
+        or from a chunk's size line, before that chunk's data is read.
+        """
         encoding = headers.get("transfer-encoding")
         if encoding is not None:
             if encoding.strip().lower() != "chunked":
@@ -464,6 +580,8 @@ class _Connection(asyncio.BufferedProtocol):
         if not (length.isascii() and length.isdigit()):
             raise ValueError(f"invalid Content-Length {length!r}")
         size = int(length)
+        if self._limit is not None and size > self._limit:
+            raise _TooLarge
         buffer = self._buffer
         if len(buffer) < size:
             return None
@@ -489,13 +607,15 @@ class _Connection(asyncio.BufferedProtocol):
                 del buffer[: end + 1]
                 if not line:
                     body = b"".join(self._chunks)
-                    self._chunks, self._trailers = [], False
+                    self._chunks, self._chunked_size, self._trailers = [], 0, False
                     return body
                 continue
             size_field = line.split(b";", 1)[0].strip()
             if not _CHUNK_SIZE.fullmatch(size_field):
                 raise ValueError(f"invalid chunk size {size_field[:20]!r}")
             size = int(size_field, 16)
+            if self._limit is not None and self._chunked_size + size > self._limit:
+                raise _TooLarge
             if size == 0:
                 del buffer[: end + 1]
                 self._trailers = True
@@ -506,4 +626,5 @@ class _Connection(asyncio.BufferedProtocol):
             if buffer[data_end : data_end + 2] != b"\r\n":
                 raise ValueError("invalid chunk: its data does not end with CRLF")
             self._chunks.append(bytes(buffer[end + 1 : data_end]))
+            self._chunked_size += size
             del buffer[: data_end + 2]

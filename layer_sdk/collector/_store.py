@@ -104,8 +104,10 @@ class SqliteStore:
         connection.execute("PRAGMA synchronous=NORMAL")
         return connection
 
-    def load(self) -> tuple[list[dict[str, Any]], list[tuple[str, dict[str, Any]]]]:
-        """Create the tables if need be; the sessions and (session id, action) pairs kept."""
+    def load(
+        self,
+    ) -> tuple[list[tuple[dict[str, Any], float]], list[tuple[str, dict[str, Any]]]]:
+        """Create the tables if need be; the (session, stored at) and (session id, action) kept."""
         connection = self._connect()
         try:
             version = connection.execute("PRAGMA user_version").fetchone()[0]
@@ -117,8 +119,10 @@ class SqliteStore:
             connection.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
             decode = msgspec.json.decode
             sessions = [
-                decode(body)
-                for (body,) in connection.execute("SELECT body FROM sessions ORDER BY rowid")
+                (decode(body), received_at)
+                for body, received_at in connection.execute(
+                    "SELECT body, received_at FROM sessions ORDER BY rowid"
+                )
             ]
             actions = [
                 (session_id, decode(body))

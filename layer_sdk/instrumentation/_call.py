@@ -37,7 +37,7 @@ from .._context import Recorder
 from .._exceptions import LayerFirewallSessionBlocked
 from .._schemas import SessionActionError, SessionActionKind, SessionActionScanner
 from ._fields import _attribute, _classes
-from ._mapping import _error, _now, _Output, _parameters
+from ._mapping import _api_keys, _error, _now, _Output, _parameters
 from ._streams import _Accumulator, _StreamRecord, _trace_stream
 
 logger = logging.getLogger("layer_sdk")
@@ -149,7 +149,7 @@ def _read_raw_body(
 class _Call:
     """One instrumented call: its request, and the actions it turns into."""
 
-    __slots__ = ("api", "client", "kwargs", "operation", "raw", "session_id", "started")
+    __slots__ = ("api", "client", "kwargs", "operation", "raw", "resource", "session_id", "started")
 
     #: Set by each provider's subclass.
     PROVIDER: ClassVar[str] = ""
@@ -173,6 +173,8 @@ class _Call:
         self.session_id = session_id
         self.raw = raw
         self.started = started
+        #: The provider's object the method was called on (set by ``Patcher.start``).
+        self.resource: Any = None
 
     # What a provider defines.
 
@@ -190,7 +192,7 @@ class _Call:
 
     def failed(self, exc: BaseException) -> None:
         try:
-            self.record_failure(_error(exc), _now())
+            self.record_failure(self.error_of(exc), _now())
         except Exception as problem:
             self.problem(f"recording a failed {self.operation} call", problem)
 
@@ -237,6 +239,10 @@ class _Call:
     def problem(self, where: str, exc: BaseException) -> None:
         """Log a failure of ours (also for the stream code, which records through a call)."""
         self.PROBLEMS(where, exc)
+
+    def error_of(self, exc: BaseException) -> dict[str, Any]:
+        """The action error of ``exc``, which the provider raised for this call (see ``_error``)."""
+        return _error(exc, _api_keys(self.resource))
 
     # The actions.
 

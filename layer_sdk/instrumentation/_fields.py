@@ -3,8 +3,9 @@
 The same code reads a pydantic model (v1 or v2, as each openai or anthropic
 version has), a plain dict (a ``with_raw_response`` body, a request argument)
 or any other object, and a field that is absent reads as None: no version of
-a provider SDK promises every field. Strings are cut here, once for every mapping, at
-``MAX_VALUE_CHARS``.
+a provider SDK promises every field. Strings are read whole, however long: the
+monitor must see what the model sees. An action too large for ``max_event_bytes``
+is cut where every action is, with its head and tail kept (``_oversize``).
 
 Also here: how a name is looked up in a provider's modules (``_attribute``),
 and the providers' "not given" sentinels, recognised once each is imported.
@@ -15,10 +16,6 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 from typing import Any
-
-#: A string longer than this (a base64 image, a long audio clip) is cut in the
-#: recorded data, so that one attachment cannot exceed the event size limit.
-MAX_VALUE_CHARS = 256 * 1024
 
 # -- names in a provider's modules ---------------------------------------------------
 
@@ -149,13 +146,7 @@ def _items(value: Any) -> list[Any] | tuple[Any, ...]:
 
 
 def _str(value: Any) -> str | None:
-    if isinstance(value, str):
-        return value if len(value) <= MAX_VALUE_CHARS else _clip(value)
-    return None
-
-
-def _clip(value: str) -> str:
-    return f"{value[:1024]}…[{len(value) - 1024} more characters not recorded]"
+    return value if isinstance(value, str) else None
 
 
 def _plain(value: Any) -> bool:

@@ -8,10 +8,11 @@ unexpected shape: a field of the wrong type is left out.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from .._redact import scrub
 from ._fields import _as_dict, _fields, _get, _given, _items, _plain, _str
 
 
@@ -43,7 +44,7 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _error(exc: BaseException) -> dict[str, Any]:
+def _error(exc: BaseException, api_keys: Iterable[str] = ()) -> dict[str, Any]:
     """The ``error`` of an action for an exception (a provider's API error or any other).
 
     The API takes an integer ``code`` only (a string there gets the whole
@@ -52,25 +53,82 @@ def _error(exc: BaseException) -> dict[str, Any]:
     event arrives on a 200 response: no code). The exception's class and the
     provider's own fields (OpenAI's ``code`` may be a string, an integer or
     null; Anthropic's error ``type`` is in the body) go to ``details``.
+
+    The provider's text is scrubbed as the Layer API's answers are
+    (``_redact``), with ``api_keys`` (the provider client's) and the
+    credentials the failed request carried as known secrets: a provider or a
+    gateway that refuses an API key may quote it ("Incorrect API key
+    provided: sk-..."), and Layer would store it.
     """
+    secrets = [*api_keys, *_credentials_sent(exc)]
     details: dict[str, Any] = {"type": type(exc).__name__}
     for name, key in _ERROR_FIELDS:
         value = getattr(exc, name, None)
         if _plain(value):
-            details[key] = _str(value) if isinstance(value, str) else value
+            details[key] = scrub(value, secrets) if isinstance(value, str) else value
     if "error_type" not in details:  # anthropic: {"type": "error", "error": {"type": ...}}
         kind = _get(_get(getattr(exc, "body", None), "error"), "type")
         if isinstance(kind, str):
-            details["error_type"] = _str(kind)
+            details["error_type"] = scrub(kind, secrets)
     if "request_id" not in details:  # openai before 1.20 keeps it in the response only
         request_id = _header(getattr(exc, "response", None), "x-request-id")
         if request_id is not None:
             details["request_id"] = request_id
-    error: dict[str, Any] = {"message": _str(str(exc)) or type(exc).__name__, "details": details}
+    message = scrub(str(exc), secrets) or type(exc).__name__
+    error: dict[str, Any] = {"message": message, "details": details}
     status = getattr(exc, "status_code", None)
     if type(status) is int and status >= 400:
         error["code"] = status
     return error
+
+
+#: The attributes of a provider's client that hold its credentials (openai's and
+#: anthropic's ``api_key``, anthropic's ``auth_token``, openai's admin key).
+_KEY_ATTRIBUTES = ("api_key", "auth_token", "admin_api_key")
+
+
+def _api_keys(resource: Any) -> list[str]:
+    """The credentials of the client of ``resource`` (a provider's resource object, such as
+    ``client.chat.completions``, which keeps its client as ``_client``)."""
+    try:
+        client = getattr(resource, "_client", None)
+        if client is None:
+            return []
+        found = (getattr(client, name, None) for name in _KEY_ATTRIBUTES)
+        return [value for value in found if isinstance(value, str) and value]
+    except Exception:  # a property of an odd client that raises
+        return []
+
+
+#: Request headers that carry a provider's API key (OpenAI, Anthropic, Azure OpenAI, a proxy).
+_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "proxy-authorization")
+
+
+def _credentials_sent(exc: BaseException) -> list[str]:
+    """The credentials the request that failed with ``exc`` carried (its API key), if known.
+
+    openai's and anthropic's errors keep their ``httpx.Request``, whose headers
+    hold the key as the client sent it (whatever ``api_key`` or
+    ``with_options`` gave): ``Bearer <key>``, or the key alone.
+    """
+    try:
+        request = getattr(exc, "request", None)
+        if request is None:
+            request = getattr(getattr(exc, "response", None), "request", None)
+        headers = getattr(request, "headers", None)
+        if headers is None:
+            return []
+        found: list[str] = []
+        for name in _CREDENTIAL_HEADERS:
+            value = headers.get(name)
+            if isinstance(value, str) and value:
+                found.append(value)
+                _, _, credentials = value.partition(" ")  # "Bearer <key>": the key too
+                if credentials.strip():
+                    found.append(credentials.strip())
+        return found
+    except Exception:  # an odd object (an httpx.Response without its request raises)
+        return []
 
 
 #: (attribute of a provider's exception, its key in the action error's details).

@@ -42,6 +42,8 @@ class _Record(Protocol):
     client: Recorder
     #: The Layer session the call belongs to, None until one is created for it.
     session_id: str | None
+    #: The provider's object the method was called on (its client knows the API key).
+    resource: Any
 
     def failed(self, exc: BaseException) -> None: ...
 
@@ -191,8 +193,10 @@ class Patcher:
 
     # -- before the provider is called ---------------------------------------------------
 
-    def start(self, spec: Any, kwargs: dict[str, Any]) -> Any:
+    def start(self, spec: Any, kwargs: dict[str, Any], instance: Any = None) -> Any:
         """The record of a call about to be made; None: make it unrecorded (off, nested, our bug).
+
+        ``instance`` is the provider's object the method is called on.
 
         Every recorded call of every provider passes here before the request is
         made (for the ``.stream()`` helper: when ``stream()`` is called, before its
@@ -204,6 +208,7 @@ class Patcher:
             return None
         try:
             record = self._begin(client, spec, kwargs)
+            record.resource = instance
         except Exception as exc:
             self.problem(f"preparing the record of a {self.package} call", exc)
             return None
@@ -213,9 +218,9 @@ class Patcher:
         return record
 
     def starter(self, spec: Any) -> Start:
-        """``start`` for the calls of one target (the instance is not needed)."""
+        """``start`` for the calls of one target."""
         start = self.start
-        return lambda instance, kwargs: start(spec, kwargs)
+        return lambda instance, kwargs: start(spec, kwargs, instance)
 
 
 # -- the wrappers ---------------------------------------------------------------------

@@ -1,11 +1,12 @@
 """Reading a call's request before it is made: the session, the raw-response mode, the arguments.
 
 :func:`_read_request` reads the keyword arguments of an instrumented call,
-whatever the provider. Layer's session header (``SESSION_HEADERS``) is taken
+whatever the provider. Layer's session header (``_context.SESSION_HEADERS``) is taken
 out of ``extra_headers`` so that it never reaches the provider; its value
 picks the session of the call's actions. Without it (or with a value that
-is not a session ID) the session is the current ``session_context()``'s,
-else a new one, created when the first action is recorded.
+is not a session ID) the session is the current one (a ``session_context()``,
+or the request or task of an integration, whose pending session is created
+now), else a new one, created when the first action is recorded.
 
 ``extra_headers`` also says whether the call is made through
 ``with_raw_response`` or ``with_streaming_response`` (openai and anthropic
@@ -17,12 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .._context import current_session_id
+from .._context import SESSION_HEADERS, current_session
 from .._exceptions import LayerSchemaValidationError
 from .._schemas import session_id_text
 
-#: Headers that carry a Layer session ID; removed before the request goes to the provider.
-SESSION_HEADERS = frozenset({"x-layer-session-id", "layer-session-id"})
 #: Set by ``with_raw_response`` ("true"/"raw") and ``with_streaming_response`` ("stream").
 _RAW_HEADER = "x-stainless-raw-response"
 _CONTAINERS = frozenset({list, tuple, str, dict})
@@ -37,8 +36,9 @@ def _read_request(
 
     Only two edits: the session header leaves ``extra_headers`` (a new dict),
     and a one-shot iterator among the arguments named in ``read`` (those the
-    mappings read) becomes a list with the same items, so that reading it
-    leaves it whole for the provider.
+    mappings read) is watched as the provider takes it (``_watched``), never
+    read here: the provider gets every item, and whatever the iterator raises,
+    as it would without the instrumentation.
     """
     session_id: str | None = None
     raw: str | None = None
@@ -52,15 +52,30 @@ def _read_request(
         except Exception as exc:
             problem("reading extra_headers", exc)
     if session_id is None:
-        session_id = current_session_id.get()
+        session_id = current_session()
     try:
         for name in read:
             value = kwargs.get(name)
             if value is not None and type(value) not in _CONTAINERS and isinstance(value, Iterator):
-                kwargs[name] = list(value)
+                kwargs[name] = _watched(value, kwargs, name)
     except Exception as exc:
         problem("reading the arguments", exc)
     return session_id, raw
+
+
+def _watched(iterator: Iterator[Any], kwargs: dict[str, Any], name: str) -> Iterator[Any]:
+    """``iterator``'s items, as the provider takes them; the record reads the items taken.
+
+    The provider iterates this in place of the caller's iterator (at the call,
+    as it builds the request); from its first item on, ``kwargs[name]`` (the
+    record's view of the call) is the list of the items taken so far. An
+    exception of the iterator reaches the provider, and so the caller, as is.
+    """
+    taken: list[Any] = []
+    kwargs[name] = taken
+    for item in iterator:
+        taken.append(item)
+        yield item
 
 
 def _scan_headers(headers: Any) -> tuple[Any, Any, str | None]:

@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from typing import Any, Protocol
 
-from ._mapping import _error, _now, _Output
+from ._mapping import _now, _Output
 
 
 class _Accumulator(Protocol):
@@ -51,6 +51,8 @@ class _StreamingCall(Protocol):
     operation: str
 
     def problem(self, where: str, exc: BaseException) -> None: ...
+
+    def error_of(self, exc: BaseException) -> dict[str, Any]: ...
 
     def record_output(
         self,
@@ -106,7 +108,7 @@ class _StreamRecord:
                 output,
                 ended,
                 model=self.model,
-                error=_error(error) if error is not None else None,
+                error=self.call.error_of(error) if error is not None else None,
                 streamed=True,
             )
         except Exception as exc:

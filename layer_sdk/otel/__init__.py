@@ -40,7 +40,7 @@ try:
 except ImportError as exc:  # pragma: no cover - the message is the point
     raise ImportError(
         "layer_sdk.otel needs the OpenTelemetry SDK: install the 'otel' extra "
-        "(pip install 'layer-sdk[otel]') or opentelemetry-sdk"
+        "(pip install -e '.[otel]' in a checkout) or opentelemetry-sdk"
     ) from exc
 
 from ._completion_hook import LayerCompletionHook

@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 
 from .._client import Client
 from .._config import DEFAULT_SHUTDOWN_TIMEOUT
-from .._context import current_session_id
+from .._context import PendingSession, current_session_id
 from .._export._losses import SPAN_BACKLOG, sdk_thread
 from . import _native, _spans
 from ._actions import record
@@ -76,7 +76,7 @@ class LayerSpanProcessor(SpanProcessor, LogRecordProcessor):
         self._sessions = Sessions(client)
         self._lock = threading.Lock()
         #: span ID -> (the context's session at start, started inside a recorded call).
-        self._started: dict[int, tuple[str | None, bool]] = {}
+        self._started: dict[int, tuple[str | PendingSession | None, bool]] = {}
         #: span ID -> (event name, body) of its message events emitted as log records.
         self._events: dict[int, list[tuple[str, Any]]] = {}
         #: span ID -> True: a call below this span was recorded (natively or from its span).
@@ -149,7 +149,8 @@ class LayerSpanProcessor(SpanProcessor, LogRecordProcessor):
         """A span found the backlog full: counted and told like the losses at the door."""
         exporter = self._client._exporter
         if exporter is None:
-            PROBLEMS("handing a span over", RuntimeError("the client is not initialized"))
+            if not self._client.stats().disabled:  # a disabled client records and says nothing
+                PROBLEMS("handing a span over", RuntimeError("the client is not initialized"))
             return
         exporter.count_loss(
             SPAN_BACKLOG,
@@ -167,7 +168,7 @@ class LayerSpanProcessor(SpanProcessor, LogRecordProcessor):
     def _ended(
         self,
         span: ReadableSpan,
-        noted: tuple[str | None, bool] | None,
+        noted: tuple[str | PendingSession | None, bool] | None,
         marked: bool,
         events: list[tuple[str, Any]] | None,
         kept: tuple[Any, Any, Any] | None,
@@ -191,7 +192,7 @@ class LayerSpanProcessor(SpanProcessor, LogRecordProcessor):
         finally:
             sdk_thread.recording = recording
 
-    def record(self, call: _spans.GenAICall, session: str | None) -> None:
+    def record(self, call: _spans.GenAICall, session: str | PendingSession | None) -> None:
         """Append the actions of ``call`` in its session (``session``: the context's at start)."""
         session_id = self._sessions.of(call, session)
         record(self._client, session_id, call, PROBLEMS)

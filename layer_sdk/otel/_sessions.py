@@ -5,8 +5,10 @@ In this order:
 1. the span's ``gen_ai.conversation.id`` (or OpenInference's ``session.id``):
    the session :func:`conversation_session_id` derives from it, the same for
    every span of the conversation, in every trace;
-2. the ``session_context()`` block or ``@layer.session`` function that was
-   running when the span **started** (the processor notes it in ``on_start``);
+2. the ``session_context()`` block, ``@layer.session`` function, or request
+   or task of an integration that was running when the span **started** (the
+   processor notes it in ``on_start``; a pending session of an integration is
+   created when the call is recorded);
 3. the session of the span's trace: the first call of a trace starts a new
    session (attribute ``otel.trace_id``) and every later call of the trace
    joins it, so a LangChain agent run is one session. A trace whose call
@@ -24,6 +26,7 @@ from collections import OrderedDict
 from typing import Any
 
 from .._client import Client
+from .._context import PendingSession
 from .._exceptions import LayerMissingRequiredConfigurationError
 from ._spans import GenAICall
 
@@ -47,12 +50,11 @@ def conversation_session_id(conversation_id: str, client: Client | None = None) 
 
 
 def _namespace(client: Client) -> uuid.UUID:
-    exporter = client._exporter
-    if exporter is None:
+    config = client._settings()  # a disabled client's too: its calls go on, recording nothing
+    if config is None:
         raise LayerMissingRequiredConfigurationError(
             "call init() before conversation_session_id(): the ID depends on the application"
         )
-    config = exporter.config
     application = config.application_id or f"name:{config.application_name}"
     return uuid.uuid5(uuid.NAMESPACE_URL, f"layer-otel-conversation:{application}")
 
@@ -70,12 +72,14 @@ class Sessions:
         """In a forked child: a fresh lock (a parent thread may have held it at fork)."""
         self._lock = threading.Lock()
 
-    def of(self, call: GenAICall, started_in: str | None) -> str:
+    def of(self, call: GenAICall, started_in: str | PendingSession | None) -> str:
         """The session of ``call``; ``started_in``: the context's session when its span started.
 
         Creating a session encodes and enqueues it (no network), under this lock,
         so that two spans of one new trace ending together get one session.
         """
+        if isinstance(started_in, PendingSession):
+            started_in = started_in.resolve()
         with self._lock:
             traces = self._traces
             if call.conversation_id:
