@@ -3,15 +3,25 @@
 A typical chat span of the current conventions (provider, models, usage,
 finish reasons, two input messages of about 200 characters and the answer as
 ``gen_ai.*.messages`` JSON) is made with a real SDK tracer, then handed to the
-processor: ``on_start`` is timed on a started span (the caller's thread, as
-the provider calls it), ``on_end`` on the same span once ended (where the
-work is: reading the span, two ``append_action`` calls). In alternating
-blocks of the same run, the same two actions are appended directly with
-``append_action``. Spans come 100 to a trace (one session each). The
-client delivers to a ``LocalCollector`` in its own process; at the end the
-server's count is checked against what was produced.
+processor as a provider hands it: ``on_start`` is timed on the started span,
+``on_end`` on the same span once ended. Both run on the caller's thread;
+``on_end`` only hands the span to the processor's reader thread, which reads
+it and appends its two actions meanwhile. In alternating blocks of the same
+run, the same two actions are appended directly with ``append_action``;
+between the blocks (untimed) ``force_flush()`` lets the reader catch up.
+Spans come 100 to a trace (one session each). Then spans are ended back to
+back with nothing else to do, to show how many the reader can take: what
+its backlog cannot hold is lost, counted.
 
-    python benchmarks/otel_processor.py            # about 20 s
+Then the reader's work per span is timed on this thread: after
+``shutdown()`` the processor reads each span on the thread that ends it, so
+``on_end`` is then the whole work (copying the attributes, reading the call
+with its JSON messages, choosing the session and appending two actions); its
+parts are timed alone on the same spans. The client delivers to a
+``LocalCollector`` in its own process; the server's count is checked
+against what the timed blocks and the reader's phase produced.
+
+    python benchmarks/otel_processor.py            # under a minute
     python benchmarks/otel_processor.py --quick    # a few seconds
     python benchmarks/otel_processor.py --write    # ...and save to benchmarks/RESULTS.md
 """
@@ -20,12 +30,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import os
 import platform
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +93,14 @@ REPLY = {"messages": [{"role": "assistant", "content": ANSWER}]}
 BASE = {"model.id": "gpt-4o-mini", "model.provider": "openai", "gen_ai.operation.name": "chat"}
 
 
+def chat_spans(tracer: Any, count: int) -> Iterator[tuple[Any, Any]]:
+    """``count`` started chat spans, 100 to a trace, each with its parent context."""
+    for index in range(count):
+        if index % PER_TRACE == 0:
+            context = set_span_in_context(tracer.start_span("request"))
+        yield tracer.start_span("chat gpt-4o-mini", context, attributes=START_ATTRIBUTES), context
+
+
 def measure(spans: int) -> dict[str, Any]:
     with Server() as server:
         client = Client()
@@ -97,12 +117,9 @@ def measure(spans: int) -> dict[str, Any]:
         direct: list[int] = []
         session = client.create_session()
         produced = 1
-        for block in range(spans // BLOCK):
-            for index in range(BLOCK):
-                if (block * BLOCK + index) % PER_TRACE == 0:
-                    parent = tracer.start_span("request")
-                    context = set_span_in_context(parent)
-                span = tracer.start_span("chat gpt-4o-mini", context, attributes=START_ATTRIBUTES)
+        made = chat_spans(tracer, spans)
+        for _ in range(spans // BLOCK):
+            for span, context in itertools.islice(made, BLOCK):
                 t0 = clock()
                 processor.on_start(span, context)
                 t1 = clock()
@@ -114,6 +131,8 @@ def measure(spans: int) -> dict[str, Any]:
                 starts.append(t1 - t0)
                 ends.append(t3 - t2)
             produced += BLOCK * 2 + BLOCK // PER_TRACE
+            # Untimed: the reader catches up (it read alongside, as the GIL let it).
+            processor.force_flush(60_000)
             for _ in range(BLOCK):
                 t0 = clock()
                 client.append_action(
@@ -133,17 +152,81 @@ def measure(spans: int) -> dict[str, Any]:
                 )
                 direct.append(clock() - t0)
             produced += BLOCK * 2
-        delivered = client.flush(60)
+        load = os.getloadavg()[0]
+        delivered = client.flush(60) and server.count() == produced
+        lost = client.stats().dropped_by_reason.get("span_backlog", 0)
+        flood = back_to_back(client, processor, tracer, spans // 2)
         count = server.count()
+        reading = read_on_this_thread(client, processor, tracer, spans // 4)
+        read_spans = len(reading["whole"])
+        produced = read_spans * 2 + read_spans // PER_TRACE + 1 + read_spans * 2
+        delivered = delivered and client.flush(60) and server.count() - count == produced
         client.shutdown()
     return {
         "on_start": starts,
         "on_end": ends,
         "direct": direct,
-        "delivered": delivered and count == produced,
-        "count": count,
-        "produced": produced,
+        **reading,
+        **flood,
+        "load": load,
+        "lost": lost,
+        "delivered": delivered,
     }
+
+
+def back_to_back(client: Client, processor: Any, tracer: Any, spans: int) -> dict[str, Any]:
+    """``spans`` chat spans ended back to back by one thread with nothing else to do: the
+    reader's share of the GIL is then all it gets. How many were lost, at what rate."""
+    before = client.stats()
+    started = time.perf_counter()
+    for span, context in chat_spans(tracer, spans):
+        processor.on_start(span, context)
+        span.set_attributes(END_ATTRIBUTES)
+        span.end()
+        processor.on_end(span)
+    elapsed = time.perf_counter() - started
+    processor.force_flush(60_000)
+    after = client.stats()
+    lost = after.dropped_by_reason.get("span_backlog", 0)
+    lost -= before.dropped_by_reason.get("span_backlog", 0)
+    return {"flood_spans": spans, "flood_rate": spans / elapsed, "flood_lost": lost}
+
+
+def read_on_this_thread(
+    client: Client, processor: Any, tracer: Any, spans: int
+) -> dict[str, list[int]]:
+    """The reader's work per span, timed here: ``on_end`` after ``shutdown()`` (the whole),
+    then its parts alone on the same spans (the actions appended again, to one session)."""
+    from layer_sdk.otel import _spans
+    from layer_sdk.otel._actions import record
+    from layer_sdk.otel._problems import PROBLEMS
+
+    processor.shutdown()  # from now on, a span is read on the thread that ends it
+    clock = time.perf_counter_ns
+    ended = []
+    for span, context in chat_spans(tracer, spans):
+        processor.on_start(span, context)
+        span.set_attributes(END_ATTRIBUTES)
+        span.end()
+        ended.append(span)
+    whole, copy, read, append = [], [], [], []
+    for span in ended:
+        t0 = clock()
+        processor.on_end(span)
+        whole.append(clock() - t0)
+    session = client.create_session()
+    for span in ended:
+        t0 = clock()
+        attributes = _spans.attributes_of(span)
+        t1 = clock()
+        call = _spans.read(span, attributes, ("completion", "chat"))
+        t2 = clock()
+        record(client, session, call, PROBLEMS)
+        t3 = clock()
+        copy.append(t1 - t0)
+        read.append(t2 - t1)
+        append.append(t3 - t2)
+    return {"whole": whole, "copy": copy, "read": read, "append": append}
 
 
 def figures(samples: list[int]) -> tuple[float, float]:
@@ -155,28 +238,50 @@ def report(result: dict[str, Any], spans: int) -> str:
     on_start, on_end, direct = (figures(result[k]) for k in ("on_start", "on_end", "direct"))
     both = [s + e for s, e in zip(result["on_start"], result["on_end"], strict=True)]
     total = figures(both)
+    whole, copy, read, append = (figures(result[k]) for k in ("whole", "copy", "read", "append"))
+    rest = whole[0] - copy[0] - read[0] - append[0]
     lines = [
-        f"- machine: {platform.machine()}, {os.cpu_count()} cores, "
-        f"1-minute load average {os.getloadavg()[0]:.2f} at the end",
+        f"- machine: {platform.machine()}, {os.cpu_count()} cores, 1-minute load average "
+        f"{result['load']:.2f} after the timed blocks (shared with other work: "
+        f"{'loaded' if result['load'] > 1.5 else 'quiet'})",
         f"- Python {platform.python_version()} ({platform.python_implementation()}); "
         f"layer_sdk {layer_sdk.__version__}, "
         f"opentelemetry-sdk {opentelemetry.sdk.version.__version__}",
         f"- {spans:,} spans, {PER_TRACE} to a trace, in blocks of {BLOCK} alternating with the "
         f"direct calls; run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         "",
-        "| caller's thread, per span | median | p99 |",
+        "| on the caller's thread, per span | median | p99 |",
         "| --- | --- | --- |",
         f"| `on_start` | {on_start[0]:.2f} µs | {on_start[1]:.2f} µs |",
-        f"| `on_end` (read the span, append a prompt and an output) | {on_end[0]:.2f} µs "
+        f"| `on_end` (hands the span to the reader thread) | {on_end[0]:.2f} µs "
         f"| {on_end[1]:.2f} µs |",
         f"| both | {total[0]:.2f} µs | {total[1]:.2f} µs |",
-        f"| beside it: two `append_action` of the same content | {direct[0]:.2f} µs "
+        f"| beside it, same run: two `append_action` of the same content | {direct[0]:.2f} µs "
         f"| {direct[1]:.2f} µs |",
-        f"| the processor's own work (median of both minus the direct calls') "
-        f"| {total[0] - direct[0]:.2f} µs | — |",
+        f"| both / two `append_action` | {total[0] / direct[0]:.2f} | {total[1] / direct[1]:.2f} |",
         "",
-        f"Delivered: {result['count']:,} events of {result['produced']:,} produced "
-        f"({'all' if result['delivered'] else 'NOT all'}).",
+        f"| on the reader thread, per span ({len(result['whole']):,} spans read "
+        "on this thread after `shutdown()`) | median | p99 |",
+        "| --- | --- | --- |",
+        f"| the whole: read the span, append a prompt and an output | {whole[0]:.2f} µs "
+        f"| {whole[1]:.2f} µs |",
+        f"| of which: copy the attributes | {copy[0]:.2f} µs | {copy[1]:.2f} µs |",
+        f"| of which: read the call (model, usage, the JSON messages decoded) | {read[0]:.2f} µs "
+        f"| {read[1]:.2f} µs |",
+        f"| of which: append the prompt and the output (`append_action` twice) "
+        f"| {append[0]:.2f} µs | {append[1]:.2f} µs |",
+        f"| of which: the rest (hand-over, notes, the session), by difference "
+        f"| {rest:.2f} µs | — |",
+        "",
+        f"Spans lost to a full backlog in the timed blocks: {result['lost']}; every event of "
+        f"the timed blocks and of the reader's phase delivered: "
+        f"{'yes' if result['delivered'] else 'NO'}.",
+        "",
+        f"Beyond its pace: {result['flood_spans']:,} spans ended back to back by one thread "
+        f"doing nothing else ({result['flood_rate']:,.0f} spans/s): "
+        f"{result['flood_lost']:,} lost to the full backlog (`span_backlog`, counted). "
+        "The reader needs the GIL; a thread that waits on anything (a model's answer) "
+        "leaves it that time.",
     ]
     return "\n".join(lines)
 

@@ -56,7 +56,7 @@ from ._exceptions import (
     LayerRequestPreparationError,
     LayerSchemaValidationError,
 )
-from ._export import Event, Exporter, ExportStats, Put, lifecycle_lock
+from ._export import Event, Exporter, ExportStats, Put, drain_feeders, lifecycle_lock
 from ._export._retry import RetryPolicy
 from ._export._transport import Transport
 from ._firewall import (
@@ -245,8 +245,10 @@ class Client:
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every event enqueued before the call is delivered or given up on.
 
-        Returns True when all of them were delivered (and nothing was dropped
-        since the previous flush) within ``timeout`` seconds (default 30).
+        Spans that ended before the call and wait in a ``layer_sdk.otel`` span
+        processor are read first, and their events waited for too. Returns True
+        when all of them were delivered (and nothing was dropped since the
+        previous flush) within ``timeout`` seconds (default 30).
         Never raises for network trouble.
         """
         exporter = self._exporter
@@ -265,16 +267,21 @@ class Client:
                 self._disabled_closed = True
                 return True
             exporter = self._exporter
-            if exporter is None or not exporter.close():
+            if exporter is None or exporter.closed:
                 return True
-        instrumentation.uninstrument(self)
         if timeout is None:
             timeout = exporter.config.shutdown_timeout
         deadline = time.monotonic() + max(0.0, timeout)
+        # What a feeder holds (spans a span processor has not read) joins the queue first.
+        fed = drain_feeders(deadline)
+        with lifecycle_lock():
+            if self._exporter is not exporter or not exporter.close():
+                return True
+        instrumentation.uninstrument(self)
         firewall, self._guard = self._firewall, None
         if firewall is not None:
             firewall.close(deadline)
-        return exporter.finish(deadline)
+        return exporter.finish(deadline) and fed
 
     def stats(self) -> ExportStats:
         """Counts of events enqueued, sent, dropped, failed, retried and still queued."""

@@ -749,6 +749,7 @@ def test_a_failure_of_ours_never_reaches_the_tracer_and_is_logged_once(
     with caplog.at_level(logging.DEBUG, logger="layer_sdk"):
         for _ in range(3):
             traced.span("chat", CURRENT_CHAT)  # span.end() returns
+        assert traced.client.flush(10)  # the spans are read (and fail) before it returns
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "a bug of ours" in warnings[0].getMessage()
@@ -762,6 +763,7 @@ def test_a_client_not_initialized_loses_the_call_without_raising(
 ) -> None:
     setup = Traced(Client(), collector)
     setup.span("chat", CURRENT_CHAT)
+    assert setup.processor.force_flush(10000)  # the span is read; nothing to deliver
     assert len(setup.exported.get_finished_spans()) == 1
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "init()" in warnings[0].getMessage()

@@ -8,7 +8,7 @@ SDK's own HTTP/1.1 client), and ``_losses`` (why events are lost, and who is tol
 """
 
 from ._backends import Backend, Exchange, Response
-from ._exporter import Exporter, lifecycle_lock
+from ._exporter import Exporter, Feeder, add_feeder, drain_feeders, lifecycle_lock
 from ._queue import Event, ExportStats, Put
 
 __all__ = [
@@ -17,7 +17,10 @@ __all__ = [
     "Exchange",
     "ExportStats",
     "Exporter",
+    "Feeder",
     "Put",
     "Response",
+    "add_feeder",
+    "drain_feeders",
     "lifecycle_lock",
 ]

@@ -13,7 +13,12 @@ of a process:
 - **fork**: a child rebuilds every exporter in place (an empty queue, fresh
   locks, new connections, its own sender thread), so that it never re-sends
   its parent's events nor waits on a lock a parent thread held. A pid check
-  on the hot path backs up the ``os.register_at_fork`` hook.
+  on the hot path backs up the ``os.register_at_fork`` hook;
+- **feeders**: what hands events to the clients from a thread of its own
+  (the OpenTelemetry span processor's backlog, ``otel/_backlog.py``) is a
+  ``Feeder``: every flush, shutdown and exit drain first waits for what the
+  feeders hold to reach the queues, so that a span that ended before
+  ``flush()`` or the interpreter's exit is delivered like an event appended then.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from typing import Protocol
 
 import msgspec
 
@@ -97,7 +103,7 @@ class Exporter:
 
     def put(self, event: Event) -> Put:
         """Queue ``event`` (never blocks, never raises); what became of it."""
-        if sdk_thread.active:
+        if sdk_thread.active and not sdk_thread.recording:
             # A logging handler (say) run by one of the SDK's threads: never fed back.
             self.queue.refuse(event, RECURSION)
             return Put.DROPPED
@@ -136,11 +142,20 @@ class Exporter:
         return self.transport.send(path, body)
 
     def flush(self, timeout: float) -> bool:
-        """Wait for every event queued before the call; True when all were delivered."""
+        """Wait for every event queued (or held by a feeder) before the call; True when all
+        were delivered."""
         if self.closed:
             return True
+        deadline = time.monotonic() + timeout
+        fed = drain_feeders(deadline)
         self.worker.ensure_running()
-        return self.queue.flush(timeout)
+        return self.queue.flush(max(0.0, deadline - time.monotonic())) and fed
+
+    def count_loss(self, reason: str, detail: str) -> None:
+        """Count one event lost before it reached the door (``detail``: why, for the log
+        line), told to ``on_drop`` and logged like the losses at the door."""
+        self.losses.explain(reason, detail)
+        self.queue.refuse(Event("", b"", False), reason)
 
     def stats(self) -> ExportStats:
         """A consistent snapshot of the counts."""
@@ -192,6 +207,32 @@ _live: weakref.WeakSet[Exporter] = weakref.WeakSet()
 _lifecycle = threading.Lock()
 
 
+class Feeder(Protocol):
+    """Hands events to a client from a thread of its own (see the module docstring)."""
+
+    def drain(self, deadline: float) -> bool:
+        """Wait until what it held at the call reached its client (at most until
+        ``deadline``, monotonic); True when it did. Never raises."""
+        ...
+
+
+#: Every feeder not yet garbage-collected.
+_feeders: weakref.WeakSet[Feeder] = weakref.WeakSet()
+
+
+def add_feeder(feeder: Feeder) -> None:
+    """Drain ``feeder`` first at every flush, shutdown and exit (held weakly)."""
+    _feeders.add(feeder)
+
+
+def drain_feeders(deadline: float) -> bool:
+    """Drain every feeder, until ``deadline`` at most; True when all were drained."""
+    drained = True
+    for feeder in list(_feeders):
+        drained = feeder.drain(deadline) and drained
+    return drained
+
+
 def lifecycle_lock() -> threading.Lock:
     """The lock of every client's ``init()`` and ``shutdown()``; a fresh one after fork."""
     return _lifecycle
@@ -201,12 +242,17 @@ def lifecycle_lock() -> threading.Lock:
 def drain_at_exit() -> None:
     """Close every exporter, then drain each within its own ``shutdown_timeout``.
 
-    Closing all first lets their senders drain side by side, so that several
-    clients do not add their bounds up. No thread is started here (Python
-    3.12+ refuses to at exit).
+    The feeders are drained first (within the longest ``shutdown_timeout``),
+    while the doors are open. Closing all first lets their senders drain side
+    by side, so that several clients do not add their bounds up. No thread is
+    started here (Python 3.12+ refuses to at exit).
     """
     started = time.monotonic()
-    closing = [exporter for exporter in list(_live) if exporter.close()]
+    live = [exporter for exporter in list(_live) if not exporter.closed]
+    if live:
+        # Spans a span processor has not read yet become events before the doors shut.
+        drain_feeders(started + max(exporter.config.shutdown_timeout for exporter in live))
+    closing = [exporter for exporter in live if exporter.close()]
     for exporter in closing:
         exporter.finish(started + exporter.config.shutdown_timeout)
 

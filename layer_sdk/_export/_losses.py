@@ -2,7 +2,8 @@
 
 Every event the SDK accepted or refused ends in exactly one of: delivered,
 dropped at the door (``QUEUE_FULL``, ``TOO_LARGE``, ``SHUTDOWN``,
-``RECURSION``) or given up on after being accepted (``REJECTED``,
+``RECURSION``; ``SPAN_BACKLOG``: a span dropped before it became events) or
+given up on after being accepted (``REJECTED``,
 ``RETRIES_EXHAUSTED``, ``SESSION_FAILED``, ``SHUTDOWN``, ``INTERNAL_ERROR``).
 The counts live in the queue; this module names the reasons and tells people.
 
@@ -73,6 +74,9 @@ SESSION_FAILED = "session_failed"
 INTERNAL_ERROR = "internal_error"
 #: Dropped when an SDK thread (e.g. a logging handler run by it) tries to enqueue.
 RECURSION = "recursion"
+#: A finished OpenTelemetry span that found the span processor's backlog full: dropped
+#: before it was read, counted as one (the events it would have made are unknown).
+SPAN_BACKLOG = "span_backlog"
 #: Every loss reason, as stats() and on_drop name them.
 LOSS_REASONS = (
     QUEUE_FULL,
@@ -83,6 +87,7 @@ LOSS_REASONS = (
     SESSION_FAILED,
     INTERNAL_ERROR,
     RECURSION,
+    SPAN_BACKLOG,
 )
 
 #: At most one log line per loss reason in this many seconds (the counts add up meanwhile).
@@ -107,6 +112,10 @@ class _ThreadRole(threading.local):
     #: enqueued again: it is dropped as ``RECURSION``. A class default keeps
     #: the hot path's read cheap in every other thread.
     active = False
+    #: True while an SDK thread enqueues what the application handed it (the
+    #: OpenTelemetry span processor's reader appending a span's actions): those
+    #: events are the application's, not feedback, and are let in.
+    recording = False
 
 
 sdk_thread = _ThreadRole()

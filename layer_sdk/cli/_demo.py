@@ -76,6 +76,10 @@ LOSS_EXPLANATIONS = {
     _losses.RETRIES_EXHAUSTED: "the API could not be reached within max_retry_time",
     _losses.SESSION_FAILED: "their session's create was lost, so they were not sent",
     _losses.INTERNAL_ERROR: "a bug in the SDK cost their request (please report it, with the log)",
+    _losses.SPAN_BACKLOG: (
+        "OpenTelemetry spans ended faster than the span processor's reader could read them"
+        " (max_backlog)"
+    ),
 }
 
 

@@ -23,7 +23,8 @@ actions the native instrumentation records::
 - :func:`conversation_session_id`: the session of a ``gen_ai.conversation.id``.
 
 The modules, in the order a span goes through them: ``_processor`` (the
-processor), ``_native`` (calls already recorded natively), ``_spans`` (which
+processor), ``_backlog`` (where an ended span waits for the processor's
+reader thread), ``_native`` (calls already recorded natively), ``_spans`` (which
 spans are calls, their model, usage, error), ``_content`` and ``_messages``
 (the prompt and the answer in each layout), ``_sessions`` (which session),
 ``_actions`` (the actions); ``_completion_hook`` keeps what the hook is given.

@@ -10,8 +10,8 @@ loaded from the ``opentelemetry_genai_completion_hook`` entry point named
 to an instrumentor (``OpenAIInstrumentor().instrument(completion_hook=...)``).
 
 - A span that is recorded: the content is kept (by span ID, bounded) for the
-  ``LayerSpanProcessor`` that reads the span when it ends, on another thread
-  or not. Nothing is converted on the caller's thread.
+  ``LayerSpanProcessor``, which takes it as the span ends and reads it on its
+  reader thread. Nothing is converted on the caller's thread.
 - A span sampled out (no processor will see it): the call is recorded here,
   with what the hook knows (the messages, the time), in the session the
   processor would choose (the conversation, the ``session_context()``, the trace).
@@ -20,6 +20,7 @@ to an instrumentor (``OpenAIInstrumentor().instrument(completion_hook=...)``).
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 from datetime import datetime, timezone
 from typing import Any
@@ -39,16 +40,20 @@ _lock = threading.Lock()
 _kept: dict[int, tuple[Any, Any, Any]] = {}
 
 
-def take_content(span_id: int) -> tuple[Any, Any, Any] | None:
-    """(system instruction, inputs, outputs) the hook kept for ``span_id``, as JSON-ready
-    lists of messages and parts; None when it kept nothing. Forgets them."""
+def take_kept(span_id: int) -> tuple[Any, Any, Any] | None:
+    """What the hook kept for ``span_id`` (None: nothing), as it was given; forgets it.
+    Cheap: the processor takes it as the span ends, ``plain_content`` reads it later."""
     if span_id not in _kept:
         return None
     with _lock:
-        kept = _kept.pop(span_id, None)
-    if kept is None:
-        return None
-    return tuple(_plain(value) for value in kept)  # type: ignore[return-value]
+        return _kept.pop(span_id, None)
+
+
+def plain_content(kept: tuple[Any, Any, Any]) -> tuple[Any, Any, Any]:
+    """(system instruction, inputs, outputs) of what ``take_kept`` gave, as JSON-ready
+    lists of messages and parts."""
+    system, inputs, outputs = kept
+    return _plain(system), _plain(inputs), _plain(outputs)
 
 
 def _plain(values: Any) -> list[Any]:
@@ -116,3 +121,12 @@ class LayerCompletionHook:
         call.tools = m.tool_names(_plain(tools))
         session_id = self._sessions.of(call, current_session_id.get())
         record(client, session_id, call, PROBLEMS)
+
+
+def _restart_in_child() -> None:
+    """A fresh lock in a forked child: a thread of the parent may have held it at fork."""
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_restart_in_child)

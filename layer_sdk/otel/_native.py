@@ -22,12 +22,14 @@ the hook is not set, and the instrumentation's cost is one global read.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
 from opentelemetry import trace
 
 from ..instrumentation import _patch
+from . import _backlog
 
 #: At most this many marks are kept; the oldest go first (a span never ended).
 MAX_MARKS = 4096
@@ -60,7 +62,10 @@ def take_mark(span_id: int) -> bool:
 
 
 def _mark_call_spans() -> None:
-    """The hook: our instrumentation begins recording a call (on the caller's thread)."""
+    """The hook: our instrumentation begins recording a call (on the caller's thread).
+
+    Besides the marks: the spans that ended before the call and still wait to be
+    read are read now, so that their actions come before the call's."""
     try:
         current = trace.get_current_span().get_span_context()
         last = getattr(_started, "span", None)
@@ -69,6 +74,7 @@ def _mark_call_spans() -> None:
                 _mark(current.span_id)
             if last is not None and getattr(last, "end_time", 0) is None:
                 _mark(last.get_span_context().span_id)
+        _backlog.catch_up()
     except Exception:  # never the caller's problem; at worst a call is recorded twice
         return
 
@@ -78,3 +84,12 @@ def _mark(span_id: int) -> None:
     _marked[span_id] = None
     if len(_marked) > MAX_MARKS:
         del _marked[next(iter(_marked))]
+
+
+def _restart_in_child() -> None:
+    """A fresh lock in a forked child: a thread of the parent may have held it at fork."""
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_restart_in_child)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 logger = logging.getLogger("layer_sdk")
@@ -14,6 +15,11 @@ class Problems:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._reported: set[str] = set()
+        os.register_at_fork(after_in_child=self._restart_in_child)
+
+    def _restart_in_child(self) -> None:
+        """A fresh lock: the reader thread of a span processor may have held it at fork."""
+        self._lock = threading.Lock()
 
     def __call__(self, where: str, exc: BaseException) -> None:
         with self._lock:

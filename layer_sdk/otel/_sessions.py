@@ -68,6 +68,10 @@ class Sessions:
         self._traces: OrderedDict[int, str] = OrderedDict()
         self._conversations: OrderedDict[str, str] = OrderedDict()
 
+    def restart_in_child(self) -> None:
+        """In a forked child: a fresh lock (a parent thread may have held it at fork)."""
+        self._lock = threading.Lock()
+
     def of(self, call: GenAICall, started_in: str | PendingSession | None) -> str:
         """The session of ``call``; ``started_in``: the context's session when its span started.
 
