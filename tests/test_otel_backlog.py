@@ -48,7 +48,8 @@ READER = "layer-sdk-otel-reader"
 
 
 class HeldSpan(ReadableSpan):
-    """An ended span (no GenAI call) whose reading waits for ``release``, or raises ``raises``."""
+    """An ended span whose reading (after the hand-off's look: no GenAI call) waits for
+    ``release``, or raises ``raises``."""
 
     def __init__(self, raises: BaseException | None = None) -> None:
         context = SpanContext(random.getrandbits(128), random.getrandbits(64), is_remote=False)
@@ -56,9 +57,14 @@ class HeldSpan(ReadableSpan):
         self.reading = threading.Event()
         self.release = threading.Event()
         self.raises = raises
+        self.looked = False
 
     @property
     def attributes(self) -> Any:
+        if not self.looked and threading.current_thread().name != READER:
+            # The hand-off's look, on the caller's thread: a GenAI call, handed over.
+            self.looked = True
+            return MappingProxyType(CHAT)
         self.reading.set()
         if self.raises is not None:
             raise self.raises
@@ -154,6 +160,32 @@ def test_force_flush_of_the_processor_reads_the_spans_whatever_the_client(
         assert setup.provider.force_flush(10_000) is True
         assert any("init()" in r.getMessage() for r in caplog.records)
     setup.provider.shutdown()
+
+
+def test_spans_of_no_genai_call_never_take_the_backlogs_room(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    """With the reader held and room for 5, a burst of 200 web and database spans leaves
+    that room to the 5 chat spans that follow: none is lost."""
+    client = make_client(disable_instrumentations=["openai", "anthropic"])
+    processor = LayerSpanProcessor(client, max_backlog=5)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("tests.otel")
+    held = hold_reader(processor)
+    with client.session_context():  # noted at start, as in a request of the middleware
+        for number in range(200):
+            tracer.start_span("GET /items", attributes={"http.route": "/items", "n": number}).end()
+            tracer.start_span("SELECT", attributes={"db.system": "postgresql"}).end()
+    for _ in range(5):
+        tracer.start_span("chat", attributes=CHAT).end()
+    held.release.set()
+
+    assert client.flush(10) is True
+    assert client.stats().dropped_by_reason == {}
+    assert len(collector.actions()) == 5 * ACTIONS_PER_CHAT
+    assert_all_accepted(collector)
+    provider.shutdown()
 
 
 def test_a_flush_that_times_out_waiting_for_the_reader_says_false(traced: Traced) -> None:

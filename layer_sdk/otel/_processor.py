@@ -140,7 +140,18 @@ class LayerSpanProcessor(SpanProcessor, LogRecordProcessor):
                 with self._lock:
                     events = self._events.pop(span_id, None)
             marked = _native.take_mark(span_id)
-            if not self._backlog.put((span, noted, marked, events, take_kept(span_id))):
+            kept = take_kept(span_id)
+            if (
+                not marked
+                and events is None
+                and kept is None
+                and not (noted is not None and noted[1])
+                and _spans.CALL_KEYS.isdisjoint(span.attributes or ())
+            ):
+                # No GenAI call: an application's web and database spans never take the
+                # backlog's room from the calls (the check costs about 0.3 µs).
+                return
+            if not self._backlog.put((span, noted, marked, events, kept)):
                 self._lost()
         except Exception as exc:
             PROBLEMS("handing a span over", exc)

@@ -150,6 +150,20 @@ class GenAICall:
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
+#: A span without any of these attributes is no GenAI call in any layout ``kind_of`` reads
+#: (``gen_ai.system``/``gen_ai.provider.name`` also mark the spans whose messages are events).
+CALL_KEYS = frozenset(
+    {
+        "gen_ai.operation.name",
+        "llm.request.type",
+        "openinference.span.kind",
+        "gen_ai.request.model",
+        "gen_ai.system",
+        "gen_ai.provider.name",
+    }
+)
+
+
 def kind_of(attributes: Mapping[str, Any]) -> tuple[str, str] | None:
     """(kind, operation) of a span that is a GenAI call, else None."""
     operation = attributes.get("gen_ai.operation.name")
