@@ -8,6 +8,7 @@ queue and sends through the same transport right away.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -443,10 +444,30 @@ class Client:
             raise LayerRequestError("the client is shut down; call init() to use it again")
         return exporter.transport
 
-    def _prompt_guard(self) -> Firewall | None:
-        """The firewall the provider instrumentation asks before a prompt leaves
-        (``instrumentation._firewall``); None when the firewall is not enforced."""
-        return self._guard
+    def check_prompt(self, session_id: str) -> None:
+        """Raise ``LayerFirewallSessionBlocked`` when the firewall blocks ``session_id`` now.
+
+        What the provider instrumentation asks right before a prompt leaves the
+        process (``_context.Recorder``). With ``enable_firewall_instrumentation=True``
+        the firewall is asked afresh, within about ``firewall_check_timeout``, on a
+        thread of its own; otherwise this returns at once.
+        """
+        guard = self._guard
+        if guard is not None:
+            guard.check_fresh(session_id)
+
+    async def check_prompt_async(self, session_id: str) -> None:
+        """:meth:`check_prompt` for a coroutine: the event loop serves other tasks while the
+        firewall is asked (the loop's default executor, the application's, is not used)."""
+        guard = self._guard
+        if guard is None:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # another event loop (trio): asked here, as in a plain call
+            guard.check_fresh(session_id)
+            return
+        await guard.check_fresh_async(session_id)
 
     def _enqueue(self, exporter: Exporter, event: Event) -> None:
         if exporter.put(event) is _TOO_LARGE:

@@ -99,7 +99,7 @@ PIXEL = base64.b64encode(b"\x89PNG\r\n\x1a\n fake").decode()
 
 
 server, layer, _fresh_problem_log, _no_leftover_patches, _errors_fit_the_wire_contract = (
-    instrumentation_fixtures("anthropic", _anthropic.PROBLEMS, AnthropicServer)
+    instrumentation_fixtures("anthropic", _anthropic.ANTHROPIC.problems, AnthropicServer)
 )
 
 
@@ -776,7 +776,7 @@ def test_an_exception_in_the_callers_loop_propagates_and_the_stream_is_recorded(
 #: over two plain and two streamed calls.
 BREAKAGES = {
     "mapping": ([(_anthropic, "_message_output"), (_messages._MessageStream, "add")], 2, 4, 2),
-    "recording": ([(_anthropic._Call, "record_prompt")], 1, 0, 0),
+    "recording": ([(_anthropic.Call, "record_prompt")], 1, 0, 0),
 }
 
 

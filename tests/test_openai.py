@@ -29,6 +29,8 @@ from layer_sdk import Client  # noqa: E402
 from layer_sdk.collector import LocalCollector  # noqa: E402
 from layer_sdk.instrumentation import instrumented_by  # noqa: E402
 from layer_sdk.instrumentation._openai import call as _openai  # noqa: E402
+from layer_sdk.instrumentation._provider import attribute  # noqa: E402
+from layer_sdk.instrumentation._streams import StreamRecord  # noqa: E402
 
 from .helpers import (  # noqa: E402
     actions_of,
@@ -104,7 +106,7 @@ class Answer(BaseModel):
 
 
 server, layer, _fresh_problem_log, _no_leftover_patches, _errors_fit_the_wire_contract = (
-    instrumentation_fixtures("openai", _openai.PROBLEMS, OpenAIServer)
+    instrumentation_fixtures("openai", _openai.OPENAI.problems, OpenAIServer)
 )
 
 
@@ -1110,7 +1112,7 @@ BREAKAGES = {
     "mapping": ([(_openai, "_chat_output"), (_openai._ChatStream, "add")], 2, 6, 3),
     # Recording the prompt, which comes first (a stream is then not watched: its
     # output's recording is never reached): nothing is recorded.
-    "recording": ([(_openai._Call, "record_prompt"), (_openai._StreamRecord, "emit")], 1, 0, 0),
+    "recording": ([(_openai.Call, "record_prompt"), (StreamRecord, "emit")], 1, 0, 0),
 }
 
 
@@ -1382,8 +1384,9 @@ def test_async_methods_keep_their_shape(layer: Client) -> None:
 
 def patched_methods() -> list[tuple[type, str]]:
     found = []
-    for module_name, class_name, method, _, _ in _openai.TARGETS:
-        cls = _openai._attribute(module_name, class_name)
+    for target in _openai.TARGETS:
+        cls = attribute(target.module, target.cls)
+        method = target.method
         if isinstance(cls, type) and getattr(cls.__dict__.get(method), "__layer_instrumented__", 0):
             found.append((cls, method))
     return found
