@@ -140,6 +140,11 @@ class Call:
         """The request's messages, its attachments, and the parameters to record."""
         raise NotImplementedError
 
+    def request_parameters(self, names: frozenset[str]) -> dict[str, Any]:
+        """The request parameters recorded on the prompt: those of the arguments in ``names``
+        (a provider whose parameters are elsewhere, in a ``config`` object, reads them there)."""
+        return _parameters(self.kwargs, names)
+
     def output_of(self, result: Any) -> Output:
         raise NotImplementedError
 
@@ -268,7 +273,7 @@ class Call:
         model = model if isinstance(model, str) else None
         messages, attachments, params = self.prompt()
         attributes = self.base_attributes(model)
-        attributes.update(_parameters(kwargs, params))
+        attributes.update(self.request_parameters(params))
         started = self.started
         self.append(PROMPT, started, attributes, {"messages": messages})
         for attachment in attachments:
