@@ -59,7 +59,7 @@ STATUSES = {
 
 
 class GoogleGenAIServer(ProviderServer):
-    """``with GoogleGenAIServer() as s: genai.Client(api_key="k", http_options={"base_url": s.url})``."""
+    """``genai.Client(api_key="k", http_options={"base_url": server.url})`` talks to it."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -135,7 +135,9 @@ def _usage(output_tokens: int) -> dict[str, Any]:
 def _response(
     model: str, tool: str | None, text: str | None = None, finish: str | None = "STOP"
 ) -> dict[str, Any]:
-    parts: list[dict[str, Any]] = [{"text": TOOL_TEXT if tool else ANSWER if text is None else text}]
+    parts: list[dict[str, Any]] = [
+        {"text": TOOL_TEXT if tool else ANSWER if text is None else text}
+    ]
     if tool:
         parts.append({"functionCall": {"id": TOOL_ID, "name": tool, "args": TOOL_ARGS}})
     candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}

@@ -174,7 +174,9 @@ def test_function_calls_are_tool_calls(
         tools=[WEATHER],
         automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
         tool_config=types.ToolConfig(
-            function_calling_config=types.FunctionCallingConfig(mode=types.FunctionCallingConfigMode.AUTO)
+            function_calling_config=types.FunctionCallingConfig(
+                mode=types.FunctionCallingConfigMode.AUTO
+            )
         ),
     )
     kwargs = {"model": "tool-call", "contents": "Weather in Paris?", "config": config}
@@ -212,7 +214,9 @@ def test_the_tool_history_and_attachments_are_kept(
         ),
         types.Content(
             role="model",
-            parts=[types.Part(function_call=types.FunctionCall(name="get_weather", args=TOOL_ARGS))],
+            parts=[
+                types.Part(function_call=types.FunctionCall(name="get_weather", args=TOOL_ARGS))
+            ],
         ),
         types.Content(
             role="user",
@@ -296,7 +300,9 @@ def test_an_api_error_is_recorded_with_its_http_status_and_googles_status(
     mode: str, layer: Client, collector: LocalCollector, server: GoogleGenAIServer
 ) -> None:
     with layer.session_context() as sid, pytest.raises(genai.errors.ClientError) as raised:
-        perform(mode, server, lambda models: models.generate_content(model="fail-429", contents="x"))
+        perform(
+            mode, server, lambda models: models.generate_content(model="fail-429", contents="x")
+        )
     assert raised.value.code == 429
     output = one(actions_of(layer, collector, sid, 2), "completion_output")
     assert output["error"]["code"] == 429
