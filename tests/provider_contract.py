@@ -44,8 +44,12 @@ class Adapter:
     server_class: type[Any]
     #: Whether a sync stream is its own context manager (``with stream: ...``).
     streams_are_context_managers = True
-    #: Whether ``stream.close()`` of an async stream is awaited (else ``aclose()``).
+    #: The method that closes an async stream (awaited).
     async_close = "close"
+    #: Whether closing a stream records its output at once (else soon after, from a thread
+    #: of the SDK's: a generator cannot tell a close from its collection, when recording
+    #: must wait).
+    records_at_close = True
 
     def provider(self) -> Provider:
         raise NotImplementedError
@@ -96,6 +100,15 @@ class Adapter:
     def sync_method(self) -> tuple[type, str]:
         """The (class, method) of the plain completion of a sync client."""
         raise NotImplementedError
+
+    def comparable(self, headers: dict[str, str]) -> dict[str, str]:
+        """The request headers that do not differ between two runs of the same calls."""
+        varying = {"x-stainless-retry-count", "x-stainless-read-timeout", "content-length"}
+        return {
+            k: v
+            for k, v in headers.items()
+            if k not in varying and not k.startswith("x-stainless-timeout")
+        }
 
     #: Code run in a fresh interpreter, with ``server`` running and ``layer`` initialized:
     #: it imports the provider and makes one completion in session ``sid``.
@@ -253,6 +266,7 @@ class GoogleGenAIAdapter(Adapter):
     server_class = GoogleGenAIServer
     streams_are_context_managers = False  # plain generators
     async_close = "aclose"
+    records_at_close = False
     import_and_call = (
         "from google import genai\n"
         "client = genai.Client(api_key='k', http_options={'base_url': server.url})\n"
