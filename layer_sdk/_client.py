@@ -148,6 +148,7 @@ class Client:
         firewall_check_timeout: float = DEFAULT_FIREWALL_CHECK_TIMEOUT,
         firewall_cache_size: int = DEFAULT_FIREWALL_CACHE_SIZE,
         firewall_refresh_interval: float = DEFAULT_FIREWALL_REFRESH_INTERVAL,
+        firewall_trace_spans: bool = False,
     ) -> None:
         """Configure the client and start its background worker.
 
@@ -165,6 +166,8 @@ class Client:
         unless ``allow_insecure_http=True``. An action larger than
         ``max_event_bytes`` has its longest texts cut in the middle until it
         fits (``oversize="truncate"``), or is refused (``oversize="refuse"``).
+        ``firewall_trace_spans=True`` makes each firewall check a guardrail span of the
+        application's OpenTelemetry tracer provider (``docs/opentelemetry.md``).
         """
         # The parameters are Config's fields (tests/test_config.py checks they agree).
         options = {name: value for name, value in locals().items() if name in _OPTIONS}
