@@ -25,6 +25,7 @@ the call module imports this one, so this one knows the call only as the
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import os
@@ -140,7 +141,12 @@ def trace_stream(
 
 
 def observe_generator(stream: Any, record: StreamRecord) -> Any:
-    """A generator (async when ``stream`` is) yielding ``stream``'s items, ending the record."""
+    """A generator (async when ``stream`` is) yielding ``stream``'s items, ending the record.
+
+    A close and a collection both reach it as ``GeneratorExit``: the record is then
+    finished on the reaper thread, as a collected stream's always is.
+    """
+    _ensure_reaper()
     if inspect.isasyncgen(stream):
         return _relay_async(stream, record)
     return _relay(stream, record)
@@ -202,6 +208,10 @@ class _Ends:
             self.record.finish(False)
         elif isinstance(exc, GeneratorExit):  # closed or garbage-collected before the end
             self.record.finish(True, None, True)
+        elif isinstance(exc, asyncio.CancelledError):
+            # The caller's task was cancelled as it read (a timeout, or the event loop
+            # closing the stream it abandoned): left early, not a failure of the stream.
+            self.record.finish(True)
         else:
             self.record.finish(True, exc)
 
