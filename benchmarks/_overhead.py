@@ -135,7 +135,7 @@ def direct(
         call = provider.begin(layer, {"model": "m"})
         for _ in range(20):
             timed_next(iter(items), samples["plain_chunk"])
-            record = streams._StreamRecord(call, provider.accumulator(), "m")
+            record = streams.StreamRecord(call, provider.accumulator(), "m")
             timed_next(streams._observe(iter(items), record), samples["chunk"])
     layer.flush(60)
     return samples

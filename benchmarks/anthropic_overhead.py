@@ -49,7 +49,7 @@ ANTHROPIC = Provider(
         "system": SYSTEM,
         "messages": MESSAGES,
     },
-    begin=lambda layer, kwargs: call._begin(layer, "messages.create", kwargs),
+    begin=lambda layer, kwargs: call.Call.begin(layer, ("messages", "messages.create"), kwargs),
     accumulator=messages._MessageStream,
     item="event",
 )

@@ -37,7 +37,7 @@ from __future__ import annotations
 import openai
 from _overhead import Provider, measure  # also puts the work tree on sys.path
 
-from layer_sdk.instrumentation._openai import chat, request
+from layer_sdk.instrumentation._openai import call, chat
 
 MESSAGES = [
     {"role": "system", "content": "You are a helpful travel assistant. Answer briefly. " * 4},
@@ -53,7 +53,7 @@ OPENAI = Provider(
     stream=lambda c, model: c.chat.completions.create(model=model, messages=MESSAGES, stream=True),
     events=lambda n: n + 2,  # the role chunk, the words, the finish
     arguments=lambda: {"model": "gpt-test", "messages": MESSAGES},
-    begin=lambda layer, kwargs: request._begin(layer, "chat", "chat.completions.create", kwargs),
+    begin=lambda layer, kwargs: call.Call.begin(layer, ("chat", "chat.completions.create"), kwargs),
     accumulator=chat._ChatStream,
 )
 

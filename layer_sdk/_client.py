@@ -8,6 +8,7 @@ queue and sends through the same transport right away.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -160,6 +161,7 @@ class Client:
         firewall_check_timeout: float = DEFAULT_FIREWALL_CHECK_TIMEOUT,
         firewall_cache_size: int = DEFAULT_FIREWALL_CACHE_SIZE,
         firewall_refresh_interval: float = DEFAULT_FIREWALL_REFRESH_INTERVAL,
+        firewall_trace_spans: bool = False,
     ) -> None:
         """Configure the client and start its background worker.
 
@@ -181,6 +183,8 @@ class Client:
         unless ``allow_insecure_http=True``. An action larger than
         ``max_event_bytes`` has its longest texts cut in the middle until it
         fits (``oversize="truncate"``), or is refused (``oversize="refuse"``).
+        ``firewall_trace_spans=True`` makes each firewall check a guardrail span of the
+        application's OpenTelemetry tracer provider (``docs/opentelemetry.md``).
         """
         # The parameters are Config's fields (tests/test_config.py checks they agree).
         options = {name: value for name, value in locals().items() if name in _OPTIONS}
@@ -519,10 +523,30 @@ class Client:
             raise LayerRequestError("the client is shut down; call init() to use it again")
         return exporter.transport
 
-    def _prompt_guard(self) -> Firewall | None:
-        """The firewall the provider instrumentation asks before a prompt leaves
-        (``instrumentation._firewall``); None when the firewall is not enforced."""
-        return self._guard
+    def check_prompt(self, session_id: str) -> None:
+        """Raise ``LayerFirewallSessionBlocked`` when the firewall blocks ``session_id`` now.
+
+        What the provider instrumentation asks right before a prompt leaves the
+        process (``_context.Recorder``). With ``enable_firewall_instrumentation=True``
+        the firewall is asked afresh, within about ``firewall_check_timeout``, on a
+        thread of its own; otherwise this returns at once.
+        """
+        guard = self._guard
+        if guard is not None:
+            guard.check_fresh(session_id)
+
+    async def check_prompt_async(self, session_id: str) -> None:
+        """:meth:`check_prompt` for a coroutine: the event loop serves other tasks while the
+        firewall is asked (the loop's default executor, the application's, is not used)."""
+        guard = self._guard
+        if guard is None:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # another event loop (trio): asked here, as in a plain call
+            guard.check_fresh(session_id)
+            return
+        await guard.check_fresh_async(session_id)
 
     def _enqueue(self, exporter: Exporter, event: Event) -> None:
         if exporter.put(event) is _TOO_LARGE:

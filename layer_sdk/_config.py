@@ -318,6 +318,8 @@ class Config:
     firewall_check_timeout: float = _option(DEFAULT_FIREWALL_CHECK_TIMEOUT, _positive)
     firewall_cache_size: int = _option(DEFAULT_FIREWALL_CACHE_SIZE, _count)
     firewall_refresh_interval: float = _option(DEFAULT_FIREWALL_REFRESH_INTERVAL, _positive)
+    # Each firewall check as a guardrail span of the application's tracer provider.
+    firewall_trace_spans: bool = _option(False, _flag)
 
     def __repr__(self) -> str:
         # The generated repr, but with a user:password@ in base_url masked.

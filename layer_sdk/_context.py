@@ -93,3 +93,15 @@ class Recorder(Protocol):
         sync: bool | None = None,
     ) -> None:
         """Record an action of a session."""
+
+    def check_prompt(self, session_id: str) -> None:
+        """The firewall's word right before a prompt of ``session_id`` leaves the process.
+
+        Raises ``LayerFirewallSessionBlocked`` when the client enforces its firewall
+        (``enable_firewall_instrumentation=True``) and the firewall, asked afresh, blocks
+        the session: the provider is then never called. Waits about
+        ``firewall_check_timeout`` at most; returns at once when nothing is enforced.
+        """
+
+    async def check_prompt_async(self, session_id: str) -> None:
+        """:meth:`check_prompt` for an ``async`` call: its event loop runs on while it waits."""

@@ -40,6 +40,9 @@ With ``enable_firewall_instrumentation=True`` the client also keeps a
   goes on. With ``firewall_fail_closed=True`` a session whose look-up failed is
   refused until a look-up succeeds again, and a failed fresh check refuses
   the call.
+- Traced, when asked (``firewall_trace_spans=True``): each fresh check, and
+  each refusal of ``check``, is a guardrail span of the application's tracer
+  provider (``_guardrail_spans``); off, nothing of OpenTelemetry is imported.
 - Fork: a child gets fresh locks, new connections, its own refresh thread and
   look-up threads (``os.register_at_fork``); it keeps the decisions its parent knew.
 """
@@ -75,6 +78,7 @@ from ._firewall_answer import (
     FirewallViolatedPolicy,
     decode_answer,
 )
+from ._guardrail_spans import GuardrailSpans, guardrail_spans
 from ._schemas import firewall_session_path
 
 logger = logging.getLogger("layer_sdk")
@@ -118,6 +122,9 @@ class Firewall:
         self._lookups = self._failures = self._failed_open = self._blocked = 0
         self._last_log = -FAILURE_LOG_INTERVAL
         self._unlogged = 0
+        self._spans: GuardrailSpans | None = None
+        if config.firewall_trace_spans:
+            self._spans = guardrail_spans(config.firewall_base_url)
         self._build()
         _live.add(self)
 
@@ -196,7 +203,12 @@ class Firewall:
         one that trims the sessions marked: what ``append_action`` pays for the firewall.
         """
         if session_id in self._stops:
-            raise self._refusal(session_id)
+            refusal = self._refusal(session_id)
+            spans = self._spans
+            if spans is not None:
+                response = self._stops.get(session_id)
+                spans.emit(session_id, time.time_ns(), "cached", response, "refused")
+            raise refusal
         # _touch, spelled out: a method call here adds measurably to append_action's cost.
         touched = self._touched
         touched[session_id] = None
@@ -229,16 +241,53 @@ class Firewall:
         The look-up runs on a thread of the firewall's own: the wait is bounded
         whatever the network, the token endpoint or the user's session does.
         """
-        pending = self._start_check(session_id)
-        pending.wait()
-        self._conclude(session_id, pending)
+        started = time.time_ns() if self._spans is not None else 0
+        pending = None
+        try:
+            pending = self._start_check(session_id)
+            pending.wait()
+            self._conclude(session_id, pending)
+        except LayerFirewallSessionBlocked:
+            self._trace(session_id, started, pending, refused=True)
+            raise
+        self._trace(session_id, started, pending, refused=False)
 
     async def check_fresh_async(self, session_id: str) -> None:
         """:meth:`check_fresh` for a coroutine: the event loop runs on while it waits, and
         no thread of the loop's default executor (the application's) is used."""
-        pending = self._start_check(session_id)
-        await pending.wait_async()
-        self._conclude(session_id, pending)
+        started = time.time_ns() if self._spans is not None else 0
+        pending = None
+        try:
+            pending = self._start_check(session_id)
+            await pending.wait_async()
+            self._conclude(session_id, pending)
+        except LayerFirewallSessionBlocked:
+            self._trace(session_id, started, pending, refused=True)
+            raise
+        self._trace(session_id, started, pending, refused=False)
+
+    def _trace(
+        self,
+        session_id: str,
+        started: int,
+        pending: Pending[FirewallSessionLookupResponse] | None,
+        refused: bool,
+    ) -> None:
+        """The guardrail span of a fresh check (``firewall_trace_spans``): the answer it
+        had, or why it had none, and what the call was let to do."""
+        spans = self._spans
+        if spans is None:
+            return
+        error: LayerSDKException | None = None
+        if pending is None:  # refused before asking: the block known already
+            response = self._stops.get(session_id)
+        elif pending.done() and pending.error is None:
+            response = pending.value
+        else:
+            response = None
+            error = _why_unanswered(pending, self._config.firewall_check_timeout)
+        outcome = "refused" if refused else "failed_open" if error is not None else "allowed"
+        spans.emit(session_id, started, "before_prompt", response, outcome, error)
 
     def _start_check(self, session_id: str) -> Pending[FirewallSessionLookupResponse]:
         if self._stops.get(session_id) is not None:

@@ -30,7 +30,6 @@ from pydantic import BaseModel  # noqa: E402  (anthropic depends on pydantic)
 
 from layer_sdk import Client  # noqa: E402
 from layer_sdk.collector import LocalCollector  # noqa: E402
-from layer_sdk.instrumentation import instrumented_by  # noqa: E402
 from layer_sdk.instrumentation._anthropic import call as _anthropic  # noqa: E402
 from layer_sdk.instrumentation._anthropic import messages as _messages  # noqa: E402
 
@@ -47,16 +46,13 @@ from .anthropic_server import (  # noqa: E402
 from .helpers import (  # noqa: E402
     actions_of,
     assert_bugs_logged_once,
-    assert_patched_for_each_init,
     break_on_purpose,
     by_kind,
     check_error,
     check_times,
     drain,
     instrumentation_fixtures,
-    leave_early,
     one,
-    run_python,
     then,
     wait_until,
 )
@@ -99,7 +95,7 @@ PIXEL = base64.b64encode(b"\x89PNG\r\n\x1a\n fake").decode()
 
 
 server, layer, _fresh_problem_log, _no_leftover_patches, _errors_fit_the_wire_contract = (
-    instrumentation_fixtures("anthropic", _anthropic.PROBLEMS, AnthropicServer)
+    instrumentation_fixtures("anthropic", _anthropic.ANTHROPIC.problems, AnthropicServer)
 )
 
 
@@ -532,62 +528,6 @@ def test_beta_messages_are_recorded(
 # -- streams that end early -----------------------------------------------------------------------
 
 
-def assert_left_after_three_events(
-    layer: Client, collector: LocalCollector, session_id: str, text: str
-) -> None:
-    """A ``slow`` stream left after three events (message_start, content_block_start, one
-    delta): recorded once, incomplete, with the text received and no error."""
-    assert text == " slow"
-    assert wait_until(lambda: layer.stats().enqueued == 3)  # session, prompt, output
-    output = one(actions_of(layer, collector, session_id, 2), "completion_output")
-    assert output["attributes"]["incomplete"] is True
-    assert output["data"] == {"messages": [{"role": "assistant", "content": " slow"}]}
-    assert "error" not in output
-    gc.collect()
-    assert layer.flush(5) and len(collector.actions(session_id)) == 2  # nothing more later
-
-
-@pytest.mark.parametrize("how", ["close", "with", "gc"])
-def test_a_stream_left_early_is_recorded_incomplete_once(
-    how: str, layer: Client, collector: LocalCollector, server: AnthropicServer
-) -> None:
-    """Issue 13, a stream left early or garbage-collected: recorded once, marked incomplete."""
-    client = new_client("sync", server)
-    with layer.session_context() as session_id:
-        stream = create(client, model="slow", stream=True)
-        events = leave_early(stream, how, 3)
-        del stream  # for "gc", the last reference
-        gc.collect()
-    assert_left_after_three_events(layer, collector, session_id, text_of(events))
-    client.close()
-
-
-@pytest.mark.parametrize("how", ["close", "async with", "abandon"])
-def test_an_async_stream_left_early_is_recorded_incomplete_once(
-    how: str, layer: Client, collector: LocalCollector, server: AnthropicServer
-) -> None:
-    """Issue 13, the async twin: closed, recorded at the close; abandoned, when collected."""
-    enqueued_at_close: list[int] = []
-
-    async def call(c: Any) -> list[Any]:
-        stream = await create(c, model="slow", stream=True)
-        if how == "async with":
-            async with stream:
-                events = await drain("async", stream, limit=3)
-        else:
-            events = await drain("async", stream, limit=3)
-            if how == "close":
-                await stream.close()
-        enqueued_at_close.append(layer.stats().enqueued)  # the stream is still referenced
-        return events  # type: ignore[no-any-return]
-
-    with layer.session_context() as session_id:
-        events = perform("async", server, call)
-    assert enqueued_at_close == [2 if how == "abandon" else 3]  # session, prompt (, output)
-    gc.collect()
-    assert_left_after_three_events(layer, collector, session_id, text_of(events))
-
-
 @pytest.mark.parametrize("mode", MODES)
 def test_a_stream_helper_left_early_is_recorded_incomplete_once(
     mode: str, layer: Client, collector: LocalCollector, server: AnthropicServer
@@ -737,46 +677,12 @@ def test_a_stream_that_breaks_off_records_its_error_once(
         assert text_of(received) == "Layer is"
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_an_exception_in_the_callers_loop_propagates_and_the_stream_is_recorded(
-    mode: str, layer: Client, collector: LocalCollector, server: AnthropicServer
-) -> None:
-    """Issue 13, a stream left by the caller's own exception: the caller's exception, unchanged."""
-
-    class Stop(Exception):
-        pass
-
-    def call(c: Any) -> Any:
-        async def read_async(stream: Any) -> None:
-            async with stream:
-                async for _ in stream:
-                    raise Stop
-
-        def read(stream: Any) -> Any:
-            if mode == "async":
-                return read_async(stream)
-            with stream:
-                for _ in stream:
-                    raise Stop
-            return None
-
-        return then(mode, create(c, model="slow", stream=True), read)
-
-    with layer.session_context() as session_id, pytest.raises(Stop):
-        perform(mode, server, call)
-    gc.collect()
-    assert wait_until(lambda: layer.stats().enqueued == 3)
-    output = one(actions_of(layer, collector, session_id, 2), "completion_output")
-    assert output["attributes"]["incomplete"] is True
-    assert "error" not in output
-
-
 #: Where the instrumentation is broken on purpose: the functions replaced by one
 #: that raises, the warnings expected, and the prompts and outputs still recorded
 #: over two plain and two streamed calls.
 BREAKAGES = {
     "mapping": ([(_anthropic, "_message_output"), (_messages._MessageStream, "add")], 2, 4, 2),
-    "recording": ([(_anthropic._Call, "record_prompt")], 1, 0, 0),
+    "recording": ([(_anthropic.Call, "record_prompt")], 1, 0, 0),
 }
 
 
@@ -930,30 +836,6 @@ def test_the_session_header_picks_the_session_and_never_reaches_anthropic(
     actions_of(layer, collector, session_id, 4)
 
 
-def test_a_bad_session_header_gets_a_new_session_and_is_still_removed(
-    layer: Client, collector: LocalCollector, server: AnthropicServer
-) -> None:
-    """Issue 13, which session: a header that is not a session ID is removed all the same."""
-    perform("sync", server, lambda c: create(c, extra_headers={"X-Layer-Session-Id": "nope"}))
-    assert "x-layer-session-id" not in server.requests[0].headers
-    assert layer.flush(5)
-    sessions = collector.sessions
-    assert len(sessions) == 1
-    assert len(collector.actions(sessions[0]["session_id"])) == 2
-
-
-def test_each_call_without_a_session_gets_its_own(
-    layer: Client, collector: LocalCollector, server: AnthropicServer
-) -> None:
-    """Issue 13, which session: without a header or a current session, a new one per call."""
-    perform("sync", server, lambda c: [create(c), create(c)])
-    assert layer.flush(5)
-    sessions = collector.sessions
-    assert len(sessions) == 2
-    for session in sessions:
-        assert len(collector.actions(session["session_id"])) == 2
-
-
 def test_the_session_context_and_layer_session_pick_the_session(
     layer: Client, collector: LocalCollector, server: AnthropicServer
 ) -> None:
@@ -982,78 +864,6 @@ def test_the_session_context_and_layer_session_pick_the_session(
 
 
 # -- what the caller and the server see -----------------------------------------------------------
-
-
-def test_results_and_requests_are_identical_with_and_without_instrumentation(
-    make_client: Callable[..., Client], server: AnthropicServer
-) -> None:
-    """Issue 13, never alter parameters: the same calls with and without the instrumentation
-    send the same requests (count, bodies, headers but the session header) and return the same."""
-
-    def calls(c: Any) -> Any:
-        plain = create(c, system=SYSTEM, tools=TOOLS, extra_headers={"X-Layer-Session-Id": sid})
-        events = list(create(c, stream=True))
-        with c.messages.stream(model="claude-test", max_tokens=8, messages=MESSAGES) as stream:
-            final = stream.get_final_message()
-        return plain.model_dump(), [e.model_dump() for e in events], final.model_dump()
-
-    layer = make_client()
-    sid = layer.create_session()
-    instrumented = perform("sync", server, calls)
-    seen = [(r.path, r.body, _comparable(r.headers)) for r in server.requests]
-    layer.shutdown()
-    assert instrumented_by("anthropic") is None
-    server.clear()
-    plain = perform("sync", server, calls)
-    unseen = [(r.path, r.body, _comparable(r.headers)) for r in server.requests]
-    assert plain == instrumented
-    assert seen == [
-        (p, b, {k: v for k, v in h.items() if k != "x-layer-session-id"}) for p, b, h in unseen
-    ]
-    assert len(seen) == 3
-
-
-def _comparable(headers: dict[str, str]) -> dict[str, str]:
-    """The headers that should not differ between two runs of the same calls."""
-    varying = {"x-stainless-retry-count", "x-stainless-read-timeout", "content-length"}
-    return {
-        k: v
-        for k, v in headers.items()
-        if k not in varying and not k.startswith("x-stainless-timeout")
-    }
-
-
-def test_one_shot_iterators_are_read_once_and_still_sent(
-    layer: Client, collector: LocalCollector, server: AnthropicServer
-) -> None:
-    """Issue 13, never alter parameters: a generator of messages reaches anthropic whole."""
-    with layer.session_context() as session_id:
-        perform("sync", server, lambda c: create(c, messages=(m for m in MESSAGES)))
-    assert message_bodies(server)[0]["messages"] == MESSAGES
-    prompt = one(actions_of(layer, collector, session_id, 2), "completion_prompt")
-    assert prompt["data"]["messages"] == MESSAGES
-
-
-class BrokenSource(Exception):
-    """What a caller's generator of messages raises midway."""
-
-
-def broken_messages() -> Any:
-    yield MESSAGES[0]
-    raise BrokenSource("the second message could not be read")
-
-
-@pytest.mark.parametrize("instrumented", [False, True])
-def test_a_generator_that_raises_reaches_the_provider_and_its_exception_the_caller(
-    instrumented: bool, make_client: Callable[..., Client], server: AnthropicServer
-) -> None:
-    """The provider takes a one-shot iterator as it would without the SDK: nothing is
-    sent with the messages it lacks, and the caller gets the generator's exception."""
-    if instrumented:
-        make_client()
-    with pytest.raises(BrokenSource, match="second message"):
-        perform("sync", server, lambda c: create(c, messages=broken_messages()))
-    assert server.requests == []
 
 
 def test_async_methods_keep_their_shape(layer: Client) -> None:
@@ -1126,97 +936,6 @@ def test_a_bedrock_client_shares_the_resource_classes(
 
 
 # -- patching lifecycle ---------------------------------------------------------------------------
-
-
-def patched_methods() -> list[tuple[type, str]]:
-    found = []
-    for target in _anthropic_targets():
-        cls = getattr(__import__(target.module, fromlist=[target.cls]), target.cls, None)
-        if isinstance(cls, type) and getattr(
-            cls.__dict__.get(target.method), "__layer_instrumented__", 0
-        ):
-            found.append((cls, target.method))
-    return found
-
-
-def _anthropic_targets() -> Any:
-    from layer_sdk.instrumentation._anthropic.patch import PATCHER
-
-    return PATCHER.targets
-
-
-def test_disable_instrumentations_leaves_anthropic_alone(
-    make_client: Callable[..., Client], collector: LocalCollector, server: AnthropicServer
-) -> None:
-    """Issue 13, disable_instrumentations=["anthropic"] turns it off (and its alias)."""
-    original = anthropic.resources.Messages.__dict__["create"]
-    client = make_client(disable_instrumentations=["Anthropic"])
-    assert instrumented_by("anthropic") is None
-    assert patched_methods() == []
-    assert anthropic.resources.Messages.__dict__["create"] is original
-    perform("sync", server, create)
-    assert client.flush(5)
-    assert collector.actions() == []
-    make_client(disabled_instrumentors=["anthropic"])
-    assert patched_methods() == []
-
-
-def test_shutdown_unpatches_and_two_cycles_never_double_wrap(
-    collector: LocalCollector, server: AnthropicServer, request: pytest.FixtureRequest
-) -> None:
-    """Issue 13, lifecycle: init patches once, shutdown restores the originals."""
-    # create and stream, sync and async; the helpers' managers
-    assert_patched_for_each_init(
-        collector,
-        request,
-        "anthropic",
-        (anthropic.resources.Messages, "create"),
-        patched_methods,
-        lambda: perform("sync", server, create),
-    )
-
-
-def test_importing_layer_sdk_does_not_import_anthropic() -> None:
-    """Issue 13, lazy: neither importing layer_sdk nor init() imports anthropic."""
-    result = run_python(
-        "import sys, layer_sdk, layer_sdk.instrumentation\n"
-        "print('anthropic' in sys.modules)\n"
-        "from layer_sdk.collector import LocalCollector\n"
-        "with LocalCollector() as c:\n"
-        "    layer_sdk.layer.init(base_url=c.url, application_id='app')\n"
-        "    print('anthropic' in sys.modules)\n"
-        "    layer_sdk.layer.shutdown()\n"
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["False", "False"]
-
-
-def test_anthropic_imported_after_init_is_patched_on_import() -> None:
-    """Issue 13, post-import hook: an application that imports anthropic after init() is
-    instrumented then; shutdown takes the patches and the hook off."""
-    result = run_python(
-        "import sys\n"
-        "from layer_sdk import Client\n"
-        "from layer_sdk.collector import LocalCollector\n"
-        "from tests.anthropic_server import AnthropicServer\n"
-        "with LocalCollector() as collector, AnthropicServer() as server:\n"
-        "    layer = Client()\n"
-        "    layer.init(base_url=collector.url, application_id='app')\n"
-        "    print('anthropic' in sys.modules)\n"
-        "    import anthropic\n"
-        "    print(anthropic.resources.Messages.create.__layer_instrumented__)\n"
-        "    client = anthropic.Anthropic(base_url=server.url, api_key='k', max_retries=0)\n"
-        "    with layer.session_context() as sid:\n"
-        "        client.messages.create(model='m', max_tokens=8,\n"
-        "                               messages=[{'role': 'user', 'content': 'hi'}])\n"
-        "    layer.flush(10)\n"
-        "    print(len(collector.actions(sid)))\n"
-        "    layer.shutdown()\n"
-        "    print(hasattr(anthropic.resources.Messages.create, '__layer_instrumented__'))\n"
-        "    print(any(type(f).__name__ == '_PostImportHook' for f in sys.meta_path))\n"
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["False", "True", "2", "False", "False"]
 
 
 # -- anthropic's own OpenTelemetry spans ----------------------------------------------------------

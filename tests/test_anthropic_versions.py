@@ -1,10 +1,10 @@
 """The Anthropic instrumentation tests, once per supported version line of ``anthropic``.
 
-The main environment has the current 2.x (the ``anthropic`` extra). For an
-early supported 0.x (0.40), the last 0.x and the last 1.x,
-``tests/test_anthropic.py`` runs inside a cached virtual environment with
-that ``anthropic`` (``version_matrix.py``: where they are kept, how they are
-built); 2.14 runs there too, so that the matrix is complete on its own.
+The main environment has the current 2.x (the ``anthropic`` extra). For an early
+supported 0.x (0.40), the last 0.x and the last 1.x, ``tests/test_anthropic.py`` and the
+provider contract suite run inside a cached virtual environment with that ``anthropic``
+(``version_matrix.py``: where they are kept, how they are built); 2.14 runs there too,
+so that the matrix is complete on its own.
 
 Deselect locally with ``-m "not matrix"``; CI runs them.
 """
@@ -29,7 +29,7 @@ VERSIONS: dict[str, list[str]] = {
 test_instrumentation_tests_pass_with = matrix_test(
     "anthropic",
     VERSIONS,
-    "tests/test_anthropic.py",
+    ["tests/test_anthropic.py", "tests/test_provider_contract.py"],
     doc="Issue 13, the version matrix: every call shape of this anthropic version, recorded.",
     at_least=40,
 )

@@ -27,22 +27,19 @@ from pydantic import BaseModel  # noqa: E402  (openai depends on pydantic)
 
 from layer_sdk import Client  # noqa: E402
 from layer_sdk.collector import LocalCollector  # noqa: E402
-from layer_sdk.instrumentation import instrumented_by  # noqa: E402
 from layer_sdk.instrumentation._openai import call as _openai  # noqa: E402
+from layer_sdk.instrumentation._streams import StreamRecord  # noqa: E402
 
 from .helpers import (  # noqa: E402
     actions_of,
     assert_bugs_logged_once,
-    assert_patched_for_each_init,
     break_on_purpose,
     by_kind,
     check_error,
     check_times,
     drain,
     instrumentation_fixtures,
-    leave_early,
     one,
-    run_python,
     then,
     wait_until,
 )
@@ -104,7 +101,7 @@ class Answer(BaseModel):
 
 
 server, layer, _fresh_problem_log, _no_leftover_patches, _errors_fit_the_wire_contract = (
-    instrumentation_fixtures("openai", _openai.PROBLEMS, OpenAIServer)
+    instrumentation_fixtures("openai", _openai.OPENAI.problems, OpenAIServer)
 )
 
 
@@ -704,66 +701,32 @@ def test_moderations_one_scanner_per_result(
 # -- streams: every way out records exactly once --------------------------------------------------
 
 
-def assert_broken_off_after_three_chunks(
-    layer: Client, collector: LocalCollector, session_id: str, received: list[Any]
+def test_an_async_stream_closed_with_aclose_is_recorded_at_once(
+    layer: Client, collector: LocalCollector, server: OpenAIServer
 ) -> None:
-    """A ``slow`` chat stream left after three chunks: recorded once, incomplete, with the
-    text received and no error. Issue 12: the sync and async tests of broken-off streams
-    share it, so that the async twin asserts what the sync one does."""
-    assert len(received) == 3
-    assert wait_until(lambda: layer.stats().enqueued == 3)  # session, prompt, output
-    actions = actions_of(layer, collector, session_id, 2)
-    output = one(actions, "completion_output")
-    assert output["attributes"]["incomplete"] is True
-    assert output["data"] == {"messages": [{"role": "assistant", "content": " w0 w1"}]}
-    assert "error" not in output
-    gc.collect()
-    assert layer.flush(5) and len(collector.actions(session_id)) == 2  # nothing more later
-
-
-@pytest.mark.parametrize("how", ["close", "with", "gc"])
-def test_a_stream_broken_off_early_is_recorded_incomplete_once(
-    how: str, layer: Client, collector: LocalCollector, server: OpenAIServer
-) -> None:
-    client = openai.OpenAI(base_url=server.url, api_key="sk-test", max_retries=0)
-    with layer.session_context() as session_id:
-        stream = client.chat.completions.create(model="slow", messages=MESSAGES, stream=True)
-        received = leave_early(stream, how, 3)
-        del stream  # for "gc", the last reference
-        gc.collect()
-    assert_broken_off_after_three_chunks(layer, collector, session_id, received)
-    client.close()
-
-
-@pytest.mark.parametrize("how", ["close", "aclose", "async with", "abandon"])
-def test_an_async_stream_broken_off_early_is_recorded_incomplete_once(
-    how: str, layer: Client, collector: LocalCollector, server: OpenAIServer
-) -> None:
-    """Closed: recorded at the close, the stream still held; abandoned: when it is collected."""
-    if how == "aclose" and not hasattr(openai.AsyncStream, "aclose"):
+    """``AsyncStream.aclose()`` (openai 1.x has it beside ``close()``, which every provider's
+    contract test covers) ends the record at once, the stream still held: once, incomplete,
+    with the text received."""
+    if not hasattr(openai.AsyncStream, "aclose"):
         pytest.skip(f"openai {openai.__version__}'s AsyncStream has no aclose()")
     enqueued_at_close: list[int] = []
 
     async def call(c: Any) -> list[Any]:
         stream = await c.chat.completions.create(model="slow", messages=MESSAGES, stream=True)
-        if how == "async with":
-            async with stream:
-                received = await drain("async", stream, limit=3)
-        else:
-            received = await drain("async", stream, limit=3)
-            if how == "close":
-                await stream.close()
-            elif how == "aclose":
-                await stream.aclose()
+        received = await drain("async", stream, limit=3)
+        await stream.aclose()
         enqueued_at_close.append(layer.stats().enqueued)  # the stream is still referenced
         return received  # type: ignore[no-any-return]
 
     with layer.session_context() as session_id:
         received = perform("async", server, call)
-    # Issue 10, stream type: with openai's own class, a close still ends the record at once.
-    assert enqueued_at_close == [2 if how == "abandon" else 3]  # session, prompt (, output)
+    assert enqueued_at_close == [3]  # session, prompt, output
+    assert len(received) == 3
+    output = one(actions_of(layer, collector, session_id, 2), "completion_output")
+    assert output["attributes"]["incomplete"] is True
+    assert output["data"] == {"messages": [{"role": "assistant", "content": " w0 w1"}]}
     gc.collect()
-    assert_broken_off_after_three_chunks(layer, collector, session_id, received)
+    assert layer.flush(5) and len(collector.actions(session_id)) == 2  # nothing more later
 
 
 def test_a_stream_helper_left_early_is_recorded_once(
@@ -839,35 +802,6 @@ def test_the_prompt_is_recorded_when_the_stream_starts(
         stream.close()
     assert one(actions_of(layer, collector, session_id, 2), "completion_output")
     client.close()
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_an_exception_in_the_callers_loop_propagates_and_the_stream_is_recorded(
-    mode: str, layer: Client, collector: LocalCollector, server: OpenAIServer
-) -> None:
-    failure = ValueError("the caller's own bug")
-
-    def call(c: Any) -> Any:
-        stream = c.chat.completions.create(model="gpt-test", messages=MESSAGES, stream=True)
-        if mode == "sync":
-            with stream:
-                for _ in stream:
-                    raise failure
-            return None
-
-        async def run() -> None:
-            async with await stream as opened:
-                async for _ in opened:
-                    raise failure
-
-        return run()
-
-    with layer.session_context() as session_id, pytest.raises(ValueError) as raised:
-        perform(mode, server, call)
-    assert raised.value is failure
-    output = one(actions_of(layer, collector, session_id, 2), "completion_output")
-    assert output["attributes"]["incomplete"] is True
-    assert "error" not in output  # the caller's error is not the model's
 
 
 @pytest.mark.parametrize("model", ["stream-error", "drop"])
@@ -1110,7 +1044,7 @@ BREAKAGES = {
     "mapping": ([(_openai, "_chat_output"), (_openai._ChatStream, "add")], 2, 6, 3),
     # Recording the prompt, which comes first (a stream is then not watched: its
     # output's recording is never reached): nothing is recorded.
-    "recording": ([(_openai._Call, "record_prompt"), (_openai._StreamRecord, "emit")], 1, 0, 0),
+    "recording": ([(_openai.Call, "record_prompt"), (StreamRecord, "emit")], 1, 0, 0),
 }
 
 
@@ -1184,51 +1118,6 @@ def test_every_response_field_is_optional(
 # -- sessions -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("header", ["X-Layer-Session-Id", "Layer-Session-Id", "x-layer-session-id"])
-@pytest.mark.parametrize("mode", MODES)
-def test_the_session_header_picks_the_session_and_never_reaches_openai(
-    mode: str, header: str, layer: Client, collector: LocalCollector, server: OpenAIServer
-) -> None:
-    session_id = layer.create_session()
-    extra = {header: session_id, "X-Custom": "kept"}
-    snapshot = dict(extra)
-    perform(
-        mode,
-        server,
-        lambda c: c.chat.completions.create(
-            model="gpt-test", messages=MESSAGES, extra_headers=extra
-        ),
-    )
-    assert extra == snapshot  # the caller's dict is not mutated
-    (request,) = server.requests
-    assert "x-layer-session-id" not in request.headers
-    assert "layer-session-id" not in request.headers
-    assert request.headers["x-custom"] == "kept"
-    actions_of(layer, collector, session_id, 2)
-    assert len(collector.sessions) == 1  # no session created for the call
-
-
-def test_a_bad_session_header_gets_a_new_session_and_is_still_removed(
-    layer: Client,
-    collector: LocalCollector,
-    server: OpenAIServer,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    with caplog.at_level(logging.WARNING, logger="layer_sdk"):
-        perform(
-            "sync",
-            server,
-            lambda c: c.chat.completions.create(
-                model="gpt-test", messages=MESSAGES, extra_headers={"X-Layer-Session-Id": "nope"}
-            ),
-        )
-    assert "x-layer-session-id" not in server.requests[0].headers
-    assert layer.flush(10)
-    (session,) = collector.sessions
-    assert len(session["actions"]) == 2
-    assert any("session header" in r.getMessage() for r in caplog.records)
-
-
 def test_each_call_without_a_session_gets_its_own(
     layer: Client, collector: LocalCollector, server: OpenAIServer
 ) -> None:
@@ -1281,80 +1170,6 @@ def test_session_context_works_across_await_and_inside_layer_session(
 # -- zero behaviour change ------------------------------------------------------------------------
 
 
-def test_results_and_requests_are_identical_with_and_without_instrumentation(
-    make_client: Callable[..., Client], server: OpenAIServer
-) -> None:
-    def calls(c: Any) -> list[Any]:
-        results = [
-            c.chat.completions.create(model="gpt-test", messages=MESSAGES, temperature=0.1),
-            list(c.chat.completions.create(model="gpt-test", messages=MESSAGES, stream=True)),
-            c.embeddings.create(model="emb", input=["a"]),
-            c.moderations.create(input="kill"),
-        ]
-        if hasattr(c, "responses"):
-            results.append(c.responses.create(model="gpt-test", input="x"))
-            results.append(list(c.responses.create(model="gpt-test", input="x", stream=True)))
-        return results
-
-    def dump(value: Any) -> Any:
-        if isinstance(value, list):
-            return [dump(v) for v in value]
-        return (type(value), value.model_dump())
-
-    plain = perform("sync", server, calls)
-    plain_requests = [(r.path, r.body) for r in server.requests]
-    server.clear()
-    make_client()
-    instrumented = perform("sync", server, calls)
-    assert dump(instrumented) == dump(plain)
-    assert [(r.path, r.body) for r in server.requests] == plain_requests
-    for request in server.requests:
-        assert not any(name.startswith("x-layer") for name in request.headers)
-
-
-def test_one_shot_iterators_are_read_once_and_still_sent(
-    layer: Client, collector: LocalCollector, server: OpenAIServer
-) -> None:
-    with layer.session_context() as session_id:
-        perform(
-            "sync",
-            server,
-            lambda c: c.chat.completions.create(
-                model="gpt-test", messages=(m for m in MESSAGES), tools=iter(TOOLS)
-            ),
-        )
-    assert server.requests[0].body["messages"] == MESSAGES
-    assert server.requests[0].body["tools"] == TOOLS
-    prompt = one(actions_of(layer, collector, session_id, 2), "completion_prompt")
-    assert prompt["data"] == {"messages": MESSAGES}
-
-
-class BrokenSource(Exception):
-    """What a caller's generator of messages raises midway."""
-
-
-def broken_messages() -> Any:
-    yield MESSAGES[0]
-    raise BrokenSource("the second message could not be read")
-
-
-@pytest.mark.parametrize("instrumented", [False, True])
-def test_a_generator_that_raises_reaches_the_provider_and_its_exception_the_caller(
-    instrumented: bool, make_client: Callable[..., Client], server: OpenAIServer
-) -> None:
-    """The provider takes a one-shot iterator as it would without the SDK: nothing is
-    sent with the messages it lacks, and the caller gets the generator's exception."""
-    if instrumented:
-        make_client()
-    with pytest.raises(BrokenSource, match="second message"):
-        perform(
-            "sync",
-            server,
-            lambda c: c.chat.completions.create(model="gpt-test", messages=broken_messages()),
-        )
-    assert server.requests == []
-
-
 def test_clients_built_before_init_and_copies_are_covered(
     make_client: Callable[..., Client], collector: LocalCollector, server: OpenAIServer
 ) -> None:
@@ -1368,131 +1183,6 @@ def test_clients_built_before_init_and_copies_are_covered(
     early.close()
 
 
-def test_async_methods_keep_their_shape(layer: Client) -> None:
-    resource = openai.resources.chat.completions.AsyncCompletions
-    patched = resource.create
-    assert patched.__layer_instrumented__
-    assert inspect.iscoroutinefunction(patched) == inspect.iscoroutinefunction(patched.__wrapped__)
-    assert patched.__name__ == "create"
-    assert inspect.signature(patched) == inspect.signature(patched.__wrapped__)
-
-
 # -- patching lifecycle ---------------------------------------------------------------------------
 
 
-def patched_methods() -> list[tuple[type, str]]:
-    found = []
-    for module_name, class_name, method, _, _ in _openai.TARGETS:
-        cls = _openai._attribute(module_name, class_name)
-        if isinstance(cls, type) and getattr(cls.__dict__.get(method), "__layer_instrumented__", 0):
-            found.append((cls, method))
-    return found
-
-
-def test_disable_instrumentations_leaves_openai_alone(
-    make_client: Callable[..., Client], collector: LocalCollector, server: OpenAIServer
-) -> None:
-    original = openai.resources.chat.completions.Completions.__dict__["create"]
-    client = make_client(disable_instrumentations=["OpenAI"])
-    assert instrumented_by("openai") is None
-    assert patched_methods() == []
-    assert openai.resources.chat.completions.Completions.__dict__["create"] is original
-    perform(
-        "sync", server, lambda c: c.chat.completions.create(model="gpt-test", messages=MESSAGES)
-    )
-    assert client.flush(5)
-    assert collector.actions() == []
-    # The alias works too.
-    make_client(disabled_instrumentors=["openai"])
-    assert patched_methods() == []
-
-
-def test_shutdown_unpatches_and_two_cycles_never_double_wrap(
-    collector: LocalCollector, server: OpenAIServer, request: pytest.FixtureRequest
-) -> None:
-    def call() -> Any:
-        return perform(
-            "sync", server, lambda c: c.chat.completions.create(model="gpt-test", messages=MESSAGES)
-        )
-
-    cls = openai.resources.chat.completions.Completions
-    # chat, embeddings, moderations; sync and async
-    assert_patched_for_each_init(
-        collector, request, "openai", (cls, "create"), patched_methods, call
-    )
-
-
-def test_a_second_client_does_not_patch_again(
-    make_client: Callable[..., Client], collector: LocalCollector, server: OpenAIServer
-) -> None:
-    first = make_client()
-    wrapper = openai.resources.chat.completions.Completions.__dict__["create"]
-    second = make_client()
-    assert openai.resources.chat.completions.Completions.__dict__["create"] is wrapper
-    assert instrumented_by("openai") is first
-    second.shutdown()  # not the owner: the patches stay
-    assert openai.resources.chat.completions.Completions.__dict__["create"] is wrapper
-    perform("sync", server, lambda c: c.embeddings.create(model="emb", input="x"))
-    assert first.flush(5)
-    assert len(collector.actions()) == 1  # received by the first client
-    first.shutdown()
-    assert patched_methods() == []
-
-
-def test_importing_layer_sdk_does_not_import_openai() -> None:
-    result = run_python(
-        "import sys, layer_sdk, layer_sdk.instrumentation\n"
-        "print('openai' in sys.modules)\n"
-        "from layer_sdk.collector import LocalCollector\n"
-        "with LocalCollector() as c:\n"
-        "    layer_sdk.layer.init(base_url=c.url, application_id='app')\n"
-        "    print('openai' in sys.modules)\n"
-        "    layer_sdk.layer.shutdown()\n"
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["False", "False"]
-
-
-def test_openai_imported_after_init_is_patched_on_import() -> None:
-    """init() does not pay for importing openai: it is patched when the application imports it."""
-    result = run_python(
-        "import sys\n"
-        "from layer_sdk import Client\n"
-        "from layer_sdk.collector import LocalCollector\n"
-        "from tests.openai_server import OpenAIServer\n"
-        "with LocalCollector() as collector, OpenAIServer() as server:\n"
-        "    layer = Client()\n"
-        "    layer.init(base_url=collector.url, application_id='app')\n"
-        "    print('openai' in sys.modules)\n"
-        "    import openai\n"
-        "    print(openai.resources.chat.completions.Completions.create.__layer_instrumented__)\n"
-        "    client = openai.OpenAI(base_url=server.url, api_key='k', max_retries=0)\n"
-        "    with layer.session_context() as sid:\n"
-        "        client.embeddings.create(model='emb', input='x')\n"
-        "    layer.flush(10)\n"
-        "    print(len(collector.actions(sid)))\n"
-        "    layer.shutdown()\n"
-        "    print(hasattr(openai.resources.chat.completions.Completions.create, "
-        "'__layer_instrumented__'))\n"
-        "    print(any(type(f).__name__ == '_PostImportHook' for f in sys.meta_path))\n"
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["False", "True", "1", "False", "False"]
-
-
-def test_a_client_shut_down_before_openai_is_imported_leaves_it_alone() -> None:
-    result = run_python(
-        "import sys\n"
-        "from layer_sdk import Client\n"
-        "from layer_sdk.collector import LocalCollector\n"
-        "with LocalCollector() as collector:\n"
-        "    layer = Client()\n"
-        "    layer.init(base_url=collector.url, application_id='app')\n"
-        "    layer.shutdown()\n"
-        "    import openai\n"
-        "    create = openai.resources.chat.completions.Completions.create\n"
-        "    print(hasattr(create, '__layer_instrumented__'))\n"
-        "    print(any(type(f).__name__ == '_PostImportHook' for f in sys.meta_path))\n"
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["False", "False"]

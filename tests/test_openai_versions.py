@@ -1,8 +1,8 @@
 """The OpenAI instrumentation tests, once per supported major version of ``openai``.
 
-The main environment has the current 3.x (the ``openai`` extra). For each
-older line, ``tests/test_openai.py`` runs inside a cached virtual environment
-with that ``openai`` (``version_matrix.py``: where they are kept, how they
+The main environment has the current 3.x (the ``openai`` extra). For each older line,
+``tests/test_openai.py`` and the provider contract suite run inside a cached virtual
+environment with that ``openai`` (``version_matrix.py``: where they are kept, how they
 are built).
 
 Deselect locally with ``-m "not matrix"``; CI runs them.
@@ -29,7 +29,7 @@ VERSIONS: dict[str, list[str]] = {
 test_instrumentation_tests_pass_with = matrix_test(
     "openai",
     VERSIONS,
-    "tests/test_openai.py",
-    doc="tests/test_openai.py passes under this openai version.",
+    ["tests/test_openai.py", "tests/test_provider_contract.py"],
+    doc="tests/test_openai.py and the contract suite pass under this openai version.",
     at_least=30,
 )

@@ -36,7 +36,7 @@ from layer_sdk.collector import LocalCollector
 from layer_sdk.otel import LayerCompletionHook
 
 from .anthropic_server import AnthropicServer
-from .helpers import APP_ID, ROOT, MakeClient, run_python
+from .helpers import APP_ID, ROOT, MakeClient, python_blocks, run_python
 from .openai_server import ANSWER, OpenAIServer
 from .otel_helpers import Traced, assert_all_accepted, make_traced, traced_fixture
 
@@ -548,21 +548,6 @@ def test_langchain_over_natively_recorded_openai_calls(
 
 
 # -- the manual ---------------------------------------------------------------------------
-
-
-def python_blocks(markdown: str) -> list[str]:
-    """The ```python blocks of a markdown text, in order."""
-    blocks: list[str] = []
-    current: list[str] | None = None
-    for line in markdown.splitlines():
-        if current is None and line.strip() == "```python":
-            current = []
-        elif current is not None and line.strip() == "```":
-            blocks.append("\n".join(current))
-            current = None
-        elif current is not None:
-            current.append(line)
-    return blocks
 
 
 def test_every_code_block_of_the_manual_runs_and_the_langchain_run_is_one_session(

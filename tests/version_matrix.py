@@ -104,15 +104,16 @@ def environment(name: str, requirements: list[str]) -> Path:
 
 def by_version(names: list[str]) -> list[str]:
     """``names`` like ``openai-1.18`` in version order (not text order: 1.109 after 1.55)."""
-    return sorted(names, key=lambda n: [int(p) for p in n.split("-", 1)[1].split(".")])
+    return sorted(names, key=lambda n: [int(p) for p in n.rsplit("-", 1)[1].split(".")])
 
 
 def run_tests_with(
-    package: str, requirements: list[str], name: str, test_file: str, at_least: int
+    package: str, requirements: list[str], name: str, test_files: list[str], at_least: int
 ) -> None:
-    """Run ``test_file`` in the environment ``name`` (``requirements``: the pinned ``package``
+    """Run ``test_files`` in the environment ``name`` (``requirements``: the pinned ``package``
     first); fails unless the pinned version is the one imported and at least ``at_least``
-    tests passed."""
+    tests passed. The provider contract suite, among them, runs for this provider only:
+    the other providers' SDKs are not in the environment, and their tests skip."""
     python = environment(name, [*requirements, *COMMON])
     pinned = requirements[0].split("==")[1]
     env = {**clean_env(), "PYTHONPATH": str(ROOT)}
@@ -129,7 +130,7 @@ def run_tests_with(
             str(python),
             "-m",
             "pytest",
-            test_file,
+            *test_files,
             "-q",
             "-p",
             "no:cacheprovider",
@@ -151,16 +152,16 @@ def run_tests_with(
 
 
 def matrix_test(
-    package: str, versions: dict[str, list[str]], test_file: str, at_least: int, doc: str
+    package: str, versions: dict[str, list[str]], test_files: list[str], at_least: int, doc: str
 ) -> Any:
-    """The matrix test of a provider: ``test_file`` once per entry of ``versions`` (name ->
+    """The matrix test of a provider: ``test_files`` once per entry of ``versions`` (name ->
     requirements, the pinned ``package`` first), each run needing ``at_least`` passed tests;
-    ``doc`` its docstring."""
+    ``doc`` its docstring. ``package`` is the name ``import`` takes (``google.genai``)."""
 
     @pytest.mark.timeout(BUILD_TIMEOUT + RUN_TIMEOUT + 60)
     @pytest.mark.parametrize("name", by_version(list(versions)))
     def test_instrumentation_tests_pass_with(name: str) -> None:
-        run_tests_with(package, versions[name], name, test_file, at_least)
+        run_tests_with(package, versions[name], name, test_files, at_least)
 
     test_instrumentation_tests_pass_with.__doc__ = doc
     return test_instrumentation_tests_pass_with

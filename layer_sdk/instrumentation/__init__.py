@@ -1,4 +1,4 @@
-"""Automatic instrumentation of provider SDKs (``openai``, ``anthropic``).
+"""Automatic instrumentation of provider SDKs (``openai``, ``anthropic``, ``google-genai``).
 
 ``Client.init()`` calls :func:`instrument` and ``Client.shutdown()`` calls
 :func:`uninstrument`. A provider is instrumented when its package is installed
@@ -35,6 +35,7 @@ logger = logging.getLogger("layer_sdk")
 PROVIDERS: dict[str, tuple[str, str]] = {
     "openai": ("openai", "layer_sdk.instrumentation._openai"),
     "anthropic": ("anthropic", "layer_sdk.instrumentation._anthropic"),
+    "google_genai": ("google.genai", "layer_sdk.instrumentation._google_genai"),
 }
 
 _lock = threading.Lock()

@@ -1,44 +1,49 @@
 """The record of one instrumented call, whatever the provider: from its outcome to its actions.
 
-The wrapper (``_patch.py``) starts a :class:`_Call` before the original
-method runs, then ends it with :meth:`_Call.failed` or
-:meth:`_Call.succeeded`, which route the outcome:
+The wrapper (``_patch.py``) starts a :class:`Call` (:meth:`Call.begin`, the
+one way every provider's record begins: the request read as its
+``Provider`` says) before the original method runs, then ends it with
+:meth:`Call.failed` or :meth:`Call.succeeded`, which route the outcome:
 
 - an exception: the prompt and an output carrying the error;
-- a ``with_raw_response`` result: its JSON body, when the response was read
-  whole, is recorded as the result would be; an unread body is recorded
-  as ``response.unread``;
-- a stream (one of the provider's ``_Results.streams``): the prompt now, the
-  output when the stream ends (``_streams.py``);
+- a raw response (``with_raw_response``): its JSON body, when the response
+  was read whole, is recorded as the result would be; an unread body is
+  recorded as ``response.unread``;
+- a stream (one of the provider's ``Results.streams``, watched in place, or
+  a plain generator or async generator, read through one of ours): the
+  prompt now, the output when the stream ends (``_streams.py``);
 - anything else: the prompt and the output.
 
-A provider subclasses :class:`_Call` with what differs: how its request
-reads as a prompt (:meth:`_Call.prompt`), its result as an output
-(:meth:`_Call.output_of`), its stream's items (:meth:`_Call.accumulator`);
-OpenAI's single-action APIs (embeddings, moderations) override the routes.
+A provider subclasses :class:`Call` with what differs: its ``PROVIDER``,
+how its request reads as a prompt (:meth:`Call.prompt`), its result as an
+output (:meth:`Call.output_of`), its stream's items
+(:meth:`Call.accumulator`); single-action APIs (embeddings, moderations)
+override the routes.
 
 On the caller's thread the actions go to ``Client.append_action`` (encode
 and enqueue: no network). Whatever goes wrong in here is logged once per
-kind (:class:`_Problems`) and swallowed: the caller gets the original
-result, or the original exception, unchanged. An action the firewall
+kind (the provider's ``Problems``) and swallowed: the caller gets the
+original result, or the original exception, unchanged. An action the firewall
 refuses (the session was blocked while the call ran) is logged as such, not
 as a failure of ours.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from .._context import Recorder
 from .._exceptions import LayerFirewallSessionBlocked
 from .._schemas import SessionActionError, SessionActionKind, SessionActionScanner
-from ._fields import _attribute, _classes
-from ._mapping import _api_keys, _error, _now, _Output, _parameters
-from ._streams import _Accumulator, _StreamRecord, _trace_stream
+from ._mapping import Output, _api_keys, _error, _now, _parameters
+from ._provider import Provider, Results
+from ._request import read_request
+from ._streams import Accumulator, StreamRecord, observe_generator, trace_stream
 
 logger = logging.getLogger("layer_sdk")
 
@@ -47,64 +52,7 @@ OUTPUT = SessionActionKind.COMPLETION_OUTPUT
 ATTACHMENT = SessionActionKind.COMPLETION_PROMPT_ATTACHMENT
 TOOL_CALL = SessionActionKind.COMPLETION_TOOL_CALL
 
-# -- failures of ours ---------------------------------------------------------------------
-
-
-class _Problems:
-    """Logs a provider instrumentation's own failures: the first of each kind as a warning."""
-
-    __slots__ = ("label", "reported")
-
-    def __init__(self, label: str) -> None:
-        self.label = label  # "OpenAI", "Anthropic": as the warning names it
-        self.reported: set[str] = set()
-
-    def __call__(self, where: str, exc: BaseException) -> None:
-        if where in self.reported:
-            logger.debug(
-                "layer-sdk: %s instrumentation failed while %s: %r", self.label, where, exc
-            )
-            return
-        self.reported.add(where)
-        logger.warning(
-            "layer-sdk: the %s instrumentation failed while %s (%s: %s); the %s call "
-            "itself is not affected. Further failures of this kind are logged at debug level.",
-            self.label,
-            where,
-            type(exc).__name__,
-            exc,
-            self.label,
-            exc_info=exc,
-        )
-
-
 # -- what a result is -----------------------------------------------------------------------
-
-
-class _Results:
-    """A provider's classes of results, looked up (``recognise``) once it is imported.
-
-    openai and anthropic are built by the same generator: the same names in
-    the same modules (``Stream``, ``_legacy_response.LegacyAPIResponse``, ...).
-    """
-
-    __slots__ = ("raw", "streams")
-
-    def __init__(self) -> None:
-        self.streams: tuple[type, ...] = ()
-        self.raw: tuple[type, ...] = ()
-
-    def recognise(self, package: str, *more_streams: tuple[str, str]) -> None:
-        """``more_streams``: (module, class) of other streams (the ``.stream()`` helpers')."""
-        self.streams = _classes(
-            _attribute(package, "Stream"),
-            _attribute(package, "AsyncStream"),
-            *(_attribute(module, name) for module, name in more_streams),
-        )
-        self.raw = _classes(
-            _attribute(f"{package}._legacy_response", "LegacyAPIResponse"),
-            _attribute(f"{package}._response", "BaseAPIResponse"),
-        )
 
 
 def _is_a(obj: Any, classes: tuple[type, ...]) -> bool:
@@ -115,7 +63,7 @@ def _is_a(obj: Any, classes: tuple[type, ...]) -> bool:
 
 
 def _read_raw_body(
-    result: Any, raw: str | None, kwargs: Mapping[str, Any], results: _Results
+    result: Any, raw: str | None, kwargs: Mapping[str, Any], results: Results
 ) -> Any:
     """The JSON body of a ``with_raw_response`` result, or None where reading it is unsafe.
 
@@ -146,15 +94,16 @@ def _read_raw_body(
 # -- one call -------------------------------------------------------------------------------
 
 
-class _Call:
+C = TypeVar("C", bound="Call")
+
+
+class Call:
     """One instrumented call: its request, and the actions it turns into."""
 
     __slots__ = ("api", "client", "kwargs", "operation", "raw", "resource", "session_id", "started")
 
     #: Set by each provider's subclass.
-    PROVIDER: ClassVar[str] = ""
-    PROBLEMS: ClassVar[_Problems]
-    RESULTS: ClassVar[_Results]
+    PROVIDER: ClassVar[Provider]
 
     def __init__(
         self,
@@ -176,19 +125,34 @@ class _Call:
         #: The provider's object the method was called on (set by ``Patcher.start``).
         self.resource: Any = None
 
+    @classmethod
+    def begin(cls: type[C], client: Recorder, spec: tuple[str, str], kwargs: dict[str, Any]) -> C:
+        """The record of a call about to be made, ``spec`` its (api, operation); edits
+        ``kwargs`` (the wrapper's own dict) as ``read_request`` does."""
+        started = _now()
+        session_id, raw = read_request(kwargs, cls.PROVIDER)
+        api, operation = spec
+        return cls(client, api, operation, kwargs, session_id, raw, started)
+
     # What a provider defines.
 
     def prompt(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], frozenset[str]]:
         """The request's messages, its attachments, and the parameters to record."""
         raise NotImplementedError
 
-    def output_of(self, result: Any) -> _Output:
+    def request_parameters(self, names: frozenset[str]) -> dict[str, Any]:
+        """The request parameters recorded on the prompt: those of the arguments in ``names``
+        (a provider whose parameters are elsewhere, in a ``config`` object, reads them there)."""
+        return _parameters(self.kwargs, names)
+
+    def output_of(self, result: Any) -> Output:
         raise NotImplementedError
 
-    def accumulator(self) -> _Accumulator:
+    def accumulator(self) -> Accumulator:
         raise NotImplementedError
 
-    # The two outcomes. Neither raises, and succeeded() returns ``result`` itself.
+    # The two outcomes. Neither raises. succeeded() returns what the caller gets: ``result``
+    # itself, or, for a stream that is a plain generator, one of ours yielding its items.
 
     def failed(self, exc: BaseException) -> None:
         try:
@@ -198,47 +162,58 @@ class _Call:
 
     def succeeded(self, result: Any, is_async: bool) -> Any:
         try:
-            self._record_result(result, is_async)
+            return self._record_result(result, is_async)
         except Exception as problem:
             self.problem(f"recording the result of {self.operation}", problem)
         return result
 
-    def _record_result(self, result: Any, is_async: bool) -> None:
+    def _record_result(self, result: Any, is_async: bool) -> Any:
         ended = _now()
-        results = self.RESULTS
+        results = self.PROVIDER.results
         if self.raw is not None or _is_a(result, results.raw):
             body = _read_raw_body(result, self.raw, self.kwargs, results)
             if body is None:  # a streamed body, which the caller has not read yet
                 self.record_unread(ended)
-                return
-            result = body
+                return result
+            self.record_result(body, ended)
+            return result
         if _is_a(result, results.streams):
             self.watch(result, is_async)
-            return
+            return result
+        if inspect.isgenerator(result) or inspect.isasyncgen(result):
+            return self.watch_generator(result)
         self.record_result(result, ended)
+        return result
 
     # The routes (OpenAI's embeddings and moderations take others).
 
     def record_failure(self, error: dict[str, Any], ended: datetime) -> None:
         model = self.record_prompt()
-        self.record_output(_Output(), ended, model=model, error=error)
+        self.record_output(Output(), ended, model=model, error=error)
 
     def record_unread(self, ended: datetime) -> None:
         model = self.record_prompt()
-        self.record_output(_Output(), ended, model=model, unread=True)
+        self.record_output(Output(), ended, model=model, unread=True)
 
     def record_result(self, result: Any, ended: datetime) -> None:
         model = self.record_prompt()
         self.record_output(self.output_of(result), ended, model=model)
 
     def watch(self, stream: Any, is_async: bool) -> None:
-        """Record the prompt now, the output when ``stream`` ends."""
+        """Record the prompt now, the output when ``stream`` (the provider's object) ends."""
         model = self.record_prompt()
-        _trace_stream(stream, _StreamRecord(self, self.accumulator(), model), is_async)
+        record = StreamRecord(self, self.accumulator(), model)
+        trace_stream(stream, record, is_async, self.PROVIDER.results.iterator_attribute)
+
+    def watch_generator(self, stream: Any) -> Any:
+        """Record the prompt now, the output when ``stream`` (a plain generator or async
+        generator) ends; returns the generator of ours that the caller reads in its place."""
+        model = self.record_prompt()
+        return observe_generator(stream, StreamRecord(self, self.accumulator(), model))
 
     def problem(self, where: str, exc: BaseException) -> None:
         """Log a failure of ours (also for the stream code, which records through a call)."""
-        self.PROBLEMS(where, exc)
+        self.PROVIDER.problems(where, exc)
 
     def error_of(self, exc: BaseException) -> dict[str, Any]:
         """The action error of ``exc``, which the provider raised for this call (see ``_error``)."""
@@ -286,8 +261,9 @@ class _Call:
         attributes: dict[str, Any] = {}
         if isinstance(model, str):
             attributes["model.id"] = model
-        attributes["model.provider"] = self.PROVIDER
-        attributes[f"{self.PROVIDER}.operation"] = self.operation
+        name = self.PROVIDER.name
+        attributes["model.provider"] = name
+        attributes[f"{name}.operation"] = self.operation
         return attributes
 
     def record_prompt(self) -> str | None:
@@ -297,7 +273,7 @@ class _Call:
         model = model if isinstance(model, str) else None
         messages, attachments, params = self.prompt()
         attributes = self.base_attributes(model)
-        attributes.update(_parameters(kwargs, params))
+        attributes.update(self.request_parameters(params))
         started = self.started
         self.append(PROMPT, started, attributes, {"messages": messages})
         for attachment in attachments:
@@ -306,7 +282,7 @@ class _Call:
 
     def record_output(
         self,
-        output: _Output,
+        output: Output,
         ended: datetime,
         *,
         model: str | None,

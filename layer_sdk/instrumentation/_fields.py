@@ -7,30 +7,15 @@ a provider SDK promises every field. Strings are read whole, however long: the
 monitor must see what the model sees. An action too large for ``max_event_bytes``
 is cut where every action is, with its head and tail kept (``_oversize``).
 
-Also here: how a name is looked up in a provider's modules (``_attribute``),
-and the providers' "not given" sentinels, recognised once each is imported.
+Also here: the providers' "not given" sentinels, recognised once each is imported.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import Any
 
-# -- names in a provider's modules ---------------------------------------------------
-
-
-def _attribute(module_name: str, name: str) -> Any:
-    """``module_name.name``, or None where this version of the provider lacks it."""
-    try:
-        return getattr(importlib.import_module(module_name), name, None)
-    except ImportError:
-        return None
-
-
-def _classes(*candidates: Any) -> tuple[type, ...]:
-    return tuple(c for c in candidates if isinstance(c, type))
-
+from ._provider import attribute, classes
 
 #: The providers' ``NotGiven`` and ``Omit`` (what their versions have): an
 #: argument passed as one of them was not given. Grown by ``_recognise_sentinels()``.
@@ -40,8 +25,8 @@ _omitted_types: tuple[type, ...] = ()
 def _recognise_sentinels(package: str) -> None:
     """Add ``package``'s "not given" classes; called when its classes are patched."""
     global _omitted_types
-    found = _classes(
-        _attribute(f"{package}._types", "NotGiven"), _attribute(f"{package}._types", "Omit")
+    found = classes(
+        attribute(f"{package}._types", "NotGiven"), attribute(f"{package}._types", "Omit")
     )
     _omitted_types = tuple(dict.fromkeys(_omitted_types + found))
 

@@ -16,7 +16,7 @@ from .._redact import scrub
 from ._fields import _as_dict, _fields, _get, _given, _items, _plain, _str
 
 
-class _Output:
+class Output:
     """The answer of a completion (chat, response, message), as the actions need it."""
 
     __slots__ = ("attributes", "error", "incomplete", "messages", "model", "tool_calls", "usage")
@@ -31,9 +31,9 @@ class _Output:
         self.incomplete = False
 
 
-def _output_of(model: Any, response_id: Any) -> _Output:
+def _output_of(model: Any, response_id: Any) -> Output:
     """An output with the model and the id of an answer (whole, or as its stream began it)."""
-    output = _Output()
+    output = Output()
     output.model = _str(model)
     if isinstance(response_id, str) and response_id:
         output.attributes["response.id"] = response_id

@@ -1,18 +1,21 @@
 """Patching a provider's classes: the wrapper of each method, put in place and taken off.
 
-Each provider has one :class:`Patcher`, given its ``Target`` list (which
-methods of which classes) and how a call's record begins (``begin``). The
-methods are replaced on the resource *classes*, so that clients built before
-``init()``, Azure/Bedrock/Vertex clients and ``with_options()`` copies are
-all covered; a method that a version lacks is skipped. When the provider is
-not imported yet, the classes are patched right after it is (``_hook.py``).
+Each provider has one :class:`Patcher`, given its ``Provider`` (the
+contract, ``_provider.py``), its ``Target`` list (which methods of which
+classes, and which are async) and how a call's record begins (``begin``,
+``Call.begin``). The methods are replaced on the resource *classes*, so
+that clients built before ``init()``, Azure/Bedrock/Vertex clients and
+``with_options()`` copies are all covered; a method that a version lacks is
+skipped. When the provider is not imported yet, the classes are patched
+right after it is (``_hook.py``).
 
-A wrapper has the original's shape (sync, coroutine function, or a plain
-function returning an awaitable) and signature. :meth:`Patcher.start` is
+A wrapper has the original's shape (sync, coroutine function, a plain
+function returning an awaitable, or a generator function) and signature.
+:meth:`Patcher.start` is
 the one point every recorded call goes through before the provider is
-called: it reads the request into a ``_Call`` (the start time, the session,
+called: it reads the request into a ``Call`` (the start time, the session,
 the headers). The wrapper then calls the original method with everything
-else unchanged, and hands the outcome to the ``_Call``. A nested
+else unchanged, and hands the outcome to the ``Call``. A nested
 instrumented call (one provider method calling another) is passed through
 unrecorded, as is every call while no client owns the patches.
 """
@@ -27,16 +30,15 @@ import inspect
 import sys
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from .._context import Recorder
-from ._fields import _attribute
-from ._firewall import check_before_prompt, check_before_prompt_async
 from ._hook import _PostImportHook
+from ._provider import Provider, Target, attribute
 
 
-class _Record(Protocol):
-    """What a wrapper needs of a call's record (``_call._Call``)."""
+class Record(Protocol):
+    """What a wrapper needs of a call's record (``_call.Call``)."""
 
     #: The client the call is recorded for.
     client: Recorder
@@ -67,18 +69,6 @@ def in_recorded_call() -> bool:
 Start = Callable[[Any, dict[str, Any]], Any]
 #: ``finish(record, returned)``: what the wrapper returns for what the original returned.
 Finish = Callable[[Any, Any], Any]
-#: ``make(patcher, original, target, is_async)``: a wrapper of another kind than the default.
-Make = Callable[["Patcher", Any, "Target", bool], Any]
-
-
-class Target(NamedTuple):
-    """A method to patch: ``spec`` is what the provider's ``begin`` needs to read its calls."""
-
-    module: str
-    cls: str
-    method: str
-    spec: Any
-    make: Make | None = None
 
 
 class Patcher:
@@ -86,18 +76,18 @@ class Patcher:
 
     def __init__(
         self,
-        package: str,
+        provider: Provider,
         targets: Iterable[Target],
-        begin: Callable[[Recorder, Any, dict[str, Any]], _Record],
-        problem: Callable[[str, BaseException], None],
+        begin: Callable[[Recorder, Any, dict[str, Any]], Record],
         prepare: Callable[[], None],
     ) -> None:
         """``begin(client, spec, kwargs)`` starts a call's record; ``prepare()`` runs before
         patching, once the package is imported (to look up its result classes)."""
+        package = provider.package
         self.package = package
         self.targets = tuple(targets)
         self._begin = begin
-        self.problem = problem
+        self.problem = provider.problems
         self._prepare = prepare
         self._lock = threading.Lock()
         #: The client that receives the actions of every recorded call; None: record nothing.
@@ -107,7 +97,7 @@ class Patcher:
         #: True while an instrumented call runs: a nested instrumented call is then
         #: passed through, not recorded twice.
         self.inside: contextvars.ContextVar[bool] = contextvars.ContextVar(
-            f"layer_{package}_inside", default=False
+            f"layer_{provider.name}_inside", default=False
         )
         #: The client to patch for once the package is imported.
         self._waiting: Recorder | None = None
@@ -142,7 +132,7 @@ class Patcher:
             self._prepare()
             patched: set[tuple[type, str]] = {(cls, name) for cls, name, _, _ in self.patches}
             for target in self.targets:
-                cls = _attribute(target.module, target.cls)
+                cls = attribute(target.module, target.cls)
                 method = target.method
                 if not isinstance(cls, type) or (cls, method) in patched:
                     continue
@@ -151,9 +141,8 @@ class Patcher:
                     continue
                 if getattr(current, "__layer_instrumented__", False):
                     continue  # already ours (a patch someone else wrapped over): it reads client
-                is_async = target.cls.startswith(("Async", "BetaAsync"))
                 make = target.make or _make_wrapper
-                wrapper = make(self, current, target, is_async)
+                wrapper = make(self, current, target)
                 wrapper.__layer_instrumented__ = True  # ours: never wrapped again
                 setattr(cls, method, wrapper)
                 self.patches.append((cls, method, current, wrapper))
@@ -200,8 +189,9 @@ class Patcher:
 
         Every recorded call of every provider passes here before the request is
         made (for the ``.stream()`` helper: when ``stream()`` is called, before its
-        manager sends anything). The firewall's check comes later, in the wrapper,
-        right before the request is sent (``_firewall``).
+        manager sends anything; for a generator function: at its first ``next()``).
+        The firewall's check comes later, in the wrapper, right before the
+        request is sent (``Recorder.check_prompt``).
         """
         client = self.client
         if client is None or self.inside.get():
@@ -234,15 +224,19 @@ class Patcher:
 # about 1 µs more per call, some 3% of the instrumentation's own work.
 
 
-def _make_wrapper(patcher: Patcher, original: Any, target: Target, is_async: bool) -> Any:
+def _make_wrapper(patcher: Patcher, original: Any, target: Target) -> Any:
     """The wrapper of ``original``, of the same shape, recording its calls.
 
-    Async: a coroutine function stays one; a plain function returning an
-    awaitable (openai 1.x wraps the async methods in a sync argument checker)
-    keeps raising its argument errors at the call.
+    Async (``target.is_async``): a coroutine function stays one; a plain
+    function returning an awaitable (openai 1.x wraps the async methods in a
+    sync argument checker) keeps raising its argument errors at the call.
+    A generator function stays one: it sends its request at the first
+    ``next()``, and so is recorded (and checked) from there.
     """
     start = patcher.starter(target.spec)
-    if not is_async:
+    if inspect.isgeneratorfunction(original):
+        return _generator_wrapper(original, start)
+    if not target.is_async:
         return _function_wrapper(patcher, original, start, _succeeded)
     if inspect.iscoroutinefunction(original):
         return _coroutine_wrapper(patcher, original, start)
@@ -265,8 +259,8 @@ def _function_wrapper(
         call = start(self, kwargs)
         if call is None:
             return original(self, *args, **kwargs)
-        if sends:
-            check_before_prompt(call.client, call.session_id)
+        if sends and call.session_id is not None:
+            call.client.check_prompt(call.session_id)
         token = inside.set(True)
         try:
             returned = original(self, *args, **kwargs)
@@ -292,12 +286,13 @@ def _coroutine_wrapper(
         call = start(self, kwargs)
         if call is None:
             return await original(self, *args, **kwargs)
-        try:
-            await check_before_prompt_async(call.client, call.session_id)
-        except BaseException:
-            if refused is not None:
-                refused(self)
-            raise
+        if call.session_id is not None:
+            try:
+                await call.client.check_prompt_async(call.session_id)
+            except BaseException:
+                if refused is not None:
+                    refused(self)
+                raise
         token = inside.set(True)
         try:
             result = await original(self, *args, **kwargs)
@@ -311,19 +306,47 @@ def _coroutine_wrapper(
     return wrapper
 
 
-def _succeeded(call: _Record, result: Any) -> Any:
+def _generator_wrapper(original: Any, start: Start) -> Any:
+    """A generator function around the generator function ``original`` (a stream whose
+    request is sent at the first ``next()``): from there, the call is recorded as a stream
+    read through a generator of ours, and a refusal of the firewall raises there, where the
+    provider's own errors would.
+
+    ``inside`` is not set: the generator runs a step at a time in the caller's context,
+    between which the caller's own code runs (and its own calls are its own).
+    """
+
+    @functools.wraps(original)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        call = start(self, kwargs)
+        if call is None:
+            return (yield from original(self, *args, **kwargs))
+        if call.session_id is not None:
+            call.client.check_prompt(call.session_id)
+        try:
+            stream = original(self, *args, **kwargs)  # a generator: nothing runs yet
+        except BaseException as exc:
+            call.failed(exc)
+            raise
+        return (yield from call.succeeded(stream, False))
+
+    return wrapper
+
+
+def _succeeded(call: Record, result: Any) -> Any:
     return call.succeeded(result, False)
 
 
-async def _finish_async(patcher: Patcher, call: _Record, awaitable: Any) -> Any:
+async def _finish_async(patcher: Patcher, call: Record, awaitable: Any) -> Any:
     """The awaitable a plain async method returned, awaited and recorded."""
-    try:
-        await check_before_prompt_async(call.client, call.session_id)
-    except BaseException:
-        close = getattr(awaitable, "close", None)  # a coroutine never to be awaited
-        if close is not None:
-            close()
-        raise
+    if call.session_id is not None:
+        try:
+            await call.client.check_prompt_async(call.session_id)
+        except BaseException:
+            close = getattr(awaitable, "close", None)  # a coroutine never to be awaited
+            if close is not None:
+                close()
+            raise
     token = patcher.inside.set(True)
     try:
         result = await awaitable

@@ -1,16 +1,19 @@
 """Reading a call's request before it is made: the session, the raw-response mode, the arguments.
 
-:func:`_read_request` reads the keyword arguments of an instrumented call,
-whatever the provider. Layer's session header (``_context.SESSION_HEADERS``) is taken
-out of ``extra_headers`` so that it never reaches the provider; its value
-picks the session of the call's actions. Without it (or with a value that
-is not a session ID) the session is the current one (a ``session_context()``,
-or the request or task of an integration, whose pending session is created
-now), else a new one, created when the first action is recorded.
+:func:`read_request` reads the keyword arguments of an instrumented call,
+whatever the provider. Layer's session header (``SESSION_HEADERS``) is taken
+out of the call's headers (where its provider's ``HeaderSlot`` says they
+are: ``extra_headers``, google-genai's ``config.http_options.headers``), so
+that it never reaches the provider; its value picks the session of the
+call's actions. Without it (or with a value that is not a session ID) the
+session is the current one (a ``session_context()``, or the request or task
+of an integration, whose pending session is created now), else a new one,
+created when the first action is recorded.
 
-``extra_headers`` also says whether the call is made through
-``with_raw_response`` or ``with_streaming_response`` (openai and anthropic
-set the same header): that decides how its result can be read (``_call.py``).
+The headers also say whether the call is made through ``with_raw_response``
+or ``with_streaming_response`` (the provider's ``raw_header``: openai and
+anthropic set the same one): that decides how its result can be read
+(``call.py``).
 """
 
 from __future__ import annotations
@@ -21,40 +24,41 @@ from typing import Any
 from .._context import SESSION_HEADERS, current_session
 from .._exceptions import LayerSchemaValidationError
 from .._schemas import session_id_text
+from ._provider import Provider
 
-#: Set by ``with_raw_response`` ("true"/"raw") and ``with_streaming_response`` ("stream").
-_RAW_HEADER = "x-stainless-raw-response"
 _CONTAINERS = frozenset({list, tuple, str, dict})
 
 Problem = Callable[[str, BaseException], None]
 
 
-def _read_request(
-    kwargs: dict[str, Any], read: tuple[str, ...], problem: Problem
-) -> tuple[str | None, str | None]:
+def read_request(kwargs: dict[str, Any], provider: Provider) -> tuple[str | None, str | None]:
     """(the call's session, its raw-response mode); edits ``kwargs`` (the wrapper's own dict).
 
-    Only two edits: the session header leaves ``extra_headers`` (a new dict),
-    and a one-shot iterator among the arguments named in ``read`` (those the
+    Only two edits: the session header leaves the call's headers (a copy of
+    them, put where they were by the provider's ``HeaderSlot``), and a
+    one-shot iterator among the provider's ``read_arguments`` (those the
     mappings read) is watched as the provider takes it (``_watched``), never
     read here: the provider gets every item, and whatever the iterator raises,
     as it would without the instrumentation.
     """
     session_id: str | None = None
     raw: str | None = None
-    headers = kwargs.get("extra_headers")
-    if headers:
-        try:
-            headers, value, raw = _scan_headers(headers)
-            kwargs["extra_headers"] = headers
+    problem = provider.problems
+    slot = provider.headers
+    try:
+        headers = slot.get(kwargs)
+        if headers:
+            kept, value, raw = _scan_headers(headers, provider.raw_header)
+            if kept is not headers:
+                slot.put(kwargs, kept)
             if value is not None:
                 session_id = _header_session(value, problem)
-        except Exception as exc:
-            problem("reading extra_headers", exc)
+    except Exception as exc:
+        problem("reading the request headers", exc)
     if session_id is None:
         session_id = current_session()
     try:
-        for name in read:
+        for name in provider.read_arguments:
             value = kwargs.get(name)
             if value is not None and type(value) not in _CONTAINERS and isinstance(value, Iterator):
                 kwargs[name] = _watched(value, kwargs, name)
@@ -78,8 +82,11 @@ def _watched(iterator: Iterator[Any], kwargs: dict[str, Any], name: str) -> Iter
         yield item
 
 
-def _scan_headers(headers: Any) -> tuple[Any, Any, str | None]:
-    """(headers without the session entries, the session value, the raw-response mode)."""
+def _scan_headers(headers: Any, raw_header: str | None) -> tuple[Any, Any, str | None]:
+    """(headers without the session entries, the session value, the raw-response mode).
+
+    The headers are returned as they are when they carry no session entry.
+    """
     value: Any = None
     raw: str | None = None
     found = False
@@ -91,7 +98,7 @@ def _scan_headers(headers: Any) -> tuple[Any, Any, str | None]:
             found = True
             if value is None and (isinstance(item, (str, bytes)) or _is_uuid(item)):
                 value = item.decode() if isinstance(item, bytes) else item
-        elif lowered == _RAW_HEADER and isinstance(item, str):
+        elif lowered == raw_header and isinstance(item, str):
             raw = item
     if found:
         headers = {

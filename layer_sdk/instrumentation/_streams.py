@@ -9,7 +9,7 @@ every openai and anthropic version, and the helpers' ``text_stream`` and
 caller reads them; and an instance attribute ``close`` calls the class's
 ``close()`` and then ends the record, to notice an early close (``with``
 exit calls ``self.close()`` too).
-The output is recorded exactly once, by the stream's :class:`_StreamRecord`:
+The output is recorded exactly once, by the stream's :class:`StreamRecord`:
 when the stream is exhausted, raises, is closed (``close()``, ``with``
 exit, ``aclose()``: all call ``self.close()``), or is garbage-collected;
 the last three mark it ``incomplete``.
@@ -18,35 +18,37 @@ Finalizers may run inside the garbage collector at any point, where taking
 the export queue's lock could deadlock, so those records are handed (through
 a reentrant ``SimpleQueue``) to a small daemon thread that records them.
 
-A failure in here is reported through the record's call (``_Call.problem``);
-the call modules import this one, so this one knows the call only as the
-``_StreamingCall`` protocol, and an API's stream reader as an ``_Accumulator``.
+A failure in here is reported through the record's call (``Call.problem``);
+the call module imports this one, so this one knows the call only as the
+``StreamingCall`` protocol, and an API's stream reader as an ``Accumulator``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import inspect
 import os
 import queue
 import threading
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from datetime import datetime
 from typing import Any, Protocol
 
-from ._mapping import _now, _Output
+from ._mapping import Output, _now
 
 
-class _Accumulator(Protocol):
+class Accumulator(Protocol):
     """Puts a stream's items back together (``_openai/chat._ChatStream``, ...)."""
 
     def add(self, item: Any) -> None: ...
 
-    def output(self) -> _Output: ...
+    def output(self) -> Output: ...
 
 
-class _StreamingCall(Protocol):
-    """What a stream's record needs of its call (``call._Call``)."""
+class StreamingCall(Protocol):
+    """What a stream's record needs of its call (``call.Call``)."""
 
     operation: str
 
@@ -56,7 +58,7 @@ class _StreamingCall(Protocol):
 
     def record_output(
         self,
-        output: _Output,
+        output: Output,
         ended: datetime,
         *,
         model: Any,
@@ -65,12 +67,12 @@ class _StreamingCall(Protocol):
     ) -> None: ...
 
 
-class _StreamRecord:
+class StreamRecord:
     """The output of one stream, finished exactly once."""
 
     __slots__ = ("_once", "accumulator", "broken", "call", "model")
 
-    def __init__(self, call: _StreamingCall, accumulator: _Accumulator, model: Any):
+    def __init__(self, call: StreamingCall, accumulator: Accumulator, model: Any):
         self.call = call
         self.accumulator = accumulator
         self.model = model
@@ -115,14 +117,20 @@ class _StreamRecord:
             self.call.problem(f"recording the output of a {self.call.operation} stream", exc)
 
 
-def _trace_stream(stream: Any, record: _StreamRecord, is_async: bool) -> None:
-    """Watch ``stream``'s items and ends; the object, and its class, stay the provider's."""
+def trace_stream(
+    stream: Any, record: StreamRecord, is_async: bool, iterator_attribute: str = "_iterator"
+) -> None:
+    """Watch ``stream``'s items and ends; the object, and its class, stay the provider's.
+
+    ``iterator_attribute``: the attribute of ``stream`` that its iteration reads items from.
+    """
     try:
-        inner = stream._iterator
+        inner = getattr(stream, iterator_attribute)
     except AttributeError:
         record.finish(True)  # a stream shape we do not know: record what we can, now
         return
-    stream._iterator = _observe_async(inner, record) if is_async else _observe(inner, record)
+    watched = _observe_async(inner, record) if is_async else _observe(inner, record)
+    setattr(stream, iterator_attribute, watched)
     try:
         _hook_close(stream, record, is_async)
     except (AttributeError, TypeError) as exc:  # the close() hook is lost; GC still ends it
@@ -132,21 +140,56 @@ def _trace_stream(stream: Any, record: _StreamRecord, is_async: bool) -> None:
     finalizer.atexit = False
 
 
+def observe_generator(stream: Any, record: StreamRecord) -> Any:
+    """A generator (async when ``stream`` is) yielding ``stream``'s items, ending the record.
+
+    A close and a collection both reach it as ``GeneratorExit``: the record is then
+    finished on the reaper thread, as a collected stream's always is.
+    """
+    _ensure_reaper()
+    if inspect.isasyncgen(stream):
+        return _relay_async(stream, record)
+    return _relay(stream, record)
+
+
 # -- the chunks -------------------------------------------------------------------------
 
 
-def _observe(inner: Iterator[Any], record: _StreamRecord) -> Iterator[Any]:
+def _observe(inner: Iterator[Any], record: StreamRecord) -> Iterator[Any]:
     with _Ends(record):
         for item in inner:
             record.add(item)
             yield item
 
 
-async def _observe_async(inner: AsyncIterator[Any], record: _StreamRecord) -> AsyncIterator[Any]:
+async def _observe_async(inner: AsyncIterator[Any], record: StreamRecord) -> AsyncIterator[Any]:
     with _Ends(record):
         async for item in inner:
             record.add(item)
             yield item
+
+
+def _relay(inner: Generator[Any, Any, Any], record: StreamRecord) -> Generator[Any, Any, Any]:
+    """``inner``'s items; closing this generator closes ``inner`` (its HTTP response)."""
+    try:
+        with _Ends(record):
+            for item in inner:
+                record.add(item)
+                yield item
+    finally:
+        inner.close()
+
+
+async def _relay_async(
+    inner: AsyncGenerator[Any, Any], record: StreamRecord
+) -> AsyncGenerator[Any, Any]:
+    try:
+        with _Ends(record):
+            async for item in inner:
+                record.add(item)
+                yield item
+    finally:
+        await inner.aclose()
 
 
 class _Ends:
@@ -154,7 +197,7 @@ class _Ends:
 
     __slots__ = ("record",)
 
-    def __init__(self, record: _StreamRecord) -> None:
+    def __init__(self, record: StreamRecord) -> None:
         self.record = record
 
     def __enter__(self) -> None:
@@ -165,6 +208,10 @@ class _Ends:
             self.record.finish(False)
         elif isinstance(exc, GeneratorExit):  # closed or garbage-collected before the end
             self.record.finish(True, None, True)
+        elif isinstance(exc, asyncio.CancelledError):
+            # The caller's task was cancelled as it read (a timeout, or the event loop
+            # closing the stream it abandoned): left early, not a failure of the stream.
+            self.record.finish(True)
         else:
             self.record.finish(True, exc)
 
@@ -176,7 +223,7 @@ class _Ends:
 _CLOSE_ASSIGNED = ("__module__", "__name__", "__qualname__", "__doc__")
 
 
-def _hook_close(stream: Any, record: _StreamRecord, is_async: bool) -> None:
+def _hook_close(stream: Any, record: StreamRecord, is_async: bool) -> None:
     """Shadow the class's ``close()`` on this one stream: it runs, then the record ends.
 
     The stand-in holds the stream weakly, so that it adds no reference cycle:
@@ -213,7 +260,7 @@ def _hook_close(stream: Any, record: _StreamRecord, is_async: bool) -> None:
 # -- records finished inside the garbage collector ------------------------------------
 
 # They are recorded by this thread.
-_deferred: queue.SimpleQueue[tuple[_StreamRecord, bool, BaseException | None, datetime]] = (
+_deferred: queue.SimpleQueue[tuple[StreamRecord, bool, BaseException | None, datetime]] = (
     queue.SimpleQueue()
 )
 _reaper_pid = 0
@@ -221,7 +268,7 @@ _lock = threading.Lock()
 
 
 def _defer(
-    record: _StreamRecord, incomplete: bool, error: BaseException | None, ended: datetime
+    record: StreamRecord, incomplete: bool, error: BaseException | None, ended: datetime
 ) -> None:
     _deferred.put((record, incomplete, error, ended))  # reentrant: safe inside the GC
 

@@ -24,7 +24,7 @@ is logged once and swallowed; the original result is returned and the
 original exception re-raised, unchanged.
 
 - ``patch``: the wrappers, through the shared ``Patcher``;
-- ``call``: which methods, and the ``_Call`` with this API's mapping;
+- ``call``: which methods, and the ``Call`` with this API's mapping;
 - ``messages``: the Messages API's request, message and stream events as action data.
 
 Importing this package imports no anthropic module: only ``instrument()`` does.

@@ -6,7 +6,7 @@ sends its request itself, 0.125 and later) are wrapped like any provider method;
 ``.stream()`` helper sends its request itself (not through ``create``) when
 its manager is entered, so ``stream()`` only starts the record, kept on the
 manager, and the manager's ``__enter__``/``__aenter__`` makes the call
-(``patch.py``). :class:`_Call` is the shared record
+(``patch.py``). :class:`Call` is the shared record
 (``instrumentation/_call.py``) with the Messages API's mapping
 (``messages.py``); the helper's ``MessageStream`` is a stream like
 ``anthropic.Stream``: the prompt when it starts, the output when it ends.
@@ -16,18 +16,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..._context import Recorder
-from .._call import _Call as _SharedCall
-from .._call import _Problems, _Results
-from .._fields import _recognise_sentinels
-from .._mapping import _now, _Output
-from .._request import _read_request
-from .._streams import _Accumulator
+from .. import _stainless
+from .._call import Call as _SharedCall
+from .._mapping import Output
+from .._provider import EXTRA_HEADERS, Provider
+from .._streams import Accumulator
 from .messages import _MESSAGES_PARAMETERS, _message_output, _MessageStream, _prompt_messages
 
 _MESSAGES, _BETA = "anthropic.resources.messages", "anthropic.resources.beta.messages"
 _HELPERS = "anthropic.lib.streaming"
-#: (module, class, method, operation). Async handling is chosen by the class.
+#: (module, class, method, operation); the ``*Async*`` classes are the async client's.
 CALLS: tuple[tuple[str, str, str, str], ...] = (
     (_MESSAGES, "Messages", "create", "messages.create"),
     (_MESSAGES, "AsyncMessages", "create", "messages.create"),
@@ -59,43 +57,35 @@ _HELPER_STREAMS = (
     (_HELPERS, "BetaMessageStream"),
     (_HELPERS, "BetaAsyncMessageStream"),
 )
-#: The arguments the mapping reads, so the ones where a one-shot iterator is made a list.
-_READ_ARGUMENTS = ("messages", "system", "tools")
+ANTHROPIC = Provider(
+    name="anthropic",
+    package="anthropic",
+    label="Anthropic",
+    headers=EXTRA_HEADERS,
+    read_arguments=("messages", "system", "tools"),
+    raw_header=_stainless.RAW_HEADER,
+)
 
-#: Failures of ours, logged once per kind.
-PROBLEMS = _Problems("Anthropic")
-#: anthropic's classes of streams and raw responses, looked up by ``_recognise()``.
-RESULTS = _Results()
 
-
-def _recognise() -> None:
+def recognise() -> None:
     """Look up anthropic's classes; called when the classes are patched."""
-    RESULTS.recognise("anthropic", *_HELPER_STREAMS)
-    _recognise_sentinels("anthropic")
+    _stainless.recognise("anthropic", ANTHROPIC.results, *_HELPER_STREAMS)
 
 
-class _Call(_SharedCall):
+class Call(_SharedCall):
     """One Messages API call (``create``, or a ``.stream()`` helper's request)."""
 
     __slots__ = ()
 
-    PROVIDER = "anthropic"
-    PROBLEMS = PROBLEMS
-    RESULTS = RESULTS
+    PROVIDER = ANTHROPIC
 
     def prompt(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], frozenset[str]]:
         messages, attachments = _prompt_messages(self.kwargs)
         return messages, attachments, _MESSAGES_PARAMETERS
 
-    def output_of(self, result: Any) -> _Output:
+    def output_of(self, result: Any) -> Output:
         return _message_output(result)
 
-    def accumulator(self) -> _Accumulator:
+    def accumulator(self) -> Accumulator:
         return _MessageStream()
 
-
-def _begin(client: Recorder, operation: str, kwargs: dict[str, Any]) -> _Call:
-    """Prepare the record of a call; edits ``kwargs`` (the wrapper's own dict) in place."""
-    started = _now()
-    session_id, raw = _read_request(kwargs, _READ_ARGUMENTS, PROBLEMS)
-    return _Call(client, "messages", operation, kwargs, session_id, raw, started)

@@ -19,7 +19,7 @@ import json
 from typing import Any
 
 from .._fields import _fields, _get, _items, _str
-from .._mapping import _attach, _attachment, _Output, _output_of, _usage, _without_none
+from .._mapping import Output, _attach, _attachment, _output_of, _usage, _without_none
 
 #: The request parameters recorded as attributes of the prompt.
 _MESSAGES_PARAMETERS = frozenset(
@@ -137,7 +137,7 @@ def _plain_json(value: Any) -> Any:
 # -- the message ------------------------------------------------------------------------
 
 
-def _message_output(result: Any) -> _Output:
+def _message_output(result: Any) -> Output:
     fields = _fields(result)
     output = _output_of(fields.get("model"), fields.get("id"))
     text, calls, _, _ = _blocks(fields.get("content"))
@@ -149,7 +149,7 @@ def _message_output(result: Any) -> _Output:
     return output
 
 
-def _stopped(output: _Output, reason: Any, sequence: Any) -> None:
+def _stopped(output: Output, reason: Any, sequence: Any) -> None:
     if isinstance(reason, str):
         output.attributes["finish_reason"] = reason
     if isinstance(sequence, str):
@@ -221,7 +221,7 @@ class _MessageStream:
         if counts:
             self.usage.update(counts)
 
-    def output(self) -> _Output:
+    def output(self) -> Output:
         output = _output_of(self.model, self.id)
         texts: list[str] = []
         for index in sorted(self.blocks):

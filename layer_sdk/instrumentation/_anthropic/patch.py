@@ -15,14 +15,15 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from .._patch import Patcher, Start, Target, _coroutine_wrapper, _function_wrapper
-from .call import CALLS, HELPERS, MANAGERS, PROBLEMS, _begin, _Call, _recognise
+from .._patch import Patcher, Start, _coroutine_wrapper, _function_wrapper
+from .._provider import Target
+from .call import ANTHROPIC, CALLS, HELPERS, MANAGERS, Call, recognise
 
 #: The instance attribute of a manager that holds the record of its request.
 _MANAGER_CALL = "_layer_call"
 
 
-def _keep_on_manager(call: _Call, manager: Any) -> Any:
+def _keep_on_manager(call: Call, manager: Any) -> Any:
     """``stream()`` returned ``manager``: its ``__enter__`` makes the call, recorded by ``call``."""
     try:
         setattr(manager, _MANAGER_CALL, call)
@@ -31,13 +32,13 @@ def _keep_on_manager(call: _Call, manager: Any) -> Any:
     return manager
 
 
-def _helper_wrapper(patcher: Patcher, original: Any, target: Target, is_async: bool) -> Any:
+def _helper_wrapper(patcher: Patcher, original: Any, target: Target) -> Any:
     """``stream()`` (a plain function, sync and async): the record starts, the manager keeps it."""
     start = patcher.starter(target.spec)
     return _function_wrapper(patcher, original, start, _keep_on_manager, sends=False)
 
 
-def _manager_wrapper(patcher: Patcher, original: Any, target: Target, is_async: bool) -> Any:
+def _manager_wrapper(patcher: Patcher, original: Any, target: Target) -> Any:
     """A helper manager's ``__enter__``/``__aenter__``: the request, recorded by the kept call."""
 
     def start(manager: Any, kwargs: dict[str, Any]) -> Any:
@@ -47,7 +48,7 @@ def _manager_wrapper(patcher: Patcher, original: Any, target: Target, is_async: 
         return call
 
     begin: Start = start
-    if is_async:
+    if target.is_async:
         return _coroutine_wrapper(patcher, original, begin, _drop_prepared_request)
     return _function_wrapper(patcher, original, begin, _entered)
 
@@ -60,21 +61,30 @@ def _drop_prepared_request(manager: Any) -> None:
             value.close()
 
 
-def _entered(call: _Call, stream: Any) -> Any:
+def _entered(call: Call, stream: Any) -> Any:
     return call.succeeded(stream, False)
 
 
+def _is_async(cls: str) -> bool:
+    return cls.startswith(("Async", "BetaAsync"))
+
+
 PATCHER = Patcher(
-    "anthropic",
+    ANTHROPIC,
     [
-        *(Target(module, cls, method, operation) for module, cls, method, operation in CALLS),
         *(
-            Target(module, cls, method, operation, _helper_wrapper)
+            Target(module, cls, method, ("messages", operation), _is_async(cls))
+            for module, cls, method, operation in CALLS
+        ),
+        *(
+            Target(module, cls, method, ("messages", operation), _is_async(cls), _helper_wrapper)
             for module, cls, method, operation in HELPERS
         ),
-        *(Target(module, cls, method, None, _manager_wrapper) for module, cls, method in MANAGERS),
+        *(
+            Target(module, cls, method, None, _is_async(cls), _manager_wrapper)
+            for module, cls, method in MANAGERS
+        ),
     ],
-    _begin,
-    PROBLEMS,
-    _recognise,
+    Call.begin,
+    recognise,
 )

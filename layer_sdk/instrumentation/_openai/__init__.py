@@ -27,9 +27,9 @@ The modules, in the order a call goes through them:
 
 - ``patch``: ``instrument()``/``uninstrument()`` through the shared
   ``Patcher`` (``instrumentation/_patch.py``: the wrappers, the post-import hook);
-- ``request``: the call's arguments and headers, read into a ``_Call``
-  (``instrumentation/_request.py``: the session header, shared);
-- ``call``: ``TARGETS`` (which methods, recorded as what) and the ``_Call``,
+- ``call``: ``OPENAI`` (the provider contract: ``extra_headers``, the
+  stainless streams and raw responses), ``TARGETS`` (which methods,
+  recorded as what) and the ``Call``,
   from the call's outcome to its actions (the routing and the recording are
   shared: ``instrumentation/_call.py``; a stream is watched by
   ``instrumentation/_streams.py``);

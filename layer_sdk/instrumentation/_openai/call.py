@@ -2,7 +2,7 @@
 
 ``TARGETS`` lists the methods whose calls are recorded, each with the
 ``api`` whose mapping reads it and the ``operation`` it is recorded as.
-:class:`_Call` is the shared record (``instrumentation/_call.py``) with
+:class:`Call` is the shared record (``instrumentation/_call.py``) with
 OpenAI's mappings: chat and responses are recorded as a prompt and an
 output (a stream's output when it ends); embeddings and moderations as one
 action carrying the input, the result's summary, or the error.
@@ -14,11 +14,11 @@ from datetime import datetime
 from typing import Any
 
 from ..._schemas import SessionActionError, SessionActionKind
-from .._call import _Call as _SharedCall
-from .._call import _Problems, _Results
-from .._fields import _attribute, _recognise_sentinels
-from .._mapping import _now, _Output, _parameters
-from .._streams import _Accumulator, _StreamRecord
+from .. import _stainless
+from .._call import Call as _SharedCall
+from .._mapping import Output, _now, _parameters
+from .._provider import EXTRA_HEADERS, Provider, Target
+from .._streams import Accumulator
 from .chat import _CHAT_PARAMETERS, _chat_messages, _chat_output, _ChatStream
 from .embeddings import (
     _EMBEDDING_PARAMETERS,
@@ -34,16 +34,16 @@ from .responses import (
     _ResponsesStream,
 )
 
-__all__ = ["PROBLEMS", "RESULTS", "TARGETS", "_Call", "_StreamRecord", "_attribute"]
+__all__ = ["OPENAI", "TARGETS", "Call"]
 
 EMBEDDINGS = SessionActionKind.EMBEDDINGS
 MODERATION = SessionActionKind.MODERATION
 
-#: (module, class, method, api, operation). Async handling is chosen by the class.
+#: (module, class, method, api, operation); the ``Async*`` classes are the async client's.
 _CHAT, _BETA_CHAT = "openai.resources.chat.completions", "openai.resources.beta.chat.completions"
 _RESPONSES, _EMBEDDINGS = "openai.resources.responses", "openai.resources.embeddings"
 _MODERATIONS = "openai.resources.moderations"
-TARGETS: tuple[tuple[str, str, str, str, str], ...] = (
+_METHODS: tuple[tuple[str, str, str, str, str], ...] = (
     (_CHAT, "Completions", "create", "chat", "chat.completions.create"),
     (_CHAT, "AsyncCompletions", "create", "chat", "chat.completions.create"),
     (_CHAT, "Completions", "parse", "chat", "chat.completions.parse"),
@@ -59,29 +59,35 @@ TARGETS: tuple[tuple[str, str, str, str, str], ...] = (
     (_MODERATIONS, "Moderations", "create", "moderations", "moderations.create"),
     (_MODERATIONS, "AsyncModerations", "create", "moderations", "moderations.create"),
 )
+#: The methods patched; ``spec``: (api, operation).
+TARGETS = tuple(
+    Target(module, cls, method, (api, operation), is_async=cls.startswith("Async"))
+    for module, cls, method, api, operation in _METHODS
+)
 #: The apis recorded as a prompt and an output; the others are one action.
 _COMPLETION_APIS = frozenset({"chat", "responses"})
 
-#: Failures of ours, logged once per kind.
-PROBLEMS = _Problems("OpenAI")
-#: openai's classes of streams and raw responses, looked up by ``_recognise()``.
-RESULTS = _Results()
+OPENAI = Provider(
+    name="openai",
+    package="openai",
+    label="OpenAI",
+    headers=EXTRA_HEADERS,
+    read_arguments=("messages", "input", "tools", "functions"),
+    raw_header=_stainless.RAW_HEADER,
+)
 
 
-def _recognise() -> None:
+def recognise() -> None:
     """Look up openai's classes; called when the classes are patched."""
-    RESULTS.recognise("openai")
-    _recognise_sentinels("openai")
+    _stainless.recognise("openai", OPENAI.results)
 
 
-class _Call(_SharedCall):
+class Call(_SharedCall):
     """One OpenAI call: chat and responses as completions, the others as one action."""
 
     __slots__ = ()
 
-    PROVIDER = "openai"
-    PROBLEMS = PROBLEMS
-    RESULTS = RESULTS
+    PROVIDER = OPENAI
 
     def prompt(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], frozenset[str]]:
         if self.api == "chat":
@@ -90,10 +96,10 @@ class _Call(_SharedCall):
         messages, attachments = _responses_messages(self.kwargs)
         return messages, attachments, _RESPONSES_PARAMETERS
 
-    def output_of(self, result: Any) -> _Output:
+    def output_of(self, result: Any) -> Output:
         return _chat_output(result) if self.api == "chat" else _responses_output(result)
 
-    def accumulator(self) -> _Accumulator:
+    def accumulator(self) -> Accumulator:
         return _ChatStream() if self.api == "chat" else _ResponsesStream()
 
     # Embeddings and moderations: one action, whatever the outcome.

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._fields import _fields, _get, _items, _str
-from .._mapping import _arguments, _attach, _content, _Output, _output_of, _usage, _without_none
+from .._mapping import Output, _arguments, _attach, _content, _output_of, _usage, _without_none
 
 #: The request parameters recorded as attributes of the prompt.
 _CHAT_PARAMETERS = frozenset(
@@ -99,7 +99,7 @@ def _function_call(call: Any) -> dict[str, Any]:
 # -- the completion -------------------------------------------------------------------
 
 
-def _chat_output(result: Any) -> _Output:
+def _chat_output(result: Any) -> Output:
     fields = _fields(result)
     output = _output_of(fields.get("model"), fields.get("id"))
     messages: list[dict[str, Any]] = []
@@ -125,8 +125,8 @@ def _chat_output(result: Any) -> _Output:
 
 
 def _with_choices(
-    output: _Output, messages: list[dict[str, Any]], reasons: list[str], usage: Any
-) -> _Output:
+    output: Output, messages: list[dict[str, Any]], reasons: list[str], usage: Any
+) -> Output:
     """``output`` with its messages (one a choice), their finish reasons and the usage."""
     output.messages = messages
     if reasons:
@@ -216,7 +216,7 @@ class _ChatStream:
             entry["type"] = kind
         _extend_function(entry, _get(call, "function"))
 
-    def output(self) -> _Output:
+    def output(self) -> Output:
         output = _output_of(self.model, self.id)
         messages: list[dict[str, Any]] = []
         reasons: list[str] = []

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..._redact import scrub
 from .._fields import _get, _items, _plain, _str
-from .._mapping import _arguments, _attach, _content, _Output, _output_of, _usage, _without_none
+from .._mapping import Output, _arguments, _attach, _content, _output_of, _usage, _without_none
 
 #: The request parameters recorded as attributes of the prompt.
 _RESPONSES_PARAMETERS = frozenset(
@@ -94,7 +94,7 @@ def _responses_tool_call(item: Any) -> dict[str, Any]:
 # -- the response ---------------------------------------------------------------------
 
 
-def _responses_output(result: Any) -> _Output:
+def _responses_output(result: Any) -> Output:
     output = _output_of(_get(result, "model"), _get(result, "id"))
     status = _get(result, "status")
     if isinstance(status, str):
@@ -108,7 +108,7 @@ def _responses_output(result: Any) -> _Output:
     return output
 
 
-def _responses_items(output: _Output, items: Any) -> None:
+def _responses_items(output: Output, items: Any) -> None:
     messages: list[dict[str, Any]] = []
     for item in _items(items):
         kind = _get(item, "type")
@@ -167,7 +167,7 @@ class _ResponsesStream:
         elif kind == "error":
             self.error = _failure(event, "stream error", "error")
 
-    def output(self) -> _Output:
+    def output(self) -> Output:
         if self.final is not None:
             output = _responses_output(self.final)
         else:
