@@ -308,7 +308,7 @@ class ExportQueue:
         A retry that is due comes first, then the sessions that are ready.
         Returns None when idle that long, or when the queue is closed and holds
         nothing more to send. One idle sender keeps time for the retries
-        waiting (it does not go idle while one waits); the others sleep on.
+        waiting (it wakes when the next is due); the others sleep on.
         Losses found meanwhile are left for ``report()``, so that a raising
         ``on_loss`` cannot make a taken request disappear.
         """
@@ -321,8 +321,7 @@ class ExportQueue:
             now = time.monotonic()
             if retries and retries[0][0] <= now:
                 request = heapq.heappop(retries)[2]
-                if retries:
-                    self._wake()  # another sender keeps time for the next one
+                self._hand_over_time()
                 return request
             if self._ready:
                 return self._next_request()
@@ -332,18 +331,16 @@ class ExportQueue:
                     self._sort_inbox()
                     continue
                 until = due
+            elif (self._closed and not retries) or now >= idle_deadline:
+                self._hand_over_time()
+                return None
             else:
                 until = idle_deadline
-            keeps_time = bool(retries) and self._timekeeper is None
-            if keeps_time:
-                # Not idle while a retry waits: this sender wakes when it is due.
-                until = min(until, retries[0][0]) if self._inbox else retries[0][0]
-            elif not self._inbox and (self._closed or now >= idle_deadline):
-                return None
             waiter = threading.Condition(self._lock)
             self._idle.append(waiter)
-            if keeps_time:
-                self._timekeeper = waiter
+            if retries and self._timekeeper is None:
+                self._timekeeper = waiter  # this sender wakes when the next retry is due
+                until = min(until, retries[0][0])
             try:
                 waiter.wait(until - now)
             finally:
@@ -351,6 +348,12 @@ class ExportQueue:
                     self._idle.remove(waiter)
                 if self._timekeeper is waiter:
                     self._timekeeper = None
+
+    def _hand_over_time(self) -> None:
+        """A sender leaves the wait: if retries wait and no one keeps time for them,
+        another idle sender is woken to do it."""
+        if self._retries and self._timekeeper is None:
+            self._wake()
 
     def _wake(self, count: int = 1) -> None:
         """Wake up to ``count`` idle senders, the most recently idle first."""
@@ -362,6 +365,11 @@ class ExportQueue:
     def closed(self) -> bool:
         """Whether the queue refuses new events (shutdown has begun)."""
         return self._closed
+
+    @property
+    def finished(self) -> bool:
+        """Closed, with nothing left to hand out: no event waiting, no retry to come due."""
+        return self._closed and not (self._inbox or self._ready or self._retries)
 
     def needs_more_senders(self) -> bool:
         """Whether requests are ready (or retries due) that no idle sender will pick up."""

@@ -136,7 +136,7 @@ class ExportWorker:
             # Read at each wait (not once), so that a test can shorten it.
             request = self._queue.take(PRIMARY_IDLE_TIMEOUT if primary else EXTRA_IDLE_TIMEOUT)
             if request is None:
-                if self._stopping or not primary or self._queue.closed:
+                if self._stopping or not primary or self._queue.finished:
                     return
                 continue
             deliveries: list[Delivery] | None = None
