@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import logging
 import random
 import threading
 import time
@@ -20,6 +21,8 @@ from datetime import timezone
 from email.utils import parsedate_to_datetime
 
 from .._exceptions import LayerSDKException
+
+logger = logging.getLogger("layer_sdk")
 
 #: Statuses that say "try again later". Connection errors are retried as well:
 #: with the request ID header a repeated request is safe even if the server did
@@ -222,6 +225,7 @@ class SendGate:
         if not self._failures and not self._probing and len(self._recent) == RECENT:
             return  # nothing to change: the common case, without the lock
         with self._lock:
+            recovered = self._outage
             if self._outage or self._probing or probe:
                 # It was taken to be unreachable, and answers: everyone resumes at once.
                 self._recent.clear()
@@ -230,13 +234,22 @@ class SendGate:
                 self._changed.notify_all()
             else:
                 self._record(_ANSWERED)
+        if recovered:
+            logger.warning("layer-sdk: the Layer API answers again; sending resumes")
 
-    def failed(self, *, probe: bool, retry_after: float | None) -> None:
+    def failed(
+        self,
+        *,
+        probe: bool,
+        retry_after: float | None,
+        error: LayerSDKException | None = None,
+    ) -> None:
         """An attempt failed for now: no answer, or "try later" (``retry_after``: the
-        server's wish in seconds, if it said)."""
+        server's wish in seconds, if it said; ``error``: what failed, for the log)."""
         with self._lock:
             now = time.monotonic()
             self._record(_FAILED if retry_after is None else _ASKED_TO_WAIT)
+            unreachable = False
             if probe:
                 self._probing = False
                 self._failed_probes += 1
@@ -246,8 +259,9 @@ class SendGate:
                 and self._failures >= OUTAGE_AFTER
                 and self._failures >= OUTAGE_SHARE * len(self._recent)
             ):
-                self._outage = True
+                self._outage = unreachable = True
                 self._next_probe = now + self._policy.backoff(0)
+                failures, attempts = self._failures, len(self._recent)
             if (
                 retry_after is not None
                 and self._asked_to_wait >= PAUSE_AFTER
@@ -256,6 +270,15 @@ class SendGate:
                 pause = min(retry_after, self._policy.retry_after_max)
                 self._paused_until = max(self._paused_until, now + pause)
             self._changed.notify_all()
+        if unreachable:
+            logger.warning(
+                "layer-sdk: the Layer API seems unreachable (%d of the last %d attempts "
+                "failed; the last: %s); one request at a time probes it until it answers, "
+                "and the events stay queued",
+                failures,
+                attempts,
+                error or "no answer",
+            )
 
     def _record(self, outcome: int) -> None:
         recent = self._recent

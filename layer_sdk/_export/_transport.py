@@ -240,7 +240,7 @@ class Transport:
         if sorted_.answered:
             self.gate.passed(probe=probe)
         elif sorted_.failure is not None:
-            self.gate.failed(probe=probe, retry_after=sorted_.retry_after)
+            self.gate.failed(probe=probe, retry_after=sorted_.retry_after, error=sorted_.failure)
         deliveries, again = sorted_.deliveries, sorted_.again
         # The server ended the exchange early, or new credentials came: again at once.
         at_once = sorted_.failure is None
