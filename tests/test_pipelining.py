@@ -264,18 +264,44 @@ def small_socket_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_http, "_open", small)
 
 
-def test_a_server_that_answers_one_request_per_connection_and_closes_mid_pipeline(
+class ClosesAfter(NoPipelining):
+    """Answers the first ``answers`` requests of each connection (from the collector),
+    then closes it, whatever else was sent: with requests still arriving, the client's
+    next write meets a reset. Its receive buffer is small, as on a real network, and its
+    answers leave at once (TCP_NODELAY: none is held back when the reset goes)."""
+
+    def __init__(self, collector: LocalCollector, answers: int) -> None:
+        self._answers = answers
+        super().__init__(collector, close=False)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+
+    def handle(self, client: socket.socket) -> None:
+        buffer = b""
+        with client, contextlib.suppress(OSError):
+            client.settimeout(10)
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for _ in range(self._answers):
+                request = read_request(client, buffer)
+                if request is None:
+                    return
+                head, body, buffer = request
+                client.sendall(self._ask_collector(head + b"\r\nConnection: close", body))
+
+
+@pytest.mark.parametrize("answers", [1, 2], ids=["one-per-connection", "two-per-connection"])
+def test_a_server_that_closes_while_the_pipeline_is_written(
     make_client: MakeClient,
     collector: LocalCollector,
     small_socket_buffers: None,
     caplog: pytest.LogCaptureFixture,
+    answers: int,
 ) -> None:
     """A gunicorn sync worker (or any HTTP/1.0-style backend) answers one request, then
     closes while the pipeline is still being written: the write fails with a reset. The
-    answer that arrived is read first; pipelining turns off; the rest go one at a time,
-    at once. Everything arrives once, in order, and the API is not taken as unreachable."""
-    server = NoPipelining(collector)
-    server._listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    answers that arrived are read first; a reset mid-write turns pipelining off, and the
+    rest go one at a time, at once. Everything arrives once, in order, and the API is
+    not taken as unreachable."""
+    server = ClosesAfter(collector, answers)
     try:
         client = make_client(base_url=server.url)
         session_id = long_session_of(client, 40, size=20_000)
