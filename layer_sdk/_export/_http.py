@@ -174,9 +174,11 @@ class ConnectionPool:
                 connection = self._connect(deadline) if fresh else self._checkout(deadline)
             except (OSError, ValueError) as exc:
                 return [], exc
+            reused = connection.reused
             answers, error = self._pipeline(connection, data, len(requests), deadline)
-            stale = connection.reused and not answers and isinstance(error, ConnectionError)
-            if not stale or self._closed:
+            # Not a byte of an answer on a kept-alive connection: it was stale.
+            stale = reused and not answers and not isinstance(error, PipelineClosed)
+            if not (stale and isinstance(error, ConnectionError)) or self._closed:
                 return answers, error
         return answers, error
 
