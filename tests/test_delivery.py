@@ -194,9 +194,7 @@ def test_when_most_answers_carry_retry_after_every_sender_pauses(
     try:
         assert collector.wait_for(lambda c: len(c.requests) >= 20)
         collector.fail_for(pause, 429, retry_after=pause)
-        assert collector.wait_for(
-            lambda c: sum(r.status == 429 for r in c.requests) >= PAUSE_AFTER
-        )
+        assert collector.wait_for(lambda c: sum(r.status == 429 for r in c.requests) >= PAUSE_AFTER)
         refused = [r.received_at for r in collector.requests if r.status == 429]
         window_ends = refused[0] + pause
         paused_at = refused[PAUSE_AFTER - 1] + collector.delay  # when its answer came

@@ -225,7 +225,7 @@ def attempts(gate: SendGate, pattern: str) -> None:
     ids=["20%", "50%", "80%", "few"],
 )
 def test_a_fraction_of_failed_attempts_is_not_an_outage(pattern: str) -> None:
-    """"Unreachable" needs nearly every recent attempt failing, not three in a row: with
+    """Being "unreachable" needs nearly every recent attempt failing, not three in a row: with
     many senders in parallel, runs of failures are common when a fraction fails."""
     gate = SendGate(QUICK)
     for end in range(1, len(pattern) + 1):

@@ -221,7 +221,9 @@ class Transport:
         deadline = retry.started + self.retry.max_retry_time
         admission = self.gate.admit(deadline)
         if admission is Admission.CLOSED:
-            closing = f"gave up: the client is shutting down (last error: {retry.error})"
+            closing = "gave up: the client is shutting down"
+            if retry.error is not None:
+                closing += f" (last error: {retry.error})"
             return [Delivery(None, SHUTDOWN, LayerRequestError(closing))] * count
         if admission is Admission.EXPIRED:
             why = retry.error or LayerRequestError(
@@ -260,7 +262,7 @@ class Transport:
                 return deliveries
             logger.debug("retrying %s in %.2f s after: %s", request.path, delay, failure)
             retry.retries += 1
-            retry.error = failure
+            retry.error = _kept(failure)
             retry_at += delay
         for i in again:
             deliveries[i] = deliveries[i]._replace(loss=None, retry_at=retry_at)
@@ -371,6 +373,17 @@ class Transport:
         if self._splicer is not None:
             self._splicer.close()
         self._backend.close()
+
+
+def _kept(error: LayerSDKException) -> LayerSDKException:
+    """``error`` as a request keeps it while it waits for its retry: an HTTP error without
+    the decoded body (up to ``MAX_ANSWER_BYTES``), so that the requests waiting hold
+    little memory beyond their events."""
+    if isinstance(error, LayerHTTPError) and (
+        error.response_data is not None or len(error.message) > 500
+    ):
+        return LayerHTTPError(error.status_code, error.message[:500], None)
+    return error
 
 
 def _get(backend: Backend, url: str, headers: dict[str, str]) -> Exchange:
