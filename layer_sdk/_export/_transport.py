@@ -210,26 +210,17 @@ class Transport:
         probed by one request at a time. Refused credentials are retried too:
         the events are not at fault.
         """
-        now = time.monotonic()
         count = len(request.bodies)
-        retry = request.retry
-        if retry is None:
-            retry = request.retry = RetryState(now)
-            refused = self._splice(request, retry.started + self.retry.max_retry_time)
+        if request.retry is None:  # its first attempt
+            request.retry = RetryState(time.monotonic())
+            refused = self._splice(request, request.retry.started + self.retry.max_retry_time)
             if refused is not None:
                 return [refused] * count
+        retry = request.retry
         deadline = retry.started + self.retry.max_retry_time
         admission = self.gate.admit(deadline)
-        if admission is Admission.CLOSED:
-            closing = "gave up: the client is shutting down"
-            if retry.error is not None:
-                closing += f" (last error: {retry.error})"
-            return [Delivery(None, SHUTDOWN, LayerRequestError(closing))] * count
-        if admission is Admission.EXPIRED:
-            why = retry.error or LayerRequestError(
-                f"the Layer API stayed unavailable for {self.retry.max_retry_time:g} s"
-            )
-            return [Delivery(None, RETRIES_EXHAUSTED, why)] * count
+        if admission is Admission.CLOSED or admission is Admission.EXPIRED:
+            return [self._not_admitted(admission, retry)] * count
         probe = admission is Admission.PROBE
         try:
             exchange = self._attempt(
@@ -243,16 +234,26 @@ class Transport:
             self.gate.passed(probe=probe)
         elif sorted_.failure is not None:
             self.gate.failed(probe=probe, retry_after=sorted_.retry_after, error=sorted_.failure)
-        deliveries, again = sorted_.deliveries, sorted_.again
-        # The server ended the exchange early, or new credentials came: again at once.
-        at_once = sorted_.failure is None
+        return self._schedule(sorted_, retry, deadline, request.path)
+
+    def _schedule(
+        self, sorted_: _Sorted, retry: RetryState, deadline: float, path: str
+    ) -> list[Delivery]:
+        """When the bodies to send again go: at once when the server only ended the
+        exchange early or new credentials came; after a backoff (or the server's
+        Retry-After) when they failed; given up on when that is past ``deadline``.
+
+        The backoff grows with the request's failures only while most recent
+        attempts fail (``SendGate.failing``); else it stays at the first step.
+        """
+        deliveries, again, failure = sorted_.deliveries, sorted_.again, sorted_.failure
+        at_once = failure is None
         if sorted_.unauthorized:
             if self._renew_credentials(retry):
                 at_once = True
             else:
                 again = [i for i in again if i not in sorted_.unauthorized]  # refused for good
         retry_at = time.monotonic()
-        failure = sorted_.failure
         if again and not at_once and failure is not None:
             if not self._own_retries and not isinstance(failure, LayerAuthError):
                 return deliveries  # the user's session retried already
@@ -260,13 +261,25 @@ class Transport:
             delay = self.retry.backoff(grown, sorted_.retry_after)
             if retry_at + delay > deadline:
                 return deliveries
-            logger.debug("retrying %s in %.2f s after: %s", request.path, delay, failure)
+            logger.debug("retrying %s in %.2f s after: %s", path, delay, failure)
             retry.retries += 1
             retry.error = _kept(failure)
             retry_at += delay
         for i in again:
             deliveries[i] = deliveries[i]._replace(loss=None, retry_at=retry_at)
         return deliveries
+
+    def _not_admitted(self, admission: Admission, retry: RetryState) -> Delivery:
+        """What becomes of a body the send gate did not let go: shut down, or out of time."""
+        if admission is Admission.CLOSED:
+            closing = "gave up: the client is shutting down"
+            if retry.error is not None:
+                closing += f" (last error: {retry.error})"
+            return Delivery(None, SHUTDOWN, LayerRequestError(closing))
+        why = retry.error or LayerRequestError(
+            f"the Layer API stayed unavailable for {self.retry.max_retry_time:g} s"
+        )
+        return Delivery(None, RETRIES_EXHAUSTED, why)
 
     def _splice(self, request: Outgoing, deadline: float) -> Delivery | None:
         """Fill in the request's bodies before their first attempt; why not, if it cannot."""
