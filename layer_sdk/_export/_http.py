@@ -22,6 +22,11 @@ Narrow, but held to a maintained library's standard:
 - A kept-alive connection is reused only when nothing unread is left on it:
   one holding bytes past its answer, or that the server wrote to or closed
   while it sat idle, is closed instead, so that answers never shift by one.
+- A pipeline (``post_pipelined``) keeps the same rules: one deadline for the
+  whole of it, what arrived parsed before an error is acted on, and bytes
+  after its last answer make every answer of it suspect.
+- ``close()`` (shutdown) ends the connections in use too, so that no request
+  outlives it by more than a moment.
 - Framing follows RFC 9112 to the letter (heads are parsed by ``_framing``);
   chunk sizes are 1 to 20 hex digits, chunk data is followed by CRLF, and an
   unsolicited ``101`` is refused. Every refusal is a ``ProtocolError``.

@@ -1,11 +1,13 @@
 """When a failed request is tried again, and how long to wait before it.
 
-Two pieces: ``RetryPolicy`` says how long one request waits before its next
+Three pieces: ``RetryPolicy`` says how long one request waits before its next
 attempt (capped exponential backoff with jitter, or the server's
-``Retry-After``); ``SendGate`` is shared by all the sender threads of a client
-and decides when any of them may send at all, so that an unreachable or
+``Retry-After``); ``RetryState`` is what a request's attempts came to so far,
+kept with it while it waits in the queue; ``SendGate`` is shared by all the
+sender threads of a client, judges the API by its recent attempts, and
+decides when any of them may send at all, so that an unreachable or
 overloaded API sees a trickle of probes instead of every sender retrying on
-its own.
+its own, while a fraction of failures stops no one.
 """
 
 from __future__ import annotations
