@@ -19,6 +19,7 @@ import pytest
 
 from layer_sdk._export import _retry
 from layer_sdk._export._retry import (
+    FAILING_SHARE,
     OUTAGE_AFTER,
     OUTAGE_SHARE,
     PAUSE_AFTER,
@@ -237,11 +238,13 @@ def test_a_fraction_of_failed_attempts_is_not_an_outage(pattern: str) -> None:
 def test_nearly_every_recent_attempt_failing_is_an_outage() -> None:
     """At least OUTAGE_AFTER failures that are OUTAGE_SHARE of the latest RECENT attempts:
     the API counts as unreachable, whatever came before them."""
-    assert (OUTAGE_AFTER, OUTAGE_SHARE, RECENT) == (5, 0.9, 20)
+    needed = math.ceil(OUTAGE_SHARE * RECENT)  # failures among the latest RECENT
+    assert OUTAGE_AFTER <= needed < RECENT
     gate = SendGate(QUICK)
-    attempts(gate, "." * 100 + "x" * 16 + ".." + "x")  # 17 of the last 20
+    answered = RECENT - needed
+    attempts(gate, "." * 100 + "x" * (needed - 2) + "." * answered + "x")  # needed - 1
     assert gate.healthy
-    attempts(gate, "x")  # 18 of the last 20
+    attempts(gate, "x")  # needed failures of the latest RECENT
     assert not gate.healthy
     assert gate.admit(now_plus(5)) is Admission.PROBE  # after the first backoff step
 
@@ -256,10 +259,11 @@ def test_nearly_every_recent_attempt_failing_is_an_outage() -> None:
 def test_a_request_s_backoff_grows_only_while_the_api_is_failing() -> None:
     """``failing``: at least FAILING_SHARE of the recent attempts failed. Until then a
     failure is taken as local, and the transport keeps the first backoff step."""
+    assert 0.5 < FAILING_SHARE <= 0.8 < OUTAGE_SHARE
     gate = SendGate(QUICK)
-    attempts(gate, "..x" * 10)
+    attempts(gate, "..x" * RECENT)
     assert not gate.failing
-    attempts(gate, "x.xx" * 5)  # 15 of the last 20
+    attempts(gate, "xxxx." * RECENT)  # four in five
     assert gate.failing
     assert gate.healthy  # failing is not unreachable
 

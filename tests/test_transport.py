@@ -28,7 +28,7 @@ from layer_sdk._export import Event, Exchange, Exporter
 from layer_sdk._export._losses import REJECTED, RETRIES_EXHAUSTED
 from layer_sdk._export._queue import AGAIN as SEND_AGAIN
 from layer_sdk._export._queue import ExportQueue, Request
-from layer_sdk._export._retry import Admission, SendGate
+from layer_sdk._export._retry import RECENT, Admission, SendGate
 from layer_sdk._export._transport import Delivery, Transport
 
 from .helpers import APP_ID
@@ -229,9 +229,10 @@ def test_a_request_s_backoff_grows_only_while_most_attempts_fail() -> None:
             transport.gate.passed()  # the other requests are delivered
         delays += retry_delays(transport, request, 1)
     assert all(0.2 < delay <= 0.5 for delay in delays), delays
-    for _ in range(16):
-        transport.gate.failed(probe=False, retry_after=None)  # now most attempts fail
-    transport.gate.passed()
+    for _ in range(RECENT):  # now four attempts in five fail
+        for _ in range(4):
+            transport.gate.failed(probe=False, retry_after=None)
+        transport.gate.passed()
     assert transport.gate.failing and transport.gate.healthy
     (delay,) = retry_delays(transport, request, 1)  # the fifth failure of this request
     assert 4.0 < delay <= 8.0  # backoff(4): 4-8 s

@@ -36,7 +36,7 @@ RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 SPLIT_STATUSES = frozenset({400, 409, 413, 422})
 
 #: How many of the latest attempts (across all senders) the send gate judges the API by.
-RECENT = 20
+RECENT = 40
 #: A request's backoff grows with its failures (else it stays at the first step)
 #: once this share of the recent attempts failed: the API is in trouble.
 FAILING_SHARE = 0.75
