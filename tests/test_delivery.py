@@ -178,7 +178,7 @@ def test_when_most_answers_carry_retry_after_every_sender_pauses(
     until the pause is over; then everything is delivered."""
     client = make_client(flush_interval=0.01)
     collector.delay = 0.05  # several senders busy at once
-    pause = 1.5
+    pause = 3.0  # longer than the first probes of an outage would wait: those would show
     stop = threading.Event()
     created = 0
 
