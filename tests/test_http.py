@@ -1023,3 +1023,43 @@ def test_a_stale_kept_alive_connection_is_replaced_once_for_a_pipeline(
     assert (error, [answer.status for answer in answers]) == (None, [200, 200])
     assert pool.pipelining is True
     assert server.connections == 2
+
+
+def test_a_server_that_ends_connections_after_some_answers_keeps_being_pipelined(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A limit of requests per connection (nginx's keepalive_requests): the third answer
+    says "Connection: close" and the server closes while the pipeline is still written.
+    The three answers are kept, the rest may go again at once, and pipelining stays on:
+    the server does pipeline."""
+    connect = _http._open
+
+    def small(host: str, port: int, deadline: float) -> socket.socket:
+        sock = connect(host, port, deadline)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024)
+        return sock
+
+    monkeypatch.setattr(_http, "_open", small)
+    listener = listening(rcvbuf=32 * 1024)
+    last = b"HTTP/1.1 202 Accepted\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}"
+
+    def serve_three() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(10)
+            buffer = b""
+            for _ in range(3):
+                request = read_request(conn, buffer)
+                assert request is not None
+                buffer = request[2]
+            conn.sendall(ACCEPTED + ACCEPTED + last)
+            time.sleep(0.2)  # the client reads them while it waits to write more
+        # closed with requests unread
+
+    threading.Thread(target=serve_three, daemon=True).start()
+    pool = ConnectionPool(f"http://127.0.0.1:{listener.getsockname()[1]}", 5.0, 1)
+    answers, error = pool.post_pipelined("/x", [(b"y" * 20_000, {})] * 40)
+    listener.close()
+    assert [answer.status for answer in answers] == [202, 202, 202]
+    assert isinstance(error, PipelineClosed)
+    assert pool.pipelining is True

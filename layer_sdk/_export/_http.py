@@ -224,10 +224,14 @@ class ConnectionPool:
             return [], ended
         if self._closed:
             return answers, ended  # shutting down: the caller gives up on the rest
-        if isinstance(cut, ConnectionError) or (
+        if not keep_alive:
+            # The last answer said the connection ends there: a limit of requests per
+            # connection (it pipelines), unless that was after the first answer.
+            self.pipelining = len(answers) > 1 and self.pipelining
+        elif isinstance(cut, ConnectionError) or (
             isinstance(error, ProtocolError) and not isinstance(error, ClosedMidAnswer)
         ):
-            self.pipelining = False
+            self.pipelining = False  # it closed while the pipeline was written, or garbled
         elif len(answers) == 1:
             self.pipelining = False  # it answered the first, then closed or went silent
         return answers, PipelineClosed(
