@@ -28,10 +28,10 @@ from layer_sdk._export import Event, Exchange, Exporter
 from layer_sdk._export._losses import REJECTED, RETRIES_EXHAUSTED
 from layer_sdk._export._queue import AGAIN as SEND_AGAIN
 from layer_sdk._export._queue import ExportQueue, Request
-from layer_sdk._export._retry import RECENT, Admission, SendGate
+from layer_sdk._export._retry import OUTAGE_AFTER, RECENT, Admission, SendGate
 from layer_sdk._export._transport import Delivery, Transport
 
-from .helpers import APP_ID
+from .helpers import APP_ID, wait_until
 from .memory_backend import CUT, OK, Answer, MemoryBackend, Sent, answer
 
 BASE_URL = "https://api.layer.test"
@@ -478,3 +478,31 @@ def test_a_backend_that_answers_nothing_is_a_failure_not_a_busy_loop() -> None:
     (delivery,) = settle(transport, [b"0"])
     assert delivery.loss == RETRIES_EXHAUSTED
     assert 2 <= backend.exchanges < 200
+
+
+def test_when_the_api_answers_again_the_retries_waiting_go_at_once(
+    exporters: list[Exporter],
+) -> None:
+    """A request failed and waits for a long backoff; the API then counts as unreachable,
+    and a probe gets an answer: everyone resumes, the retries waiting included (they
+    waited for the API, which answers now), not after their backoffs."""
+    failed_once: set[bytes] = set()
+
+    def server(sent: Sent) -> Answer:
+        if b'"a"' in sent.body and sent.body not in failed_once:
+            failed_once.add(sent.body)
+            return REFUSED
+        return OK
+
+    backend = MemoryBackend(then=server)
+    exporter = make_exporter(exporters, backend)
+    transport = exporter.transport
+    transport.retry = dataclasses.replace(transport.retry, backoff_factor=60.0, backoff_max=60.0)
+    exporter.put(create("a"))
+    assert wait_until(lambda: exporter.stats().retried == 1)  # "a" waits 30-60 s now
+    for _ in range(OUTAGE_AFTER):
+        transport.gate.failed(probe=False, retry_after=None)  # other requests failed too
+    assert not transport.gate.healthy
+    exporter.put(create("b"))  # the probe: answered
+    assert exporter.flush(10) is True
+    assert [json.loads(sent.body)["session_id"] for sent in backend.delivered] == ["b", "a"]

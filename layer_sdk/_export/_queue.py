@@ -427,6 +427,17 @@ class ExportQueue:
                 self._next_of(request.session_id, session)
         self.report()
 
+    def retry_now(self) -> None:
+        """Make every request waiting for its retry due now (the API answers again after
+        an outage: what waited for it need not wait any longer). Their order holds."""
+        with self._lock:
+            retries = self._retries
+            if not retries:
+                return
+            retries[:] = [(0.0, order, request) for _, order, request in retries]
+            heapq.heapify(retries)
+            self._wake(len(retries))
+
     def _wait_for_retry(self, request: Request, due: float) -> None:
         """Hold a request (still in flight for its session) until ``due``; the sender
         that keeps time learns of an earlier one."""

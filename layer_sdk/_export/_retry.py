@@ -172,6 +172,9 @@ class SendGate:
         self._next_probe = 0.0
         self._probing = False
         self._closed = False
+        #: How many outages ended so far: the requests that waited for a retry meanwhile
+        #: need not wait any longer (the worker makes them due when this changes).
+        self.recoveries = 0
 
     @property
     def closed(self) -> bool:
@@ -228,6 +231,7 @@ class SendGate:
             return  # nothing to change: the common case, without the lock
         with self._lock:
             recovered = self._outage
+            self.recoveries += recovered
             if self._outage or self._probing or probe:
                 # It was taken to be unreachable, and answers: everyone resumes at once.
                 self._recent.clear()

@@ -49,6 +49,7 @@ class ExportWorker:
         self._running = 0  # senders started and not yet exited
         self._primary: threading.Thread | None = None
         self._stopping = False
+        self._recoveries = 0  # outages ended, as last seen (see SendGate.recoveries)
         self.pid = os.getpid()
 
     def start(self) -> None:
@@ -148,6 +149,10 @@ class ExportWorker:
                     self._add_sender()
                 attempted = True
                 deliveries = self._transport.deliver(request)
+                if self._transport.gate.recoveries != self._recoveries:
+                    # The API answers again: what waited for a retry goes now.
+                    self._recoveries = self._transport.gate.recoveries
+                    self._queue.retry_now()
             except Exception:
                 # A bug of ours must cost the events of this request, not the worker.
                 logger.exception("layer-sdk failed to send a request")
