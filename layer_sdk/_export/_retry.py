@@ -149,7 +149,9 @@ class SendGate:
       (no answer, or only "try later" answers), and they are at least
       ``OUTAGE_SHARE`` of them. Then one request at a time probes the API,
       spaced by the policy's backoff; the others wait here. Any answer that
-      shows the API is up (a success, even a 4xx) ends it: everyone resumes.
+      shows the API is up (a success, even a 4xx) ends it: everyone resumes,
+      and the requests waiting in the queue for a retry are made due
+      (``recoveries`` tells the worker).
     - Paused: a ``Retry-After`` delays the request it answered. It pauses
       every sender only when the API as a whole says so: at least
       ``PAUSE_AFTER`` of the recent attempts were answered with one, and
