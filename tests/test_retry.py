@@ -269,7 +269,7 @@ def test_a_request_s_backoff_grows_only_while_the_api_is_failing() -> None:
 
 
 def test_an_outage_lets_one_probe_through_at_a_time() -> None:
-    """Issue 12 §3: once the API counts as unreachable, of senders asking together
+    """Once the API counts as unreachable, of senders asking together
     exactly one probes; the others wait, here until their deadline."""
     gate = SendGate(QUICK)
     outage(gate)
