@@ -780,6 +780,42 @@ def case_outage(quick: bool) -> dict[str, Any]:
     }
 
 
+def _partial(fraction: float, events: int, limit: float) -> dict[str, Any]:
+    """``events`` (sessions of 4) as fast as one thread can, while a fraction of the
+    answers are 503 at random; flushed within ``limit`` seconds."""
+    with Server() as server:
+        server.command(f"rate {fraction}")
+        client = new_client(server.url)
+        t0 = time.perf_counter()
+        made = produce(client, events // EVENTS_PER_SESSION)
+        flushed = client.flush(limit)
+        elapsed = time.perf_counter() - t0
+        delivered = server.count()
+        requests = server.requests()
+        stats = stats_dict(client)
+        client.shutdown(timeout=0.1)
+    return {
+        "fraction": fraction,
+        "events": made,
+        "delivered": delivered,
+        "nothing_lost": flushed and delivered == made,
+        "seconds": elapsed,
+        "events_per_s": delivered / elapsed,
+        "requests": requests,
+        "stats": stats,
+    }
+
+
+def case_partial_failures(quick: bool) -> dict[str, Any]:
+    """8,000 events while 20 % (then 50 %) of the answers are 503: delivery should slow
+    by about that fraction, not stop. The same with none failing, for reference."""
+    return {
+        "none": _partial(0.0, 8_000, 60),
+        "fifth": _partial(0.2, 8_000, 60),
+        "half": _partial(0.5, 8_000, 60),
+    }
+
+
 def fleet_app(url: str, seconds: float, sessions_per_s: float) -> None:
     """One process of the fleet case: report at a steady rate, flush, print what it made."""
     client = new_client(url)
@@ -994,6 +1030,7 @@ CASES: dict[str, Callable[[bool], dict[str, Any]]] = {
     "server_down": case_server_down,
     "outage": case_outage,
     "fleet": case_fleet,
+    "partial_failures": case_partial_failures,
     "exit_healthy": case_exit_healthy,
     "exit_hung": case_exit_hung,
     "import": case_import,

@@ -18,6 +18,7 @@ command read from stdin:
 ``release`` let held requests go on (``ok``)
 ``fail S STATUS [RA]`` answer STATUS to every request for S seconds, with
            ``Retry-After: RA`` when given (``ok``)
+``rate F`` answer 503 to a fraction F of the requests, at random (``ok``)
 ``order``  ``yes`` when every session's actions were stored in the order of
            their ``data["n"]``, else ``no``
 ``quit``   stop the server and exit (``ok``)
@@ -65,6 +66,8 @@ def _answer(collector: LocalCollector, line: str) -> str | None:
         collector.fail_for(
             float(seconds), int(status), retry_after=float(retry_after[0]) if retry_after else None
         )
+    elif command == "rate":
+        collector.fail_rate = float(argument)
     elif command == "quit":
         return None
     else:

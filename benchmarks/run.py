@@ -39,6 +39,7 @@ CASES = (
     "server_down",
     "outage",
     "fleet",
+    "partial_failures",
     "exit_healthy",
     "exit_hung",
     "import",
@@ -312,6 +313,14 @@ ROWS: tuple[Row, ...] = (
     Row("fleet", "fleet of 4 processes, 429 + Retry-After window", "delivered after the window",
         lambda r: f"{num(get(r, 'delivered'))} of {num(get(r, 'events'))}", lambda r: "n/a",
         "all", lambda r: bool(get(r, "nothing_lost"))),
+    *(
+        Row("partial_failures", f"{label} of the answers 503, 8,000 events",
+            "delivered events/s (delivered, in s)",
+            lambda r, key=key: f"{num(get(r, f'{key}.events_per_s'))} "
+            f"({num(get(r, f'{key}.delivered'))} in {num(get(r, f'{key}.seconds'), 's')})",
+            lambda r: "n/a", "all", lambda r, key=key: bool(get(r, f"{key}.nothing_lost")))
+        for label, key in (("none", "none"), ("20 %", "fifth"), ("50 %", "half"))
+    ),
     # 6. exit
     Row("exit_healthy", "exit, healthy server", "delivered of 10,000 (queued at exit)",
         lambda r: f"{num(get(r, 'delivered'))} ({num(get(r, 'queued_at_exit'))})",

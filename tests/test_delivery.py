@@ -171,15 +171,16 @@ def test_retry_after_is_honoured_on_the_requests_transport(
         assert len(proxy.sessions) == 1
 
 
-def test_retry_after_pauses_all_sending_not_only_the_request_it_answered(
+def test_when_most_answers_carry_retry_after_every_sender_pauses(
     make_client: MakeClient, collector: LocalCollector
 ) -> None:
-    """Issue 9 §2: one 429 with Retry-After, while several senders are busy and new
-    sessions keep coming: after the requests already on their way, nothing reaches
-    the API until the pause is over; then everything is delivered."""
+    """The API as a whole answers 429 with Retry-After, while several senders are busy
+    and new sessions keep coming: once such answers are most of the recent ones, every
+    sender pauses; after the requests already on their way, nothing reaches the API
+    until the pause is over; then everything is delivered."""
     client = make_client(flush_interval=0.01)
     collector.delay = 0.05  # several senders busy at once
-    pause = 1.5
+    pause = 3.0  # longer than the first probes of an outage would wait: those would show
     stop = threading.Event()
     created = 0
 
@@ -193,23 +194,132 @@ def test_retry_after_pauses_all_sending_not_only_the_request_it_answered(
     producer.start()
     try:
         assert collector.wait_for(lambda c: len(c.requests) >= 20)
-        collector.fail_next(1, 429, retry_after=pause)
+        collector.fail_for(pause, 429, retry_after=pause)
         assert collector.wait_for(lambda c: any(r.status == 429 for r in c.requests))
-        refused_at = next(r.received_at for r in collector.requests if r.status == 429)
-        answered_at = refused_at + collector.delay
-        # Sending resumes once the pause is over.
-        assert wait_until(
-            lambda: any(r.received_at >= refused_at + pause for r in collector.requests)
-        )
+        window_ends = next(r.received_at for r in collector.requests if r.status == 429) + pause
+        assert wait_until(lambda: any(r.received_at >= window_ends for r in collector.requests))
     finally:
         stop.set()
         producer.join()
-    # Requests that were on their way when the 429 came back may still arrive.
-    during = arrivals_between(collector, answered_at + 0.1, refused_at + pause)
+    refused = [r.received_at for r in collector.requests if r.status == 429]
+    # Once the refusals were most of the recent answers (about half of RECENT after as
+    # many successes, with the requests on their way meanwhile), everyone paused.
+    paused_at = max(refused) + collector.delay  # the last refusal was answered
+    assert paused_at < refused[0] + pause / 2, "the senders went on while the API asked to wait"
+    during = arrivals_between(collector, paused_at + 0.1, window_ends)
     assert during == 0, f"{during} requests were sent while the API asked to wait"
     assert client.flush(30) is True
     assert len(collector.sessions) == created
     assert client.stats().failed == 0
+
+
+def test_one_backend_s_retry_after_delays_its_requests_and_no_others(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    """One backend in five answers 503 with Retry-After: 30 (draining, or a limit of its
+    own): the requests it refused wait their 30 s in the queue, and everything else is
+    delivered meanwhile; no sender pauses."""
+    from .front_server import Act, Front, raw_answer
+
+    refusal = raw_answer(503, b'{"error":"draining"}', "Retry-After: 30")
+    refused: list[bytes] = []
+
+    def act(n: int, head: bytes, body: bytes) -> Act:
+        if n % 5 == 4:
+            refused.append(body)
+            return Act(answer=refusal)
+        return Act()
+
+    front = Front(collector, act)
+    try:
+        client = make_client(base_url=front.url, flush_interval=0.01)
+        for _ in range(200):
+            client.create_session()
+        # Well within the 30 s: the others are not held back by the refusals.
+        assert wait_until(lambda: len(collector.sessions) + len(refused) == 200, timeout=15)
+        assert len(refused) >= 30
+        assert client._exporter.transport.gate.healthy  # type: ignore[union-attr]
+        assert client.stats().queued == len(refused)  # waiting for their retry
+        assert front.requests_read == 200  # none of them sent again yet
+    finally:
+        front.close()
+
+
+def test_a_failed_request_waits_for_its_retry_in_the_queue_not_on_its_sender(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    """With one sender: session A's create is answered 503; while it waits its backoff,
+    the sender sends session B's, then A's again."""
+    client = make_client(max_concurrent_requests=1, flush_interval=30)
+    first, second = client.create_session(), client.create_session()
+    collector.fail_next(1, 503, matching=first.encode())
+    assert client.flush(10) is True
+    sent = [(r.json["session_id"], r.status) for r in collector.requests]
+    assert sent == [(first, 503), (second, 200), (first, 200)]
+
+
+def test_a_fraction_of_failed_requests_is_not_an_outage(
+    make_client: MakeClient, collector: LocalCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One request in five fails (503), three in a row at times, across parallel
+    senders: delivery slows by that fraction, the API never counts as unreachable (no
+    probing one request at a time), and everything arrives once."""
+    from .front_server import Act, Front, raw_answer
+
+    failure = raw_answer(503, b'{"error":"bad backend"}')
+    front = Front(collector, lambda n, head, body: Act(failure) if n % 15 < 3 else Act())
+    client = make_client(base_url=front.url, flush_interval=0.01)
+    gate = client._exporter.transport.gate  # type: ignore[union-attr]
+    unhealthy = threading.Event()
+    done = threading.Event()
+
+    def watch() -> None:  # samples the gate while the events are delivered
+        while not done.is_set():
+            if not gate.healthy:
+                unhealthy.set()
+            time.sleep(0.001)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        for _ in range(300):
+            client.create_session()
+        assert client.flush(30) is True
+    finally:
+        done.set()
+        watcher.join(5)
+        front.close()
+    assert len(collector.sessions) == 300
+    assert collector.duplicates == 0
+    assert not unhealthy.is_set(), "the API was taken as unreachable"
+    assert not [r for r in caplog.records if "unreachable" in r.getMessage()]
+
+
+def test_a_create_retried_after_its_answer_was_lost_and_answered_409_counts_as_created(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    """The API stored the create but its answer was lost; the retry (same request ID) is
+    answered 409 by an API that does not de-duplicate. The session exists: the create
+    counts as sent, and its actions are sent after it."""
+    from .front_server import Act, Front
+
+    def act(n: int, head: bytes, body: bytes) -> Act:
+        return Act(answer=b"", close=True) if n == 0 else Act()  # stored; the answer lost
+
+    front = Front(collector, act, strip_request_ids=True)
+    try:
+        client = make_client(base_url=front.url, flush_interval=30)
+        session_id = client.create_session()
+        assert client.flush(10) is True
+        for n in range(3):
+            client.append_action(session_id, kind=PROMPT, data={"n": n})
+        assert client.flush(10) is True
+    finally:
+        front.close()
+    assert [r.status for r in collector.requests][:2] == [200, 409]
+    assert [a["data"]["n"] for a in collector.actions(session_id)] == [0, 1, 2]
+    stats = client.stats()
+    assert (stats.sent, stats.failed) == (4, 0)
 
 
 FLEET_SCRIPT = """

@@ -25,7 +25,12 @@ from layer_sdk import (
 )
 from layer_sdk._export import _http
 from layer_sdk._export._backends import DirectBackend, RequestsBackend
-from layer_sdk._export._http import ConnectionPool, ProtocolError, RemoteDisconnected
+from layer_sdk._export._http import (
+    ConnectionPool,
+    PipelineClosed,
+    ProtocolError,
+    RemoteDisconnected,
+)
 from layer_sdk._tls import CA_VARIABLES
 from layer_sdk.collector import LocalCollector
 
@@ -900,3 +905,161 @@ def test_the_requests_path_still_keeps_connections_alive(serve: Callable[..., Ra
     for _ in range(3):
         assert backend.post(url + "/v1/sessions", b"{}", {}).body == SESSION_ANSWER
     assert server.connections == 1
+
+
+# -- the pipelined path, to the standard of the one-request path -------------------------
+
+ACCEPTED = b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}"
+
+
+def listening(rcvbuf: int | None = None) -> socket.socket:
+    """A listener on 127.0.0.1, with a small receive buffer if asked (set before listen)."""
+    listener = socket.socket()
+    if rcvbuf is not None:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    return listener
+
+
+def test_a_reset_while_a_pipeline_is_written_keeps_the_answers_and_stops_pipelining(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server answers two requests, then closes with requests still arriving: the write
+    fails with a reset. The answers that came are read and returned, the rest may go
+    again at once (PipelineClosed), and the pool stops pipelining for that server."""
+    connect = _http._open
+
+    def small(host: str, port: int, deadline: float) -> socket.socket:
+        sock = connect(host, port, deadline)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024)
+        return sock
+
+    monkeypatch.setattr(_http, "_open", small)
+    listener = listening(rcvbuf=32 * 1024)
+
+    def serve_two() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(10)
+            request = read_request(conn)
+            assert request is not None
+            assert read_request(conn, request[2]) is not None
+            conn.sendall(ACCEPTED + ACCEPTED)
+            time.sleep(0.2)  # the client reads them while it waits to write more
+        # closed with requests unread: a reset
+
+    threading.Thread(target=serve_two, daemon=True).start()
+    pool = ConnectionPool(f"http://127.0.0.1:{listener.getsockname()[1]}", 5.0, 1)
+    answers, error = pool.post_pipelined("/x", [(b"y" * 20_000, {})] * 40)
+    listener.close()
+    assert [answer.status for answer in answers] == [202, 202]
+    assert isinstance(error, PipelineClosed)
+    assert pool.pipelining is False
+
+
+def test_one_deadline_covers_a_whole_pipeline() -> None:
+    """Each answer of a pipeline does not get a timeout of its own: a server that answers
+    twenty requests 0.2 s apart is cut off once the pipeline's 0.5 s are spent."""
+    listener = listening()
+
+    def slow() -> None:
+        conn, _ = listener.accept()
+        with conn, contextlib.suppress(OSError):
+            conn.settimeout(10)
+            buffer = b""
+            for _ in range(20):
+                request = read_request(conn, buffer)
+                assert request is not None
+                buffer = request[2]
+            for _ in range(20):
+                time.sleep(0.2)
+                conn.sendall(ACCEPTED)
+
+    threading.Thread(target=slow, daemon=True).start()
+    pool = ConnectionPool(f"http://127.0.0.1:{listener.getsockname()[1]}", 0.5, 1)
+    answers, error = pool.post_pipelined("/x", [(b"{}", {})] * 20)
+    listener.close()
+    assert 1 <= len(answers) <= 3
+    if len(answers) > 1:
+        # It answers, slowly: the rest may go again, and it still pipelines.
+        assert isinstance(error, PipelineClosed) and pool.pipelining is True
+
+
+def test_bytes_after_the_last_pipelined_answer_make_every_answer_suspect(
+    serve: Callable[..., RawServer],
+) -> None:
+    """One answer too many after the first of three: the three read would each belong to
+    the request before. None is returned, the connection is not reused, and the pool
+    stops pipelining."""
+    answers = iter([ACCEPTED + ACCEPTED, ACCEPTED, ACCEPTED, OK_EMPTY])
+    server = serve(lambda conn, request: conn.sendall(next(answers)) or True)
+    pool = pool_for(server)
+    read, error = pool.post_pipelined("/x", [(b"1", {}), (b"2", {}), (b"3", {})])
+    assert read == []
+    assert isinstance(error, PipelineClosed)
+    assert pool.pipelining is False
+    assert pool.post("/x", b"4", {}).status == 200  # its own answer, on a new connection
+    assert server.connections == 2
+
+
+def test_a_stale_kept_alive_connection_is_replaced_once_for_a_pipeline(
+    serve: Callable[..., RawServer],
+) -> None:
+    """As for one request: a kept-alive connection that the server closes as it is reused
+    fails before any byte of an answer; the pipeline goes once more on a new connection,
+    within the same deadline, and pipelining stays on."""
+
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        if len(server.requests) == 2:
+            return False  # closes as the connection is reused, without a word
+        conn.sendall(OK_EMPTY)
+        return True
+
+    server = serve(answer)
+    pool = pool_for(server)
+    pool.post("/", b"1", {})  # kept alive
+    answers, error = pool.post_pipelined("/", [(b"2", {}), (b"3", {})])
+    assert (error, [answer.status for answer in answers]) == (None, [200, 200])
+    assert pool.pipelining is True
+    assert server.connections == 2
+
+
+def test_a_server_that_ends_connections_after_some_answers_keeps_being_pipelined(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A limit of requests per connection (nginx's keepalive_requests): the third answer
+    says "Connection: close" and the server closes while the pipeline is still written.
+    The three answers are kept, the rest may go again at once, and pipelining stays on:
+    the server does pipeline."""
+    connect = _http._open
+
+    def small(host: str, port: int, deadline: float) -> socket.socket:
+        sock = connect(host, port, deadline)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024)
+        return sock
+
+    monkeypatch.setattr(_http, "_open", small)
+    listener = listening(rcvbuf=32 * 1024)
+    last = b"HTTP/1.1 202 Accepted\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}"
+
+    def serve_three() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(10)
+            buffer = b""
+            for _ in range(3):
+                request = read_request(conn, buffer)
+                assert request is not None
+                buffer = request[2]
+            conn.sendall(ACCEPTED + ACCEPTED + last)
+            time.sleep(0.2)  # the client reads them while it waits to write more
+        # closed with requests unread
+
+    threading.Thread(target=serve_three, daemon=True).start()
+    pool = ConnectionPool(f"http://127.0.0.1:{listener.getsockname()[1]}", 5.0, 1)
+    answers, error = pool.post_pipelined("/x", [(b"y" * 20_000, {})] * 40)
+    listener.close()
+    assert [answer.status for answer in answers] == [202, 202, 202]
+    assert isinstance(error, PipelineClosed)
+    assert pool.pipelining is True

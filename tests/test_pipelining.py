@@ -22,7 +22,7 @@ import pytest
 from layer_sdk import Client
 from layer_sdk.collector import LocalCollector
 
-from .helpers import PROMPT, MakeClient, TCPServer, read_request
+from .helpers import PROMPT, MakeClient, TCPServer, read_request, wait_until
 
 
 def long_session(client: Client, actions: int) -> str:
@@ -229,3 +229,180 @@ def test_answers_that_fill_the_socket_do_not_stall_a_pipeline_being_written() ->
     assert error is None
     assert [a.status for a in answers] == [202] * 64
     assert all(a.body == answer for a in answers)
+
+
+# -- the pipelined path keeps the rules of the one-request path -------------------------
+
+
+def unreachable_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+
+
+def pipelining(client: Client) -> bool:
+    """Whether the client still pipelines (False once a server showed it does not)."""
+    return bool(client._exporter.transport._backend._pool.pipelining)  # type: ignore[union-attr]
+
+
+def long_session_of(client: Client, actions: int, size: int = 0) -> str:
+    """``long_session`` with actions of about ``size`` bytes each."""
+    session_id = client.create_session()
+    assert client.flush(10) is True
+    for n in range(actions):
+        client.append_action(session_id, kind=PROMPT, data={"n": n, "pad": "x" * size})
+    return session_id
+
+
+@pytest.fixture
+def small_socket_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client's sockets get 32 KiB send buffers, as on a real network (loopback's are
+    large enough to take a whole pipeline before the server answers)."""
+    from layer_sdk._export import _http
+
+    connect = _http._open
+
+    def small(host: str, port: int, deadline: float) -> socket.socket:
+        sock = connect(host, port, deadline)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024)
+        return sock
+
+    monkeypatch.setattr(_http, "_open", small)
+
+
+class ClosesAfter(NoPipelining):
+    """Answers the first ``answers`` requests of each connection (from the collector),
+    then closes it, whatever else was sent: with requests still arriving, the client's
+    next write meets a reset. Its receive buffer is small, as on a real network, and its
+    answers leave at once (TCP_NODELAY: none is held back when the reset goes)."""
+
+    def __init__(self, collector: LocalCollector, answers: int) -> None:
+        self._answers = answers
+        super().__init__(collector, close=False)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+
+    def handle(self, client: socket.socket) -> None:
+        buffer = b""
+        with client, contextlib.suppress(OSError):
+            client.settimeout(10)
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for _ in range(self._answers):
+                request = read_request(client, buffer)
+                if request is None:
+                    return
+                head, body, buffer = request
+                client.sendall(self._ask_collector(head + b"\r\nConnection: close", body))
+
+
+@pytest.mark.parametrize("answers", [1, 2], ids=["one-per-connection", "two-per-connection"])
+def test_a_server_that_closes_while_the_pipeline_is_written(
+    make_client: MakeClient,
+    collector: LocalCollector,
+    small_socket_buffers: None,
+    caplog: pytest.LogCaptureFixture,
+    answers: int,
+) -> None:
+    """A gunicorn sync worker (or any HTTP/1.0-style backend) answers one request, then
+    closes while the pipeline is still being written: the write fails with a reset. The
+    answers that arrived are read first; a reset mid-write turns pipelining off, and the
+    rest go one at a time, at once. Everything arrives once, in order, and the API is
+    not taken as unreachable."""
+    server = ClosesAfter(collector, answers)
+    try:
+        client = make_client(base_url=server.url)
+        session_id = long_session_of(client, 40, size=20_000)
+        assert client.flush(10) is True
+    finally:
+        server.close()
+    assert stored_order(collector, session_id) == list(range(40))
+    first = [r for r in collector.requests if r.json and r.json.get("data", {}).get("n") == 0]
+    assert len(first) == 1, "the first action was processed more than once"
+    assert not pipelining(client)
+    stats = client.stats()
+    assert (stats.sent, stats.failed, stats.queued) == (41, 0, 0)
+    assert unreachable_warnings(caplog) == []
+
+
+def test_an_answer_too_many_makes_the_pipeline_s_answers_suspect(
+    make_client: MakeClient, collector: LocalCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server writes one answer too many in a pipeline (after the 5th): every answer
+    after it would be read as the answer to the request before. Bytes left after the last
+    answer make them all suspect: they are sent again one at a time (the same request IDs:
+    nothing is stored twice), the refusal of the last action is counted as a refusal, and
+    the connection is never reused (a later sync create gets its own answer)."""
+    from .front_server import Act, Front
+
+    def act(n: int, head: bytes, body: bytes) -> Act:
+        return Act(after=raw_answer_202) if b'"n":4,' in body and n < 12 else Act()
+
+    raw_answer_202 = b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}"
+    front = Front(collector, act)
+    collector.fail_next(5, 400, body=b'{"error":"action 9 refused"}', matching=b'"n":9,')
+    try:
+        client = make_client(base_url=front.url)
+        session_id = long_session_of(client, 10)
+        assert client.flush(10) is False  # one action was refused
+        assert client.create_session(sync=True)  # its own answer, not a leftover 400
+    finally:
+        front.close()
+    assert stored_order(collector, session_id) == list(range(9))
+    assert client.stats().failed_by_reason == {"rejected": 1}
+
+    def losses() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "lost 1 event" in r.getMessage()]
+
+    assert wait_until(losses)  # logged by the sender, right after it resolved the request
+    assert len(losses()) == 1 and "action 9 refused" in losses()[0]
+    assert not pipelining(client)
+    assert collector.duplicates == 9  # resent with their IDs: none stored twice
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_a_framing_error_after_the_first_answer_turns_pipelining_off_and_is_no_outage(
+    make_client: MakeClient,
+    collector: LocalCollector,
+    caplog: pytest.LogCaptureFixture,
+    every: int,
+) -> None:
+    """A server that writes a stray CRLF after every answer (or every third): one request
+    at a time it works (the stray bytes spoil only that connection); pipelined, the
+    answer after it is malformed. A protocol error after an answer turns pipelining off
+    and the rest go one at a time at once; it is not an outage."""
+    from .front_server import Act, Front
+
+    def act(n: int, head: bytes, body: bytes) -> Act:
+        return Act(after=b"\r\n") if n % every == every - 1 else Act()
+
+    front = Front(collector, act)
+    try:
+        client = make_client(base_url=front.url)
+        session_id = long_session_of(client, 30)
+        assert client.flush(10) is True
+    finally:
+        front.close()
+    assert stored_order(collector, session_id) == list(range(30))
+    assert not pipelining(client)
+    assert front.requests_read <= 1 + 30 + 29  # the create, the pipeline, the rest once
+    assert client.stats().failed == 0
+    assert unreachable_warnings(caplog) == []
+
+
+def test_shutdown_ends_a_pipeline_waiting_for_its_answers(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    """A sender waiting for a hung server's answers (http_timeout=30) is released by
+    shutdown(): the connection in use is closed, and the sender exits at once."""
+    client = make_client(http_timeout=30)
+    session_id = long_session(client, 0)
+    collector.hang()
+    try:
+        for n in range(20):
+            client.append_action(session_id, kind=PROMPT, data={"n": n})
+        assert collector.wait_for(lambda c: c.unanswered >= 20)
+        senders = list(client._exporter.worker._senders)  # type: ignore[union-attr]
+        assert client.shutdown(timeout=0.5) is False
+        for sender in senders:
+            sender.join(3)
+        assert not any(sender.is_alive() for sender in senders)
+    finally:
+        collector.release()
+    assert client.stats().failed_by_reason == {"shutdown": 20}

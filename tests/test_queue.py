@@ -2,8 +2,8 @@
 
 The unit tests pin one behaviour each. ``QueueModel`` then lets hypothesis
 interleave everything a caller and the senders can do (put, take, complete,
-fail, split, give back, flush, close, abandon, fork) and checks after every
-step that the queue agrees with a small model of what it should hold.
+fail, retry later, split, give back, flush, close, abandon, fork) and checks
+after every step that the queue agrees with a small model of what it should hold.
 
 ``flush_interval=0`` throughout: the inbox is always due, so ``take(0)``
 never waits. The only threads are the ones that check, within a bound, that a
@@ -16,6 +16,7 @@ import dataclasses
 import itertools
 import json
 import threading
+import time
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -39,8 +40,10 @@ from layer_sdk._export._losses import (
     SHUTDOWN,
     TOO_LARGE,
 )
-from layer_sdk._export._queue import EVENT_OVERHEAD, Event, ExportQueue, Put, Request
+from layer_sdk._export._queue import AGAIN, EVENT_OVERHEAD, Event, ExportQueue, Put, Request
 from layer_sdk._schemas import SESSIONS_PATH, actions_path, session_body
+
+from .helpers import wait_until
 
 ACCEPTED = (Put.ACCEPTED, Put.WOKE)
 
@@ -215,6 +218,70 @@ def test_a_given_back_request_is_next_in_line() -> None:
     queue.give_back(take(queue))
     assert numbers(take(queue)) == [0, 1]
     assert queue.stats().retried == 0
+
+
+def test_a_request_that_failed_for_now_waits_for_its_retry_and_holds_back_its_session_only() -> (
+    None
+):
+    """complete_each(..., AGAIN): the bodies that failed stay with their request, which is
+    handed out again (first) once due; until it is resolved the session's later events
+    wait behind it, and other sessions go on. The events count as retried."""
+    queue, _ = make_queue(max_pipelined=2)
+    for n in range(3):
+        queue.put(action("s", n))
+    queue.put(action("t", 9))
+    first = take(queue)
+    assert numbers(first) == [0, 1]
+    due = time.monotonic() + 0.2
+    queue.complete_each(first, [None, AGAIN], due)
+    assert numbers(take(queue)) == [9]  # another session, while s waits
+    assert queue.take(0) is None  # s's action 2 does not overtake action 1
+    assert queue.wait_for_session("s", 0) is False
+    again = queue.take(5)  # the sender waits until the retry is due
+    assert again is first and time.monotonic() >= due
+    assert numbers(again) == [1] and again.bodies == [body(1)]
+    queue.complete(again)
+    assert numbers(take(queue)) == [2]
+    stats = queue.stats()
+    assert (stats.sent, stats.retried, stats.queued) == (2, 1, 2)
+
+
+def test_an_idle_sender_wakes_when_a_retry_comes_due() -> None:
+    """A sender idle in take() learns of a retry due earlier than it would wake, and takes
+    it when due (it keeps time for the retries waiting)."""
+    queue, _ = make_queue()
+    queue.put(action("s", 0))
+    request = take(queue)
+    taken: list[Request | None] = []
+    sender = threading.Thread(target=lambda: taken.append(queue.take(30)), daemon=True)
+    sender.start()
+    assert wait_until(lambda: bool(queue._idle))  # parked in take(30)
+    queue.complete(request, AGAIN, time.monotonic() + 0.05)
+    sender.join(5)
+    assert taken == [request]
+
+
+def test_request_ids_belong_to_the_events_and_one_names_one_body() -> None:
+    """Minted when first sent (never on the caller's thread: put() leaves them empty),
+    kept while the request waits for its retry; a merged create refused and resent alone
+    is a different body, with a new ID."""
+    queue, _ = make_queue()
+    events = [create("s", 0), action("s", 1), action("s", 2)]
+    for event in events:
+        queue.put(event)
+    assert [event.request_id for event in events] == ["", "", ""]
+    merged = take(queue)
+    (merged_id,) = merged.request_ids()
+    assert merged.request_ids() == [merged_id] and len(merged_id) == 32
+    queue.complete(merged, AGAIN)
+    assert take(queue) is merged and merged.request_ids() == [merged_id]
+    queue.split(merged)
+    alone = take(queue)
+    (alone_id,) = alone.request_ids()
+    assert alone_id != merged_id
+    queue.complete(alone)
+    actions = take(queue)
+    assert len(set(actions.request_ids()) | {merged_id, alone_id}) == 4
 
 
 def test_a_refused_merged_create_is_split_so_only_the_refused_events_fail() -> None:
@@ -403,7 +470,11 @@ class QueueModel(RuleBasedStateMachine):
         self.inbox: list[Record] = []
         self.lines: defaultdict[str, list[Record]] = defaultdict(list)
         self.flying: dict[str, list[Record]] = {}
-        self.requests: list[Request] = []
+        self.requests: list[Request] = []  # taken by a sender
+        # Waiting for a retry (their sessions still in flight): due now, in order, and
+        # due much later than any test runs.
+        self.due: list[Request] = []
+        self.later: list[Request] = []
         self.stale: list[Request] = []  # in flight when abandon() gave up on them
         self.dead: set[str] = set()
         self.last_create: dict[str, Record] = {}
@@ -470,6 +541,9 @@ class QueueModel(RuleBasedStateMachine):
     def pick(self, index: int) -> tuple[Request, list[Record]]:
         request = self.requests.pop(index % len(self.requests))
         return request, self.flying.pop(request.session_id)
+
+    def records_of(self, request: Request) -> list[Record]:
+        return [self.records[event.body] for event in request.events]
 
     def requeue(self, request: Request, records: list[Record]) -> None:
         for record in records:
@@ -544,6 +618,13 @@ class QueueModel(RuleBasedStateMachine):
     @rule()
     def take(self) -> None:
         request = self.queue.take(0)
+        if self.due:
+            # A retry that is due comes first, as it is: same bodies, same session line.
+            expected = self.due.pop(0)
+            assert request is expected, "not the retry that was due first"
+            assert self.flying[request.session_id] == self.records_of(request)
+            self.requests.append(request)
+            return
         if not self.ready():
             self.sort_inbox()
         ready = self.ready()
@@ -667,21 +748,57 @@ class QueueModel(RuleBasedStateMachine):
     @precondition(lambda self: self.requests)
     @rule(index=INDEX)
     def give_back(self, index: int) -> None:
+        """Taken but not sent: handed out again first, as it is, not counted as retried."""
         request, records = self.pick(index)
+        bodies = list(request.bodies)
         self.queue.give_back(request)
-        self.requeue(request, records)
+        assert request.bodies == bodies
+        self.flying[request.session_id] = records
+        self.due.append(request)
 
     @precondition(lambda self: self.requests)
-    @rule(index=INDEX, bodies=st.integers(1, 4))
-    def count_retry(self, index: int, bodies: int) -> None:
-        request = self.requests[index % len(self.requests)]
-        bodies = min(bodies, len(request.bodies))
-        self.queue.count_retry(request, bodies)
-        # A merged body carries several events: each of them is retried.
-        self.retried += len(request.events) if len(request.bodies) == 1 else bodies
+    @rule(data=st.data(), later=st.booleans())
+    def retry_later(self, data: st.DataObject, later: bool) -> None:
+        """Some bodies failed for now: they wait in the queue (their session's line
+        blocked behind them), the others are delivered or given up on."""
+        request, records = self.pick(data.draw(INDEX))
+        merged = len(request.bodies) == 1
+        if merged:
+            outcomes: list[str | None] = [AGAIN]  # one body carries all its events
+        else:
+            outcomes = data.draw(
+                st.lists(
+                    st.sampled_from([None, REJECTED, AGAIN]),
+                    min_size=len(records),
+                    max_size=len(records),
+                ).filter(lambda drawn: AGAIN in drawn)
+            )
+        bodies_again = [b for b, o in zip(request.bodies, outcomes, strict=True) if o is AGAIN]
+        due = time.monotonic() + 1000 if later else 0.0
+        self.queue.complete_each(request, outcomes, due)
+        if merged:
+            kept = records  # one body carries all its events: all go again
+        else:
+            kept = []
+            for record, outcome in zip(records, outcomes, strict=True):
+                if outcome is AGAIN:
+                    kept.append(record)
+                elif outcome is None:
+                    self.resolve([record], "sent")
+                    self.sent += 1
+                else:
+                    self.fail([record], outcome)
+        assert request.bodies == bodies_again
+        assert self.records_of(request) == kept
+        self.retried += len(kept)
+        self.flying[request.session_id] = kept
+        (self.later if later else self.due).append(request)
 
     @precondition(lambda self: self.stale)
-    @rule(index=INDEX, how=st.sampled_from(["complete", "fail", "each", "give_back", "split"]))
+    @rule(
+        index=INDEX,
+        how=st.sampled_from(["complete", "fail", "each", "again", "give_back", "split"]),
+    )
     def answer_late(self, index: int, how: str) -> None:
         """A sender resolves a request after abandon() gave up on it: nothing changes."""
         request = self.stale[index % len(self.stale)]
@@ -690,7 +807,9 @@ class QueueModel(RuleBasedStateMachine):
         elif how == "fail":
             self.queue.complete(request, REJECTED)
         elif how == "each":
-            self.queue.complete_each(request, [None] * len(request.events))
+            self.queue.complete_each(request, [None] * len(request.bodies))
+        elif how == "again":
+            self.queue.complete(request, AGAIN)
         else:
             getattr(self.queue, how)(request)
 
@@ -720,8 +839,9 @@ class QueueModel(RuleBasedStateMachine):
     def abandon(self) -> None:
         self.queue.abandon()
         self.fail(list(self.live.values()), SHUTDOWN)
-        self.stale += self.requests
+        self.stale += self.requests + self.due + self.later
         self.requests, self.flying, self.inbox = [], {}, []
+        self.due, self.later = [], []
         self.lines.clear()
         self.closed = self.abandoned = True
 
@@ -757,8 +877,8 @@ class QueueModel(RuleBasedStateMachine):
         assert self.losses == self.failed + self.dropped
 
     @invariant()
-    def ready_sessions_ask_for_a_sender(self) -> None:
-        assert self.queue.needs_more_senders() is bool(self.ready())
+    def ready_sessions_and_due_retries_ask_for_a_sender(self) -> None:
+        assert self.queue.needs_more_senders() is bool(self.ready() or self.due)
 
     @invariant()
     def a_session_is_done_when_none_of_its_events_is_queued(self) -> None:

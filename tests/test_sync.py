@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 
@@ -10,6 +11,7 @@ import pytest
 
 from layer_sdk import (
     AuthProvider,
+    Client,
     LayerAuthError,
     LayerHTTPError,
     LayerRequestError,
@@ -78,6 +80,57 @@ def test_transient_errors_are_retried_on_the_sync_path_too(
     assert len(collector.requests) == 2
     session_id = client.create_session(sync=True)  # the third failure, then success
     assert collector.session(session_id) is not None
+
+
+class SyncCall:
+    """``client.create_session(sync=True)`` on a thread of its own: what it returned or raised."""
+
+    def __init__(self, client: Client) -> None:
+        self.outcome: list[object] = []
+        self._thread = threading.Thread(target=self._call, args=(client,), daemon=True)
+        self._thread.start()
+
+    def _call(self, client: Client) -> None:
+        try:
+            self.outcome.append(client.create_session(sync=True))
+        except Exception as exc:
+            self.outcome.append(exc)
+
+    def ended_within(self, seconds: float) -> bool:
+        self._thread.join(seconds)
+        return not self._thread.is_alive()
+
+
+def test_a_retry_after_beyond_a_sync_call_s_budget_fails_at_once_with_the_answer(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    """A sync call stays within about (max_retries + 1) x http_timeout (here 4 x 1 s):
+    asked to come back in an hour (60 s once clamped), it raises the server's answer at
+    once instead of sleeping through its retries."""
+    client = make_client(http_timeout=1.0)
+    collector.fail_next(5, 503, retry_after=3600)
+    call = SyncCall(client)
+    assert call.ended_within(10)
+    (error,) = call.outcome
+    assert isinstance(error, LayerHTTPError) and error.status_code == 503
+    assert len(collector.requests) == 1
+
+
+def test_shutdown_wakes_a_sync_call_waiting_to_retry(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    """A sync call sleeping out a Retry-After within its budget (20 s of 4 x 30 s) is woken
+    by shutdown(), and raises the answer it had."""
+    client = make_client(http_timeout=30.0)
+    collector.fail_next(5, 503, retry_after=20)
+    call = SyncCall(client)
+    assert collector.wait_for(lambda c: len(c.requests) == 1)
+    assert not call.ended_within(0.2)  # it waits to retry
+    client.shutdown(timeout=1.0)
+    assert call.ended_within(5)
+    (error,) = call.outcome
+    assert isinstance(error, LayerHTTPError) and error.status_code == 503
+    assert len(collector.requests) == 1
 
 
 def test_an_unreachable_server_raises_request_error(make_client: MakeClient) -> None:

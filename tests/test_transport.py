@@ -1,9 +1,13 @@
-"""The one retry loop (``Transport._exchange``) and the worker, through the in-memory backend.
+"""The transport's attempts and its two loops, and the worker, through the in-memory backend.
 
 Issue 12: a backend seam with an in-memory backend. Every test here runs
 without sockets: ``MemoryBackend`` (``tests/memory_backend.py``) answers from a
 script and records each request with its headers, so the tests can say
 exactly which bodies were sent, how often, and with which request ID.
+
+A buffered request is attempted once per ``Transport.deliver``; what failed
+for now comes back with the time its retry is due, and waits in the queue.
+``settle`` plays the worker's part with a real ``ExportQueue``, without threads.
 """
 
 from __future__ import annotations
@@ -19,20 +23,29 @@ import pytest
 
 from layer_sdk import AuthProvider
 from layer_sdk._config import Config
-from layer_sdk._exceptions import LayerHTTPError, LayerRequestError, LayerSDKException
+from layer_sdk._exceptions import LayerHTTPError, LayerRequestError
 from layer_sdk._export import Event, Exchange, Exporter
 from layer_sdk._export._losses import REJECTED, RETRIES_EXHAUSTED
-from layer_sdk._export._retry import SendGate
-from layer_sdk._export._transport import Transport
+from layer_sdk._export._queue import AGAIN as SEND_AGAIN
+from layer_sdk._export._queue import ExportQueue, Request
+from layer_sdk._export._retry import OUTAGE_AFTER, RECENT, Admission, SendGate
+from layer_sdk._export._transport import Delivery, Transport
 
-from .helpers import APP_ID
+from .helpers import APP_ID, wait_until
 from .memory_backend import CUT, OK, Answer, MemoryBackend, Sent, answer
 
 BASE_URL = "https://api.layer.test"
 ACTIONS = "/v1/sessions/s/actions"
 #: Retried at once: Retry-After 0 makes the backoff 0 and pauses no one.
 AGAIN = answer(503, retry_after="0")
+#: Retried after the policy's backoff.
+AGAIN_LATER = answer(503)
 REFUSED = LayerRequestError("could not reach the Layer API: ConnectionRefusedError")
+
+
+def backend(then: Answer) -> MemoryBackend:
+    """A backend that answers every request with ``then``."""
+    return MemoryBackend(then=then)
 
 
 def make_transport(backend: MemoryBackend, **options: object) -> Transport:
@@ -47,18 +60,55 @@ def fast(transport: Transport) -> Transport:
     return transport
 
 
-class Retries:
-    """An ``on_retry`` that keeps what it is told."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[LayerSDKException, float, int]] = []
-
-    def __call__(self, error: LayerSDKException, delay: float, count: int) -> None:
-        self.calls.append((error, delay, count))
-
-
 def ids(requests: list[Sent]) -> list[str]:
     return [request.request_id for request in requests]
+
+
+def queued(bodies: list[bytes]) -> tuple[ExportQueue, Request]:
+    """A queue holding one action per body for session "s", and the request it hands out."""
+    queue = ExportQueue(
+        max_events=1000,
+        max_bytes=10_000_000,
+        max_event_bytes=1_000_000,
+        batch_size=1000,
+        max_request_bytes=10_000_000,
+        max_pipelined=1000,
+        flush_interval=0.0,
+        on_loss=lambda reason, count: None,
+    )
+    for body in bodies:
+        queue.put(Event("s", body, False))
+    request = queue.take(0)
+    assert request is not None and request.path == ACTIONS and request.bodies == bodies
+    return queue, request
+
+
+def outcomes(deliveries: list[Delivery]) -> list[str | None]:
+    """What the worker tells the queue of each body."""
+    return [SEND_AGAIN if d.retry_at is not None else d.loss for d in deliveries]
+
+
+def settle(transport: Transport, bodies: list[bytes]) -> list[Delivery]:
+    """What becomes of each body, attempt after attempt, as the worker does it: a body that
+    failed for now goes back to the queue, which hands its request out again when due."""
+    queue, request = queued(bodies)
+    settled: dict[bytes, Delivery] = {}
+    attempts = 0
+    while True:
+        attempts += 1
+        assert attempts < 1000, "no end to the attempts"
+        deliveries = transport.deliver(request)
+        retry_at = 0.0
+        for body, delivery in zip(request.bodies, deliveries, strict=True):
+            if delivery.retry_at is None:
+                settled[body] = delivery
+            else:
+                retry_at = delivery.retry_at
+        queue.complete_each(request, outcomes(deliveries), retry_at)
+        if len(settled) == len(bodies):
+            return [settled[body] for body in bodies]
+        taken = queue.take(5)  # waits until the retry is due
+        assert taken is request
 
 
 # -- request IDs ---------------------------------------------------------------------
@@ -68,7 +118,7 @@ def test_a_retried_body_keeps_its_request_id_and_each_body_has_its_own() -> None
     """Issue 12 §4: the one retry loop sends a body again with the same X-Request-Id."""
     backend = MemoryBackend(AGAIN, OK, CUT, OK)
     transport = make_transport(backend)
-    deliveries = transport.deliver(ACTIONS, [b"a", b"b"], on_retry=Retries())
+    deliveries = settle(transport, [b"a", b"b"])
     assert [delivery.loss for delivery in deliveries] == [None, None]
     # "a" got a 503, "b" a 200; then "a" again (cut: a connection error), then "a" once more.
     assert [request.body for request in backend.requests] == [b"a", b"b", b"a", b"a"]
@@ -92,31 +142,36 @@ def test_a_pipeline_cut_short_resends_the_rest_in_order_with_the_same_ids(end: A
     sent again, in order, with their IDs; the two answered ones are not sent again."""
     backend = MemoryBackend(OK, OK, end)
     transport = make_transport(backend)
-    retries = Retries()
     bodies = [b"0", b"1", b"2", b"3", b"4"]
-    deliveries = transport.deliver(ACTIONS, bodies, on_retry=retries)
-    assert [delivery.loss for delivery in deliveries] == [None] * 5
+    queue, request = queued(bodies)
+    first_attempt = transport.deliver(request)
+    answered_at = time.monotonic()
+    assert [delivery.loss for delivery in first_attempt] == [None] * 5
+    assert [delivery.retry_at is not None for delivery in first_attempt] == [False] * 2 + [True] * 3
+    if end is REFUSED:
+        # A connection error is a failure: the three wait a backoff, with the error.
+        assert all(d.retry_at is not None and d.retry_at > answered_at for d in first_attempt[2:])
+        assert all(d.error is REFUSED for d in first_attempt[2:])
+    else:
+        # A server that closes after some answers is not failing: the rest go at once.
+        assert all(d.retry_at is not None and d.retry_at <= answered_at for d in first_attempt[2:])
+    queue.complete_each(request, outcomes(first_attempt), first_attempt[-1].retry_at or 0.0)
+    assert queue.take(5) is request  # once due
+    assert request.bodies == bodies[2:]
+    assert [delivery.loss for delivery in transport.deliver(request)] == [None] * 3
     first, second = backend.exchanges
     assert [request.body for request in first] == bodies
     assert [request.body for request in second] == bodies[2:]
     assert ids(second) == ids(first)[2:]
     assert [request.body for request in backend.delivered] == bodies
-    if end is REFUSED:
-        # A connection error is a failure: counted as a retry of the three.
-        assert [(error, count) for error, _, count in retries.calls] == [(REFUSED, 3)]
-    else:
-        # A server that closes after some answers is not failing: the rest go at once,
-        # with no wait, and count as sent again.
-        assert retries.calls == [(None, 0.0, 3)]
+    assert queue.stats().retried == 3  # sent again, with a wait or without
 
 
 def test_a_4xx_in_a_pipeline_fails_only_its_body() -> None:
     """Issue 12 §4: the refused body is given up on; the bodies around it are delivered
     and not sent again."""
     backend = MemoryBackend(OK, answer(422, b'{"error": "data: bad"}'), OK, OK)
-    deliveries = make_transport(backend).deliver(
-        ACTIONS, [b"0", b"1", b"2", b"3"], on_retry=Retries()
-    )
+    deliveries = settle(make_transport(backend), [b"0", b"1", b"2", b"3"])
     assert [delivery.loss for delivery in deliveries] == [None, REJECTED, None, None]
     assert deliveries[1].status == 422
     assert isinstance(deliveries[1].error, LayerHTTPError)
@@ -127,15 +182,73 @@ def test_a_4xx_in_a_pipeline_fails_only_its_body() -> None:
 def test_a_5xx_in_a_pipeline_resends_only_its_body() -> None:
     """Issue 12 §4: a transient answer in the middle: that body alone goes again."""
     backend = MemoryBackend(OK, AGAIN, OK, OK)
-    retries = Retries()
-    deliveries = make_transport(backend).deliver(
-        ACTIONS, [b"0", b"1", b"2", b"3"], on_retry=retries
-    )
+    deliveries = settle(make_transport(backend), [b"0", b"1", b"2", b"3"])
     assert [delivery.loss for delivery in deliveries] == [None] * 4
     first, second = backend.exchanges
     assert [request.body for request in second] == [b"1"]
     assert ids(second) == [first[1].request_id]
-    assert [count for _, _, count in retries.calls] == [1]
+
+
+# -- a failure delays its own request, not a sender ----------------------------------
+
+
+def test_an_attempt_that_fails_returns_at_once_with_its_retry_due_after_the_backoff() -> None:
+    """The sender is not held for the backoff: deliver() returns as soon as the answer
+    came, with the time the retry is due (the default policy's first step: 0.25-0.5 s);
+    the request then waits in the queue, and the sender takes other work."""
+    config = Config.resolve(base_url=BASE_URL, application_id=APP_ID)
+    transport = Transport(config, backend(AGAIN_LATER))
+    _, request = queued([b"0"])
+    (delivery,) = transport.deliver(request)
+    returned_at = time.monotonic()
+    assert delivery.loss is None and delivery.retry_at is not None
+    assert isinstance(delivery.error, LayerHTTPError) and delivery.error.status_code == 503
+    assert returned_at + 0.1 < delivery.retry_at <= returned_at + 0.5
+
+
+def retry_delays(transport: Transport, request: Request, count: int) -> list[float]:
+    """The waits the transport asks for after ``count`` failed attempts in a row."""
+    delays = []
+    for _ in range(count):
+        (delivery,) = transport.deliver(request)
+        assert delivery.retry_at is not None
+        delays.append(delivery.retry_at - time.monotonic())
+    return delays
+
+
+def test_a_request_s_backoff_grows_only_while_most_attempts_fail() -> None:
+    """While the API mostly answers (one bad backend in five), a request that keeps
+    failing waits the first backoff step each time (0.25-0.5 s), so that its events are
+    not held back; once most recent attempts fail, its backoff doubles at each failure."""
+    config = Config.resolve(base_url=BASE_URL, application_id=APP_ID)
+    transport = Transport(config, backend(AGAIN_LATER))
+    _, request = queued([b"0"])
+    delays = []
+    for _ in range(4):
+        for _ in range(4):
+            transport.gate.passed()  # the other requests are delivered
+        delays += retry_delays(transport, request, 1)
+    assert all(0.2 < delay <= 0.5 for delay in delays), delays
+    for _ in range(RECENT):  # now four attempts in five fail
+        for _ in range(4):
+            transport.gate.failed(probe=False, retry_after=None)
+        transport.gate.passed()
+    assert transport.gate.failing and transport.gate.healthy
+    (delay,) = retry_delays(transport, request, 1)  # the fifth failure of this request
+    assert 4.0 < delay <= 8.0  # backoff(4): 4-8 s
+
+
+def test_a_retry_after_delays_the_request_it_answered_and_pauses_no_one() -> None:
+    """One answer with Retry-After among healthy ones: its request's retry is due that
+    much later, and the other senders go on (the gate stays open)."""
+    transport = make_transport(backend(answer(503, retry_after="30")))
+    for _ in range(10):
+        transport.gate.passed()
+    _, request = queued([b"0"])
+    (delivery,) = transport.deliver(request)
+    assert delivery.retry_at is not None and 29 < delivery.retry_at - time.monotonic() <= 30
+    assert transport.gate.healthy
+    assert transport.gate.admit(time.monotonic()) is Admission.SEND
 
 
 # -- the two budgets ------------------------------------------------------------------
@@ -166,13 +279,14 @@ def test_the_buffered_path_gives_up_when_max_retry_time_has_passed(failure: Answ
     backend = MemoryBackend(then=failure)
     transport = make_transport(backend, max_retries=1, max_retry_time=0.3)
     started = time.monotonic()
-    (delivery,) = transport.deliver(ACTIONS, [b"0"], on_retry=Retries())
+    (delivery,) = settle(transport, [b"0"])
     elapsed = time.monotonic() - started
     assert delivery.loss == RETRIES_EXHAUSTED
     assert len(backend.requests) > 2  # not capped by max_retries
     assert elapsed < 2.0  # not much past 0.3 s (a deadline ten times too long would be 3 s)
     if failure is AGAIN:
-        assert delivery.status == 503 and isinstance(delivery.error, LayerHTTPError)
+        # The last answer's error, whether the budget ran out at an answer or in between.
+        assert isinstance(delivery.error, LayerHTTPError) and delivery.error.status_code == 503
     else:
         assert delivery.response is None and delivery.error is REFUSED
 
@@ -205,9 +319,7 @@ def test_a_401_renews_the_token_and_retries_once_with_the_same_request_id() -> N
     """Issue 12 §4: 401 → invalidate → one more try with the new token."""
     tokens = Tokens()
     backend = MemoryBackend(answer(401))
-    (delivery,) = make_transport(backend, auth_provider=tokens).deliver(
-        ACTIONS, [b"0"], on_retry=Retries()
-    )
+    (delivery,) = settle(make_transport(backend, auth_provider=tokens), [b"0"])
     assert delivery.loss is None
     assert bearers(backend) == ["Bearer token-1", "Bearer token-2"]
     assert len(set(ids(backend.requests))) == 1
@@ -217,9 +329,7 @@ def test_a_401_renews_the_token_and_retries_once_with_the_same_request_id() -> N
 def test_a_second_401_is_final_on_both_paths() -> None:
     """Issue 12 §4: a token refused twice is not renewed again (no loop on 401)."""
     backend = MemoryBackend(*[answer(401)] * 5)  # then OK: a loop that went on would succeed
-    (delivery,) = make_transport(backend, auth_provider=Tokens()).deliver(
-        ACTIONS, [b"0"], on_retry=Retries()
-    )
+    (delivery,) = settle(make_transport(backend, auth_provider=Tokens()), [b"0"])
     assert delivery.loss == REJECTED and delivery.status == 401
     assert len(backend.requests) == 2
 
@@ -234,14 +344,12 @@ def test_a_401_is_final_when_no_new_credentials_can_be_had() -> None:
     """Issue 12 §4: invalidate() says a retry cannot help (or there is no provider)."""
     backend = MemoryBackend(answer(401))
     tokens = Tokens(renewable=False)
-    (delivery,) = make_transport(backend, auth_provider=tokens).deliver(
-        ACTIONS, [b"0"], on_retry=Retries()
-    )
+    (delivery,) = settle(make_transport(backend, auth_provider=tokens), [b"0"])
     assert delivery.loss == REJECTED
     assert (len(backend.requests), tokens.invalidated) == (1, 1)
 
     backend = MemoryBackend(answer(401))
-    (delivery,) = make_transport(backend).deliver(ACTIONS, [b"0"], on_retry=Retries())
+    (delivery,) = settle(make_transport(backend), [b"0"])
     assert delivery.loss == REJECTED
     assert len(backend.requests) == 1
 
@@ -367,6 +475,34 @@ def test_a_backend_that_answers_nothing_is_a_failure_not_a_busy_loop() -> None:
     backend = SilentBackend()
     config = Config.resolve(base_url=BASE_URL, application_id=APP_ID, max_retry_time=0.2)
     transport = fast(Transport(config, backend))
-    (delivery,) = transport.deliver(ACTIONS, [b"0"], on_retry=Retries())
+    (delivery,) = settle(transport, [b"0"])
     assert delivery.loss == RETRIES_EXHAUSTED
     assert 2 <= backend.exchanges < 200
+
+
+def test_when_the_api_answers_again_the_retries_waiting_go_at_once(
+    exporters: list[Exporter],
+) -> None:
+    """A request failed and waits for a long backoff; the API then counts as unreachable,
+    and a probe gets an answer: everyone resumes, the retries waiting included (they
+    waited for the API, which answers now), not after their backoffs."""
+    failed_once: set[bytes] = set()
+
+    def server(sent: Sent) -> Answer:
+        if b'"a"' in sent.body and sent.body not in failed_once:
+            failed_once.add(sent.body)
+            return REFUSED
+        return OK
+
+    backend = MemoryBackend(then=server)
+    exporter = make_exporter(exporters, backend)
+    transport = exporter.transport
+    transport.retry = dataclasses.replace(transport.retry, backoff_factor=60.0, backoff_max=60.0)
+    exporter.put(create("a"))
+    assert wait_until(lambda: exporter.stats().retried == 1)  # "a" waits 30-60 s now
+    for _ in range(OUTAGE_AFTER):
+        transport.gate.failed(probe=False, retry_after=None)  # other requests failed too
+    assert not transport.gate.healthy
+    exporter.put(create("b"))  # the probe: answered
+    assert exporter.flush(10) is True
+    assert [json.loads(sent.body)["session_id"] for sent in backend.delivered] == ["b", "a"]

@@ -98,9 +98,13 @@ class DirectBackend:
         if len(requests) == 1 or not self._pool.pipelining:
             return _in_turn(self.post, url, requests)
         answers, error = self._pool.post_pipelined(url[self._prefix :], requests)
+        if isinstance(error, PipelineClosed) and not answers:
+            # Every answer was suspect (bytes after the last): pipelining is off,
+            # and the requests go again one at a time, now.
+            return _in_turn(self.post, url, requests)
         responses = [Response(answer.status, answer.body, answer.headers) for answer in answers]
         if error is None or isinstance(error, PipelineClosed):
-            return Exchange(responses, None)
+            return Exchange(responses, None)  # the rest, if any, may go again at once
         return Exchange(responses, LayerRequestError(_failure(error)))
 
     def close(self) -> None:

@@ -25,8 +25,14 @@ class ProtocolError(OSError):
     """The server's answer was not valid HTTP/1.1, or broke off midway."""
 
 
+class ClosedMidAnswer(ProtocolError):
+    """The server closed the connection in the middle of an answer."""
+
+
 class PipelineClosed(ConnectionError):
-    """The server closed a connection before it answered every pipelined request."""
+    """The server ended a pipeline before answering every request, in a way that says
+    nothing against the requests left (it closed the connection, or was slow): they
+    may be sent again at once."""
 
 
 class AnswerTooLarge(ProtocolError):

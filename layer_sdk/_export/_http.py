@@ -22,6 +22,11 @@ Narrow, but held to a maintained library's standard:
 - A kept-alive connection is reused only when nothing unread is left on it:
   one holding bytes past its answer, or that the server wrote to or closed
   while it sat idle, is closed instead, so that answers never shift by one.
+- A pipeline (``post_pipelined``) keeps the same rules: one deadline for the
+  whole of it, what arrived parsed before an error is acted on, and bytes
+  after its last answer make every answer of it suspect.
+- ``close()`` (shutdown) ends the connections in use too, so that no request
+  outlives it by more than a moment.
 - Framing follows RFC 9112 to the letter (heads are parsed by ``_framing``);
   chunk sizes are 1 to 20 hex digits, chunk data is followed by CRLF, and an
   unsolicited ``101`` is refused. Every refusal is a ``ProtocolError``.
@@ -43,6 +48,7 @@ from urllib.parse import urlsplit
 from .._tls import tls_context
 from ._framing import (
     AnswerTooLarge,
+    ClosedMidAnswer,
     PipelineClosed,
     ProtocolError,
     RemoteDisconnected,
@@ -95,6 +101,7 @@ class ConnectionPool:
         self.host_header = host if default_port else f"{host}:{self._port}"
         self._lock = threading.Lock()
         self._idle: list[_Connection] = []
+        self._busy: set[_Connection] = set()  # in use by a request: close() ends them too
         self._closed = False
         #: Whether several requests are written on a connection before their
         #: answers are read (``post_pipelined``); off for good once the server
@@ -115,7 +122,7 @@ class ConnectionPool:
             try:
                 answer, keep_alive = connection.exchange(request, deadline)
             except ConnectionError:
-                connection.close()
+                self._release(connection)
                 if not connection.reused:
                     raise
                 # A kept-alive connection that the server closed as it was
@@ -125,14 +132,14 @@ class ConnectionPool:
                 answer, keep_alive = connection.exchange(request, deadline)
         except BaseException as exc:
             if connection is not None:
-                connection.close()
+                self._release(connection)
             if isinstance(exc, TimeoutError):
                 raise TimeoutError(f"no complete answer within {self._timeout:g} s") from None
             raise
         if keep_alive:
             self._checkin(connection)
         else:
-            connection.close()
+            self._release(connection)
         return answer
 
     def post_pipelined(
@@ -142,52 +149,94 @@ class ConnectionPool:
 
         Returns the answers read, for the first requests in order, and what
         ended the exchange before the others were answered: None when all
-        were, ``PipelineClosed`` when the server closed the connection after
-        some answers (the rest were not answered and may not have been seen),
-        or the error met. Never raises for trouble on the network: the caller
-        sends again what was not answered. Each answer has ``timeout`` seconds
-        from the one before it (the first, from the start).
+        were; ``PipelineClosed`` when the server ended it in a way that says
+        nothing against the requests left (they may go again at once); or the
+        error met. Never raises for trouble on the network. One deadline,
+        ``timeout`` seconds after the start, covers the whole exchange.
 
-        When a server closes the connection after the first of several
-        answers, or answers the first and then nothing within ``timeout``, it is
-        taken not to pipeline: ``pipelining`` turns False for the life of the
-        pool, and the caller sends one request at a time (``post``) from then on.
+        It keeps the rules of the one-request path (``post``):
+
+        - What arrived is parsed before an error is acted on: a server that
+          answers one request and closes while the pipeline is still being
+          written (the write fails with a reset) has its answer read.
+        - Bytes left after the last answer make every answer suspect (a
+          server that wrote one answer too many shifts the answers after it
+          onto the wrong requests): none is returned, the connection is not
+          reused, and the caller sends them again one at a time.
+        - A kept-alive connection that fails before any answer came back is
+          replaced once, within the same deadline.
+
+        When the server shows that it does not pipeline, ``pipelining`` turns
+        False for the life of the pool and the caller sends one request at a
+        time (``post``) from then on: a reset while the pipeline is written,
+        a malformed answer after a good one, bytes after the last answer, or
+        a first answer followed by a close or by silence.
         """
         data = b"".join(self._request(path, body, headers) for body, headers in requests)
+        deadline = time.monotonic() + self._timeout
+        for fresh in (False, True):
+            try:
+                connection = self._connect(deadline) if fresh else self._checkout(deadline)
+            except (OSError, ValueError) as exc:
+                return [], exc
+            reused = connection.reused
+            answers, error = self._pipeline(connection, data, len(requests), deadline)
+            # Not a byte of an answer on a kept-alive connection: it was stale.
+            stale = reused and not answers and not isinstance(error, PipelineClosed)
+            if not (stale and isinstance(error, ConnectionError)) or self._closed:
+                return answers, error
+        return answers, error
+
+    def _pipeline(
+        self, connection: _Connection, data: bytes, count: int, deadline: float
+    ) -> tuple[list[Answer], Exception | None]:
+        """One pipelined exchange of ``count`` requests (``data``) on ``connection``."""
         answers: list[Answer] = []
-        connection: _Connection | None = None
+        cut: Exception | None = None  # why writing stopped early
+        error: Exception | None = None
+        keep_alive = True
         try:
-            deadline = time.monotonic() + self._timeout
-            connection = self._checkout(deadline)
             connection.write(data, deadline)
-            keep_alive = True
-            while len(answers) < len(requests):
-                deadline = time.monotonic() + self._timeout
+        except (OSError, ValueError) as exc:
+            cut = exc
+        try:
+            # Also when the write failed: what arrived before is read and parsed.
+            while len(answers) < count and keep_alive:
                 answer, keep_alive = connection.read_answer(deadline)
                 answers.append(answer)
-                if not keep_alive:
-                    break
         except (OSError, ValueError) as exc:
-            if connection is not None:
-                connection.close()
-            if answers and isinstance(exc, ConnectionError):
-                return answers, self._closed_after(answers, len(requests))
-            if len(answers) == 1 and isinstance(exc, TimeoutError):
-                self.pipelining = False  # it answered the first, and never the others
-            return answers, exc
-        if len(answers) < len(requests):
-            connection.close()
-            return answers, self._closed_after(answers, len(requests))
-        if keep_alive:
-            self._checkin(connection)
-        else:
-            connection.close()
-        return answers, None
-
-    def _closed_after(self, answers: list[Answer], sent: int) -> PipelineClosed:
-        if len(answers) == 1:
-            self.pipelining = False
-        return PipelineClosed(f"the server closed the connection after {len(answers)} of {sent}")
+            error = exc
+        if cut is None and error is None and len(answers) == count:
+            if connection.has_leftover():
+                self._release(connection)
+                self.pipelining = False
+                return [], PipelineClosed(f"bytes came after the last of {count} answers")
+            if keep_alive:
+                self._checkin(connection)
+            else:
+                self._release(connection)
+            return answers, None
+        self._release(connection)
+        ended = cut or error
+        if not answers:
+            if isinstance(cut, ConnectionError) and not connection.reused:
+                self.pipelining = False  # it closed while the pipeline was being written
+            return [], ended
+        if self._closed:
+            return answers, ended  # shutting down: the caller gives up on the rest
+        if not keep_alive:
+            # The last answer said the connection ends there: a limit of requests per
+            # connection (it pipelines), unless that was after the first answer.
+            self.pipelining = len(answers) > 1 and self.pipelining
+        elif isinstance(cut, ConnectionError) or (
+            isinstance(error, ProtocolError) and not isinstance(error, ClosedMidAnswer)
+        ):
+            self.pipelining = False  # it closed while the pipeline was written, or garbled
+        elif len(answers) == 1:
+            self.pipelining = False  # it answered the first, then closed or went silent
+        return answers, PipelineClosed(
+            f"the server ended the exchange after {len(answers)} of {count} answers ({ended})"
+        )
 
     def _request(
         self, path: str, body: bytes, headers: dict[str, str], method: str = "POST"
@@ -203,31 +252,48 @@ class ConnectionPool:
         return "".join(head).encode("latin-1") + body
 
     def close(self) -> None:
-        """Close the idle connections; those in use close when their request ends."""
+        """Close every connection, those in use too: a request under way ends at once
+        (shutdown), and no new one starts."""
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
+            busy = list(self._busy)
         for connection in idle:
             connection.close()
+        for connection in busy:
+            connection.abort()
 
     def _checkout(self, deadline: float) -> _Connection:
+        """An idle connection the server left quiet, else a new one; marked in use."""
         while True:
             with self._lock:
+                if self._closed:
+                    raise ConnectionAbortedError("the client is shutting down")
                 connection = self._idle.pop() if self._idle else None
+                if connection is not None:
+                    self._busy.add(connection)
             if connection is None:
                 return self._connect(deadline)
             if connection.is_quiet():
                 return connection
-            connection.close()  # the server closed it, or wrote what no request asked for
+            self._release(connection)  # the server closed it, or wrote what no request asked for
 
     def _checkin(self, connection: _Connection) -> None:
         with self._lock:
+            self._busy.discard(connection)
             if not self._closed and len(self._idle) < self._max_idle:
                 self._idle.append(connection)
                 return
         connection.close()
 
+    def _release(self, connection: _Connection) -> None:
+        """Close a connection in use: it is not reused."""
+        with self._lock:
+            self._busy.discard(connection)
+        connection.close()
+
     def _connect(self, deadline: float) -> _Connection:
+        """A new connection, marked in use."""
         sock = _open(self._host, self._port, deadline)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -237,7 +303,13 @@ class ConnectionPool:
         except BaseException:
             sock.close()
             raise
-        return _Connection(sock, self._ssl is not None)
+        connection = _Connection(sock, self._ssl is not None)
+        with self._lock:
+            if not self._closed:
+                self._busy.add(connection)
+                return connection
+        connection.close()
+        raise ConnectionAbortedError("the client is shutting down")
 
 
 def _time_left(deadline: float) -> float:
@@ -389,7 +461,7 @@ class _Connection:
         except ConnectionError:
             if self._budget == MAX_HEAD_BYTES and not self._buffer:
                 raise  # not a byte of an answer: the server may never have seen the request
-            raise ProtocolError("the server closed the connection mid-answer") from None
+            raise ClosedMidAnswer("the server closed the connection mid-answer") from None
         self.reused = True
         if not framed:
             return Answer(status, headers, body), False
@@ -398,9 +470,35 @@ class _Connection:
             return Answer(status, headers, body), minor >= 1
         return Answer(status, headers, body), keeps_alive(connection, minor)
 
+    def has_leftover(self) -> bool:
+        """Whether bytes came after the answers read (in the buffer, or waiting to be read):
+        answers no request asked for. The end of the stream is not a byte."""
+        if self._buffer:
+            return True
+        sock = self._sock
+        if self._tls and sock.pending():  # type: ignore[attr-defined]
+            return True
+        if not self._in.poll(0):
+            return False
+        try:
+            data = sock.recv(_READ_SIZE)
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return False  # a TLS record without data (a session ticket)
+        except OSError:
+            return False
+        self._buffer += data
+        return bool(data)
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._sock.close()
+
+    def abort(self) -> None:
+        """End the connection from another thread (shutdown): the waits of the thread that
+        uses it end at once. Shut down, not closed: that thread closes it, so that its
+        descriptor is not reused by another file while that thread still polls it."""
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
 
     # -- reading and writing, each wait bounded by the deadline --------------------
 

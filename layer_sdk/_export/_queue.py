@@ -10,6 +10,9 @@ held across anything slow. It
   the actions queued behind it, actions of one session go one at a time in the
   order they were appended, and different sessions proceed in parallel;
 - resolves requests (``complete``) and keeps the counts that ``stats()`` shows;
+- holds a request that failed for now until its retry is due (``AGAIN``), so
+  that a failure delays its own request without holding a sender, and its
+  session's later events wait behind it;
 - lets ``flush`` wait for exactly the events accepted before it was called.
 
 Events wait in an inbox until a batch is due (``max_batch_size`` events, or the
@@ -20,6 +23,8 @@ Waiting for the batch is what lets a session's create carry its actions.
 from __future__ import annotations
 
 import enum
+import heapq
+import itertools
 import threading
 import time
 from collections import Counter, deque
@@ -27,8 +32,10 @@ from collections.abc import Callable
 
 import msgspec
 
+from .._entropy import random_16
 from .._schemas import SESSIONS_PATH, actions_path, session_body
 from ._losses import QUEUE_FULL, RECURSION, SESSION_FAILED, SHUTDOWN, TOO_LARGE
+from ._retry import RetryState
 
 
 class Put(enum.Enum):
@@ -53,6 +60,10 @@ EVENT_OVERHEAD = 128
 #: Sessions remembered as dead (create dropped or failed) so their actions fail too.
 MAX_DEAD_SESSIONS = 10_000
 
+#: What ``complete_each`` is told of a body that failed for now: it is sent again,
+#: with its request, once its retry is due.
+AGAIN = "again"
+
 
 class Event(msgspec.Struct, gc=False):
     """One session or action, already encoded. Not tracked by the GC: a large
@@ -64,6 +75,9 @@ class Event(msgspec.Struct, gc=False):
     epoch: int = 0
     next: Event | None = None  # the next waiting event of the same session
     alone: bool = False  # a refused merged create, resent without its actions
+    #: The X-Request-Id of the body this event travels in as its first event, the
+    #: same on every attempt of that body ("": not sent yet).
+    request_id: str = ""
 
 
 class Request(msgspec.Struct, gc=False):
@@ -71,13 +85,32 @@ class Request(msgspec.Struct, gc=False):
 
     Either one body that carries all the events (a session's create with its
     queued actions), or one body per event (actions of a known session, in
-    append order: pipelined on one connection, see ``_http``).
+    append order: pipelined on one connection, see ``_http``). A request that
+    failed for now keeps its bodies, its request IDs and ``retry`` (what its
+    attempts came to) while it waits in the queue for its next attempt.
     """
 
     session_id: str
     path: str
     bodies: list[bytes]
     events: list[Event]
+    retry: RetryState | None = None  # None: not sent yet
+
+    def request_ids(self) -> list[str]:
+        """The X-Request-Id of each body: its first event's, minted the first time it is
+        sent (on a sender thread, never the caller's), then kept across every retry.
+
+        One ID names exactly one body: a body made anew differently (a refused merged
+        create, resent alone) gets a new one (``ExportQueue.split``).
+        """
+        events = self.events
+        owners = events[:1] if len(self.bodies) == 1 else events
+        ids = []
+        for event in owners:
+            if not event.request_id:
+                event.request_id = random_16().hex()
+            ids.append(event.request_id)
+        return ids
 
 
 class ExportStats(msgspec.Struct, frozen=True):
@@ -190,7 +223,13 @@ class ExportQueue:
         self._inbox_since = 0.0
         self._sessions: dict[str, _Session] = {}
         self._ready: deque[str] = deque()  # sessions with waiting events and none in flight
+        # Requests taken and not resolved, waiting for a retry ones included.
         self._in_flight: dict[int, Request] = {}
+        # Requests that failed for now, by when their retry is due: (due, order, request).
+        self._retries: list[tuple[float, int, Request]] = []
+        self._order = itertools.count()
+        # The idle sender that wakes when the next retry is due (the others sleep on).
+        self._timekeeper: threading.Condition | None = None
         self._dead: dict[str, None] = {}
         self._session_waiters = 0  # wait_for_session() calls waiting
 
@@ -273,7 +312,10 @@ class ExportQueue:
     def take(self, idle_timeout: float) -> Request | None:
         """The next request to send, waiting for one up to ``idle_timeout`` seconds.
 
-        Returns None when idle that long, or when the queue is closed and empty.
+        A retry that is due comes first, then the sessions that are ready.
+        Returns None when idle that long, or when the queue is closed and holds
+        nothing more to send. One idle sender keeps time for the retries
+        waiting (it wakes when the next is due); the others sleep on.
         Losses found meanwhile are left for ``report()``, so that a raising
         ``on_loss`` cannot make a taken request disappear.
         """
@@ -281,27 +323,44 @@ class ExportQueue:
             return self._wait_for_request(time.monotonic() + idle_timeout)
 
     def _wait_for_request(self, idle_deadline: float) -> Request | None:
+        retries = self._retries
         while True:
+            now = time.monotonic()
+            if retries and retries[0][0] <= now:
+                request = heapq.heappop(retries)[2]
+                self._hand_over_time()
+                return request
             if self._ready:
                 return self._next_request()
-            now = time.monotonic()
             if self._inbox:
                 due = self._inbox_since + self._flush_interval
                 if now >= due or len(self._inbox) >= self._batch_size or self._closed:
                     self._sort_inbox()
                     continue
-                timeout = due - now
-            elif self._closed or now >= idle_deadline:
+                until = due
+            elif (self._closed and not retries) or now >= idle_deadline:
+                self._hand_over_time()
                 return None
             else:
-                timeout = idle_deadline - now
+                until = idle_deadline
             waiter = threading.Condition(self._lock)
             self._idle.append(waiter)
+            if retries and self._timekeeper is None:
+                self._timekeeper = waiter  # this sender wakes when the next retry is due
+                until = min(until, retries[0][0])
             try:
-                waiter.wait(timeout)
+                waiter.wait(until - now)
             finally:
                 if waiter in self._idle:  # timed out rather than woken
                     self._idle.remove(waiter)
+                if self._timekeeper is waiter:
+                    self._timekeeper = None
+
+    def _hand_over_time(self) -> None:
+        """A sender leaves the wait: if retries wait and no one keeps time for them,
+        another idle sender is woken to do it."""
+        if self._retries and self._timekeeper is None:
+            self._wake()
 
     def _wake(self, count: int = 1) -> None:
         """Wake up to ``count`` idle senders, the most recently idle first."""
@@ -314,53 +373,88 @@ class ExportQueue:
         """Whether the queue refuses new events (shutdown has begun)."""
         return self._closed
 
+    @property
+    def finished(self) -> bool:
+        """Closed, with nothing left to hand out: no event waiting, no retry to come due."""
+        return self._closed and not (self._inbox or self._ready or self._retries)
+
     def needs_more_senders(self) -> bool:
-        """Whether requests are ready that no idle sender will pick up."""
+        """Whether requests are ready (or retries due) that no idle sender will pick up."""
         with self._lock:
-            return len(self._ready) > len(self._idle)
+            retries = self._retries
+            due = bool(retries) and retries[0][0] <= time.monotonic()
+            return len(self._ready) + due > len(self._idle)
 
-    def complete(self, request: Request, failure: str | None = None) -> None:
-        """Resolve a request: delivered when ``failure`` is None, else given up for that reason."""
+    def complete(self, request: Request, failure: str | None = None, retry_at: float = 0.0) -> None:
+        """Resolve a request: delivered when ``failure`` is None, else given up for that
+        reason; ``AGAIN``: every body of it is sent again once ``retry_at`` (monotonic) is due."""
+        self.complete_each(request, [failure] * len(request.bodies), retry_at)
+
+    def complete_each(
+        self, request: Request, failures: list[str | None], retry_at: float = 0.0
+    ) -> None:
+        """Resolve what became of each body of a request: ``failures[i]`` is None when body
+        i was delivered, the reason it was given up on, or ``AGAIN``.
+
+        The bodies to send ``AGAIN`` stay with the request (and their request IDs),
+        which waits in the queue until ``retry_at`` (monotonic), counted as retried;
+        its session's later events wait behind it. A create given up on takes
+        the actions queued behind it along (``session_failed``).
+        """
         with self._lock:
-            session = self._settle(request)
-            if session is None:
+            if id(request) not in self._in_flight:
                 return  # abandoned at shutdown and already counted
-            if failure is None:
-                self._sent += len(request.events)
-                self._resolve(request.events)
-            else:
-                self._fail(request.events, failure)
-                if request.events[0].creates_session:
-                    # The server does not know this session: its actions cannot follow,
-                    # up to a create of it queued again (which makes it anew).
-                    self._fail(session.pop_actions(), SESSION_FAILED)
-                    if session.first is None:
-                        self._bury(request.session_id)
-            self._next_of(request.session_id, session)
-        self.report()
-
-    def complete_each(self, request: Request, failures: list[str | None]) -> None:
-        """Resolve a request of one body per event: ``failures[i]`` is what became of event i."""
-        with self._lock:
-            session = self._settle(request)
-            if session is None:
-                return
-            for event, failure in zip(request.events, failures, strict=True):
-                if failure is None:
-                    self._sent += 1
-                    self._resolve([event])
+            session = self._sessions[request.session_id]
+            merged = len(request.bodies) == 1
+            bodies: list[bytes] = []
+            events: list[Event] = []
+            for index, failure in enumerate(failures):
+                carried = request.events if merged else [request.events[index]]
+                if failure is AGAIN:
+                    bodies.append(request.bodies[index])
+                    events += carried
+                elif failure is None:
+                    self._sent += len(carried)
+                    self._resolve(carried)
                 else:
-                    self._fail([event], failure)
-            self._next_of(request.session_id, session)
+                    self._fail(carried, failure)
+                    if carried[0].creates_session:
+                        # The server does not know this session: its actions cannot
+                        # follow, up to a create of it queued again (which makes it anew).
+                        self._fail(session.pop_actions(), SESSION_FAILED)
+                        if session.first is None:
+                            self._bury(request.session_id)
+            if bodies:
+                request.bodies, request.events = bodies, events
+                self._retried += len(events)
+                self._wait_for_retry(request, retry_at)
+            else:
+                del self._in_flight[id(request)]
+                session.in_flight = False
+                self._next_of(request.session_id, session)
         self.report()
 
-    def _settle(self, request: Request) -> _Session | None:
-        """The session of an in-flight request, which it leaves; None if abandoned."""
-        if self._in_flight.pop(id(request), None) is None:
-            return None
-        session = self._sessions[request.session_id]
-        session.in_flight = False
-        return session
+    def retry_now(self) -> None:
+        """Make every request waiting for its retry due now (the API answers again after
+        an outage: what waited for it need not wait any longer). Their order holds."""
+        with self._lock:
+            retries = self._retries
+            if not retries:
+                return
+            retries[:] = [(0.0, order, request) for _, order, request in retries]
+            heapq.heapify(retries)
+            self._wake(len(retries))
+
+    def _wait_for_retry(self, request: Request, due: float) -> None:
+        """Hold a request (still in flight for its session) until ``due``; the sender
+        that keeps time learns of an earlier one."""
+        retries = self._retries
+        heapq.heappush(retries, (due, next(self._order), request))
+        if retries[0][2] is request:
+            if self._timekeeper is not None:
+                self._timekeeper.notify()
+            else:
+                self._wake()
 
     def _next_of(self, session_id: str, session: _Session) -> None:
         """After a request of the session is resolved: its next one is ready, if any."""
@@ -373,15 +467,11 @@ class ExportQueue:
                 self._resolved.notify_all()  # wait_for_session may be done
 
     def give_back(self, request: Request) -> None:
-        """Return a request that was taken but not sent; it is next in line again."""
+        """Return a request that was taken but not sent: it is handed out again first, as
+        it is (its bodies and request IDs unchanged), and not counted as retried."""
         with self._lock:
-            if self._in_flight.pop(id(request), None) is None:
-                return
-            session = self._sessions[request.session_id]
-            session.in_flight = False
-            session.push_front(request.events)
-            self._ready.appendleft(request.session_id)
-            self._wake()
+            if id(request) in self._in_flight:
+                self._wait_for_retry(request, 0.0)
 
     def split(self, request: Request) -> None:
         """The server refused a merged create: its events go back to the front of their
@@ -393,15 +483,11 @@ class ExportQueue:
             session = self._sessions[request.session_id]
             session.in_flight = False
             request.events[0].alone = True
+            request.events[0].request_id = ""  # its body is made anew: a new request ID
             session.push_front(request.events)
             self._retried += len(request.events)
             self._ready.appendleft(request.session_id)
             self._wake()
-
-    def count_retry(self, request: Request, bodies: int) -> None:
-        """``bodies`` of the request's bodies are being sent again."""
-        with self._lock:
-            self._retried += len(request.events) if len(request.bodies) == 1 else bodies
 
     def _sort_inbox(self) -> None:
         """Move the inbox into per-session lines, in arrival order."""
@@ -552,6 +638,7 @@ class ExportQueue:
         self._lock = threading.RLock()
         self._resolved = threading.Condition(self._lock)
         self._idle = []
+        self._timekeeper = None
         self._session_waiters = 0
 
     def abandon(self) -> None:
@@ -566,6 +653,7 @@ class ExportQueue:
             for request in self._in_flight.values():
                 events.extend(request.events)
             self._in_flight.clear()
+            self._retries.clear()
             self._sessions.clear()
             self._ready.clear()
             self._fail(events, SHUTDOWN)

@@ -1,22 +1,30 @@
 """When a failed request is tried again, and how long to wait before it.
 
-Two pieces: ``RetryPolicy`` says how long one request waits before its next
+Three pieces: ``RetryPolicy`` says how long one request waits before its next
 attempt (capped exponential backoff with jitter, or the server's
-``Retry-After``); ``SendGate`` is shared by all the sender threads of a client
-and decides when any of them may send at all, so that an unreachable or
+``Retry-After``); ``RetryState`` is what a request's attempts came to so far,
+kept with it while it waits in the queue; ``SendGate`` is shared by all the
+sender threads of a client, judges the API by its recent attempts, and
+decides when any of them may send at all, so that an unreachable or
 overloaded API sees a trickle of probes instead of every sender retrying on
-its own.
+its own, while a fraction of failures stops no one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import logging
 import random
 import threading
 import time
+from collections import deque
 from datetime import timezone
 from email.utils import parsedate_to_datetime
+
+from .._exceptions import LayerSDKException
+
+logger = logging.getLogger("layer_sdk")
 
 #: Statuses that say "try again later". Connection errors are retried as well:
 #: with the request ID header a repeated request is safe even if the server did
@@ -27,11 +35,20 @@ RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 #: these is resent event by event, so that one bad event does not take the others.
 SPLIT_STATUSES = frozenset({400, 409, 413, 422})
 
-#: Consecutive transient failures (across all senders, with no success in
-#: between) after which the API counts as unreachable and only probes go out.
-#: One failure is not an outage: a single 503 from one bad backend must not
-#: stall every sender.
-OUTAGE_AFTER = 3
+#: How many of the latest attempts (across all senders) the send gate judges the API by.
+RECENT = 40
+#: A request's backoff grows with its failures (else it stays at the first step)
+#: once this share of the recent attempts failed: the API is in trouble.
+FAILING_SHARE = 0.75
+#: The API counts as unreachable (only probes go out) once this many of the
+#: recent attempts failed...
+OUTAGE_AFTER = 5
+#: ...and they are at least this share of them. A fraction of failures (one bad
+#: backend in five) is not an outage: it must not stall every sender.
+OUTAGE_SHARE = 0.9
+#: Every sender pauses for a ``Retry-After`` once this many of the recent attempts
+#: were answered with one, and they are most of them (the API as a whole asks).
+PAUSE_AFTER = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +77,23 @@ class RetryPolicy:
         # Half fixed, half random: spreads out clients that failed together
         # without ever retrying immediately.
         return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+class RetryState:
+    """What the attempts of one request came to so far, kept with the request between them."""
+
+    __slots__ = ("error", "reauthenticated", "retries", "started")
+
+    def __init__(self, started: float) -> None:
+        #: When the first attempt began (monotonic): the retry budget counts from it.
+        self.started = started
+        #: Attempts that failed for now (the backoff's exponent); a retry of a body
+        #: the server may have taken already when this is not 0.
+        self.retries = 0
+        #: Whether new credentials were fetched after a 401 (once per request).
+        self.reauthenticated = False
+        #: Why the last attempt that failed did (told when the request is given up on).
+        self.error: LayerSDKException | None = None
 
 
 def is_retryable(status: int) -> bool:
@@ -97,17 +131,32 @@ class Admission(enum.Enum):
     CLOSED = "closed"  # shutting down: do not send
 
 
+# What an attempt came to, as the gate keeps it among the recent outcomes.
+_ANSWERED, _FAILED, _ASKED_TO_WAIT = 0, 1, 2
+
+
 class SendGate:
     """When the senders of one client may send, shared by all of them.
 
-    - Healthy: everyone sends at will (a request that failed still waits its
-      own backoff).
-    - A 429 or 503 with ``Retry-After`` pauses everyone for that long, so that
-      a fleet of processes backs off together when the API says it is overloaded.
-    - After ``OUTAGE_AFTER`` consecutive transient failures the API counts as
-      unreachable: one request at a time probes it, spaced by the policy's
-      backoff; the others wait. A success, or any answer that shows the API is
-      up (even a 4xx), ends the outage and everyone resumes at once.
+    It judges the API by the outcomes of the latest ``RECENT`` attempts, not
+    by the last few: with many senders in parallel, a few failures in a row
+    are common when a fraction of the answers fail, and a fraction of failures
+    must slow delivery by that fraction, not stop it.
+
+    - Healthy: everyone sends at will. A request that failed waits its own
+      backoff in the queue, without holding a sender (``_queue``).
+    - Unreachable: at least ``OUTAGE_AFTER`` of the recent attempts failed
+      (no answer, or only "try later" answers), and they are at least
+      ``OUTAGE_SHARE`` of them. Then one request at a time probes the API,
+      spaced by the policy's backoff; the others wait here. Any answer that
+      shows the API is up (a success, even a 4xx) ends it: everyone resumes,
+      and the requests waiting in the queue for a retry are made due
+      (``recoveries`` tells the worker).
+    - Paused: a ``Retry-After`` delays the request it answered. It pauses
+      every sender only when the API as a whole says so: at least
+      ``PAUSE_AFTER`` of the recent attempts were answered with one, and
+      they are most of them. Then everyone waits that long (clamped), so that
+      a fleet of processes backs off together.
 
     ``close()`` (shutdown) wakes every waiter at once. Every wait has a deadline.
     """
@@ -116,12 +165,18 @@ class SendGate:
         self._policy = policy
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
+        self._recent: deque[int] = deque()  # the outcomes of the latest attempts, oldest first
+        self._failures = 0  # failed attempts among them
+        self._asked_to_wait = 0  # ...of which answered with a Retry-After
+        self._outage = False
         self._paused_until = 0.0
-        self._failures = 0  # consecutive transient failures
         self._failed_probes = 0
         self._next_probe = 0.0
         self._probing = False
         self._closed = False
+        #: How many outages ended so far: the requests that waited for a retry meanwhile
+        #: need not wait any longer (the worker makes them due when this changes).
+        self.recoveries = 0
 
     @property
     def closed(self) -> bool:
@@ -131,31 +186,38 @@ class SendGate:
     @property
     def healthy(self) -> bool:
         """Whether the API is taken to be reachable and nothing pauses sending."""
-        return self._failures < OUTAGE_AFTER and self._paused_until <= time.monotonic()
+        return not self._outage and self._paused_until <= time.monotonic()
 
-    def admit(self, not_before: float, deadline: float) -> Admission:
-        """Wait until this sender may send (not before ``not_before``, monotonic seconds).
+    @property
+    def failing(self) -> bool:
+        """Whether at least ``FAILING_SHARE`` of the recent attempts failed.
 
-        A ``PROBE`` admission must be answered by ``passed()`` or ``failed(probe=True)``.
+        A request's backoff grows with its own failures only then: while the
+        API mostly answers, a failure is taken as local (one bad backend, a
+        blip), and waiting longer at each one would only hold its events back.
         """
-        if (
-            not self._failures
-            and not self._paused_until
-            and not self._closed
-            and not_before <= time.monotonic()
-        ):
+        return self._failures >= FAILING_SHARE * len(self._recent)
+
+    def admit(self, deadline: float) -> Admission:
+        """Wait until this sender may send, at most until ``deadline`` (monotonic seconds).
+
+        A ``PROBE`` admission must be answered by ``passed()``, ``failed(probe=True)``
+        or ``abandon(probe=True)``.
+        """
+        if not self._outage and not self._paused_until and not self._closed:
             return Admission.SEND  # healthy, the common case: no lock needed to say so
         with self._lock:
             while True:
                 if self._closed:
                     return Admission.CLOSED
                 now = time.monotonic()
-                start = max(not_before, self._paused_until)
-                outage = self._failures >= OUTAGE_AFTER
-                if outage:
+                if self._paused_until and self._paused_until <= now:
+                    self._paused_until = 0.0
+                start = self._paused_until
+                if self._outage:
                     start = max(start, self._next_probe)
-                if now >= start and not (outage and self._probing):
-                    if not outage:
+                if now >= start and not (self._outage and self._probing):
+                    if not self._outage:
                         return Admission.SEND
                     self._probing = True
                     return Admission.PROBE
@@ -165,35 +227,76 @@ class SendGate:
                 until = deadline if now >= start else min(start, deadline)
                 self._changed.wait(until - now)
 
-    def passed(self) -> None:
-        """The API answered (with any status that is not "try later"): it is up."""
-        if not self._failures and not self._probing:
-            return  # nothing to clear: the common case, without the lock
+    def passed(self, *, probe: bool = False) -> None:
+        """The API answered an attempt (with a status that is not "try later"): it is up."""
+        if not self._failures and not self._probing and len(self._recent) == RECENT:
+            return  # nothing to change: the common case, without the lock
         with self._lock:
-            woke = self._failures >= OUTAGE_AFTER or self._probing
-            self._failures = self._failed_probes = 0
-            self._probing = False
-            if self._paused_until <= time.monotonic():
-                self._paused_until = 0.0
-            if woke:
+            recovered = self._outage
+            self.recoveries += recovered
+            if self._outage or self._probing or probe:
+                # It was taken to be unreachable, and answers: everyone resumes at once.
+                self._recent.clear()
+                self._failures = self._asked_to_wait = self._failed_probes = 0
+                self._outage = self._probing = False
                 self._changed.notify_all()
+            else:
+                self._record(_ANSWERED)
+        if recovered:
+            logger.warning("layer-sdk: the Layer API answers again; sending resumes")
 
-    def failed(self, *, probe: bool, retry_after: float | None) -> None:
-        """A transient failure; ``retry_after`` is the server's wish in seconds, if any."""
+    def failed(
+        self,
+        *,
+        probe: bool,
+        retry_after: float | None,
+        error: LayerSDKException | None = None,
+    ) -> None:
+        """An attempt failed for now: no answer, or "try later" (``retry_after``: the
+        server's wish in seconds, if it said; ``error``: what failed, for the log)."""
         with self._lock:
             now = time.monotonic()
-            if retry_after is not None:
-                pause = min(retry_after, self._policy.retry_after_max)
-                self._paused_until = max(self._paused_until, now + pause)
-            self._failures += 1
+            self._record(_FAILED if retry_after is None else _ASKED_TO_WAIT)
+            unreachable = False
             if probe:
                 self._probing = False
                 self._failed_probes += 1
-            if probe or self._failures == OUTAGE_AFTER:
-                # Failures of requests that were already in flight when the
-                # outage began do not move the next probe further away.
                 self._next_probe = now + self._policy.backoff(self._failed_probes)
+            elif (
+                not self._outage
+                and self._failures >= OUTAGE_AFTER
+                and self._failures >= OUTAGE_SHARE * len(self._recent)
+            ):
+                self._outage = unreachable = True
+                self._next_probe = now + self._policy.backoff(0)
+                failures, attempts = self._failures, len(self._recent)
+            if (
+                retry_after is not None
+                and self._asked_to_wait >= PAUSE_AFTER
+                and 2 * self._asked_to_wait > len(self._recent)
+            ):
+                pause = min(retry_after, self._policy.retry_after_max)
+                self._paused_until = max(self._paused_until, now + pause)
             self._changed.notify_all()
+        if unreachable:
+            logger.warning(
+                "layer-sdk: the Layer API seems unreachable (%d of the last %d attempts "
+                "failed; the last: %s); one request at a time probes it until it answers, "
+                "and the events stay queued",
+                failures,
+                attempts,
+                error or "no answer",
+            )
+
+    def _record(self, outcome: int) -> None:
+        recent = self._recent
+        if len(recent) == RECENT:
+            oldest = recent.popleft()
+            self._failures -= oldest != _ANSWERED
+            self._asked_to_wait -= oldest == _ASKED_TO_WAIT
+        recent.append(outcome)
+        self._failures += outcome != _ANSWERED
+        self._asked_to_wait += outcome == _ASKED_TO_WAIT
 
     def abandon(self, *, probe: bool) -> None:
         """An admitted attempt ended without an answer either way (a bug, a cancel)."""
@@ -202,8 +305,13 @@ class SendGate:
                 self._probing = False
                 self._changed.notify_all()
 
+    def sleep(self, seconds: float) -> bool:
+        """Wait ``seconds`` (a synchronous call's backoff); False when ``close()`` cut it short."""
+        with self._lock:
+            return not self._changed.wait_for(lambda: self._closed, seconds)
+
     def close(self) -> None:
-        """Refuse every waiting and future admission (shutdown)."""
+        """Refuse every waiting and future admission, and end every sleep (shutdown)."""
         with self._lock:
             self._closed = True
             self._changed.notify_all()

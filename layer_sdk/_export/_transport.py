@@ -1,23 +1,36 @@
 """The one way requests reach the Layer API, used by the synchronous path and the worker alike.
 
-``Transport.send`` (the synchronous path) and ``Transport.deliver`` (the
-worker) post a JSON body, add the standard and authentication headers, and
-retry what is worth retrying in one loop (``_exchange``) with two budgets: the
-synchronous path retries ``max_retries`` times and raises the documented
-exception; the worker retries until ``max_retry_time`` has passed, waits in the
-shared ``SendGate`` (``_retry``), and gets back a ``Delivery`` that names the
-loss reason, so that it never re-classifies errors itself.
+An attempt is two steps, each one method:
 
-The bytes travel through a backend (``_backends``): the SDK's own HTTP client
-by default, ``requests`` behind a proxy or with a user's ``http_session``,
-whose own retry policy then governs: the SDK adds no retry on top.
+- ``_attempt`` adds the standard and authentication headers (and each body's
+  ``X-Request-Id``) and sends the bodies through a backend (``_backends``):
+  the SDK's own HTTP client by default, which pipelines several bodies on one
+  connection; ``requests`` behind a proxy or with a user's ``http_session``,
+  whose own retry policy then governs (the SDK adds no retry on top).
+- ``_sort`` sorts what came back, body by body: delivered (2xx), refused (any
+  other answer but "try later": given up on as ``rejected``), or to be sent
+  again (408/425/429/5xx, no answer, a 401 that fresh credentials may cure).
+
+Two thin loops decide when the bodies to send again go:
+
+- ``send``, the synchronous path: up to ``max_retries`` retries, each after a
+  backoff slept on the caller's thread (shutdown cuts it short), within about
+  ``max_retries + 1`` times ``http_timeout`` in all: a ``Retry-After`` past
+  that fails at once with the server's answer. Raises the documented exception.
+- ``deliver``, the worker's: one attempt per call, admitted by the shared
+  ``SendGate`` (``_retry``). A body that failed for now comes back with the
+  time its retry is due (``Delivery.retry_at``): it waits in the queue, not on
+  a sender, until ``max_retry_time`` has passed since its first attempt. Every
+  body comes back with what became of it, so the worker never re-classifies.
+
+A ``BodySplicer`` (``_applications``: the ID of an application given by name)
+fills in each request once, before its first attempt, outside both loops.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 import msgspec
@@ -36,29 +49,38 @@ from .._platform import USER_AGENT
 from .._redact import scrub
 from ._backends import Backend, Exchange, Response, choose_backend
 from ._losses import REJECTED, RETRIES_EXHAUSTED, SHUTDOWN
-from ._retry import Admission, RetryPolicy, SendGate, is_retryable, parse_retry_after
+from ._retry import Admission, RetryPolicy, RetryState, SendGate, is_retryable, parse_retry_after
 
 logger = logging.getLogger("layer_sdk")
 
-RetryCallback = Callable[[LayerSDKException | None, float, int], None]
-"""``on_retry(error, delay, count)``: told before ``count`` bodies are sent again (the
-error that made them fail, or None when the server only ended the exchange early)."""
-
 REQUEST_ID_HEADER = "X-Request-Id"
-"""Same value on every attempt of one request, so that the server can de-duplicate."""
+"""Same value on every attempt of one body, so that the server can de-duplicate."""
 
 
 class Delivery(NamedTuple):
-    """What became of one request: delivered (``loss`` is None) or why it was given up on."""
+    """What became of one body: delivered (``loss`` and ``retry_at`` None), given up on
+    (``loss`` says why), or to be sent again once ``retry_at`` (monotonic) has come."""
 
     response: Response | None
     loss: str | None = None
     error: LayerSDKException | None = None
+    retry_at: float | None = None
 
     @property
     def status(self) -> int | None:
         """The status of the last answer, if the server answered at all."""
         return None if self.response is None else self.response.status
+
+
+class Outgoing(Protocol):
+    """A buffered request as the transport sends it (the queue's ``Request``)."""
+
+    path: str
+    bodies: list[bytes]
+    retry: RetryState | None
+
+    def request_ids(self) -> list[str]:
+        """The X-Request-Id of each body, the same on every attempt."""
 
 
 class BodySplicer(Protocol):
@@ -75,8 +97,28 @@ class BodySplicer(Protocol):
         """In a forked child: new locks, and whatever work was under way started again."""
 
 
-#: What a body's result is before it is settled (every body is, before _exchange returns).
-_UNSETTLED = Delivery(None, "unsettled")
+class _Sorted(NamedTuple):
+    """What one attempt came to, body by body."""
+
+    #: Per body: what became of it, or for a body to send again, what it comes to
+    #: if it is given up on now (its last answer and error, ``retries_exhausted``).
+    deliveries: list[Delivery]
+    #: The bodies to send again, in order.
+    again: list[int]
+    #: Why they failed; None when the server only ended the exchange early (the
+    #: bodies it did not answer go again at once: that is no failure).
+    failure: LayerSDKException | None
+    #: The longest ``Retry-After`` among the answers that asked to try later.
+    retry_after: float | None
+    #: The bodies answered 401 that fresh credentials may get through.
+    unauthorized: list[int]
+    #: Whether some answer showed the API is up (anything but "try later").
+    answered: bool
+
+
+def new_request_id() -> str:
+    """A fresh X-Request-Id: 32 hex digits of the operating system's randomness."""
+    return random_16().hex()
 
 
 class Transport:
@@ -109,203 +151,264 @@ class Transport:
         # A user's session brings its own retry policy: exactly one retry layer.
         self._own_retries = config.http_session is None
 
+    # -- the synchronous path ----------------------------------------------------------
+
     def send(self, path: str, body: bytes, *, method: str = "POST") -> Response:
         """POST ``body`` to ``path`` now (the synchronous path); returns a 2xx response or raises.
 
         ``method="GET"`` reads ``path`` instead (``body`` is then ``b""``).
-        Retries up to ``max_retries`` times. Raises ``LayerHTTPError`` for a
-        non-2xx answer, ``LayerRequestError`` when the server cannot be reached,
-        and ``LayerAuthError`` when no credentials can be had.
+        Retries up to ``max_retries`` times, within about ``max_retries + 1``
+        times ``http_timeout``. Raises ``LayerHTTPError`` for a non-2xx answer
+        (at once for a ``Retry-After`` beyond that bound), ``LayerRequestError``
+        when the server cannot be reached, and ``LayerAuthError`` when no
+        credentials can be had.
         """
         try:
-            (delivery,) = self._exchange(path, [body], sync=True, on_retry=None, method=method)
-        except LayerSDKException as exc:
-            error = exc
-        else:
-            if delivery.error is None:
-                assert delivery.response is not None
-                return delivery.response
-            error = delivery.error
-            del delivery  # holds the server's raw answer
+            outcome = self._settle_now(path, body, method)
+        except LayerSDKException as exc:  # no credentials could be had
+            outcome = exc
+        if isinstance(outcome, Response):
+            return outcome
         # Raised from here, with no frame below: those held our headers (the token) and the
         # server's raw answer, which an error tracker capturing frame locals would send on.
-        raise error.with_traceback(None)
+        raise outcome.with_traceback(None)
 
-    def deliver(self, path: str, bodies: list[bytes], *, on_retry: RetryCallback) -> list[Delivery]:
-        """POST each of ``bodies`` to ``path``, in order, for the worker; says what became of
+    def _settle_now(self, path: str, body: bytes, method: str) -> Response | LayerSDKException:
+        """The synchronous loop: a 2xx response, or the error that ``send`` raises."""
+        started = time.monotonic()
+        if self._splicer is not None:
+            spliced = self._splicer.splice([body], started + self._timeout)
+            if isinstance(spliced, LayerSDKException):
+                return spliced
+            (body,) = spliced
+        ids = [new_request_id()]
+        retry = RetryState(started)
+        budget = started + (self.retry.max_retries + 1) * self._timeout
+        while True:
+            sorted_ = self._sort(
+                self._attempt(path, [body], ids, method, sync=True), 1, self._reauthenticates(retry)
+            )
+            (delivery,) = sorted_.deliveries
+            if not sorted_.again:
+                if delivery.error is not None:
+                    return delivery.error
+                assert delivery.response is not None
+                return delivery.response
+            assert delivery.error is not None
+            if sorted_.unauthorized:
+                if self._renew_credentials(retry):
+                    continue
+                return delivery.error
+            if not self._own_retries or retry.retries >= self.retry.max_retries:
+                return delivery.error  # (a user's session retried already)
+            delay = self.retry.backoff(retry.retries, sorted_.retry_after)
+            if sorted_.retry_after is not None and time.monotonic() + delay > budget:
+                return delivery.error  # the server asks for longer than this call may take
+            logger.debug("retrying %s in %.2f s after: %s", path, delay, delivery.error)
+            retry.retries += 1
+            if not self.gate.sleep(delay):
+                return delivery.error  # shut down meanwhile
+
+    # -- the worker's path -----------------------------------------------------------
+
+    def deliver(self, request: Outgoing) -> list[Delivery]:
+        """One attempt at the bodies of ``request``, for the worker; says what became of
         each. Never raises for trouble on the way.
 
-        Several bodies are pipelined on one connection (see ``_http``). Each is
-        retried until ``max_retry_time`` has passed since the first attempt,
-        keeping its request ID. Waits go through the shared ``SendGate``:
-        shutdown cuts them short, and an unreachable API is probed by one
-        request at a time. Refused credentials are retried too: the events are
-        not at fault.
+        The first attempt sets ``request.retry`` (and splices the bodies); a body
+        that failed for now comes back with ``retry_at``, within ``max_retry_time``
+        of the first attempt, else given up on. Admission goes through the shared
+        ``SendGate``: shutdown cuts its waits short, and an unreachable API is
+        probed by one request at a time. Refused credentials are retried too:
+        the events are not at fault.
         """
-        return self._exchange(path, bodies, sync=False, on_retry=on_retry)
+        count = len(request.bodies)
+        if request.retry is None:  # its first attempt
+            request.retry = RetryState(time.monotonic())
+            refused = self._splice(request, request.retry.started + self.retry.max_retry_time)
+            if refused is not None:
+                return [refused] * count
+        retry = request.retry
+        deadline = retry.started + self.retry.max_retry_time
+        admission = self.gate.admit(deadline)
+        if admission is Admission.CLOSED or admission is Admission.EXPIRED:
+            return [self._not_admitted(admission, retry)] * count
+        probe = admission is Admission.PROBE
+        try:
+            exchange = self._attempt(
+                request.path, request.bodies, request.request_ids(), "POST", sync=False
+            )
+        except BaseException:
+            self.gate.abandon(probe=probe)
+            raise
+        sorted_ = self._sort(exchange, count, self._reauthenticates(retry))
+        if sorted_.answered:
+            self.gate.passed(probe=probe)
+        elif sorted_.failure is not None:
+            self.gate.failed(probe=probe, retry_after=sorted_.retry_after, error=sorted_.failure)
+        return self._schedule(sorted_, retry, deadline, request.path)
 
-    def _exchange(
-        self,
-        path: str,
-        bodies: list[bytes],
-        *,
-        sync: bool,
-        on_retry: RetryCallback | None,
-        method: str = "POST",
+    def _schedule(
+        self, sorted_: _Sorted, retry: RetryState, deadline: float, path: str
     ) -> list[Delivery]:
-        """The one retry loop of both paths: sends what is not settled, in order, until
-        each body is delivered or given up on."""
-        gate = None if sync else self.gate
-        if self._splicer is not None:
-            wait = self._timeout if sync else self.retry.max_retry_time
-            spliced = self._splicer.splice(bodies, time.monotonic() + wait)
-            if isinstance(spliced, LayerSDKException):
-                if sync:
-                    raise spliced
-                why = (
-                    REJECTED
-                    if isinstance(spliced, LayerMissingRequiredConfigurationError)
-                    else (SHUTDOWN if self.gate.closed else RETRIES_EXHAUSTED)
-                )
-                return [Delivery(None, why, spliced) for _ in bodies]
-            bodies = spliced
-        url = self._base_url + path
-        request_ids = [random_16().hex() for _ in bodies]
-        results: list[Delivery] = [_UNSETTLED] * len(bodies)
-        pending = list(range(len(bodies)))  # not settled yet, in order
-        last_answers: dict[int, Response] = {}
-        retries = 0
-        reauthenticated = False
-        started = not_before = time.monotonic()
-        deadline = started + self.retry.max_retry_time
-        error: LayerSDKException | None = None
-        while pending:
-            probe = False
-            if gate is not None:
-                admission = gate.admit(not_before, deadline)
-                if admission is Admission.CLOSED:
-                    why = f"gave up: the client is shutting down (last error: {error})"
-                    _give_up(results, pending, last_answers, SHUTDOWN, LayerRequestError(why))
-                    break
-                if admission is Admission.EXPIRED:
-                    why = f"the Layer API stayed unavailable for {self.retry.max_retry_time:g} s"
-                    error = error or LayerRequestError(why)
-                    _give_up(results, pending, last_answers, RETRIES_EXHAUSTED, error)
-                    break
-                probe = admission is Admission.PROBE
-            try:
-                headers = self._headers
-                if self._auth is not None:
-                    headers = {**headers, **self._auth.get_headers()}
-                if method == "GET":
-                    exchange = _get(self._backend, url, headers)
-                else:
-                    exchange = self._backend.post_all(
-                        url,
-                        [
-                            (bodies[i], {**headers, REQUEST_ID_HEADER: request_ids[i]})
-                            for i in pending
-                        ],
-                    )
-            except LayerAuthError as exc:
-                if sync:
-                    raise  # the caller learns at once that no credentials can be had
-                exchange = Exchange([], exc)
-            except LayerRequestError as exc:
-                exchange = Exchange([], exc)
-            except BaseException:
-                if gate is not None:
-                    gate.abandon(probe=probe)
-                raise
+        """When the bodies to send again go: at once when the server only ended the
+        exchange early or new credentials came; after a backoff (or the server's
+        Retry-After) when they failed; given up on when that is past ``deadline``.
 
-            responses = exchange.responses
-            again: list[int] = []  # sent again, in order
-            unauthorized: list[int] = []
-            transient = False
-            retry_after: float | None = None
-            for i, response in zip(pending, responses, strict=False):
-                if 200 <= response.status < 300:
-                    results[i] = Delivery(response)
-                    continue
-                refused = http_error(response)
-                if response.status == 401 and self._auth is not None and not reauthenticated:
-                    unauthorized.append(i)
-                    again.append(i)
-                    error = refused
-                elif not is_retryable(response.status):
-                    results[i] = Delivery(response, REJECTED, refused)
-                else:
-                    transient, error = True, refused
-                    last_answers[i] = response
-                    # Header names: lower-case from _http, case-insensitive from requests.
-                    wish = parse_retry_after(response.headers.get("retry-after"))
-                    if wish is not None:
-                        retry_after = max(retry_after or 0.0, wish)
-                    again.append(i)
-            unanswered = pending[len(responses) :]
-            if unanswered and (exchange.error is not None or not responses):
-                # No answer at all is a failure to reach the API, whatever the backend said.
-                transient = True
-                error = exchange.error or LayerRequestError("the Layer API answered nothing")
-            pending = again + unanswered
-            if not pending:
-                if gate is not None:
-                    gate.passed()
-                break
-            if unauthorized:
-                # A token the server no longer accepts: one fresh token, one more try.
-                reauthenticated = True
-                if self._auth is not None and self._auth.invalidate():
-                    if gate is not None:
-                        gate.passed()
-                    continue
-                for i in unauthorized:
-                    results[i] = Delivery(None, REJECTED, error)
-                pending = [i for i in pending if i not in unauthorized]
-                if not pending:
-                    if gate is not None:
-                        gate.passed()
-                    break
-            if not transient:
-                # The server answered, then ended the exchange early: the rest at once.
-                if gate is not None:
-                    gate.passed()
-                if on_retry is not None:
-                    on_retry(None, 0.0, len(pending))
-                continue
-            if not self._own_retries and not isinstance(error, LayerAuthError):
-                if gate is not None:
-                    gate.abandon(probe=probe)
-                # The user's session retried already.
-                _give_up(results, pending, last_answers, RETRIES_EXHAUSTED, error)
-                break
-            if gate is not None:
-                gate.failed(probe=probe, retry_after=retry_after)
-            delay = self.retry.backoff(retries, retry_after)
-            now = time.monotonic()
-            if retries >= self.retry.max_retries if sync else now + delay > deadline:
-                _give_up(results, pending, last_answers, RETRIES_EXHAUSTED, error)
-                break
-            logger.debug("retrying %s in %.2f s after: %s", path, delay, error)
-            retries += 1
-            if on_retry is not None:
-                on_retry(error, delay, len(pending))
-            if sync:
-                time.sleep(delay)
+        The backoff grows with the request's failures only while most recent
+        attempts fail (``SendGate.failing``); else it stays at the first step.
+        """
+        deliveries, again, failure = sorted_.deliveries, sorted_.again, sorted_.failure
+        at_once = failure is None
+        if sorted_.unauthorized:
+            if self._renew_credentials(retry):
+                at_once = True
             else:
-                not_before = now + delay
-        return results
+                again = [i for i in again if i not in sorted_.unauthorized]  # refused for good
+        retry_at = time.monotonic()
+        if again and not at_once and failure is not None:
+            if not self._own_retries and not isinstance(failure, LayerAuthError):
+                return deliveries  # the user's session retried already
+            grown = retry.retries if self.gate.failing else 0
+            delay = self.retry.backoff(grown, sorted_.retry_after)
+            if retry_at + delay > deadline:
+                return deliveries
+            logger.debug("retrying %s in %.2f s after: %s", path, delay, failure)
+            retry.retries += 1
+            retry.error = _kept(failure)
+            retry_at += delay
+        for i in again:
+            deliveries[i] = deliveries[i]._replace(loss=None, retry_at=retry_at)
+        return deliveries
+
+    def _not_admitted(self, admission: Admission, retry: RetryState) -> Delivery:
+        """What becomes of a body the send gate did not let go: shut down, or out of time."""
+        if admission is Admission.CLOSED:
+            closing = "gave up: the client is shutting down"
+            if retry.error is not None:
+                closing += f" (last error: {retry.error})"
+            return Delivery(None, SHUTDOWN, LayerRequestError(closing))
+        why = retry.error or LayerRequestError(
+            f"the Layer API stayed unavailable for {self.retry.max_retry_time:g} s"
+        )
+        return Delivery(None, RETRIES_EXHAUSTED, why)
+
+    def _splice(self, request: Outgoing, deadline: float) -> Delivery | None:
+        """Fill in the request's bodies before their first attempt; why not, if it cannot."""
+        if self._splicer is None:
+            return None
+        spliced = self._splicer.splice(request.bodies, deadline)
+        if not isinstance(spliced, LayerSDKException):
+            request.bodies = spliced
+            return None
+        if isinstance(spliced, LayerMissingRequiredConfigurationError):
+            return Delivery(None, REJECTED, spliced)
+        return Delivery(None, SHUTDOWN if self.gate.closed else RETRIES_EXHAUSTED, spliced)
+
+    # -- one attempt ---------------------------------------------------------------------
+
+    def _attempt(
+        self, path: str, bodies: list[bytes], request_ids: list[str], method: str, *, sync: bool
+    ) -> Exchange:
+        """Send the bodies once, in order, with their headers; what came back."""
+        url = self._base_url + path
+        try:
+            headers = self._headers
+            if self._auth is not None:
+                headers = {**headers, **self._auth.get_headers()}
+            if method == "GET":
+                return _get(self._backend, url, headers)
+            return self._backend.post_all(
+                url,
+                [
+                    (body, {**headers, REQUEST_ID_HEADER: request_id})
+                    for body, request_id in zip(bodies, request_ids, strict=True)
+                ],
+            )
+        except LayerAuthError as exc:
+            if sync:
+                raise  # the caller learns at once that no credentials can be had
+            return Exchange([], exc)
+        except LayerRequestError as exc:
+            return Exchange([], exc)
+
+    def _sort(self, exchange: Exchange, count: int, reauthenticate: bool) -> _Sorted:
+        """Sort what one attempt of ``count`` bodies came to, body by body."""
+        deliveries: list[Delivery] = []
+        again: list[int] = []
+        unauthorized: list[int] = []
+        failure: LayerSDKException | None = None
+        retry_after: float | None = None
+        answered = False
+        for i, response in enumerate(exchange.responses):
+            if 200 <= response.status < 300:
+                deliveries.append(Delivery(response))
+                answered = True
+                continue
+            refused = http_error(response)
+            if response.status == 401 and reauthenticate:
+                # A token the server no longer accepts: one fresh token, one more try.
+                deliveries.append(Delivery(response, REJECTED, refused))
+                unauthorized.append(i)
+                again.append(i)
+                answered = True
+            elif not is_retryable(response.status):
+                deliveries.append(Delivery(response, REJECTED, refused))
+                answered = True
+            else:
+                deliveries.append(Delivery(response, RETRIES_EXHAUSTED, refused))
+                again.append(i)
+                failure = refused
+                # Header names: lower-case from _http, case-insensitive from requests.
+                wish = parse_retry_after(response.headers.get("retry-after"))
+                if wish is not None:
+                    retry_after = max(retry_after or 0.0, wish)
+        unanswered = range(len(exchange.responses), count)
+        if unanswered:
+            why: LayerSDKException
+            if exchange.error is not None or not exchange.responses:
+                # No answer at all is a failure to reach the API, whatever the backend said.
+                failure = exchange.error or LayerRequestError("the Layer API answered nothing")
+                why = failure
+            else:
+                why = LayerRequestError("the Layer API ended the exchange before answering")
+            deliveries += [Delivery(None, RETRIES_EXHAUSTED, why)] * len(unanswered)
+            again += unanswered
+        return _Sorted(deliveries, again, failure, retry_after, unauthorized, answered)
+
+    def _reauthenticates(self, retry: RetryState) -> bool:
+        """Whether a 401 may be retried with fresh credentials (once per request)."""
+        return self._auth is not None and not retry.reauthenticated
+
+    def _renew_credentials(self, retry: RetryState) -> bool:
+        """After a 401: whether new credentials may get the request through."""
+        retry.reauthenticated = True
+        return self._auth is not None and self._auth.invalidate()
+
+    # -- life --------------------------------------------------------------------------
 
     def fresh(self) -> Transport:
         """A transport like this one, with connections of its own (for a forked child)."""
         return Transport(self._config, None if self._own_backend else self._backend, self._splicer)
 
     def close(self) -> None:
-        """Stop waits for the send gate and release pooled connections."""
+        """End the waits of the send gate and of synchronous calls, and release connections
+        (those in use too: a request under way ends at once)."""
         self.gate.close()
         if self._splicer is not None:
             self._splicer.close()
         self._backend.close()
+
+
+def _kept(error: LayerSDKException) -> LayerSDKException:
+    """``error`` as a request keeps it while it waits for its retry: an HTTP error without
+    the decoded body (up to ``MAX_ANSWER_BYTES``), so that the requests waiting hold
+    little memory beyond their events."""
+    if isinstance(error, LayerHTTPError) and (
+        error.response_data is not None or len(error.message) > 500
+    ):
+        return LayerHTTPError(error.status_code, error.message[:500], None)
+    return error
 
 
 def _get(backend: Backend, url: str, headers: dict[str, str]) -> Exchange:
@@ -315,18 +418,6 @@ def _get(backend: Backend, url: str, headers: dict[str, str]) -> Exchange:
         return Exchange([backend.get(url, headers)], None)
     except LayerRequestError as exc:
         return Exchange([], exc)
-
-
-def _give_up(
-    results: list[Delivery],
-    pending: list[int],
-    last_answers: dict[int, Response],
-    loss: str,
-    why: LayerSDKException | None,
-) -> None:
-    """Settle every body still pending as lost, for ``loss``."""
-    for i in pending:
-        results[i] = Delivery(last_answers.get(i), loss, why)
 
 
 def http_error(response: Response) -> LayerHTTPError:

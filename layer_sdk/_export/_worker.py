@@ -6,21 +6,23 @@ idle sender can take, more senders are started, up to
 throughput at one request per round trip; extra senders exit after a while
 without work. Every send goes through the shared ``Transport`` (retries,
 backoff, authentication), and its outcome resolves the request in the queue.
+A request that failed for now goes back to the queue until its retry is due:
+its sender takes other work meanwhile, so that a fraction of failures slows
+delivery by that fraction instead of taking senders out of service.
 
 Nothing here ever raises into the application or waits without a deadline.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import threading
 import time
 
-from .._exceptions import LayerAuthError, LayerHTTPError, LayerSDKException
+from .._exceptions import LayerAuthError, LayerHTTPError
 from ._losses import INTERNAL_ERROR, REJECTED, LossLog, sdk_thread
-from ._queue import ExportQueue, Request
+from ._queue import AGAIN, ExportQueue, Request
 from ._retry import SPLIT_STATUSES
 from ._transport import Delivery, Transport
 
@@ -47,6 +49,7 @@ class ExportWorker:
         self._running = 0  # senders started and not yet exited
         self._primary: threading.Thread | None = None
         self._stopping = False
+        self._recoveries = 0  # outages ended, as last seen (see SendGate.recoveries)
         self.pid = os.getpid()
 
     def start(self) -> None:
@@ -134,7 +137,7 @@ class ExportWorker:
             # Read at each wait (not once), so that a test can shorten it.
             request = self._queue.take(PRIMARY_IDLE_TIMEOUT if primary else EXTRA_IDLE_TIMEOUT)
             if request is None:
-                if self._stopping or not primary or self._queue.closed:
+                if self._stopping or not primary or self._queue.finished:
                     return
                 continue
             deliveries: list[Delivery] | None = None
@@ -145,11 +148,11 @@ class ExportWorker:
                 if self._queue.needs_more_senders() and self._transport.gate.healthy:
                     self._add_sender()
                 attempted = True
-                deliveries = self._transport.deliver(
-                    request.path,
-                    request.bodies,
-                    on_retry=functools.partial(self._retrying, request),
-                )
+                deliveries = self._transport.deliver(request)
+                if self._transport.gate.recoveries != self._recoveries:
+                    # The API answers again: what waited for a retry goes now.
+                    self._recoveries = self._transport.gate.recoveries
+                    self._queue.retry_now()
             except Exception:
                 # A bug of ours must cost the events of this request, not the worker.
                 logger.exception("layer-sdk failed to send a request")
@@ -163,27 +166,37 @@ class ExportWorker:
                 else:
                     self._queue.give_back(request)
 
-    def _retrying(
-        self, request: Request, error: LayerSDKException | None, delay: float, bodies: int
-    ) -> None:
-        self._queue.count_retry(request, bodies)
-        if isinstance(error, LayerAuthError):
-            self._losses.credentials_refused(str(error), delay)
-
     def _resolve(self, request: Request, deliveries: list[Delivery]) -> None:
         """Settle a request in the queue by what became of each of its bodies."""
-        merged = len(request.bodies) == 1 and len(request.events) > 1
         refused = deliveries[0]
-        if merged and refused.loss == REJECTED and refused.status in SPLIT_STATUSES:
-            self._queue.split(request)  # a refused merged create: its events go again, one by one
-            return
+        if refused.loss == REJECTED and request.events[0].creates_session:
+            if refused.status == 409 and request.retry is not None and request.retry.retries:
+                # A create sent again after an attempt the server may have taken (its
+                # answer lost): a 409 says the session exists. Its actions follow.
+                self._queue.complete(request)
+                return
+            merged = len(request.events) > 1
+            if merged and refused.status in SPLIT_STATUSES:
+                self._queue.split(request)  # its events go again, one by one
+                return
+        failures: list[str | None] = []
+        again: Delivery | None = None
         for delivery in deliveries:
-            if delivery.loss is not None:
-                self._explain(request, delivery)
-        if len(request.bodies) > 1:
-            self._queue.complete_each(request, [delivery.loss for delivery in deliveries])
-        else:
-            self._queue.complete(request, deliveries[0].loss)
+            if delivery.retry_at is not None:
+                failures.append(AGAIN)
+                again = delivery
+            else:
+                failures.append(delivery.loss)
+                if delivery.loss is not None:
+                    self._explain(request, delivery)
+        retry_at = 0.0
+        if again is not None:
+            assert again.retry_at is not None
+            retry_at = again.retry_at  # the same for every body sent again
+            if isinstance(again.error, LayerAuthError):
+                wait = max(0.0, retry_at - time.monotonic())
+                self._losses.credentials_refused(str(again.error), wait)
+        self._queue.complete_each(request, failures, retry_at)
 
     def _explain(self, request: Request, delivery: Delivery) -> None:
         """Tell the loss log why, for the log line of the loss."""
