@@ -87,12 +87,15 @@ class Front(TCPServer):
             upstream.close()
 
     def _forward(self, upstream: socket.socket, head: bytes, body: bytes) -> bytes:
-        """The collector's answer to the request (framed by Content-Length, as it answers)."""
-        if self._strip:
-            lines = head.split(b"\r\n")
-            head = b"\r\n".join(
-                line for line in lines if not line.lower().startswith(b"x-request-id:")
-            )
+        """The collector's answer to the request (framed by Content-Length, as it answers).
+
+        The request's ``Host`` becomes the collector's own, as a reverse proxy sets it
+        (the collector refuses a foreign one)."""
+        dropped = (b"host:", b"x-request-id:") if self._strip else (b"host:",)
+        request_line, *lines = head.split(b"\r\n")
+        kept = [line for line in lines if not line.lower().startswith(dropped)]
+        host = f"Host: 127.0.0.1:{self._collector.port}".encode()
+        head = b"\r\n".join([request_line, host, *kept])
         upstream.sendall(head + b"\r\n\r\n" + body)
         answer = read_request(upstream)  # an answer reads like a request: head, body
         assert answer is not None, "the collector closed the connection"
