@@ -989,10 +989,11 @@ def test_one_deadline_covers_a_whole_pipeline() -> None:
 def test_bytes_after_the_last_pipelined_answer_make_every_answer_suspect(
     serve: Callable[..., RawServer],
 ) -> None:
-    """One answer too many after the first of three: the three read would each belong to
-    the request before. None is returned, the connection is not reused, and the pool
-    stops pipelining."""
-    answers = iter([ACCEPTED + ACCEPTED, ACCEPTED, ACCEPTED, OK_EMPTY])
+    """One answer too many among three: the three read would each belong to the request
+    before. None is returned, the connection is not reused, and the pool stops pipelining.
+    (The four answers leave in one write once the three requests are in, so that the
+    stray one is there when the third is read: a later one is the idle check's to find.)"""
+    answers = iter([b"", b"", ACCEPTED * 4, OK_EMPTY])
     server = serve(lambda conn, request: conn.sendall(next(answers)) or True)
     pool = pool_for(server)
     read, error = pool.post_pipelined("/x", [(b"1", {}), (b"2", {}), (b"3", {})])
