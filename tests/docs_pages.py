@@ -105,7 +105,8 @@ def blocks(page: Path) -> list[Block]:
                 block.note = comment.group(1)
                 index += 1
         found.append(block)
-    for block, after in zip(found, [*found[1:], None], strict=True):
+    for position, block in enumerate(found):
+        after = found[position + 1] if position + 1 < len(found) else None
         if parse_note(block.note).prints:
             if after is None or after.language != "text":
                 raise ValueError(f"{block.where}: 'prints', but no ```text block follows")
