@@ -310,27 +310,34 @@ class Transport:
     def _attempt(
         self, path: str, bodies: list[bytes], request_ids: list[str], method: str, *, sync: bool
     ) -> Exchange:
-        """Send the bodies once, in order, with their headers; what came back."""
+        """Send the bodies once, in order, with their headers; what came back, with the
+        credentials sent masked wherever the answers or the failure quote them."""
         url = self._base_url + path
+        credentials: dict[str, str] = {}
         try:
             headers = self._headers
             if self._auth is not None:
-                headers = {**headers, **self._auth.get_headers()}
+                credentials = self._auth.get_headers()
+                headers = {**headers, **credentials}
             if method == "GET":
-                return _get(self._backend, url, headers)
-            return self._backend.post_all(
-                url,
-                [
-                    (body, {**headers, REQUEST_ID_HEADER: request_id})
-                    for body, request_id in zip(bodies, request_ids, strict=True)
-                ],
-            )
+                exchange = _get(self._backend, url, headers)
+            else:
+                exchange = self._backend.post_all(
+                    url,
+                    [
+                        (body, {**headers, REQUEST_ID_HEADER: request_id})
+                        for body, request_id in zip(bodies, request_ids, strict=True)
+                    ],
+                )
         except LayerAuthError as exc:
             if sync:
                 raise  # the caller learns at once that no credentials can be had
             return Exchange([], exc)
         except LayerRequestError as exc:
-            return Exchange([], exc)
+            exchange = Exchange([], exc)
+        # Whatever the provider (a user's own may declare no secrets), what it just sent is
+        # known here: an API or a user's session quoting it back shows it masked.
+        return _masked(exchange, credentials) if credentials else exchange
 
     def _sort(self, exchange: Exchange, count: int, reauthenticate: bool) -> _Sorted:
         """Sort what one attempt of ``count`` bodies came to, body by body."""
@@ -409,6 +416,26 @@ def _kept(error: LayerSDKException) -> LayerSDKException:
     ):
         return LayerHTTPError(error.status_code, error.message[:500], None)
     return error
+
+
+def _masked(exchange: Exchange, credentials: dict[str, str]) -> Exchange:
+    """``exchange`` with each header value of ``credentials`` (and a scheme's credentials
+    alone: the token of ``Bearer <token>``) masked in the refusals and the failure."""
+    secrets = {part for value in credentials.values() for part in (value, value.partition(" ")[2])}
+    responses = [
+        response
+        if 200 <= response.status < 300 or not response.body
+        else response._replace(
+            body=scrub(response.body.decode("utf-8", "replace"), secrets).encode()
+        )
+        for response in exchange.responses
+    ]
+    error = exchange.error
+    if isinstance(error, LayerRequestError) and not isinstance(error, LayerHTTPError):
+        message = scrub(str(error), secrets)
+        if message != str(error):
+            error = LayerRequestError(message)
+    return Exchange(responses, error)
 
 
 def _get(backend: Backend, url: str, headers: dict[str, str]) -> Exchange:
