@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
+import json
 import logging
 import re
 from collections.abc import Callable, Iterator
@@ -269,6 +270,32 @@ def test_a_stream_cut_off_midway_records_its_error_once(
     assert output["attributes"]["incomplete"] is True
     assert output["error"]["details"]["type"] == type(raised.value).__name__
     assert text_content(output) != ""
+
+
+#: An API key of no shape a pattern knows (a gateway's own, say): only its value can mask it.
+GATEWAY_KEY = "team-gateway-key-7Hq2xK9pLm4Nv8Rw"
+
+
+@pytest.mark.parametrize("path", ["refusal", "stream error"])
+@pytest.mark.parametrize("mode", MODES)
+def test_provider_text_quoting_the_api_key_is_recorded_without_it(
+    mode: str, path: str, adapter: Adapter, layer: Client, collector: LocalCollector, server: Any
+) -> None:
+    """A refusal of the call, or an error event in the middle of its stream, that quotes the
+    client's API key: the caller's exception keeps it; what Layer records has it masked."""
+
+    def call(c: Any) -> Any:
+        if path == "refusal":
+            return adapter.complete(c, model="refuse-key-plain")
+        return then(mode, adapter.stream(c, model="stream-error-key-plain"), lambda s: drain(mode, s))
+
+    with layer.session_context() as sid, pytest.raises(Exception) as raised:
+        adapter.perform(mode, server, call, api_key=GATEWAY_KEY)
+    assert GATEWAY_KEY in str(raised.value)  # the caller's exception is unchanged
+    gc.collect()
+    output = one(actions_of(layer, collector, sid, 2), "completion_output")
+    assert "the key <redacted> was revoked" in output["error"]["message"]
+    assert GATEWAY_KEY not in json.dumps(collector.actions())
 
 
 # -- which session --------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from typing import Any, ClassVar, TypeVar
 from .._context import Recorder
 from .._exceptions import LayerFirewallSessionBlocked
 from .._schemas import SessionActionError, SessionActionKind, SessionActionScanner
-from ._mapping import Output, _api_keys, _error, _now, _parameters
+from ._mapping import Output, _api_keys, _error, _masked_error, _now, _parameters
 from ._provider import Provider, Results
 from ._request import read_request
 from ._streams import Accumulator, StreamRecord, observe_generator, trace_stream
@@ -217,7 +217,12 @@ class Call:
 
     def error_of(self, exc: BaseException) -> dict[str, Any]:
         """The action error of ``exc``, which the provider raised for this call (see ``_error``)."""
-        return _error(exc, _api_keys(self.resource))
+        return _error(exc, self.api_keys())
+
+    def api_keys(self) -> list[str]:
+        """The credentials of the provider's client that made the call: known secrets for
+        the provider's text that is recorded (its refusals may quote them)."""
+        return _api_keys(self.resource)
 
     # The actions.
 
@@ -299,7 +304,8 @@ class Call:
             attributes["incomplete"] = True
         if unread:
             attributes["response.unread"] = True
-        error = error or output.error
+        if error is None and output.error is not None:  # the provider's own words
+            error = _masked_error(output.error, self.api_keys())
         scanners = (
             [SessionActionScanner("usage", output.usage)] if output.usage is not None else None
         )
