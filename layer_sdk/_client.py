@@ -338,7 +338,11 @@ class Client:
             )
         action_bodies = [_action_from(action) for action in actions] if actions else []
         if config.sync if sync is None else sync:
-            response = exporter.send_now(sid, SESSIONS_PATH, session_body(body, action_bodies))
+            response = exporter.send_now(
+                sid, SESSIONS_PATH, session_body(body, action_bodies), creates=True
+            )
+            if response.status == 409:  # a retry of this create: it exists, under our ID
+                return sid
             try:
                 answer = msgspec.json.decode(response.body) if response.body else {}
             except msgspec.DecodeError:

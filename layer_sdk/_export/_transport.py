@@ -153,10 +153,15 @@ class Transport:
 
     # -- the synchronous path ----------------------------------------------------------
 
-    def send(self, path: str, body: bytes, *, method: str = "POST") -> Response:
+    def send(
+        self, path: str, body: bytes, *, method: str = "POST", creates: bool = False
+    ) -> Response:
         """POST ``body`` to ``path`` now (the synchronous path); returns a 2xx response or raises.
 
         ``method="GET"`` reads ``path`` instead (``body`` is then ``b""``).
+        ``creates``: the body creates what it names (a session). A 409 to a retry
+        of it (after an attempt the server may have taken, its answer lost) says
+        that it exists: that 409 is returned. A 409 to the first attempt raises.
         Retries up to ``max_retries`` times, within about ``max_retries + 1``
         times ``http_timeout``. Raises ``LayerHTTPError`` for a non-2xx answer
         (at once for a ``Retry-After`` beyond that bound), ``LayerRequestError``
@@ -164,7 +169,7 @@ class Transport:
         credentials can be had.
         """
         try:
-            outcome = self._settle_now(path, body, method)
+            outcome = self._settle_now(path, body, method, creates)
         except LayerSDKException as exc:  # no credentials could be had
             outcome = exc
         if isinstance(outcome, Response):
@@ -173,7 +178,9 @@ class Transport:
         # server's raw answer, which an error tracker capturing frame locals would send on.
         raise outcome.with_traceback(None)
 
-    def _settle_now(self, path: str, body: bytes, method: str) -> Response | LayerSDKException:
+    def _settle_now(
+        self, path: str, body: bytes, method: str, creates: bool
+    ) -> Response | LayerSDKException:
         """The synchronous loop: a 2xx response, or the error that ``send`` raises."""
         started = time.monotonic()
         if self._splicer is not None:
@@ -190,6 +197,9 @@ class Transport:
             )
             (delivery,) = sorted_.deliveries
             if not sorted_.again:
+                if creates and retry.retries and delivery.status == 409:
+                    assert delivery.response is not None
+                    return delivery.response  # created by an attempt whose answer was lost
                 if delivery.error is not None:
                     return delivery.error
                 assert delivery.response is not None
