@@ -37,6 +37,7 @@ import msgspec
 
 from .._auth import warn_if_cleartext
 from .._config import Config
+from .._daemon_pool import Interrupt
 from .._entropy import random_16
 from .._exceptions import (
     LayerAuthError,
@@ -147,6 +148,7 @@ class Transport:
             max_retries=config.max_retries, max_retry_time=config.max_retry_time
         )
         self.gate = SendGate(self.retry)
+        self._closing = Interrupt()
         self._backend = choose_backend(config) if backend is None else backend
         # A user's session brings its own retry policy: exactly one retry layer.
         self._own_retries = config.http_session is None
@@ -327,7 +329,8 @@ class Transport:
         try:
             headers = self._headers
             if self._auth is not None:
-                credentials = self._auth.get_headers()
+                with self._closing.applies():  # shutdown ends a wait for a token
+                    credentials = self._auth.get_headers()
                 headers = {**headers, **credentials}
             if method == "GET":
                 exchange = _get(self._backend, url, headers)
@@ -409,9 +412,10 @@ class Transport:
         return Transport(self._config, None if self._own_backend else self._backend, self._splicer)
 
     def close(self) -> None:
-        """End the waits of the send gate and of synchronous calls, and release connections
-        (those in use too: a request under way ends at once)."""
+        """End the waits of the send gate and of synchronous calls (for a backoff or for a
+        token), and release connections (those in use too: a request under way ends at once)."""
         self.gate.close()
+        self._closing.fire()
         if self._splicer is not None:
             self._splicer.close()
         self._backend.close()
