@@ -48,6 +48,7 @@ from ._config import (
     Config,
     DropCallback,
     Oversize,
+    provider_names,
 )
 from ._context import current_session_id
 from ._exceptions import (
@@ -188,10 +189,10 @@ class Client:
         """
         # The parameters are Config's fields (tests/test_config.py checks they agree).
         options = {name: value for name, value in locals().items() if name in _OPTIONS}
-        if disabled_instrumentors is not None:
+        if disabled_instrumentors is not None:  # the original SDK's name of the option
             options["disable_instrumentations"] = [
-                *(disable_instrumentations or ()),
-                *disabled_instrumentors,
+                *provider_names("disable_instrumentations", disable_instrumentations),
+                *provider_names("disabled_instrumentors", disabled_instrumentors),
             ]
         config = resolve_settings(**options)
         with lifecycle_lock():

@@ -172,9 +172,8 @@ class Interrupt:
         return not self._fired
 
     def unwatch(self, wake: Callable[[], None]) -> None:
-        with self._lock:
-            with contextlib.suppress(ValueError):
-                self._wakers.remove(wake)
+        with self._lock, contextlib.suppress(ValueError):
+            self._wakers.remove(wake)
 
 
 def interrupted() -> bool:

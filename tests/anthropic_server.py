@@ -102,7 +102,9 @@ class _Handler(ProviderHandler):
         tool = _first_tool_name(body.get("tools")) if model == "tool-use" else None
         text = _structured(body)
         if body.get("stream"):
-            return self._sse(_events(model, tool, text, self.stream_error(model, "Overloaded")), model)
+            return self._sse(
+                _events(model, tool, text, self.stream_error(model, "Overloaded")), model
+            )
         self._json(200, _message(model, tool, text))
 
     def _error(self, status: int, message: str) -> None:

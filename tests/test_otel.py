@@ -297,7 +297,9 @@ def test_a_failed_call_whose_error_quotes_an_api_key_is_recorded_without_it(
     traced.span(
         "chat",
         {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m", "error.type": "401"},
-        events=[("exception", {"exception.type": f"AuthError({key})", "exception.message": refusal})],
+        events=[
+            ("exception", {"exception.type": f"AuthError({key})", "exception.message": refusal})
+        ],
         error=refusal,
     )
     _, output = traced.actions(2)

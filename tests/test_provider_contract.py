@@ -287,7 +287,9 @@ def test_provider_text_quoting_the_api_key_is_recorded_without_it(
     def call(c: Any) -> Any:
         if path == "refusal":
             return adapter.complete(c, model="refuse-key-plain")
-        return then(mode, adapter.stream(c, model="stream-error-key-plain"), lambda s: drain(mode, s))
+        return then(
+            mode, adapter.stream(c, model="stream-error-key-plain"), lambda s: drain(mode, s)
+        )
 
     with layer.session_context() as sid, pytest.raises(Exception) as raised:
         adapter.perform(mode, server, call, api_key=GATEWAY_KEY)

@@ -166,7 +166,7 @@ class RequestsBackend:
                 answer.close()
         except LayerRequestError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             # requests' own, or whatever a user's session raises (an OAuth2Session's
             # TokenExpiredError): no answer came, as with a connection error.
             why = scrub(_failure(exc))
