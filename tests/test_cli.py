@@ -17,16 +17,20 @@ import subprocess
 import sys
 import threading
 import time
+import unicodedata
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from layer_sdk import Client, SessionActionKind, __version__
 from layer_sdk.cli import main
 from layer_sdk.cli._check import settings_rows
+from layer_sdk.cli._collector import escaped
 from layer_sdk.collector import LocalCollector
 
 from .echo_servers import EchoingTokenEndpoint, leaks, odd_secret
@@ -440,18 +444,40 @@ def terminal_attack_session(session_id: str) -> tuple[dict[str, Any], dict[str, 
     action = {
         **prompt_action(**TERMINAL_ATTACKS),
         "data": {"messages": [{"role": "user", "content": "\u202ehi\x1b]52;c;QQ==\x07 \x9b1m"}]},
-        "error": {"message": "boom\x1b[2J\x9b1m"},
+        # ...and invisible characters: an Arabic letter mark, a zero-width space, a BOM.
+        "error": {"message": "boom\x1b[2J\x9b1m\u061c\u200b\ufeff"},
     }
     return session, action
 
 
 def assert_escaped(output: str) -> None:
     """No control character reached the terminal; each is shown as its escape instead."""
-    for raw in ("\x1b]", "\x1b[2J", "\x07", "\x9b", "\u202e"):
+    for raw in ("\x1b]", "\x1b[2J", "\x07", "\x9b", "\u202e", "\u061c", "\u200b", "\ufeff"):
         assert raw not in output, f"{raw!r} reached the terminal"
     assert "app=app\\x1b]0;app-title\\x07" in output  # the session's line
     assert "user: \\u202ehi\\x1b]52;c;QQ==\\x07 \\x9b1m" in output  # the prompt
-    assert "error: boom\\x1b[2J\\x9b1m" in output
+    assert "error: boom\\x1b[2J\\x9b1m\\u061c\\u200b\\ufeff" in output
+
+
+#: The Unicode categories of the characters a terminal acts on or does not show.
+UNSHOWN = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+@settings(max_examples=500, deadline=None, derandomize=True)
+@given(
+    st.text(alphabet=st.characters(codec=None, categories=sorted(UNSHOWN)))
+    | st.text()
+    | st.text(alphabet="a \x1b\u200b\u202e\u00a0\u3000\U000e0001\ud800")
+)
+def test_what_the_collector_prints_shows_every_character_it_was_given(text: str) -> None:
+    """No character of those categories is left, each is written as the escape that reads
+    back as it (Python's), and everything else (spaces included) is kept as it is."""
+    text = text.replace("\\", "/")  # a backslash is kept as it is: no escape to read back
+    shown = escaped(text)
+    assert not {unicodedata.category(char) for char in shown} & UNSHOWN
+    assert shown.encode("ascii", "backslashreplace").decode("unicode_escape") == text
+    if not {unicodedata.category(char) for char in text} & UNSHOWN:
+        assert shown == text
 
 
 @pytest.mark.parametrize("mode", [(), ("--json",)])

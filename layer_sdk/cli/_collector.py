@@ -6,9 +6,10 @@ full session ID, what was said (shortened) and the attributes::
     14:02:11.482  4cd605e7-6f2a-5b1c-9d3e-0a1b2c3d4e5f  session               app=my-app
     14:02:11.490  4cd605e7-6f2a-5b1c-9d3e-0a1b2c3d4e5f  completion_prompt     user: Hi  temp=0
 
-Every value a client reported is printed with its control characters escaped
-(``\x1b`` for ESC, ``\n``, bidirectional overrides as ``\u202e``): a prompt
-cannot retitle the terminal, clear it or write to its clipboard. The page at
+Every value a client reported is printed with its control and invisible
+characters escaped (``\x1b`` for ESC, ``\n``, bidirectional overrides as
+``\u202e``, a zero-width space as ``\u200b``): a prompt cannot retitle the
+terminal, clear it, write to its clipboard, or hide or reorder what it shows. The page at
 the printed URL shows the same, live, as conversations.
 
 ``--json`` prints one JSON object per line instead: first
@@ -35,6 +36,7 @@ import sqlite3
 import sys
 import threading
 import time
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -49,20 +51,36 @@ _SAID = 48  # longest excerpt of what was said
 _WAKE_UP = 0.2  # seconds: the longest a signal waits for its handler
 _EVERY_ADDRESS = ("0.0.0.0", "::", "")
 
-# Control characters (C0, DEL, C1), line and paragraph separators and the
-# bidirectional controls, each written as its escape: a terminal acts on the
-# raw ones (ESC starts a command: a title, a clear, a clipboard write).
-_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
-_ESCAPES |= {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"}
-_ESCAPES |= {
-    code: f"\\u{code:04x}"
-    for code in (0x200E, 0x200F, 0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
-}
+#: Escapes with a name of their own.
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def escaped(text: str) -> str:
-    """``text`` with every character a terminal would act on written as its escape."""
-    return text.translate(_ESCAPES)
+    """``text`` with every character a terminal would act on, or that would not show,
+    written as its escape (``\\x1b``, ``\\u200b``, ``\\n``).
+
+    Those are the characters of the Unicode categories Cc (C0, DEL, C1: ESC
+    starts a terminal command, a title, a clear, a clipboard write), Cf
+    (bidirectional controls, zero-width and other invisible characters), Zl,
+    Zp, Cs, Co and Cn: those for which ``str.isprintable()`` is False, but for
+    the spaces of Zs, kept as they are.
+    """
+    if text.isprintable():
+        return text
+    return "".join(
+        char if char.isprintable() or unicodedata.category(char) == "Zs" else _escape(char)
+        for char in text
+    )
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    named = _NAMED.get(char)
+    if named is not None:
+        return named
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def collector(
