@@ -17,7 +17,8 @@ the printed URL shows the same, live, as conversations.
 fields as sent, with ``event``, ``received_at`` and ``session_id``), and
 ``{"event": "stopped", ...}`` last. ``--db FILE`` keeps everything in SQLite
 (schema: ``layer_sdk/collector/_store.py``), so it survives a restart.
-``--fail-rate`` and ``--latency`` rehearse a bad network. ``--allow-host NAME``
+``--fail-rate`` and ``--latency`` rehearse a bad network. A request body over
+``--max-body-bytes`` (default 8 MiB; 0: no limit) is refused with 413 as it is read. ``--allow-host NAME``
 lets the collector answer requests for another name than its address (see
 ``collector/_hosts.py``): a collector bound to ``0.0.0.0`` and reached as
 ``http://devbox:8080/`` needs ``--allow-host devbox``. SIGINT (Ctrl-C) and
@@ -43,6 +44,7 @@ from datetime import datetime, timezone
 from types import FrameType
 from typing import Any, TextIO
 
+from .._config import DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_REQUEST_BYTES
 from ..collector import LocalCollector, StoredEvent
 from ._console import rich_console
 
@@ -50,6 +52,10 @@ _WIDTH = 160  # longest plain line; the attributes are cut to fit
 _SAID = 48  # longest excerpt of what was said
 _WAKE_UP = 0.2  # seconds: the longest a signal waits for its handler
 _EVERY_ADDRESS = ("0.0.0.0", "::", "")
+#: The largest request body the command reads (``--max-body-bytes``): room to spare over
+#: what the SDK sends with its defaults (a request under ``max_request_bytes``, an
+#: action under ``max_event_bytes``), and a bound on what one request costs in memory.
+DEFAULT_MAX_BODY_BYTES = 8 * max(DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_EVENT_BYTES)
 
 #: Escapes with a name of their own.
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -92,9 +98,14 @@ def collector(
     fail_rate: float = 0.0,
     latency: float = 0.0,
     allowed_hosts: Sequence[str] = (),
+    max_body_bytes: int | None = None,
     out: TextIO | None = None,
 ) -> int:
-    """Serve until SIGINT or SIGTERM; returns the exit code (2 when it cannot start)."""
+    """Serve until SIGINT or SIGTERM; returns the exit code (2 when it cannot start).
+
+    ``max_body_bytes``: a larger request body is refused with 413 as it is read
+    (None: ``DEFAULT_MAX_BODY_BYTES``; 0: no limit).
+    """
     stream = sys.stdout if out is None else out
     if not 0 <= fail_rate <= 1 or latency < 0:
         print("layer-sdk collector: --fail-rate must be in [0, 1], --latency >= 0", file=sys.stderr)
@@ -108,6 +119,8 @@ def collector(
         return 2
     server.fail_rate = fail_rate
     server.delay = latency
+    limit = DEFAULT_MAX_BODY_BYTES if max_body_bytes is None else max_body_bytes
+    server.max_body_bytes = limit or None
     try:
         server.start()
     except OSError as error:
