@@ -19,9 +19,9 @@ fields as sent, with ``event``, ``received_at`` and ``session_id``), and
 (schema: ``layer_sdk/collector/_store.py``), so it survives a restart.
 ``--fail-rate`` and ``--latency`` rehearse a bad network. A request body over
 ``--max-body-bytes`` (default 8 MiB; 0: no limit) is refused with 413 as it is
-read. ``--allow-host NAME`` lets the collector answer requests for another name than its address (see
-``collector/_hosts.py``): a collector bound to ``0.0.0.0`` and reached as
-``http://devbox:8080/`` needs ``--allow-host devbox``. SIGINT (Ctrl-C) and
+read. ``--allow-host NAME`` lets the collector answer requests for another name
+than its address (see ``collector/_hosts.py``): a collector bound to ``0.0.0.0``
+and reached as ``http://devbox:8080/`` needs ``--allow-host devbox``. SIGINT (Ctrl-C) and
 SIGTERM stop it, with a summary line; the exit code is then 0.
 
 Request headers are never printed: a client's credentials stay out of the output.
