@@ -434,6 +434,37 @@ def test_a_generator_that_raises_reaches_the_provider_and_its_exception_the_call
     assert server.requests == []
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_a_call_whose_one_shot_argument_raises_as_it_is_read_records_nothing(
+    mode: str, adapter: Adapter, layer: Client, collector: LocalCollector, server: Any
+) -> None:
+    """The caller's generator of its prompt raises while the provider builds the request:
+    no request is made, and nothing is recorded (no prompt, no session), as when the
+    caller's code fails building a list before the call. The caller gets an exception:
+    the generator's own, or (google-genai) the provider's for the prompt it lacks."""
+
+    def broken() -> Any:
+        yield "one"
+        raise BrokenSource("the second text could not be read")
+
+    with pytest.raises(Exception) as raised:  # a call of no session: it would get its own
+        adapter.perform(mode, server, lambda c: adapter.from_texts(c, broken()))
+    assert not isinstance(raised.value, AssertionError)
+    assert server.requests == []
+    assert layer.flush(5)
+    assert layer.stats().enqueued == 0
+    assert (collector.sessions, collector.actions()) == ([], [])
+
+    adapter.perform(mode, server, lambda c: adapter.from_texts(c, iter(["one", "two"])))
+    assert len(server.requests) == 1  # the same call, its texts all read: recorded
+    assert layer.flush(5)
+    assert len(collector.sessions) == 1
+    assert sorted(a["kind"] for a in collector.actions()) == [
+        "completion_output",
+        "completion_prompt",
+    ]
+
+
 # -- the firewall ------------------------------------------------------------------------------
 
 

@@ -5,7 +5,10 @@ one way every provider's record begins: the request read as its
 ``Provider`` says) before the original method runs, then ends it with
 :meth:`Call.failed` or :meth:`Call.succeeded`, which route the outcome:
 
-- an exception: the prompt and an output carrying the error;
+- an exception: the prompt and an output carrying the error; nothing when a
+  one-shot iterator of the caller's (``messages=`` a generator) raised as the
+  provider read it: the call was never made, as if the caller's code had
+  failed building a list before it (and as for a call the firewall refused);
 - a raw response (``with_raw_response``): its JSON body, when the response
   was read whole, is recorded as the result would be; an unread body is
   recorded as ``response.unread``;
@@ -42,7 +45,7 @@ from .._exceptions import LayerFirewallSessionBlocked
 from .._schemas import SessionActionError, SessionActionKind, SessionActionScanner
 from ._mapping import Output, _api_keys, _error, _masked_error, _now, _parameters
 from ._provider import Provider, Results
-from ._request import read_request
+from ._request import an_argument_raised, read_request
 from ._streams import Accumulator, StreamRecord, observe_generator, trace_stream
 
 logger = logging.getLogger("layer_sdk")
@@ -156,6 +159,8 @@ class Call:
 
     def failed(self, exc: BaseException) -> None:
         try:
+            if an_argument_raised(self.kwargs):
+                return  # no call was made, as when the caller's code fails before it
             self.record_failure(self.error_of(exc), _now())
         except Exception as problem:
             self.problem(f"recording a failed {self.operation} call", problem)
