@@ -100,7 +100,9 @@ def _decode(body: bytes) -> _Answer:
 
 
 #: A JSON string (escapes included) or a bracket; brackets inside strings are not structure.
-_STRUCTURE = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+#: A string left open runs to the end (then the brackets cannot balance): each byte is
+#: scanned once, however many quotes a hostile answer holds.
+_STRUCTURE = re.compile(rb'"(?:[^"\\]|\\.)*"?|[\[\]{}]', re.DOTALL)
 
 
 def top_level(document: bytes) -> bytes | None:

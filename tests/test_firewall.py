@@ -771,7 +771,15 @@ def test_the_top_level_of_an_answer_reads_as_msgspec_reads_it_with_nesting_left_
     assert msgspec.json.decode(flat) == expected
 
 
-@pytest.mark.parametrize("document", [b'{"decision":"block","context":[[]', b'{"a":1}}', b"]["])
+@pytest.mark.parametrize(
+    "document",
+    [
+        b'{"decision":"block","context":[[]',
+        b'{"a":1}}',
+        b"][",
+        b'{"decision":"block","context":["[' + b'\\"' * 1000,  # a string left open
+    ],
+)
 def test_unbalanced_brackets_have_no_top_level(document: bytes) -> None:
     assert top_level(document) is None
 

@@ -435,6 +435,8 @@ def _kept(error: LayerSDKException) -> LayerSDKException:
 def _masked(exchange: Exchange, credentials: dict[str, str]) -> Exchange:
     """``exchange`` with each header value of ``credentials`` (and a scheme's credentials
     alone: the token of ``Bearer <token>``) masked in the refusals and the failure."""
+    if exchange.error is None and all(200 <= r.status < 300 for r in exchange.responses):
+        return exchange  # nothing the server or the network said is kept
     secrets = {part for value in credentials.values() for part in (value, value.partition(" ")[2])}
     responses = [
         response
