@@ -140,20 +140,18 @@ def test_an_event_over_max_event_bytes_is_too_large_and_a_too_large_create_dooms
     None
 ):
     """Issue 12 §2: refused for its size (a reason of its own), whatever room is left;
-    the actions of a session whose create was refused fail with it."""
+    the actions of a session whose create was refused fail with it, at the door."""
     queue, losses = make_queue(max_event_bytes=100)
     assert queue.put(action("s", 0, size=100)) in ACCEPTED
     assert queue.put(action("s", 1, size=101)) is Put.TOO_LARGE
     assert queue.put(create("t", 2, size=101)) is Put.TOO_LARGE
-    assert queue.put(action("t", 3)) in ACCEPTED
+    assert queue.put(action("t", 3)) is Put.DROPPED
     assert numbers(take(queue)) == [0]
     assert queue.take(0) is None  # t's action failed instead of going out
     stats = queue.stats()
     assert stats.dropped_by_reason == {TOO_LARGE: 2}
     assert stats.failed_by_reason == {SESSION_FAILED: 1}
-    assert losses == {TOO_LARGE: 2}  # found while taking: told by report(), not by take()
-    queue.report()
-    assert losses == {TOO_LARGE: 2, SESSION_FAILED: 1}
+    assert losses == {TOO_LARGE: 2, SESSION_FAILED: 1}  # told before put() returned
 
 
 def test_put_after_close_is_dropped_as_shutdown_and_what_was_queued_still_goes() -> None:
@@ -476,7 +474,8 @@ class QueueModel(RuleBasedStateMachine):
         self.due: list[Request] = []
         self.later: list[Request] = []
         self.stale: list[Request] = []  # in flight when abandon() gave up on them
-        self.dead: set[str] = set()
+        # Sessions whose create was lost, oldest first (as many as max_events are kept).
+        self.dead: dict[str, None] = {}
         self.last_create: dict[str, Record] = {}
         self.counter = itertools.count()
         self.enqueued = self.sent = self.retried = 0
@@ -534,9 +533,15 @@ class QueueModel(RuleBasedStateMachine):
                 if not record.creates:
                     self.fail([record], SESSION_FAILED)
                     continue
-                self.dead.discard(record.session)  # created again
+                del self.dead[record.session]  # created again
             self.lines[record.session].append(record)
         self.inbox = []
+
+    def bury(self, session: str) -> None:
+        self.dead.pop(session, None)
+        self.dead[session] = None
+        if len(self.dead) > self.max_events:
+            del self.dead[next(iter(self.dead))]
 
     def pick(self, index: int) -> tuple[Request, list[Record]]:
         request = self.requests.pop(index % len(self.requests))
@@ -561,6 +566,8 @@ class QueueModel(RuleBasedStateMachine):
             reason: str | None = SHUTDOWN
         elif size > MAX_EVENT_BYTES:
             reason = TOO_LARGE
+        elif not creates and session in self.dead:
+            reason = SESSION_FAILED  # its create was lost: it fails at the door
         elif (
             len(live) >= self.max_events or sum(r.size for r in live) + record.size > self.max_bytes
         ):
@@ -569,6 +576,12 @@ class QueueModel(RuleBasedStateMachine):
             reason = None
         if not creates:
             record.after = self.last_create.get(session)
+        if reason == SESSION_FAILED:
+            assert outcome is Put.DROPPED
+            self.failed[SESSION_FAILED] += 1
+            self.lossy.add(self.epoch)
+            self.enqueued += 1  # accepted and given up on at once
+            return
         if reason is not None:
             assert outcome is (Put.TOO_LARGE if reason == TOO_LARGE else Put.DROPPED), reason
             self.refusals += reason != TOO_LARGE
@@ -578,11 +591,12 @@ class QueueModel(RuleBasedStateMachine):
                 # The session is dead from now on, so that its actions fail. As the queue
                 # does it, actions of it still in the inbox fail too, even those put
                 # before this create (telling them apart would mean scanning the inbox).
-                self.dead.add(session)
+                self.bury(session)
             return
         assert outcome in ACCEPTED, outcome
         if creates:
             self.last_create[session] = record
+            self.dead.pop(session, None)  # created anew: its actions may follow
         record.state, record.epoch = "waiting", self.epoch
         self.records[record.body] = record
         self.live[n] = record
@@ -698,13 +712,16 @@ class QueueModel(RuleBasedStateMachine):
         self.fail(records, reason)
         if records[0].creates:
             # The server does not know the session: the actions queued for it fail with
-            # it, up to a create of the session queued again; without one it is dead.
+            # it (those in the inbox too), up to a create of the session queued again;
+            # without one it is dead.
+            if self.inbox:
+                self.sort_inbox()
             line = self.lines[request.session_id]
             end = next((i for i, r in enumerate(line) if r.creates), len(line))
             self.fail(line[:end], SESSION_FAILED)
             del line[:end]
             if not line:
-                self.dead.add(request.session_id)
+                self.bury(request.session_id)
 
     @precondition(lambda self: any(len(r.bodies) > 1 for r in self.requests))
     @rule(data=st.data())

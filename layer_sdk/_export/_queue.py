@@ -57,8 +57,6 @@ _LONG_AGO = float("-inf")
 #: Memory an event costs beyond its encoded bytes (its record, the bytes object's
 #: header), counted against ``max_queue_bytes`` so that the bound covers real memory.
 EVENT_OVERHEAD = 128
-#: Sessions remembered as dead (create dropped or failed) so their actions fail too.
-MAX_DEAD_SESSIONS = 10_000
 
 #: What ``complete_each`` is told of a body that failed for now: it is sent again,
 #: with its request, once its retry is due.
@@ -230,7 +228,10 @@ class ExportQueue:
         self._order = itertools.count()
         # The idle sender that wakes when the next retry is due (the others sleep on).
         self._timekeeper: threading.Condition | None = None
+        # Sessions whose create was lost, oldest first: their actions fail at the door
+        # until a create of them is let in again. As many as the queue holds events.
         self._dead: dict[str, None] = {}
+        self._max_dead = max_events
         self._session_waiters = 0  # wait_for_session() calls waiting
 
         self._events = 0
@@ -259,7 +260,10 @@ class ExportQueue:
             return Put.DROPPED
         size = len(event.body) + EVENT_OVERHEAD
         with self._lock:
-            if (
+            dead = self._dead  # sessions whose create was lost: their actions fail here
+            if dead and event.session_id in dead and self._doomed(event, size):
+                reason = SESSION_FAILED
+            elif (
                 self._events >= self._max_events  # also true once closed
                 or self._bytes + size > self._max_bytes
                 or size > self._max_event_bytes + EVENT_OVERHEAD
@@ -272,6 +276,8 @@ class ExportQueue:
                     reason = QUEUE_FULL
                 self._refuse(event, reason)
             else:
+                if dead and event.creates_session:
+                    dead.pop(event.session_id, None)  # created anew: its actions may follow
                 event.epoch = self._epoch
                 self._epoch_events += 1
                 self._events += 1
@@ -286,6 +292,16 @@ class ExportQueue:
                 return _WOKE
         self.report()
         return Put.TOO_LARGE if reason == TOO_LARGE else Put.DROPPED
+
+    def _doomed(self, event: Event, size: int) -> bool:
+        """Whether ``event``, of a session whose create was lost, fails at the door: an
+        action that would be let in (else it is refused for that)."""
+        if event.creates_session or self._closed or size > self._max_event_bytes + EVENT_OVERHEAD:
+            return False
+        self._failed[SESSION_FAILED] += 1
+        self._lossy_epochs.add(self._epoch)
+        self._unreported.append((SESSION_FAILED, 1))
+        return True
 
     def refuse(self, event: Event, reason: str) -> None:
         """Count an event dropped before it reached the door (e.g. too large)."""
@@ -421,6 +437,9 @@ class ExportQueue:
                     if carried[0].creates_session:
                         # The server does not know this session: its actions cannot
                         # follow, up to a create of it queued again (which makes it anew).
+                        # Those in the inbox join its line first, to fail with the others.
+                        if self._inbox:
+                            self._sort_inbox()
                         self._fail(session.pop_actions(), SESSION_FAILED)
                         if session.first is None:
                             self._bury(request.session_id)
@@ -575,9 +594,11 @@ class ExportQueue:
                     self._resolved.notify_all()
 
     def _bury(self, session_id: str) -> None:
-        self._dead[session_id] = None
-        if len(self._dead) > MAX_DEAD_SESSIONS:
-            del self._dead[next(iter(self._dead))]
+        dead = self._dead
+        dead.pop(session_id, None)  # the latest loss is the youngest
+        dead[session_id] = None
+        if len(dead) > self._max_dead:
+            del dead[next(iter(dead))]
 
     # -- flush, shutdown, stats ----------------------------------------------
 
