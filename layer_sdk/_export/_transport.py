@@ -166,6 +166,8 @@ class Transport:
         self._backend = choose_backend(config) if backend is None else backend
         # A user's session brings its own retry policy: exactly one retry layer.
         self._own_retries = config.http_session is None
+        # debug=True: one line per attempt (a flag read per request: nothing more when off).
+        self._debug = config.debug
 
     # -- the synchronous path ----------------------------------------------------------
 
@@ -201,7 +203,7 @@ class Transport:
         retry = RetryState(started)
         budget = started + (self.retry.max_retries + 1) * self._timeout
         while True:
-            debug = logger.isEnabledFor(logging.DEBUG)
+            debug = self._debug
             began = time.monotonic() if debug else 0.0
             exchange = self._attempt(path, [body], ids, method, sync=True)
             sorted_ = self._sort(exchange, 1, self._reauthenticates(retry))
@@ -257,7 +259,7 @@ class Transport:
         if admission is Admission.CLOSED or admission is Admission.EXPIRED:
             return [self._not_admitted(admission, retry)] * count
         probe = admission is Admission.PROBE
-        debug = logger.isEnabledFor(logging.DEBUG)
+        debug = self._debug
         began = time.monotonic() if debug else 0.0
         try:
             exchange = self._attempt(
