@@ -476,6 +476,11 @@ class QueueModel(RuleBasedStateMachine):
         self.stale: list[Request] = []  # in flight when abandon() gave up on them
         # Sessions whose create was lost, oldest first (as many as max_events are kept).
         self.dead: dict[str, None] = {}
+        # The session whose create this (the only) thread last saw refused at the door, and
+        # the count of sessions created anew then: it stays dead for this thread even once
+        # the bound of ``dead`` made the queue forget it, until a session is created anew.
+        self.lost_here = ("", 0)
+        self.revivals = 0
         self.last_create: dict[str, Record] = {}
         self.counter = itertools.count()
         self.enqueued = self.sent = self.retried = 0
@@ -533,9 +538,16 @@ class QueueModel(RuleBasedStateMachine):
                 if not record.creates:
                     self.fail([record], SESSION_FAILED)
                     continue
-                del self.dead[record.session]  # created again
+                self.revive(record.session)  # created again
             self.lines[record.session].append(record)
         self.inbox = []
+
+    def is_dead(self, session: str) -> bool:
+        return session in self.dead or self.lost_here == (session, self.revivals)
+
+    def revive(self, session: str) -> None:
+        if self.dead.pop(session, 0) is None or self.lost_here[0] == session:
+            self.revivals += 1
 
     def bury(self, session: str) -> None:
         self.dead.pop(session, None)
@@ -566,7 +578,7 @@ class QueueModel(RuleBasedStateMachine):
             reason: str | None = SHUTDOWN
         elif size > MAX_EVENT_BYTES:
             reason = TOO_LARGE
-        elif not creates and session in self.dead:
+        elif not creates and self.dead and self.is_dead(session):
             reason = SESSION_FAILED  # its create was lost: it fails at the door
         elif (
             len(live) >= self.max_events or sum(r.size for r in live) + record.size > self.max_bytes
@@ -592,11 +604,13 @@ class QueueModel(RuleBasedStateMachine):
                 # does it, actions of it still in the inbox fail too, even those put
                 # before this create (telling them apart would mean scanning the inbox).
                 self.bury(session)
+                self.lost_here = (session, self.revivals)
             return
         assert outcome in ACCEPTED, outcome
         if creates:
             self.last_create[session] = record
-            self.dead.pop(session, None)  # created anew: its actions may follow
+            if self.dead:
+                self.revive(session)  # created anew: its actions may follow
         record.state, record.epoch = "waiting", self.epoch
         self.records[record.body] = record
         self.live[n] = record

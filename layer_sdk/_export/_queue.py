@@ -134,6 +134,15 @@ class ExportStats(msgspec.Struct, frozen=True):
     disabled: bool = False
 
 
+class _LostHere(threading.local):
+    """The session whose create this thread last saw refused at the door ("": none), and
+    how many sessions had been created anew by then. Class defaults keep the read cheap
+    in threads that never set them."""
+
+    session = ""
+    revivals = 0
+
+
 class _Session(msgspec.Struct, gc=False):
     """A session's waiting events, oldest first, as a linked list of events.
 
@@ -229,9 +238,13 @@ class ExportQueue:
         # The idle sender that wakes when the next retry is due (the others sleep on).
         self._timekeeper: threading.Condition | None = None
         # Sessions whose create was lost, oldest first: their actions fail at the door
-        # until a create of them is let in again. As many as the queue holds events.
+        # until a create of them is let in again. As many as the queue holds events;
+        # and each thread knows the last it lost itself, so that other threads losing
+        # more meanwhile cannot make it forget the session it goes on appending to.
         self._dead: dict[str, None] = {}
         self._max_dead = max_events
+        self._lost_here = _LostHere()
+        self._revivals = 0  # sessions created anew after their create was lost
         self._session_waiters = 0  # wait_for_session() calls waiting
 
         self._events = 0
@@ -261,7 +274,7 @@ class ExportQueue:
         size = len(event.body) + EVENT_OVERHEAD
         with self._lock:
             dead = self._dead  # sessions whose create was lost: their actions fail here
-            if dead and event.session_id in dead and self._doomed(event, size):
+            if dead and self._is_dead(event.session_id) and self._doomed(event, size):
                 reason = SESSION_FAILED
             elif (
                 self._events >= self._max_events  # also true once closed
@@ -277,7 +290,7 @@ class ExportQueue:
                 self._refuse(event, reason)
             else:
                 if dead and event.creates_session:
-                    dead.pop(event.session_id, None)  # created anew: its actions may follow
+                    self._revive(event.session_id)
                 event.epoch = self._epoch
                 self._epoch_events += 1
                 self._events += 1
@@ -292,6 +305,18 @@ class ExportQueue:
                 return _WOKE
         self.report()
         return Put.TOO_LARGE if reason == TOO_LARGE else Put.DROPPED
+
+    def _is_dead(self, session_id: str) -> bool:
+        """Whether the create of ``session_id`` was lost (and not made anew since)."""
+        if session_id in self._dead:
+            return True
+        here = self._lost_here
+        return here.session == session_id and here.revivals == self._revivals
+
+    def _revive(self, session_id: str) -> None:
+        """A create of ``session_id`` is let in: its actions may follow it again."""
+        if self._dead.pop(session_id, 0) is None or self._lost_here.session == session_id:
+            self._revivals += 1  # what other threads remember of their losses is stale
 
     def _doomed(self, event: Event, size: int) -> bool:
         """Whether ``event``, of a session whose create was lost, fails at the door: an
@@ -315,6 +340,8 @@ class ExportQueue:
         self._lossy_epochs.add(self._epoch)
         if event.creates_session:
             self._bury(event.session_id)
+            here = self._lost_here  # this thread may append to it next
+            here.session, here.revivals = event.session_id, self._revivals
 
     def report(self) -> None:
         """Tell ``on_loss`` of what was lost, outside the lock."""
@@ -517,7 +544,7 @@ class ExportQueue:
                 if not event.creates_session:
                     self._fail([event], SESSION_FAILED)
                     continue
-                del self._dead[session_id]  # created again: its actions may follow
+                self._revive(session_id)  # created again: its actions may follow
             session = sessions.get(session_id)
             if session is None:
                 # Unknown sessions count as created (e.g. created with sync=True).
@@ -657,6 +684,7 @@ class ExportQueue:
     def forget_locks(self) -> None:
         """New locks for a forked child, where a parent thread may have held the old ones."""
         self._lock = threading.RLock()
+        self._lost_here = _LostHere()
         self._resolved = threading.Condition(self._lock)
         self._idle = []
         self._timekeeper = None
