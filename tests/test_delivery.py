@@ -238,8 +238,10 @@ def test_one_backend_s_retry_after_delays_its_requests_and_no_others(
         # Well within the 30 s: the others are not held back by the refusals (and the
         # client has read the answers to those the collector stored).
         assert wait_until(
-            lambda: len(collector.sessions) + len(refused) == 200
-            and client.stats().sent == len(collector.sessions),
+            lambda: (
+                len(collector.sessions) + len(refused) == 200
+                and client.stats().sent == len(collector.sessions)
+            ),
             timeout=15,
         )
         assert len(refused) >= 30
