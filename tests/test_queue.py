@@ -12,6 +12,7 @@ forked child does not wait for a lock its parent held.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import itertools
 import json
@@ -298,6 +299,37 @@ def test_a_refused_merged_create_is_split_so_only_the_refused_events_fail() -> N
     queue.complete_each(actions, [REJECTED, None])
     stats = queue.stats()
     assert (stats.sent, stats.retried, stats.failed_by_reason) == (2, 3, {REJECTED: 1})
+
+
+def test_a_thread_keeps_the_session_it_lost_itself_whatever_other_threads_lose() -> None:
+    """The queue remembers as many lost sessions as it holds events (here 1); each thread
+    also remembers the last one it lost itself, so that the actions it appends next fail
+    with it even after other threads lost more meanwhile. A create let in again revives
+    the session."""
+    queue, losses = make_queue(max_events=1)
+    assert queue.put(create("full", 0)) in ACCEPTED
+    assert queue.put(create("a", 1)) is Put.DROPPED  # this thread loses a
+
+    def elsewhere() -> list[Put]:
+        # Another thread loses b, then c: the queue's memory now holds c only.
+        outcomes = [queue.put(create("b", 2)), queue.put(create("c", 3))]
+        outcomes.append(queue.put(action("b", 4)))  # forgotten: only refused for want of room
+        outcomes.append(queue.put(action("c", 5)))  # its own last loss
+        return outcomes
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        assert pool.submit(elsewhere).result() == [Put.DROPPED] * 4
+    assert queue.put(action("a", 6)) is Put.DROPPED
+    stats = queue.stats()
+    assert stats.failed_by_reason == {SESSION_FAILED: 2}  # c's action and a's
+    assert stats.dropped_by_reason == {QUEUE_FULL: 4}  # a, b, c and b's action
+
+    queue.complete(take(queue))  # room again
+    assert queue.put(create("a", 7)) in ACCEPTED  # made anew
+    queue.complete(take(queue))
+    assert queue.put(action("a", 8)) in ACCEPTED
+    assert numbers(take(queue)) == [8]
+    assert losses == {SESSION_FAILED: 2, QUEUE_FULL: 4}
 
 
 def test_a_failed_create_fails_the_actions_queued_for_it_until_it_is_created_again() -> None:

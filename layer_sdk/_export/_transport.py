@@ -277,6 +277,11 @@ class Transport:
         if debug:
             self._log_delivery(request, exchange, sorted_, began, deliveries, retry)
         trouble = sorted_.failure or sorted_.refusal
+        if trouble is None and sorted_.unauthorized:
+            # A 401 with credentials: trouble only when no new ones may get it through
+            # (a token that merely expired is renewed and the request sent again, quietly).
+            refused = deliveries[sorted_.unauthorized[0]]
+            trouble = refused.error if refused.loss is not None else None
         if trouble is not None:
             self._tell_trouble(request, trouble, deliveries, deadline)
         elif sorted_.delivered and self.trouble.last_error is not None:

@@ -43,6 +43,7 @@ from typing import NamedTuple
 
 from .._exceptions import LayerAuthError, LayerHTTPError, LayerSDKException
 from .._redact import mask_url
+from .._schemas import SESSIONS_PATH
 from ._losses import Throttle, server_words
 
 logger = logging.getLogger("layer_sdk")
@@ -98,12 +99,13 @@ def describe(
             )
             return Trouble(CREDENTIALS, f"the Layer API {refused}: {where} answered {said}", advice)
         if status == 404:
-            return Trouble(
-                NOT_FOUND,
-                f"{where} answered {said}",
+            advice = (
                 "is base_url right? It is the root of the Layer API, to which the SDK adds "
-                "/v1/sessions",
+                "/v1/sessions"
             )
+            if path != SESSIONS_PATH:
+                advice = f"the API does not know the session, or base_url is wrong ({advice})"
+            return Trouble(NOT_FOUND, f"{where} answered {said}", advice)
         return Trouble(SERVER_ERROR, f"{where} answered {said}")
     if isinstance(error, LayerAuthError):
         return Trouble(
