@@ -302,12 +302,15 @@ DEAD_API = """
 import logging, sys
 from layer_sdk import Client
 {configure}
+sdk = logging.getLogger("layer_sdk")
+before = (list(sdk.handlers), sdk.level, sdk.propagate)
 client = Client()
 client.init(base_url=sys.argv[1], application_id="{app}", debug={debug},
             disable_instrumentations=["openai", "anthropic", "google_genai"])
 client.create_session()
 client.shutdown(timeout=1.0)
-logging.getLogger("layer_sdk").debug("layer-sdk: a debug line after shutdown")
+sdk.debug("layer-sdk: a debug line after shutdown")
+print("as before:", before == (list(sdk.handlers), sdk.level, sdk.propagate))
 """
 
 
@@ -329,6 +332,7 @@ def test_stderr_gets_each_line_once_whatever_logging_the_application_configured(
         timeout=30,
     )
     assert result.returncode == 0, result.stderr
+    assert result.stdout == "as before: True\n"  # the debug handler left with its client
     kinds = {
         "cause": "layer-sdk: cannot reach http://127.0.0.1:",
         "waiting": "layer-sdk is shutting down: waiting up to",
