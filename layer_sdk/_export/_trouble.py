@@ -87,26 +87,46 @@ def describe(
     it; ``authenticated``: whether an auth provider gives credentials."""
     where = mask_url(base_url + path)
     if isinstance(error, LayerHTTPError):
-        status = error.status_code
         said = _words(error, bodies)
-        if status in (401, 403):
-            refused = "refused the credentials" if status == 401 else "refused access"
-            advice = (
-                "check the client ID, the secret and the scope of the auth_provider"
-                if authenticated
-                else "no auth_provider was given: pass auth_provider= to init() or set "
-                "LAYER_OIDC_TOKEN_URL, LAYER_OIDC_CLIENT_ID and LAYER_OIDC_CLIENT_SECRET"
+        status = error.status_code
+        if status == 401 and authenticated:
+            return Trouble(
+                CREDENTIALS,
+                f"the Layer API refused the credentials: {where} answered {said}",
+                "check the client ID, the secret and the scope of the auth_provider",
             )
-            return Trouble(CREDENTIALS, f"the Layer API {refused}: {where} answered {said}", advice)
-        if status == 404:
-            advice = (
+        if status == 401:
+            return Trouble(
+                CREDENTIALS,
+                f"the Layer API refused the credentials: {where} answered {said}",
+                "no auth_provider was given: pass auth_provider= to init() or set "
+                "LAYER_OIDC_TOKEN_URL, LAYER_OIDC_CLIENT_ID and LAYER_OIDC_CLIENT_SECRET",
+            )
+        if status == 403:
+            return Trouble(
+                CREDENTIALS,
+                f"the Layer API refused access: {where} answered {said}",
+                "the credentials are valid but may not report to this application",
+            )
+        if status == 404 and path == SESSIONS_PATH:
+            return Trouble(
+                NOT_FOUND,
+                f"{where} answered {said}",
                 "is base_url right? It is the root of the Layer API, to which the SDK adds "
-                "/v1/sessions"
+                "/v1/sessions",
             )
-            if path != SESSIONS_PATH:
-                advice = f"the API does not know the session, or base_url is wrong ({advice})"
-            return Trouble(NOT_FOUND, f"{where} answered {said}", advice)
-        return Trouble(SERVER_ERROR, f"{where} answered {said}")
+        if status == 404:
+            return Trouble(
+                NOT_FOUND,
+                f"{where} answered {said}",
+                "the API does not know the session, or base_url is not the root of the "
+                "Layer API",
+            )
+        return Trouble(
+            SERVER_ERROR,
+            f"{where} answered {said}",
+            "the Layer API (or a proxy in front of it) cannot take events now",
+        )
     if isinstance(error, LayerAuthError):
         return Trouble(
             CREDENTIALS,
@@ -114,10 +134,9 @@ def describe(
             "check the settings of the auth_provider (its token endpoint refused it)",
         )
     cause = str(error).removeprefix(_NO_ANSWER_PREFIX)
-    host = mask_url(base_url)
     if cause.startswith(_TLS_PREFIX):
-        return Trouble(TLS, f"cannot reach {host}: {cause}")
-    return Trouble(UNREACHABLE, f"cannot reach {host} ({cause})")
+        return Trouble(TLS, f"cannot reach {mask_url(base_url)}: {cause}")
+    return Trouble(UNREACHABLE, f"cannot reach {mask_url(base_url)} ({cause})")
 
 
 def summarize_html(text: str) -> str:
