@@ -655,7 +655,7 @@ NOT_SETTINGS = {"LAYER_TEST_VENVS"}
 
 
 def documented_variables() -> set[str]:
-    texts = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    texts = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
     found = {
         m for path in texts for m in re.findall(r"\bLAYER_[A-Z]+(?:_[A-Z]+)*\b", path.read_text())
     }

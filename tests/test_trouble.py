@@ -17,6 +17,7 @@ import pytest
 from layer_sdk._export import _losses
 from layer_sdk.collector import LocalCollector
 
+from .docs_pages import python_blocks
 from .echo_servers import StaticToken
 from .helpers import (
     APP_ID,
@@ -25,7 +26,6 @@ from .helpers import (
     MakeClient,
     TCPServer,
     closed_port,
-    python_blocks,
     wait_until,
 )
 
@@ -51,32 +51,37 @@ def _warnings(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_the_readme_quick_start_says_at_once_that_it_cannot_reach_the_api() -> None:
-    """The README's quick start, run verbatim (its base URL does not resolve): stderr shows
-    the cause as soon as the first attempt failed, before the exit drain's own line (which
-    comes QUIET_DRAIN into it), then what was lost and why. Nothing configured logging."""
-    readme = (ROOT / "README.md").read_text()
-    quick_start = next(block for block in python_blocks(readme) if "layer.init(" in block)
-    assert 'base_url="https://layer.example.com"' in quick_start
-    process = subprocess.Popen(
-        [sys.executable, "-c", quick_start],
+    """The README's quick start, its lines as written, with no collector started (its base
+    URL pointed at a port where nothing listens, so that a collector a developer runs on
+    8080 changes nothing): stderr shows the cause as soon as the first attempt failed,
+    before the exit drain's own line (which comes QUIET_DRAIN into it), then what was lost
+    and why. Nothing configured logging."""
+    quick_start = next(
+        block.code for block in python_blocks(ROOT / "README.md") if "layer.init(" in block.code
+    )
+    assert 'base_url="http://127.0.0.1:8080"' in quick_start
+    port = closed_port()
+    code = quick_start.replace("http://127.0.0.1:8080", f"http://127.0.0.1:{port}")
+    result = subprocess.run(
+        [sys.executable, "-c", code],
         cwd=ROOT,
-        stderr=subprocess.PIPE,
+        capture_output=True,
         text=True,
         env={"PYTHONPATH": str(ROOT), "PATH": ""},
+        timeout=30,
     )
-    try:
-        _, stderr = process.communicate(timeout=30)
-    finally:
-        process.kill()
-    lines = stderr.splitlines()
-    assert len(lines) == 3, stderr
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("reported session ")
+    lines = result.stderr.splitlines()
+    assert len(lines) == 3, result.stderr
     cause, waiting, lost = lines
-    assert cause.startswith("layer-sdk: cannot reach https://layer.example.com ("), cause
+    assert cause.startswith(f"layer-sdk: cannot reach http://127.0.0.1:{port} ("), cause
+    assert "Connection refused" in cause
     assert "retrying until the shutdown deadline" in cause and "2 event(s) kept" in cause
     assert waiting.startswith("layer-sdk is shutting down: waiting up to "), waiting
     assert waiting.endswith("to deliver 2 event(s)")
     assert lost.startswith("layer-sdk lost 2 event(s): shutdown (still queued at the shutdown")
-    assert "last error: cannot reach https://layer.example.com (" in lost
+    assert f"last error: cannot reach http://127.0.0.1:{port} (" in lost
 
 
 # -- each kind of failure, said once, with what follows -------------------------------------
