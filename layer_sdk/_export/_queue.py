@@ -273,8 +273,7 @@ class ExportQueue:
             return Put.DROPPED
         size = len(event.body) + EVENT_OVERHEAD
         with self._lock:
-            dead = self._dead  # sessions whose create was lost: their actions fail here
-            if dead and self._is_dead(event.session_id) and self._doomed(event, size):
+            if self._dead and self._doomed(event, size):  # some session's create was lost
                 reason = SESSION_FAILED
             elif (
                 self._events >= self._max_events  # also true once closed
@@ -289,8 +288,6 @@ class ExportQueue:
                     reason = QUEUE_FULL
                 self._refuse(event, reason)
             else:
-                if dead and event.creates_session:
-                    self._revive(event.session_id)
                 event.epoch = self._epoch
                 self._epoch_events += 1
                 self._events += 1
@@ -319,9 +316,17 @@ class ExportQueue:
             self._revivals += 1  # what other threads remember of their losses is stale
 
     def _doomed(self, event: Event, size: int) -> bool:
-        """Whether ``event``, of a session whose create was lost, fails at the door: an
-        action that would be let in (else it is refused for that)."""
-        if event.creates_session or self._closed or size > self._max_event_bytes + EVENT_OVERHEAD:
+        """Whether ``event`` fails at the door for its session's lost create: an action of
+        such a session that would be let in (else it is refused for that). A create of it
+        makes the session anew (refused for want of room, it is lost again)."""
+        if event.creates_session:
+            self._revive(event.session_id)
+            return False
+        if (
+            self._closed
+            or size > self._max_event_bytes + EVENT_OVERHEAD
+            or not self._is_dead(event.session_id)
+        ):
             return False
         self._failed[SESSION_FAILED] += 1
         self._lossy_epochs.add(self._epoch)
