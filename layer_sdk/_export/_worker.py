@@ -20,8 +20,8 @@ import os
 import threading
 import time
 
-from .._exceptions import LayerAuthError, LayerHTTPError
-from ._losses import INTERNAL_ERROR, REJECTED, LossLog, sdk_thread
+from .._exceptions import LayerHTTPError
+from ._losses import INTERNAL_ERROR, REJECTED, SESSION_FAILED, LossLog, Throttle, sdk_thread
 from ._queue import AGAIN, ExportQueue, Request
 from ._retry import SPLIT_STATUSES
 from ._transport import Delivery, Transport
@@ -44,6 +44,7 @@ class ExportWorker:
         self._transport = transport
         self._max_senders = max_senders
         self._losses = losses
+        self._existing = Throttle()  # sessions created elsewhere first, said at INFO
         self._lock = threading.Lock()
         self._senders: list[threading.Thread] = []
         self._running = 0  # senders started and not yet exited
@@ -170,12 +171,17 @@ class ExportWorker:
         """Settle a request in the queue by what became of each of its bodies."""
         refused = deliveries[0]
         if refused.loss == REJECTED and request.events[0].creates_session:
-            if refused.status == 409 and request.retry is not None and request.retry.retries:
-                # A create sent again after an attempt the server may have taken (its
-                # answer lost): a 409 says the session exists. Its actions follow.
+            merged = len(request.events) > 1
+            retried = request.retry is not None and request.retry.retries > 0
+            if refused.status == 409 and (retried or not merged):
+                # The session exists: made by an earlier attempt whose answer was lost
+                # (with the actions merged into it), or by another client with the same
+                # ID (a deterministic ID, a caller's session_id=). The create counts as
+                # sent, and the actions queued behind it follow.
+                if not retried:
+                    self._existed(request.session_id)
                 self._queue.complete(request)
                 return
-            merged = len(request.events) > 1
             if merged and refused.status in SPLIT_STATUSES:
                 self._queue.split(request)  # its events go again, one by one
                 return
@@ -193,10 +199,19 @@ class ExportWorker:
         if again is not None:
             assert again.retry_at is not None
             retry_at = again.retry_at  # the same for every body sent again
-            if isinstance(again.error, LayerAuthError):
-                wait = max(0.0, retry_at - time.monotonic())
-                self._losses.credentials_refused(str(again.error), wait)
         self._queue.complete_each(request, failures, retry_at)
+
+    def _existed(self, session_id: str) -> None:
+        """Say (at INFO, throttled) that a session created here existed on the server."""
+        total = self._existing.due("existed", 1)
+        if total:
+            more = "" if total == 1 else f" ({total} such sessions since the last report)"
+            logger.info(
+                "layer-sdk: session %s already existed on the Layer API (409)%s: its actions "
+                "are added to it; its attributes and times are the ones it was created with",
+                session_id,
+                more,
+            )
 
     def _explain(self, request: Request, delivery: Delivery) -> None:
         """Tell the loss log why, for the log line of the loss."""
@@ -211,3 +226,8 @@ class ExportWorker:
             )
         elif error is not None:
             self._losses.explain(delivery.loss, str(error))
+        if request.events[0].creates_session:
+            # The actions queued behind it fail with it: their line says why.
+            self._losses.explain(
+                SESSION_FAILED, f"the create of their session was lost as {delivery.loss}"
+            )
