@@ -10,11 +10,18 @@ A request that failed for now goes back to the queue until its retry is due:
 its sender takes other work meanwhile, so that a fraction of failures slows
 delivery by that fraction instead of taking senders out of service.
 
+With a spool, one more thread hands the spool its work (``ExportQueue.keep_store``):
+it writes each batch before the senders get it, deletes what they resolved,
+reads back what waits on disk, and takes over what dead processes left. It is
+a thread of its own so that the spool is written on time even while every
+sender waits for an API that does not answer.
+
 Nothing here ever raises into the application or waits without a deadline.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -32,6 +39,8 @@ logger = logging.getLogger("layer_sdk")
 PRIMARY_IDLE_TIMEOUT = 5.0
 #: An extra sender without work for this long exits, seconds.
 EXTRA_IDLE_TIMEOUT = 20.0
+#: The spool's thread re-checks for work this often even when nothing wakes it, seconds.
+STORE_IDLE_TIMEOUT = 5.0
 
 
 class ExportWorker:
@@ -48,14 +57,35 @@ class ExportWorker:
         self._senders: list[threading.Thread] = []
         self._running = 0  # senders started and not yet exited
         self._primary: threading.Thread | None = None
+        self._keeper: threading.Thread | None = None  # the spool's thread (durable store)
         self._stopping = False
         self._recoveries = 0  # outages ended, as last seen (see SendGate.recoveries)
         self.pid = os.getpid()
 
-    def start(self) -> None:
-        """Start the first sender thread."""
+    def start(self, *, durable: bool = False) -> None:
+        """Start the first sender thread (and the spool's, for a ``durable`` store)."""
         with self._lock:
             self._primary = self._spawn(primary=True)
+            if durable:
+                self._keeper = self._start_keeper()
+
+    def _start_keeper(self) -> threading.Thread:
+        thread = threading.Thread(target=self._keep, name="layer-sdk-spool", daemon=True)
+        thread.start()
+        return thread
+
+    def _keep(self) -> None:
+        """The spool's thread: hands the store its work until the queue is abandoned."""
+        sdk_thread.active = True
+        try:
+            while not self._stopping and self._queue.keep_store(STORE_IDLE_TIMEOUT):
+                pass
+        except BaseException:
+            logger.exception("layer-sdk's spool thread had died; starting a new one")
+            with self._lock:
+                if not self._stopping:
+                    with contextlib.suppress(RuntimeError):  # (the interpreter is exiting)
+                        self._keeper = self._start_keeper()
 
     def ensure_running(self) -> None:
         """Restart the first sender if it is gone: a worker never stops silently.
@@ -69,6 +99,13 @@ class ExportWorker:
                 if self._primary is primary and not self._stopping:
                     logger.error("layer-sdk's sender thread had died; starting a new one")
                     self._replace_primary()
+        keeper = self._keeper
+        if keeper is not None and not keeper.is_alive() and not self._stopping:
+            with self._lock:
+                if self._keeper is keeper and not self._stopping:
+                    logger.error("layer-sdk's spool thread had died; starting a new one")
+                    with contextlib.suppress(RuntimeError):
+                        self._keeper = self._start_keeper()
 
     def _replace_primary(self) -> None:
         try:
@@ -81,6 +118,8 @@ class ExportWorker:
         with self._lock:
             self._stopping = True
             senders = list(self._senders)
+            if self._keeper is not None:
+                senders.append(self._keeper)
         self._transport.close()  # wakes every sender waiting in the send gate
         for thread in senders:
             remaining = deadline - time.monotonic()
@@ -169,16 +208,19 @@ class ExportWorker:
     def _resolve(self, request: Request, deliveries: list[Delivery]) -> None:
         """Settle a request in the queue by what became of each of its bodies."""
         refused = deliveries[0]
-        if refused.loss == REJECTED and request.events[0].creates_session:
-            if refused.status == 409 and request.retry is not None and request.retry.retries:
+        first = request.events[0]
+        if refused.loss == REJECTED and first.creates_session:
+            sent_before = first.replayed or (request.retry is not None and request.retry.retries)
+            if refused.status == 409 and sent_before:
                 # A create sent again after an attempt the server may have taken (its
-                # answer lost): a 409 says the session exists. Its actions follow.
+                # answer lost, or its process killed before it knew): a 409 says the
+                # session exists. The body was the same, under the same request ID:
+                # its actions were taken with it, and the next ones follow.
                 self._queue.complete(request)
                 return
             merged = len(request.events) > 1
-            if merged and refused.status in SPLIT_STATUSES:
-                self._queue.split(request)  # its events go again, one by one
-                return
+            if merged and refused.status in SPLIT_STATUSES and self._queue.split(request):
+                return  # its events go again, one by one
         failures: list[str | None] = []
         again: Delivery | None = None
         for delivery in deliveries:
