@@ -116,10 +116,17 @@ class Lease:
 
 
 def holder_lives(path: str) -> bool:
-    """Whether a live process (this one included) holds the lease of ``path``."""
+    """Whether a live process (this one included) holds the lease of ``path``; the look
+    leaves it as it was (a lock file that is not there is not made)."""
+    with _lock:
+        _forget_parent()
+        if path in _held:
+            return True
+    if not os.path.exists(path):
+        return False
     lease = Lease.take(path)
     if lease is None:
-        return os.path.exists(path) or path in _held
+        return os.path.exists(path)  # held (else it went meanwhile: nobody holds it)
     lease.release()
     return False
 

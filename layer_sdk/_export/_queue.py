@@ -88,8 +88,8 @@ AGAIN = "again"
 #: with the next batch, or ``flush_interval`` after the first resolved).
 FORGET_BATCH = 2_000
 #: With a durable store: how often it takes over what dead processes left and gives up
-#: on what expired, seconds (also at the start: the first sender begins with it).
-TEND_INTERVAL = 5.0
+#: on what expired, seconds (also at the start: the spool's thread begins with it).
+TEND_INTERVAL = 2.0
 
 
 class Request(msgspec.Struct, gc=False):
@@ -629,12 +629,14 @@ class ExportQueue:
                     due = min(due, self._tend_at)
                 if due <= now:
                     self._store_step(now)
-                    return True
+                    break
                 if now >= deadline:
                     return True
                 if self._store.loadable:
                     due = min(due, now + self._flush_interval)  # memory may free up
                 self._store_waiter.wait(min(due, deadline) - now)
+        self.report()  # what the store gave up on, or what its events' sessions cost
+        return True
 
     def _store_work_due(self, now: float) -> float:
         """When a sender should next hand the store what waits for it: the inbox to write,
@@ -711,12 +713,12 @@ class ExportQueue:
         self._storing, self._storing_batch = True, batch
         self._lock.release()
         try:
+            if tend:  # first: at the start, what dead processes left is taken over at once
+                tended = store.tend(epoch)
             if batch or forget:
                 written, news = store.write(batch, keep=keep, forget=forget)
             if load:
                 loaded, found = store.load(max(1, room[0]), max(1, room[1]), epoch)
-            if tend:
-                tended = store.tend(epoch)
         except Exception:  # the store never raises; a bug of ours must not lose the batch
             logger.exception("layer-sdk's spool failed; the batch goes on in memory only")
             for event in batch:
@@ -725,7 +727,7 @@ class ExportQueue:
         finally:
             self._lock.acquire()
             self._storing, self._storing_batch = False, []
-        for change in (news, found, tended):
+        for change in (tended, news, found):
             self._count(change)
         if batch:
             self._place(batch, written=written, keep=keep)

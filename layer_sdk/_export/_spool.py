@@ -65,7 +65,7 @@ from ._store import NOTHING, Lost, News, StoreStats
 logger = logging.getLogger("layer_sdk")
 
 #: Files of dead processes replayed at once, at most (each holds a connection and a lease).
-MAX_CLAIMED = 4
+MAX_CLAIMED = 8
 #: An own file emptied (every event in it resolved) is deleted and made anew when it has
 #: grown past this, so that a backlog's peak does not stay on disk.
 RECYCLE_BYTES = 16 * 1024 * 1024

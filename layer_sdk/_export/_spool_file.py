@@ -111,11 +111,12 @@ class SpoolFile:
         return cls(path, connection)
 
     @classmethod
-    def open(cls, path: str, sync: str) -> SpoolFile:
-        """An existing file, left by another process. Raises ``Unusable`` when it cannot be
-        read as a spool of this format, ``OSError``/``sqlite3.Error`` for other trouble."""
+    def open(cls, path: str, sync: str, *, read_only: bool = False) -> SpoolFile:
+        """An existing file, left by another process (``read_only``: only to look at it).
+        Raises ``Unusable`` when it cannot be read as a spool of this format,
+        ``OSError``/``sqlite3.Error`` for other trouble."""
         try:
-            connection = _connect(path, sync)
+            connection = _connect(path, sync, read_only=read_only)
         except sqlite3.OperationalError as exc:
             if _damaged(exc):
                 raise Unusable(str(exc)) from None
@@ -196,6 +197,13 @@ class SpoolFile:
         finally:
             cursor.close()
 
+    def sessions(self) -> int:
+        """How many sessions its rows belong to."""
+        (count,) = self.connection.execute(
+            "SELECT COUNT(DISTINCT session_id) FROM events"
+        ).fetchone()
+        return int(count)
+
     def summary(self) -> Summary:
         """What the file holds, batch by batch."""
         return Summary(
@@ -246,9 +254,9 @@ def file_bytes(path: str) -> int:
     return total
 
 
-def _connect(path: str, sync: str) -> sqlite3.Connection:
-    """A connection to an existing file (``mode=rw``: a file gone meanwhile is not made)."""
-    uri = f"file:{_quote(path)}?mode=rw"
+def _connect(path: str, sync: str, *, read_only: bool = False) -> sqlite3.Connection:
+    """A connection to an existing file (a file gone meanwhile is not made)."""
+    uri = f"file:{_quote(path)}?mode={'ro' if read_only else 'rw'}"
     connection = sqlite3.connect(
         uri,
         uri=True,
@@ -256,6 +264,8 @@ def _connect(path: str, sync: str) -> sqlite3.Connection:
         check_same_thread=False,  # used by one sender at a time, under the spool's lock
         timeout=BUSY_TIMEOUT_MS / 1000,
     )
+    if read_only:
+        return connection
     try:
         (journal,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
         if str(journal).lower() != "wal":
