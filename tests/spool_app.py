@@ -2,7 +2,8 @@
 
 ``python tests/spool_app.py URL DIR TAG [options]`` initializes a client with
 ``spool_dir=DIR`` against ``URL`` and appends sessions (a create and three
-actions, each action's data naming it ``TAG-<session>-<action>``), printing
+actions, each action's data naming it ``TAG-<session>-<action>``) and, for each,
+an action of a session that lasts (``TAG-<session>-lasting``), printing
 ``<name> <time.time()>`` once each append has returned, then ``ready`` lines
 as it goes:
 
@@ -49,6 +50,8 @@ def main() -> None:
         **options,
     )
     print("ready", os.getpid(), flush=True)
+    # A session that lasts: its actions go one request each (pipelined), not merged.
+    lasting = client.create_session(attributes={"tag": args.tag})
     n = 0
     while args.sessions is None or n < args.sessions:
         session_id = client.create_session(attributes={"tag": args.tag})
@@ -56,9 +59,12 @@ def main() -> None:
             name = f"{args.tag}-{n}-{action}"
             client.append_action(session_id, kind="completion_prompt", data={"n": name})
             print(name, time.time(), flush=True)
+        name = f"{args.tag}-{n}-lasting"
+        client.append_action(lasting, kind="completion_prompt", data={"n": name})
+        print(name, time.time(), flush=True)
         n += 1
         time.sleep(args.pause)
-    appended = 4 * n
+    appended = 1 + 5 * n
     deadline = time.monotonic() + 30
     while written(client) < appended:
         if time.monotonic() > deadline:

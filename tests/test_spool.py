@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from layer_sdk import Client
+from layer_sdk import AuthProvider, Client
 from layer_sdk._export._event import Event
 from layer_sdk._export._losses import EXPIRED, QUEUE_FULL, SESSION_FAILED, SPOOL_FULL, LossLog
 from layer_sdk._export._queue import EVENT_OVERHEAD, ExportQueue
@@ -178,7 +178,7 @@ def test_a_body_the_server_took_before_the_kill_is_replayed_under_its_request_id
     directory = tmp_path / "spool"
     app = App(collector.url, directory, "a", "--sessions", "1", "--flush-interval", "0.05")
     app.wait_for("written")
-    assert collector.wait_for(lambda c: len(c.actions()) == 3)
+    assert collector.wait_for(lambda c: len(c.actions()) == 4)
     app.finish()  # session a-0 is known to the server now
     collector.clear()
 
@@ -194,7 +194,7 @@ def test_a_body_the_server_took_before_the_kill_is_replayed_under_its_request_id
     drain(directory, collector.url)
     stored = stored_actions(collector)
     assert taken >= 1
-    assert stored == Counter({f"b-{s}-{a}": 1 for s in range(3) for a in range(3)})
+    assert stored == Counter({f"b-{s}-{a}": 1 for s in range(3) for a in (0, 1, 2, "lasting")})
     assert collector.duplicates >= 1  # sent again, answered from the request ID
 
 
@@ -280,7 +280,7 @@ def test_live_processes_sharing_a_directory_never_send_the_same_event(
     assert wait_until(lambda: appended <= set(stored_actions(collector)), 60)
     stats = [app.finish() for app in apps]
 
-    assert sum(each["replayed"] for each in stats) == 1800  # each dead file once
+    assert sum(each["replayed"] for each in stats) == 3 * 751  # each dead file once
     assert collector.duplicates == 0
     assert stored_actions(collector) == Counter(dict.fromkeys(appended, 1))
     assert not spool_files(directory)
@@ -338,7 +338,7 @@ def test_a_forked_child_spools_on_its_own_and_never_replays_its_parents_events(
     down = f"http://127.0.0.1:{closed_port()}"
     code = """
 import json, os, sys, time
-from layer_sdk import Client
+from layer_sdk import AuthProvider, Client
 
 directory, url = sys.argv[1], sys.argv[2]
 client = Client()
@@ -395,9 +395,9 @@ os._exit(0)
 
 SPOOL_WARNING = "layer-sdk cannot use its spool"
 REPORTING = """
-import json, logging, sys
+import json, logging, os, sys, time
 logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-from layer_sdk import Client
+from layer_sdk import AuthProvider, Client
 client = Client()
 client.init(base_url=sys.argv[1], application_id="app", spool_dir=sys.argv[2],
             flush_interval=0.05, max_batch_size=20)
@@ -406,10 +406,19 @@ for n in range(40):
     for action in range(3):
         client.append_action(session_id, kind="completion_prompt",
                              data={"n": f"{n}-{action}", "pad": "x" * 2000})
+    time.sleep(0.01)  # a batch every few sessions: the spool is written many times
 delivered = client.flush(20)
 stats = client.stats()
+
+def spool_files():
+    return [name for name in os.listdir(sys.argv[2]) if name.endswith(".spool")]
+
+deadline = time.monotonic() + 3  # for a spool that turned to memory, its file goes now
+while spool_files() and time.monotonic() < deadline:
+    time.sleep(0.01)
+print(json.dumps({"delivered": delivered, "dropped": stats.dropped, "failed": stats.failed,
+                  "files": spool_files()}))
 client.shutdown()
-print(json.dumps({"delivered": delivered, "dropped": stats.dropped, "failed": stats.failed}))
 """
 
 
@@ -432,7 +441,7 @@ def _report_through(
 
 
 def _all_delivered(outcome: dict[str, Any], collector: LocalCollector) -> None:
-    assert outcome == {"delivered": True, "dropped": 0, "failed": 0}
+    assert (outcome["delivered"], outcome["dropped"], outcome["failed"]) == (True, 0, 0)
     assert len(collector.sessions) == 40 and len(collector.actions()) == 120
 
 
@@ -482,7 +491,7 @@ def test_a_full_disk_falls_back_to_memory_with_one_warning(
     outcome, warnings = _report_through(collector, directory, preexec_fn=small_files)
     _all_delivered(outcome, collector)
     assert len(warnings) == 1 and SPOOL_WARNING in warnings[0], warnings
-    assert not spool_files(directory)
+    assert outcome["files"] == []  # deleted whole, while the application runs
 
 
 @pytest.fixture
@@ -664,14 +673,14 @@ def test_stats_and_the_command_line_show_what_is_spooled(
     client = make_client(base_url=down, spool_dir=str(directory))
     session_id = client.create_session()
     client.append_action(session_id, kind=PROMPT, data={"n": "live"})
-    assert wait_until(lambda: client.stats().spooled == 22), client.stats()
+    assert wait_until(lambda: client.stats().spooled == 28), client.stats()
     stats = client.stats()
-    assert stats.replayed == 20 and stats.queued == 22 and stats.spooled_bytes > 0
+    assert stats.replayed == 26 and stats.queued == 28 and stats.spooled_bytes > 0
     assert stats.spooled_oldest_age > 0
 
     assert cli(["spool", "--dir", str(directory)]) == 0
     shown = capsys.readouterr().out
-    assert "22 event(s) waiting" in shown
+    assert "28 event(s) waiting" in shown
     assert shown.count("a live process") == 2  # its own file, and the one it replays
 
     assert cli(["spool", "--dir", str(directory), "--purge"]) == 1
@@ -679,3 +688,52 @@ def test_stats_and_the_command_line_show_what_is_spooled(
     assert len(spool_files(directory)) == 2
     assert cli(["spool", "--dir", str(directory), "--purge", "--force"]) == 0
     assert not spool_files(directory)
+
+
+# -- options, secrets -------------------------------------------------------------------
+
+
+def test_the_spool_options_are_checked_and_read_from_the_environment(
+    collector: LocalCollector, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LAYER_SPOOL_DIR turns the spool on; a wrong spool_sync or bound raises at init(),
+    naming the option; spool_sync="full" syncs every write."""
+    for wrong in ({"spool_sync": "always"}, {"spool_max_bytes": 0}, {"spool_max_age": -1.0}):
+        with pytest.raises(ValueError, match=next(iter(wrong))):
+            Client().init(base_url=collector.url, application_id=APP_ID, **wrong)
+    monkeypatch.setenv("LAYER_SPOOL_DIR", str(tmp_path / "from-env"))
+    client = Client()
+    client.init(base_url=collector.url, application_id=APP_ID, spool_sync="full", **FAST)
+    try:
+        client.append_action(client.create_session(), kind=PROMPT, data={"n": "x"})
+        assert client.flush(10)
+        (path,) = (tmp_path / "from-env").glob("*.spool")
+        with sqlite3.connect(path) as connection:
+            assert connection.execute("SELECT COUNT(*) FROM events").fetchone() == (2,)
+        spool = client._exporter.spool  # type: ignore[union-attr]
+        assert spool is not None and spool._own is not None
+        assert spool._own.file.connection.execute("PRAGMA synchronous").fetchone() == (2,)
+    finally:
+        client.shutdown()
+
+
+def test_no_credential_reaches_the_disk(tmp_path: Path) -> None:
+    """Only event bodies are written: never the Authorization header or a token."""
+
+    class Token(AuthProvider):
+        def get_headers(self) -> dict[str, str]:
+            return {"Authorization": "Bearer token-that-must-stay-in-memory"}
+
+    down = f"http://127.0.0.1:{closed_port()}"
+    client = Client()
+    client.init(
+        base_url=down, application_id=APP_ID, auth_provider=Token(), spool_dir=str(tmp_path), **FAST
+    )
+    try:
+        client.append_action(client.create_session(), kind=PROMPT, data={"n": "x"})
+        assert wait_until(lambda: client.stats().spooled == 2)
+        written = b"".join(path.read_bytes() for path in tmp_path.iterdir())
+        assert b'"n":"x"' in written
+        assert b"token-that-must-stay" not in written and b"Authorization" not in written
+    finally:
+        client.shutdown(timeout=0.5)

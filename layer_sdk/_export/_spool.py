@@ -125,8 +125,12 @@ class _Source:
             self._first = 0
 
     def oldest(self) -> float | None:
-        """When its oldest unresolved row was written (None: none is left)."""
-        return self._written[self._first] if self._first < len(self._written) else None
+        """When its oldest unresolved row was written (None: none is left). Read by
+        ``stats()`` without the spool's lock: a sender may be changing the lists."""
+        try:
+            return self._written[self._first]
+        except IndexError:
+            return None
 
     def spilled_epochs(self) -> list[int]:
         """The epochs of every row held on disk only (own file)."""
