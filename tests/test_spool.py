@@ -37,7 +37,17 @@ from layer_sdk._schemas import action_body
 from layer_sdk.cli import main as cli
 from layer_sdk.collector import LocalCollector
 
-from .helpers import APP_ID, FAST, PROMPT, ROOT, MakeClient, closed_port, run_python, wait_until
+from .helpers import (
+    APP_ID,
+    FAST,
+    PROMPT,
+    ROOT,
+    MakeClient,
+    closed_port,
+    python_blocks,
+    run_python,
+    wait_until,
+)
 
 APP = ROOT / "tests" / "spool_app.py"
 #: The flush_interval of the processes killed: what a kill may lose is what was appended
@@ -737,3 +747,12 @@ def test_no_credential_reaches_the_disk(tmp_path: Path) -> None:
         assert b"token-that-must-stay" not in written and b"Authorization" not in written
     finally:
         client.shutdown(timeout=0.5)
+
+
+def test_the_spool_page_s_example_runs(collector: LocalCollector) -> None:
+    (block,) = python_blocks((ROOT / "docs" / "spool.md").read_text())
+    env = {"LAYER_BASE_URL": collector.url, "LAYER_APPLICATION_ID": APP_ID}
+    result = run_python(block, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "2 delivered; 0 still in the spool\n"
+    assert len(collector.actions()) == 1
