@@ -728,10 +728,10 @@ class ExportQueue:
             self._lock.acquire()
             self._storing, self._storing_batch = False, []
         for change in (tended, news, found):
-            self._count(change)
+            self._count(change, epoch)
         if batch:
             self._place(batch, written=written, keep=keep)
-        if loaded:
+        if loaded and not self._abandoned:  # (abandoned: they stay in the store, unsent)
             for event in loaded:
                 self._bytes += len(event.body) + EVENT_OVERHEAD
             self._events += len(loaded)
@@ -768,12 +768,15 @@ class ExportQueue:
         self._bytes -= size
         self._backlog += len(events)
 
-    def _count(self, news: News) -> None:
-        """Count what the store took over or gave up on."""
+    def _count(self, news: News, epoch: int) -> None:
+        """Count what the store took over (in ``epoch``, the one it was given) or gave up on."""
         if news.claimed:
             self._backlog += news.claimed
             self._replayed += news.claimed
-            self._epoch_events += news.claimed  # epoch: the one tend() was given, if still current
+            if epoch == self._epoch:
+                self._epoch_events += news.claimed
+            else:  # a flush began meanwhile: it waits for them too
+                self._earlier_epochs[epoch] += news.claimed
         for lost in news.lost:
             count = len(lost.epochs)
             self._backlog -= count
