@@ -44,7 +44,6 @@ from .helpers import (
     ROOT,
     MakeClient,
     closed_port,
-    python_blocks,
     run_python,
     wait_until,
 )
@@ -748,11 +747,3 @@ def test_no_credential_reaches_the_disk(tmp_path: Path) -> None:
     finally:
         client.shutdown(timeout=0.5)
 
-
-def test_the_spool_page_s_example_runs(collector: LocalCollector) -> None:
-    (block,) = python_blocks((ROOT / "docs" / "spool.md").read_text())
-    env = {"LAYER_BASE_URL": collector.url, "LAYER_APPLICATION_ID": APP_ID}
-    result = run_python(block, env=env)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout == "2 delivered; 0 still in the spool\n"
-    assert len(collector.actions()) == 1
