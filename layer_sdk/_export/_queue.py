@@ -323,11 +323,7 @@ class ExportQueue:
                     self._inbox_since = time.monotonic()
                 elif len(inbox) != self._batch_size:
                     return _ACCEPTED
-                # Start the flush_interval timer, or send a full batch.
-                if self._durable:
-                    self._store_waiter.notify()
-                else:
-                    self._wake()
+                self._wake_sorter()  # start the flush_interval timer, or send a full batch
                 return _WOKE
         self.report()
         return Put.TOO_LARGE if reason == TOO_LARGE else Put.DROPPED
@@ -406,6 +402,13 @@ class ExportQueue:
         """A sender leaves the wait: if retries wait and no one keeps time for them,
         another idle sender is woken to do it."""
         if self._retries and self._timekeeper is None:
+            self._wake()
+
+    def _wake_sorter(self) -> None:
+        """Wake whoever sorts the inbox: an idle sender, or a durable store's thread."""
+        if self._durable:
+            self._store_waiter.notify()
+        else:
             self._wake()
 
     def _wake(self, count: int = 1) -> None:
@@ -900,8 +903,7 @@ class ExportQueue:
             # Due now, whatever flush_interval (0.0 is not: the monotonic clock
             # may be younger than a long flush_interval).
             self._inbox_since = _LONG_AGO
-            self._wake()
-            self._store_waiter.notify()
+            self._wake_sorter()
             while self._earlier_epochs and min(self._earlier_epochs) <= target:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -916,8 +918,7 @@ class ExportQueue:
         deadline = time.monotonic() + timeout
         with self._lock:
             self._inbox_since = _LONG_AGO
-            self._wake()
-            self._store_waiter.notify()
+            self._wake_sorter()
             self._session_waiters += 1
             try:
                 while session_id in self._sessions or any(

@@ -600,12 +600,16 @@ class Spool:
                 size = len(row.body) + ROW_OVERHEAD
                 dropped.append((row._replace(body=b""), size))
                 freed += size
-            if dropped:
-                source.file.delete_range(source.loaded_to, dropped[-1][0].seq)
         except (sqlite3.Error, OSError) as exc:
             return self._unreadable(source, exc), 0
         if not dropped:
             return None, 0
+        try:
+            source.file.delete_range(source.loaded_to, dropped[-1][0].seq)
+        except (sqlite3.Error, OSError) as exc:
+            # Given up all the same: never read back here (a later process may find them
+            # and give them up again, or send them: a duplicate at worst, never a loss).
+            logger.debug("layer-sdk could not delete events from its spool: %s", exc)
         epochs: list[int] = []
         sessions: list[str] = []
         for row, size in dropped:
