@@ -705,8 +705,9 @@ def test_stats_and_the_command_line_show_what_is_spooled(
 def test_the_spool_options_are_checked_and_read_from_the_environment(
     collector: LocalCollector, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """LAYER_SPOOL_DIR turns the spool on; a wrong spool_sync or bound raises at init(),
-    naming the option; spool_sync="full" syncs every write."""
+    """LAYER_SPOOL_DIR turns the spool on, in a directory and files for the owner only; a
+    wrong spool_sync or bound raises at init(), naming the option; spool_sync="full" syncs
+    every write."""
     for wrong in ({"spool_sync": "always"}, {"spool_max_bytes": 0}, {"spool_max_age": -1.0}):
         with pytest.raises(ValueError, match=next(iter(wrong))):
             Client().init(base_url=collector.url, application_id=APP_ID, **wrong)
@@ -717,6 +718,9 @@ def test_the_spool_options_are_checked_and_read_from_the_environment(
         client.append_action(client.create_session(), kind=PROMPT, data={"n": "x"})
         assert client.flush(10)
         (path,) = (tmp_path / "from-env").glob("*.spool")
+        assert (tmp_path / "from-env").stat().st_mode & 0o777 == 0o700  # made by the SDK
+        modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "from-env").iterdir()}
+        assert set(modes.values()) == {0o600}, modes  # the file, its WAL, its lock
         with sqlite3.connect(path) as connection:
             assert connection.execute("SELECT COUNT(*) FROM events").fetchone() == (2,)
         spool = client._exporter.spool  # type: ignore[union-attr]
