@@ -642,7 +642,7 @@ class ExportQueue:
         return True
 
     def _store_work_due(self, now: float) -> float:
-        """When a sender should next hand the store what waits for it: the inbox to write,
+        """When the store's thread should next hand it what waits: the inbox to write,
         resolved events to delete, room to read events back into (monotonic; ``_NEVER``:
         nothing waits; the periodic ``tend`` aside)."""
         if self._storing or self._abandoned:
