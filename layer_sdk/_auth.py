@@ -384,7 +384,8 @@ class OIDCClientCredentials(AuthProvider):
         token_type = answer.get("token_type")
         if isinstance(token_type, str) and token_type and token_type.lower() != "bearer":
             logger.warning(
-                "the token endpoint issued a %r token; sending it as Bearer", scrub(token_type)[:40]
+                "layer-sdk: the token endpoint issued a %r token; sending it as Bearer",
+                scrub(token_type)[:40],
             )
         lifetime = _seconds(answer.get("expires_in"))
         header = f"Bearer {access_token}"

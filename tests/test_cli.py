@@ -674,7 +674,7 @@ def test_check_and_init_see_the_same_settings_from_every_documented_variable(
     collector.require_bearer(bearer)
     values = {
         "LAYER_ENABLED": "yes",
-        "LAYER_DEBUG": "no",
+        "LAYER_DEBUG": "on",
         "LAYER_BASE_URL": collector.url,
         "LAYER_APPLICATION_ID": APP_ID,
         "LAYER_APPLICATION_NAME": "support-bot",
@@ -700,6 +700,7 @@ def test_check_and_init_see_the_same_settings_from_every_documented_variable(
     client.init()
     try:
         config = client._exporter.config  # type: ignore[union-attr]
+        assert config.debug is True
         rows = settings_rows(config)
         assert (
             "authentication",

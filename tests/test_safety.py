@@ -348,7 +348,7 @@ def test_an_api_echoing_the_authorization_header_leaks_nothing_to_the_log(
     text = caplog.text + "".join(repr(record.args) for record in caplog.records)
     assert "answered 503" in text and "answered 400" in text  # the lines are there...
     assert leaks(token, text) == []  # ...without the token
-    assert "<redacted>" in text
+    assert "<redact" in text  # masked where it stood (the words may be cut short there)
 
 
 # -- refusals that quote the refused data ---------------------------------------------------

@@ -38,13 +38,15 @@ import msgspec
 
 from .._config import DEFAULT_FLUSH_TIMEOUT, Config
 from .._exceptions import LayerRequestError
+from .._logging import debug_logging
 from .._oversize import fit
 from ._backends import Backend, Response
 from ._event import Event
-from ._losses import RECURSION, LossLog, sdk_thread
+from ._losses import RECURSION, SHUTDOWN, LossLog, sdk_thread
 from ._queue import ExportQueue, ExportStats, Put
 from ._spool import Spool, forsake
 from ._transport import BodySplicer, Transport
+from ._trouble import TroubleLog, duration
 from ._worker import ExportWorker
 
 logger = logging.getLogger("layer_sdk")
@@ -52,6 +54,9 @@ logger = logging.getLogger("layer_sdk")
 #: What ``put`` answers when all went as usual (read once: an enum member is slower).
 _ACCEPTED = Put.ACCEPTED
 _WOKE = Put.WOKE
+#: Seconds a shutdown drains quietly; events still undelivered then are a wait worth
+#: explaining (one line), since it may last until ``shutdown_timeout``.
+QUIET_DRAIN = 0.5
 
 
 class Exporter:
@@ -66,6 +71,9 @@ class Exporter:
         self.config = config
         self._backend = backend  # None: the one the config calls for (see _backends)
         self._splicer = splicer  # fills in an application ID resolved from a name
+        self._debugging = config.debug  # holds the debug handler until finish()
+        if config.debug:
+            debug_logging.acquire()
         self._build()
         _live.add(self)
         drain_at_multiprocessing_exit()
@@ -77,7 +85,12 @@ class Exporter:
         self._cut_above = config.max_event_bytes if config.oversize == "truncate" else sys.maxsize
         self._truncated = 0
         self._truncated_lock = threading.Lock()
-        self.losses = LossLog(config.on_drop)
+        trouble = TroubleLog(
+            config.base_url,
+            authenticated=config.auth_provider is not None,
+            queued=lambda: self.queue.stats().queued,
+        )
+        self.losses = LossLog(config.on_drop, last_error=lambda: trouble.last_error)
         self.spool = None if config.spool_dir is None else self._spool(config)
         self.queue = ExportQueue(
             max_events=config.max_queue_size,
@@ -93,7 +106,7 @@ class Exporter:
         if self.spool is not None and config.spool_max_age > config.max_retry_time:
             # What waits in a spool is retried as long as the spool keeps it.
             config = dataclasses.replace(config, max_retry_time=config.spool_max_age)
-        self.transport = Transport(config, self._backend, self._splicer)
+        self.transport = Transport(config, self._backend, self._splicer, trouble)
         self.worker = ExportWorker(
             self.queue,
             self.transport,
@@ -191,12 +204,35 @@ class Exporter:
         return True
 
     def finish(self, deadline: float) -> bool:
-        """Deliver what is queued until ``deadline`` (monotonic), give up on the rest, stop."""
-        delivered = self.queue.flush(max(0.0, deadline - time.monotonic()))
-        self.queue.persist(deadline)  # with a spool: what is undelivered waits there
-        self.queue.abandon()
+        """Deliver what is queued until ``deadline`` (monotonic), give up on the rest, stop.
+
+        A drain that takes longer than ``QUIET_DRAIN`` says once what it waits for
+        (the application's exit is held meanwhile), and the loss line of what is
+        left at the deadline says why.
+        """
+        queue = self.queue
+        self.transport.trouble.closing(deadline)
+        delivered = queue.flush(min(QUIET_DRAIN, max(0.0, deadline - time.monotonic())))
+        waiting = queue.stats().queued
+        if waiting:
+            left = deadline - time.monotonic()
+            if left > 0:
+                logger.warning(
+                    "layer-sdk is shutting down: waiting up to %s to deliver %d event(s)",
+                    duration(left),
+                    waiting,
+                )
+            # (The first flush timed out: it kept its losses for this one to tell.)
+            delivered = queue.flush(max(0.0, deadline - time.monotonic()))
+            self.losses.explain(SHUTDOWN, "still queued at the shutdown deadline")
+        queue.persist(deadline)  # with a spool: what is undelivered waits there
+        queue.abandon()
+        self.losses.unexplain(SHUTDOWN)
         self.worker.stop(deadline)
-        self.queue.close_store()
+        queue.close_store()
+        if self._debugging:
+            self._debugging = False
+            debug_logging.release()
         return delivered
 
     # -- fork --------------------------------------------------------------------------

@@ -77,8 +77,6 @@ _NEVER = float("inf")
 #: Memory an event costs beyond its encoded bytes (its record, the bytes object's
 #: header), counted against ``max_queue_bytes`` so that the bound covers real memory.
 EVENT_OVERHEAD = 128
-#: Sessions remembered as dead (create dropped or failed) so their actions fail too.
-MAX_DEAD_SESSIONS = 10_000
 
 #: What ``complete_each`` is told of a body that failed for now: it is sent again,
 #: with its request, once its retry is due.
@@ -155,6 +153,15 @@ class ExportStats(msgspec.Struct, frozen=True):
     spooled_oldest_age: float = 0.0
     #: Events taken over from the spool of a process that died (counted in ``enqueued``).
     replayed: int = 0
+
+
+class _LostHere(threading.local):
+    """The session whose create this thread last saw refused at the door ("": none), and
+    how many sessions had been created anew by then. Class defaults keep the read cheap
+    in threads that never set them."""
+
+    session = ""
+    revivals = 0
 
 
 class _Session(msgspec.Struct, gc=False):
@@ -252,7 +259,14 @@ class ExportQueue:
         self._order = itertools.count()
         # The idle sender that wakes when the next retry is due (the others sleep on).
         self._timekeeper: threading.Condition | None = None
+        # Sessions whose create was lost, oldest first: their actions fail at the door
+        # until a create of them is let in again. As many as the queue holds events;
+        # and each thread knows the last it lost itself, so that other threads losing
+        # more meanwhile cannot make it forget the session it goes on appending to.
         self._dead: dict[str, None] = {}
+        self._max_dead = max_events
+        self._lost_here = _LostHere()
+        self._revivals = 0  # sessions created anew after their create was lost
         self._session_waiters = 0  # wait_for_session() calls waiting
 
         self._store: EventStore = MemoryStore() if store is None else store
@@ -300,7 +314,9 @@ class ExportQueue:
             return Put.DROPPED
         size = len(event.body) + EVENT_OVERHEAD
         with self._lock:
-            if (
+            if self._dead and self._doomed(event, size):  # some session's create was lost
+                reason = SESSION_FAILED
+            elif (
                 self._events >= self._max_events  # also true once closed
                 or self._bytes + size > self._max_bytes
                 or size > self._max_event_bytes + EVENT_OVERHEAD
@@ -328,6 +344,36 @@ class ExportQueue:
         self.report()
         return Put.TOO_LARGE if reason == TOO_LARGE else Put.DROPPED
 
+    def _is_dead(self, session_id: str) -> bool:
+        """Whether the create of ``session_id`` was lost (and not made anew since)."""
+        if session_id in self._dead:
+            return True
+        here = self._lost_here
+        return here.session == session_id and here.revivals == self._revivals
+
+    def _revive(self, session_id: str) -> None:
+        """A create of ``session_id`` is let in: its actions may follow it again."""
+        if self._dead.pop(session_id, 0) is None or self._lost_here.session == session_id:
+            self._revivals += 1  # what other threads remember of their losses is stale
+
+    def _doomed(self, event: Event, size: int) -> bool:
+        """Whether ``event`` fails at the door for its session's lost create: an action of
+        such a session that would be let in (else it is refused for that). A create of it
+        makes the session anew (refused for want of room, it is lost again)."""
+        if event.creates_session:
+            self._revive(event.session_id)
+            return False
+        if (
+            self._closed
+            or size > self._max_event_bytes + EVENT_OVERHEAD
+            or not self._is_dead(event.session_id)
+        ):
+            return False
+        self._failed[SESSION_FAILED] += 1
+        self._lossy_epochs.add(self._epoch)
+        self._unreported.append((SESSION_FAILED, 1))
+        return True
+
     def refuse(self, event: Event, reason: str) -> None:
         """Count an event dropped before it reached the door (e.g. too large)."""
         with self._lock:
@@ -340,6 +386,8 @@ class ExportQueue:
         self._lossy_epochs.add(self._epoch)
         if event.creates_session:
             self._bury(event.session_id)
+            here = self._lost_here  # this thread may append to it next
+            here.session, here.revivals = event.session_id, self._revivals
 
     def report(self) -> None:
         """Tell ``on_loss`` of what was lost, outside the lock."""
@@ -480,6 +528,9 @@ class ExportQueue:
                     if carried[0].creates_session:
                         # The server does not know this session: its actions cannot
                         # follow, up to a create of it queued again (which makes it anew).
+                        # Those in the inbox join its line first, to fail with the others.
+                        if self._inbox:
+                            self._sort_inbox()
                         self._fail(session.pop_actions(), SESSION_FAILED)
                         if session.first is None:
                             self._bury(request.session_id)
@@ -601,7 +652,7 @@ class ExportQueue:
                 if not event.creates_session:
                     self._fail([event], SESSION_FAILED)
                     continue
-                del self._dead[session_id]  # created again: its actions may follow
+                self._revive(session_id)  # created again: its actions may follow
             session = sessions.get(session_id)
             if session is None:
                 # Unknown sessions count as created (e.g. created with sync=True).
@@ -881,9 +932,11 @@ class ExportQueue:
             self._resolved.notify_all()
 
     def _bury(self, session_id: str) -> None:
-        self._dead[session_id] = None
-        if len(self._dead) > MAX_DEAD_SESSIONS:
-            del self._dead[next(iter(self._dead))]
+        dead = self._dead
+        dead.pop(session_id, None)  # the latest loss is the youngest
+        dead[session_id] = None
+        if len(dead) > self._max_dead:
+            del dead[next(iter(dead))]
 
     # -- flush, shutdown, stats ----------------------------------------------
 
@@ -949,6 +1002,7 @@ class ExportQueue:
     def forget_locks(self) -> None:
         """New locks for a forked child, where a parent thread may have held the old ones."""
         self._lock = threading.RLock()
+        self._lost_here = _LostHere()
         self._resolved = threading.Condition(self._lock)
         self._store_waiter = threading.Condition(self._lock)
         self._idle = []

@@ -27,8 +27,8 @@ import os
 import threading
 import time
 
-from .._exceptions import LayerAuthError, LayerHTTPError
-from ._losses import INTERNAL_ERROR, REJECTED, LossLog, sdk_thread
+from .._exceptions import LayerHTTPError
+from ._losses import INTERNAL_ERROR, REJECTED, SESSION_FAILED, LossLog, Throttle, sdk_thread
 from ._queue import AGAIN, ExportQueue, Request
 from ._retry import SPLIT_STATUSES
 from ._transport import Delivery, Transport
@@ -53,6 +53,7 @@ class ExportWorker:
         self._transport = transport
         self._max_senders = max_senders
         self._losses = losses
+        self._existing = Throttle()  # sessions created elsewhere first, said at INFO
         self._lock = threading.Lock()
         self._senders: list[threading.Thread] = []
         self._running = 0  # senders started and not yet exited
@@ -210,15 +211,21 @@ class ExportWorker:
         refused = deliveries[0]
         first = request.events[0]
         if refused.loss == REJECTED and first.creates_session:
-            sent_before = first.replayed or (request.retry is not None and request.retry.retries)
-            if refused.status == 409 and sent_before:
-                # A create sent again after an attempt the server may have taken (its
-                # answer lost, or its process killed before it knew): a 409 says the
-                # session exists. The body was the same, under the same request ID:
-                # its actions were taken with it, and the next ones follow.
+            merged = len(request.events) > 1
+            # Sent before: retried after an attempt whose answer was lost, or replayed
+            # from the spool of a process that died before it knew (the same body, under
+            # the same request ID: its merged actions were taken with it).
+            retried = request.retry is not None and request.retry.retries > 0
+            sent_before = first.replayed or retried
+            if refused.status == 409 and (sent_before or not merged):
+                # The session exists: made by an earlier attempt (with the actions merged
+                # into it), or by another client with the same ID (a deterministic ID, a
+                # caller's session_id=). The create counts as sent, and the actions queued
+                # behind it follow.
+                if not sent_before:
+                    self._existed(request.session_id)
                 self._queue.complete(request)
                 return
-            merged = len(request.events) > 1
             if merged and refused.status in SPLIT_STATUSES and self._queue.split(request):
                 return  # its events go again, one by one
         failures: list[str | None] = []
@@ -235,10 +242,19 @@ class ExportWorker:
         if again is not None:
             assert again.retry_at is not None
             retry_at = again.retry_at  # the same for every body sent again
-            if isinstance(again.error, LayerAuthError):
-                wait = max(0.0, retry_at - time.monotonic())
-                self._losses.credentials_refused(str(again.error), wait)
         self._queue.complete_each(request, failures, retry_at)
+
+    def _existed(self, session_id: str) -> None:
+        """Say (at INFO, throttled) that a session created here existed on the server."""
+        total = self._existing.due("existed", 1)
+        if total:
+            more = "" if total == 1 else f" ({total} such sessions since the last report)"
+            logger.info(
+                "layer-sdk: session %s already existed on the Layer API (409)%s: its actions "
+                "are added to it; its attributes and times are the ones it was created with",
+                session_id,
+                more,
+            )
 
     def _explain(self, request: Request, delivery: Delivery) -> None:
         """Tell the loss log why, for the log line of the loss."""
@@ -253,3 +269,8 @@ class ExportWorker:
             )
         elif error is not None:
             self._losses.explain(delivery.loss, str(error))
+        if request.events[0].creates_session:
+            # The actions queued behind it fail with it: their line says why.
+            self._losses.explain(
+                SESSION_FAILED, f"the create of their session was lost as {delivery.loss}"
+            )
