@@ -78,6 +78,17 @@ MAX_CONCURRENT_REQUESTS = 256
 #: The most retries of a synchronous call: it may take ``max_retries + 1`` times
 #: ``http_timeout``, and its backoff doubles with each retry.
 MAX_RETRIES = 100
+#: The durable spool (off unless ``spool_dir`` or LAYER_SPOOL_DIR is set, see ``_export/_spool``):
+#: how each write is made durable. ``"normal"``: SQLite's WAL with ``synchronous=NORMAL``,
+#: which survives the process's crash (``kill -9``, an OOM kill); ``"full"``: an fsync per
+#: written batch, which survives a power loss or a kernel crash too.
+SpoolSync = Literal["normal", "full"]
+DEFAULT_SPOOL_SYNC: SpoolSync = "normal"
+SPOOL_SYNC_CHOICES: tuple[SpoolSync, ...] = ("normal", "full")
+#: Bytes of events the spool directory holds at most; past it the oldest sessions go first.
+DEFAULT_SPOOL_MAX_BYTES = 1024 * 1024 * 1024
+#: Seconds an event may wait in the spool; older ones are given up on (``expired``).
+DEFAULT_SPOOL_MAX_AGE = 7 * 24 * 3600.0
 #: The largest number of seconds any option takes: a week, beyond any useful wait or
 #: retry budget, and within every OS timer the SDK's waits reach even at a small
 #: multiple of it (a token refresh waits ``2 * http_timeout + 1``): ``poll()``
@@ -259,11 +270,28 @@ def provider_names(option: str, value: Iterable[str] | None) -> frozenset[str]:
     return found
 
 
-def _choice(option: str, value: Any) -> Oversize:
-    if not isinstance(value, str) or value not in OVERSIZE_CHOICES:
-        choices = " or ".join(repr(choice) for choice in OVERSIZE_CHOICES)
+def _choice(option: str, value: Any) -> Any:
+    allowed: tuple[str, ...] = {"oversize": OVERSIZE_CHOICES, "spool_sync": SPOOL_SYNC_CHOICES}[
+        option
+    ]
+    if not isinstance(value, str) or value not in allowed:
+        choices = " or ".join(repr(choice) for choice in allowed)
         raise ValueError(f"{option} must be {choices}, got {value!r}")
     return value
+
+
+def _directory(option: str, value: Any) -> str:
+    """A directory's path (str or os.PathLike), made absolute: the process may change its
+    working directory later. Whether it can be used is found out when it is (never raised)."""
+    try:
+        path: str | bytes = os.fspath(value)
+    except TypeError:
+        raise ValueError(f"{option} must be a path, got {type(value).__name__}") from None
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not path.strip():
+        raise ValueError(f"{option} must not be empty")
+    return os.path.abspath(os.path.expanduser(path))
 
 
 def _option(
@@ -346,6 +374,11 @@ class Config:
     )
     # Each firewall check as a guardrail span of the application's tracer provider.
     firewall_trace_spans: bool = _option(False, _flag)
+    # The durable spool: off (None) unless given (see docs/spool.md).
+    spool_dir: str | None = _option(None, _directory, env=("LAYER_SPOOL_DIR",))
+    spool_sync: SpoolSync = _option(DEFAULT_SPOOL_SYNC, _choice)
+    spool_max_bytes: int = _option(DEFAULT_SPOOL_MAX_BYTES, _count)
+    spool_max_age: float = _option(DEFAULT_SPOOL_MAX_AGE, _positive)
 
     def __repr__(self) -> str:
         # The generated repr, but with a user:password@ in base_url masked.

@@ -729,6 +729,7 @@ def test_check_and_init_see_the_same_settings_from_every_documented_variable(
     monkeypatch: pytest.MonkeyPatch,
     collector: LocalCollector,
     capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
     provider = oidc(token_ttl=300)
     bearer = provider.bearer_check()
@@ -748,6 +749,7 @@ def test_check_and_init_see_the_same_settings_from_every_documented_variable(
         "LAYER_OIDC_CLIENT_SECRET": provider.client_secret,
         "LAYER_OIDC_SCOPE": provider.scope,
         "LAYER_OIDC_TIMEOUT": "6",
+        "LAYER_SPOOL_DIR": str(tmp_path / "spool"),
     }
     missing = documented_variables() - set(values)
     assert not missing, f"documented but not set by this test: {sorted(missing)}"
@@ -768,6 +770,8 @@ def test_check_and_init_see_the_same_settings_from_every_documented_variable(
             f"layer-sdk, timeout 6 s, secret ********",
         ) in rows
         assert ("firewall", collector.url) in rows and ("http_timeout", "4 s") in rows
+        spool = f"{tmp_path / 'spool'} (spool_sync normal, at most 1,024 MiB, 7 days)"
+        assert ("spool", spool) in rows
         width = max(len(name) for name, _ in rows)
         for name, value in rows:
             assert f"\n  {name:<{width}}  {value}\n" in out

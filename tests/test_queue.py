@@ -32,6 +32,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from layer_sdk._export._event import Event
 from layer_sdk._export._losses import (
     INTERNAL_ERROR,
     QUEUE_FULL,
@@ -41,7 +42,7 @@ from layer_sdk._export._losses import (
     SHUTDOWN,
     TOO_LARGE,
 )
-from layer_sdk._export._queue import AGAIN, EVENT_OVERHEAD, Event, ExportQueue, Put, Request
+from layer_sdk._export._queue import AGAIN, EVENT_OVERHEAD, ExportQueue, Put, Request
 from layer_sdk._schemas import SESSIONS_PATH, actions_path, session_body
 
 from .helpers import wait_until

@@ -24,6 +24,7 @@ of a process:
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import os
 import sys
@@ -40,8 +41,10 @@ from .._exceptions import LayerRequestError
 from .._logging import debug_logging
 from .._oversize import fit
 from ._backends import Backend, Response
+from ._event import Event
 from ._losses import RECURSION, SHUTDOWN, LossLog, sdk_thread
-from ._queue import Event, ExportQueue, ExportStats, Put
+from ._queue import ExportQueue, ExportStats, Put
+from ._spool import Spool, forsake
 from ._transport import BodySplicer, Transport
 from ._trouble import TroubleLog, duration
 from ._worker import ExportWorker
@@ -88,6 +91,7 @@ class Exporter:
             queued=lambda: self.queue.stats().queued,
         )
         self.losses = LossLog(config.on_drop, last_error=lambda: trouble.last_error)
+        self.spool = None if config.spool_dir is None else self._spool(config)
         self.queue = ExportQueue(
             max_events=config.max_queue_size,
             max_bytes=config.max_queue_bytes,
@@ -97,7 +101,11 @@ class Exporter:
             max_pipelined=config.max_pipelined_requests,
             flush_interval=config.flush_interval,
             on_loss=self.losses,
+            store=self.spool,
         )
+        if self.spool is not None and config.spool_max_age > config.max_retry_time:
+            # What waits in a spool is retried as long as the spool keeps it.
+            config = dataclasses.replace(config, max_retry_time=config.spool_max_age)
         self.transport = Transport(config, self._backend, self._splicer, trouble)
         self.worker = ExportWorker(
             self.queue,
@@ -105,7 +113,17 @@ class Exporter:
             max_senders=config.max_concurrent_requests,
             losses=self.losses,
         )
-        self.worker.start()
+        self.worker.start(durable=self.spool is not None)
+
+    def _spool(self, config: Config) -> Spool:
+        assert config.spool_dir is not None
+        return Spool(
+            config.spool_dir,
+            sync=config.spool_sync,
+            max_bytes=config.spool_max_bytes,
+            max_age=config.spool_max_age,
+            losses=self.losses,
+        )
 
     @property
     def closed(self) -> bool:
@@ -210,9 +228,11 @@ class Exporter:
             # (The first flush timed out: it kept its losses for this one to tell.)
             delivered = queue.flush(max(0.0, deadline - time.monotonic()))
             self.losses.explain(SHUTDOWN, "still queued at the shutdown deadline")
+        queue.persist(deadline)  # with a spool: what is undelivered waits there
         queue.abandon()
         self.losses.unexplain(SHUTDOWN)
         self.worker.stop(deadline)
+        queue.close_store()
         if self._debugging:
             self._debugging = False
             debug_logging.release()
@@ -238,6 +258,8 @@ class Exporter:
                     adapter.poolmanager.clear()
         if self._splicer is not None:
             self._splicer.restart_in_child()
+        if self.spool is not None:
+            forsake(self.spool)  # the parent's files stay the parent's; the child gets its own
         self._build()
 
 
