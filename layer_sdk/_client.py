@@ -53,6 +53,7 @@ from ._config import (
     DropCallback,
     Oversize,
     SpoolSync,
+    provider_names,
 )
 from ._context import current_session_id
 from ._exceptions import (
@@ -200,10 +201,10 @@ class Client:
         """
         # The parameters are Config's fields (tests/test_config.py checks they agree).
         options = {name: value for name, value in locals().items() if name in _OPTIONS}
-        if disabled_instrumentors is not None:
+        if disabled_instrumentors is not None:  # the original SDK's name of the option
             options["disable_instrumentations"] = [
-                *(disable_instrumentations or ()),
-                *disabled_instrumentors,
+                *provider_names("disable_instrumentations", disable_instrumentations),
+                *provider_names("disabled_instrumentors", disabled_instrumentors),
             ]
         config = resolve_settings(**options)
         with lifecycle_lock():
@@ -350,7 +351,11 @@ class Client:
             )
         action_bodies = [_action_from(action) for action in actions] if actions else []
         if config.sync if sync is None else sync:
-            response = exporter.send_now(sid, SESSIONS_PATH, session_body(body, action_bodies))
+            response = exporter.send_now(
+                sid, SESSIONS_PATH, session_body(body, action_bodies), creates=True
+            )
+            if response.status == 409:  # a retry of this create: it exists, under our ID
+                return sid
             try:
                 answer = msgspec.json.decode(response.body) if response.body else {}
             except msgspec.DecodeError:

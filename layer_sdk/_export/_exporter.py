@@ -163,14 +163,17 @@ class Exporter:
         self.losses.truncated(len(event.body), limit, fitted.characters)
         event.body = fitted.body
 
-    def send_now(self, session_id: str, path: str, body: bytes) -> Response:
-        """The synchronous path: send now, after the session's queued events; raises."""
+    def send_now(
+        self, session_id: str, path: str, body: bytes, *, creates: bool = False
+    ) -> Response:
+        """The synchronous path: send now, after the session's queued events; raises
+        (``creates``: see ``Transport.send``)."""
         if self.closed:
             raise LayerRequestError("the client is shut down; call init() to use it again")
         # Earlier buffered events of this session go first, so the order holds on the wire.
         if not self.queue.wait_for_session(session_id, DEFAULT_FLUSH_TIMEOUT):
             raise LayerRequestError(f"earlier events of session {session_id} are still queued")
-        return self.transport.send(path, body)
+        return self.transport.send(path, body, creates=creates)
 
     def flush(self, timeout: float) -> bool:
         """Wait for every event queued (or held by a feeder) before the call; True when all

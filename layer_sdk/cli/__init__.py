@@ -48,6 +48,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _bytes(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of bytes, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def version() -> str:
     """What ``layer-sdk --version`` prints."""
     python = f"{platform.python_implementation()} {platform.python_version()}"
@@ -83,6 +93,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     collector.add_argument(
         "--latency", type=_seconds, default=0.0, metavar="SECONDS", help="delay every answer"
+    )
+    collector.add_argument(
+        "--max-body-bytes",
+        type=_bytes,
+        default=None,
+        metavar="N",
+        help="refuse a larger request body with 413 (default 8 MiB; 0: no limit)",
     )
     collector.add_argument(
         "--allow-host",
@@ -144,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             fail_rate=args.fail_rate,
             latency=args.latency,
             allowed_hosts=args.allow_host,
+            max_body_bytes=args.max_body_bytes,
         )
     if args.command == "spool":
         from ._spool import spool as run_spool
