@@ -1,4 +1,4 @@
-"""The benchmark cases of DESIGN §8, one function each, each run in a fresh process.
+"""The benchmark cases, one function each, each run in a fresh process.
 
 ``python benchmarks/_cases.py CASE [--quick]`` runs one case and prints its
 results as one JSON line (the last line of stdout); ``benchmarks/run.py``
@@ -545,7 +545,7 @@ def case_slow_server(quick: bool) -> dict[str, Any]:
     return _throughput(0.02, 5_000 if quick else 20_000, 10 if quick else 30)
 
 
-# -- 3b. long sessions (issue 11) -------------------------------------------------
+# -- 3b. long sessions -------------------------------------------------
 
 
 def _one_session(delay: float, actions: int, sessions: int) -> dict[str, Any]:
@@ -715,7 +715,7 @@ def case_server_down(quick: bool) -> dict[str, Any]:
     }
 
 
-# -- 5b. outage and fleet backpressure (issue 9) ----------------------------------
+# -- 5b. outage and fleet backpressure ----------------------------------
 
 
 def _paced(client: Any, sessions_per_s: float, seconds: float) -> int:
