@@ -536,6 +536,78 @@ def test_a_child_forked_without_python_hooks_never_mints_what_its_parent_mints(
     assert set(found["child"]).isdisjoint(found["parent"])
 
 
+RAW_FORK_DELIVERY_SCRIPT = """
+import ctypes, json, os, signal, sys, threading
+from layer_sdk import Client, SessionActionKind
+client = Client()
+# Events wait in the inbox for a minute: the parent's are there when it forks.
+client.init(base_url=sys.argv[1], application_id=sys.argv[2], flush_interval=60)
+parent_session = client.create_session()
+assert client.flush(15)  # the session is known to the API; its actions will wait
+for n in range(3):
+    client.append_action(parent_session, kind=SessionActionKind.COMPLETION_PROMPT,
+                         data={"who": "parent", "n": n})
+# A thread of the parent holds the queue's lock when the process forks: a child that
+# took it would wait forever.
+held, release = threading.Event(), threading.Event()
+def hold():
+    with client._exporter.queue._lock:
+        held.set()
+        release.wait()
+holder = threading.Thread(target=hold)
+holder.start()
+held.wait()
+read, write = os.pipe()
+pid = ctypes.PyDLL(None).fork()  # from C: no at-fork hook of Python runs
+if pid == 0:
+    signal.alarm(20)  # a child stuck on the lock dies instead of hanging the test
+    child_session = client.create_session()
+    for n in range(3):
+        client.append_action(parent_session, kind=SessionActionKind.COMPLETION_PROMPT,
+                             data={"who": "child", "n": n})
+        client.append_action(child_session, kind=SessionActionKind.COMPLETION_PROMPT,
+                             data={"who": "child", "n": n})
+    flushed = client.flush(15)
+    stats = client.stats()
+    os.write(write, json.dumps({"session": child_session, "flushed": flushed,
+                                "enqueued": stats.enqueued, "sent": stats.sent}).encode())
+    os._exit(0)
+os.close(write)
+release.set()
+holder.join()
+child = b""
+while chunk := os.read(read, 65536):
+    child += chunk
+os.waitpid(pid, 0)
+print(json.dumps({"parent_session": parent_session, "parent_flushed": client.flush(15),
+                  "child": json.loads(child or b"null")}))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fork")
+def test_a_child_forked_without_python_hooks_delivers_its_first_events(
+    collector: LocalCollector,
+) -> None:
+    """A fork from C, while the parent's events wait in its inbox and a parent thread
+    holds the queue's lock: the child's first call rebuilds its pipeline before taking a
+    lock, so it never hangs, and every event of the child is delivered, its first
+    included, exactly once; the parent's are delivered once, by the parent."""
+    result = run_python(RAW_FORK_DELIVERY_SCRIPT, args=[collector.url, APP_ID], timeout=60)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    child = found["child"]
+    assert child is not None, "the child died before it reported (stuck on a lock)"
+    assert child["flushed"] and found["parent_flushed"]
+    assert (child["enqueued"], child["sent"]) == (7, 7)
+    assert collector.session(child["session"]) is not None
+    assert [a["data"]["n"] for a in collector.actions(child["session"])] == [0, 1, 2]
+    by_who = [
+        (a["data"]["who"], a["data"]["n"]) for a in collector.actions(found["parent_session"])
+    ]
+    assert sorted(by_who) == [(who, n) for who in ("child", "parent") for n in range(3)]
+    assert collector.duplicates == 0
+
+
 # -- §5 multiprocessing children deliver their events -----------------------------
 
 MULTIPROCESSING_SCRIPT = """

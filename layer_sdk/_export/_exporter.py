@@ -12,8 +12,10 @@ of a process:
   ``multiprocessing.util.Finalize`` instead;
 - **fork**: a child rebuilds every exporter in place (an empty queue, fresh
   locks, new connections, its own sender thread), so that it never re-sends
-  its parent's events nor waits on a lock a parent thread held. A pid check
-  on the hot path backs up the ``os.register_at_fork`` hook;
+  its parent's events nor waits on a lock a parent thread held. A fork that
+  runs no Python hook (one made by a C extension or an embedding server) is
+  caught at the door of the queue before any lock is taken: a byte of a page
+  the kernel wipes in a forked child (``_entropy.fork_mark``, ~20 ns);
 - **feeders**: what hands events to the clients from a thread of its own
   (the OpenTelemetry span processor's backlog, ``otel/_backlog.py``) is a
   ``Feeder``: every flush, shutdown and exit drain first waits for what the
@@ -37,6 +39,7 @@ from typing import Protocol
 import msgspec
 
 from .._config import DEFAULT_FLUSH_TIMEOUT, Config
+from .._entropy import fork_mark
 from .._exceptions import LayerRequestError
 from .._logging import debug_logging
 from .._oversize import fit
@@ -57,6 +60,10 @@ _WOKE = Put.WOKE
 #: Seconds a shutdown drains quietly; events still undelivered then are a wait worth
 #: explaining (one line), since it may last until ``shutdown_timeout``.
 QUIET_DRAIN = 0.5
+#: ``[0]`` is 1 in the process whose exporters were built or rebuilt, 0 in a child
+#: forked since (with or without the at-fork hook).
+_this_process = fork_mark()
+_this_process[0] = 1
 
 
 class Exporter:
@@ -138,14 +145,13 @@ class Exporter:
             # A logging handler (say) run by one of the SDK's threads: never fed back.
             self.queue.refuse(event, RECURSION)
             return Put.DROPPED
+        if not _this_process[0]:
+            _restart_in_child()  # forked without the at-fork hook: before any lock is taken
         if len(event.body) > self._cut_above and not event.creates_session:
             self._cut(event)  # else refused by the queue, as too large
         outcome = self.queue.put(event)
         if outcome is _WOKE:
-            if self.worker.pid != os.getpid():
-                self._restart_in_child()  # forked without the at-fork hook running
-            else:
-                self.worker.ensure_running()
+            self.worker.ensure_running()
         return outcome
 
     def _cut(self, event: Event) -> None:
@@ -168,6 +174,8 @@ class Exporter:
     ) -> Response:
         """The synchronous path: send now, after the session's queued events; raises
         (``creates``: see ``Transport.send``)."""
+        if not _this_process[0]:
+            _restart_in_child()
         if self.closed:
             raise LayerRequestError("the client is shut down; call init() to use it again")
         # Earlier buffered events of this session go first, so the order holds on the wire.
@@ -178,6 +186,8 @@ class Exporter:
     def flush(self, timeout: float) -> bool:
         """Wait for every event queued (or held by a feeder) before the call; True when all
         were delivered."""
+        if not _this_process[0]:
+            _restart_in_child()
         if self.closed:
             return True
         deadline = time.monotonic() + timeout
@@ -319,7 +329,10 @@ def drain_at_exit() -> None:
 
 
 def _restart_in_child() -> None:
+    """Rebuild every exporter in a forked child (by the at-fork hook, or by the first
+    call after a fork that ran none)."""
     global _lifecycle
+    _this_process[0] = 1
     _lifecycle = threading.Lock()
     for exporter in list(_live):
         exporter._restart_in_child()
