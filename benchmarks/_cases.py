@@ -306,28 +306,66 @@ def sync_rate(client: Any, server: Server, sessions: int) -> dict[str, float]:
 # -- 1. caller-thread cost -------------------------------------------------------
 
 
+def floor_bodies(client: Any) -> tuple[Any, Any]:
+    """The structs the hot path's floor encodes: the typical action, as ``append_action``
+    makes it, and the body of a session as ``create_session`` makes it.
+
+    The session's attributes are the caller's plus those the SDK adds to every session
+    (its ``_platform``: read here, not part of the public API), so that the floor
+    encodes as many bytes as the call does.
+    """
+    from datetime import datetime, timezone
+
+    from layer_sdk import SessionActionKind, SessionActionRequest, SessionRequest
+    from layer_sdk._platform import platform_attributes
+
+    now = datetime.now(timezone.utc)
+    action = SessionActionRequest(
+        kind=SessionActionKind(KIND), start_time=now, end_time=now, attributes=ATTRIBUTES, data=DATA
+    )
+    session = SessionRequest(
+        application_id=APPLICATION_ID,
+        attributes={**platform_attributes(None, None), **SESSION_ATTRIBUTES},
+        session_id=client.create_session(),
+    )
+    return action, session
+
+
 def case_hot_path(quick: bool) -> dict[str, Any]:
-    """Caller-thread cost of create_session, append_action and @layer.action while exporting.
+    """Caller-thread cost of create_session, append_action and @layer.action while exporting,
+    beside the floor: msgspec's encode of the same bodies, in the same loop.
 
     Sessions of 4 actions are produced at a steady rate (half the throughput
     target), alternating a session of direct calls with a ``@layer.session``
     function making 4 ``@layer.action`` calls, so the worker is exporting to the
-    server all along. Every call is timed with ``perf_counter_ns``. A burst of
-    1,000 sessions made back to back follows, for the cost with warm caches.
+    server all along. Half way between two of them, after a pause as long, a
+    floor tick makes the same calls' encodes alone: ``msgspec.json.encode`` of the
+    session's body, then of the action's struct 4 times. So the floor and the
+    calls are timed alike (each first after a pause, the same clock, the same
+    load), and their ratio is measured side by side. Every call is timed with
+    ``perf_counter_ns``. A burst of 1,000 sessions made back to back follows,
+    in blocks alternating with blocks of floor encodes, for the cost with warm caches.
     """
+    import msgspec
+
     from layer_sdk import Client
 
     rate = 10_000  # events/s offered
     iterations = 2_000 if quick else 6_000  # 10 events each
     warmup = 200
     sync_sessions = 60 if quick else 200
+    period = 2 * EVENTS_PER_SESSION / rate
 
     with Server() as server:
         client = new_client(server.url)
         creates: list[int] = []
         appends: list[int] = []
         decorated: list[int] = []
+        floor_creates: list[int] = []
+        floor_appends: list[int] = []
         clock = time.perf_counter_ns
+        encode = msgspec.json.encode
+        action_struct, session_struct = floor_bodies(client)
 
         @client.action(kind=KIND, attributes=ATTRIBUTES)
         def call_model() -> dict[str, Any]:
@@ -343,6 +381,22 @@ def case_hot_path(quick: bool) -> dict[str, Any]:
                     samples.append(t1 - t0)
 
             return conversation
+
+        def floor_tick(session_samples: list[int], action_samples: list[int]) -> None:
+            t0 = clock()
+            encode(session_struct)
+            t1 = clock()
+            session_samples.append(t1 - t0)
+            for _ in range(ACTIONS_PER_SESSION):
+                t0 = clock()
+                encode(action_struct)
+                t1 = clock()
+                action_samples.append(t1 - t0)
+
+        def pause_until(due: float) -> None:
+            ahead = due - time.perf_counter()
+            if ahead > 0:
+                time.sleep(ahead)
 
         def undecorated() -> dict[str, Any]:
             return DATA
@@ -364,26 +418,34 @@ def case_hot_path(quick: bool) -> dict[str, Any]:
                 t1 = clock()
                 a.append(t1 - t0)
             (conversation if recording else warm_conversation)()
-            due = start + (i + 1) * 2 * EVENTS_PER_SESSION / rate
-            ahead = due - time.perf_counter()
-            if ahead > 0:
-                time.sleep(ahead)
+            pause_until(start + (i + 0.5) * period)
+            if recording:
+                floor_tick(floor_creates, floor_appends)
+            else:
+                floor_tick(throwaway, throwaway)
+            pause_until(start + (i + 1) * period)
         produced = (warmup + iterations) * 2 * EVENTS_PER_SESSION
         offered_per_s = produced / (time.perf_counter() - start)
-        # The same calls back to back, without pauses: caches stay warm.
+        # The same calls back to back, without pauses: caches stay warm. Blocks of
+        # 50 sessions alternate with blocks of as many floor ticks.
         burst_creates: list[int] = []
         burst_appends: list[int] = []
-        for _ in range(1_000):
-            t0 = clock()
-            session_id = client.create_session(attributes=SESSION_ATTRIBUTES)
-            t1 = clock()
-            burst_creates.append(t1 - t0)
-            for _ in range(ACTIONS_PER_SESSION):
+        burst_floor_creates: list[int] = []
+        burst_floor_appends: list[int] = []
+        for _ in range(20):
+            for _ in range(50):
                 t0 = clock()
-                client.append_action(session_id, kind=KIND, attributes=ATTRIBUTES, data=DATA)
+                session_id = client.create_session(attributes=SESSION_ATTRIBUTES)
                 t1 = clock()
-                burst_appends.append(t1 - t0)
-        produced += 1_000 * EVENTS_PER_SESSION
+                burst_creates.append(t1 - t0)
+                for _ in range(ACTIONS_PER_SESSION):
+                    t0 = clock()
+                    client.append_action(session_id, kind=KIND, attributes=ATTRIBUTES, data=DATA)
+                    t1 = clock()
+                    burst_appends.append(t1 - t0)
+            for _ in range(50):
+                floor_tick(burst_floor_creates, burst_floor_appends)
+        produced += 1_000 * EVENTS_PER_SESSION + 1  # the floor's session ID came from one
         delivered_all = client.flush(120)
         delivered = server.count()
         buffered_stats = stats_dict(client)
@@ -432,7 +494,7 @@ def case_hot_path(quick: bool) -> dict[str, Any]:
         sync_client.shutdown()
         client.shutdown()
 
-    return {
+    result = {
         "offered_events_per_s": offered_per_s,
         "produced": produced,
         "delivered": delivered,
@@ -442,14 +504,26 @@ def case_hot_path(quick: bool) -> dict[str, Any]:
         "floor": floor_us(),
         "append_action": distribution(appends),
         "create_session": distribution(creates),
+        "floor_append_action": distribution(floor_appends),
+        "floor_create_session": distribution(floor_creates),
         "decorated_action": distribution(decorated),
         "undecorated_call": distribution(plain),
         "burst_append_action": distribution(burst_appends),
         "burst_create_session": distribution(burst_creates),
+        "burst_floor_append_action": distribution(burst_floor_appends),
+        "burst_floor_create_session": distribution(burst_floor_creates),
         "sync_append_action": distribution(sync_appends),
         "sync_create_session": distribution(sync_creates),
         "sync_decorated_action": distribution(sync_decorated),
     }
+    # Each call over its floor, per repetition (run.py takes the median across them).
+    for call in ("append_action", "create_session"):
+        for prefix in ("", "burst_"):
+            for q in ("median", "p99", "p999"):
+                result[f"{prefix}{call}"][f"{q}_ratio"] = (
+                    result[f"{prefix}{call}"][q] / result[f"{prefix}floor_{call}"][q]
+                )
+    return result
 
 
 def case_firewall(quick: bool) -> dict[str, Any]:
