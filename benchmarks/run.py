@@ -228,7 +228,7 @@ ROWS: tuple[Row, ...] = (
         lambda r: f"{num(get(r, 'burst_append_action.median_ratio'), 'x')} / "
         f"{num(get(r, 'burst_create_session.median_ratio'), 'x')}",
         lambda r: "n/a"),
-    Row("hot_path", "hot path", "floor alone (best of 5 rounds): encode of the action; deque append",
+    Row("hot_path", "hot path", "floor alone (best of 5): encode of the action; deque append",
         lambda r: f"{num(get(r, 'floor.encode_action'))}; {num(get(r, 'floor.deque_append'))} µs",
         lambda r: "n/a", "issue 3 measured 0.55; 0.02 µs"),
     Row("hot_path", "hot path", "`@layer.action` call median / p99 / p99.9 / max",
