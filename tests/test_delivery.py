@@ -491,8 +491,8 @@ from layer_sdk import _entropy
 from layer_sdk._schemas import SessionIdFactory
 from layer_sdk._entropy import random_16
 if sys.argv[1] == "pid":  # as on a system whose kernel wipes no page at fork
-    _entropy._mark = _entropy._PidMark()
-assert type(_entropy._mark).__name__ == {"page": "mmap", "pid": "_PidMark"}[sys.argv[1]]
+    _entropy.drawn_here = _entropy._PidMark()
+assert type(_entropy.drawn_here).__name__ == {"page": "mmap", "pid": "_PidMark"}[sys.argv[1]]
 mint = SessionIdFactory("app")
 mint()  # the pool of random bytes is full now
 # fork() from C, as an extension or an embedding server calls it: no at-fork hook

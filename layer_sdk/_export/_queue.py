@@ -13,11 +13,20 @@ held across anything slow. It
 - holds a request that failed for now until its retry is due (``AGAIN``), so
   that a failure delays its own request without holding a sender, and its
   session's later events wait behind it;
-- lets ``flush`` wait for exactly the events accepted before it was called.
+- lets a flush wait for exactly the events accepted before it was called: all
+  of them (``flush``), or those of one session (``flush(session_id=...)``),
+  settling a ``Pending`` that a thread or an event loop waits on.
 
 Events wait in an inbox until a batch is due (``max_batch_size`` events, or the
 oldest is ``flush_interval`` old, or a flush asks), then are sorted by session.
 Waiting for the batch is what lets a session's create carry its actions.
+
+``put`` is the caller's hot path; it does the least it can under the lock. The
+inbox is a chain of events (each links the next), so that a backlog adds no
+container for a garbage collection to walk. A sender keeps time for the inbox
+while events keep coming, so that ``put`` wakes one only for a full batch (or
+the first event after a quiet spell): a wake-up is a system call on the caller's
+thread.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from collections.abc import Callable
 
 import msgspec
 
+from .._daemon_pool import Pending
 from .._entropy import random_16
 from .._schemas import SESSIONS_PATH, actions_path, session_body
 from ._losses import QUEUE_FULL, RECURSION, SESSION_FAILED, SHUTDOWN, TOO_LARGE
@@ -53,12 +63,24 @@ class Put(enum.Enum):
 _ACCEPTED, _WOKE = Put.ACCEPTED, Put.WOKE  # read once: an enum member is slower
 #: A time before any: an inbox that arrived then is due, whatever ``flush_interval``.
 _LONG_AGO = float("-inf")
+_monotonic = time.monotonic
+
+#: For this long after the inbox last received a first event, an idle sender keeps
+#: time for it (wakes every ``flush_interval`` to look), so that ``put`` need not
+#: wake one for each new batch. Beyond it, senders sleep until ``put`` wakes one.
+KEEP_TIME_FOR = 5.0
+#: Below this ``flush_interval`` no sender keeps time that way (it would poll too
+#: often): ``put`` wakes one for the first event of each batch.
+MIN_KEEPER_INTERVAL = 0.02
 
 #: Memory an event costs beyond its encoded bytes (its record, the bytes object's
 #: header), counted against ``max_queue_bytes`` so that the bound covers real memory.
 EVENT_OVERHEAD = 128
 #: Sessions remembered as dead (create dropped or failed) so their actions fail too.
 MAX_DEAD_SESSIONS = 10_000
+#: Sessions remembered as having lost an event (refused at the door, or given up on
+#: with no flush of the session waiting for it), for their next ``flush(session_id=...)``.
+MAX_LOSSY_SESSIONS = 10_000
 
 #: What ``complete_each`` is told of a body that failed for now: it is sent again,
 #: with its request, once its retry is due.
@@ -73,7 +95,8 @@ class Event(msgspec.Struct, gc=False):
     body: bytes
     creates_session: bool
     epoch: int = 0
-    next: Event | None = None  # the next waiting event of the same session
+    #: The next event in the inbox, then the next waiting event of the same session.
+    next: Event | None = None
     alone: bool = False  # a refused merged create, resent without its actions
     #: The X-Request-Id of the body this event travels in as its first event, the
     #: same on every attempt of that body ("": not sent yet).
@@ -145,7 +168,8 @@ class _Session(msgspec.Struct, gc=False):
 
     first: Event | None = None
     last: Event | None = None
-    in_flight: bool = False
+    #: The request of the session being sent (or waiting for its retry), if any.
+    in_flight: Request | None = None
 
     def push(self, event: Event) -> None:
         if self.last is None:
@@ -184,6 +208,30 @@ class _Session(msgspec.Struct, gc=False):
         return events
 
 
+class FlushWait:
+    """One flush waiting on the queue: for the events of every session, or of one,
+    accepted before it began (their ``epoch`` is at most ``epoch``).
+
+    ``pending`` is settled (its value: whether they were all delivered) by
+    whichever thread resolves the last of them, under the queue's lock; until
+    then it holds no thread, so that an event loop can await it.
+    """
+
+    __slots__ = ("epoch", "lossy", "pending", "session_id", "sorts")
+
+    def __init__(
+        self, session_id: str | None, epoch: int, sorts: int | None, timeout: float
+    ) -> None:
+        self.session_id = session_id
+        self.epoch = epoch
+        #: The count of inbox sorts when it began (None: its events were not in the
+        #: inbox); once the inbox is sorted, no event it waits for is left there.
+        self.sorts: int | None = sorts
+        #: A session's wait: an event of it was lost before the flush ended.
+        self.lossy = False
+        self.pending: Pending[bool] = Pending(timeout)
+
+
 class ExportQueue:
     """Events between the caller and the worker; see the module docstring."""
 
@@ -219,8 +267,16 @@ class ExportQueue:
         self._flush_interval = flush_interval
         self._closed = False
 
-        self._inbox: list[Event] = []
-        self._inbox_since = 0.0
+        # Events waiting for a batch to be due, a chain from first to last (see ``Event.next``).
+        self._inbox_first: Event | None = None
+        self._inbox_last: Event | None = None
+        self._inbox_count = 0
+        self._inbox_since = _LONG_AGO  # when the inbox received its first event
+        self._sorts = 0  # inbox sorts so far
+        # The idle sender that keeps time for the inbox (see KEEP_TIME_FOR), if any.
+        self._keeper: threading.Condition | None = None
+        self._keeps_time = flush_interval >= MIN_KEEPER_INTERVAL
+        self._max_event_size = max_event_bytes + EVENT_OVERHEAD
         self._sessions: dict[str, _Session] = {}
         self._ready: deque[str] = deque()  # sessions with waiting events and none in flight
         # Requests taken and not resolved, waiting for a retry ones included.
@@ -235,11 +291,15 @@ class ExportQueue:
 
         self._events = 0
         self._bytes = 0
-        # flush() starts a new epoch; it waits until no event of an earlier one is unresolved.
+        # A flush starts a new epoch; it waits until no event of an earlier one (of its
+        # session) is unresolved. The current epoch's unresolved events are the rest of
+        # _events, counted when the next flush begins (put() counts no more than that).
         self._epoch = 0
-        self._epoch_events = 0  # unresolved events of the current epoch
         self._earlier_epochs: Counter[int] = Counter()  # unresolved events of earlier ones
         self._lossy_epochs: set[int] = set()
+        self._flushes: list[FlushWait] = []
+        self._lossy_sessions: dict[str, None] = {}
+        self._reentered_sessions: list[str] = []  # sessions of RECURSION drops, for flushes
         self._sent = self._retried = 0
         self._dropped: Counter[str] = Counter()
         self._dropped_reentering = 0  # RECURSION drops counted without the lock (put())
@@ -249,41 +309,58 @@ class ExportQueue:
 
     def put(self, event: Event) -> Put:
         """Admit ``event``, or refuse it (counted, with the reason). Never blocks."""
-        if self._lock._is_owned():  # type: ignore[attr-defined]
+        lock = self._lock
+        if lock._is_owned():  # type: ignore[attr-defined]
             # This thread is inside a put() already, interrupted by a signal
             # handler or a finalizer that reports to Layer: the queue is half
             # way through a change. Counted without touching it; told later.
             self._dropped_reentering += 1
             self._lossy_epochs.add(self._epoch)
+            self._reentered_sessions.append(event.session_id)
             self._unreported.append((RECURSION, 1))
             return Put.DROPPED
         size = len(event.body) + EVENT_OVERHEAD
+        # acquire/release rather than ``with``: a third cheaper, and nothing between
+        # them can raise (a full queue is refused after the lock is released).
+        lock.acquire()
+        if (
+            self._events >= self._max_events  # also true once closed
+            or self._bytes + size > self._max_bytes
+            or size > self._max_event_size
+        ):
+            lock.release()
+            return self._refuse_at_door(event, size)
+        self._events += 1
+        self._bytes += size
+        event.epoch = self._epoch
+        last = self._inbox_last
+        self._inbox_last = event
+        if last is not None:
+            last.next = event
+            count = self._inbox_count = self._inbox_count + 1
+            if count != self._batch_size:
+                lock.release()
+                return _ACCEPTED
+        else:
+            self._inbox_first = event
+            self._inbox_count = 1
+            self._inbox_since = _monotonic()
+            if self._keeper is not None and self._batch_size != 1:
+                lock.release()  # the sender keeping time for the inbox will see it
+                return _ACCEPTED
+        self._wake()  # start the flush_interval timer, or send a full batch
+        lock.release()
+        return _WOKE
+
+    def _refuse_at_door(self, event: Event, size: int) -> Put:
         with self._lock:
-            if (
-                self._events >= self._max_events  # also true once closed
-                or self._bytes + size > self._max_bytes
-                or size > self._max_event_bytes + EVENT_OVERHEAD
-            ):
-                if self._closed:
-                    reason = SHUTDOWN
-                elif size > self._max_event_bytes + EVENT_OVERHEAD:
-                    reason = TOO_LARGE
-                else:
-                    reason = QUEUE_FULL
-                self._refuse(event, reason)
+            if self._closed:
+                reason = SHUTDOWN
+            elif size > self._max_event_size:
+                reason = TOO_LARGE
             else:
-                event.epoch = self._epoch
-                self._epoch_events += 1
-                self._events += 1
-                self._bytes += size
-                inbox = self._inbox
-                inbox.append(event)
-                if len(inbox) == 1:
-                    self._inbox_since = time.monotonic()
-                elif len(inbox) != self._batch_size:
-                    return _ACCEPTED
-                self._wake()  # start the flush_interval timer, or send a full batch
-                return _WOKE
+                reason = QUEUE_FULL
+            self._refuse(event, reason)
         self.report()
         return Put.TOO_LARGE if reason == TOO_LARGE else Put.DROPPED
 
@@ -297,6 +374,7 @@ class ExportQueue:
         self._dropped[reason] += 1
         self._unreported.append((reason, 1))
         self._lossy_epochs.add(self._epoch)
+        self._session_lost(event.session_id, self._epoch)
         if event.creates_session:
             self._bury(event.session_id)
 
@@ -304,6 +382,9 @@ class ExportQueue:
         """Tell ``on_loss`` of what was lost, outside the lock."""
         with self._lock:
             losses, self._unreported = self._unreported, []
+            reentered, self._reentered_sessions = self._reentered_sessions, []
+            for session_id in reentered:
+                self._session_lost(session_id, self._epoch)
         for reason, count in losses:
             self._on_loss(reason, count)
 
@@ -332,9 +413,10 @@ class ExportQueue:
                 return request
             if self._ready:
                 return self._next_request()
-            if self._inbox:
+            keeps_inbox = False
+            if self._inbox_first is not None:
                 due = self._inbox_since + self._flush_interval
-                if now >= due or len(self._inbox) >= self._batch_size or self._closed:
+                if now >= due or self._inbox_count >= self._batch_size or self._closed:
                     self._sort_inbox()
                     continue
                 until = due
@@ -343,8 +425,19 @@ class ExportQueue:
                 return None
             else:
                 until = idle_deadline
+                # While events keep coming, one idle sender looks at the inbox every
+                # flush_interval, so that put() need not wake it for the next batch.
+                keeps_inbox = (
+                    self._keeper is None
+                    and self._keeps_time
+                    and now - self._inbox_since < KEEP_TIME_FOR
+                )
+                if keeps_inbox:
+                    until = min(until, now + self._flush_interval)
             waiter = threading.Condition(self._lock)
             self._idle.append(waiter)
+            if keeps_inbox:
+                self._keeper = waiter
             if retries and self._timekeeper is None:
                 self._timekeeper = waiter  # this sender wakes when the next retry is due
                 until = min(until, retries[0][0])
@@ -355,6 +448,8 @@ class ExportQueue:
                     self._idle.remove(waiter)
                 if self._timekeeper is waiter:
                     self._timekeeper = None
+                if self._keeper is waiter:
+                    self._keeper = None
 
     def _hand_over_time(self) -> None:
         """A sender leaves the wait: if retries wait and no one keeps time for them,
@@ -376,7 +471,7 @@ class ExportQueue:
     @property
     def finished(self) -> bool:
         """Closed, with nothing left to hand out: no event waiting, no retry to come due."""
-        return self._closed and not (self._inbox or self._ready or self._retries)
+        return self._closed and not (self._inbox_first or self._ready or self._retries)
 
     def needs_more_senders(self) -> bool:
         """Whether requests are ready (or retries due) that no idle sender will pick up."""
@@ -430,8 +525,10 @@ class ExportQueue:
                 self._wait_for_retry(request, retry_at)
             else:
                 del self._in_flight[id(request)]
-                session.in_flight = False
+                session.in_flight = None
                 self._next_of(request.session_id, session)
+            if self._flushes:
+                self._settle_flushes()
         self.report()
 
     def retry_now(self) -> None:
@@ -481,7 +578,7 @@ class ExportQueue:
             if self._in_flight.pop(id(request), None) is None:
                 return
             session = self._sessions[request.session_id]
-            session.in_flight = False
+            session.in_flight = None
             request.events[0].alone = True
             request.events[0].request_id = ""  # its body is made anew: a new request ID
             session.push_front(request.events)
@@ -489,27 +586,39 @@ class ExportQueue:
             self._ready.appendleft(request.session_id)
             self._wake()
 
+    def _take_inbox(self) -> Event | None:
+        """Empty the inbox; its first event (the rest follow through ``next``)."""
+        first = self._inbox_first
+        self._inbox_first = self._inbox_last = None
+        self._inbox_count = 0
+        self._sorts += 1
+        return first
+
     def _sort_inbox(self) -> None:
         """Move the inbox into per-session lines, in arrival order."""
         sessions, ready = self._sessions, self._ready
-        for event in self._inbox:
+        event = self._take_inbox()
+        while event is not None:
+            following, event.next = event.next, None
             session_id = event.session_id
-            if session_id in self._dead:
-                if not event.creates_session:
-                    self._fail([event], SESSION_FAILED)
-                    continue
-                del self._dead[session_id]  # created again: its actions may follow
-            session = sessions.get(session_id)
-            if session is None:
-                # Unknown sessions count as created (e.g. created with sync=True).
-                session = sessions[session_id] = _Session()
-            was_empty = session.first is None
-            session.push(event)
-            if was_empty and not session.in_flight:
-                ready.append(session_id)
-        self._inbox = []
+            if session_id in self._dead and not event.creates_session:
+                self._fail([event], SESSION_FAILED)
+            else:
+                # A create of a dead session makes it anew: its actions may follow.
+                self._dead.pop(session_id, None)
+                session = sessions.get(session_id)
+                if session is None:
+                    # Unknown sessions count as created (e.g. created with sync=True).
+                    session = sessions[session_id] = _Session()
+                was_empty = session.first is None
+                session.push(event)
+                if was_empty and session.in_flight is None:
+                    ready.append(session_id)
+            event = following
         if self._session_waiters:
             self._resolved.notify_all()  # wait_for_session looks in the inbox too
+        if self._flushes:
+            self._settle_flushes()
         if len(ready) > 1:
             self._wake(len(ready) - 1)
 
@@ -545,8 +654,8 @@ class ExportQueue:
                 size += len(following.body)
                 events.append(session.pop())
             bodies = [event.body for event in events]
-        session.in_flight = True
         request = Request(session_id, path, bodies, events)
+        session.in_flight = request
         self._in_flight[id(request)] = request
         return request
 
@@ -556,6 +665,7 @@ class ExportQueue:
         self._failed[reason] += len(events)
         for event in events:
             self._lossy_epochs.add(event.epoch)
+            self._session_lost(event.session_id, event.epoch)
         self._resolve(events)
         self._unreported.append((reason, len(events)))
 
@@ -564,15 +674,29 @@ class ExportQueue:
         for event in events:
             self._events -= 1
             self._bytes -= len(event.body) + EVENT_OVERHEAD
-            if event.epoch == current:
-                self._epoch_events -= 1
-            else:
+            if event.epoch != current:
                 earlier[event.epoch] -= 1
                 if not earlier[event.epoch]:
                     del earlier[event.epoch]
                     # A flush may be waiting for exactly this epoch: only now can
-                    # it be done (waking it on every request costs CPU and the GIL).
-                    self._resolved.notify_all()
+                    # it be done (looking on every request costs CPU and the GIL).
+                    if self._flushes:
+                        self._settle_flushes()
+
+    def _session_lost(self, session_id: str, epoch: int) -> None:
+        """An event of ``session_id`` (of ``epoch``) was lost: the flush of the session
+        that waits for it returns False, else the next one to begin."""
+        if not session_id:
+            return
+        waited = False
+        for wait in self._flushes:
+            if wait.session_id == session_id and epoch <= wait.epoch:
+                wait.lossy = waited = True
+        if not waited:
+            lossy = self._lossy_sessions
+            lossy[session_id] = None
+            if len(lossy) > MAX_LOSSY_SESSIONS:
+                del lossy[next(iter(lossy))]
 
     def _bury(self, session_id: str) -> None:
         self._dead[session_id] = None
@@ -581,31 +705,81 @@ class ExportQueue:
 
     # -- flush, shutdown, stats ----------------------------------------------
 
-    def flush(self, timeout: float) -> bool:
-        """Wait until every event accepted before the call is resolved.
+    def flush(self, timeout: float, session_id: str | None = None) -> bool:
+        """Wait until every event accepted before the call (of ``session_id`` only, when
+        given) is resolved.
 
-        True when all of them were delivered (and none was dropped since the
-        previous flush) within ``timeout`` seconds.
+        True when all of them were delivered within ``timeout`` seconds, and none
+        (of that session) was lost since the previous flush (of it) that ended.
         """
-        deadline = time.monotonic() + timeout
+        wait = self.begin_flush(timeout, session_id)
+        wait.pending.wait()
+        return self.end_flush(wait)
+
+    def begin_flush(self, timeout: float, session_id: str | None = None) -> FlushWait:
+        """Start a flush (see ``flush``): its ``pending`` is settled when it is done, and
+        ``end_flush`` tells the outcome. It holds no thread meanwhile."""
         with self._lock:
             target = self._epoch
-            if self._epoch_events:
-                self._earlier_epochs[target] = self._epoch_events
-                self._epoch_events = 0
+            current = self._events - sum(self._earlier_epochs.values())
+            if current:
+                self._earlier_epochs[target] = current
             self._epoch += 1
-            # Due now, whatever flush_interval (0.0 is not: the monotonic clock
-            # may be younger than a long flush_interval).
-            self._inbox_since = _LONG_AGO
-            self._wake()
-            while self._earlier_epochs and min(self._earlier_epochs) <= target:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._resolved.wait(remaining)
-            lossy = {epoch for epoch in self._lossy_epochs if epoch <= target}
-            self._lossy_epochs -= lossy
-            return not lossy
+            in_inbox = self._inbox_first is not None
+            wait = FlushWait(session_id, target, self._sorts if in_inbox else None, timeout)
+            if session_id is not None and self._lossy_sessions.pop(session_id, 0) is None:
+                wait.lossy = True  # lost before this flush, and not told yet
+            if in_inbox:
+                # Due now, whatever flush_interval (0.0 is not: the monotonic clock
+                # may be younger than a long flush_interval).
+                self._inbox_since = _LONG_AGO
+                self._wake()
+            self._flushes.append(wait)
+            self._settle_flushes()
+        return wait
+
+    def end_flush(self, wait: FlushWait) -> bool:
+        """The outcome of a flush: True when all it waited for was delivered; False when
+        something was lost, or its time ran out first (then it stops waiting)."""
+        with self._lock:
+            if wait.pending.done():
+                return bool(wait.pending.value)
+            self._flushes.remove(wait)
+            if wait.lossy and wait.session_id is not None:
+                self._lossy_sessions[wait.session_id] = None  # for the next flush to tell
+            wait.pending.settle(False, None)
+            return False
+
+    def _settle_flushes(self) -> None:
+        """Settle every flush whose events are all resolved now (under the lock)."""
+        earlier = self._earlier_epochs
+        oldest = min(earlier) if earlier else self._epoch
+        for wait in list(self._flushes):
+            if wait.session_id is None:
+                if oldest <= wait.epoch:
+                    continue
+                lossy = {epoch for epoch in self._lossy_epochs if epoch <= wait.epoch}
+                self._lossy_epochs -= lossy
+                delivered = not lossy
+            elif self._session_flushed(wait):
+                delivered = not wait.lossy
+            else:
+                continue
+            self._flushes.remove(wait)
+            wait.pending.settle(delivered, None)
+
+    def _session_flushed(self, wait: FlushWait) -> bool:
+        """Whether no event of the wait's session and epoch is unresolved. The epochs
+        along a session's line only grow, and its request in flight came before them."""
+        if wait.sorts == self._sorts:
+            return False  # some may still be in the inbox
+        session = self._sessions.get(wait.session_id)  # type: ignore[arg-type]
+        if session is None:
+            return True
+        first, request = session.first, session.in_flight
+        if first is not None and first.epoch <= wait.epoch:
+            return False
+        return request is None or request.events[0].epoch > wait.epoch
 
     def wait_for_session(self, session_id: str, timeout: float) -> bool:
         """Wait until no event of ``session_id`` is queued or in flight."""
@@ -615,9 +789,7 @@ class ExportQueue:
             self._wake()
             self._session_waiters += 1
             try:
-                while session_id in self._sessions or any(
-                    event.session_id == session_id for event in self._inbox
-                ):
+                while session_id in self._sessions or self._in_inbox(session_id):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return False
@@ -625,6 +797,14 @@ class ExportQueue:
                 return True
             finally:
                 self._session_waiters -= 1
+
+    def _in_inbox(self, session_id: str) -> bool:
+        event = self._inbox_first
+        while event is not None:
+            if event.session_id == session_id:
+                return True
+            event = event.next
+        return False
 
     def close(self) -> None:
         """Refuse new events from now on; those accepted are still delivered."""
@@ -639,15 +819,21 @@ class ExportQueue:
         self._resolved = threading.Condition(self._lock)
         self._idle = []
         self._timekeeper = None
+        self._keeper = None
         self._session_waiters = 0
+        self._flushes = []  # the parent's: no thread of this process waits for them
 
     def abandon(self) -> None:
         """Give up on everything still unresolved (shutdown's deadline has passed)."""
         with self._lock:
             self._closed = True
             self._max_events = -1
-            events = list(self._inbox)
-            self._inbox = []
+            events = []
+            event = self._take_inbox()
+            while event is not None:
+                events.append(event)
+                following, event.next = event.next, None
+                event = following
             for session in self._sessions.values():
                 events.extend(session.pop_all())
             for request in self._in_flight.values():
@@ -659,6 +845,7 @@ class ExportQueue:
             self._fail(events, SHUTDOWN)
             self._wake(len(self._idle))
             self._resolved.notify_all()
+            self._settle_flushes()
         self.report()
 
     def stats(self) -> ExportStats:

@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 
 from .._exceptions import LayerAuthError, LayerHTTPError
 from ._losses import INTERNAL_ERROR, REJECTED, LossLog, sdk_thread
@@ -38,9 +39,16 @@ class ExportWorker:
     """Runs the sender threads of one client."""
 
     def __init__(
-        self, queue: ExportQueue, transport: Transport, *, max_senders: int, losses: LossLog
+        self,
+        queue: ExportQueue,
+        transport: Transport,
+        *,
+        max_senders: int,
+        losses: LossLog,
+        between_requests: Callable[[], None] | None = None,
     ) -> None:
         self._queue = queue
+        self._between_requests = between_requests
         self._transport = transport
         self._max_senders = max_senders
         self._losses = losses
@@ -165,6 +173,11 @@ class ExportWorker:
                     self._queue.complete(request, INTERNAL_ERROR)
                 else:
                     self._queue.give_back(request)
+            if self._between_requests is not None:
+                try:
+                    self._between_requests()
+                except Exception:
+                    logger.exception("layer-sdk's work between requests failed")
 
     def _resolve(self, request: Request, deliveries: list[Delivery]) -> None:
         """Settle a request in the queue by what became of each of its bodies."""
