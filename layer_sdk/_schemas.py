@@ -376,9 +376,8 @@ def client_session_id(session_id: Any) -> str:
 _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 #: Session IDs a factory holds minted ahead of need; a sender tops them up when
-#: fewer than half are left, MINT_BATCH at a time.
+#: fewer than half are left.
 MINTED_AHEAD = 256
-MINT_BATCH = 32
 
 
 class SessionIdFactory:
@@ -412,7 +411,7 @@ class SessionIdFactory:
         if len(minted) < MINTED_AHEAD // 2:
             if not _entropy.drawn_here[0]:
                 _entropy.forget_parent()
-            minted.extend([self._mint() for _ in range(MINT_BATCH)])
+            minted.extend([self._mint() for _ in range(MINTED_AHEAD - len(minted))])
 
     def _mint(self) -> str:
         # The operating system's randomness (see ``_entropy``), never the global

@@ -365,6 +365,54 @@ def test_flush_waits_for_its_epoch_and_reports_each_loss_once() -> None:
     assert queue.flush(0) is True
 
 
+def test_a_session_flush_waits_for_its_inbox_its_request_and_its_line() -> None:
+    """flush(0, session_id) is False while an event of the session put before it is in the
+    inbox, in flight, or waiting behind the request in flight; other sessions' events,
+    and the session's events put after it, are not waited for."""
+    queue, _ = make_queue(max_pipelined=1)
+    queue.put(create("s", 0))
+    assert queue.flush(0, "s") is False  # in the inbox
+    request = take(queue)
+    queue.put(action("s", 1))
+    queue.put(action("t", 2))
+    assert queue.flush(0, "s") is False  # in flight, and behind it in the inbox
+    queue.take(0)  # sorts the inbox: "t" goes, action 1 waits behind the create
+    queue.complete(request)
+    assert queue.flush(0, "s") is False  # action 1 is next in its line
+    request = take(queue)
+    assert numbers(request) == [1]
+    wait = queue.begin_flush(5, "s")
+    queue.put(action("s", 3))  # after the flush began: not waited for
+    assert not wait.pending.done()
+    queue.complete(request)
+    assert wait.pending.done() and queue.end_flush(wait) is True
+    assert queue.flush(0, "t") is False  # "t" is in flight all along
+    assert queue.flush(0, "u") is True  # nothing of it, ever
+
+
+def test_a_session_flush_is_told_of_each_loss_of_its_session_once() -> None:
+    """A loss of the session (given up on, or refused at the door) makes one flush of it
+    return False: the flush that waited for it, or else the next one to end. A flush
+    that ran out of time first tells nothing, and leaves the loss to the next."""
+    queue, _ = make_queue(max_events=2)
+    queue.put(action("s", 0))
+    wait = queue.begin_flush(5, "s")
+    queue.complete(take(queue), REJECTED)
+    assert wait.pending.done() and queue.end_flush(wait) is False
+    assert queue.flush(0, "s") is True
+    queue.put(action("s", 1))
+    queue.put(action("t", 2))
+    queue.put(action("s", 3))  # dropped at the door: the queue holds 2
+    assert queue.flush(0, "t") is False  # in the inbox; and "s"'s drop is not its loss
+    assert queue.flush(0, "s") is False  # in the inbox: out of time, the drop still untold
+    queue.complete(take(queue))
+    queue.complete(take(queue))
+    assert queue.flush(0, "t") is True
+    assert queue.flush(0, "s") is False  # the drop, told now
+    assert queue.flush(0, "s") is True
+    assert queue.flush(0) is False  # the process-wide flush is told of it as well
+
+
 def test_abandon_fails_everything_unresolved_and_ignores_late_answers() -> None:
     """Issue 12 §2: shutdown's deadline passed: waiting and in-flight events fail as
     shutdown; a sender resolving its request afterwards changes nothing."""
@@ -484,6 +532,7 @@ class QueueModel(RuleBasedStateMachine):
         self.dropped: Counter[str] = Counter()
         self.epoch = 0
         self.lossy: set[int] = set()
+        self.lossy_sessions: set[str] = set()  # sessions with a loss no flush of them told
         self.closed = self.abandoned = False
         self.forks = 0
         self.refusals = 0  # puts refused for want of room, or after close
@@ -527,6 +576,7 @@ class QueueModel(RuleBasedStateMachine):
             self.resolve(records, "failed")
             self.failed[reason] += len(records)
             self.lossy.update(record.epoch for record in records)
+            self.lossy_sessions.update(record.session for record in records)
 
     def sort_inbox(self) -> None:
         for record in self.inbox:
@@ -574,6 +624,7 @@ class QueueModel(RuleBasedStateMachine):
             self.refusals += reason != TOO_LARGE
             self.dropped[reason] += 1
             self.lossy.add(self.epoch)
+            self.lossy_sessions.add(session)
             if creates:
                 # The session is dead from now on, so that its actions fail. As the queue
                 # does it, actions of it still in the inbox fail too, even those put
@@ -827,6 +878,16 @@ class QueueModel(RuleBasedStateMachine):
         lossy = {epoch for epoch in self.lossy if epoch <= target}
         assert delivered is (not lossy)
         self.lossy -= lossy  # each loss makes one flush return False, not every later one
+
+    @rule(session=SESSIONS)
+    def flush_session(self, session: str) -> None:
+        target, self.epoch = self.epoch, self.epoch + 1
+        delivered = self.queue.flush(0, session)
+        if any(r.session == session and r.epoch <= target for r in self.live.values()):
+            assert delivered is False  # some of its events are unresolved: out of time
+            return
+        assert delivered is (session not in self.lossy_sessions)
+        self.lossy_sessions.discard(session)  # each loss makes one flush of it return False
 
     @precondition(lambda self: not self.closed and self.enqueued >= 8)
     @rule()

@@ -78,6 +78,9 @@ MIN_KEEPER_INTERVAL = 0.02
 EVENT_OVERHEAD = 128
 #: Sessions remembered as dead (create dropped or failed) so their actions fail too.
 MAX_DEAD_SESSIONS = 10_000
+#: A flush of one session looks for its events among at most this many in the inbox;
+#: beyond, it waits for the inbox to be sorted (which it asks for at once).
+INBOX_LOOK_LIMIT = 1_000
 #: Sessions remembered as having lost an event (refused at the door, or given up on
 #: with no flush of the session waiting for it), for their next ``flush(session_id=...)``.
 MAX_LOSSY_SESSIONS = 10_000
@@ -726,6 +729,8 @@ class ExportQueue:
                 self._earlier_epochs[target] = current
             self._epoch += 1
             in_inbox = self._inbox_first is not None
+            if in_inbox and session_id is not None:
+                in_inbox = self._in_inbox(session_id, INBOX_LOOK_LIMIT)
             wait = FlushWait(session_id, target, self._sorts if in_inbox else None, timeout)
             if session_id is not None and self._lossy_sessions.pop(session_id, 0) is None:
                 wait.lossy = True  # lost before this flush, and not told yet
@@ -798,12 +803,16 @@ class ExportQueue:
             finally:
                 self._session_waiters -= 1
 
-    def _in_inbox(self, session_id: str) -> bool:
+    def _in_inbox(self, session_id: str, limit: float = float("inf")) -> bool:
+        """Whether an event of ``session_id`` is in the inbox (True too when more than
+        ``limit`` events would have to be looked at to tell)."""
         event = self._inbox_first
+        looked = 0
         while event is not None:
-            if event.session_id == session_id:
+            if event.session_id == session_id or looked >= limit:
                 return True
             event = event.next
+            looked += 1
         return False
 
     def close(self) -> None:
