@@ -225,9 +225,7 @@ def test_aflush_with_a_hung_server_returns_false_within_its_timeout(
     flushed = None if scope == "everything" else session_id
 
     started = time.monotonic()
-    delivered, ticks, executor = run_ticking(
-        lambda: client.aflush(timeout=0.5, session_id=flushed)
-    )
+    delivered, ticks, executor = run_ticking(lambda: client.aflush(timeout=0.5, session_id=flushed))
     took = time.monotonic() - started
 
     assert delivered is False
