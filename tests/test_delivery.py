@@ -495,6 +495,7 @@ if sys.argv[1] == "pid":  # as on a system whose kernel wipes no page at fork
 assert type(_entropy.drawn_here).__name__ == {"page": "mmap", "pid": "_PidMark"}[sys.argv[1]]
 mint = SessionIdFactory("app")
 mint()  # the pool of random bytes is full now
+mint.top_up()  # and session IDs are minted ahead, as the senders keep them
 # fork() from C, as an extension or an embedding server calls it: no at-fork hook
 # of Python runs. PyDLL keeps the GIL across the call, so the child resumes with it.
 read, write = os.pipe()
@@ -518,8 +519,9 @@ print(json.dumps({"child": json.loads(child), "parent": parent}))
 def test_a_child_forked_without_python_hooks_never_mints_what_its_parent_mints(
     check: str,
 ) -> None:
-    """Session IDs and request IDs alike: the pooled random bytes are drawn anew in a
-    process that did not draw them, told by a page the kernel wipes at fork, or by the pid."""
+    """Session IDs and request IDs alike: the pooled random bytes (and the session IDs
+    minted ahead from them) are drawn anew in a process that did not draw them, told by
+    a page the kernel wipes at fork, or by the pid."""
     if check == "page" and not sys.platform.startswith("linux"):
         pytest.skip("the page wiped at fork is Linux's")
     result = run_python(RAW_FORK_SCRIPT, args=[check])
