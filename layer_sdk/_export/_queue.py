@@ -14,8 +14,9 @@ held across anything slow. It
   that a failure delays its own request without holding a sender, and its
   session's later events wait behind it;
 - lets a flush wait for exactly the events accepted before it was called: all
-  of them (``flush``), or those of one session (``flush(session_id=...)``),
-  settling a ``Pending`` that a thread or an event loop waits on.
+  of them (``flush``), or those of one session (``flush(session_id=...)``, whose
+  requests then go before those of sessions nobody waits for), settling a
+  ``Pending`` that a thread or an event loop waits on.
 
 Events wait in an inbox until a batch is due (``max_batch_size`` events, or the
 oldest is ``flush_interval`` old, or a flush asks), then are sorted by session.
@@ -282,6 +283,7 @@ class ExportQueue:
         self._max_event_size = max_event_bytes + EVENT_OVERHEAD
         self._sessions: dict[str, _Session] = {}
         self._ready: deque[str] = deque()  # sessions with waiting events and none in flight
+        self._urgent: deque[str] = deque()  # the same, of sessions a flush waits for: first
         # Requests taken and not resolved, waiting for a retry ones included.
         self._in_flight: dict[int, Request] = {}
         # Requests that failed for now, by when their retry is due: (due, order, request).
@@ -300,7 +302,9 @@ class ExportQueue:
         self._epoch = 0
         self._earlier_epochs: Counter[int] = Counter()  # unresolved events of earlier ones
         self._lossy_epochs: set[int] = set()
-        self._flushes: list[FlushWait] = []
+        self._flushes: list[FlushWait] = []  # of everything
+        self._session_flushes: dict[str, list[FlushWait]] = {}
+        self._sort_flushes: list[FlushWait] = []  # of sessions that may be in the inbox
         self._lossy_sessions: dict[str, None] = {}
         self._reentered_sessions: list[str] = []  # sessions of RECURSION drops, for flushes
         self._sent = self._retried = 0
@@ -414,7 +418,7 @@ class ExportQueue:
                 request = heapq.heappop(retries)[2]
                 self._hand_over_time()
                 return request
-            if self._ready:
+            if self._urgent or self._ready:
                 return self._next_request()
             keeps_inbox = False
             if self._inbox_first is not None:
@@ -474,14 +478,16 @@ class ExportQueue:
     @property
     def finished(self) -> bool:
         """Closed, with nothing left to hand out: no event waiting, no retry to come due."""
-        return self._closed and not (self._inbox_first or self._ready or self._retries)
+        return self._closed and not (
+            self._inbox_first or self._urgent or self._ready or self._retries
+        )
 
     def needs_more_senders(self) -> bool:
         """Whether requests are ready (or retries due) that no idle sender will pick up."""
         with self._lock:
             retries = self._retries
             due = bool(retries) and retries[0][0] <= time.monotonic()
-            return len(self._ready) + due > len(self._idle)
+            return len(self._urgent) + len(self._ready) + due > len(self._idle)
 
     def complete(self, request: Request, failure: str | None = None, retry_at: float = 0.0) -> None:
         """Resolve a request: delivered when ``failure`` is None, else given up for that
@@ -530,8 +536,9 @@ class ExportQueue:
                 del self._in_flight[id(request)]
                 session.in_flight = None
                 self._next_of(request.session_id, session)
-            if self._flushes:
-                self._settle_flushes()
+            waits = self._session_flushes.get(request.session_id)
+            if waits:
+                self._settle_session_flushes(waits)
         self.report()
 
     def retry_now(self) -> None:
@@ -559,7 +566,7 @@ class ExportQueue:
     def _next_of(self, session_id: str, session: _Session) -> None:
         """After a request of the session is resolved: its next one is ready, if any."""
         if session.first is not None:
-            self._ready.append(session_id)
+            self._make_ready(session_id)
             self._wake()
         else:
             del self._sessions[session_id]
@@ -586,7 +593,8 @@ class ExportQueue:
             request.events[0].request_id = ""  # its body is made anew: a new request ID
             session.push_front(request.events)
             self._retried += len(request.events)
-            self._ready.appendleft(request.session_id)
+            ready = self._urgent if request.session_id in self._session_flushes else self._ready
+            ready.appendleft(request.session_id)
             self._wake()
 
     def _take_inbox(self) -> Event | None:
@@ -597,9 +605,16 @@ class ExportQueue:
         self._sorts += 1
         return first
 
+    def _make_ready(self, session_id: str) -> None:
+        """The session has a request to send: in line after the others of its kind."""
+        if session_id in self._session_flushes:
+            self._urgent.append(session_id)
+        else:
+            self._ready.append(session_id)
+
     def _sort_inbox(self) -> None:
         """Move the inbox into per-session lines, in arrival order."""
-        sessions, ready = self._sessions, self._ready
+        sessions = self._sessions
         event = self._take_inbox()
         while event is not None:
             following, event.next = event.next, None
@@ -616,17 +631,19 @@ class ExportQueue:
                 was_empty = session.first is None
                 session.push(event)
                 if was_empty and session.in_flight is None:
-                    ready.append(session_id)
+                    self._make_ready(session_id)
             event = following
         if self._session_waiters:
             self._resolved.notify_all()  # wait_for_session looks in the inbox too
-        if self._flushes:
-            self._settle_flushes()
-        if len(ready) > 1:
-            self._wake(len(ready) - 1)
+        if self._sort_flushes:
+            waits, self._sort_flushes = self._sort_flushes, []
+            self._settle_session_flushes(waits)
+        ready = len(self._urgent) + len(self._ready)
+        if ready > 1:
+            self._wake(ready - 1)
 
     def _next_request(self) -> Request:
-        session_id = self._ready.popleft()
+        session_id = (self._urgent or self._ready).popleft()
         session = self._sessions[session_id]
         first = session.pop()
         events = [first]
@@ -684,7 +701,7 @@ class ExportQueue:
                     # A flush may be waiting for exactly this epoch: only now can
                     # it be done (looking on every request costs CPU and the GIL).
                     if self._flushes:
-                        self._settle_flushes()
+                        self._settle_flushes_of_everything()
 
     def _session_lost(self, session_id: str, epoch: int) -> None:
         """An event of ``session_id`` (of ``epoch``) was lost: the flush of the session
@@ -692,8 +709,8 @@ class ExportQueue:
         if not session_id:
             return
         waited = False
-        for wait in self._flushes:
-            if wait.session_id == session_id and epoch <= wait.epoch:
+        for wait in self._session_flushes.get(session_id, ()):
+            if epoch <= wait.epoch:
                 wait.lossy = waited = True
         if not waited:
             lossy = self._lossy_sessions
@@ -729,18 +746,33 @@ class ExportQueue:
                 self._earlier_epochs[target] = current
             self._epoch += 1
             in_inbox = self._inbox_first is not None
-            if in_inbox and session_id is not None:
-                in_inbox = self._in_inbox(session_id, INBOX_LOOK_LIMIT)
-            wait = FlushWait(session_id, target, self._sorts if in_inbox else None, timeout)
-            if session_id is not None and self._lossy_sessions.pop(session_id, 0) is None:
-                wait.lossy = True  # lost before this flush, and not told yet
+            if session_id is None:
+                wait = FlushWait(None, target, None, timeout)
+                self._flushes.append(wait)
+            else:
+                if in_inbox:
+                    in_inbox = self._in_inbox(session_id, INBOX_LOOK_LIMIT)
+                wait = FlushWait(session_id, target, self._sorts if in_inbox else None, timeout)
+                if self._lossy_sessions.pop(session_id, 0) is None:
+                    wait.lossy = True  # lost before this flush, and not told yet
+                self._session_flushes.setdefault(session_id, []).append(wait)
+                if in_inbox:
+                    self._sort_flushes.append(wait)
+                try:
+                    self._ready.remove(session_id)  # its requests go first from now on
+                except ValueError:
+                    pass
+                else:
+                    self._urgent.append(session_id)
             if in_inbox:
                 # Due now, whatever flush_interval (0.0 is not: the monotonic clock
                 # may be younger than a long flush_interval).
                 self._inbox_since = _LONG_AGO
                 self._wake()
-            self._flushes.append(wait)
-            self._settle_flushes()
+            if session_id is None:
+                self._settle_flushes_of_everything()
+            else:
+                self._settle_session_flushes([wait])
         return wait
 
     def end_flush(self, wait: FlushWait) -> bool:
@@ -749,35 +781,49 @@ class ExportQueue:
         with self._lock:
             if wait.pending.done():
                 return bool(wait.pending.value)
-            self._flushes.remove(wait)
+            self._forget_flush(wait)
             if wait.lossy and wait.session_id is not None:
                 self._lossy_sessions[wait.session_id] = None  # for the next flush to tell
             wait.pending.settle(False, None)
             return False
 
-    def _settle_flushes(self) -> None:
-        """Settle every flush whose events are all resolved now (under the lock)."""
+    def _forget_flush(self, wait: FlushWait) -> None:
+        session_id = wait.session_id
+        if session_id is None:
+            self._flushes.remove(wait)
+            return
+        waits = self._session_flushes[session_id]
+        waits.remove(wait)
+        if not waits:
+            del self._session_flushes[session_id]
+        if wait in self._sort_flushes:
+            self._sort_flushes.remove(wait)
+
+    def _settle_flushes_of_everything(self) -> None:
+        """Settle the flushes of everything whose epochs are resolved now (under the lock):
+        delivered unless an event of those epochs was lost (each loss is told once)."""
         earlier = self._earlier_epochs
         oldest = min(earlier) if earlier else self._epoch
         for wait in list(self._flushes):
-            if wait.session_id is None:
-                if oldest <= wait.epoch:
-                    continue
+            if oldest > wait.epoch:
                 lossy = {epoch for epoch in self._lossy_epochs if epoch <= wait.epoch}
                 self._lossy_epochs -= lossy
-                delivered = not lossy
-            elif self._session_flushed(wait):
-                delivered = not wait.lossy
-            else:
+                self._flushes.remove(wait)
+                wait.pending.settle(not lossy, None)
+
+    def _settle_session_flushes(self, waits: list[FlushWait]) -> None:
+        """Settle those of ``waits`` (flushes of sessions) that are done now (under the lock)."""
+        for wait in list(waits):
+            if wait.pending.done() or not self._session_flushed(wait):
                 continue
-            self._flushes.remove(wait)
-            wait.pending.settle(delivered, None)
+            self._forget_flush(wait)
+            wait.pending.settle(not wait.lossy, None)
 
     def _session_flushed(self, wait: FlushWait) -> bool:
         """Whether no event of the wait's session and epoch is unresolved. The epochs
         along a session's line only grow, and its request in flight came before them."""
         if wait.sorts == self._sorts:
-            return False  # some may still be in the inbox
+            return False  # some are in the inbox
         session = self._sessions.get(wait.session_id)  # type: ignore[arg-type]
         if session is None:
             return True
@@ -830,7 +876,8 @@ class ExportQueue:
         self._timekeeper = None
         self._keeper = None
         self._session_waiters = 0
-        self._flushes = []  # the parent's: no thread of this process waits for them
+        # The parent's flushes: no thread of this process waits for them.
+        self._flushes, self._session_flushes, self._sort_flushes = [], {}, []
 
     def abandon(self) -> None:
         """Give up on everything still unresolved (shutdown's deadline has passed)."""
@@ -851,10 +898,13 @@ class ExportQueue:
             self._retries.clear()
             self._sessions.clear()
             self._ready.clear()
+            self._urgent.clear()
             self._fail(events, SHUTDOWN)
             self._wake(len(self._idle))
             self._resolved.notify_all()
-            self._settle_flushes()
+            self._settle_flushes_of_everything()
+            for waits in list(self._session_flushes.values()):
+                self._settle_session_flushes(waits)
         self.report()
 
     def stats(self) -> ExportStats:
