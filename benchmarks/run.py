@@ -33,6 +33,7 @@ CASES = (
     "firewall",
     "throughput",
     "slow_server",
+    "flush_concurrency",
     "long_session",
     "flood",
     "flood_20k",
@@ -152,6 +153,12 @@ def _decorator_overhead(r: Result, prefix: str = "") -> float | None:
     return None if decorated is None or plain is None else decorated - plain
 
 
+def _waits_ms(r: Result, scope: str, quantiles: Sequence[str] = ("median", "p90", "p99")) -> str:
+    """Waits recorded in µs, shown in ms."""
+    values = [get(r, f"{scope}.{q}") for q in quantiles]
+    return " / ".join(num(None if v is None else v / 1000) for v in values) + " ms"
+
+
 def _rss_bound(r: Result) -> float:
     return float(get(r, "queue_bytes_bound_mb") or 0) + 20
 
@@ -174,6 +181,7 @@ def _sync_hung(r: Result) -> str:
     return f"one call blocked {num(sync.get('total_seconds'), 's')}"
 
 
+FLUSHES = "200 handlers flush at once, 20 ms server, 4,000 other events/s"
 OUTAGE = "API answers 503 for 60 s (quick: 10 s), 200 sessions/s"
 
 ROWS: tuple[Row, ...] = (
@@ -273,6 +281,16 @@ ROWS: tuple[Row, ...] = (
         "≥ 5,000", at_least("events_per_s", 5_000)),
     Row("slow_server", "throughput, 20 ms server", "process CPU per event",
         us("cpu_us_per_event"), us("sync.cpu_us_per_event")),
+    # 3c. a request handler's flush, of its session or of everything
+    Row("flush_concurrency", FLUSHES, "`aflush(session_id=...)` wait, median / p90 / p99",
+        lambda r: _waits_ms(r, "session"),
+        lambda r: f"{_waits_ms(r, 'sync', ('median',))} (its session with `sync=True`)",
+        "all delivered",
+        lambda r: bool(get(r, "session.all_true")) and bool(get(r, "all_delivered"))),
+    Row("flush_concurrency", FLUSHES, "`aflush()` (everything) wait, median / p90 / p99",
+        lambda r: _waits_ms(r, "everything"), lambda r: "n/a"),
+    Row("flush_concurrency", FLUSHES, "a session's flush over a flush of everything (medians)",
+        lambda r: num(get(r, "median_ratio"), "x"), lambda r: "n/a"),
     # 3b. long sessions
     *(
         Row("long_session", f"{label}", "delivered in (events/s); in append order?",

@@ -390,6 +390,30 @@ def test_a_session_flush_waits_for_its_inbox_its_request_and_its_line() -> None:
     assert queue.flush(0, "u") is True  # nothing of it, ever
 
 
+def test_the_requests_of_a_session_being_flushed_go_first() -> None:
+    """A session a flush waits for is handed out before the sessions nobody waits for,
+    whether it was ready already, still in the inbox, or in flight with more behind."""
+    queue, _ = make_queue(max_pipelined=1)
+    for n, session in enumerate("abc"):
+        queue.put(action(session, n))
+    first = take(queue)  # sorts the inbox: a is taken, b and c are ready
+    assert first.session_id == "a"
+    waits = [queue.begin_flush(5, "c")]
+    assert take(queue).session_id == "c"
+    queue.put(action("d", 3))
+    queue.put(action("e", 4))
+    waits.append(queue.begin_flush(5, "e"))  # still in the inbox
+    assert take(queue).session_id == "e"
+    queue.put(action("a", 5))  # behind a's request in flight
+    waits.append(queue.begin_flush(5, "a"))
+    assert take(queue).session_id == "b"  # a's next one is not ready yet
+    queue.complete(first)
+    assert take(queue).session_id == "a"
+    assert take(queue).session_id == "d"
+    for wait in waits:
+        queue.end_flush(wait)
+
+
 def test_a_session_flush_is_told_of_each_loss_of_its_session_once() -> None:
     """A loss of the session (given up on, or refused at the door) makes one flush of it
     return False: the flush that waited for it, or else the next one to end. A flush

@@ -418,6 +418,9 @@ class ExportQueue:
                 request = heapq.heappop(retries)[2]
                 self._hand_over_time()
                 return request
+            if self._sort_flushes and self._inbox_first is not None:
+                self._sort_inbox()  # a flush of a session waits for its events there
+                continue
             if self._urgent or self._ready:
                 return self._next_request()
             keeps_inbox = False
