@@ -504,18 +504,3 @@ def assert_patched_for_each_init(
     before = len(collector.actions())
     call()
     assert len(collector.actions()) == before
-
-
-def python_blocks(markdown: str) -> list[str]:
-    """The ```python blocks of a markdown text, in order."""
-    blocks: list[str] = []
-    current: list[str] | None = None
-    for line in markdown.splitlines():
-        if current is None and line.strip() == "```python":
-            current = []
-        elif current is not None and line.strip() == "```":
-            blocks.append("\n".join(current))
-            current = None
-        elif current is not None:
-            current.append(line)
-    return blocks

@@ -655,7 +655,7 @@ NOT_SETTINGS = {"LAYER_TEST_VENVS"}
 
 
 def documented_variables() -> set[str]:
-    texts = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    texts = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
     found = {
         m for path in texts for m in re.findall(r"\bLAYER_[A-Z]+(?:_[A-Z]+)*\b", path.read_text())
     }
@@ -673,6 +673,7 @@ def test_check_and_init_see_the_same_settings_from_every_documented_variable(
     collector.require_bearer(bearer)
     values = {
         "LAYER_ENABLED": "yes",
+        "LAYER_DEBUG": "no",
         "LAYER_BASE_URL": collector.url,
         "LAYER_APPLICATION_ID": APP_ID,
         "LAYER_APPLICATION_NAME": "support-bot",

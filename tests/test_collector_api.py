@@ -22,7 +22,7 @@ import pytest
 
 from layer_sdk.collector import LocalCollector
 
-from .helpers import ROOT, run_python
+from .helpers import ROOT
 
 APP = "app-1"
 T0 = "2024-05-01T12:00:00Z"
@@ -444,11 +444,3 @@ def test_a_built_wheel_ships_the_page(tmp_path: Path) -> None:
             path = f"layer_sdk/collector/page/{name}"
             assert path in names, path
             assert built.read(path) == (ROOT / path).read_bytes()
-
-
-def test_the_python_example_of_the_collector_docs_runs() -> None:
-    text = (ROOT / "docs" / "collector.md").read_text()
-    (example,) = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
-    result = run_python(example)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("the page of this collector: http://127.0.0.1:")

@@ -743,7 +743,7 @@ def test_openai_call_with_a_slow_firewall(
 
 
 def readme_session() -> Any:
-    """The ``http_session`` the README shows: urllib3 retries with backoff, 503 included."""
+    """The ``http_session`` docs/delivery.md shows: urllib3 retries with backoff, 503 included."""
     import requests
     from requests.adapters import HTTPAdapter, Retry
 
@@ -766,7 +766,7 @@ def test_a_check_makes_one_attempt_whatever_the_users_session_retries(
     firewall: LocalCollector,
     openai_server: OpenAIServer,
 ) -> None:
-    """With the README's http_session (five retries with backoff) and a firewall answering
+    """With the http_session of docs/delivery.md (five retries, backoff) and a firewall answering
     503, a fresh check makes one attempt: the call goes on (fail open) instead of waiting
     out the session's retries. The session itself is unchanged and still retries the
     Layer API's requests as its owner asked."""

@@ -39,15 +39,11 @@ from .google_genai_server import (  # noqa: E402
     GoogleGenAIServer,
 )
 from .helpers import (  # noqa: E402
-    APP_ID,
-    ROOT,
     actions_of,
     by_kind,
     check_times,
     instrumentation_fixtures,
     one,
-    python_blocks,
-    run_python,
 )
 
 MODES = ["sync", "async"]
@@ -347,27 +343,3 @@ def test_every_response_field_is_optional(
     output = one(actions_of(layer, collector, sid, 2), "completion_output")
     assert output["data"] == {"messages": []}
     assert "scanners" not in output
-
-
-def test_the_example_of_the_manual_runs_and_reports_its_calls(
-    collector: LocalCollector, server: GoogleGenAIServer
-) -> None:
-    """docs/providers.md's example, as written, against the local server (the client's
-    base URL and key from the environment): three calls, two sessions, no header sent."""
-    if not hasattr(genai, "_base_url"):
-        pytest.skip(f"google-genai {genai.__version__} reads no GOOGLE_GEMINI_BASE_URL")
-    (block,) = python_blocks((ROOT / "docs" / "providers.md").read_text())
-    result = run_python(
-        block,
-        env={
-            "LAYER_BASE_URL": collector.url,
-            "LAYER_APPLICATION_ID": APP_ID,
-            "GOOGLE_GEMINI_BASE_URL": server.url,
-            "GOOGLE_API_KEY": "gk-test",
-        },
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["Layer", "is", "watching", "this", "conversation."]
-    assert len(server.requests) == 3
-    assert all("x-layer-session-id" not in r.headers for r in server.requests)
-    assert sorted(len(s["actions"]) for s in collector.sessions) == [2, 4]

@@ -36,9 +36,9 @@ from layer_sdk.collector import LocalCollector
 from layer_sdk.otel import LayerCompletionHook
 
 from .anthropic_server import AnthropicServer
-from .helpers import APP_ID, ROOT, MakeClient, python_blocks, run_python
+from .helpers import MakeClient
 from .openai_server import ANSWER, OpenAIServer
-from .otel_helpers import Traced, assert_all_accepted, make_traced, traced_fixture
+from .otel_helpers import Traced, make_traced, traced_fixture
 
 traced = traced_fixture()
 
@@ -545,29 +545,3 @@ def test_langchain_over_natively_recorded_openai_calls(
     assert len(native) == 5  # all but the tool run
     assert actions[3]["attributes"]["gen_ai.operation.name"] == "execute_tool"
     setup.client.shutdown()
-
-
-# -- the manual ---------------------------------------------------------------------------
-
-
-def test_every_code_block_of_the_manual_runs_and_the_langchain_run_is_one_session(
-    collector: LocalCollector, openai_server: OpenAIServer
-) -> None:
-    blocks = python_blocks((ROOT / "docs" / "opentelemetry.md").read_text())
-    assert len(blocks) == 2
-    env = {
-        "LAYER_BASE_URL": collector.url,
-        "LAYER_APPLICATION_ID": APP_ID,
-        "OPENAI_BASE_URL": openai_server.url,
-        "OPENAI_API_KEY": "sk-test",
-    }
-    for block in blocks:
-        result = run_python(block, env=env)
-        assert result.returncode == 0, result.stderr
-        assert "Traceback" not in result.stderr
-    assert result.stdout.strip() == ANSWER
-    (session,) = collector.sessions
-    actions = collector.actions(session["session_id"])
-    assert kinds(actions) == AGENT_KINDS
-    assert actions[3]["data"]["result"].count("Sunny in Paris") == 1
-    assert_all_accepted(collector)

@@ -27,7 +27,7 @@ def test_the_installed_distribution_is_ours_not_the_index_s_layer_sdk() -> None:
 def test_no_install_line_names_another_publisher_s_package() -> None:
     """``layer-sdk`` on the public index is an unrelated package; protectai-layer-sdk is the
     original SDK's. No install command of our docs may name either."""
-    texts = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    texts = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").rglob("*.md"))]
     texts += sorted((ROOT / "examples").glob("*.py")) + sorted((ROOT / "layer_sdk").rglob("*.py"))
     wrong = re.compile(r"pip install +['\"]?(protectai-)?layer[-_]sdk\b")
     found = [f"{path.name}: {m[0]}" for path in texts for m in wrong.finditer(path.read_text())]
