@@ -435,23 +435,32 @@ def action_body(
     """Validate an action's fields and encode it; missing times are now.
 
     This runs on every ``append_action``: the common case (a valid kind, a dict
-    of attributes, a dict or no data, no times, no error, no scanners) is told
-    apart with a few identity tests and encoded at once; the rest goes through
-    the checks of each field.
+    of attributes, a dict or no data, no error, no scanners, and no times or
+    both in UTC already, as the decorators give them) is told apart with a few
+    identity tests and encoded at once; the rest goes through the checks of
+    each field.
     """
     if (
-        start_time is None
-        and end_time is None
-        and error is None
+        error is None
         and scanners is None
         and attributes.__class__ is dict
         and (data is None or data.__class__ is dict)
         and kind.__class__ in _KIND_TYPES
         and kind in _ACTION_KINDS
+        and (
+            (start_time is None and end_time is None)
+            or (
+                start_time.__class__ is datetime
+                and start_time.tzinfo is _UTC
+                and end_time.__class__ is datetime
+                and end_time.tzinfo is _UTC
+            )
+        )
     ):
+        if start_time is None:
+            start_time = end_time = _now(_UTC)
         # A str kind is encoded as it is: it is one of the values, as the member would be.
-        now = _now(_UTC)
-        action = SessionActionRequest(kind, now, now, attributes, data)  # type: ignore[arg-type]
+        action = SessionActionRequest(kind, start_time, end_time, attributes, data)  # type: ignore[arg-type]
     else:
         action = _checked_action(kind, start_time, end_time, attributes, data, error, scanners)
     try:
