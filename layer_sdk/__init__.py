@@ -4,8 +4,6 @@ Calls encode the event on the caller's thread and queue it; a background
 worker batches and delivers it. See README.md for the tour.
 """
 
-import logging
-
 from ._auth import AuthProvider, OIDCClientCredentials
 from ._client import Client
 from ._exceptions import (
@@ -39,7 +37,8 @@ from ._schemas import (
 )
 from ._version import __version__
 
-logging.getLogger("layer_sdk").addHandler(logging.NullHandler())
+# No handler on the "layer_sdk" logger, not even a NullHandler: with no logging configured,
+# its warnings reach stderr through Python's last resort (see _logging).
 
 layer = Client()
 """The default client: ``from layer_sdk import layer; layer.init(...)``."""

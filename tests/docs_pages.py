@@ -5,7 +5,8 @@ The comment's words (``docs/development.md`` lists them for writers):
 ``sessions=N actions=N provider_requests=N`` (what the block must report),
 ``prints`` (the next fenced block is its output), ``continued`` (it runs after the
 blocks before it, in one interpreter), ``unset=VARIABLE``, ``pytest=N`` (a test file),
-``id=NAME`` (more checks in the test), and ``skip: REASON``.
+``id=NAME`` (more checks in the test), ``warns`` (it makes the SDK log warnings on
+stderr) and ``skip: REASON``.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Note:
     unset: list[str] = dataclasses.field(default_factory=list)
     counts: dict[str, int] = dataclasses.field(default_factory=dict)
     id: str | None = None
+    warns: bool = False
 
 
 def parse_note(text: str | None) -> Note:
@@ -68,6 +70,8 @@ def parse_note(text: str | None) -> Note:
             note.continued = True
         elif word == "prints":
             note.prints = True
+        elif word == "warns":
+            note.warns = True
         elif key == "unset" and value:
             note.unset.append(value)
         elif key == "id" and value:

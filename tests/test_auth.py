@@ -507,8 +507,8 @@ def test_a_dripping_token_endpoint_holds_no_call_past_the_fetch_deadline(
 ) -> None:
     """A token endpoint that sends its answer a byte at a time (each read is quick, the
     answer never ends): one deadline, http_timeout, bounds the fetch for every caller.
-    A sync call fails with LayerRequestError saying so, shutdown() is not held either,
-    and a caller coming after the deadline starts a new fetch rather than wait behind it."""
+    A sync call fails with LayerRequestError saying so, a caller coming after the deadline
+    starts a new fetch rather than wait behind it, and shutdown() is not held by them."""
     with DrippingServer(interval=0.05) as dripping:
         auth = OIDCClientCredentials(
             f"{dripping.url}/token", "layer-sdk", "cs-dripping", http_timeout=1.0
@@ -526,7 +526,6 @@ def test_a_dripping_token_endpoint_holds_no_call_past_the_fetch_deadline(
         started = time.monotonic()
         caller.start()
         assert wait_until(lambda: dripping.requests == 1)
-        assert client.shutdown(timeout=0.5) is True  # nothing was queued
         caller.join(10)
         assert not caller.is_alive()
         assert time.monotonic() - started < 5.0  # the answer would drip for a minute
@@ -537,6 +536,39 @@ def test_a_dripping_token_endpoint_holds_no_call_past_the_fetch_deadline(
         with pytest.raises(LayerRequestError, match="gave no token"):
             auth.get_headers()
         assert dripping.requests == 2
+        assert client.shutdown(timeout=0.5) is True  # nothing was queued
+        assert time.monotonic() - started < 10.0
+
+
+def test_shutdown_ends_a_sync_call_waiting_for_a_token(make_client: MakeClient) -> None:
+    """A sync call waiting for its token (an endpoint that drips, a long http_timeout) is
+    ended by shutdown(), as one sleeping out a backoff is: LayerRequestError saying so."""
+    with DrippingServer(interval=0.05) as dripping:
+        auth = OIDCClientCredentials(
+            f"{dripping.url}/token", "layer-sdk", "cs-dripping", http_timeout=30.0
+        )
+        client = make_client(auth_provider=auth, max_retries=0, http_timeout=30.0)
+        raised: list[BaseException] = []
+
+        def sync_call() -> None:
+            try:
+                client.create_session(sync=True)
+            except BaseException as exc:
+                raised.append(exc)
+
+        caller = threading.Thread(target=sync_call)
+        started = time.monotonic()
+        caller.start()
+        assert wait_until(lambda: dripping.requests == 1)
+        caller.join(0.2)
+        assert caller.is_alive()  # it waits for the token
+        client.shutdown(timeout=0.5)
+        caller.join(10)
+        assert not caller.is_alive()
+        assert time.monotonic() - started < 15.0  # not the 30 s of http_timeout
+    [error] = raised
+    assert type(error) is LayerRequestError
+    assert "the client shut down while waiting for it" in str(error)
 
 
 def test_settings_fall_back_to_the_environment(

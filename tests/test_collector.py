@@ -1269,6 +1269,42 @@ def test_the_absolute_form_of_a_request_line_is_accepted() -> None:
         assert collector.requests[0].path == "/v1/sessions"
 
 
+@pytest.mark.parametrize("order", ["foreign first", "own first"])
+def test_a_request_with_two_host_headers_is_refused(collector: LocalCollector, order: str) -> None:
+    """RFC 9112 3.2: more than one Host is a bad request (400), whichever comes first: a
+    check that read one of them would let the other through."""
+    own, foreign = f"127.0.0.1:{collector.port}", f"evil.example:{collector.port}"
+    hosts = (foreign, own) if order == "foreign first" else (own, foreign)
+    body = json.dumps({"application_id": APP}).encode()
+    with socket.create_connection(("127.0.0.1", collector.port)) as sock:
+        sock.sendall(
+            b"POST /v1/sessions HTTP/1.1\r\nHost: %s\r\nHost: %s\r\n"
+            % tuple(h.encode() for h in hosts)
+            + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+            + body
+        )
+        answer = read_answer(sock)
+    assert (answer.status, answer.json) == (400, {"error": "more than one Host header"})
+    assert collector.sessions == []
+
+
+def test_an_absolute_request_target_naming_a_foreign_host_is_refused(
+    collector: LocalCollector,
+) -> None:
+    """The host of an absolute target is the request's (RFC 9112 3.2.2: the Host header is
+    then ignored): a foreign one is refused as a foreign Host is, whatever Host says."""
+    body = json.dumps({"application_id": APP}).encode()
+    with socket.create_connection(("127.0.0.1", collector.port)) as sock:
+        sock.sendall(
+            b"POST http://evil.example:%d/v1/sessions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+            % (collector.port, collector.port)
+            + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+            + body
+        )
+        assert read_answer(sock).status == 403
+    assert collector.sessions == []
+
+
 def test_pipelined_requests_wait_their_delays_side_by_side(collector: LocalCollector) -> None:
     """Issue 11: a server 0.3 s away answers ten pipelined requests in about 0.3 s, in order."""
     collector.delay = 0.3

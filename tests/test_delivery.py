@@ -235,8 +235,15 @@ def test_one_backend_s_retry_after_delays_its_requests_and_no_others(
         client = make_client(base_url=front.url, flush_interval=0.01)
         for _ in range(200):
             client.create_session()
-        # Well within the 30 s: the others are not held back by the refusals.
-        assert wait_until(lambda: len(collector.sessions) + len(refused) == 200, timeout=15)
+        # Well within the 30 s: the others are not held back by the refusals (and the
+        # client has read the answers to those the collector stored).
+        assert wait_until(
+            lambda: (
+                len(collector.sessions) + len(refused) == 200
+                and client.stats().sent == len(collector.sessions)
+            ),
+            timeout=15,
+        )
         assert len(refused) >= 30
         assert client._exporter.transport.gate.healthy  # type: ignore[union-attr]
         assert client.stats().queued == len(refused)  # waiting for their retry

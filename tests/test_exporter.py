@@ -287,6 +287,44 @@ def test_actions_of_a_session_dropped_at_the_door_fail_with_it(
     assert api_requests(collector) == ["/v1/sessions"]
 
 
+def test_under_a_flood_no_action_of_a_lost_session_reaches_the_api(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    """4 threads x 25,000 sessions (a create and an action each) into a queue of 500:
+    tens of thousands of creates are dropped at the door, far more lost sessions than
+    the queue could remember. Every action of a lost session fails as session_failed and
+    none reaches the collector (which would refuse it with 404); every other event is
+    delivered or dropped for want of room. Exact counts."""
+    client = make_client(max_queue_size=500)
+    threads, per_thread = 4, 25_000
+    created: list[list[str]] = [[] for _ in range(threads)]
+
+    def produce(worker: int) -> None:
+        mine = created[worker]
+        for n in range(per_thread):
+            session_id = client.create_session()
+            client.append_action(session_id, kind=PROMPT, data={"n": n})
+            mine.append(session_id)
+
+    pool = [threading.Thread(target=produce, args=(n,)) for n in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(60)
+    client.flush(30)
+
+    stored = {session["session_id"] for session in collector.sessions}
+    assert stored <= {session_id for mine in created for session_id in mine}
+    lost = threads * per_thread - len(stored)
+    assert lost > 10_000
+    delivered_actions = len(collector.actions())
+    assert [r.status for r in collector.requests if r.status >= 300] == []
+    stats = client.stats()
+    assert stats.failed_by_reason == {"session_failed": lost}
+    assert stats.dropped_by_reason == {"queue_full": lost + len(stored) - delivered_actions}
+    assert (stats.sent, stats.queued) == (len(stored) + delivered_actions, 0)
+
+
 # -- retries and failures --------------------------------------------------------
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
 import time
@@ -13,6 +14,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from layer_sdk import (
     AuthProvider,
@@ -26,6 +29,7 @@ from layer_sdk import (
     LayerMissingRequiredConfigurationError,
     LayerSDKException,
 )
+from layer_sdk._firewall_answer import top_level
 from layer_sdk.collector import LocalCollector
 
 from .anthropic_server import AnthropicServer
@@ -675,6 +679,25 @@ ODD_BLOCKS = {
     ),
     "a context that is a string": (b'{"decision":"block","context":"no-secrets"}', []),
     "a numeric session_id": (b'{"session_id":7,"decision":"block","context":null}', []),
+    "a policy id out of range": (
+        b'{"decision":"block","context":{"violated_policies":[{"id":1e400,"name":"pii"}]}}',
+        [],
+    ),
+    "a context nested deeper than a decoder goes": (
+        b'{"decision":"block","context":{"violated_policies":['
+        + b"[" * 5000
+        + b"]" * 5000
+        + b"]}}",
+        [],
+    ),
+    "the decision after a deeply nested context": (
+        b'{"context":{"violated_policies":[{"id":1,"x":'
+        + b'{"a":' * 5000
+        + b"1"
+        + b"}" * 5000
+        + b'}]},"decision":"block"}',
+        [],
+    ),
 }
 
 
@@ -707,6 +730,58 @@ def test_a_block_whose_context_is_not_our_schema_still_blocks(
     assert response.decision is FirewallLookupDecision.BLOCK
     read = [(p.id, p.name, p.severity, p.action) for p in response.context.violated_policies]
     assert read == policies
+
+
+JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+    | st.text(alphabet='[]{}"\\,: \n\u00e9\u2028')  # the characters a scanner may trip on
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=500, deadline=None, derandomize=True)
+@given(JSON_VALUES, st.sampled_from([None, 0, 2]), st.booleans())
+def test_the_top_level_of_an_answer_reads_as_msgspec_reads_it_with_nesting_left_out(
+    value: object, indent: int | None, ensure_ascii: bool
+) -> None:
+    """What an answer too deep to decode is read as: its top level exactly as msgspec decodes
+    it, each array or object nested in it read as null."""
+    document = json.dumps(value, indent=indent, ensure_ascii=ensure_ascii).encode()
+    decoded = msgspec.json.decode(document)
+
+    def shallow(item: object) -> object:
+        return None if isinstance(item, (list, dict)) else item
+
+    if isinstance(decoded, dict):
+        expected: object = {key: shallow(item) for key, item in decoded.items()}
+    elif isinstance(decoded, list):
+        expected = [shallow(item) for item in decoded]
+    else:
+        expected = decoded
+    flat = top_level(document)
+    assert flat is not None
+    assert msgspec.json.decode(flat) == expected
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        b'{"decision":"block","context":[[]',
+        b'{"a":1}}',
+        b"][",
+        b'{"decision":"block","context":["[' + b'\\"' * 1000,  # a string left open
+    ],
+)
+def test_unbalanced_brackets_have_no_top_level(document: bytes) -> None:
+    assert top_level(document) is None
 
 
 @pytest.mark.parametrize("fail_closed", [False, True])

@@ -35,7 +35,7 @@ from typing import Any
 
 import pytest
 
-from layer_sdk import Client
+from layer_sdk import Client, LayerRequestPreparationError
 from layer_sdk.collector import LocalCollector
 
 from .helpers import (
@@ -626,12 +626,14 @@ def test_events_held_by_a_sender_when_it_died_are_sent_by_its_replacement(
 ) -> None:
     """A request taken by a sender that died before sending it is sent by the next one."""
     dead = die_on_sender("session_failed").dead
-    client = make_client(max_concurrent_requests=1, flush_interval=30.0)
-    collector.fail_next(1, status=400)
-    doomed = client.create_session()
-    assert client.flush(timeout=5) is False  # its create was rejected: the session is dead
-    client.append_action(doomed, kind=PROMPT)  # fails as session_failed when the batch is sorted,
-    held = client.create_session()  # by the take() that hands this session's request over
+    client = make_client(max_concurrent_requests=1, flush_interval=30.0, max_event_bytes=2_000)
+    doomed = str(uuid.uuid5(uuid.NAMESPACE_URL, "a session whose create is refused"))
+    client.append_action(doomed, kind=PROMPT)  # waits in the inbox...
+    with pytest.raises(LayerRequestPreparationError):  # ...as its session's create is refused
+        client.create_session(session_id=doomed, attributes={"big": "x" * 3_000})
+    # The action fails as session_failed when the batch is sorted, by the take() that
+    # hands this session's request over: that sender logs the loss, and dies.
+    held = client.create_session()
     client.flush(timeout=0)  # make the batch due now
     assert wait_until(lambda: dead, timeout=5)
     dead[0].join(5)
@@ -644,7 +646,8 @@ def test_events_held_by_a_sender_when_it_died_are_sent_by_its_replacement(
     assert collector.session(held) is not None  # handed back, then sent by the replacement
     stats = client.stats()
     assert (stats.queued, stats.sent) == (0, 2)
-    assert stats.failed_by_reason == {"rejected": 1, "session_failed": 1}
+    assert stats.failed_by_reason == {"session_failed": 1}
+    assert stats.dropped_by_reason == {"too_large": 1}
 
 
 # -- recursion --------------------------------------------------------------------

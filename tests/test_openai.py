@@ -1001,6 +1001,41 @@ def test_a_refusal_that_quotes_the_api_key_is_recorded_without_it(
     assert API_KEY[8:20] not in recorded and API_KEY[-12:] not in recorded
 
 
+#: An API key of no shape a pattern knows (a gateway's own): only its value can mask it.
+GATEWAY_KEY = "team-gateway-key-7Hq2xK9pLm4Nv8Rw"
+
+
+@pytest.mark.parametrize(
+    "model, stream",
+    [("stream-error-key-plain", True), ("failed-key-plain", True), ("failed-key-plain", False)],
+    ids=["error event", "response.failed", "failed response"],
+)
+@pytest.mark.parametrize("mode", MODES)
+def test_a_responses_failure_quoting_the_api_key_is_recorded_without_it(
+    mode: str,
+    model: str,
+    stream: bool,
+    layer: Client,
+    collector: LocalCollector,
+    server: OpenAIServer,
+) -> None:
+    """The Responses API tells of a failure without raising: a stream's ``error`` event, a
+    stream ending in ``response.failed``, a response whose status is ``failed``. Its text
+    quoting the client's API key is recorded with the key masked, as a refusal's is."""
+    needs_responses()
+
+    def call(c: Any) -> Any:
+        created = c.responses.create(model=model, input="Hello", stream=stream)
+        return then(mode, created, lambda s: drain(mode, s)) if stream else created
+
+    with layer.session_context() as session_id:
+        perform(mode, server, call, api_key=GATEWAY_KEY)
+    output = one(actions_of(layer, collector, session_id, 2), "completion_output")
+    assert output["error"]["message"] == "the key <redacted> was revoked on 2024-01-01"
+    check_error(output["error"])
+    assert GATEWAY_KEY not in json.dumps(collector.actions())
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_failed_embeddings_and_moderations_are_recorded(
     mode: str, layer: Client, collector: LocalCollector, server: OpenAIServer

@@ -12,6 +12,7 @@ forked child does not wait for a lock its parent held.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import itertools
 import json
@@ -31,6 +32,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from layer_sdk._export._event import Event
 from layer_sdk._export._losses import (
     INTERNAL_ERROR,
     QUEUE_FULL,
@@ -40,7 +42,7 @@ from layer_sdk._export._losses import (
     SHUTDOWN,
     TOO_LARGE,
 )
-from layer_sdk._export._queue import AGAIN, EVENT_OVERHEAD, Event, ExportQueue, Put, Request
+from layer_sdk._export._queue import AGAIN, EVENT_OVERHEAD, ExportQueue, Put, Request
 from layer_sdk._schemas import SESSIONS_PATH, actions_path, session_body
 
 from .helpers import wait_until
@@ -140,20 +142,18 @@ def test_an_event_over_max_event_bytes_is_too_large_and_a_too_large_create_dooms
     None
 ):
     """Issue 12 §2: refused for its size (a reason of its own), whatever room is left;
-    the actions of a session whose create was refused fail with it."""
+    the actions of a session whose create was refused fail with it, at the door."""
     queue, losses = make_queue(max_event_bytes=100)
     assert queue.put(action("s", 0, size=100)) in ACCEPTED
     assert queue.put(action("s", 1, size=101)) is Put.TOO_LARGE
     assert queue.put(create("t", 2, size=101)) is Put.TOO_LARGE
-    assert queue.put(action("t", 3)) in ACCEPTED
+    assert queue.put(action("t", 3)) is Put.DROPPED
     assert numbers(take(queue)) == [0]
     assert queue.take(0) is None  # t's action failed instead of going out
     stats = queue.stats()
     assert stats.dropped_by_reason == {TOO_LARGE: 2}
     assert stats.failed_by_reason == {SESSION_FAILED: 1}
-    assert losses == {TOO_LARGE: 2}  # found while taking: told by report(), not by take()
-    queue.report()
-    assert losses == {TOO_LARGE: 2, SESSION_FAILED: 1}
+    assert losses == {TOO_LARGE: 2, SESSION_FAILED: 1}  # told before put() returned
 
 
 def test_put_after_close_is_dropped_as_shutdown_and_what_was_queued_still_goes() -> None:
@@ -300,6 +300,37 @@ def test_a_refused_merged_create_is_split_so_only_the_refused_events_fail() -> N
     queue.complete_each(actions, [REJECTED, None])
     stats = queue.stats()
     assert (stats.sent, stats.retried, stats.failed_by_reason) == (2, 3, {REJECTED: 1})
+
+
+def test_a_thread_keeps_the_session_it_lost_itself_whatever_other_threads_lose() -> None:
+    """The queue remembers as many lost sessions as it holds events (here 1); each thread
+    also remembers the last one it lost itself, so that the actions it appends next fail
+    with it even after other threads lost more meanwhile. A create let in again revives
+    the session."""
+    queue, losses = make_queue(max_events=1)
+    assert queue.put(create("full", 0)) in ACCEPTED
+    assert queue.put(create("a", 1)) is Put.DROPPED  # this thread loses a
+
+    def elsewhere() -> list[Put]:
+        # Another thread loses b, then c: the queue's memory now holds c only.
+        outcomes = [queue.put(create("b", 2)), queue.put(create("c", 3))]
+        outcomes.append(queue.put(action("b", 4)))  # forgotten: only refused for want of room
+        outcomes.append(queue.put(action("c", 5)))  # its own last loss
+        return outcomes
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        assert pool.submit(elsewhere).result() == [Put.DROPPED] * 4
+    assert queue.put(action("a", 6)) is Put.DROPPED
+    stats = queue.stats()
+    assert stats.failed_by_reason == {SESSION_FAILED: 2}  # c's action and a's
+    assert stats.dropped_by_reason == {QUEUE_FULL: 4}  # a, b, c and b's action
+
+    queue.complete(take(queue))  # room again
+    assert queue.put(create("a", 7)) in ACCEPTED  # made anew
+    queue.complete(take(queue))
+    assert queue.put(action("a", 8)) in ACCEPTED
+    assert numbers(take(queue)) == [8]
+    assert losses == {SESSION_FAILED: 2, QUEUE_FULL: 4}
 
 
 def test_a_failed_create_fails_the_actions_queued_for_it_until_it_is_created_again() -> None:
@@ -548,7 +579,13 @@ class QueueModel(RuleBasedStateMachine):
         self.due: list[Request] = []
         self.later: list[Request] = []
         self.stale: list[Request] = []  # in flight when abandon() gave up on them
-        self.dead: set[str] = set()
+        # Sessions whose create was lost, oldest first (as many as max_events are kept).
+        self.dead: dict[str, None] = {}
+        # The session whose create this (the only) thread last saw refused at the door, and
+        # the count of sessions created anew then: it stays dead for this thread even once
+        # the bound of ``dead`` made the queue forget it, until a session is created anew.
+        self.lost_here = ("", 0)
+        self.revivals = 0
         self.last_create: dict[str, Record] = {}
         self.counter = itertools.count()
         self.enqueued = self.sent = self.retried = 0
@@ -608,9 +645,22 @@ class QueueModel(RuleBasedStateMachine):
                 if not record.creates:
                     self.fail([record], SESSION_FAILED)
                     continue
-                self.dead.discard(record.session)  # created again
+                self.revive(record.session)  # created again
             self.lines[record.session].append(record)
         self.inbox = []
+
+    def is_dead(self, session: str) -> bool:
+        return session in self.dead or self.lost_here == (session, self.revivals)
+
+    def revive(self, session: str) -> None:
+        if self.dead.pop(session, 0) is None or self.lost_here[0] == session:
+            self.revivals += 1
+
+    def bury(self, session: str) -> None:
+        self.dead.pop(session, None)
+        self.dead[session] = None
+        if len(self.dead) > self.max_events:
+            del self.dead[next(iter(self.dead))]
 
     def pick(self, index: int) -> tuple[Request, list[Record]]:
         request = self.requests.pop(index % len(self.requests))
@@ -635,6 +685,8 @@ class QueueModel(RuleBasedStateMachine):
             reason: str | None = SHUTDOWN
         elif size > MAX_EVENT_BYTES:
             reason = TOO_LARGE
+        elif not creates and self.dead and self.is_dead(session):
+            reason = SESSION_FAILED  # its create was lost: it fails at the door
         elif (
             len(live) >= self.max_events or sum(r.size for r in live) + record.size > self.max_bytes
         ):
@@ -643,6 +695,13 @@ class QueueModel(RuleBasedStateMachine):
             reason = None
         if not creates:
             record.after = self.last_create.get(session)
+        if reason == SESSION_FAILED:
+            assert outcome is Put.DROPPED
+            self.failed[SESSION_FAILED] += 1
+            self.lossy.add(self.epoch)
+            self.lossy_sessions.add(session)
+            self.enqueued += 1  # accepted and given up on at once
+            return
         if reason is not None:
             assert outcome is (Put.TOO_LARGE if reason == TOO_LARGE else Put.DROPPED), reason
             self.refusals += reason != TOO_LARGE
@@ -653,11 +712,14 @@ class QueueModel(RuleBasedStateMachine):
                 # The session is dead from now on, so that its actions fail. As the queue
                 # does it, actions of it still in the inbox fail too, even those put
                 # before this create (telling them apart would mean scanning the inbox).
-                self.dead.add(session)
+                self.bury(session)
+                self.lost_here = (session, self.revivals)
             return
         assert outcome in ACCEPTED, outcome
         if creates:
             self.last_create[session] = record
+            if self.dead:
+                self.revive(session)  # created anew: its actions may follow
         record.state, record.epoch = "waiting", self.epoch
         self.records[record.body] = record
         self.live[n] = record
@@ -748,9 +810,14 @@ class QueueModel(RuleBasedStateMachine):
             assert request.path == actions_path(request.session_id)
             assert request.bodies == bodies
             assert not any(r.creates for r in records)
-            assert all(r.after is None or r.after.state == "sent" for r in records), (
-                "an action handed out before its create succeeded"
-            )
+            # (Of a session whose create failed, only once the bound on remembered lost
+            # sessions made the queue forget it: the server then refuses it.)
+            assert all(
+                r.after is None
+                or r.after.state == "sent"
+                or (r.after.state == "failed" and not self.is_dead(r.session))
+                for r in records
+            ), "an action handed out before its create succeeded"
             assert len(records) <= self.pipelined
             if len(records) > 1:
                 assert sum(map(len, bodies)) <= self.request_bytes
@@ -773,13 +840,16 @@ class QueueModel(RuleBasedStateMachine):
         self.fail(records, reason)
         if records[0].creates:
             # The server does not know the session: the actions queued for it fail with
-            # it, up to a create of the session queued again; without one it is dead.
+            # it (those in the inbox too), up to a create of the session queued again;
+            # without one it is dead.
+            if self.inbox:
+                self.sort_inbox()
             line = self.lines[request.session_id]
             end = next((i for i, r in enumerate(line) if r.creates), len(line))
             self.fail(line[:end], SESSION_FAILED)
             del line[:end]
             if not line:
-                self.dead.add(request.session_id)
+                self.bury(request.session_id)
 
     @precondition(lambda self: any(len(r.bodies) > 1 for r in self.requests))
     @rule(data=st.data())
@@ -937,6 +1007,7 @@ class QueueModel(RuleBasedStateMachine):
         self.forks += 1
         assert self.queue._lock.acquire(timeout=5)
         self.queue.forget_locks()
+        self.lost_here = ("", 0)  # what a thread remembers of its losses is the parent's
         probe = threading.Thread(target=self.queue.stats, daemon=True)
         probe.start()
         probe.join(5)

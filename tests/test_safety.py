@@ -20,8 +20,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import requests
 
 from layer_sdk import (
+    AuthProvider,
     Client,
     LayerAuthError,
     LayerHTTPError,
@@ -47,6 +49,7 @@ from .helpers import (
     PROMPT,
     MakeClient,
     ReportingHandler,
+    closed_port,
     held_by_another_thread,
     in_multiprocessing_child,
     run_python,
@@ -348,7 +351,7 @@ def test_an_api_echoing_the_authorization_header_leaks_nothing_to_the_log(
     text = caplog.text + "".join(repr(record.args) for record in caplog.records)
     assert "answered 503" in text and "answered 400" in text  # the lines are there...
     assert leaks(token, text) == []  # ...without the token
-    assert "<redacted>" in text
+    assert "<redact" in text  # masked where it stood (the words may be cut short there)
 
 
 # -- refusals that quote the refused data ---------------------------------------------------
@@ -541,6 +544,123 @@ def test_no_bearer_token_is_reachable_from_the_exception_of_an_api_echoing_it(
     captured = captured_from(raised.value)
     assert leaks(token, *captured) == []
     assert any("request refused" in text for text in captured)
+
+
+class TokenExpiredError(Exception):
+    """What an ``OAuth2Session`` raises (oauthlib's): no ``requests`` exception."""
+
+
+class ExpiringSession(requests.Session):
+    """A user's ``http_session`` that raises ``failure`` (``TokenExpiredError`` unless
+    told), quoting the request's bearer token, for its first ``failures`` posts; then sends
+    as usual."""
+
+    def __init__(self, failures: int, failure: type[Exception] = TokenExpiredError) -> None:
+        super().__init__()
+        self.failures = failures
+        self.failure = failure
+
+    def post(self, url: Any, *args: Any, **kwargs: Any) -> requests.Response:
+        if self.failures > 0:
+            self.failures -= 1
+            authorization = kwargs["headers"]["Authorization"]
+            raise self.failure(f"token {authorization.partition(' ')[2]} expired")
+        return super().post(url, *args, **kwargs)
+
+
+@pytest.mark.parametrize("failure", [TokenExpiredError, requests.ConnectionError])
+@pytest.mark.parametrize("declared", [True, False])
+def test_a_users_session_raising_fails_the_sync_call_as_a_request_error(
+    oidc: Callable[..., OIDCProvider],
+    make_client: MakeClient,
+    declared: bool,
+    failure: type[Exception],
+) -> None:
+    """A user's session that raises, ``requests``' exception or one of its own: the sync
+    call raises ``LayerRequestError`` naming it, and holds the token nowhere an error
+    tracker looks (not in the frames that sent the headers, nor in a chained exception),
+    whether or not the auth provider declares its token (the real OIDC provider does; a
+    user's own may not)."""
+    if declared:
+        provider = oidc()
+        auth: AuthProvider = OIDCClientCredentials(
+            provider.token_url, provider.client_id, provider.client_secret, http_timeout=5.0
+        )
+    else:
+        auth = StaticToken(odd_secret("tok"), declared=False)
+    client = make_client(auth_provider=auth, http_session=ExpiringSession(1, failure))
+    with pytest.raises(LayerRequestError) as raised:
+        client.create_session(sync=True)
+    [token] = provider.issued() if declared else [auth.token]  # type: ignore[attr-defined]
+    assert type(raised.value) is LayerRequestError
+    assert f"{failure.__name__}: token <redacted> expired" in str(raised.value)
+    assert leaks(token, *captured_from(raised.value)) == []
+
+
+def test_a_users_session_raising_its_own_exception_is_a_failure_to_reach_the_api_when_buffered(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Buffered, that failure is no bug of ours: it is counted and logged as a connection
+    error would be with a user's session (which retries on its own: the SDK adds no retry),
+    never as ``internal_error`` with a traceback; and the token is in no log line."""
+    caplog.set_level(logging.DEBUG, logger="layer_sdk")
+    token = odd_secret("tok")
+    client = make_client(
+        auth_provider=StaticToken(token, declared=False), http_session=ExpiringSession(failures=1)
+    )
+    client.create_session()
+    assert client.flush(10) is False
+    assert client.stats().failed_by_reason == {"retries_exhausted": 1}
+    assert [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR] == []
+    assert "retries_exhausted (could not reach the Layer API: TokenExpiredError: token" in (
+        caplog.text
+    )
+    assert leaks(token, caplog.text, *(repr(r.args) for r in caplog.records)) == []
+
+
+@pytest.mark.parametrize("call", ["create_session", "firewall"])
+def test_no_bearer_token_is_reachable_from_the_exception_of_an_unreachable_api(
+    oidc: Callable[..., OIDCProvider], make_client: MakeClient, call: str
+) -> None:
+    """The SDK's own client meeting a refused connection: the sync call's exception chains
+    no failure whose frames held the headers sent (the token among them)."""
+    provider = oidc()
+    auth = OIDCClientCredentials(
+        provider.token_url, provider.client_id, provider.client_secret, http_timeout=5.0
+    )
+    down = f"http://127.0.0.1:{closed_port()}"
+    client = make_client(base_url=down, firewall_base_url=down, auth_provider=auth, max_retries=0)
+    calls: dict[str, Callable[[], object]] = {
+        "create_session": lambda: client.create_session(sync=True),
+        "firewall": lambda: client.firewall_session_lookup(APP_ID),
+    }
+    with pytest.raises(LayerSDKException) as raised:
+        calls[call]()
+    [token] = provider.issued()
+    captured = captured_from(raised.value)
+    assert leaks(token, *captured) == []
+    assert any("Connection refused" in text for text in captured)
+
+
+def test_the_token_of_a_users_own_provider_echoed_bare_is_masked(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A user's own ``AuthProvider`` that declares no secrets, and an API quoting its bare
+    token (no name, no scheme beside it): the transport masks the header values it sent,
+    in the sync call's exception and in the loss line."""
+    caplog.set_level(logging.DEBUG, logger="layer_sdk")
+    token = odd_secret("tok")
+    with EchoingAPI("bare") as api:
+        client = make_client(base_url=api.url, auth_provider=StaticToken(token, declared=False))
+        with pytest.raises(LayerHTTPError) as raised:
+            client.create_session(sync=True)
+        client.create_session()
+        assert client.flush(10) is False
+        assert api.echoed(token)
+    assert raised.value.message == "<redacted> is not valid for this application"
+    assert leaks(token, *captured_from(raised.value)) == []
+    assert "answered 400: <redacted> is not valid" in caplog.text
+    assert leaks(token, caplog.text, *(repr(r.args) for r in caplog.records)) == []
 
 
 # -- URLs with credentials ------------------------------------------------------------------

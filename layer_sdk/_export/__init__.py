@@ -8,6 +8,7 @@ SDK's own HTTP/1.1 client), and ``_losses`` (why events are lost, and who is tol
 """
 
 from ._backends import Backend, Exchange, Response
+from ._event import Event
 from ._exporter import (
     Exporter,
     Feeder,
@@ -16,7 +17,7 @@ from ._exporter import (
     lifecycle_lock,
     run_on_sdk_thread,
 )
-from ._queue import Event, ExportStats, Put
+from ._queue import ExportStats, Put
 
 __all__ = [
     "Backend",

@@ -30,6 +30,7 @@ executor, which belongs to the application.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import os
 import sys
@@ -44,11 +45,15 @@ import msgspec
 from .._config import DEFAULT_FLUSH_TIMEOUT, Config
 from .._daemon_pool import DaemonPool
 from .._exceptions import LayerRequestError
+from .._logging import debug_logging
 from .._oversize import fit
 from ._backends import Backend, Response
-from ._losses import RECURSION, LossLog, sdk_thread
-from ._queue import Event, ExportQueue, ExportStats, Put
+from ._event import Event
+from ._losses import RECURSION, SHUTDOWN, LossLog, sdk_thread
+from ._queue import ExportQueue, ExportStats, Put
+from ._spool import Spool, forsake
 from ._transport import BodySplicer, Transport
+from ._trouble import TroubleLog, duration
 from ._worker import ExportWorker
 
 logger = logging.getLogger("layer_sdk")
@@ -58,6 +63,9 @@ T = TypeVar("T")
 #: What ``put`` answers when all went as usual (read once: an enum member is slower).
 _ACCEPTED = Put.ACCEPTED
 _WOKE = Put.WOKE
+#: Seconds a shutdown drains quietly; events still undelivered then are a wait worth
+#: explaining (one line), since it may last until ``shutdown_timeout``.
+QUIET_DRAIN = 0.5
 
 
 class Exporter:
@@ -75,6 +83,9 @@ class Exporter:
         self._splicer = splicer  # fills in an application ID resolved from a name
         # Work a sender does between requests for the callers (minting session IDs ahead).
         self._between_requests = between_requests
+        self._debugging = config.debug  # holds the debug handler until finish()
+        if config.debug:
+            debug_logging.acquire()
         self._build()
         _live.add(self)
         drain_at_multiprocessing_exit()
@@ -86,7 +97,13 @@ class Exporter:
         self._cut_above = config.max_event_bytes if config.oversize == "truncate" else sys.maxsize
         self._truncated = 0
         self._truncated_lock = threading.Lock()
-        self.losses = LossLog(config.on_drop)
+        trouble = TroubleLog(
+            config.base_url,
+            authenticated=config.auth_provider is not None,
+            queued=lambda: self.queue.stats().queued,
+        )
+        self.losses = LossLog(config.on_drop, last_error=lambda: trouble.last_error)
+        self.spool = None if config.spool_dir is None else self._spool(config)
         self.queue = ExportQueue(
             max_events=config.max_queue_size,
             max_bytes=config.max_queue_bytes,
@@ -96,8 +113,12 @@ class Exporter:
             max_pipelined=config.max_pipelined_requests,
             flush_interval=config.flush_interval,
             on_loss=self.losses,
+            store=self.spool,
         )
-        self.transport = Transport(config, self._backend, self._splicer)
+        if self.spool is not None and config.spool_max_age > config.max_retry_time:
+            # What waits in a spool is retried as long as the spool keeps it.
+            config = dataclasses.replace(config, max_retry_time=config.spool_max_age)
+        self.transport = Transport(config, self._backend, self._splicer, trouble)
         self.worker = ExportWorker(
             self.queue,
             self.transport,
@@ -105,7 +126,17 @@ class Exporter:
             losses=self.losses,
             between_requests=self._between_requests,
         )
-        self.worker.start()
+        self.worker.start(durable=self.spool is not None)
+
+    def _spool(self, config: Config) -> Spool:
+        assert config.spool_dir is not None
+        return Spool(
+            config.spool_dir,
+            sync=config.spool_sync,
+            max_bytes=config.spool_max_bytes,
+            max_age=config.spool_max_age,
+            losses=self.losses,
+        )
 
     @property
     def closed(self) -> bool:
@@ -145,14 +176,17 @@ class Exporter:
         self.losses.truncated(len(event.body), limit, fitted.characters)
         event.body = fitted.body
 
-    def send_now(self, session_id: str, path: str, body: bytes) -> Response:
-        """The synchronous path: send now, after the session's queued events; raises."""
+    def send_now(
+        self, session_id: str, path: str, body: bytes, *, creates: bool = False
+    ) -> Response:
+        """The synchronous path: send now, after the session's queued events; raises
+        (``creates``: see ``Transport.send``)."""
         if self.closed:
             raise LayerRequestError("the client is shut down; call init() to use it again")
         # Earlier buffered events of this session go first, so the order holds on the wire.
         if not self.queue.wait_for_session(session_id, DEFAULT_FLUSH_TIMEOUT):
             raise LayerRequestError(f"earlier events of session {session_id} are still queued")
-        return self.transport.send(path, body)
+        return self.transport.send(path, body, creates=creates)
 
     def flush(self, timeout: float, session_id: str | None = None) -> bool:
         """Wait for every event queued (or held by a feeder) before the call, of
@@ -202,10 +236,35 @@ class Exporter:
         return True
 
     def finish(self, deadline: float) -> bool:
-        """Deliver what is queued until ``deadline`` (monotonic), give up on the rest, stop."""
-        delivered = self.queue.flush(max(0.0, deadline - time.monotonic()))
-        self.queue.abandon()
+        """Deliver what is queued until ``deadline`` (monotonic), give up on the rest, stop.
+
+        A drain that takes longer than ``QUIET_DRAIN`` says once what it waits for
+        (the application's exit is held meanwhile), and the loss line of what is
+        left at the deadline says why.
+        """
+        queue = self.queue
+        self.transport.trouble.closing(deadline)
+        delivered = queue.flush(min(QUIET_DRAIN, max(0.0, deadline - time.monotonic())))
+        waiting = queue.stats().queued
+        if waiting:
+            left = deadline - time.monotonic()
+            if left > 0:
+                logger.warning(
+                    "layer-sdk is shutting down: waiting up to %s to deliver %d event(s)",
+                    duration(left),
+                    waiting,
+                )
+            # (The first flush timed out: it kept its losses for this one to tell.)
+            delivered = queue.flush(max(0.0, deadline - time.monotonic()))
+            self.losses.explain(SHUTDOWN, "still queued at the shutdown deadline")
+        queue.persist(deadline)  # with a spool: what is undelivered waits there
+        queue.abandon()
+        self.losses.unexplain(SHUTDOWN)
         self.worker.stop(deadline)
+        queue.close_store()
+        if self._debugging:
+            self._debugging = False
+            debug_logging.release()
         return delivered
 
     # -- fork --------------------------------------------------------------------------
@@ -228,6 +287,8 @@ class Exporter:
                     adapter.poolmanager.clear()
         if self._splicer is not None:
             self._splicer.restart_in_child()
+        if self.spool is not None:
+            forsake(self.spool)  # the parent's files stay the parent's; the child gets its own
         self._build()
 
 

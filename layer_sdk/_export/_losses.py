@@ -4,7 +4,8 @@ Every event the SDK accepted or refused ends in exactly one of: delivered,
 dropped at the door (``QUEUE_FULL``, ``TOO_LARGE``, ``SHUTDOWN``,
 ``RECURSION``; ``SPAN_BACKLOG``: a span dropped before it became events) or
 given up on after being accepted (``REJECTED``,
-``RETRIES_EXHAUSTED``, ``SESSION_FAILED``, ``SHUTDOWN``, ``INTERNAL_ERROR``).
+``RETRIES_EXHAUSTED``, ``SESSION_FAILED``, ``SHUTDOWN``, ``INTERNAL_ERROR``;
+with a spool, ``SPOOL_FULL``, ``EXPIRED`` and ``SPOOL_UNREADABLE``).
 The counts live in the queue; this module names the reasons and tells people.
 
 Telling ``on_drop`` must never harm the host. The callback is the user's code
@@ -54,7 +55,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import msgspec
@@ -77,6 +78,12 @@ RECURSION = "recursion"
 #: A finished OpenTelemetry span that found the span processor's backlog full: dropped
 #: before it was read, counted as one (the events it would have made are unknown).
 SPAN_BACKLOG = "span_backlog"
+#: The spool was full (``spool_max_bytes``): the oldest sessions it held only on disk went.
+SPOOL_FULL = "spool_full"
+#: Waited in the spool longer than ``spool_max_age``.
+EXPIRED = "expired"
+#: Held only by the spool, which could not read them back (a disk error, a damaged file).
+SPOOL_UNREADABLE = "spool_unreadable"
 #: Every loss reason, as stats() and on_drop name them.
 LOSS_REASONS = (
     QUEUE_FULL,
@@ -88,6 +95,9 @@ LOSS_REASONS = (
     INTERNAL_ERROR,
     RECURSION,
     SPAN_BACKLOG,
+    SPOOL_FULL,
+    EXPIRED,
+    SPOOL_UNREADABLE,
 )
 
 #: At most one log line per loss reason in this many seconds (the counts add up meanwhile).
@@ -100,8 +110,11 @@ NOTIFIER_LINGER = 5.0
 MAX_DETAIL_CHARS = 200
 
 _CALLBACK_ERROR = "on_drop raised"
-_CREDENTIALS_REFUSED = "credentials_refused"
 _TRUNCATED = "truncated"
+#: Losses whose line also names the delivery trouble of the moment (``_trouble``), when
+#: there is one: an outage is what fills the queue, holds events past the shutdown
+#: deadline and loses creates. The other reasons carry their own cause.
+_NAMES_LAST_ERROR = frozenset({QUEUE_FULL, SHUTDOWN, SESSION_FAILED})
 _WORD = re.compile(r"\w{3,}")
 _MASKS = re.compile(r"…(?:[^\w…]{0,3}…)+")
 
@@ -127,6 +140,41 @@ class _Telling(threading.local):
     active = False
 
 
+class Throttle:
+    """How often a kind of line may be written: the first at once, then at most one every
+    ``LOSS_LOG_INTERVAL`` seconds, which sums up the occurrences meanwhile.
+
+    Occurrences that come while a line is held back are kept, not lost: the next
+    line of the kind counts them. The loss log and the delivery trouble log
+    (``_trouble``) each keep one.
+    """
+
+    def __init__(self) -> None:
+        # Re-entrant: a signal handler that interrupts this thread while it holds
+        # the lock, and logs through the SDK, must not wait forever on it.
+        self._lock = threading.RLock()
+        self._last_logged: dict[str, float] = {}
+        self._unlogged: dict[str, int] = {}
+
+    def keep(self, key: str, count: int) -> None:
+        """Add ``count`` to the next line for ``key``, without writing one now."""
+        with self._lock:
+            self._unlogged[key] = self._unlogged.get(key, 0) + count
+
+    def due(self, key: str, count: int) -> int:
+        """How many occurrences a line for ``key`` reports now (0: not yet; kept for later)."""
+        now = time.monotonic()
+        with self._lock:
+            total = self._unlogged.get(key, 0) + count
+            last = self._last_logged.get(key)
+            if last is not None and now - last < LOSS_LOG_INTERVAL:
+                self._unlogged[key] = total
+                return 0
+            self._last_logged[key] = now
+            self._unlogged[key] = 0
+            return total
+
+
 class LossLog:
     """Counts, reports (``on_drop``) and logs lost events, without flooding the log.
 
@@ -135,8 +183,15 @@ class LossLog:
     See the module docstring for where and how ``on_drop`` runs.
     """
 
-    def __init__(self, on_drop: DropCallback | None = None) -> None:
+    def __init__(
+        self,
+        on_drop: DropCallback | None = None,
+        last_error: Callable[[], str | None] = lambda: None,
+    ) -> None:
         self._on_drop = on_drop
+        #: The delivery trouble of the moment in words (None: none), for the loss lines
+        #: whose cause it is (``_trouble.TroubleLog.last_error``).
+        self._last_error = last_error
         self._reset()
         _instances.add(self)
 
@@ -146,8 +201,7 @@ class LossLog:
         # the lock, and reports to Layer, must not wait forever on it.
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)  # the notifier waits here for losses
-        self._last_logged: dict[str, float] = {}
-        self._unlogged: dict[str, int] = {}
+        self._throttle = Throttle()
         self._details: dict[str, _Detail] = {}
         self._pending: dict[str, int] = {}  # losses waiting for the notifier, per reason
         self._notifier_running = False
@@ -167,13 +221,19 @@ class LossLog:
         with self._lock:
             self._details[reason] = _Detail(detail, message, refused)
 
+    def unexplain(self, reason: str) -> None:
+        """Forget the explanation for ``reason`` when no loss used it (it would mislead
+        the line of a later loss of the same reason)."""
+        with self._lock:
+            self._details.pop(reason, None)
+
     def __call__(self, reason: str, count: int) -> None:
         """Record that ``count`` events were lost for ``reason``."""
         telling = self._telling
         if telling.active:
             # Caused while this thread tells of a loss (a handler that reports
             # to Layer, say): counted, and summed into the next line of its reason.
-            self._keep_for_later(reason, count)
+            self._throttle.keep(reason, count)
             return
         telling.active = True
         try:
@@ -182,11 +242,13 @@ class LossLog:
                     self._hand_off(reason, count)
                 else:
                     self._tell(reason, count)
-            total = self._due(reason, count)
+            total = self._throttle.due(reason, count)
             if total:
                 with self._lock:
                     explained = self._details.pop(reason, None)
                 detail = None if explained is None else explained.text()
+                if reason in _NAMES_LAST_ERROR:
+                    detail = _with_last_error(detail, self._last_error())
                 logger.warning(
                     "layer-sdk lost %d event(s): %s%s",
                     total,
@@ -196,35 +258,14 @@ class LossLog:
         finally:
             telling.active = False
 
-    def credentials_refused(self, message: str, delay: float) -> None:
-        """A request got no credentials; its events stay queued and are tried again."""
-        telling = self._telling
-        if telling.active:
-            self._keep_for_later(_CREDENTIALS_REFUSED, 1)
-            return
-        total = self._due(_CREDENTIALS_REFUSED, 1)
-        if not total:
-            return
-        telling.active = True
-        try:
-            logger.warning(
-                "layer-sdk has no credentials for the Layer API (%s); the events stay queued "
-                "and are tried again (%d refusal(s) since the last report, next try in %.1f s)",
-                server_words(message),
-                total,
-                delay,
-            )
-        finally:
-            telling.active = False
-
     def truncated(self, size: int, limit: int, characters: int) -> None:
         """An action of ``size`` bytes had ``characters`` characters of its content cut to
         fit ``limit`` (``max_event_bytes``): not a loss, but what was cut is not recorded."""
         telling = self._telling
         if telling.active:
-            self._keep_for_later(_TRUNCATED, 1)
+            self._throttle.keep(_TRUNCATED, 1)
             return
-        total = self._due(_TRUNCATED, 1)
+        total = self._throttle.due(_TRUNCATED, 1)
         if not total:
             return
         telling.active = True
@@ -253,7 +294,7 @@ class LossLog:
             self._callback_failed()
 
     def _callback_failed(self) -> None:
-        total = self._due(_CALLBACK_ERROR, 1)
+        total = self._throttle.due(_CALLBACK_ERROR, 1)
         if total:
             logger.error(
                 "layer-sdk's on_drop callback raised (%d time(s) since the last report)",
@@ -306,26 +347,6 @@ class LossLog:
                 except BaseException:  # even SystemExit: the notifier must go on
                     self._callback_failed()
 
-    # -- the throttle ----------------------------------------------------------
-
-    def _keep_for_later(self, key: str, count: int) -> None:
-        """Add ``count`` to the next log line for ``key``, without logging now."""
-        with self._lock:
-            self._unlogged[key] = self._unlogged.get(key, 0) + count
-
-    def _due(self, key: str, count: int) -> int:
-        """How many to report now for ``key`` (0: not yet, the count is kept for later)."""
-        now = time.monotonic()
-        with self._lock:
-            total = self._unlogged.get(key, 0) + count
-            last = self._last_logged.get(key)
-            if last is not None and now - last < LOSS_LOG_INTERVAL:
-                self._unlogged[key] = total
-                return 0
-            self._last_logged[key] = now
-            self._unlogged[key] = 0
-            return total
-
 
 class _Detail(NamedTuple):
     """Why a loss happened: what we know (``what``), and what a server said of what it refused."""
@@ -339,6 +360,13 @@ class _Detail(NamedTuple):
         if self.message is None:
             return self.what
         return f"{self.what}: {server_words(self.message, self.refused)}"
+
+
+def _with_last_error(detail: str | None, last_error: str | None) -> str | None:
+    """``detail`` with the delivery trouble of the moment added, unless it names one."""
+    if last_error is None or (detail is not None and "last error" in detail):
+        return detail
+    return f"last error: {last_error}" if detail is None else f"{detail}; last error: {last_error}"
 
 
 def server_words(message: str, refused: Sequence[bytes] = ()) -> str:

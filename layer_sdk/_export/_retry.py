@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import logging
 import random
 import threading
 import time
@@ -23,8 +22,6 @@ from datetime import timezone
 from email.utils import parsedate_to_datetime
 
 from .._exceptions import LayerSDKException
-
-logger = logging.getLogger("layer_sdk")
 
 #: Statuses that say "try again later". Connection errors are retried as well:
 #: with the request ID header a repeated request is safe even if the server did
@@ -159,6 +156,8 @@ class SendGate:
       a fleet of processes backs off together.
 
     ``close()`` (shutdown) wakes every waiter at once. Every wait has a deadline.
+    The gate logs nothing: what the attempts came to is told by the transport's
+    ``TroubleLog`` (``_trouble``), the one voice on the API's condition.
     """
 
     def __init__(self, policy: RetryPolicy) -> None:
@@ -232,8 +231,7 @@ class SendGate:
         if not self._failures and not self._probing and len(self._recent) == RECENT:
             return  # nothing to change: the common case, without the lock
         with self._lock:
-            recovered = self._outage
-            self.recoveries += recovered
+            self.recoveries += self._outage
             if self._outage or self._probing or probe:
                 # It was taken to be unreachable, and answers: everyone resumes at once.
                 self._recent.clear()
@@ -242,22 +240,13 @@ class SendGate:
                 self._changed.notify_all()
             else:
                 self._record(_ANSWERED)
-        if recovered:
-            logger.warning("layer-sdk: the Layer API answers again; sending resumes")
 
-    def failed(
-        self,
-        *,
-        probe: bool,
-        retry_after: float | None,
-        error: LayerSDKException | None = None,
-    ) -> None:
+    def failed(self, *, probe: bool, retry_after: float | None) -> None:
         """An attempt failed for now: no answer, or "try later" (``retry_after``: the
-        server's wish in seconds, if it said; ``error``: what failed, for the log)."""
+        server's wish in seconds, if it said)."""
         with self._lock:
             now = time.monotonic()
             self._record(_FAILED if retry_after is None else _ASKED_TO_WAIT)
-            unreachable = False
             if probe:
                 self._probing = False
                 self._failed_probes += 1
@@ -267,9 +256,8 @@ class SendGate:
                 and self._failures >= OUTAGE_AFTER
                 and self._failures >= OUTAGE_SHARE * len(self._recent)
             ):
-                self._outage = unreachable = True
+                self._outage = True
                 self._next_probe = now + self._policy.backoff(0)
-                failures, attempts = self._failures, len(self._recent)
             if (
                 retry_after is not None
                 and self._asked_to_wait >= PAUSE_AFTER
@@ -278,15 +266,6 @@ class SendGate:
                 pause = min(retry_after, self._policy.retry_after_max)
                 self._paused_until = max(self._paused_until, now + pause)
             self._changed.notify_all()
-        if unreachable:
-            logger.warning(
-                "layer-sdk: the Layer API seems unreachable (%d of the last %d attempts "
-                "failed; the last: %s); one request at a time probes it until it answers, "
-                "and the events stay queued",
-                failures,
-                attempts,
-                error or "no answer",
-            )
 
     def _record(self, outcome: int) -> None:
         recent = self._recent

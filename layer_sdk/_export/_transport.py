@@ -31,12 +31,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
 from .._auth import warn_if_cleartext
 from .._config import Config
+from .._daemon_pool import Interrupt
 from .._entropy import random_16
 from .._exceptions import (
     LayerAuthError,
@@ -50,6 +53,7 @@ from .._redact import scrub
 from ._backends import Backend, Exchange, Response, choose_backend
 from ._losses import REJECTED, RETRIES_EXHAUSTED, SHUTDOWN
 from ._retry import Admission, RetryPolicy, RetryState, SendGate, is_retryable, parse_retry_after
+from ._trouble import CONFIGURATION_STATUSES, TroubleLog
 
 logger = logging.getLogger("layer_sdk")
 
@@ -78,6 +82,10 @@ class Outgoing(Protocol):
     path: str
     bodies: list[bytes]
     retry: RetryState | None
+
+    @property
+    def events(self) -> Sequence[object]:
+        """The events the bodies carry (counted in the debug lines)."""
 
     def request_ids(self) -> list[str]:
         """The X-Request-Id of each body, the same on every attempt."""
@@ -114,6 +122,10 @@ class _Sorted(NamedTuple):
     unauthorized: list[int]
     #: Whether some answer showed the API is up (anything but "try later").
     answered: bool
+    #: Whether some body was delivered (2xx).
+    delivered: bool
+    #: The first refusal that says the configuration is wrong (401, 403, 404), if any.
+    refusal: LayerHTTPError | None
 
 
 def new_request_id() -> str:
@@ -129,6 +141,7 @@ class Transport:
         config: Config,
         backend: Backend | None = None,
         splicer: BodySplicer | None = None,
+        trouble: TroubleLog | None = None,
     ) -> None:
         self._config = config
         self._own_backend = backend is None
@@ -147,16 +160,28 @@ class Transport:
             max_retries=config.max_retries, max_retry_time=config.max_retry_time
         )
         self.gate = SendGate(self.retry)
+        self._closing = Interrupt()
+        #: What the worker's attempts say about reaching the API, in the log.
+        self.trouble = trouble or TroubleLog(
+            config.base_url, authenticated=config.auth_provider is not None
+        )
         self._backend = choose_backend(config) if backend is None else backend
         # A user's session brings its own retry policy: exactly one retry layer.
         self._own_retries = config.http_session is None
+        # debug=True: one line per attempt (a flag read per request: nothing more when off).
+        self._debug = config.debug
 
     # -- the synchronous path ----------------------------------------------------------
 
-    def send(self, path: str, body: bytes, *, method: str = "POST") -> Response:
+    def send(
+        self, path: str, body: bytes, *, method: str = "POST", creates: bool = False
+    ) -> Response:
         """POST ``body`` to ``path`` now (the synchronous path); returns a 2xx response or raises.
 
         ``method="GET"`` reads ``path`` instead (``body`` is then ``b""``).
+        ``creates``: the body creates what it names (a session). A 409 to a retry
+        of it (after an attempt the server may have taken, its answer lost) says
+        that it exists: that 409 is returned. A 409 to the first attempt raises.
         Retries up to ``max_retries`` times, within about ``max_retries + 1``
         times ``http_timeout``. Raises ``LayerHTTPError`` for a non-2xx answer
         (at once for a ``Retry-After`` beyond that bound), ``LayerRequestError``
@@ -164,7 +189,7 @@ class Transport:
         credentials can be had.
         """
         try:
-            outcome = self._settle_now(path, body, method)
+            outcome = self._settle_now(path, body, method, creates)
         except LayerSDKException as exc:  # no credentials could be had
             outcome = exc
         if isinstance(outcome, Response):
@@ -173,7 +198,9 @@ class Transport:
         # server's raw answer, which an error tracker capturing frame locals would send on.
         raise outcome.with_traceback(None)
 
-    def _settle_now(self, path: str, body: bytes, method: str) -> Response | LayerSDKException:
+    def _settle_now(
+        self, path: str, body: bytes, method: str, creates: bool
+    ) -> Response | LayerSDKException:
         """The synchronous loop: a 2xx response, or the error that ``send`` raises."""
         started = time.monotonic()
         if self._splicer is not None:
@@ -185,26 +212,36 @@ class Transport:
         retry = RetryState(started)
         budget = started + (self.retry.max_retries + 1) * self._timeout
         while True:
-            sorted_ = self._sort(
-                self._attempt(path, [body], ids, method, sync=True), 1, self._reauthenticates(retry)
-            )
+            debug = self._debug
+            began = time.monotonic() if debug else 0.0
+            exchange = self._attempt(path, [body], ids, method, sync=True)
+            sorted_ = self._sort(exchange, 1, self._reauthenticates(retry))
             (delivery,) = sorted_.deliveries
+            outcome: Response | LayerSDKException | None = None
+            delay = 0.0
             if not sorted_.again:
-                if delivery.error is not None:
-                    return delivery.error
-                assert delivery.response is not None
-                return delivery.response
-            assert delivery.error is not None
+                if creates and retry.retries and delivery.status == 409:
+                    outcome = delivery.response  # created by an attempt whose answer was lost
+                else:
+                    outcome = delivery.error or delivery.response
+            elif sorted_.unauthorized:
+                if not self._renew_credentials(retry):
+                    outcome = delivery.error
+            elif not self._own_retries or retry.retries >= self.retry.max_retries:
+                outcome = delivery.error  # (a user's session retried already)
+            else:
+                delay = self.retry.backoff(retry.retries, sorted_.retry_after)
+                if sorted_.retry_after is not None and time.monotonic() + delay > budget:
+                    outcome = delivery.error  # the server asks for longer than this call may take
+            if debug:
+                retrying = None if outcome is not None else (retry.retries + 1, delay)
+                _log_attempt(method, path, exchange, sorted_, began, "sync", retrying=retrying)
+            if outcome is not None:
+                assert outcome is not None
+                return outcome
             if sorted_.unauthorized:
-                if self._renew_credentials(retry):
-                    continue
-                return delivery.error
-            if not self._own_retries or retry.retries >= self.retry.max_retries:
-                return delivery.error  # (a user's session retried already)
-            delay = self.retry.backoff(retry.retries, sorted_.retry_after)
-            if sorted_.retry_after is not None and time.monotonic() + delay > budget:
-                return delivery.error  # the server asks for longer than this call may take
-            logger.debug("retrying %s in %.2f s after: %s", path, delay, delivery.error)
+                continue
+            assert delivery.error is not None
             retry.retries += 1
             if not self.gate.sleep(delay):
                 return delivery.error  # shut down meanwhile
@@ -234,6 +271,8 @@ class Transport:
         if admission is Admission.CLOSED or admission is Admission.EXPIRED:
             return [self._not_admitted(admission, retry)] * count
         probe = admission is Admission.PROBE
+        debug = self._debug
+        began = time.monotonic() if debug else 0.0
         try:
             exchange = self._attempt(
                 request.path, request.bodies, request.request_ids(), "POST", sync=False
@@ -245,12 +284,62 @@ class Transport:
         if sorted_.answered:
             self.gate.passed(probe=probe)
         elif sorted_.failure is not None:
-            self.gate.failed(probe=probe, retry_after=sorted_.retry_after, error=sorted_.failure)
-        return self._schedule(sorted_, retry, deadline, request.path)
+            self.gate.failed(probe=probe, retry_after=sorted_.retry_after)
+        deliveries = self._schedule(sorted_, retry, deadline)
+        if debug:
+            self._log_delivery(request, exchange, sorted_, began, deliveries, retry)
+        trouble = sorted_.failure or sorted_.refusal
+        if trouble is None and sorted_.unauthorized:
+            # A 401 with credentials: trouble only when no new ones may get it through
+            # (a token that merely expired is renewed and the request sent again, quietly).
+            refused = deliveries[sorted_.unauthorized[0]]
+            trouble = refused.error if refused.loss is not None else None
+        if trouble is not None:
+            self._tell_trouble(request, trouble, deliveries, deadline)
+        elif sorted_.delivered and self.trouble.last_error is not None:
+            self.trouble.delivered()
+        return deliveries
 
-    def _schedule(
-        self, sorted_: _Sorted, retry: RetryState, deadline: float, path: str
-    ) -> list[Delivery]:
+    def _tell_trouble(
+        self,
+        request: Outgoing,
+        failure: LayerSDKException,
+        deliveries: list[Delivery],
+        deadline: float,
+    ) -> None:
+        """Tell the trouble log what failed, and what becomes of the events."""
+        again = next((d for d in deliveries if d.retry_at is not None), None)
+        lost = next((d.loss for d in deliveries if d.loss is not None), None)
+        retry_for = None if again is None else max(0.0, deadline - time.monotonic())
+        self.trouble.failed(
+            request.path, failure, retry_for=retry_for, loss=lost, bodies=request.bodies
+        )
+
+    def _log_delivery(
+        self,
+        request: Outgoing,
+        exchange: Exchange,
+        sorted_: _Sorted,
+        began: float,
+        deliveries: list[Delivery],
+        retry: RetryState,
+    ) -> None:
+        """The debug line of one attempt of the worker."""
+        again = next((d.retry_at for d in deliveries if d.retry_at is not None), None)
+        retrying = None if again is None else (retry.retries, max(0.0, again - time.monotonic()))
+        lost = Counter(d.loss for d in deliveries if d.loss is not None)
+        _log_attempt(
+            "POST",
+            request.path,
+            exchange,
+            sorted_,
+            began,
+            f"{len(request.events)} event(s)",
+            retrying=retrying,
+            lost=lost,
+        )
+
+    def _schedule(self, sorted_: _Sorted, retry: RetryState, deadline: float) -> list[Delivery]:
         """When the bodies to send again go: at once when the server only ended the
         exchange early or new credentials came; after a backoff (or the server's
         Retry-After) when they failed; given up on when that is past ``deadline``.
@@ -273,7 +362,6 @@ class Transport:
             delay = self.retry.backoff(grown, sorted_.retry_after)
             if retry_at + delay > deadline:
                 return deliveries
-            logger.debug("retrying %s in %.2f s after: %s", path, delay, failure)
             retry.retries += 1
             retry.error = _kept(failure)
             retry_at += delay
@@ -310,27 +398,35 @@ class Transport:
     def _attempt(
         self, path: str, bodies: list[bytes], request_ids: list[str], method: str, *, sync: bool
     ) -> Exchange:
-        """Send the bodies once, in order, with their headers; what came back."""
+        """Send the bodies once, in order, with their headers; what came back, with the
+        credentials sent masked wherever the answers or the failure quote them."""
         url = self._base_url + path
+        credentials: dict[str, str] = {}
         try:
             headers = self._headers
             if self._auth is not None:
-                headers = {**headers, **self._auth.get_headers()}
+                with self._closing.applies():  # shutdown ends a wait for a token
+                    credentials = self._auth.get_headers()
+                headers = {**headers, **credentials}
             if method == "GET":
-                return _get(self._backend, url, headers)
-            return self._backend.post_all(
-                url,
-                [
-                    (body, {**headers, REQUEST_ID_HEADER: request_id})
-                    for body, request_id in zip(bodies, request_ids, strict=True)
-                ],
-            )
+                exchange = _get(self._backend, url, headers)
+            else:
+                exchange = self._backend.post_all(
+                    url,
+                    [
+                        (body, {**headers, REQUEST_ID_HEADER: request_id})
+                        for body, request_id in zip(bodies, request_ids, strict=True)
+                    ],
+                )
         except LayerAuthError as exc:
             if sync:
                 raise  # the caller learns at once that no credentials can be had
             return Exchange([], exc)
         except LayerRequestError as exc:
-            return Exchange([], exc)
+            exchange = Exchange([], exc)
+        # Whatever the provider (a user's own may declare no secrets), what it just sent is
+        # known here: an API or a user's session quoting it back shows it masked.
+        return _masked(exchange, credentials) if credentials else exchange
 
     def _sort(self, exchange: Exchange, count: int, reauthenticate: bool) -> _Sorted:
         """Sort what one attempt of ``count`` bodies came to, body by body."""
@@ -338,12 +434,13 @@ class Transport:
         again: list[int] = []
         unauthorized: list[int] = []
         failure: LayerSDKException | None = None
+        refusal: LayerHTTPError | None = None
         retry_after: float | None = None
-        answered = False
+        answered = delivered = False
         for i, response in enumerate(exchange.responses):
             if 200 <= response.status < 300:
                 deliveries.append(Delivery(response))
-                answered = True
+                answered = delivered = True
                 continue
             refused = http_error(response)
             if response.status == 401 and reauthenticate:
@@ -355,6 +452,8 @@ class Transport:
             elif not is_retryable(response.status):
                 deliveries.append(Delivery(response, REJECTED, refused))
                 answered = True
+                if refusal is None and response.status in CONFIGURATION_STATUSES:
+                    refusal = refused
             else:
                 deliveries.append(Delivery(response, RETRIES_EXHAUSTED, refused))
                 again.append(i)
@@ -374,7 +473,9 @@ class Transport:
                 why = LayerRequestError("the Layer API ended the exchange before answering")
             deliveries += [Delivery(None, RETRIES_EXHAUSTED, why)] * len(unanswered)
             again += unanswered
-        return _Sorted(deliveries, again, failure, retry_after, unauthorized, answered)
+        return _Sorted(
+            deliveries, again, failure, retry_after, unauthorized, answered, delivered, refusal
+        )
 
     def _reauthenticates(self, retry: RetryState) -> bool:
         """Whether a 401 may be retried with fresh credentials (once per request)."""
@@ -389,15 +490,63 @@ class Transport:
 
     def fresh(self) -> Transport:
         """A transport like this one, with connections of its own (for a forked child)."""
-        return Transport(self._config, None if self._own_backend else self._backend, self._splicer)
+        backend = None if self._own_backend else self._backend
+        return Transport(self._config, backend, self._splicer, self.trouble)
 
     def close(self) -> None:
-        """End the waits of the send gate and of synchronous calls, and release connections
-        (those in use too: a request under way ends at once)."""
+        """End the waits of the send gate and of synchronous calls (for a backoff or for a
+        token), and release connections (those in use too: a request under way ends at once)."""
         self.gate.close()
+        self._closing.fire()
         if self._splicer is not None:
             self._splicer.close()
         self._backend.close()
+
+
+def _log_attempt(
+    method: str,
+    path: str,
+    exchange: Exchange,
+    sorted_: _Sorted,
+    began: float,
+    what: str,
+    *,
+    retrying: tuple[int, float] | None,
+    lost: Counter[str] | None = None,
+) -> None:
+    """One debug line for one attempt: what was sent, what came back and when, what
+    follows. Never a body, a header or the server's words (they may quote the data)."""
+    elapsed = (time.monotonic() - began) * 1000
+    statuses = Counter(response.status for response in exchange.responses)
+    answers = ", ".join(
+        str(status) if times == 1 else f"{status} x{times}" for status, times in statuses.items()
+    )
+    count = len(sorted_.deliveries)
+    unanswered = count - len(exchange.responses)
+    if unanswered:
+        why = exchange.error or "the exchange ended early"
+        no_answer = f"no answer ({why})" if unanswered == count else f"{unanswered} unanswered"
+        answers = f"{answers}, {no_answer}" if answers else no_answer
+    follows = ""
+    if retrying is not None:
+        number, delay = retrying
+        reason = sorted_.failure
+        if isinstance(reason, LayerHTTPError):
+            because = f"answered {reason.status_code}"
+        elif reason is not None:
+            because = str(reason)
+        else:
+            because = "sent again at once"
+        follows = f"; retry {number} in {delay:.2f} s ({because})"
+    if lost:
+        follows += "; given up: " + ", ".join(
+            f"{times} body(ies) {reason}" for reason, times in lost.items()
+        )
+    bodies = "1 body" if count == 1 else f"{count} bodies"
+    logger.debug(
+        "layer-sdk: %s %s -> %s in %.1f ms (%s, %s)%s",
+        method, path, answers, elapsed, bodies, what, follows,
+    )  # fmt: skip
 
 
 def _kept(error: LayerSDKException) -> LayerSDKException:
@@ -409,6 +558,28 @@ def _kept(error: LayerSDKException) -> LayerSDKException:
     ):
         return LayerHTTPError(error.status_code, error.message[:500], None)
     return error
+
+
+def _masked(exchange: Exchange, credentials: dict[str, str]) -> Exchange:
+    """``exchange`` with each header value of ``credentials`` (and a scheme's credentials
+    alone: the token of ``Bearer <token>``) masked in the refusals and the failure."""
+    if exchange.error is None and all(200 <= r.status < 300 for r in exchange.responses):
+        return exchange  # nothing the server or the network said is kept
+    secrets = {part for value in credentials.values() for part in (value, value.partition(" ")[2])}
+    responses = [
+        response
+        if 200 <= response.status < 300 or not response.body
+        else response._replace(
+            body=scrub(response.body.decode("utf-8", "replace"), secrets).encode()
+        )
+        for response in exchange.responses
+    ]
+    error = exchange.error
+    if isinstance(error, LayerRequestError) and not isinstance(error, LayerHTTPError):
+        message = scrub(str(error), secrets)
+        if message != str(error):
+            error = LayerRequestError(message)
+    return Exchange(responses, error)
 
 
 def _get(backend: Backend, url: str, headers: dict[str, str]) -> Exchange:

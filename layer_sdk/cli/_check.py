@@ -16,8 +16,6 @@ is summarized by its title: the output may end up in a ticket.
 from __future__ import annotations
 
 import functools
-import html
-import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -33,15 +31,12 @@ from .._exceptions import (
     LayerMissingRequiredConfigurationError,
     LayerRequestError,
 )
+from .._export._trouble import summarize_html
 from .._redact import mask_url, scrub
 from .._schemas import SESSIONS_PATH
 from .._settings import resolve_settings
 
 Out = Callable[[str], None]
-
-#: Where an HTML page begins in an error's text (a proxy's or load balancer's error page).
-_HTML = re.compile(r"<(?:!doctype\s+html|html|head|body|title)\b", re.IGNORECASE)
-_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
 
 def check(options: Mapping[str, Any], out: Out | None = None) -> int:
@@ -101,7 +96,17 @@ def settings_rows(config: Config) -> list[tuple[str, str]]:
         ("http_timeout", f"{config.http_timeout:g} s"),
         ("authentication", _describe_auth(config.auth_provider)),
         ("firewall", "(none)" if firewall is None else mask_url(firewall)),
+        ("spool", _describe_spool(config)),
     ]
+
+
+def _describe_spool(config: Config) -> str:
+    if config.spool_dir is None:
+        return "(none: undelivered events are kept in memory only)"
+    return (
+        f"{config.spool_dir} (spool_sync {config.spool_sync}, at most "
+        f"{config.spool_max_bytes / 2**20:,.0f} MiB, {config.spool_max_age / 86400:g} days)"
+    )
 
 
 def probe(client: Client, config: Config, out: Out) -> str | None:
@@ -175,17 +180,6 @@ def _explain_network(message: str, what: str, url: str, timeout: float) -> str:
     if "Timeout" in message or "timed out" in message:
         return f"no answer within {timeout:g} s from {where}: {message}"
     return f"{what} could not be reached: {message}"
-
-
-def summarize_html(text: str) -> str:
-    """``text`` with an HTML page in it (a proxy's error page) cut down to the page's title."""
-    start = _HTML.search(text)
-    if start is None:
-        return text
-    found = _TITLE.search(text, start.start())
-    title = " ".join(html.unescape(found[1]).split()) if found else ""
-    page = f"an HTML page titled {title!r}" if title else "an HTML page without a title"
-    return text[: start.start()] + page
 
 
 def _readable(out: Out) -> Out:
