@@ -1,4 +1,4 @@
-"""The benchmark cases of DESIGN §8, one function each, each run in a fresh process.
+"""The benchmark cases, one function each, each run in a fresh process.
 
 ``python benchmarks/_cases.py CASE [--quick]`` runs one case and prints its
 results as one JSON line (the last line of stdout); ``benchmarks/run.py``
@@ -175,7 +175,7 @@ def distribution(samples_ns: Sequence[int]) -> dict[str, float]:
 
 
 def floor_us() -> dict[str, float]:
-    """What this machine needs for the least an event must cost: the issue's "floor" column.
+    """What this machine needs for the least an event must cost: the "floor" column.
 
     A msgspec encode of the typical action (as a dict, with its two times) and
     an append to a deque; best of several rounds, µs per operation.
@@ -728,7 +728,7 @@ def case_flush_concurrency(quick: bool) -> dict[str, Any]:
     }
 
 
-# -- 3b. long sessions (issue 11) -------------------------------------------------
+# -- 3b. long sessions -------------------------------------------------
 
 
 def _one_session(delay: float, actions: int, sessions: int) -> dict[str, Any]:
@@ -901,7 +901,7 @@ def case_server_down(quick: bool) -> dict[str, Any]:
     }
 
 
-# -- 5b. outage and fleet backpressure (issue 9) ----------------------------------
+# -- 5b. outage and fleet backpressure ----------------------------------
 
 
 def _paced(client: Any, sessions_per_s: float, seconds: float) -> int:

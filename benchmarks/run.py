@@ -1,4 +1,4 @@
-"""Measure every figure of DESIGN §8 and print them as one markdown table.
+"""Measure every figure the SDK promises and print them as one markdown table.
 
     python benchmarks/run.py [--quick] [--write] [--case NAME ...]
     python benchmarks/run.py --spool [--quick] [--write]
@@ -247,7 +247,7 @@ ROWS: tuple[Row, ...] = (
         lambda r: "n/a"),
     Row("hot_path", "hot path", "floor alone (best of 5): encode of the action; deque append",
         lambda r: f"{num(get(r, 'floor.encode_action'))}; {num(get(r, 'floor.deque_append'))} µs",
-        lambda r: "n/a", "issue 3 measured 0.55; 0.02 µs"),
+        lambda r: "n/a"),
     Row("hot_path", "hot path", "`@layer.action` call median / p99 / p99.9 / max",
         lambda r: " / ".join(
             num(get(r, f"decorated_action.{q}")) for q in ("median", "p99", "p999", "max")

@@ -195,7 +195,7 @@ def test_a_short_lifetime_is_refreshed_ahead_of_expiry_on_both_paths(
 def test_a_token_is_refreshed_ahead_of_expiry_by_the_margin(
     oidc: StartProvider, monkeypatch: pytest.MonkeyPatch, ttl: int, refresh_after: float
 ) -> None:
-    """Issue 12, no wall-clock windows: the refresh point, on a clock the test moves.
+    """The refresh point, on a clock the test moves.
 
     ``expires_in`` counts whole seconds, so the SDK counts a token good for
     ``ttl - 1`` s, and refreshes it the smaller of 60 s and a fifth of ``ttl``
@@ -634,7 +634,7 @@ def non_loopback_address() -> str | None:
 def test_a_token_over_plain_http_beyond_this_machine_is_refused_unless_allowed(
     oidc: StartProvider, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue 10 §3 insecure http: init() refuses a plain-http API beyond loopback when
+    """Init() refuses a plain-http API beyond loopback when
     an auth provider is set, and OIDCClientCredentials a plain-http token_url; the
     error names allow_insecure_http, and nothing is sent. Opted in, it works, warned."""
     monkeypatch.setattr(_auth, "_warned", set())
@@ -691,7 +691,7 @@ def test_a_token_over_plain_http_beyond_this_machine_is_refused_unless_allowed(
 def test_loopback_and_https_need_no_opt_in(
     make_client: MakeClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Issue 10 §3 insecure http: localhost, 127.0.0.0/8 and ::1 stay allowed without
+    """Localhost, 127.0.0.0/8 and ::1 stay allowed without
     a word, as does https anywhere, and plain http without credentials."""
     caplog.set_level(logging.WARNING, logger="layer_sdk")
     secret = "s3cr3t-never-logged"

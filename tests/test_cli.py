@@ -125,7 +125,7 @@ def test_check_masks_the_client_secret(
 def test_check_masks_the_password_of_a_url(
     monkeypatch: pytest.MonkeyPatch, collector: LocalCollector, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Issue 10 §3 URL masking: ``layer-sdk check`` shows user:***@, never the password."""
+    """``layer-sdk check`` shows user:***@, never the password."""
     password = "pw-" + secrets.token_urlsafe(16)
     url = f"http://user:{password}@127.0.0.1:{collector.port}"
     code, out = run(capsys, "check", "--base-url", url, "--application-id", APP_ID)
@@ -154,7 +154,7 @@ def test_check_masks_the_password_of_a_url(
 def test_check_shows_no_secret_the_token_endpoint_echoes(
     monkeypatch: pytest.MonkeyPatch, collector: LocalCollector, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Issue 10 §3 scrubbing: check prints the provider's refusal, not the secret it echoed."""
+    """Check prints the provider's refusal, not the secret it echoed."""
     secret = odd_secret("cs")
     with EchoingTokenEndpoint("form") as endpoint:
         monkeypatch.setenv("LAYER_OIDC_TOKEN_URL", f"{endpoint.url}/token")
@@ -170,7 +170,7 @@ def test_check_shows_no_secret_the_token_endpoint_echoes(
 def test_check_names_the_opt_in_for_plain_http_beyond_this_machine(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Issue 10 §3 insecure http: check says why a plain-http token URL is refused."""
+    """Check says why a plain-http token URL is refused."""
     monkeypatch.setenv("LAYER_OIDC_TOKEN_URL", "http://sso.example.invalid/token")
     monkeypatch.setenv("LAYER_OIDC_CLIENT_ID", "sdk")
     monkeypatch.setenv("LAYER_OIDC_CLIENT_SECRET", "very-secret-value-1234")

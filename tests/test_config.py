@@ -183,7 +183,7 @@ def test_the_largest_number_of_seconds_taken_works_where_it_is_used(
 
 
 def test_a_platform_that_is_no_string_is_refused_at_init(collector: LocalCollector) -> None:
-    """Issue 10 §3: init(platform=123) raises at init, not a 4xx on every session later."""
+    """Init(platform=123) raises at init, not a 4xx on every session later."""
     with pytest.raises(ValueError, match="platform must be a string, got int"):
         Client().init(base_url=collector.url, application_id=APP_ID, platform=123)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="environment must be a string, got int"):
@@ -194,7 +194,7 @@ def test_a_platform_that_is_no_string_is_refused_at_init(collector: LocalCollect
 def test_python_runtime_is_the_implementation_name_unchanged(
     make_client: Callable[..., Client], collector: LocalCollector
 ) -> None:
-    """Issue 10 §1: python.runtime is platform.python_implementation(), e.g. CPython."""
+    """Python.runtime is platform.python_implementation(), e.g. CPython."""
     client = make_client(platform="k8s")
     session_id = client.create_session()
     assert client.flush(5)
@@ -382,7 +382,7 @@ def test_calls_before_init_say_init_is_missing() -> None:
 
 
 def test_init_takes_exactly_the_options_of_config_with_their_defaults() -> None:
-    """Issue 12, one option list: init()'s parameters are Config's fields (plus the alias
+    """Init()'s parameters are Config's fields (plus the alias
     disabled_instrumentors), with the same defaults; an option that falls back to the
     environment defaults to None in init(), meaning "the variable, else the default"."""
     parameters = dict(inspect.signature(Client.init).parameters)

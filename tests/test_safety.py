@@ -1,4 +1,4 @@
-"""Issue 10 §3, "The host application is never harmed": ``on_drop`` and echoed secrets.
+"""``on_drop`` and echoed secrets.
 
 ``on_drop`` is user code that may log through a handler reporting to Layer,
 raise, or call ``flush()``: it must never hang, crash or stall anything. Text
@@ -111,7 +111,7 @@ def test_on_drop_that_logs_to_a_reporting_handler_returns_with_exact_counts(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Issue 10 §3 on_drop re-entry: a full queue, a handler that reports to Layer, an
+    """A full queue, a handler that reports to Layer, an
     on_drop that logs: every log call returns, the drops are counted exactly, the
     log stays short."""
     monkeypatch.setattr(_losses, "LOSS_LOG_INTERVAL", 3600.0)  # however slow the machine
@@ -152,7 +152,7 @@ def test_on_drop_that_raises_never_escapes_and_is_logged_throttled(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Issue 10 §3 on_drop errors: an on_drop that raises, with a handler reporting the
+    """An on_drop that raises, with a handler reporting the
     SDK's own log to Layer: no RecursionError out of logging.info(), and 20,000 drops
     cost two log lines, not one per drop."""
     monkeypatch.setattr(_losses, "LOSS_LOG_INTERVAL", 3600.0)  # however slow the machine
@@ -196,7 +196,7 @@ def test_on_drop_that_raises_never_escapes_and_is_logged_throttled(
 def test_on_drop_that_flushes_does_not_stall_delivery(
     make_client: MakeClient, collector: LocalCollector
 ) -> None:
-    """Issue 10 §3 on_drop off the sender threads: an on_drop that calls flush() for a
+    """An on_drop that calls flush() for a
     loss the worker found (a 400) runs on a notifier, and the only sender goes on
     delivering meanwhile."""
     told: list[tuple[str, int, str]] = []
@@ -226,7 +226,7 @@ def test_on_drop_that_flushes_does_not_stall_delivery(
 def test_losses_found_by_senders_are_told_summed_per_reason(
     make_client: MakeClient, collector: LocalCollector
 ) -> None:
-    """Issue 10 §3 on_drop notifier: what waits for a slow callback is one count per
+    """What waits for a slow callback is one count per
     reason, so a burst of losses costs bounded memory and every event is told."""
     first_call = threading.Event()
     carry_on = threading.Event()
@@ -256,7 +256,7 @@ def test_losses_found_by_senders_are_told_summed_per_reason(
 def test_losses_found_by_the_exit_drain_are_told_before_the_process_ends(
     collector: LocalCollector,
 ) -> None:
-    """Issue 10 §3 on_drop at exit: no notifier thread is relied on while the interpreter
+    """No notifier thread is relied on while the interpreter
     exits; the loss found by the exit drain is told on the sender the drain waits for."""
     collector.fail_next(1, status=400)
     script = """
@@ -285,7 +285,7 @@ def _late_call_in_child(client: Client, told: list[tuple[str, int]]) -> dict[str
 
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_tells_of_losses_with_fresh_locks(make_client: MakeClient) -> None:
-    """Issue 10 §3 on_drop and fork: a child never waits for a loss-log lock a parent
+    """A child never waits for a loss-log lock a parent
     thread held when it forked."""
     told: list[tuple[str, int]] = []
     client = make_client(on_drop=lambda reason, count: told.append((reason, count)))
@@ -305,7 +305,7 @@ def test_a_forked_child_tells_of_losses_with_fresh_locks(make_client: MakeClient
 def test_an_api_echoing_the_authorization_header_leaks_nothing_on_the_sync_path(
     make_client: MakeClient, shape: str
 ) -> None:
-    """Issue 10 §3 scrubbing: an error body quoting our Authorization header reaches the
+    """An error body quoting our Authorization header reaches the
     exception text, .message and .response_data with the token masked: by what tokens
     look like (json, text: the provider does not declare its token), or by the value
     the provider declares (bare: nothing else tells it is a token)."""
@@ -335,7 +335,7 @@ def test_an_api_echoing_the_authorization_header_leaks_nothing_on_the_sync_path(
 def test_an_api_echoing_the_authorization_header_leaks_nothing_to_the_log(
     make_client: MakeClient, caplog: pytest.LogCaptureFixture, shape: str
 ) -> None:
-    """Issue 10 §3 scrubbing, buffered path: the retry (503) and loss (400) log lines
+    """The retry (503) and loss (400) log lines
     carry the server's words with the token masked (shapes as on the sync path)."""
     caplog.set_level(logging.DEBUG, logger="layer_sdk")
     token = odd_secret("tok")
@@ -449,7 +449,7 @@ def test_a_long_refusal_is_cut_to_its_head_and_tail(
 def test_a_token_endpoint_echoing_the_client_secret_leaks_nothing(
     make_client: MakeClient, caplog: pytest.LogCaptureFixture, shape: str
 ) -> None:
-    """Issue 10 §3 scrubbing, token endpoint: the client secret echoed raw, form- or
+    """The client secret echoed raw, form- or
     percent-encoded, as JSON or in the reason phrase reaches neither the exception
     (sync) nor the log (the worker), yet the provider's words do."""
     caplog.set_level(logging.DEBUG, logger="layer_sdk")
@@ -667,7 +667,7 @@ def test_the_token_of_a_users_own_provider_echoed_bare_is_masked(
 
 
 def test_reprs_mask_the_password_of_a_url(collector: LocalCollector) -> None:
-    """Issue 10 §3 URL masking: Client, Config and OIDCClientCredentials show user:***@."""
+    """Client, Config and OIDCClientCredentials show user:***@."""
     password = "pw-" + secrets.token_urlsafe(16)
     base_url = f"http://user:{password}@127.0.0.1:{collector.port}"
     client = Client()
@@ -692,7 +692,7 @@ def test_reprs_mask_the_password_of_a_url(collector: LocalCollector) -> None:
 def test_a_bare_secret_of_an_unknown_shape_is_caught_by_its_value(
     make_client: MakeClient,
 ) -> None:
-    """Issue 10 §3 scrubbing: the bare token, with no name or scheme next to it, is masked
+    """The bare token, with no name or scheme next to it, is masked
     because the auth provider declares it (the patterns alone could not know it)."""
     token = odd_secret("tok")
     with EchoingAPI("bare") as api:
@@ -729,7 +729,7 @@ print(json.dumps({**calls, "enqueued": stats.enqueued, "dropped": stats.dropped,
 
 
 def test_a_signal_handler_that_reports_while_a_call_is_inside_the_queue_never_hangs() -> None:
-    """Issue 10 §3, the host is never harmed: a signal handler that calls the SDK while the
+    """A signal handler that calls the SDK while the
     main thread is inside it (the queue's lock held, a loss being logged) neither waits
     forever on a lock its own thread holds nor recurses; what it offers is counted."""
     result = run_python(SIGNAL_SCRIPT, timeout=60)

@@ -279,7 +279,7 @@ def odd_api() -> Iterator[ThreadingHTTPServer]:
 def test_a_sync_create_refuses_a_session_id_that_is_no_uuid(
     make_client: MakeClient, odd_api: ThreadingHTTPServer, answer: object
 ) -> None:
-    """Issue 10 §3: a sync=True create checks that the server's session_id is a UUID."""
+    """A sync=True create checks that the server's session_id is a UUID."""
     _OddSessionIds.answer = answer
     client = make_client(base_url=f"http://127.0.0.1:{odd_api.server_address[1]}")
     with pytest.raises(LayerRequestError, match="not a UUID"):
@@ -289,7 +289,7 @@ def test_a_sync_create_refuses_a_session_id_that_is_no_uuid(
 def test_a_sync_create_returns_the_server_s_uuid_in_canonical_form(
     make_client: MakeClient, odd_api: ThreadingHTTPServer
 ) -> None:
-    """Issue 10 §3: a UUID answered by the server is returned, usable by append_action."""
+    """A UUID answered by the server is returned, usable by append_action."""
     _OddSessionIds.answer = "1B4E28BA-2FA1-41D2-883F-0016D3CCA427"
     client = make_client(base_url=f"http://127.0.0.1:{odd_api.server_address[1]}")
     assert client.create_session(sync=True) == "1b4e28ba-2fa1-41d2-883f-0016d3cca427"
