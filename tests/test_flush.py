@@ -13,14 +13,18 @@ import concurrent.futures
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
 from layer_sdk import Client, LayerSchemaValidationError
+from layer_sdk._export._queue import EVENT_OVERHEAD
+from layer_sdk._schemas import action_body
 from layer_sdk.collector import LocalCollector
 
-from .helpers import PROMPT, MakeClient
+from .helpers import PROMPT, MakeClient, wait_until
 
 T = TypeVar("T")
 
@@ -190,6 +194,53 @@ def test_many_threads_flushing_their_own_sessions_each_see_all_their_events(
         thread.join(30)
     assert len(found) == 20
     assert set(found.values()) == {(True, 4)}
+
+
+def test_a_session_flush_with_a_spool_waits_for_that_session_only(
+    make_client: MakeClient, collector: LocalCollector, tmp_path: Path
+) -> None:
+    """With a spool (the spool's thread writes each batch before it is sent), a flush of a
+    session returns True once that session is delivered, while another's requests are held;
+    the held session's flush returns False until it is delivered too."""
+    client = make_client(spool_dir=str(tmp_path / "spool"))
+    collector.hang(matching=HELD)
+    held = conversation(client, "held")
+    free = conversation(client, "free")
+
+    assert client.flush(timeout=10, session_id=free) is True
+    assert events_of(collector, free) == 3
+    assert client.flush(timeout=0.2, session_id=held) is False
+    assert events_of(collector, held) == 0
+
+    collector.release()
+    assert client.flush(timeout=10, session_id=held) is True
+    assert events_of(collector, held) == 3
+
+
+def test_a_session_flush_with_events_in_the_spool_only_waits_until_they_are_delivered(
+    make_client: MakeClient, collector: LocalCollector, tmp_path: Path
+) -> None:
+    """While the API is down and memory is half full, batches wait in the spool only. A
+    flush of a session recorded then returns False while its events wait there, and True
+    once the API is back and they were delivered (after all that waited before them)."""
+    client = make_client(spool_dir=str(tmp_path / "spool"), max_queue_size=16, max_batch_size=4)
+    earlier = client.create_session(sync=True)
+    collector.fail_for(600, 503)
+    at = datetime(2024, 1, 1, tzinfo=timezone.utc)  # fixed times: every action the same size
+    size = len(action_body(PROMPT, at, at, None, {"n": 0}, None, None)) + EVENT_OVERHEAD
+    for n in range(48):
+        # At the pace the spool takes it: memory keeps room for what follows.
+        assert wait_until(lambda: client.stats().queued_bytes <= 8 * size), client.stats()
+        client.append_action(earlier, kind=PROMPT, start_time=at, end_time=at, data={"n": n})
+    session_id = conversation(client, "late")
+    assert client.stats().queued > 16  # more than memory holds: the rest in the spool only
+
+    assert client.flush(timeout=0.3, session_id=session_id) is False
+    collector.fail_for(0)
+    assert client.flush(timeout=30, session_id=session_id) is True
+    assert events_of(collector, session_id) == 3
+    assert len(collector.actions(earlier)) == 48
+    assert client.stats().dropped == 0
 
 
 # -- aflush ---------------------------------------------------------------------------
