@@ -25,6 +25,7 @@ import math
 import os
 import resource
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -165,6 +166,7 @@ def distribution(samples_ns: Sequence[int]) -> dict[str, float]:
 
     return {
         "median": quantile(0.5),
+        "p90": quantile(0.9),
         "p99": quantile(0.99),
         "p999": quantile(0.999),
         "max": ordered[-1] / 1000,
@@ -173,7 +175,7 @@ def distribution(samples_ns: Sequence[int]) -> dict[str, float]:
 
 
 def floor_us() -> dict[str, float]:
-    """What this machine needs for the least an event must cost: the issue's "floor" column.
+    """What this machine needs for the least an event must cost: the "floor" column.
 
     A msgspec encode of the typical action (as a dict, with its two times) and
     an append to a deque; best of several rounds, µs per operation.
@@ -236,6 +238,13 @@ class GCPauses:
 
     def longest_ms(self, generation: int) -> float:
         return max(self.pauses[generation], default=0.0) * 1000
+
+
+def timed_full_collection() -> float:
+    """How long one full ``gc.collect()`` takes, ms."""
+    t0 = time.perf_counter()
+    gc.collect()
+    return (time.perf_counter() - t0) * 1000
 
 
 def stats_dict(client: Any) -> dict[str, Any]:
@@ -307,28 +316,66 @@ def sync_rate(client: Any, server: Server, sessions: int) -> dict[str, float]:
 # -- 1. caller-thread cost -------------------------------------------------------
 
 
+def floor_bodies(client: Any) -> tuple[Any, Any]:
+    """The structs the hot path's floor encodes: the typical action, as ``append_action``
+    makes it, and the body of a session as ``create_session`` makes it.
+
+    The session's attributes are the caller's plus those the SDK adds to every session
+    (its ``_platform``: read here, not part of the public API), so that the floor
+    encodes as many bytes as the call does.
+    """
+    from datetime import datetime, timezone
+
+    from layer_sdk import SessionActionKind, SessionActionRequest, SessionRequest
+    from layer_sdk._platform import platform_attributes
+
+    now = datetime.now(timezone.utc)
+    action = SessionActionRequest(
+        kind=SessionActionKind(KIND), start_time=now, end_time=now, attributes=ATTRIBUTES, data=DATA
+    )
+    session = SessionRequest(
+        application_id=APPLICATION_ID,
+        attributes={**platform_attributes(None, None), **SESSION_ATTRIBUTES},
+        session_id=client.create_session(),
+    )
+    return action, session
+
+
 def case_hot_path(quick: bool) -> dict[str, Any]:
-    """Caller-thread cost of create_session, append_action and @layer.action while exporting.
+    """Caller-thread cost of create_session, append_action and @layer.action while exporting,
+    beside the floor: msgspec's encode of the same bodies, in the same loop.
 
     Sessions of 4 actions are produced at a steady rate (half the throughput
     target), alternating a session of direct calls with a ``@layer.session``
     function making 4 ``@layer.action`` calls, so the worker is exporting to the
-    server all along. Every call is timed with ``perf_counter_ns``. A burst of
-    1,000 sessions made back to back follows, for the cost with warm caches.
+    server all along. Half way between two of them, after a pause as long, a
+    floor tick makes the same calls' encodes alone: ``msgspec.json.encode`` of the
+    session's body, then of the action's struct 4 times. So the floor and the
+    calls are timed alike (each first after a pause, the same clock, the same
+    load), and their ratio is measured side by side. Every call is timed with
+    ``perf_counter_ns``. A burst of 1,000 sessions made back to back follows,
+    in blocks alternating with blocks of floor encodes, for the cost with warm caches.
     """
+    import msgspec
+
     from layer_sdk import Client
 
     rate = 10_000  # events/s offered
     iterations = 2_000 if quick else 6_000  # 10 events each
     warmup = 200
     sync_sessions = 60 if quick else 200
+    period = 2 * EVENTS_PER_SESSION / rate
 
     with Server() as server:
         client = new_client(server.url)
         creates: list[int] = []
         appends: list[int] = []
         decorated: list[int] = []
+        floor_creates: list[int] = []
+        floor_appends: list[int] = []
         clock = time.perf_counter_ns
+        encode = msgspec.json.encode
+        action_struct, session_struct = floor_bodies(client)
 
         @client.action(kind=KIND, attributes=ATTRIBUTES)
         def call_model() -> dict[str, Any]:
@@ -344,6 +391,22 @@ def case_hot_path(quick: bool) -> dict[str, Any]:
                     samples.append(t1 - t0)
 
             return conversation
+
+        def floor_tick(session_samples: list[int], action_samples: list[int]) -> None:
+            t0 = clock()
+            encode(session_struct)
+            t1 = clock()
+            session_samples.append(t1 - t0)
+            for _ in range(ACTIONS_PER_SESSION):
+                t0 = clock()
+                encode(action_struct)
+                t1 = clock()
+                action_samples.append(t1 - t0)
+
+        def pause_until(due: float) -> None:
+            ahead = due - time.perf_counter()
+            if ahead > 0:
+                time.sleep(ahead)
 
         def undecorated() -> dict[str, Any]:
             return DATA
@@ -365,26 +428,34 @@ def case_hot_path(quick: bool) -> dict[str, Any]:
                 t1 = clock()
                 a.append(t1 - t0)
             (conversation if recording else warm_conversation)()
-            due = start + (i + 1) * 2 * EVENTS_PER_SESSION / rate
-            ahead = due - time.perf_counter()
-            if ahead > 0:
-                time.sleep(ahead)
+            pause_until(start + (i + 0.5) * period)
+            if recording:
+                floor_tick(floor_creates, floor_appends)
+            else:
+                floor_tick(throwaway, throwaway)
+            pause_until(start + (i + 1) * period)
         produced = (warmup + iterations) * 2 * EVENTS_PER_SESSION
         offered_per_s = produced / (time.perf_counter() - start)
-        # The same calls back to back, without pauses: caches stay warm.
+        # The same calls back to back, without pauses: caches stay warm. Blocks of
+        # 50 sessions alternate with blocks of as many floor ticks.
         burst_creates: list[int] = []
         burst_appends: list[int] = []
-        for _ in range(1_000):
-            t0 = clock()
-            session_id = client.create_session(attributes=SESSION_ATTRIBUTES)
-            t1 = clock()
-            burst_creates.append(t1 - t0)
-            for _ in range(ACTIONS_PER_SESSION):
+        burst_floor_creates: list[int] = []
+        burst_floor_appends: list[int] = []
+        for _ in range(20):
+            for _ in range(50):
                 t0 = clock()
-                client.append_action(session_id, kind=KIND, attributes=ATTRIBUTES, data=DATA)
+                session_id = client.create_session(attributes=SESSION_ATTRIBUTES)
                 t1 = clock()
-                burst_appends.append(t1 - t0)
-        produced += 1_000 * EVENTS_PER_SESSION
+                burst_creates.append(t1 - t0)
+                for _ in range(ACTIONS_PER_SESSION):
+                    t0 = clock()
+                    client.append_action(session_id, kind=KIND, attributes=ATTRIBUTES, data=DATA)
+                    t1 = clock()
+                    burst_appends.append(t1 - t0)
+            for _ in range(50):
+                floor_tick(burst_floor_creates, burst_floor_appends)
+        produced += 1_000 * EVENTS_PER_SESSION + 1  # the floor's session ID came from one
         delivered_all = client.flush(120)
         delivered = server.count()
         buffered_stats = stats_dict(client)
@@ -433,7 +504,7 @@ def case_hot_path(quick: bool) -> dict[str, Any]:
         sync_client.shutdown()
         client.shutdown()
 
-    return {
+    result = {
         "offered_events_per_s": offered_per_s,
         "produced": produced,
         "delivered": delivered,
@@ -443,14 +514,26 @@ def case_hot_path(quick: bool) -> dict[str, Any]:
         "floor": floor_us(),
         "append_action": distribution(appends),
         "create_session": distribution(creates),
+        "floor_append_action": distribution(floor_appends),
+        "floor_create_session": distribution(floor_creates),
         "decorated_action": distribution(decorated),
         "undecorated_call": distribution(plain),
         "burst_append_action": distribution(burst_appends),
         "burst_create_session": distribution(burst_creates),
+        "burst_floor_append_action": distribution(burst_floor_appends),
+        "burst_floor_create_session": distribution(burst_floor_creates),
         "sync_append_action": distribution(sync_appends),
         "sync_create_session": distribution(sync_creates),
         "sync_decorated_action": distribution(sync_decorated),
     }
+    # Each call over its floor, per repetition (run.py takes the median across them).
+    for call in ("append_action", "create_session"):
+        for prefix in ("", "burst_"):
+            for q in ("median", "p99", "p999"):
+                result[f"{prefix}{call}"][f"{q}_ratio"] = (
+                    result[f"{prefix}{call}"][q] / result[f"{prefix}floor_{call}"][q]
+                )
+    return result
 
 
 def case_firewall(quick: bool) -> dict[str, Any]:
@@ -543,6 +626,106 @@ def case_throughput(quick: bool) -> dict[str, Any]:
 def case_slow_server(quick: bool) -> dict[str, Any]:
     """The same against a server that takes 20 ms to answer each request."""
     return _throughput(0.02, 5_000 if quick else 20_000, 10 if quick else 30)
+
+
+# -- 3c. flushing one session while many are in flight ------------------------------
+
+
+def _flush_wave(client: Any, handlers: int, scope: str) -> dict[str, Any]:
+    """``handlers`` concurrent asyncio request handlers, arriving over 0.1 s, each
+    recording a session of 4 actions, then awaiting ``aflush`` of its session
+    (``scope="session"``) or of everything (``"everything"``); how long each waited."""
+    import asyncio
+    import random
+
+    waits: list[int] = []
+    flushed: list[bool] = []
+
+    async def handler(arrival: float) -> None:
+        await asyncio.sleep(arrival)
+        session_id = client.create_session(attributes=SESSION_ATTRIBUTES)
+        for _ in range(ACTIONS_PER_SESSION):
+            client.append_action(session_id, kind=KIND, attributes=ATTRIBUTES, data=DATA)
+        t0 = time.perf_counter_ns()
+        done = await client.aflush(
+            timeout=60, session_id=session_id if scope == "session" else None
+        )
+        waits.append(time.perf_counter_ns() - t0)
+        flushed.append(done)
+
+    async def wave() -> None:
+        arrivals = [random.uniform(0, 0.1) for _ in range(handlers)]
+        await asyncio.gather(*(handler(arrival) for arrival in arrivals))
+
+    asyncio.run(wave())
+    return {**distribution(waits), "all_true": all(flushed)}
+
+
+def case_flush_concurrency(quick: bool) -> dict[str, Any]:
+    """How long a request handler waits for its flush, per session or of everything.
+
+    A web service on asyncio, against a server that takes 20 ms per request: 200
+    requests arrive within 0.1 s, and each records a session of 4 actions, then
+    awaits ``aflush`` before answering. Meanwhile the rest of the service (work
+    that does not flush) reports 4,000 events/s from a thread of its own. Waves
+    alternate between ``aflush(session_id=...)`` (this request's events) and
+    ``aflush()`` (everything queued before the call: other requests' and the
+    background's too). Baseline: a handler recording its session with
+    ``sync=True`` (5 round trips).
+    """
+    import threading
+
+    handlers, background_rate = 200, 4_000
+    waves = 2 if quick else 4
+    with Server(delay=0.02) as server:
+        client = new_client(server.url)
+        stop = threading.Event()
+        background = [0]
+
+        def produce_meanwhile() -> None:
+            start = time.perf_counter()
+            while not stop.is_set():
+                background[0] += produce(client, 1)
+                ahead = start + background[0] / background_rate - time.perf_counter()
+                if ahead > 0:
+                    time.sleep(ahead)
+
+        thread = threading.Thread(target=produce_meanwhile, daemon=True)
+        thread.start()
+        time.sleep(0.5)  # the background's traffic is under way
+        results: dict[str, list[dict[str, Any]]] = {"session": [], "everything": []}
+        for n in range(waves):
+            for scope in ("session", "everything") if n % 2 == 0 else ("everything", "session"):
+                results[scope].append(_flush_wave(client, handlers, scope))
+                time.sleep(0.3)  # the backlog of the wave drains
+        stop.set()
+        thread.join()
+        produced = waves * 2 * handlers * EVENTS_PER_SESSION + background[0]
+        delivered_all = client.flush(60) and server.count() == produced
+        sync_waits: list[int] = []
+        for _ in range(10 if quick else 30):
+            t0 = time.perf_counter_ns()
+            produce(client, 1, sync=True)
+            sync_waits.append(time.perf_counter_ns() - t0)
+        client.shutdown()
+
+    def pooled(scope: str) -> dict[str, Any]:
+        waves_of = results[scope]
+        return {
+            **{q: statistics.median([w[q] for w in waves_of]) for q in ("median", "p90", "p99")},
+            "all_true": all(w["all_true"] for w in waves_of),
+        }
+
+    session, everything = pooled("session"), pooled("everything")
+    return {
+        "handlers": handlers,
+        "background_events_per_s": background_rate,
+        "session": session,
+        "everything": everything,
+        "median_ratio": session["median"] / everything["median"],
+        "all_delivered": delivered_all,
+        "sync": distribution(sync_waits),
+    }
 
 
 # -- 3b. long sessions -------------------------------------------------
@@ -664,7 +847,12 @@ def case_server_down(quick: bool) -> dict[str, Any]:
     """Memory and GC pauses while the server is down and the application keeps producing.
 
     The count bound is raised far out of the way so that the byte bound
-    (``max_queue_bytes``) is what holds memory.
+    (``max_queue_bytes``) is what holds memory. What the backlog adds to a full
+    collection is timed like for like: before producing and at the peak, a full
+    collection made right after another (the caches in the same state), so that
+    the difference is the collector's work for the backlog. The first collection
+    at the peak is reported too: it also pays for the caches that producing a
+    million events left cold, with or without a backlog.
     """
     events = 200_000 if quick else 1_000_000
     queue_bytes = 64 * 1024 * 1024
@@ -672,9 +860,7 @@ def case_server_down(quick: bool) -> dict[str, Any]:
     client = new_client(url, max_queue_size=10_000_000, max_queue_bytes=queue_bytes)
     produce(client, 20)  # warm up: first-call costs are not the backlog's
     gc.collect()
-    t = time.perf_counter()
-    gc.collect()
-    full_gc_before_ms = (time.perf_counter() - t) * 1000
+    full_gc_before_ms = timed_full_collection()
     rss_before = peak_rss_mb()
     peak_queued_bytes = 0
     chunk = 10_000 // EVENTS_PER_SESSION
@@ -687,9 +873,8 @@ def case_server_down(quick: bool) -> dict[str, Any]:
     produce_seconds = time.perf_counter() - t0
     rss_after = peak_rss_mb()
     stats = stats_dict(client)
-    t1 = time.perf_counter()
-    gc.collect()
-    full_gc_at_peak_ms = (time.perf_counter() - t1) * 1000
+    full_gc_first_at_peak_ms = timed_full_collection()
+    full_gc_at_peak_ms = timed_full_collection()
     client.shutdown(timeout=0.1)
 
     # The synchronous path against the same dead server: nothing is held, but
@@ -708,6 +893,7 @@ def case_server_down(quick: bool) -> dict[str, Any]:
         "gc_any_longest_ms": max(pauses.longest_ms(g) for g in (0, 1, 2)),
         "full_gc_before_ms": full_gc_before_ms,
         "full_gc_at_peak_ms": full_gc_at_peak_ms,
+        "full_gc_first_at_peak_ms": full_gc_first_at_peak_ms,
         "full_gc_backlog_ms": full_gc_at_peak_ms - full_gc_before_ms,
         "stats": stats,
         "sync_call_seconds": sync_seconds,
@@ -1186,6 +1372,7 @@ CASES: dict[str, Callable[[bool], dict[str, Any]]] = {
     "firewall": case_firewall,
     "throughput": case_throughput,
     "slow_server": case_slow_server,
+    "flush_concurrency": case_flush_concurrency,
     "long_session": case_long_session,
     "flood": case_flood,
     "flood_20k": case_flood_20k,

@@ -63,7 +63,15 @@ from ._exceptions import (
     LayerRequestPreparationError,
     LayerSchemaValidationError,
 )
-from ._export import Event, Exporter, ExportStats, Put, drain_feeders, lifecycle_lock
+from ._export import (
+    Event,
+    Exporter,
+    ExportStats,
+    Put,
+    drain_feeders,
+    lifecycle_lock,
+    run_on_sdk_thread,
+)
 from ._export._retry import RetryPolicy
 from ._export._transport import Transport
 from ._firewall import (
@@ -84,6 +92,7 @@ from ._schemas import (
     actions_path,
     client_session_id,
     encode,
+    known_session_ids,
     session_attributes,
     session_body,
     session_id_text,
@@ -234,7 +243,11 @@ class Client:
             splicer = None
             if isinstance(application, ApplicationName) and not application.settled:
                 splicer = application
-            self._exporter = Exporter(config, splicer=splicer)
+            # Session IDs are minted ahead of need, by the senders between requests.
+            self._new_session_id.top_up()
+            self._exporter = Exporter(
+                config, splicer=splicer, between_requests=self._new_session_id.top_up
+            )
             firewall = None if config.firewall_base_url is None else Firewall(config)
             self._firewall = firewall
             self._guard = firewall if config.enable_firewall_instrumentation else None
@@ -259,19 +272,53 @@ class Client:
             )
         return True
 
-    def flush(self, timeout: float | None = None) -> bool:
+    def flush(self, timeout: float | None = None, session_id: Any = None) -> bool:
         """Wait until every event enqueued before the call is delivered or given up on.
 
         Spans that ended before the call and wait in a ``layer_sdk.otel`` span
         processor are read first, and their events waited for too. Returns True
         when all of them were delivered (and nothing was dropped since the
         previous flush) within ``timeout`` seconds (default 30).
-        Never raises for network trouble.
+        With ``session_id``, waits only for the events of that session, and
+        returns True when they were all delivered (and none of that session was
+        lost since its previous flush). Never raises for network trouble.
         """
+        sid = None if session_id is None else session_id_text(session_id)
         exporter = self._exporter
         if exporter is None:
             return True
-        return exporter.flush(DEFAULT_FLUSH_TIMEOUT if timeout is None else timeout)
+        return exporter.flush(DEFAULT_FLUSH_TIMEOUT if timeout is None else timeout, sid)
+
+    async def aflush(self, timeout: float | None = None, session_id: Any = None) -> bool:
+        """:meth:`flush` for asyncio code: the event loop runs on while it waits.
+
+        The wait holds no thread (the queue settles a future when the events are
+        resolved); only the spans a ``layer_sdk.otel`` span processor holds are
+        waited for on a thread of the SDK's, never of the loop's default executor.
+        """
+        sid = None if session_id is None else session_id_text(session_id)
+        exporter = self._exporter
+        if exporter is None:
+            return True
+        return await exporter.aflush(DEFAULT_FLUSH_TIMEOUT if timeout is None else timeout, sid)
+
+    async def ashutdown(self, timeout: float | None = None) -> bool:
+        """:meth:`shutdown` for asyncio code: the event loop runs on while it waits.
+
+        The shutdown runs on a thread of the SDK's (never of the loop's default
+        executor) and the loop awaits its outcome, at most ``timeout`` seconds
+        (default ``shutdown_timeout``) and a moment more.
+        """
+        with lifecycle_lock():
+            if self._disabled is not None:
+                self._disabled_closed = True
+                return True
+            exporter = self._exporter
+            if exporter is None or exporter.closed:
+                return True
+        if timeout is None:
+            timeout = exporter.config.shutdown_timeout
+        return await run_on_sdk_thread(lambda: self.shutdown(timeout), timeout)
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """Deliver what is queued within ``timeout`` (default ``shutdown_timeout``), then stop.
@@ -328,21 +375,20 @@ class Client:
         exporter = self._exporter
         if exporter is None:
             return self._disabled_session_id(session_id)
-        config = exporter.config
         sid = self._new_session_id() if session_id is None else client_session_id(session_id)
         attrs = self._attributes
         if attributes:
             attrs = {**attrs, **session_attributes(attributes)}
+        if start_time is not None or end_time is not None:
+            start_time, end_time = utc(start_time, "start_time"), utc(end_time, "end_time")
         body = encode(
-            SessionRequest(
-                self._application.id,
-                attrs,
-                sid,
-                utc(start_time, "start_time"),
-                utc(end_time, "end_time"),
-            ),
-            "session",
+            SessionRequest(self._application.id, attrs, sid, start_time, end_time), "session"
         )
+        sync = exporter.config.sync if sync is None else sync
+        if actions is None and not sync:
+            if exporter.put(Event(sid, body, True)) is _TOO_LARGE:
+                raise _too_large(exporter, body, True)
+            return sid
         if actions is not None and (
             isinstance(actions, (str, bytes, Mapping)) or not isinstance(actions, Iterable)
         ):
@@ -350,7 +396,7 @@ class Client:
                 f"actions must be a list of actions, got {type(actions).__name__}"
             )
         action_bodies = [_action_from(action) for action in actions] if actions else []
-        if config.sync if sync is None else sync:
+        if sync:
             response = exporter.send_now(
                 sid, SESSIONS_PATH, session_body(body, action_bodies), creates=True
             )
@@ -394,15 +440,16 @@ class Client:
             if self._disabled is None:
                 raise _not_initialized("append_action")
             return
-        session_id = session_id_text(session_id)
+        if session_id.__class__ is not str or session_id not in known_session_ids:
+            session_id = session_id_text(session_id)
         guard = self._guard
         if guard is not None:
             guard.check(session_id)
         body = action_body(kind, start_time, end_time, attributes, data, error, scanners)
-        if exporter.config.sync if sync is None else sync:
+        if sync or (sync is None and exporter.config.sync):
             exporter.send_now(session_id, actions_path(session_id), body)
-            return
-        self._enqueue(exporter, Event(session_id, body, False))
+        elif exporter.put(Event(session_id, body, False)) is _TOO_LARGE:
+            raise _too_large(exporter, body, False)
 
     def firewall_session_lookup(self, session_id: Any) -> FirewallSessionLookupResponse:
         """Ask the Layer firewall now what it decided about a session.
@@ -567,13 +614,18 @@ class Client:
 
     def _enqueue(self, exporter: Exporter, event: Event) -> None:
         if exporter.put(event) is _TOO_LARGE:
-            config = exporter.config
-            cut = config.oversize == "truncate" and not event.creates_session
-            raise LayerRequestPreparationError(
-                f"the encoded event is {len(event.body)} bytes, more than "
-                f"max_event_bytes={config.max_event_bytes}"
-                + (", even with its texts cut (what is not text is never cut)" if cut else "")
-            )
+            raise _too_large(exporter, event.body, event.creates_session)
+
+
+def _too_large(exporter: Exporter, body: bytes, creates_session: bool) -> Exception:
+    """What the caller is told of an event refused for its size."""
+    config = exporter.config
+    cut = config.oversize == "truncate" and not creates_session
+    return LayerRequestPreparationError(
+        f"the encoded event is {len(body)} bytes, more than "
+        f"max_event_bytes={config.max_event_bytes}"
+        + (", even with its texts cut (what is not text is never cut)" if cut else "")
+    )
 
 
 def _action_from(action: SessionActionRequest | Mapping[str, Any]) -> bytes:

@@ -14,6 +14,11 @@ server). So every draw first checks that this process drew the pool: on
 Linux by reading a byte of a page that the kernel zeroes in a forked child
 (``MADV_WIPEONFORK``, as OpenSSL and the C libraries' ``arc4random`` detect a
 fork), about 40 ns; elsewhere by comparing ``os.getpid()``, a system call.
+
+What is made from these bytes ahead of need (the session IDs that
+``_schemas.SessionIdFactory`` mints on a sender thread for ``create_session``
+to take) is held in a :class:`Pool`, emptied in a forked child by the same
+check before anything is taken from it.
 """
 
 from __future__ import annotations
@@ -21,7 +26,10 @@ from __future__ import annotations
 import mmap
 import os
 import sys
-from typing import Any
+import weakref
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 #: Bytes drawn from the operating system at once (256 IDs' worth).
 DRAW_BYTES = 4096
@@ -61,13 +69,36 @@ def fork_mark() -> Any:
     return _PidMark()
 
 
-#: True (``_mark[0]``) in the process that drew the pool.
-_mark = fork_mark()
+#: ``drawn_here[0]`` is true in the process that drew what the pools hold, and false in
+#: a forked child until it has emptied them (``forget_parent``).
+drawn_here = fork_mark()
+
+
+class Pool(list[T]):
+    """Things made from this process's randomness ahead of need: emptied in a forked
+    child. Whoever takes from it checks ``drawn_here[0]`` first, and calls
+    ``forget_parent()`` when it is false. Taken with ``pop()``, filled with
+    ``extend()``: both atomic, so no lock is needed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        _pools[id(self)] = self
+
+
+_pools: weakref.WeakValueDictionary[int, Pool[Any]] = weakref.WeakValueDictionary()
+
+
+def forget_parent() -> None:
+    """Empty every pool in a process that did not fill it (a forked child)."""
+    _pool.clear()  # the parent's: never handed out here
+    for pool in list(_pools.values()):
+        pool.clear()
+    drawn_here[0] = 1
 
 
 def random_16() -> bytes:
     """Sixteen bytes from the operating system's randomness."""
-    if _mark[0]:
+    if drawn_here[0]:
         try:
             return _pool.pop()
         except IndexError:
@@ -77,9 +108,8 @@ def random_16() -> bytes:
 
 def _draw() -> bytes:
     """Refill the pool (emptied first in a process that did not draw it); one chunk of it."""
-    if not _mark[0]:
-        _pool.clear()  # the parent's: never handed out here
-        _mark[0] = 1
+    if not drawn_here[0]:
+        forget_parent()
     data = os.urandom(DRAW_BYTES)
     chunks = [data[i : i + 16] for i in range(0, DRAW_BYTES, 16)]
     mine = chunks.pop()
@@ -87,4 +117,4 @@ def _draw() -> bytes:
     return mine
 
 
-os.register_at_fork(after_in_child=_pool.clear)
+os.register_at_fork(after_in_child=forget_parent)

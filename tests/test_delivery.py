@@ -498,10 +498,11 @@ from layer_sdk import _entropy
 from layer_sdk._schemas import SessionIdFactory
 from layer_sdk._entropy import random_16
 if sys.argv[1] == "pid":  # as on a system whose kernel wipes no page at fork
-    _entropy._mark = _entropy._PidMark()
-assert type(_entropy._mark).__name__ == {"page": "mmap", "pid": "_PidMark"}[sys.argv[1]]
+    _entropy.drawn_here = _entropy._PidMark()
+assert type(_entropy.drawn_here).__name__ == {"page": "mmap", "pid": "_PidMark"}[sys.argv[1]]
 mint = SessionIdFactory("app")
 mint()  # the pool of random bytes is full now
+mint.top_up()  # and session IDs are minted ahead, as the senders keep them
 # fork() from C, as an extension or an embedding server calls it: no at-fork hook
 # of Python runs. PyDLL keeps the GIL across the call, so the child resumes with it.
 read, write = os.pipe()
@@ -525,8 +526,9 @@ print(json.dumps({"child": json.loads(child), "parent": parent}))
 def test_a_child_forked_without_python_hooks_never_mints_what_its_parent_mints(
     check: str,
 ) -> None:
-    """Session IDs and request IDs alike: the pooled random bytes are drawn anew in a
-    process that did not draw them, told by a page the kernel wipes at fork, or by the pid."""
+    """Session IDs and request IDs alike: the pooled random bytes (and the session IDs
+    minted ahead from them) are drawn anew in a process that did not draw them, told by
+    a page the kernel wipes at fork, or by the pid."""
     if check == "page" and not sys.platform.startswith("linux"):
         pytest.skip("the page wiped at fork is Linux's")
     result = run_python(RAW_FORK_SCRIPT, args=[check])
@@ -537,8 +539,9 @@ def test_a_child_forked_without_python_hooks_never_mints_what_its_parent_mints(
 
 
 RAW_FORK_DELIVERY_SCRIPT = """
-import ctypes, json, os, signal, sys, threading
+import json, os, signal, sys, threading, weakref
 from layer_sdk import Client, SessionActionKind
+from layer_sdk._export import _exporter
 client = Client()
 # Events wait in the inbox for a minute: the parent's are there when it forks.
 client.init(base_url=sys.argv[1], application_id=sys.argv[2], flush_interval=60)
@@ -557,8 +560,15 @@ def hold():
 holder = threading.Thread(target=hold)
 holder.start()
 held.wait()
+# A fork that runs none of the SDK's hooks, as fork() called from C does: the hook finds
+# no exporter and marks a stand-in, so the page the kernel wipes in the child is all the
+# child has to go by. (os.fork itself, unlike a C extension's fork, repairs CPython's own
+# state in the child, which such a fork leaves to luck.)
+live, mark = _exporter._live, _exporter._this_process
+_exporter._live, _exporter._this_process = weakref.WeakSet(), [1]
 read, write = os.pipe()
-pid = ctypes.PyDLL(None).fork()  # from C: no at-fork hook of Python runs
+pid = os.fork()
+_exporter._live, _exporter._this_process = live, mark
 if pid == 0:
     signal.alarm(20)  # a child stuck on the lock dies instead of hanging the test
     child_session = client.create_session()
@@ -588,10 +598,11 @@ print(json.dumps({"parent_session": parent_session, "parent_flushed": client.flu
 def test_a_child_forked_without_python_hooks_delivers_its_first_events(
     collector: LocalCollector,
 ) -> None:
-    """A fork from C, while the parent's events wait in its inbox and a parent thread
-    holds the queue's lock: the child's first call rebuilds its pipeline before taking a
-    lock, so it never hangs, and every event of the child is delivered, its first
-    included, exactly once; the parent's are delivered once, by the parent."""
+    """A fork that runs no hook of the SDK (as one from C), while the parent's events wait
+    in its inbox and a parent thread holds the queue's lock: the child's first call, told
+    by a page the kernel wiped, rebuilds its pipeline before taking a lock, so it never
+    hangs, and every event of the child is delivered, its first included, exactly once;
+    the parent's are delivered once, by the parent."""
     result = run_python(RAW_FORK_DELIVERY_SCRIPT, args=[collector.url, APP_ID], timeout=60)
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout)

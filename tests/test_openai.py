@@ -1219,5 +1219,3 @@ def test_clients_built_before_init_and_copies_are_covered(
 
 
 # -- patching lifecycle ---------------------------------------------------------------------------
-
-

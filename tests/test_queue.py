@@ -396,6 +396,78 @@ def test_flush_waits_for_its_epoch_and_reports_each_loss_once() -> None:
     assert queue.flush(0) is True
 
 
+def test_a_session_flush_waits_for_its_inbox_its_request_and_its_line() -> None:
+    """flush(0, session_id) is False while an event of the session put before it is in the
+    inbox, in flight, or waiting behind the request in flight; other sessions' events,
+    and the session's events put after it, are not waited for."""
+    queue, _ = make_queue(max_pipelined=1)
+    queue.put(create("s", 0))
+    assert queue.flush(0, "s") is False  # in the inbox
+    request = take(queue)
+    queue.put(action("s", 1))
+    queue.put(action("t", 2))
+    assert queue.flush(0, "s") is False  # in flight, and behind it in the inbox
+    queue.take(0)  # sorts the inbox: "t" goes, action 1 waits behind the create
+    queue.complete(request)
+    assert queue.flush(0, "s") is False  # action 1 is next in its line
+    request = take(queue)
+    assert numbers(request) == [1]
+    wait = queue.begin_flush(5, "s")
+    queue.put(action("s", 3))  # after the flush began: not waited for
+    assert not wait.pending.done()
+    queue.complete(request)
+    assert wait.pending.done() and queue.end_flush(wait) is True
+    assert queue.flush(0, "t") is False  # "t" is in flight all along
+    assert queue.flush(0, "u") is True  # nothing of it, ever
+
+
+def test_the_requests_of_a_session_being_flushed_go_first() -> None:
+    """A session a flush waits for is handed out before the sessions nobody waits for,
+    whether it was ready already, still in the inbox, or in flight with more behind."""
+    queue, _ = make_queue(max_pipelined=1)
+    for n, session in enumerate("abc"):
+        queue.put(action(session, n))
+    first = take(queue)  # sorts the inbox: a is taken, b and c are ready
+    assert first.session_id == "a"
+    waits = [queue.begin_flush(5, "c")]
+    assert take(queue).session_id == "c"
+    queue.put(action("d", 3))
+    queue.put(action("e", 4))
+    waits.append(queue.begin_flush(5, "e"))  # still in the inbox
+    assert take(queue).session_id == "e"
+    queue.put(action("a", 5))  # behind a's request in flight
+    waits.append(queue.begin_flush(5, "a"))
+    assert take(queue).session_id == "b"  # a's next one is not ready yet
+    queue.complete(first)
+    assert take(queue).session_id == "a"
+    assert take(queue).session_id == "d"
+    for wait in waits:
+        queue.end_flush(wait)
+
+
+def test_a_session_flush_is_told_of_each_loss_of_its_session_once() -> None:
+    """A loss of the session (given up on, or refused at the door) makes one flush of it
+    return False: the flush that waited for it, or else the next one to end. A flush
+    that ran out of time first tells nothing, and leaves the loss to the next."""
+    queue, _ = make_queue(max_events=2)
+    queue.put(action("s", 0))
+    wait = queue.begin_flush(5, "s")
+    queue.complete(take(queue), REJECTED)
+    assert wait.pending.done() and queue.end_flush(wait) is False
+    assert queue.flush(0, "s") is True
+    queue.put(action("s", 1))
+    queue.put(action("t", 2))
+    queue.put(action("s", 3))  # dropped at the door: the queue holds 2
+    assert queue.flush(0, "t") is False  # in the inbox; and "s"'s drop is not its loss
+    assert queue.flush(0, "s") is False  # in the inbox: out of time, the drop still untold
+    queue.complete(take(queue))
+    queue.complete(take(queue))
+    assert queue.flush(0, "t") is True
+    assert queue.flush(0, "s") is False  # the drop, told now
+    assert queue.flush(0, "s") is True
+    assert queue.flush(0) is False  # the process-wide flush is told of it as well
+
+
 def test_abandon_fails_everything_unresolved_and_ignores_late_answers() -> None:
     """Shutdown's deadline passed: waiting and in-flight events fail as
     shutdown; a sender resolving its request afterwards changes nothing."""
@@ -521,6 +593,7 @@ class QueueModel(RuleBasedStateMachine):
         self.dropped: Counter[str] = Counter()
         self.epoch = 0
         self.lossy: set[int] = set()
+        self.lossy_sessions: set[str] = set()  # sessions with a loss no flush of them told
         self.closed = self.abandoned = False
         self.forks = 0
         self.refusals = 0  # puts refused for want of room, or after close
@@ -564,6 +637,7 @@ class QueueModel(RuleBasedStateMachine):
             self.resolve(records, "failed")
             self.failed[reason] += len(records)
             self.lossy.update(record.epoch for record in records)
+            self.lossy_sessions.update(record.session for record in records)
 
     def sort_inbox(self) -> None:
         for record in self.inbox:
@@ -625,6 +699,7 @@ class QueueModel(RuleBasedStateMachine):
             assert outcome is Put.DROPPED
             self.failed[SESSION_FAILED] += 1
             self.lossy.add(self.epoch)
+            self.lossy_sessions.add(session)
             self.enqueued += 1  # accepted and given up on at once
             return
         if reason is not None:
@@ -632,6 +707,7 @@ class QueueModel(RuleBasedStateMachine):
             self.refusals += reason != TOO_LARGE
             self.dropped[reason] += 1
             self.lossy.add(self.epoch)
+            self.lossy_sessions.add(session)
             if creates:
                 # The session is dead from now on, so that its actions fail. As the queue
                 # does it, actions of it still in the inbox fail too, even those put
@@ -734,9 +810,14 @@ class QueueModel(RuleBasedStateMachine):
             assert request.path == actions_path(request.session_id)
             assert request.bodies == bodies
             assert not any(r.creates for r in records)
-            assert all(r.after is None or r.after.state == "sent" for r in records), (
-                "an action handed out before its create succeeded"
-            )
+            # (Of a session whose create failed, only once the bound on remembered lost
+            # sessions made the queue forget it: the server then refuses it.)
+            assert all(
+                r.after is None
+                or r.after.state == "sent"
+                or (r.after.state == "failed" and not self.is_dead(r.session))
+                for r in records
+            ), "an action handed out before its create succeeded"
             assert len(records) <= self.pipelined
             if len(records) > 1:
                 assert sum(map(len, bodies)) <= self.request_bytes
@@ -892,6 +973,16 @@ class QueueModel(RuleBasedStateMachine):
         assert delivered is (not lossy)
         self.lossy -= lossy  # each loss makes one flush return False, not every later one
 
+    @rule(session=SESSIONS)
+    def flush_session(self, session: str) -> None:
+        target, self.epoch = self.epoch, self.epoch + 1
+        delivered = self.queue.flush(0, session)
+        if any(r.session == session and r.epoch <= target for r in self.live.values()):
+            assert delivered is False  # some of its events are unresolved: out of time
+            return
+        assert delivered is (session not in self.lossy_sessions)
+        self.lossy_sessions.discard(session)  # each loss makes one flush of it return False
+
     @precondition(lambda self: not self.closed and self.enqueued >= 8)
     @rule()
     def close(self) -> None:
@@ -916,6 +1007,7 @@ class QueueModel(RuleBasedStateMachine):
         self.forks += 1
         assert self.queue._lock.acquire(timeout=5)
         self.queue.forget_locks()
+        self.lost_here = ("", 0)  # what a thread remembers of its losses is the parent's
         probe = threading.Thread(target=self.queue.stats, daemon=True)
         probe.start()
         probe.join(5)

@@ -8,6 +8,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -21,7 +22,13 @@ from layer_sdk import (
     SessionActionKind,
     SessionActionScanner,
 )
-from layer_sdk._schemas import SessionIdFactory, session_attributes, utc
+from layer_sdk._schemas import (
+    SessionIdFactory,
+    _checked_action,
+    action_body,
+    session_attributes,
+    utc,
+)
 from layer_sdk.collector import LocalCollector
 
 
@@ -371,3 +378,42 @@ def test_whatever_append_action_accepts_the_strict_collector_accepts(
         assert type(scanner_data) is not dict
     else:
         assert type(scanner_data) is dict
+
+
+_KINDS = st.sampled_from(list(SessionActionKind)) | st.sampled_from(
+    [kind.value for kind in SessionActionKind]
+)
+_UTC_TIMES = st.datetimes(
+    min_value=datetime(1970, 1, 2), max_value=datetime(9000, 1, 1), timezones=st.just(timezone.utc)
+)
+_ANY_TIMES = st.none() | _UTC_TIMES | st.datetimes(timezones=st.none() | st.timezones())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    kind=_KINDS,
+    start=_ANY_TIMES,
+    end=_ANY_TIMES,
+    attributes=st.none() | st.dictionaries(st.text(max_size=5), _JSON, max_size=4),
+    data=st.none() | st.dictionaries(st.text(max_size=5), _JSON, max_size=4) | _JSON,
+)
+def test_the_common_path_of_an_action_encodes_what_the_field_checks_make(
+    kind: Any, start: datetime | None, end: datetime | None, attributes: Any, data: Any
+) -> None:
+    """What append_action's common path encodes (a valid kind, dicts, no times or UTC ones)
+    is byte for byte what the checks of each field make of the same arguments, encoded by
+    msgspec; missing times are one and the same now."""
+    try:
+        expected = _checked_action(kind, start, end, attributes, data, None, None)
+    except LayerSDKException:
+        return  # out of range once in UTC: refused on both paths (another test)
+    body = action_body(kind, start, end, attributes, data, None, None)
+    decoded = msgspec.json.decode(body)
+    if start is None and end is None:
+        assert decoded["start_time"] == decoded["end_time"]
+    now = {  # the times that were missing: "now" on each path, as the body has them
+        field: datetime.fromisoformat(decoded[field])
+        for field, given in (("start_time", start), ("end_time", end))
+        if given is None
+    }
+    assert body == msgspec.json.encode(msgspec.structs.replace(expected, **now))

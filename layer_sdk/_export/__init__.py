@@ -9,7 +9,14 @@ SDK's own HTTP/1.1 client), and ``_losses`` (why events are lost, and who is tol
 
 from ._backends import Backend, Exchange, Response
 from ._event import Event
-from ._exporter import Exporter, Feeder, add_feeder, drain_feeders, lifecycle_lock
+from ._exporter import (
+    Exporter,
+    Feeder,
+    add_feeder,
+    drain_feeders,
+    lifecycle_lock,
+    run_on_sdk_thread,
+)
 from ._queue import ExportStats, Put
 
 __all__ = [
@@ -24,4 +31,5 @@ __all__ = [
     "add_feeder",
     "drain_feeders",
     "lifecycle_lock",
+    "run_on_sdk_thread",
 ]

@@ -21,6 +21,12 @@ of a process:
   ``Feeder``: every flush, shutdown and exit drain first waits for what the
   feeders hold to reach the queues, so that a span that ended before
   ``flush()`` or the interpreter's exit is delivered like an event appended then.
+
+Waiting: ``flush`` waits on the queue's ``FlushWait`` (a ``Pending`` the queue
+settles when the events are resolved). ``aflush`` awaits the same ``Pending``
+on its event loop, holding no thread; what feeders hold is waited for on a
+thread of the SDK's own (``run_on_sdk_thread``), never on the loop's default
+executor, which belongs to the application.
 """
 
 from __future__ import annotations
@@ -34,11 +40,12 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import msgspec
 
 from .._config import DEFAULT_FLUSH_TIMEOUT, Config
+from .._daemon_pool import DaemonPool
 from .._entropy import fork_mark
 from .._exceptions import LayerRequestError
 from .._logging import debug_logging
@@ -53,6 +60,8 @@ from ._trouble import TroubleLog, duration
 from ._worker import ExportWorker
 
 logger = logging.getLogger("layer_sdk")
+
+T = TypeVar("T")
 
 #: What ``put`` answers when all went as usual (read once: an enum member is slower).
 _ACCEPTED = Put.ACCEPTED
@@ -74,10 +83,13 @@ class Exporter:
         config: Config,
         backend: Backend | None = None,
         splicer: BodySplicer | None = None,
+        between_requests: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self._backend = backend  # None: the one the config calls for (see _backends)
         self._splicer = splicer  # fills in an application ID resolved from a name
+        # Work a sender does between requests for the callers (minting session IDs ahead).
+        self._between_requests = between_requests
         self._debugging = config.debug  # holds the debug handler until finish()
         if config.debug:
             debug_logging.acquire()
@@ -119,6 +131,7 @@ class Exporter:
             self.transport,
             max_senders=config.max_concurrent_requests,
             losses=self.losses,
+            between_requests=self._between_requests,
         )
         self.worker.start(durable=self.spool is not None)
 
@@ -183,9 +196,9 @@ class Exporter:
             raise LayerRequestError(f"earlier events of session {session_id} are still queued")
         return self.transport.send(path, body, creates=creates)
 
-    def flush(self, timeout: float) -> bool:
-        """Wait for every event queued (or held by a feeder) before the call; True when all
-        were delivered."""
+    def flush(self, timeout: float, session_id: str | None = None) -> bool:
+        """Wait for every event queued (or held by a feeder) before the call, of
+        ``session_id`` only when given; True when all were delivered."""
         if not _this_process[0]:
             _restart_in_child()
         if self.closed:
@@ -193,7 +206,23 @@ class Exporter:
         deadline = time.monotonic() + timeout
         fed = drain_feeders(deadline)
         self.worker.ensure_running()
-        return self.queue.flush(max(0.0, deadline - time.monotonic())) and fed
+        return self.queue.flush(max(0.0, deadline - time.monotonic()), session_id) and fed
+
+    async def aflush(self, timeout: float, session_id: str | None = None) -> bool:
+        """:meth:`flush` on an event loop: it awaits the queue's settling, holding no thread."""
+        if self.closed:
+            return True
+        deadline = time.monotonic() + timeout
+        fed = True
+        if _feeders:
+            fed = await run_on_sdk_thread(lambda: drain_feeders(deadline), timeout)
+        self.worker.ensure_running()
+        wait = self.queue.begin_flush(max(0.0, deadline - time.monotonic()), session_id)
+        try:
+            await wait.pending.wait_async()
+        finally:  # also when the awaiting task is cancelled: the queue forgets the wait
+            delivered = self.queue.end_flush(wait)
+        return delivered and fed
 
     def count_loss(self, reason: str, detail: str) -> None:
         """Count one event lost before it reached the door (``detail``: why, for the log
@@ -304,6 +333,22 @@ def drain_feeders(deadline: float) -> bool:
     return drained
 
 
+#: The SDK's threads for waits an event loop must not make itself (``run_on_sdk_thread``).
+SDK_THREADS_FOR_WAITS = 8
+#: How much longer than its own bound ``run_on_sdk_thread`` waits for a call to return.
+RETURN_GRACE = 0.25
+_waits = DaemonPool("layer-sdk-wait", SDK_THREADS_FOR_WAITS)
+
+
+async def run_on_sdk_thread(call: Callable[[], bool], timeout: float) -> bool:
+    """Run ``call`` (bounded by ``timeout`` itself) on a thread of the SDK's; await what
+    it returns, at most ``timeout`` and ``RETURN_GRACE`` more (then False). The event
+    loop runs on meanwhile; its default executor, the application's, is not used."""
+    pending = _waits.submit(call, max(0.0, timeout) + RETURN_GRACE)
+    await pending.wait_async()
+    return pending.done() and pending.error is None and pending.value is True
+
+
 def lifecycle_lock() -> threading.Lock:
     """The lock of every client's ``init()`` and ``shutdown()``; a fresh one after fork."""
     return _lifecycle
@@ -331,9 +376,10 @@ def drain_at_exit() -> None:
 def _restart_in_child() -> None:
     """Rebuild every exporter in a forked child (by the at-fork hook, or by the first
     call after a fork that ran none)."""
-    global _lifecycle
+    global _lifecycle, _waits
     _this_process[0] = 1
     _lifecycle = threading.Lock()
+    _waits = DaemonPool("layer-sdk-wait", SDK_THREADS_FOR_WAITS)
     for exporter in list(_live):
         exporter._restart_in_child()
 

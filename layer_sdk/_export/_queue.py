@@ -13,13 +13,23 @@ is never held across anything slow. It
 - holds a request that failed for now until its retry is due (``AGAIN``), so
   that a failure delays its own request without holding a sender, and its
   session's later events wait behind it;
-- lets ``flush`` wait for exactly the events accepted before it was called.
+- lets a flush wait for exactly the events accepted before it was called: all
+  of them (``flush``), or those of one session (``flush(session_id=...)``, whose
+  requests then go before those of sessions nobody waits for), settling a
+  ``Pending`` that a thread or an event loop waits on.
 
 Events wait in an inbox until a batch is due (``max_batch_size`` events, or the
 oldest is ``flush_interval`` old, or a flush asks), then are sorted by session.
 Waiting for the batch is what lets a session's create carry its actions: those
 that arrived with it, in its batch, right behind it (``_group``), so that the
 body a create travels in is decided once and can be rebuilt after a crash.
+
+``put`` is the caller's hot path; it does the least it can under the lock. The
+inbox is a chain of events (each links the next), so that a backlog adds no
+container for a garbage collection to walk. A sender keeps time for the inbox
+while events keep coming, so that ``put`` wakes one only for a full batch (or
+the first event after a quiet spell): a wake-up is a system call on the caller's
+thread.
 
 Behind the bookkeeping, an ``EventStore`` (``_store``) keeps the events: in
 memory only by default, or also on disk (``_spool``). With a durable store a
@@ -30,7 +40,9 @@ stay in the store only (the queue is *spilled*) and are read back in order as
 memory frees up; newer batches wait behind them, so that every session keeps
 its order. What the store took over from dead processes is read back the same
 way. The bounds of ``put`` count what is in memory; ``stats().queued`` counts
-every event not yet resolved, in memory or only in the store.
+every event not yet resolved, in memory or only in the store. A flush of one
+session whose events may be held by the store only (spilled, or behind what is)
+waits as a flush of everything does, for every event accepted before it.
 """
 
 from __future__ import annotations
@@ -46,6 +58,7 @@ from collections.abc import Callable
 
 import msgspec
 
+from .._daemon_pool import Pending
 from .._entropy import random_16
 from .._schemas import SESSIONS_PATH, actions_path, session_body
 from ._event import Event
@@ -73,10 +86,25 @@ _ACCEPTED, _WOKE = Put.ACCEPTED, Put.WOKE  # read once: an enum member is slower
 _LONG_AGO = float("-inf")
 #: A time after any: nothing is due.
 _NEVER = float("inf")
+_monotonic = time.monotonic
+
+#: For this long after the inbox last received a first event, an idle sender keeps
+#: time for it (wakes every ``flush_interval`` to look), so that ``put`` need not
+#: wake one for each new batch. Beyond it, senders sleep until ``put`` wakes one.
+KEEP_TIME_FOR = 5.0
+#: Below this ``flush_interval`` no sender keeps time that way (it would poll too
+#: often): ``put`` wakes one for the first event of each batch.
+MIN_KEEPER_INTERVAL = 0.02
 
 #: Memory an event costs beyond its encoded bytes (its record, the bytes object's
 #: header), counted against ``max_queue_bytes`` so that the bound covers real memory.
 EVENT_OVERHEAD = 128
+#: A flush of one session looks for its events among at most this many in the inbox;
+#: beyond, it waits for the inbox to be sorted (which it asks for at once).
+INBOX_LOOK_LIMIT = 1_000
+#: Sessions remembered as having lost an event (refused at the door, or given up on
+#: with no flush of the session waiting for it), for their next ``flush(session_id=...)``.
+MAX_LOSSY_SESSIONS = 10_000
 
 #: What ``complete_each`` is told of a body that failed for now: it is sent again,
 #: with its request, once its retry is due.
@@ -173,7 +201,8 @@ class _Session(msgspec.Struct, gc=False):
 
     first: Event | None = None
     last: Event | None = None
-    in_flight: bool = False
+    #: The request of the session being sent (or waiting for its retry), if any.
+    in_flight: Request | None = None
 
     def push(self, event: Event) -> None:
         if self.last is None:
@@ -212,6 +241,31 @@ class _Session(msgspec.Struct, gc=False):
         return events
 
 
+class FlushWait:
+    """One flush waiting on the queue: for the events of every session, or of one,
+    accepted before it began (their ``epoch`` is at most ``epoch``).
+
+    ``pending`` is settled (its value: whether they were all delivered) by
+    whichever thread resolves the last of them, under the queue's lock; until
+    then it holds no thread, so that an event loop can await it.
+    """
+
+    __slots__ = ("by_epochs", "epoch", "in_inbox", "lossy", "pending", "session_id")
+
+    def __init__(self, session_id: str | None, epoch: int, timeout: float) -> None:
+        self.session_id = session_id
+        self.epoch = epoch
+        #: A session's wait: some of its events wait in the inbox (or in the batch a
+        #: durable store is writing); cleared once that batch reached the lines.
+        self.in_inbox = False
+        #: A session's wait for which the lines cannot tell (some of its events may be
+        #: held by a durable store only): done when its epochs are, as a flush of all.
+        self.by_epochs = False
+        #: A session's wait: an event of it was lost before the flush ended.
+        self.lossy = False
+        self.pending: Pending[bool] = Pending(timeout)
+
+
 class ExportQueue:
     """Events between the caller and the worker; see the module docstring."""
 
@@ -248,10 +302,17 @@ class ExportQueue:
         self._flush_interval = flush_interval
         self._closed = False
 
-        self._inbox: list[Event] = []
-        self._inbox_since = 0.0
+        # Events waiting for a batch to be due, a chain from first to last (see ``Event.next``).
+        self._inbox_first: Event | None = None
+        self._inbox_last: Event | None = None
+        self._inbox_count = 0
+        self._inbox_since = _LONG_AGO  # when the inbox received its first event
+        # The idle sender that keeps time for the inbox (see KEEP_TIME_FOR), if any.
+        self._keeper: threading.Condition | None = None
+        self._max_event_size = max_event_bytes + EVENT_OVERHEAD
         self._sessions: dict[str, _Session] = {}
         self._ready: deque[str] = deque()  # sessions with waiting events and none in flight
+        self._urgent: deque[str] = deque()  # the same, of sessions a flush waits for: first
         # Requests taken and not resolved, waiting for a retry ones included.
         self._in_flight: dict[int, Request] = {}
         # Requests that failed for now, by when their retry is due: (due, order, request).
@@ -271,6 +332,8 @@ class ExportQueue:
 
         self._store: EventStore = MemoryStore() if store is None else store
         self._durable = self._store.durable
+        # (A durable store's thread sorts the inbox: no sender keeps time for it.)
+        self._keeps_time = flush_interval >= MIN_KEEPER_INTERVAL and not self._durable
         # A durable store is written at half flush_interval, so that what a crash can
         # lose (events not yet written) stays within flush_interval even on a busy machine.
         self._inbox_wait = flush_interval / 2 if self._durable else flush_interval
@@ -290,11 +353,18 @@ class ExportQueue:
         self._bytes = 0
         self._backlog = 0  # unresolved events held only by the store
         self._replayed = 0
-        # flush() starts a new epoch; it waits until no event of an earlier one is unresolved.
+        # A flush starts a new epoch; it waits until no event of an earlier one (of its
+        # session) is unresolved. The current epoch's unresolved events are the rest of
+        # _events and _backlog, counted when the next flush begins (put() counts no more).
         self._epoch = 0
-        self._epoch_events = 0  # unresolved events of the current epoch
         self._earlier_epochs: Counter[int] = Counter()  # unresolved events of earlier ones
         self._lossy_epochs: set[int] = set()
+        self._flushes: list[FlushWait] = []  # of everything, and of sessions by epochs
+        self._session_flushes: dict[str, list[FlushWait]] = {}
+        self._sort_flushes: list[FlushWait] = []  # of sessions with events in the inbox
+        self._storing_flushes: list[FlushWait] = []  # ... in the batch the store writes
+        self._lossy_sessions: dict[str, None] = {}
+        self._reentered_sessions: list[str] = []  # sessions of RECURSION drops, for flushes
         self._sent = self._retried = 0
         self._dropped: Counter[str] = Counter()
         self._dropped_reentering = 0  # RECURSION drops counted without the lock (put())
@@ -304,43 +374,62 @@ class ExportQueue:
 
     def put(self, event: Event) -> Put:
         """Admit ``event``, or refuse it (counted, with the reason). Never blocks."""
-        if self._lock._is_owned():  # type: ignore[attr-defined]
+        lock = self._lock
+        if lock._is_owned():  # type: ignore[attr-defined]
             # This thread is inside a put() already, interrupted by a signal
             # handler or a finalizer that reports to Layer: the queue is half
             # way through a change. Counted without touching it; told later.
             self._dropped_reentering += 1
             self._lossy_epochs.add(self._epoch)
+            self._reentered_sessions.append(event.session_id)
             self._unreported.append((RECURSION, 1))
             return Put.DROPPED
         size = len(event.body) + EVENT_OVERHEAD
+        # acquire/release rather than ``with``: a third cheaper, and nothing between
+        # them can raise (a refused event is counted after the lock is released).
+        lock.acquire()
+        if self._dead and self._doomed(event, size):  # some session's create was lost
+            lock.release()
+            self.report()
+            return Put.DROPPED
+        if (
+            self._events >= self._max_events  # also true once closed
+            or self._bytes + size > self._max_bytes
+            or size > self._max_event_size
+        ):
+            lock.release()
+            return self._refuse_at_door(event, size)
+        self._events += 1
+        self._bytes += size
+        event.epoch = self._epoch
+        last = self._inbox_last
+        self._inbox_last = event
+        if last is not None:
+            last.next = event
+            count = self._inbox_count = self._inbox_count + 1
+            if count != self._batch_size:
+                lock.release()
+                return _ACCEPTED
+        else:
+            self._inbox_first = event
+            self._inbox_count = 1
+            self._inbox_since = _monotonic()
+            if self._keeper is not None and self._batch_size != 1:
+                lock.release()  # the sender keeping time for the inbox will see it
+                return _ACCEPTED
+        self._wake_sorter()  # start the flush_interval timer, or send a full batch
+        lock.release()
+        return _WOKE
+
+    def _refuse_at_door(self, event: Event, size: int) -> Put:
         with self._lock:
-            if self._dead and self._doomed(event, size):  # some session's create was lost
-                reason = SESSION_FAILED
-            elif (
-                self._events >= self._max_events  # also true once closed
-                or self._bytes + size > self._max_bytes
-                or size > self._max_event_bytes + EVENT_OVERHEAD
-            ):
-                if self._closed:
-                    reason = SHUTDOWN
-                elif size > self._max_event_bytes + EVENT_OVERHEAD:
-                    reason = TOO_LARGE
-                else:
-                    reason = QUEUE_FULL
-                self._refuse(event, reason)
+            if self._closed:
+                reason = SHUTDOWN
+            elif size > self._max_event_size:
+                reason = TOO_LARGE
             else:
-                event.epoch = self._epoch
-                self._epoch_events += 1
-                self._events += 1
-                self._bytes += size
-                inbox = self._inbox
-                inbox.append(event)
-                if len(inbox) == 1:
-                    self._inbox_since = time.monotonic()
-                elif len(inbox) != self._batch_size:
-                    return _ACCEPTED
-                self._wake_sorter()  # start the flush_interval timer, or send a full batch
-                return _WOKE
+                reason = QUEUE_FULL
+            self._refuse(event, reason)
         self.report()
         return Put.TOO_LARGE if reason == TOO_LARGE else Put.DROPPED
 
@@ -363,14 +452,11 @@ class ExportQueue:
         if event.creates_session:
             self._revive(event.session_id)
             return False
-        if (
-            self._closed
-            or size > self._max_event_bytes + EVENT_OVERHEAD
-            or not self._is_dead(event.session_id)
-        ):
+        if self._closed or size > self._max_event_size or not self._is_dead(event.session_id):
             return False
         self._failed[SESSION_FAILED] += 1
         self._lossy_epochs.add(self._epoch)
+        self._session_lost(event.session_id, self._epoch)
         self._unreported.append((SESSION_FAILED, 1))
         return True
 
@@ -384,6 +470,7 @@ class ExportQueue:
         self._dropped[reason] += 1
         self._unreported.append((reason, 1))
         self._lossy_epochs.add(self._epoch)
+        self._session_lost(event.session_id, self._epoch)
         if event.creates_session:
             self._bury(event.session_id)
             here = self._lost_here  # this thread may append to it next
@@ -393,6 +480,9 @@ class ExportQueue:
         """Tell ``on_loss`` of what was lost, outside the lock."""
         with self._lock:
             losses, self._unreported = self._unreported, []
+            reentered, self._reentered_sessions = self._reentered_sessions, []
+            for session_id in reentered:
+                self._session_lost(session_id, self._epoch)
         for reason, count in losses:
             self._on_loss(reason, count)
 
@@ -419,11 +509,16 @@ class ExportQueue:
                 request = heapq.heappop(retries)[2]
                 self._hand_over_time()
                 return request
-            if self._ready:
+            inbox = self._inbox_first is not None and not self._durable
+            if self._sort_flushes and inbox:
+                self._sort_inbox()  # a flush of a session waits for its events there
+                continue
+            if self._urgent or self._ready:
                 return self._next_request()
-            if self._inbox and not self._durable:  # (a durable store's thread sorts it)
+            keeps_inbox = False
+            if inbox:  # (a durable store's thread sorts it)
                 until = self._inbox_since + self._flush_interval
-                if now >= until or len(self._inbox) >= self._batch_size or self._closed:
+                if now >= until or self._inbox_count >= self._batch_size or self._closed:
                     self._sort_inbox()
                     continue
             else:
@@ -433,8 +528,19 @@ class ExportQueue:
                     self._hand_over_time()
                     return None
                 until = idle_deadline
+                # While events keep coming, one idle sender looks at the inbox every
+                # flush_interval, so that put() need not wake it for the next batch.
+                keeps_inbox = (
+                    self._keeper is None
+                    and self._keeps_time
+                    and now - self._inbox_since < KEEP_TIME_FOR
+                )
+                if keeps_inbox:
+                    until = min(until, now + self._flush_interval)
             waiter = threading.Condition(self._lock)
             self._idle.append(waiter)
+            if keeps_inbox:
+                self._keeper = waiter
             if retries and self._timekeeper is None:
                 self._timekeeper = waiter  # this sender wakes when the next retry is due
                 until = min(until, retries[0][0])
@@ -445,6 +551,8 @@ class ExportQueue:
                     self._idle.remove(waiter)
                 if self._timekeeper is waiter:
                     self._timekeeper = None
+                if self._keeper is waiter:
+                    self._keeper = None
 
     def _hand_over_time(self) -> None:
         """A sender leaves the wait: if retries wait and no one keeps time for them,
@@ -474,7 +582,7 @@ class ExportQueue:
     def finished(self) -> bool:
         """Closed, with nothing left to hand out: no event waiting, no retry to come due."""
         return self._closed and not (
-            self._inbox or self._ready or self._retries or self._stored_work()
+            self._inbox_first or self._urgent or self._ready or self._retries or self._stored_work()
         )
 
     def _stored_work(self) -> bool:
@@ -482,7 +590,7 @@ class ExportQueue:
         return (
             self._durable
             and not self._abandoned
-            and (bool(self._inbox or self._held) or self._storing or self._store.loadable)
+            and (bool(self._inbox_first or self._held) or self._storing or self._store.loadable)
         )
 
     def needs_more_senders(self) -> bool:
@@ -490,7 +598,7 @@ class ExportQueue:
         with self._lock:
             retries = self._retries
             due = bool(retries) and retries[0][0] <= time.monotonic()
-            return len(self._ready) + due > len(self._idle)
+            return len(self._urgent) + len(self._ready) + due > len(self._idle)
 
     def complete(self, request: Request, failure: str | None = None, retry_at: float = 0.0) -> None:
         """Resolve a request: delivered when ``failure`` is None, else given up for that
@@ -529,7 +637,7 @@ class ExportQueue:
                         # The server does not know this session: its actions cannot
                         # follow, up to a create of it queued again (which makes it anew).
                         # Those in the inbox join its line first, to fail with the others.
-                        if self._inbox:
+                        if self._inbox_first is not None:
                             self._sort_inbox()
                         self._fail(session.pop_actions(), SESSION_FAILED)
                         if session.first is None:
@@ -540,8 +648,11 @@ class ExportQueue:
                 self._wait_for_retry(request, retry_at)
             else:
                 del self._in_flight[id(request)]
-                session.in_flight = False
+                session.in_flight = None
                 self._next_of(request.session_id, session)
+            waits = self._session_flushes.get(request.session_id)
+            if waits:
+                self._settle_session_flushes(waits)
         self.report()
 
     def retry_now(self) -> None:
@@ -569,7 +680,7 @@ class ExportQueue:
     def _next_of(self, session_id: str, session: _Session) -> None:
         """After a request of the session is resolved: its next one is ready, if any."""
         if session.first is not None:
-            self._ready.append(session_id)
+            self._make_ready(session_id)
             self._wake()
         else:
             del self._sessions[session_id]
@@ -606,18 +717,53 @@ class ExportQueue:
             if self._in_flight.pop(id(request), None) is None:
                 return True
             session = self._sessions[request.session_id]
-            session.in_flight = False
+            session.in_flight = None
             session.push_front(request.events)
             self._retried += len(request.events)
-            self._ready.appendleft(request.session_id)
+            ready = self._urgent if request.session_id in self._session_flushes else self._ready
+            ready.appendleft(request.session_id)
             self._wake()
             return True
 
+    def _take_inbox(self) -> list[Event]:
+        """Empty the inbox: its events, in arrival order, unlinked."""
+        batch = []
+        event = self._inbox_first
+        self._inbox_first = self._inbox_last = None
+        self._inbox_count = 0
+        while event is not None:
+            batch.append(event)
+            event.next, event = None, event.next
+        return batch
+
+    def _make_ready(self, session_id: str) -> None:
+        """The session has a request to send: in line after the others of its kind."""
+        if session_id in self._session_flushes:
+            self._urgent.append(session_id)
+        else:
+            self._ready.append(session_id)
+
     def _sort_inbox(self) -> None:
-        """Move the inbox into per-session lines, in arrival order (memory only)."""
-        batch, self._inbox = self._inbox, []
+        """Move the inbox into per-session lines, in arrival order (memory only, or when a
+        create failed: the actions of its session there fail with it)."""
+        batch = self._take_inbox()
         self._group(batch)
+        waits, self._sort_flushes = self._sort_flushes, []
         self._push(batch)
+        self._inbox_placed(waits, pushed=True)
+
+    def _inbox_placed(self, waits: list[FlushWait], *, pushed: bool) -> None:
+        """The batch the session flushes ``waits`` waited for left the inbox: pushed into
+        the lines (they can tell now), or held by the store only (they wait by epochs)."""
+        for wait in waits:
+            wait.in_inbox = False
+            if not pushed and not wait.by_epochs and not wait.pending.done():
+                wait.by_epochs = True
+                self._flushes.append(wait)
+        if waits:
+            self._settle_session_flushes(waits)
+            if not pushed:
+                self._settle_flushes_of_everything()
 
     def _group(self, batch: list[Event]) -> None:
         """Decide which actions each create of ``batch`` carries in its body: those of its
@@ -645,7 +791,7 @@ class ExportQueue:
 
     def _push(self, batch: list[Event]) -> None:
         """Put a batch into the per-session lines, in order."""
-        sessions, ready = self._sessions, self._ready
+        sessions = self._sessions
         for event in batch:
             session_id = event.session_id
             if session_id in self._dead:
@@ -659,12 +805,12 @@ class ExportQueue:
                 session = sessions[session_id] = _Session()
             was_empty = session.first is None
             session.push(event)
-            if was_empty and not session.in_flight:
-                ready.append(session_id)
+            if was_empty and session.in_flight is None:
+                self._make_ready(session_id)
         if self._session_waiters:
             self._resolved.notify_all()  # wait_for_session looks in the inbox too
         # A sender sorting the inbox takes one itself; the store's thread takes none.
-        self._wake(len(ready) - (0 if self._durable else 1))
+        self._wake(len(self._urgent) + len(self._ready) - (0 if self._durable else 1))
 
     # -- the store behind (durable only) -------------------------------------------------
 
@@ -699,9 +845,8 @@ class ExportQueue:
         if self._storing or self._abandoned:
             return _NEVER
         due = _NEVER
-        inbox = self._inbox
-        if inbox:
-            if len(inbox) >= self._batch_size or self._closed:
+        if self._inbox_first is not None:
+            if self._inbox_count >= self._batch_size or self._closed:
                 return now
             due = self._inbox_since + self._inbox_wait
         if self._forget:
@@ -731,14 +876,16 @@ class ExportQueue:
         """
         store = self._store
         batch: list[Event] = []
-        if self._inbox and (
+        if self._inbox_first is not None and (
             final
             or now >= self._inbox_since + self._inbox_wait
-            or len(self._inbox) >= self._batch_size
+            or self._inbox_count >= self._batch_size
             or self._closed
         ):
-            batch, self._inbox = self._inbox, []
+            batch = self._take_inbox()
             self._group(batch)
+            # Flushes of sessions that wait for the inbox wait for this batch now.
+            self._storing_flushes, self._sort_flushes = self._sort_flushes, []
         forget: list[Event] = []
         if self._forget and (
             final
@@ -784,7 +931,9 @@ class ExportQueue:
         for change in (tended, news, found):
             self._count(change, epoch)
         if batch:
-            self._place(batch, written=written, keep=keep)
+            pushed = self._place(batch, written=written, keep=keep)
+            waits, self._storing_flushes = self._storing_flushes, []
+            self._inbox_placed(waits, pushed=pushed)
         if loaded and not self._abandoned:  # (abandoned: they stay in the store, unsent)
             for event in loaded:
                 self._bytes += len(event.body) + EVENT_OVERHEAD
@@ -798,9 +947,9 @@ class ExportQueue:
             self._push(held)
         self._resolved.notify_all()  # persist() may wait for this step; flush for its losses
 
-    def _place(self, batch: list[Event], *, written: bool, keep: bool) -> None:
+    def _place(self, batch: list[Event], *, written: bool, keep: bool) -> bool:
         """Where a batch handed to the store goes on: the lines, the store only, or behind
-        what waits in the store only."""
+        what waits in the store only. True when it went into the lines."""
         if self._abandoned:
             if written:
                 self._leave(batch)
@@ -812,6 +961,8 @@ class ExportQueue:
             self._held += batch
         else:
             self._push(batch)
+            return True
+        return False
 
     def _leave(self, events: list[Event]) -> None:
         """Events that from now on only the store holds: out of memory, still unresolved."""
@@ -827,9 +978,7 @@ class ExportQueue:
         if news.claimed:
             self._backlog += news.claimed
             self._replayed += news.claimed
-            if epoch == self._epoch:
-                self._epoch_events += news.claimed
-            else:  # a flush began meanwhile: it waits for them too
+            if epoch != self._epoch:  # a flush began meanwhile: it waits for them too
                 self._earlier_epochs[epoch] += news.claimed
         for lost in news.lost:
             count = len(lost.epochs)
@@ -838,8 +987,14 @@ class ExportQueue:
             self._unreported.append((lost.reason, count))
             for epoch in lost.epochs:
                 self._lossy_epochs.add(epoch)
+                # Which session each was of, only the store knew: every flush of a session
+                # that waits by epochs for this one is told of a loss.
+                for wait in self._flushes:
+                    if wait.by_epochs and epoch <= wait.epoch:
+                        wait.lossy = True
                 self._settle_epoch(epoch)
             for session_id in lost.sessions:
+                self._session_lost(session_id, max(lost.epochs, default=self._epoch))
                 self._bury(session_id)
 
     def persist(self, deadline: float) -> None:
@@ -853,11 +1008,11 @@ class ExportQueue:
                 if remaining <= 0:
                     return
                 self._resolved.wait(remaining)
-            if self._inbox or self._forget:
+            if self._inbox_first is not None or self._forget:
                 self._store_step(time.monotonic(), final=True)
 
     def _next_request(self) -> Request:
-        session_id = self._ready.popleft()
+        session_id = (self._urgent or self._ready).popleft()
         session = self._sessions[session_id]
         first = session.pop()
         events = [first]
@@ -883,8 +1038,8 @@ class ExportQueue:
                 size += len(following.body)
                 events.append(session.pop())
             bodies = [event.body for event in events]
-        session.in_flight = True
         request = Request(session_id, path, bodies, events)
+        session.in_flight = request
         self._in_flight[id(request)] = request
         return request
 
@@ -894,6 +1049,7 @@ class ExportQueue:
         self._failed[reason] += len(events)
         for event in events:
             self._lossy_epochs.add(event.epoch)
+            self._session_lost(event.session_id, event.epoch)
         self._resolve(events)
         self._unreported.append((reason, len(events)))
 
@@ -910,26 +1066,40 @@ class ExportQueue:
                     self._store_waiter.notify()  # its deletion is due in flush_interval
                 forget.append(event)
                 self._forget_bytes += len(event.body) + SPOOL_ROW_OVERHEAD
-            if event.epoch == current:
-                self._epoch_events -= 1
-            else:
+            if event.epoch != current:
                 earlier[event.epoch] -= 1
                 if not earlier[event.epoch]:
                     del earlier[event.epoch]
                     # A flush may be waiting for exactly this epoch: only now can
-                    # it be done (waking it on every request costs CPU and the GIL).
-                    self._resolved.notify_all()
+                    # it be done (looking on every request costs CPU and the GIL).
+                    if self._flushes:
+                        self._settle_flushes_of_everything()
 
     def _settle_epoch(self, epoch: int) -> None:
         """One event of ``epoch`` resolved (one held only by the store)."""
         if epoch == self._epoch:
-            self._epoch_events -= 1
-            return
+            return  # (the current epoch's are counted when the next flush begins)
         earlier = self._earlier_epochs
         earlier[epoch] -= 1
         if not earlier[epoch]:
             del earlier[epoch]
-            self._resolved.notify_all()
+            if self._flushes:
+                self._settle_flushes_of_everything()
+
+    def _session_lost(self, session_id: str, epoch: int) -> None:
+        """An event of ``session_id`` (of ``epoch``) was lost: the flush of the session
+        that waits for it returns False, else the next one to begin."""
+        if not session_id:
+            return
+        waited = False
+        for wait in self._session_flushes.get(session_id, ()):
+            if epoch <= wait.epoch:
+                wait.lossy = waited = True
+        if not waited:
+            lossy = self._lossy_sessions
+            lossy[session_id] = None
+            if len(lossy) > MAX_LOSSY_SESSIONS:
+                del lossy[next(iter(lossy))]
 
     def _bury(self, session_id: str) -> None:
         dead = self._dead
@@ -940,31 +1110,123 @@ class ExportQueue:
 
     # -- flush, shutdown, stats ----------------------------------------------
 
-    def flush(self, timeout: float) -> bool:
-        """Wait until every event accepted before the call is resolved.
+    def flush(self, timeout: float, session_id: str | None = None) -> bool:
+        """Wait until every event accepted before the call (of ``session_id`` only, when
+        given) is resolved.
 
-        True when all of them were delivered (and none was dropped since the
-        previous flush) within ``timeout`` seconds.
+        True when all of them were delivered within ``timeout`` seconds, and none
+        (of that session) was lost since the previous flush (of it) that ended.
         """
-        deadline = time.monotonic() + timeout
+        wait = self.begin_flush(timeout, session_id)
+        wait.pending.wait()
+        return self.end_flush(wait)
+
+    def begin_flush(self, timeout: float, session_id: str | None = None) -> FlushWait:
+        """Start a flush (see ``flush``): its ``pending`` is settled when it is done, and
+        ``end_flush`` tells the outcome. It holds no thread meanwhile."""
         with self._lock:
             target = self._epoch
-            if self._epoch_events:
-                self._earlier_epochs[target] = self._epoch_events
-                self._epoch_events = 0
+            current = self._events + self._backlog - sum(self._earlier_epochs.values())
+            if current:
+                self._earlier_epochs[target] = current
             self._epoch += 1
-            # Due now, whatever flush_interval (0.0 is not: the monotonic clock
-            # may be younger than a long flush_interval).
-            self._inbox_since = _LONG_AGO
-            self._wake_sorter()
-            while self._earlier_epochs and min(self._earlier_epochs) <= target:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._resolved.wait(remaining)
-            lossy = {epoch for epoch in self._lossy_epochs if epoch <= target}
-            self._lossy_epochs -= lossy
-            return not lossy
+            inbox = self._inbox_first is not None
+            wait = FlushWait(session_id, target, timeout)
+            if session_id is None:
+                self._flushes.append(wait)
+            else:
+                if self._lossy_sessions.pop(session_id, 0) is None:
+                    wait.lossy = True  # lost before this flush, and not told yet
+                self._session_flushes.setdefault(session_id, []).append(wait)
+                if self._durable and (self._backlog or self._held or self._store.spilled):
+                    wait.by_epochs = True  # some of its events may be in the store only
+                    self._flushes.append(wait)
+                elif inbox and self._in_inbox(session_id, INBOX_LOOK_LIMIT):
+                    wait.in_inbox = True
+                    self._sort_flushes.append(wait)
+                elif any(event.session_id == session_id for event in self._storing_batch):
+                    wait.in_inbox = True
+                    self._storing_flushes.append(wait)
+                try:
+                    self._ready.remove(session_id)  # its requests go first from now on
+                except ValueError:
+                    pass
+                else:
+                    self._urgent.append(session_id)
+            if inbox:
+                # Due now, whatever flush_interval (0.0 is not: the monotonic clock
+                # may be younger than a long flush_interval).
+                self._inbox_since = _LONG_AGO
+                self._wake_sorter()
+            if session_id is None or wait.by_epochs:
+                self._settle_flushes_of_everything()
+            else:
+                self._settle_session_flushes([wait])
+        return wait
+
+    def end_flush(self, wait: FlushWait) -> bool:
+        """The outcome of a flush: True when all it waited for was delivered; False when
+        something was lost, or its time ran out first (then it stops waiting)."""
+        with self._lock:
+            if wait.pending.done():
+                return bool(wait.pending.value)
+            self._forget_flush(wait)
+            if wait.lossy and wait.session_id is not None:
+                self._lossy_sessions[wait.session_id] = None  # for the next flush to tell
+            wait.pending.settle(False, None)
+            return False
+
+    def _forget_flush(self, wait: FlushWait) -> None:
+        session_id = wait.session_id
+        if session_id is None or wait.by_epochs:
+            self._flushes.remove(wait)
+        if session_id is None:
+            return
+        waits = self._session_flushes[session_id]
+        waits.remove(wait)
+        if not waits:
+            del self._session_flushes[session_id]
+        for waiting in (self._sort_flushes, self._storing_flushes):
+            if wait in waiting:
+                waiting.remove(wait)
+
+    def _settle_flushes_of_everything(self) -> None:
+        """Settle the flushes that wait by epochs whose epochs are resolved now (under the
+        lock): delivered unless an event of those epochs (of its session) was lost. A flush
+        of everything tells each loss once."""
+        earlier = self._earlier_epochs
+        oldest = min(earlier) if earlier else self._epoch
+        for wait in list(self._flushes):
+            if oldest > wait.epoch:
+                if wait.session_id is not None:
+                    self._forget_flush(wait)
+                    wait.pending.settle(not wait.lossy, None)
+                    continue
+                lossy = {epoch for epoch in self._lossy_epochs if epoch <= wait.epoch}
+                self._lossy_epochs -= lossy
+                self._flushes.remove(wait)
+                wait.pending.settle(not lossy, None)
+
+    def _settle_session_flushes(self, waits: list[FlushWait]) -> None:
+        """Settle those of ``waits`` (flushes of sessions) that are done now (under the lock)."""
+        for wait in list(waits):
+            if wait.pending.done() or wait.by_epochs or not self._session_flushed(wait):
+                continue
+            self._forget_flush(wait)
+            wait.pending.settle(not wait.lossy, None)
+
+    def _session_flushed(self, wait: FlushWait) -> bool:
+        """Whether no event of the wait's session and epoch is unresolved. The epochs
+        along a session's line only grow, and its request in flight came before them."""
+        if wait.in_inbox:
+            return False
+        session = self._sessions.get(wait.session_id)  # type: ignore[arg-type]
+        if session is None:
+            return True
+        first, request = session.first, session.in_flight
+        if first is not None and first.epoch <= wait.epoch:
+            return False
+        return request is None or request.events[0].epoch > wait.epoch
 
     def wait_for_session(self, session_id: str, timeout: float) -> bool:
         """Wait until no event of ``session_id`` is queued or in flight."""
@@ -974,10 +1236,14 @@ class ExportQueue:
             self._wake_sorter()
             self._session_waiters += 1
             try:
-                while session_id in self._sessions or any(
-                    event.session_id == session_id
-                    for waiting in (self._inbox, self._storing_batch, self._held)
-                    for event in waiting
+                while (
+                    session_id in self._sessions
+                    or self._in_inbox(session_id)
+                    or any(
+                        event.session_id == session_id
+                        for waiting in (self._storing_batch, self._held)
+                        for event in waiting
+                    )
                 ):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
@@ -986,6 +1252,18 @@ class ExportQueue:
                 return True
             finally:
                 self._session_waiters -= 1
+
+    def _in_inbox(self, session_id: str, limit: float = float("inf")) -> bool:
+        """Whether an event of ``session_id`` is in the inbox (True too when more than
+        ``limit`` events would have to be looked at to tell)."""
+        event = self._inbox_first
+        looked = 0
+        while event is not None:
+            if event.session_id == session_id or looked >= limit:
+                return True
+            event = event.next
+            looked += 1
+        return False
 
     def close_store(self) -> None:
         """Let go of the store's files (after ``abandon``: what is left waits in them)."""
@@ -1007,7 +1285,11 @@ class ExportQueue:
         self._store_waiter = threading.Condition(self._lock)
         self._idle = []
         self._timekeeper = None
+        self._keeper = None
         self._session_waiters = 0
+        # The parent's flushes: no thread of this process waits for them.
+        self._flushes, self._session_flushes = [], {}
+        self._sort_flushes, self._storing_flushes = [], []
 
     def abandon(self) -> None:
         """Give up on everything still unresolved (shutdown's deadline has passed).
@@ -1019,8 +1301,8 @@ class ExportQueue:
             self._closed = True
             self._abandoned = True
             self._max_events = -1
-            events = self._inbox + self._held
-            self._inbox, self._held = [], []
+            events = self._take_inbox() + self._held
+            self._held = []
             for session in self._sessions.values():
                 events.extend(session.pop_all())
             for request in self._in_flight.values():
@@ -1029,13 +1311,26 @@ class ExportQueue:
             self._retries.clear()
             self._sessions.clear()
             self._ready.clear()
+            self._urgent.clear()
             if self._durable:
-                self._leave([event for event in events if event.seq])
+                left = [event for event in events if event.seq]
+                self._leave(left)
                 events = [event for event in events if not event.seq]
+                for event in left:  # not delivered (the next process may): not flushed
+                    for wait in self._session_flushes.get(event.session_id, ()):
+                        if event.epoch <= wait.epoch:
+                            wait.lossy = True
             self._fail(events, SHUTDOWN)
             self._wake(len(self._idle))
             self._resolved.notify_all()
             self._store_waiter.notify()
+            # What the store holds is left there: the flushes waiting for it end too.
+            self._sort_flushes, self._storing_flushes = [], []
+            for waits in list(self._session_flushes.values()):
+                for wait in waits:
+                    wait.in_inbox = False
+                self._settle_session_flushes(waits)
+            self._settle_flushes_of_everything()
         self.report()
 
     def stats(self) -> ExportStats:

@@ -26,6 +26,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 
 from .._exceptions import LayerHTTPError
 from ._losses import INTERNAL_ERROR, REJECTED, SESSION_FAILED, LossLog, Throttle, sdk_thread
@@ -47,9 +48,16 @@ class ExportWorker:
     """Runs the sender threads of one client."""
 
     def __init__(
-        self, queue: ExportQueue, transport: Transport, *, max_senders: int, losses: LossLog
+        self,
+        queue: ExportQueue,
+        transport: Transport,
+        *,
+        max_senders: int,
+        losses: LossLog,
+        between_requests: Callable[[], None] | None = None,
     ) -> None:
         self._queue = queue
+        self._between_requests = between_requests
         self._transport = transport
         self._max_senders = max_senders
         self._losses = losses
@@ -205,6 +213,11 @@ class ExportWorker:
                     self._queue.complete(request, INTERNAL_ERROR)
                 else:
                     self._queue.give_back(request)
+            if self._between_requests is not None:
+                try:
+                    self._between_requests()
+                except Exception:
+                    logger.exception("layer-sdk's work between requests failed")
 
     def _resolve(self, request: Request, deliveries: list[Delivery]) -> None:
         """Settle a request in the queue by what became of each of its bodies."""

@@ -192,6 +192,7 @@ class LocalCollector:
         self._max_body_bytes: int | None = None
         self._fail_rate = 0.0
         self._hanging = False
+        self._hang_matching: bytes | None = None  # hang(matching=...): only such bodies
         self._releases = 0  # bumped by release(): a held request waits for it to change
         self._bearer_check: Callable[[str], bool] | None = None
         self._registry = Registry()
@@ -468,10 +469,15 @@ class LocalCollector:
         with self._lock:
             self._fail_rate = float(fraction)
 
-    def hang(self) -> None:
-        """Hold every request read from now on, until ``release()`` or ``stop()``."""
+    def hang(self, *, matching: bytes | None = None) -> None:
+        """Hold every request read from now on, until ``release()`` or ``stop()``.
+
+        With ``matching``, only requests whose body contains those bytes are held
+        (e.g. one session's, by a marker in its data); the others are answered.
+        """
         with self._lock:
             self._hanging = True
+            self._hang_matching = matching
 
     def release(self) -> None:
         """Let the held requests go on, and stop holding new ones."""
@@ -514,7 +520,9 @@ class LocalCollector:
                 return exchange
             if request.framing_error is not None:  # answered 400 at once, whatever the faults
                 return exchange
-            exchange.hold = self._releases if self._hanging else None
+            matching = self._hang_matching
+            held = self._hanging and (matching is None or matching in request.body)
+            exchange.hold = self._releases if held else None
             exchange.delay = self._delay
             exchange.drop = bool(self._drops) and _take(self._drops, request.body) is not None
             if exchange.drop:

@@ -19,12 +19,13 @@ invocation into a timeout. What is still undelivered then is logged with its
 count, and stays queued for the next invocation.
 
 An ``async def`` handler (e.g. under an adapter that runs it on an event
-loop) is flushed on a worker thread, so that the loop is not blocked.
+loop) awaits ``aflush``, so that the loop runs on while it waits, on no thread
+of the loop's default executor. The flush is of everything queued, not of the
+invocation's sessions only: once frozen, nothing else would send the rest.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import logging
@@ -104,7 +105,12 @@ def flush_after(
                     return await func(*args, **kwargs)
                 finally:
                     bound = flush_bound(_context_of(args, kwargs), bound_by)
-                    await asyncio.get_running_loop().run_in_executor(None, _flush, target, bound)
+                    try:
+                        flushed = await target.aflush(timeout=bound)
+                    except Exception as problem:
+                        _flush_failed(problem)
+                    else:
+                        _tell_undelivered(target, flushed, bound)
 
             return cast(F, async_wrapper)
 
@@ -130,11 +136,25 @@ def _context_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 def _flush(client: Client, bound: float) -> None:
     """Flush ``client`` within ``bound`` seconds; never raises into the handler."""
     try:
-        if client.flush(timeout=bound):
-            return
+        flushed = client.flush(timeout=bound)
+    except Exception as problem:
+        _flush_failed(problem)
+    else:
+        _tell_undelivered(client, flushed, bound)
+
+
+def _flush_failed(problem: Exception) -> None:
+    logger.warning("layer-sdk: the flush after the handler failed: %r", problem)
+
+
+def _tell_undelivered(client: Client, flushed: bool, bound: float) -> None:
+    """Log how many events a flush left undelivered, if any; never raises."""
+    if flushed:
+        return
+    try:
         queued = client.stats().queued
     except Exception as problem:
-        logger.warning("layer-sdk: the flush after the handler failed: %r", problem)
+        _flush_failed(problem)
         return
     if queued:
         logger.warning(

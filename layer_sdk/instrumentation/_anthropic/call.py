@@ -88,4 +88,3 @@ class Call(_SharedCall):
 
     def accumulator(self) -> Accumulator:
         return _MessageStream()
-
