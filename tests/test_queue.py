@@ -42,6 +42,7 @@ from layer_sdk._export._losses import (
     SHUTDOWN,
     TOO_LARGE,
 )
+from layer_sdk._export import _queue
 from layer_sdk._export._queue import AGAIN, EVENT_OVERHEAD, ExportQueue, Put, Request
 from layer_sdk._schemas import SESSIONS_PATH, actions_path, session_body
 
@@ -332,6 +333,25 @@ def test_a_thread_keeps_the_session_it_lost_itself_whatever_other_threads_lose()
     assert numbers(take(queue)) == [8]
     assert losses == {SESSION_FAILED: 2, QUEUE_FULL: 4}
 
+
+
+def test_the_lost_sessions_remembered_are_bounded_apart_from_the_queues_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An outage may lose millions of creates, and the queue may be allowed millions of
+    events: the door remembers the newest LOST_SESSIONS_REMEMBERED lost sessions only
+    (their memory is outside max_queue_bytes). An action of one of them fails at the door;
+    one of a session forgotten since is let in (the API refuses it, counted then)."""
+    monkeypatch.setattr(_queue, "LOST_SESSIONS_REMEMBERED", 3)
+    queue, losses = make_queue(max_events=1000, max_bytes=len(body(0)) + EVENT_OVERHEAD)
+    assert queue.put(create("full", 0)) in ACCEPTED
+    for n in range(5):
+        assert queue.put(create(f"lost-{n}", n + 1)) is Put.DROPPED
+    assert list(queue._dead) == ["lost-2", "lost-3", "lost-4"]
+    queue.complete(take(queue))  # room again
+    assert queue.put(action("lost-3", 6)) is Put.DROPPED  # remembered: fails at the door
+    assert queue.put(action("lost-0", 7)) in ACCEPTED  # forgotten: goes out
+    assert losses == {QUEUE_FULL: 5, SESSION_FAILED: 1}
 
 def test_a_failed_create_fails_the_actions_queued_for_it_until_it_is_created_again() -> None:
     """Actions queued behind a create that failed for good, and those put

@@ -81,6 +81,8 @@ class Put(enum.Enum):
     TOO_LARGE = "too_large"
 
 
+#: How many sessions whose create was lost the door remembers (about 150 bytes each).
+LOST_SESSIONS_REMEMBERED = 10_000
 _ACCEPTED, _WOKE = Put.ACCEPTED, Put.WOKE  # read once: an enum member is slower
 #: A time before any: an inbox that arrived then is due, whatever ``flush_interval``.
 _LONG_AGO = float("-inf")
@@ -321,11 +323,12 @@ class ExportQueue:
         # The idle sender that wakes when the next retry is due (the others sleep on).
         self._timekeeper: threading.Condition | None = None
         # Sessions whose create was lost, oldest first: their actions fail at the door
-        # until a create of them is let in again. As many as the queue holds events;
-        # and each thread knows the last it lost itself, so that other threads losing
-        # more meanwhile cannot make it forget the session it goes on appending to.
+        # until a create of them is let in again. Bounded apart from the queue's bytes
+        # (an outage may lose millions); each thread knows the last it lost itself, so
+        # that other threads losing more meanwhile cannot make it forget the session it
+        # goes on appending to. A forgotten one's actions go out and are refused.
         self._dead: dict[str, None] = {}
-        self._max_dead = max_events
+        self._max_dead = min(max_events, LOST_SESSIONS_REMEMBERED)
         self._lost_here = _LostHere()
         self._revivals = 0  # sessions created anew after their create was lost
         self._session_waiters = 0  # wait_for_session() calls waiting
