@@ -54,6 +54,7 @@ from ._config import (
     Oversize,
     SpoolSync,
     provider_names,
+    wait_timeout,
 )
 from ._context import current_session_id
 from ._exceptions import (
@@ -283,11 +284,12 @@ class Client:
         returns True when they were all delivered (and none of that session was
         lost since its previous flush). Never raises for network trouble.
         """
+        wait = wait_timeout(timeout, DEFAULT_FLUSH_TIMEOUT)
         sid = None if session_id is None else session_id_text(session_id)
         exporter = self._exporter
         if exporter is None:
             return True
-        return exporter.flush(DEFAULT_FLUSH_TIMEOUT if timeout is None else timeout, sid)
+        return exporter.flush(wait, sid)
 
     async def aflush(self, timeout: float | None = None, session_id: Any = None) -> bool:
         """:meth:`flush` for asyncio code: the event loop runs on while it waits.
@@ -296,11 +298,12 @@ class Client:
         resolved); only the spans a ``layer_sdk.otel`` span processor holds are
         waited for on a thread of the SDK's, never of the loop's default executor.
         """
+        wait = wait_timeout(timeout, DEFAULT_FLUSH_TIMEOUT)
         sid = None if session_id is None else session_id_text(session_id)
         exporter = self._exporter
         if exporter is None:
             return True
-        return await exporter.aflush(DEFAULT_FLUSH_TIMEOUT if timeout is None else timeout, sid)
+        return await exporter.aflush(wait, sid)
 
     async def ashutdown(self, timeout: float | None = None) -> bool:
         """:meth:`shutdown` for asyncio code: the event loop runs on while it waits.
@@ -309,6 +312,7 @@ class Client:
         executor) and the loop awaits its outcome, at most ``timeout`` seconds
         (default ``shutdown_timeout``) and a moment more.
         """
+        given = None if timeout is None else wait_timeout(timeout, 0.0)
         with lifecycle_lock():
             if self._disabled is not None:
                 self._disabled_closed = True
@@ -316,9 +320,8 @@ class Client:
             exporter = self._exporter
             if exporter is None or exporter.closed:
                 return True
-        if timeout is None:
-            timeout = exporter.config.shutdown_timeout
-        return await run_on_sdk_thread(lambda: self.shutdown(timeout), timeout)
+        wait = exporter.config.shutdown_timeout if given is None else given
+        return await run_on_sdk_thread(lambda: self.shutdown(wait), wait)
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """Deliver what is queued within ``timeout`` (default ``shutdown_timeout``), then stop.
@@ -326,6 +329,7 @@ class Client:
         Events still undelivered at the deadline are counted as failed. Returns
         what ``flush`` would. Idempotent; ``init()`` may be called again after.
         """
+        given = None if timeout is None else wait_timeout(timeout, 0.0)
         with lifecycle_lock():
             if self._disabled is not None:
                 self._disabled_closed = True
@@ -333,9 +337,8 @@ class Client:
             exporter = self._exporter
             if exporter is None or exporter.closed:
                 return True
-        if timeout is None:
-            timeout = exporter.config.shutdown_timeout
-        deadline = time.monotonic() + max(0.0, timeout)
+        wait = exporter.config.shutdown_timeout if given is None else given
+        deadline = time.monotonic() + wait
         # What a feeder holds (spans a span processor has not read) joins the queue first.
         fed = drain_feeders(deadline)
         with lifecycle_lock():

@@ -231,6 +231,16 @@ def _positive(option: str, value: Any, *, allow_zero: bool = False, least: float
     return float(value)
 
 
+def wait_timeout(value: Any, default: float) -> float:
+    """The ``timeout`` of a flush or a shutdown, in seconds: ``default`` for None, 0 for a
+    negative number (a deadline already past); anything but a finite number is refused."""
+    if value is None:
+        return default
+    if not isinstance(value, bool) and isinstance(value, (int, float)) and value < 0:
+        return 0.0
+    return _positive("timeout", value, allow_zero=True)
+
+
 def _count(option: str, value: Any, *, allow_zero: bool = False, most: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{option} must be an integer, got {value!r}")

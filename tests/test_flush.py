@@ -173,6 +173,33 @@ def test_a_session_flush_with_nothing_queued_returns_at_once_and_a_bad_id_raises
         client.flush(session_id="not-a-session")
 
 
+
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), "1", True, [1]])
+def test_a_timeout_that_is_no_finite_number_raises_at_every_wait(
+    make_client: MakeClient, collector: LocalCollector, timeout: Any
+) -> None:
+    """flush, aflush, shutdown and ashutdown refuse a timeout that is no finite number
+    of seconds, naming it, before they wait (and on a client shut down already); a
+    negative one is a deadline already past: nothing is waited for."""
+    client = make_client()
+    collector.hang()
+    session_id = conversation(client, "held")
+    with pytest.raises(ValueError, match="^timeout must be"):
+        client.flush(timeout)
+    with pytest.raises(ValueError, match="^timeout must be"):
+        client.flush(timeout, session_id=session_id)
+    with pytest.raises(ValueError, match="^timeout must be"):
+        asyncio.run(client.aflush(timeout))
+    with pytest.raises(ValueError, match="^timeout must be"):
+        client.shutdown(timeout)
+    with pytest.raises(ValueError, match="^timeout must be"):
+        asyncio.run(client.ashutdown(timeout))
+    assert client.flush(-1) is False  # held by the server: not delivered, and no wait
+    collector.release()
+    assert client.shutdown(10) is True
+    with pytest.raises(ValueError, match="^timeout must be"):
+        client.shutdown(timeout)
+
 def test_many_threads_flushing_their_own_sessions_each_see_all_their_events(
     make_client: MakeClient, collector: LocalCollector
 ) -> None:
