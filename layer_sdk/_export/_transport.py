@@ -49,15 +49,12 @@ from .._exceptions import (
 )
 from .._platform import USER_AGENT
 from .._redact import scrub
-from ._backends import Backend, Exchange, Response, choose_backend
+from ._backends import REQUEST_ID_HEADER, Backend, Exchange, Response, choose_backend
 from ._losses import REJECTED, RETRIES_EXHAUSTED, SHUTDOWN
 from ._retry import Admission, RetryPolicy, RetryState, SendGate, is_retryable, parse_retry_after
 from ._trouble import CONFIGURATION_STATUSES, TroubleLog
 
 logger = logging.getLogger("layer_sdk")
-
-REQUEST_ID_HEADER = "X-Request-Id"
-"""Same value on every attempt of one body, so that the server can de-duplicate."""
 
 
 class Delivery(NamedTuple):
