@@ -44,7 +44,7 @@ from typing import NamedTuple
 from .._exceptions import LayerAuthError, LayerHTTPError, LayerSDKException
 from .._redact import mask_url
 from .._schemas import SESSIONS_PATH
-from ._losses import Throttle, server_words
+from ._losses import Throttle, masked_quotes, server_words
 
 logger = logging.getLogger("layer_sdk")
 
@@ -133,7 +133,8 @@ def describe(
             f"no credentials for the Layer API ({server_words(str(error))})",
             "check the settings of the auth_provider (its token endpoint refused it)",
         )
-    cause = str(error).removeprefix(_NO_ANSWER_PREFIX)
+    # Our words, but a malformed answer may be quoted in them (and may quote the events).
+    cause = masked_quotes(str(error).removeprefix(_NO_ANSWER_PREFIX), bodies)
     if cause.startswith(_TLS_PREFIX):
         return Trouble(TLS, f"cannot reach {mask_url(base_url)}: {cause}")
     return Trouble(UNREACHABLE, f"cannot reach {mask_url(base_url)} ({cause})")
