@@ -1,4 +1,4 @@
-"""The benchmark cases of DESIGN §8, one function each, each run in a fresh process.
+"""The benchmark cases, one function each, each run in a fresh process.
 
 ``python benchmarks/_cases.py CASE [--quick]`` runs one case and prints its
 results as one JSON line (the last line of stdout); ``benchmarks/run.py``
@@ -11,7 +11,8 @@ path (``sync=True``: one blocking round trip per call, as the original SDK did).
 Only the public API is used, plus ``Client.stats()``.
 
 ``python benchmarks/_cases.py app-exit ...`` is the small application that the
-exit cases start and time; it is not a case of its own.
+exit cases start and time, and ``spool-app`` the one the spool's replay case
+starts; neither is a case of its own.
 """
 
 from __future__ import annotations
@@ -544,7 +545,7 @@ def case_slow_server(quick: bool) -> dict[str, Any]:
     return _throughput(0.02, 5_000 if quick else 20_000, 10 if quick else 30)
 
 
-# -- 3b. long sessions (issue 11) -------------------------------------------------
+# -- 3b. long sessions -------------------------------------------------
 
 
 def _one_session(delay: float, actions: int, sessions: int, echo: bool = True) -> dict[str, Any]:
@@ -720,7 +721,7 @@ def case_server_down(quick: bool) -> dict[str, Any]:
     }
 
 
-# -- 5b. outage and fleet backpressure (issue 9) ----------------------------------
+# -- 5b. outage and fleet backpressure ----------------------------------
 
 
 def _paced(client: Any, sessions_per_s: float, seconds: float) -> int:
@@ -1027,6 +1028,167 @@ def case_import(quick: bool) -> dict[str, Any]:
     }
 
 
+# -- 8. the durable spool (spool_dir) ---------------------------------------------
+
+
+def _timed_sessions(
+    client: Any, sessions: int, rate: float, creates: list[int], appends: list[int]
+) -> None:
+    """``sessions`` sessions of 4 typical actions at ``rate`` events/s, each call timed."""
+    clock = time.perf_counter_ns
+    start = time.perf_counter()
+    for i in range(sessions):
+        t0 = clock()
+        session_id = client.create_session(attributes=SESSION_ATTRIBUTES)
+        t1 = clock()
+        creates.append(t1 - t0)
+        for _ in range(ACTIONS_PER_SESSION):
+            t0 = clock()
+            client.append_action(session_id, kind=KIND, attributes=ATTRIBUTES, data=DATA)
+            t1 = clock()
+            appends.append(t1 - t0)
+        ahead = start + (i + 1) * EVENTS_PER_SESSION / rate - time.perf_counter()
+        if ahead > 0:
+            time.sleep(ahead)
+
+
+def case_spool_hot_path(quick: bool) -> dict[str, Any]:
+    """Caller-thread cost with the spool on and off, in alternating blocks of one run.
+
+    Two clients report to the same server: one keeps its queue in memory, the
+    other with ``spool_dir`` (a temporary directory, ``spool_sync="normal"``).
+    Blocks of sessions of 4 actions go to each in turn, at 10,000 events/s, so
+    that the spool's thread writes (and deletes) while the calls are timed, and
+    whatever else the machine does falls on both alike.
+    """
+    blocks = 6 if quick else 16
+    sessions = 200 if quick else 400
+    rate = 10_000
+    with Server() as server, tempfile.TemporaryDirectory() as directory:
+        memory = new_client(server.url)
+        spooled = new_client(server.url, spool_dir=directory)
+        samples: dict[str, tuple[list[int], list[int]]] = {"memory": ([], []), "spool": ([], [])}
+        throwaway: tuple[list[int], list[int]] = ([], [])
+        for client in (memory, spooled):  # warm-up
+            _timed_sessions(client, 100, rate, *throwaway)
+        for block in range(blocks):
+            name, client = ("memory", memory) if block % 2 == 0 else ("spool", spooled)
+            _timed_sessions(client, sessions, rate, *samples[name])
+        made = (2 * 100 + blocks * sessions) * EVENTS_PER_SESSION
+        flushed = memory.flush(60) and spooled.flush(60)
+        delivered = server.count()
+        spool_stats = spooled.stats()
+        memory.shutdown()
+        spooled.shutdown()
+    result: dict[str, Any] = {
+        name: {
+            "create_session": distribution(creates),
+            "append_action": distribution(appends),
+        }
+        for name, (creates, appends) in samples.items()
+    }
+    for metric in ("median", "p99"):
+        on, off = (result[n]["append_action"][metric] for n in ("spool", "memory"))
+        result[f"append_{metric}_ratio"] = on / off
+    result.update(
+        events=made,
+        delivered=delivered,
+        nothing_lost=flushed and delivered == made,
+        spool_failed=spool_stats.failed,
+    )
+    return result
+
+
+def case_spool_throughput(quick: bool) -> dict[str, Any]:
+    """Delivered events/s to a local server with the spool on and off, in one run.
+
+    As the throughput case: sessions of 4 actions produced as fast as one
+    thread can, then flushed; counted at the server. Each client delivers its
+    share alone (in memory first, then with the spool, then once more each), so
+    that both meet the same server and machine; the better of each pair counts.
+    """
+    events = 10_000 if quick else 40_000
+    figures: dict[str, list[dict[str, float]]] = {"memory": [], "spool": []}
+    with Server() as server, tempfile.TemporaryDirectory() as directory:
+        for name in ("memory", "spool", "memory", "spool"):
+            options = {"spool_dir": directory} if name == "spool" else {}
+            client = new_client(server.url, **options)
+            gc.collect()
+            before, cpu0, t0 = server.count(), cpu_seconds(), time.perf_counter()
+            made = produce(client, events // EVENTS_PER_SESSION)
+            flushed = client.flush(300)
+            elapsed, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
+            delivered = server.count() - before
+            client.shutdown()
+            figures[name].append(
+                {
+                    "events_per_s": delivered / elapsed,
+                    "cpu_us_per_event": cpu / made * 1e6,
+                    "nothing_lost": float(flushed and delivered == made),
+                }
+            )
+    best = {name: max(runs, key=lambda run: run["events_per_s"]) for name, runs in figures.items()}
+    return {
+        "events": events,
+        "memory": best["memory"],
+        "spool": best["spool"],
+        "ratio": best["spool"]["events_per_s"] / best["memory"]["events_per_s"],
+        "nothing_lost": all(run["nothing_lost"] for runs in figures.values() for run in runs),
+    }
+
+
+def spool_app(directory: str, sessions: int) -> None:
+    """What the replay case starts: reports ``sessions`` sessions through a spool while the
+    API is unreachable, then ends as a crash would (no shutdown, no exit hooks)."""
+    client = new_client(dead_url(), spool_dir=directory)
+    made = produce(client, sessions)
+    deadline = time.monotonic() + 120
+    while client.stats().spooled < made and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def case_spool_replay(quick: bool) -> dict[str, Any]:
+    """How fast a new process delivers what a crashed one left in the spool.
+
+    A process reports sessions of 4 actions through a spool while the API is
+    unreachable, and ends without a word (``os._exit``, as after ``kill -9``).
+    A new client on the same directory, against a local server, replays them:
+    from its ``init()`` until the server counted them all.
+    """
+    sessions = 2_000 if quick else 8_000
+    events = sessions * EVENTS_PER_SESSION
+    with Server() as server, tempfile.TemporaryDirectory() as directory:
+        subprocess.run(
+            [sys.executable, str(Path(__file__)), "spool-app", directory, str(sessions)],
+            env=env(),
+            check=True,
+            timeout=300,
+        )
+        spooled = sum(
+            os.path.getsize(os.path.join(directory, name)) for name in os.listdir(directory)
+        )
+        cpu0, t0 = cpu_seconds(), time.perf_counter()
+        client = new_client(server.url, spool_dir=directory)
+        while server.count() < events and time.perf_counter() - t0 < 120:
+            time.sleep(0.005)
+        elapsed, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
+        delivered = server.count()
+        replayed = client.stats().replayed
+        client.shutdown()
+    return {
+        "events": events,
+        "delivered": delivered,
+        "replayed": replayed,
+        "nothing_lost": delivered == events == replayed,
+        "seconds": elapsed,
+        "events_per_s": delivered / elapsed,
+        "cpu_us_per_event": cpu / events * 1e6,
+        "spool_mb": spooled / 2**20,
+    }
+
+
 CASES: dict[str, Callable[[bool], dict[str, Any]]] = {
     "hot_path": case_hot_path,
     "firewall": case_firewall,
@@ -1042,6 +1204,9 @@ CASES: dict[str, Callable[[bool], dict[str, Any]]] = {
     "exit_healthy": case_exit_healthy,
     "exit_hung": case_exit_hung,
     "import": case_import,
+    "spool_hot_path": case_spool_hot_path,
+    "spool_throughput": case_spool_throughput,
+    "spool_replay": case_spool_replay,
 }
 
 
@@ -1050,6 +1215,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if argv[:1] == ["fleet-app"]:
         url, seconds, rate = argv[1], float(argv[2]), float(argv[3])
         fleet_app(url, seconds, rate)
+        return
+    if argv[:1] == ["spool-app"]:
+        spool_app(argv[1], int(argv[2]))
         return
     if argv[:1] == ["app-exit"]:
         parser = argparse.ArgumentParser(prog="_cases.py app-exit")

@@ -1,12 +1,17 @@
-"""Measure every figure of DESIGN §8 and print them as one markdown table.
+"""Measure every figure the SDK promises and print them as one markdown table.
 
     python benchmarks/run.py [--quick] [--write] [--case NAME ...]
+    python benchmarks/run.py --spool [--quick] [--write]
 
 Each case of ``_cases.py`` runs in a fresh subprocess (with its own server
 process), 3 times (once with ``--quick``); the table shows the median of the
 repetitions, beside the synchronous path (``sync=True``, one blocking round
 trip per call) measured in the same runs, the target, and whether it was met.
 ``--write`` also saves the table to ``benchmarks/RESULTS.md``.
+
+``--spool`` runs the durable spool's cases instead (the spool on beside the
+spool off, in the same runs) and ``--write`` then saves their table as its own
+section of ``RESULTS.md``, between its markers, leaving the rest as it is.
 """
 
 from __future__ import annotations
@@ -44,6 +49,10 @@ CASES = (
     "exit_hung",
     "import",
 )
+#: The durable spool's cases (``--spool``): a section of RESULTS.md of their own.
+SPOOL_CASES = ("spool_hot_path", "spool_throughput", "spool_replay")
+SPOOL_BEGIN = "<!-- spool: begin -->"
+SPOOL_END = "<!-- spool: end -->"
 
 Result = dict[str, Any]
 
@@ -200,7 +209,7 @@ ROWS: tuple[Row, ...] = (
         lambda r: "n/a"),
     Row("hot_path", "hot path", "floor on this machine: msgspec encode of the action; deque append",
         lambda r: f"{num(get(r, 'floor.encode_action'))}; {num(get(r, 'floor.deque_append'))} µs",
-        lambda r: "n/a", "issue 3 measured 0.55; 0.02 µs"),
+        lambda r: "n/a"),
     Row("hot_path", "hot path", "`@layer.action` call median / p99 / p99.9 / max",
         lambda r: " / ".join(
             num(get(r, f"decorated_action.{q}")) for q in ("median", "p99", "p999", "max")
@@ -356,14 +365,59 @@ ROWS: tuple[Row, ...] = (
 )  # fmt: skip
 
 
-def table(results: dict[str, Result]) -> str:
+def _on_off(path: str, unit: str = "µs") -> Callable[[Result], str]:
+    """``spool on / off`` figures of the spool's hot path case."""
+    return lambda r: f"{num(get(r, f'spool.{path}'))} / {num(get(r, f'memory.{path}'))} {unit}"
+
+
+SPOOL_ROWS: tuple[Row, ...] = (
+    Row("spool_hot_path", "hot path, spool on / off", "`append_action` median",
+        _on_off("append_action.median"), lambda r: "n/a",
+        "on ≤ 1.1x off", at_most("append_median_ratio", 1.1)),
+    Row("spool_hot_path", "hot path, spool on / off", "`append_action` p99",
+        _on_off("append_action.p99"), lambda r: "n/a",
+        "on ≤ 1.1x off", at_most("append_p99_ratio", 1.1)),
+    Row("spool_hot_path", "hot path, spool on / off",
+        "ratio on / off (the median of each run's): median; p99",
+        lambda r: f"{num(get(r, 'append_median_ratio'))}; {num(get(r, 'append_p99_ratio'))}",
+        lambda r: "n/a"),
+    Row("spool_hot_path", "hot path, spool on / off", "`append_action` p99.9; max",
+        lambda r: f"{_on_off('append_action.p999', '')(r).strip()}; "
+        f"{_on_off('append_action.max')(r)}", lambda r: "n/a"),
+    Row("spool_hot_path", "hot path, spool on / off", "`create_session` median",
+        _on_off("create_session.median"), lambda r: "n/a"),
+    Row("spool_hot_path", "hot path, spool on / off", "all delivered (10,000 events/s offered)",
+        lambda r: num(get(r, "nothing_lost")), lambda r: "n/a", "yes",
+        lambda r: bool(get(r, "nothing_lost"))),
+    Row("spool_throughput", "throughput, local server, spool on / off",
+        "delivered events/s (counted at the server)",
+        lambda r: f"{num(get(r, 'spool.events_per_s'))} / {num(get(r, 'memory.events_per_s'))}",
+        lambda r: "n/a", "on ≥ 0.5x off", at_least("ratio", 0.5)),
+    Row("spool_throughput", "throughput, local server, spool on / off",
+        "ratio on / off; process CPU per event on / off",
+        lambda r: f"{num(get(r, 'ratio'))}; {num(get(r, 'spool.cpu_us_per_event'))} / "
+        f"{num(get(r, 'memory.cpu_us_per_event'))} µs", lambda r: "n/a"),
+    Row("spool_throughput", "throughput, local server, spool on / off",
+        "nothing lost", lambda r: num(get(r, "nothing_lost")), lambda r: "n/a", "yes",
+        lambda r: bool(get(r, "nothing_lost"))),
+    Row("spool_replay", "replay after a crash", "events/s delivered by the next process",
+        lambda r: f"{num(get(r, 'events_per_s'))} ({num(get(r, 'events'))} in "
+        f"{num(get(r, 'seconds'), 's')}; spool {num(get(r, 'spool_mb'), 'MiB')})",
+        lambda r: "n/a"),
+    Row("spool_replay", "replay after a crash", "all delivered; process CPU per event",
+        lambda r: f"{num(get(r, 'nothing_lost'))}; {num(get(r, 'cpu_us_per_event'), 'µs')}",
+        lambda r: "n/a", "all", lambda r: bool(get(r, "nothing_lost"))),
+)  # fmt: skip
+
+
+def table(results: dict[str, Result], rows: Sequence[Row] = ROWS) -> str:
     """The markdown table of every row whose case ran; a failed case gets one line."""
     lines = [
         "| case | metric | layer-sdk | sync baseline | target | met? |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     failed_shown: set[str] = set()
-    for row in ROWS:
+    for row in rows:
         result = results.get(row.source)
         if result is None:
             continue
@@ -435,12 +489,27 @@ measures, and how, is in `benchmarks/README.md`. The sync baseline is the
 """
 
 
+def write_section(begin: str, end: str, text: str) -> None:
+    """Put ``text`` between the markers in RESULTS.md (added at the end when missing)."""
+    path = HERE / "RESULTS.md"
+    old = path.read_text() if path.exists() else RESULTS_PREAMBLE
+    section = f"{begin}\n{text}\n{end}"
+    if begin in old and end in old:
+        new = old[: old.index(begin)] + section + old[old.index(end) + len(end) :]
+    else:
+        new = f"{old.rstrip()}\n\n{section}\n"
+    path.write_text(new)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 repetition, smaller sizes")
     parser.add_argument("--write", action="store_true", help="save to benchmarks/RESULTS.md")
     parser.add_argument("--reps", type=int, help="repetitions per case (default 3, quick 1)")
     parser.add_argument("--case", action="append", choices=CASES, help="run only these cases")
+    parser.add_argument(
+        "--spool", action="store_true", help="the durable spool's cases: a section of their own"
+    )
     parser.add_argument("--json", type=Path, help="also save every repetition's raw results")
     options = parser.parse_args(argv)
     reps = options.reps or (1 if options.quick else 3)
@@ -456,7 +525,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     raw: dict[str, list[Result]] = {}
     results: dict[str, Result] = {}
-    for name in options.case or CASES:
+    cases = SPOOL_CASES if options.spool else options.case or CASES
+    for name in cases:
         runs = []
         for rep in range(reps):
             t0 = time.perf_counter()
@@ -475,12 +545,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = "\n\n".join(
         [
             header(options.quick, reps, load_before),
-            table(results),
+            table(results, SPOOL_ROWS if options.spool else ROWS),
             f"Total time: {elapsed:.0f} s.",
         ]
     )
     print(report)
-    if options.write:
+    if options.write and options.spool:
+        write_section(SPOOL_BEGIN, SPOOL_END, f"## The durable spool, on beside off\n\n{report}")
+        print(f"\nsaved to {HERE / 'RESULTS.md'}", file=sys.stderr)
+    elif options.write:
         results = HERE / "RESULTS.md"
         # Sections other benchmarks write between their markers stay (http_clients.py's).
         kept = ""

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ._config import DEFAULT_HTTP_TIMEOUT, cleartext_host, env_float, refuse_cleartext
-from ._daemon_pool import DaemonPool, Expired, Pending
+from ._daemon_pool import DaemonPool, Expired, Pending, interrupted
 from ._tls import describe_tls_failure, requests_verify
 
 if TYPE_CHECKING:
@@ -293,6 +293,10 @@ class OIDCClientCredentials(AuthProvider):
         if isinstance(outcome, _Token):
             return outcome
         if not pending.done():
+            if interrupted():
+                raise LayerRequestError(
+                    f"no token from {self._where}: the client shut down while waiting for it"
+                )
             raise LayerRequestError(
                 f"token endpoint {self._where} gave no token within "
                 f"http_timeout={self.http_timeout:g} s"

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -45,9 +46,14 @@ from ._config import (
     DEFAULT_MAX_RETRY_TIME,
     DEFAULT_OVERSIZE,
     DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_SPOOL_MAX_AGE,
+    DEFAULT_SPOOL_MAX_BYTES,
+    DEFAULT_SPOOL_SYNC,
     Config,
     DropCallback,
     Oversize,
+    SpoolSync,
+    provider_names,
 )
 from ._context import current_session_id
 from ._exceptions import (
@@ -162,6 +168,10 @@ class Client:
         firewall_cache_size: int = DEFAULT_FIREWALL_CACHE_SIZE,
         firewall_refresh_interval: float = DEFAULT_FIREWALL_REFRESH_INTERVAL,
         firewall_trace_spans: bool = False,
+        spool_dir: str | os.PathLike[str] | None = None,
+        spool_sync: SpoolSync = DEFAULT_SPOOL_SYNC,
+        spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES,
+        spool_max_age: float = DEFAULT_SPOOL_MAX_AGE,
     ) -> None:
         """Configure the client and start its background worker.
 
@@ -185,13 +195,16 @@ class Client:
         fits (``oversize="truncate"``), or is refused (``oversize="refuse"``).
         ``firewall_trace_spans=True`` makes each firewall check a guardrail span of the
         application's OpenTelemetry tracer provider (``docs/opentelemetry.md``).
+        ``spool_dir`` (or ``LAYER_SPOOL_DIR``) keeps undelivered events on disk there, so that
+        a crash, a restart or a long outage loses at most the last ``flush_interval``
+        (``docs/spool.md``); a spool that cannot be used falls back to memory with a warning.
         """
         # The parameters are Config's fields (tests/test_config.py checks they agree).
         options = {name: value for name, value in locals().items() if name in _OPTIONS}
-        if disabled_instrumentors is not None:
+        if disabled_instrumentors is not None:  # the original SDK's name of the option
             options["disable_instrumentations"] = [
-                *(disable_instrumentations or ()),
-                *disabled_instrumentors,
+                *provider_names("disable_instrumentations", disable_instrumentations),
+                *provider_names("disabled_instrumentors", disabled_instrumentors),
             ]
         config = resolve_settings(**options)
         with lifecycle_lock():
@@ -338,7 +351,11 @@ class Client:
             )
         action_bodies = [_action_from(action) for action in actions] if actions else []
         if config.sync if sync is None else sync:
-            response = exporter.send_now(sid, SESSIONS_PATH, session_body(body, action_bodies))
+            response = exporter.send_now(
+                sid, SESSIONS_PATH, session_body(body, action_bodies), creates=True
+            )
+            if response.status == 409:  # a retry of this create: it exists, under our ID
+                return sid
             try:
                 answer = msgspec.json.decode(response.body) if response.body else {}
             except msgspec.DecodeError:

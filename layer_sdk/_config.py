@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from ._exceptions import LayerMissingRequiredConfigurationError
 from ._redact import mask_url, watch
+from .instrumentation import PROVIDERS  # the registry only: it imports no provider
 
 if TYPE_CHECKING:
     import requests
@@ -68,6 +69,26 @@ DEFAULT_FIREWALL_CHECK_TIMEOUT = 0.5
 DEFAULT_FIREWALL_CACHE_SIZE = 10_000
 #: How often the decisions of active sessions are looked up again, seconds.
 DEFAULT_FIREWALL_REFRESH_INTERVAL = 1.0
+#: The shortest pause between two firewall refresh rounds, seconds: shorter, the
+#: refresh thread would spin, looking up the same sessions again and again.
+MIN_FIREWALL_REFRESH_INTERVAL = 0.01
+#: The most requests in flight at once: each is a sender thread with a connection of
+#: its own, and more than this is more than one API endpoint answers faster.
+MAX_CONCURRENT_REQUESTS = 256
+#: The most retries of a synchronous call: it may take ``max_retries + 1`` times
+#: ``http_timeout``, and its backoff doubles with each retry.
+MAX_RETRIES = 100
+#: The durable spool (off unless ``spool_dir`` or LAYER_SPOOL_DIR is set, see ``_export/_spool``):
+#: how each write is made durable. ``"normal"``: SQLite's WAL with ``synchronous=NORMAL``,
+#: which survives the process's crash (``kill -9``, an OOM kill); ``"full"``: an fsync per
+#: written batch, which survives a power loss or a kernel crash too.
+SpoolSync = Literal["normal", "full"]
+DEFAULT_SPOOL_SYNC: SpoolSync = "normal"
+SPOOL_SYNC_CHOICES: tuple[SpoolSync, ...] = ("normal", "full")
+#: Bytes of events the spool directory holds at most; past it the oldest sessions go first.
+DEFAULT_SPOOL_MAX_BYTES = 1024 * 1024 * 1024
+#: Seconds an event may wait in the spool; older ones are given up on (``expired``).
+DEFAULT_SPOOL_MAX_AGE = 7 * 24 * 3600.0
 #: The largest number of seconds any option takes: a week, beyond any useful wait or
 #: retry budget, and within every OS timer the SDK's waits reach even at a small
 #: multiple of it (a token refresh waits ``2 * http_timeout + 1``): ``poll()``
@@ -198,25 +219,25 @@ def _positive_or_zero(option: str, value: Any) -> float:
     return _positive(option, value, allow_zero=True)
 
 
-def _count_or_zero(option: str, value: Any) -> int:
-    return _count(option, value, allow_zero=True)
-
-
-def _positive(option: str, value: Any, *, allow_zero: bool = False) -> float:
+def _positive(option: str, value: Any, *, allow_zero: bool = False, least: float = 0.0) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{option} must be a number of seconds, got {value!r}")
     if math.isnan(value) or math.isinf(value) or value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{option} must be a positive number of seconds, got {value!r}")
     if value > MAX_SECONDS:
         raise ValueError(f"{option} must be at most {MAX_SECONDS:g} seconds, got {value!r}")
+    if value < least:
+        raise ValueError(f"{option} must be at least {least:g} seconds, got {value!r}")
     return float(value)
 
 
-def _count(option: str, value: Any, *, allow_zero: bool = False) -> int:
+def _count(option: str, value: Any, *, allow_zero: bool = False, most: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{option} must be an integer, got {value!r}")
     if value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{option} must be a positive integer, got {value!r}")
+    if most is not None and value > most:
+        raise ValueError(f"{option} must be at most {most:,}, got {value!r}")
     return value
 
 
@@ -227,24 +248,50 @@ def _flag(option: str, value: Any) -> bool:
     raise ValueError(f"{option} must be True or False, got {value!r}")
 
 
-def _names(option: str, value: Iterable[str] | None) -> frozenset[str]:
+def provider_names(option: str, value: Iterable[str] | None) -> frozenset[str]:
+    """The instrumented providers ``value`` names (one name, or several), as
+    ``instrumentation.PROVIDERS`` spells them; raises naming ``option`` and the providers
+    for anything else (a typo would otherwise leave the provider instrumented)."""
     if value is None:
         return frozenset()
     if isinstance(value, str):
         value = [value]
     names = list(value) if isinstance(value, Iterable) else [value]
+    known = ", ".join(repr(name) for name in sorted(PROVIDERS))
     if not all(isinstance(name, str) for name in names):
+        raise ValueError(f"{option} must be a list of provider names ({known}), got {value!r}")
+    found = frozenset(name.strip().lower().replace("-", "_") for name in names)
+    unknown = sorted(found - set(PROVIDERS))
+    if unknown:
         raise ValueError(
-            f"{option} must be a list of provider names such as ['openai'], got {value!r}"
+            f"{option} names no instrumented provider: {', '.join(map(repr, unknown))}; "
+            f"the providers are {known}"
         )
-    return frozenset(name.lower() for name in names)
+    return found
 
 
-def _choice(option: str, value: Any) -> Oversize:
-    if not isinstance(value, str) or value not in OVERSIZE_CHOICES:
-        choices = " or ".join(repr(choice) for choice in OVERSIZE_CHOICES)
+def _choice(option: str, value: Any) -> Any:
+    allowed: tuple[str, ...] = {"oversize": OVERSIZE_CHOICES, "spool_sync": SPOOL_SYNC_CHOICES}[
+        option
+    ]
+    if not isinstance(value, str) or value not in allowed:
+        choices = " or ".join(repr(choice) for choice in allowed)
         raise ValueError(f"{option} must be {choices}, got {value!r}")
     return value
+
+
+def _directory(option: str, value: Any) -> str:
+    """A directory's path (str or os.PathLike), made absolute: the process may change its
+    working directory later. Whether it can be used is found out when it is (never raised)."""
+    try:
+        path: str | bytes = os.fspath(value)
+    except TypeError:
+        raise ValueError(f"{option} must be a path, got {type(value).__name__}") from None
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not path.strip():
+        raise ValueError(f"{option} must not be empty")
+    return os.path.abspath(os.path.expanduser(path))
 
 
 def _option(
@@ -294,7 +341,7 @@ class Config:
     )
     # Else every session would carry a non-string attribute, refused by the API.
     platform: str | None = _option(None, lambda o, v: _text(o, v))
-    disable_instrumentations: frozenset[str] = _option(frozenset(), lambda o, v: _names(o, v))
+    disable_instrumentations: frozenset[str] = _option(frozenset(), provider_names)
     sync: bool = _option(False, _flag)
     max_queue_size: int = _option(DEFAULT_MAX_QUEUE_SIZE, _count)
     max_queue_bytes: int = _option(DEFAULT_MAX_QUEUE_BYTES, _count)
@@ -303,11 +350,15 @@ class Config:
     max_batch_size: int = _option(DEFAULT_MAX_BATCH_SIZE, _count)
     flush_interval: float = _option(DEFAULT_FLUSH_INTERVAL, _positive)
     shutdown_timeout: float = _option(DEFAULT_SHUTDOWN_TIMEOUT, _positive_or_zero)
-    max_retries: int = _option(DEFAULT_MAX_RETRIES, _count_or_zero)
+    max_retries: int = _option(
+        DEFAULT_MAX_RETRIES, lambda o, v: _count(o, v, allow_zero=True, most=MAX_RETRIES)
+    )
     max_retry_time: float = _option(DEFAULT_MAX_RETRY_TIME, _positive_or_zero)
     max_request_bytes: int = _option(DEFAULT_MAX_REQUEST_BYTES, _count)
     max_pipelined_requests: int = _option(DEFAULT_MAX_PIPELINED_REQUESTS, _count)
-    max_concurrent_requests: int = _option(DEFAULT_MAX_CONCURRENT_REQUESTS, _count)
+    max_concurrent_requests: int = _option(
+        DEFAULT_MAX_CONCURRENT_REQUESTS, lambda o, v: _count(o, v, most=MAX_CONCURRENT_REQUESTS)
+    )
     on_drop: DropCallback | None = _option(None, lambda o, v: _callable(o, v), repr=False)
     allow_insecure_http: bool = _option(False, _flag)
     firewall_base_url: str | None = _option(
@@ -317,9 +368,17 @@ class Config:
     firewall_fail_closed: bool = _option(False, _flag)
     firewall_check_timeout: float = _option(DEFAULT_FIREWALL_CHECK_TIMEOUT, _positive)
     firewall_cache_size: int = _option(DEFAULT_FIREWALL_CACHE_SIZE, _count)
-    firewall_refresh_interval: float = _option(DEFAULT_FIREWALL_REFRESH_INTERVAL, _positive)
+    firewall_refresh_interval: float = _option(
+        DEFAULT_FIREWALL_REFRESH_INTERVAL,
+        lambda o, v: _positive(o, v, least=MIN_FIREWALL_REFRESH_INTERVAL),
+    )
     # Each firewall check as a guardrail span of the application's tracer provider.
     firewall_trace_spans: bool = _option(False, _flag)
+    # The durable spool: off (None) unless given (see docs/spool.md).
+    spool_dir: str | None = _option(None, _directory, env=("LAYER_SPOOL_DIR",))
+    spool_sync: SpoolSync = _option(DEFAULT_SPOOL_SYNC, _choice)
+    spool_max_bytes: int = _option(DEFAULT_SPOOL_MAX_BYTES, _count)
+    spool_max_age: float = _option(DEFAULT_SPOOL_MAX_AGE, _positive)
 
     def __repr__(self) -> str:
         # The generated repr, but with a user:password@ in base_url masked.

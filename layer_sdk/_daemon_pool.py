@@ -21,6 +21,9 @@ without it. The call ends on its own (its outcome still reaches whoever asks
   executor, which belongs to the application.
 - Fork: the owner builds a new pool in a child (its parent's threads are not
   there, and a lock they held would never be released).
+- A caller's wait can be cut short by an :class:`Interrupt` that applies to
+  its thread (a client shutting down ends the sync calls waiting for a token,
+  whose provider knows nothing of that client).
 
 The outcome of a call that raised is that exception, without its traceback
 (whose frames may hold what the call handled, and which waiters on several
@@ -35,7 +38,7 @@ import contextlib
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -69,8 +72,19 @@ class Pending(Generic[T]):
         return not self._done.is_set() and time.monotonic() >= self.deadline
 
     def wait(self) -> bool:
-        """Wait until the call ends or its deadline passes; whether it ended."""
-        return self._done.wait(max(0.0, self.deadline - time.monotonic()))
+        """Wait until the call ends or its deadline passes, or the :class:`Interrupt` that
+        applies to this thread fires; whether the call ended."""
+        interrupt: Interrupt | None = getattr(_applying, "interrupt", None)
+        if interrupt is None:
+            return self._done.wait(max(0.0, self.deadline - time.monotonic()))
+        woken = threading.Event()
+        self.add_callback(woken.set)
+        if interrupt.watch(woken.set):
+            try:
+                woken.wait(max(0.0, self.deadline - time.monotonic()))
+            finally:
+                interrupt.unwatch(woken.set)
+        return self.done()
 
     async def wait_async(self) -> bool:
         """:meth:`wait` for a coroutine: the event loop runs on meanwhile."""
@@ -112,6 +126,60 @@ class Pending(Generic[T]):
             callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
             callback()
+
+
+#: The Interrupt that applies to this thread, if any (``Interrupt.applies``).
+_applying = threading.local()
+
+
+class Interrupt:
+    """Cuts short the waits on a :class:`Pending` of the threads it applies to, once fired
+    (and every later one): their ``wait()`` returns at once, the call not ended."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fired = False
+        self._wakers: list[Callable[[], None]] = []
+
+    @property
+    def fired(self) -> bool:
+        """Whether :meth:`fire` was called."""
+        return self._fired
+
+    def fire(self) -> None:
+        """End every wait it applies to, now and from now on."""
+        with self._lock:
+            self._fired = True
+            wakers, self._wakers = self._wakers, []
+        for wake in wakers:
+            wake()
+
+    @contextlib.contextmanager
+    def applies(self) -> Iterator[None]:
+        """Within: this interrupt applies to the waits of the calling thread."""
+        previous = getattr(_applying, "interrupt", None)
+        _applying.interrupt = self
+        try:
+            yield
+        finally:
+            _applying.interrupt = previous
+
+    def watch(self, wake: Callable[[], None]) -> bool:
+        """Call ``wake()`` when fired; False (and no call) when it has fired already."""
+        with self._lock:
+            if not self._fired:
+                self._wakers.append(wake)
+        return not self._fired
+
+    def unwatch(self, wake: Callable[[], None]) -> None:
+        with self._lock, contextlib.suppress(ValueError):
+            self._wakers.remove(wake)
+
+
+def interrupted() -> bool:
+    """Whether an :class:`Interrupt` that applies to this thread has fired."""
+    interrupt: Interrupt | None = getattr(_applying, "interrupt", None)
+    return interrupt is not None and interrupt.fired
 
 
 class DaemonPool:

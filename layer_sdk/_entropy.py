@@ -46,7 +46,7 @@ class _PidMark:
         self.pid = os.getpid()
 
 
-def _mark_wiped_at_fork() -> Any:
+def fork_mark() -> Any:
     """``mark[0]`` is 1 once set, and 0 again in a forked child, however it was forked."""
     # The constant is Linux's (4.14+); Python names it only from 3.12 on some builds.
     advice = getattr(mmap, "MADV_WIPEONFORK", 18 if sys.platform.startswith("linux") else None)
@@ -62,7 +62,7 @@ def _mark_wiped_at_fork() -> Any:
 
 
 #: True (``_mark[0]``) in the process that drew the pool.
-_mark = _mark_wiped_at_fork()
+_mark = fork_mark()
 
 
 def random_16() -> bytes:

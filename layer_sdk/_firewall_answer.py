@@ -4,12 +4,15 @@
 "decision", "context": {"violated_policies": [...]}}``. The decision is what
 the SDK acts on, so it is read on its own (in any letter case); the context is
 read as far as it fits, so that a firewall whose policies carry a string ID or
-a numeric severity still blocks what it says it blocks.
+a numeric severity still blocks what it says it blocks. A context that cannot
+be read at all (a number out of range, nesting deeper than the decoder goes)
+is left out; the decision still stands.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 
 import msgspec
 
@@ -66,8 +69,8 @@ def decode_answer(body: bytes, session_id: str) -> FirewallSessionLookupResponse
     severity or an unexpected shape never turn a ``block`` into a failed look-up.
     """
     try:
-        answer = msgspec.json.decode(body, type=_Answer)
-    except msgspec.DecodeError as exc:
+        answer = _decode(body)
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise LayerFirewallRequestError(
             f"the Layer firewall's answer is not a session lookup response: {exc}"
         ) from None
@@ -82,6 +85,57 @@ def decode_answer(body: bytes, session_id: str) -> FirewallSessionLookupResponse
     return FirewallSessionLookupResponse(found or session_id, decision, _context(answer.context))
 
 
+def _decode(body: bytes) -> _Answer:
+    """The answer's top level. Skipping a member still descends into it, so an answer nested
+    deeper than the decoder goes (``RecursionError``) is read again with every nested
+    member left out: its decision is still read, its context is lost."""
+    try:
+        return msgspec.json.decode(body, type=_Answer)
+    except RecursionError:
+        pass
+    flat = top_level(body)
+    if flat is None:
+        raise msgspec.DecodeError("JSON is malformed: unbalanced brackets")
+    return msgspec.json.decode(flat, type=_Answer)
+
+
+#: A JSON string (escapes included) or a bracket; brackets inside strings are not structure.
+#: A string left open runs to the end (then the brackets cannot balance): each byte is
+#: scanned once, however many quotes a hostile answer holds.
+_STRUCTURE = re.compile(rb'"(?:[^"\\]|\\.)*"?|[\[\]{}]', re.DOTALL)
+
+
+def top_level(document: bytes) -> bytes | None:
+    """``document`` with each array or object nested in its top-level value replaced by
+    ``null``: what a decoder reads without descending, however deep the rest goes.
+
+    Only the nesting is undone here; the decoder still checks all that is kept. ``None``
+    when the brackets do not balance.
+    """
+    kept: list[bytes] = []
+    depth = 0
+    start = 0  # where the text kept since the last nested value starts
+    for token in _STRUCTURE.finditer(document):
+        opening = token[0]
+        if opening[:1] == b'"':
+            continue
+        if opening in (b"[", b"{"):
+            depth += 1
+            if depth == 2:
+                kept.append(document[start : token.start()])
+        else:
+            if depth == 2:
+                kept.append(b"null")
+                start = token.end()
+            depth -= 1
+            if depth < 0:
+                return None
+    if depth != 0:
+        return None
+    kept.append(document[start:])
+    return b"".join(kept)
+
+
 def _context(raw: msgspec.Raw) -> FirewallLookupContext:
     """The context of an answer; what of it cannot be read is left out."""
     if not raw:
@@ -90,9 +144,12 @@ def _context(raw: msgspec.Raw) -> FirewallLookupContext:
         return (
             msgspec.json.decode(raw, type=FirewallLookupContext | None) or FirewallLookupContext()
         )
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         pass  # not our schema: read it field by field
-    found = msgspec.json.decode(raw)  # valid JSON: the whole answer was
+    try:
+        found = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, RecursionError):  # e.g. a number out of range, deep nesting
+        return FirewallLookupContext()
     policies = found.get("violated_policies") if isinstance(found, dict) else None
     if not isinstance(policies, list):
         return FirewallLookupContext()

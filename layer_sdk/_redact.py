@@ -18,6 +18,8 @@ first, which blanks:
   inside a JSON string, or a repr), form-encoded (``a=b&client_secret=...``,
   also when the whole form is percent-encoded again: ``client_secret%3D...``);
 - whole ``Authorization:``, ``Cookie:`` and API key header lines;
+- API keys by the shape their providers give them (OpenAI's and Anthropic's
+  ``sk-...``, Google's ``AIza...``), for text whose key is not known;
 - the password of a ``scheme://user:password@host`` URL.
 
 Masking errs on the side of hiding: a word of an error message may be masked
@@ -73,6 +75,8 @@ _RULES = (
     (r"(?i)\b([a-z][a-z0-9+.-]{0,30}://[^/?#\s@:'\"]{0,256}:)[^/?#\s@'\"]{1,256}@", r"\1***@"),
     # Credentials of an HTTP authentication scheme (the space possibly percent-encoded).
     (r"(?i)\b(bearer|basic)(\s+|%20|\+)[A-Za-z0-9\-._~+/%]{8,}=*", rf"\1\2{MASK}"),
+    # A provider's API key by its shape: sk-... (OpenAI's, sk-ant-... Anthropic's), AIza...
+    (r"\b(?:sk-[A-Za-z0-9_-]{20,}|AIza[0-9A-Za-z_-]{35})", MASK),
 )
 
 

@@ -28,7 +28,8 @@ The model name picks the behaviour:
                     after two text deltas
 ``sparse``          a JSON answer with most fields missing or null
 ``words-<n>``       a stream of ``n`` one-word deltas, at full speed
-``refuse-key-...``  a 401 quoting the API key (``provider_server.py``)
+``refuse-key-...``  a 401 quoting the API key (``provider_server.py``),
+                    ``stream-error-key-...`` a stream error quoting it
 anything else       a normal answer: ``ANSWER``, word by word when streamed
 ==================  =====================================================
 
@@ -101,7 +102,9 @@ class _Handler(ProviderHandler):
         tool = _first_tool_name(body.get("tools")) if model == "tool-use" else None
         text = _structured(body)
         if body.get("stream"):
-            return self._sse(_events(model, tool, text), model)
+            return self._sse(
+                _events(model, tool, text, self.stream_error(model, "Overloaded")), model
+            )
         self._json(200, _message(model, tool, text))
 
     def _error(self, status: int, message: str) -> None:
@@ -160,8 +163,9 @@ def _words(model: str) -> list[str]:
     return WORDS
 
 
-def _events(model: str, tool: str | None, text: str | None) -> Any:
-    """The SSE events of a streamed message: (event name, payload)."""
+def _events(model: str, tool: str | None, text: str | None, failure: str | None) -> Any:
+    """The SSE events of a streamed message: (event name, payload). With ``failure``, an
+    ``error`` event saying it in place of the second text delta."""
 
     def event(kind: str, **fields: Any) -> tuple[str, dict[str, Any]]:
         return kind, {"type": kind, **fields}
@@ -172,8 +176,8 @@ def _events(model: str, tool: str | None, text: str | None) -> Any:
     yield event("content_block_start", index=0, content_block={"type": "text", "text": ""})
     words = [TOOL_TEXT] if tool else [text] if text else _words(model)
     for number, word in enumerate(words):
-        if model == "stream-error" and number == 1:
-            yield event("error", error={"type": "overloaded_error", "message": "Overloaded"})
+        if failure is not None and number == 1:
+            yield event("error", error={"type": "overloaded_error", "message": failure})
             return
         yield event("content_block_delta", index=0, delta={"type": "text_delta", "text": word})
     yield event("content_block_stop", index=0)

@@ -24,7 +24,9 @@ The model name picks the behaviour:
                     after two text pieces
 ``sparse``          a JSON answer with most fields missing or null
 ``words-<n>``       a stream of ``n`` one-word pieces, at full speed
-``refuse-key-...``  a 401 quoting the API key (``provider_server.py``)
+``stream-error``    a stream whose second ``data:`` is an error (500)
+``refuse-key-...``  a 401 quoting the API key (``provider_server.py``),
+                    ``stream-error-key-...`` a stream error quoting it
 anything else       a normal answer: ``ANSWER``, word by word when streamed
 ==================  =====================================================
 
@@ -89,7 +91,8 @@ class _Handler(ProviderHandler):
             return self._json(200, _response(model, _tool(body) if model == "tool-call" else None))
         if method == "streamGenerateContent":
             tool = _tool(body) if model == "tool-call" else None
-            return self._sse(((None, event) for event in _events(model, tool)), model)
+            failure = self.stream_error(model, "the model fell over")
+            return self._sse(((None, event) for event in _events(model, tool, failure)), model)
         if method == "embedContent":
             return self._json(200, {"embedding": {"values": _vector()}})
         if method == "batchEmbedContents":
@@ -97,13 +100,8 @@ class _Handler(ProviderHandler):
             return self._json(200, {"embeddings": [{"values": _vector()} for _ in range(count)]})
         return self._error(404, f"no method {method}")
 
-    def key_refusal(self, model: str) -> str | None:
-        if not model.startswith("refuse-key-"):
-            return None
-        from .provider_server import KEY_QUOTES
-
-        key = self.headers.get("X-Goog-Api-Key") or ""
-        return KEY_QUOTES[model.removeprefix("refuse-key-")].format(key=key)
+    def api_key(self) -> str:
+        return self.headers.get("X-Goog-Api-Key") or ""
 
     def _error(self, status: int, message: str) -> None:
         kind = STATUSES.get(status, "UNKNOWN")
@@ -161,9 +159,10 @@ def _words(model: str) -> list[str]:
     return WORDS
 
 
-def _events(model: str, tool: str | None) -> Any:
+def _events(model: str, tool: str | None, failure: str | None = None) -> Any:
     """The ``data:`` payloads of a streamed answer: a piece of the text each; the last one
-    carries the finish reason, the usage (and the function call, for ``tool-call``)."""
+    carries the finish reason, the usage (and the function call, for ``tool-call``). With
+    ``failure``, an error (as Google sends one mid-stream) in place of the second piece."""
     if tool:
         yield _response(model, None, TOOL_TEXT, finish=None)
         last = _response(model, tool, "", finish="STOP")
@@ -172,6 +171,9 @@ def _events(model: str, tool: str | None) -> Any:
         return
     words = _words(model)
     for number, word in enumerate(words):
+        if failure is not None and number == 1:
+            yield {"error": {"code": 500, "message": failure, "status": "INTERNAL"}}
+            return
         yield _response(model, None, word, finish="STOP" if number == len(words) - 1 else None)
 
 

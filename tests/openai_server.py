@@ -21,6 +21,9 @@ The model name picks the behaviour:
 ``drop``            a stream cut off (connection closed) after 2 chunks
                     (both as every provider server: ``provider_server.py``)
 ``stream-error``    a stream whose second event is an error event
+                    (``stream-error-key-...``: its message quoting the API key)
+``failed-key-...``  Responses API: a failed response (streamed: ending in
+                    ``response.failed``) whose error quotes the API key
 ``sparse``          a JSON answer with most fields missing or null
 ``words-<n>``       a stream of ``n`` one-word chunks, at full speed
 ``refuse-key-...``  a 401 quoting the API key (``provider_server.py``)
@@ -189,11 +192,9 @@ class _Handler(ProviderHandler):
                 yield None, chunk({}, "tool_calls")
             else:
                 yield None, chunk({"role": "assistant", "content": ""})
-                if model == "stream-error":
-                    yield (
-                        None,
-                        {"error": {"message": "the model fell over", "type": "server_error"}},
-                    )
+                failure = self.stream_error(model, "the model fell over")
+                if failure is not None:
+                    yield None, {"error": {"message": failure, "type": "server_error"}}
                 pieces = _pieces(model, schema is None, content)
                 for piece in pieces:
                     yield None, chunk({"content": piece})
@@ -265,8 +266,15 @@ class _Handler(ProviderHandler):
                 "text": body.get("text") or {"format": {"type": "text"}},
             }
 
+        failed = self.key_quote(model, "failed-key-")
+        if failed is not None:  # a response that failed, its error quoting the API key
+            answer = response("failed", [], None)
+            answer["error"] = {"code": "server_error", "message": failed}
+        else:
+            answer = response("completed", [item], _responses_usage())
         if not body.get("stream"):
-            return self._json(200, response("completed", [item], _responses_usage()))
+            return self._json(200, answer)
+        failure = self.stream_error(model, "the model fell over")
 
         def events() -> Any:
             number = iter(range(10_000))
@@ -276,8 +284,12 @@ class _Handler(ProviderHandler):
 
             yield event("response.created", response=response("in_progress", [], None))
             yield event("response.in_progress", response=response("in_progress", [], None))
-            if model == "stream-error":
-                yield event("error", message="the model fell over", code="server_error", param=None)
+            if failure is not None:
+                code = "server_error" if model == "stream-error" else failure
+                yield event("error", message=failure, code=code, param=None)
+                return
+            if failed is not None:
+                yield event("response.failed", response=answer)
                 return
             if tool:
                 yield event(
@@ -338,9 +350,7 @@ class _Handler(ProviderHandler):
                     part={**part, "text": content},
                 )
             yield event("response.output_item.done", output_index=0, item=item)
-            yield event(
-                "response.completed", response=response("completed", [item], _responses_usage())
-            )
+            yield event("response.completed", response=answer)
 
         self._sse(events(), model)
 

@@ -87,6 +87,11 @@ class Adapter:
         where the provider takes none."""
         return None
 
+    def from_texts(self, client: Any, texts: Any) -> Any:
+        """A completion (awaitable for an async client) whose prompt is the user texts
+        ``texts`` (a one-shot iterator), read as the provider builds its request."""
+        raise NotImplementedError
+
     def patched(self) -> list[tuple[type, str]]:
         """The (class, method) pairs patched now."""
         found = []
@@ -193,6 +198,10 @@ class OpenAIAdapter(Adapter):
     def with_messages(self, client: Any, messages: Any) -> Any:
         return client.chat.completions.create(model="gpt-test", messages=messages)
 
+    def from_texts(self, client: Any, texts: Any) -> Any:
+        messages = ({"role": "user", "content": text} for text in texts)
+        return client.chat.completions.create(model="gpt-test", messages=messages)
+
     def sync_method(self) -> tuple[type, str]:
         import openai
 
@@ -252,6 +261,10 @@ class AnthropicAdapter(Adapter):
         return _dumped([plain, events, final])
 
     def with_messages(self, client: Any, messages: Any) -> Any:
+        return client.messages.create(model="claude-test", max_tokens=64, messages=messages)
+
+    def from_texts(self, client: Any, texts: Any) -> Any:
+        messages = ({"role": "user", "content": text} for text in texts)
         return client.messages.create(model="claude-test", max_tokens=64, messages=messages)
 
     def sync_method(self) -> tuple[type, str]:
@@ -322,6 +335,9 @@ class GoogleGenAIAdapter(Adapter):
 
     def text_of(self, items: list[Any]) -> str:
         return "".join(item.text or "" for item in items)
+
+    def from_texts(self, client: Any, texts: Any) -> Any:
+        return client.models.generate_content(model="gemini-test", contents=texts)
 
     def every_call(self, c: Any) -> list[Any]:
         models = c.models

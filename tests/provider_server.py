@@ -13,6 +13,9 @@ behave alike on every provider:
 ``refuse-key-<style>``   401, its message quoting the API key the request
                          carried, in one of the ``KEY_QUOTES`` styles (as
                          a provider or a gateway in front of it may)
+``stream-error-key-<s>`` a stream whose error event quotes the API key, in
+                         style ``<s>`` (each server's ``stream-error``, in
+                         other words)
 =======================  ================================================
 
 Run alone (``python -m tests.<provider>_server``, through :func:`serve`),
@@ -162,11 +165,25 @@ class ProviderHandler(BaseHTTPRequestHandler):
 
     def key_refusal(self, model: str) -> str | None:
         """For a ``refuse-key-<style>`` model, the refusal quoting the request's API key."""
-        if not model.startswith("refuse-key-"):
+        return self.key_quote(model, "refuse-key-")
+
+    def stream_error(self, model: str, otherwise: str) -> str | None:
+        """What the error event of a ``stream-error`` stream says (``otherwise``), or of a
+        ``stream-error-key-<style>`` one (its API key quoted); None for another model."""
+        if model == "stream-error":
+            return otherwise
+        return self.key_quote(model, "stream-error-key-")
+
+    def key_quote(self, model: str, prefix: str) -> str | None:
+        """For a ``<prefix><style>`` model, a text quoting the request's API key in that style."""
+        if not model.startswith(prefix):
             return None
+        return KEY_QUOTES[model.removeprefix(prefix)].format(key=self.api_key())
+
+    def api_key(self) -> str:
+        """The API key the request carried."""
         authorization = self.headers.get("Authorization") or ""
-        key = self.headers.get("X-Api-Key") or authorization.removeprefix("Bearer ")
-        return KEY_QUOTES[model.removeprefix("refuse-key-")].format(key=key)
+        return self.headers.get("X-Api-Key") or authorization.removeprefix("Bearer ")
 
     def _json(self, status: int, payload: Any) -> None:
         data = json.dumps(payload).encode()

@@ -7,8 +7,7 @@ the wire contract strictly. Tests check exact action counts after
 ``client.flush()``, never sleep, and compare what the caller gets (and what
 the server receives) with and without the instrumentation. Shapes a version
 of anthropic lacks are skipped; this file runs once per supported version
-(see ``test_anthropic_versions.py``). Each test names the item of issue 13
-it covers.
+(see ``test_anthropic_versions.py``).
 """
 
 from __future__ import annotations
@@ -186,7 +185,7 @@ def message_bodies(server: AnthropicServer) -> list[Any]:
 def test_a_message_records_prompt_and_output_with_usage(
     mode: str, layer: Client, collector: LocalCollector, server: AnthropicServer
 ) -> None:
-    """Issue 13, Messages.create/AsyncMessages.create: the system prompt and the messages as
+    """The system prompt and the messages as
     the prompt, the text as the output, usage with the cache tokens as a scanner; the caller
     gets anthropic's own Message."""
     with layer.session_context() as session_id:
@@ -216,7 +215,7 @@ def test_a_message_records_prompt_and_output_with_usage(
 def test_images_and_documents_become_attachments(
     mode: str, layer: Client, collector: LocalCollector, server: AnthropicServer
 ) -> None:
-    """Issue 13, images and documents in the prompt as completion_prompt_attachment;
+    """Images and documents in the prompt as completion_prompt_attachment;
     system given as text blocks."""
     content = [
         {"type": "text", "text": "What is in these?"},
@@ -259,7 +258,7 @@ def test_images_and_documents_become_attachments(
 def test_tool_use_blocks_are_tool_calls(
     mode: str, stream: bool, layer: Client, collector: LocalCollector, server: AnthropicServer
 ) -> None:
-    """Issue 13, tool use: each tool_use block is a completion_tool_call, plain and streamed
+    """Each tool_use block is a completion_tool_call, plain and streamed
     (the input put back together from its input_json_delta pieces)."""
 
     def call(c: Any) -> Any:
@@ -288,7 +287,7 @@ def test_tool_use_blocks_are_tool_calls(
 def test_the_tool_history_in_the_prompt_is_kept(
     layer: Client, collector: LocalCollector, server: AnthropicServer
 ) -> None:
-    """Issue 13, tool_result blocks in the prompt: an earlier turn's tool_use is kept as the
+    """An earlier turn's tool_use is kept as the
     assistant's tool call, each tool_result as a tool message (an image in it, an attachment)."""
     history = [
         {"role": "user", "content": "Weather in Paris?"},
@@ -357,7 +356,7 @@ def test_the_tool_history_in_the_prompt_is_kept(
 def test_a_streamed_message_is_recorded_when_read_to_the_end(
     mode: str, layer: Client, collector: LocalCollector, server: AnthropicServer
 ) -> None:
-    """Issue 13, stream=True (sync and async): anthropic's own Stream class is returned, the
+    """Anthropic's own Stream class is returned, the
     prompt is recorded when it starts, the output (text, usage) when it ends."""
     enqueued: list[int] = []
 
@@ -394,7 +393,7 @@ def test_a_streamed_message_is_recorded_when_read_to_the_end(
 def test_the_stream_helper_is_recorded(
     mode: str, how: str, layer: Client, collector: LocalCollector, server: AnthropicServer
 ) -> None:
-    """Issue 13, messages.stream() (sync and async; as text, as events, get_final_message()):
+    """messages.stream() (sync and async; as text, as events, get_final_message()):
     it sends its request itself, not through create, and is recorded once all the same."""
 
     def call(c: Any) -> Any:
@@ -422,7 +421,7 @@ def test_the_stream_helper_is_recorded(
 def test_the_stream_helper_returns_anthropics_own_stream(
     mode: str, layer: Client, server: AnthropicServer
 ) -> None:
-    """Issue 13, stream types unchanged: the helper's manager and stream are anthropic's classes."""
+    """The helper's manager and stream are anthropic's classes."""
     streaming = anthropic.lib.streaming
     names = ("MessageStreamManager", "MessageStream")
     if mode == "async":
@@ -449,7 +448,7 @@ def test_the_stream_helper_returns_anthropics_own_stream(
 def test_a_stream_helper_never_entered_sends_and_records_nothing(
     layer: Client, collector: LocalCollector, server: AnthropicServer
 ) -> None:
-    """Issue 13, messages.stream(): a manager never entered makes no call, so no record."""
+    """A manager never entered makes no call, so no record."""
     with layer.session_context() as session_id:
         perform(
             "sync", server, lambda c: c.messages.stream(model="m", max_tokens=8, messages=MESSAGES)
@@ -468,7 +467,7 @@ class Answer(BaseModel):
 def test_parse_is_recorded_once(
     mode: str, beta: bool, layer: Client, collector: LocalCollector, server: AnthropicServer
 ) -> None:
-    """Issue 13, structured output: messages.parse (and beta's) sends its request itself, not
+    """Messages.parse (and beta's) sends its request itself, not
     through create; recorded once, the output format named, anthropic's ParsedMessage returned."""
     probe = anthropic.Anthropic(api_key="x")
     resource = probe.beta.messages if beta else probe.messages
@@ -499,7 +498,7 @@ def test_parse_is_recorded_once(
 def test_beta_messages_are_recorded(
     mode: str, layer: Client, collector: LocalCollector, server: AnthropicServer
 ) -> None:
-    """Issue 13, beta.messages where it exists: create, and the stream() helper where it has one."""
+    """Create, and the stream() helper where it has one."""
     probe = anthropic.Anthropic(api_key="x")
     if not has(probe, "beta", "messages", "create"):
         pytest.skip(f"anthropic {anthropic.__version__} has no beta.messages")
@@ -532,7 +531,7 @@ def test_beta_messages_are_recorded(
 def test_a_stream_helper_left_early_is_recorded_incomplete_once(
     mode: str, layer: Client, collector: LocalCollector, server: AnthropicServer
 ) -> None:
-    """Issue 13, the helper left early (a break out of its ``with``): recorded once, incomplete."""
+    """Recorded once, incomplete."""
 
     def call(c: Any) -> Any:
         manager = c.messages.stream(model="slow", max_tokens=64, messages=MESSAGES)
@@ -573,7 +572,7 @@ def test_an_api_error_is_recorded_once_with_its_http_status(
     collector: LocalCollector,
     server: AnthropicServer,
 ) -> None:
-    """Issue 13, APIStatusError subclasses and OverloadedError (529): the caller gets
+    """The caller gets
     anthropic's exception unchanged; it is recorded once, code the HTTP status, and
     anthropic's error type in the details."""
     with layer.session_context() as session_id, pytest.raises(anthropic.APIStatusError) as caught:
@@ -622,7 +621,7 @@ def test_a_refusal_that_quotes_the_api_key_is_recorded_without_it(
 def test_a_stream_helper_refused_at_enter_is_recorded_once(
     mode: str, layer: Client, collector: LocalCollector, server: AnthropicServer
 ) -> None:
-    """Issue 13, the helper's request fails (529) when its manager is entered: raised unchanged,
+    """Raised unchanged,
     recorded once."""
 
     def call(c: Any) -> Any:
@@ -642,7 +641,7 @@ def test_a_stream_helper_refused_at_enter_is_recorded_once(
 def test_a_stream_that_breaks_off_records_its_error_once(
     mode: str, model: str, layer: Client, collector: LocalCollector, server: AnthropicServer
 ) -> None:
-    """Issue 13, a stream that breaks off: an ``error`` event (overloaded, on a 200 response:
+    """An ``error`` event (overloaded, on a 200 response:
     no code) or a cut connection; the caller gets the exception, the output keeps the text
     received, marked incomplete, with the error."""
     received: list[Any] = []
@@ -697,7 +696,7 @@ def test_a_failure_inside_the_instrumentation_never_reaches_the_caller(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Issue 13, never change what the call returns: a bug of ours, sync or async, plain or
+    """A bug of ours, sync or async, plain or
     streamed, leaves the caller's results alone; each kind is logged once as a warning."""
     methods, warned, prompts, outputs = BREAKAGES[broken]
     break_on_purpose(monkeypatch, methods)
@@ -732,7 +731,7 @@ def test_every_response_field_is_optional(
     server: AnthropicServer,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Issue 13, mapped like OpenAI's: a message with most fields missing is recorded without
+    """A message with most fields missing is recorded without
     complaint."""
     with caplog.at_level(logging.WARNING, logger="layer_sdk"), layer.session_context() as sid:
         perform(mode, server, lambda c: create(c, model="sparse"))
@@ -749,7 +748,7 @@ def test_every_response_field_is_optional(
 def test_with_raw_response_is_returned_as_is_and_recorded(
     mode: str, layer: Client, collector: LocalCollector, server: AnthropicServer
 ) -> None:
-    """Issue 13, with_raw_response: anthropic's raw response, parse() still works; recorded."""
+    """Anthropic's raw response, parse() still works; recorded."""
 
     def call(c: Any) -> Any:
         raw = c.messages.with_raw_response.create(
@@ -781,7 +780,7 @@ def test_with_raw_response_is_returned_as_is_and_recorded(
 def test_with_streaming_response_is_not_read_by_us(
     mode: str, layer: Client, collector: LocalCollector, server: AnthropicServer
 ) -> None:
-    """Issue 13, with_streaming_response: the body is the caller's to read; recorded unread."""
+    """The body is the caller's to read; recorded unread."""
 
     def call(c: Any) -> Any:
         manager = c.messages.with_streaming_response.create(
@@ -813,7 +812,7 @@ def test_with_streaming_response_is_not_read_by_us(
 def test_the_session_header_picks_the_session_and_never_reaches_anthropic(
     mode: str, header: str, layer: Client, collector: LocalCollector, server: AnthropicServer
 ) -> None:
-    """Issue 13, which session: the header in extra_headers picks it, is removed before the
+    """The header in extra_headers picks it, is removed before the
     request leaves (create and the stream helper), and the caller's dict is left untouched."""
     session_id = layer.create_session()
     headers = {header: session_id, "X-Other": "kept"}
@@ -839,7 +838,7 @@ def test_the_session_header_picks_the_session_and_never_reaches_anthropic(
 def test_the_session_context_and_layer_session_pick_the_session(
     layer: Client, collector: LocalCollector, server: AnthropicServer
 ) -> None:
-    """Issue 13, which session: session_context() across await, and @layer.session."""
+    """Session_context() across await, and @layer.session."""
 
     @layer.session()
     def handle(session_id: str) -> str:
@@ -867,7 +866,7 @@ def test_the_session_context_and_layer_session_pick_the_session(
 
 
 def test_async_methods_keep_their_shape(layer: Client) -> None:
-    """Issue 13, unchanged call shapes: a coroutine function stays one (the async helper's
+    """A coroutine function stays one (the async helper's
     ``__aenter__``), a plain one returning an awaitable stays plain (anthropic wraps its async
     ``create`` in an argument checker); signatures stay."""
     streaming = anthropic.lib.streaming
@@ -890,7 +889,7 @@ def test_async_methods_keep_their_shape(layer: Client) -> None:
 def test_a_vertex_client_shares_the_resource_classes(
     layer: Client, collector: LocalCollector, server: AnthropicServer
 ) -> None:
-    """Issue 13, AnthropicVertex: its messages are the same classes, recorded the same way."""
+    """Its messages are the same classes, recorded the same way."""
     vertex_type = getattr(anthropic, "AnthropicVertex", None)
     if vertex_type is None:
         pytest.skip("no AnthropicVertex")
@@ -919,7 +918,7 @@ def test_a_vertex_client_shares_the_resource_classes(
 def test_a_bedrock_client_shares_the_resource_classes(
     layer: Client, collector: LocalCollector, server: AnthropicServer
 ) -> None:
-    """Issue 13, AnthropicBedrock: its messages are the same classes, recorded the same way
+    """Its messages are the same classes, recorded the same way
     (a plain call, with a Bedrock API key; its streams need botocore, not installed here)."""
     bedrock_type = getattr(anthropic, "AnthropicBedrock", None)
     if bedrock_type is None or "api_key" not in inspect.signature(bedrock_type).parameters:
@@ -1026,7 +1025,7 @@ def test_anthropics_own_spans_and_traceparent_are_unchanged(
     collector: LocalCollector,
     server: AnthropicServer,
 ) -> None:
-    """Issue 13, OpenTelemetry: with anthropic's tracing on, each call still has exactly one
+    """With anthropic's tracing on, each call still has exactly one
     span of anthropic's, ended, whose trace context reaches the server as ``traceparent``,
     with or without our instrumentation; and we record each call once (no double record)."""
     if not has(anthropic, "_tracing"):
@@ -1051,7 +1050,7 @@ def test_anthropics_own_spans_and_traceparent_are_unchanged(
 def test_recording_works_with_anthropics_tracing_off(
     layer: Client, collector: LocalCollector, server: AnthropicServer
 ) -> None:
-    """Issue 13, OpenTelemetry: with ``open_telemetry=False`` nothing is traced or propagated,
+    """With ``open_telemetry=False`` nothing is traced or propagated,
     and every call is recorded all the same."""
     if not has(anthropic, "_tracing"):
         pytest.skip(f"anthropic {anthropic.__version__} has no open_telemetry option")

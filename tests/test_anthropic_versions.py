@@ -30,6 +30,6 @@ test_instrumentation_tests_pass_with = matrix_test(
     "anthropic",
     VERSIONS,
     ["tests/test_anthropic.py", "tests/test_provider_contract.py"],
-    doc="Issue 13, the version matrix: every call shape of this anthropic version, recorded.",
+    doc="Every call shape of this anthropic version, recorded.",
     at_least=40,
 )

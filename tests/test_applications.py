@@ -35,7 +35,7 @@ def application_requests(collector: LocalCollector) -> list[tuple[str, object]]:
 
 
 def test_a_known_name_is_resolved_at_init(collector: LocalCollector) -> None:
-    """Issue 14 §Applications: the ID of the application with that name, nothing created."""
+    """The ID of the application with that name, nothing created."""
     collector.add_application("other", APP_ID)
     collector.add_application("support-bot", OTHER_ID)
     client = named_client(collector, "support-bot")
@@ -52,7 +52,7 @@ def test_a_known_name_is_resolved_at_init(collector: LocalCollector) -> None:
 def test_a_missing_name_is_created(
     monkeypatch: pytest.MonkeyPatch, collector: LocalCollector
 ) -> None:
-    """Issue 14 §Applications: created with POST {"name", "source": "manual"} when missing;
+    """Created with POST {"name", "source": "manual"} when missing;
     LAYER_APPLICATION_NAME stands for application_name."""
     monkeypatch.setenv("LAYER_APPLICATION_NAME", "new-bot")
     client = Client()
@@ -71,7 +71,7 @@ def test_a_missing_name_is_created(
 
 
 def test_an_id_or_a_name_is_required() -> None:
-    """Issue 14 §Applications: the error names both options and both variables."""
+    """The error names both options and both variables."""
     with pytest.raises(LayerMissingRequiredConfigurationError) as raised:
         Client().init(base_url="http://127.0.0.1:1")
     for word in (
@@ -94,7 +94,7 @@ class _Token(AuthProvider):
 
 
 def test_a_name_the_api_refuses_fails_init_clearly(collector: LocalCollector) -> None:
-    """Issue 14 §Applications: a definite refusal raises at init, naming the name, the step
+    """A definite refusal raises at init, naming the name, the step
     and the server's answer, without the token it echoed."""
     echo = f'{{"error":"forbidden for Bearer {_Token.TOKEN}"}}'.encode()
     collector.fail_next(1, 403, body=echo)
@@ -114,7 +114,7 @@ def test_a_name_the_api_refuses_fails_init_clearly(collector: LocalCollector) ->
 def test_init_never_waits_longer_than_http_timeout_and_loses_nothing(
     collector: LocalCollector,
 ) -> None:
-    """Issue 14 §Applications: API down at init: init returns within http_timeout, the name
+    """API down at init: init returns within http_timeout, the name
     resolves in the background, and the sessions reported meanwhile get the ID spliced in."""
     collector.add_application("support-bot", OTHER_ID)
     collector.hang()
@@ -138,7 +138,7 @@ def test_init_never_waits_longer_than_http_timeout_and_loses_nothing(
 def test_a_background_refusal_fails_the_waiting_sessions(
     collector: LocalCollector, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Issue 14 §Applications: when the API, back, refuses the name for good, the sessions
+    """When the API, back, refuses the name for good, the sessions
     that waited for it fail (counted) and the reason is logged."""
     caplog.set_level(logging.ERROR, logger="layer_sdk")
     collector.hang()
@@ -156,7 +156,7 @@ def test_a_background_refusal_fails_the_waiting_sessions(
 
 
 def test_a_name_created_meanwhile_elsewhere_is_found(collector: LocalCollector) -> None:
-    """Issue 14 §Applications: a 409 on create (another process created it since the listing)
+    """A 409 on create (another process created it since the listing)
     lists again and takes that ID."""
     collector.add_application("bot", OTHER_ID)
     collector.fail_next(1, 200, body=b"[]")  # the first listing predates the other process
@@ -223,7 +223,7 @@ def _report_in_child(client: Client) -> tuple[bool, int, int]:
 
 
 def test_a_forked_child_resolves_the_name_itself(collector: LocalCollector) -> None:
-    """Issue 14 §Applications: forked while the name is unresolved, a child resolves it on a
+    """Forked while the name is unresolved, a child resolves it on a
     thread of its own and delivers its sessions with the ID."""
     collector.hang()
     client = named_client(collector, "bot", http_timeout=0.3)
@@ -242,7 +242,7 @@ def test_a_forked_child_resolves_the_name_itself(collector: LocalCollector) -> N
 
 
 def test_list_get_and_create(make_client: MakeClient, collector: LocalCollector) -> None:
-    """Issue 14 §Applications: list_applications, get_applications_by_name, create_application."""
+    """List_applications, get_applications_by_name, create_application."""
     client = make_client()
     assert client.list_applications() == []
     created = client.create_application("alpha")
@@ -261,7 +261,7 @@ def test_list_get_and_create(make_client: MakeClient, collector: LocalCollector)
 
 
 def test_create_application_uses_the_configured_name(collector: LocalCollector) -> None:
-    """Issue 14 §Applications: create_application() without a name creates application_name."""
+    """Create_application() without a name creates application_name."""
     collector.add_application("bot", OTHER_ID)
     client = named_client(collector, "bot")
     try:
@@ -283,7 +283,7 @@ def test_create_application_uses_the_configured_name(collector: LocalCollector) 
 def test_collector_applications_endpoint_is_strict(
     collector: LocalCollector, body: bytes, where: str
 ) -> None:
-    """Issue 14 §Applications: the collector validates POST /v1/applications (422, field path)."""
+    """The collector validates POST /v1/applications (422, field path)."""
     request = urllib.request.Request(
         collector.url + "/v1/applications",
         data=body,
@@ -298,7 +298,7 @@ def test_collector_applications_endpoint_is_strict(
 
 
 def test_session_ids_stay_version_5_with_a_name(collector: LocalCollector) -> None:
-    """Issue 14 §Applications: a client known by name still mints UUID v5 session IDs."""
+    """A client known by name still mints UUID v5 session IDs."""
     client = named_client(collector, "bot")
     try:
         assert uuid.UUID(client.create_session()).version == 5

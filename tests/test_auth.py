@@ -195,7 +195,7 @@ def test_a_short_lifetime_is_refreshed_ahead_of_expiry_on_both_paths(
 def test_a_token_is_refreshed_ahead_of_expiry_by_the_margin(
     oidc: StartProvider, monkeypatch: pytest.MonkeyPatch, ttl: int, refresh_after: float
 ) -> None:
-    """Issue 12, no wall-clock windows: the refresh point, on a clock the test moves.
+    """The refresh point, on a clock the test moves.
 
     ``expires_in`` counts whole seconds, so the SDK counts a token good for
     ``ttl - 1`` s, and refreshes it the smaller of 60 s and a fifth of ``ttl``
@@ -507,8 +507,8 @@ def test_a_dripping_token_endpoint_holds_no_call_past_the_fetch_deadline(
 ) -> None:
     """A token endpoint that sends its answer a byte at a time (each read is quick, the
     answer never ends): one deadline, http_timeout, bounds the fetch for every caller.
-    A sync call fails with LayerRequestError saying so, shutdown() is not held either,
-    and a caller coming after the deadline starts a new fetch rather than wait behind it."""
+    A sync call fails with LayerRequestError saying so, a caller coming after the deadline
+    starts a new fetch rather than wait behind it, and shutdown() is not held by them."""
     with DrippingServer(interval=0.05) as dripping:
         auth = OIDCClientCredentials(
             f"{dripping.url}/token", "layer-sdk", "cs-dripping", http_timeout=1.0
@@ -526,7 +526,6 @@ def test_a_dripping_token_endpoint_holds_no_call_past_the_fetch_deadline(
         started = time.monotonic()
         caller.start()
         assert wait_until(lambda: dripping.requests == 1)
-        assert client.shutdown(timeout=0.5) is True  # nothing was queued
         caller.join(10)
         assert not caller.is_alive()
         assert time.monotonic() - started < 5.0  # the answer would drip for a minute
@@ -537,6 +536,39 @@ def test_a_dripping_token_endpoint_holds_no_call_past_the_fetch_deadline(
         with pytest.raises(LayerRequestError, match="gave no token"):
             auth.get_headers()
         assert dripping.requests == 2
+        assert client.shutdown(timeout=0.5) is True  # nothing was queued
+        assert time.monotonic() - started < 10.0
+
+
+def test_shutdown_ends_a_sync_call_waiting_for_a_token(make_client: MakeClient) -> None:
+    """A sync call waiting for its token (an endpoint that drips, a long http_timeout) is
+    ended by shutdown(), as one sleeping out a backoff is: LayerRequestError saying so."""
+    with DrippingServer(interval=0.05) as dripping:
+        auth = OIDCClientCredentials(
+            f"{dripping.url}/token", "layer-sdk", "cs-dripping", http_timeout=30.0
+        )
+        client = make_client(auth_provider=auth, max_retries=0, http_timeout=30.0)
+        raised: list[BaseException] = []
+
+        def sync_call() -> None:
+            try:
+                client.create_session(sync=True)
+            except BaseException as exc:
+                raised.append(exc)
+
+        caller = threading.Thread(target=sync_call)
+        started = time.monotonic()
+        caller.start()
+        assert wait_until(lambda: dripping.requests == 1)
+        caller.join(0.2)
+        assert caller.is_alive()  # it waits for the token
+        client.shutdown(timeout=0.5)
+        caller.join(10)
+        assert not caller.is_alive()
+        assert time.monotonic() - started < 15.0  # not the 30 s of http_timeout
+    [error] = raised
+    assert type(error) is LayerRequestError
+    assert "the client shut down while waiting for it" in str(error)
 
 
 def test_settings_fall_back_to_the_environment(
@@ -602,7 +634,7 @@ def non_loopback_address() -> str | None:
 def test_a_token_over_plain_http_beyond_this_machine_is_refused_unless_allowed(
     oidc: StartProvider, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue 10 §3 insecure http: init() refuses a plain-http API beyond loopback when
+    """Init() refuses a plain-http API beyond loopback when
     an auth provider is set, and OIDCClientCredentials a plain-http token_url; the
     error names allow_insecure_http, and nothing is sent. Opted in, it works, warned."""
     monkeypatch.setattr(_auth, "_warned", set())
@@ -659,7 +691,7 @@ def test_a_token_over_plain_http_beyond_this_machine_is_refused_unless_allowed(
 def test_loopback_and_https_need_no_opt_in(
     make_client: MakeClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Issue 10 §3 insecure http: localhost, 127.0.0.0/8 and ::1 stay allowed without
+    """Localhost, 127.0.0.0/8 and ::1 stay allowed without
     a word, as does https anywhere, and plain http without credentials."""
     caplog.set_level(logging.WARNING, logger="layer_sdk")
     secret = "s3cr3t-never-logged"

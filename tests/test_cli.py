@@ -12,21 +12,26 @@ import re
 import secrets
 import select
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
+import unicodedata
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from layer_sdk import Client, SessionActionKind, __version__
 from layer_sdk.cli import main
 from layer_sdk.cli._check import settings_rows
+from layer_sdk.cli._collector import DEFAULT_MAX_BODY_BYTES, escaped
 from layer_sdk.collector import LocalCollector
 
 from .echo_servers import EchoingTokenEndpoint, leaks, odd_secret
@@ -120,7 +125,7 @@ def test_check_masks_the_client_secret(
 def test_check_masks_the_password_of_a_url(
     monkeypatch: pytest.MonkeyPatch, collector: LocalCollector, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Issue 10 §3 URL masking: ``layer-sdk check`` shows user:***@, never the password."""
+    """``layer-sdk check`` shows user:***@, never the password."""
     password = "pw-" + secrets.token_urlsafe(16)
     url = f"http://user:{password}@127.0.0.1:{collector.port}"
     code, out = run(capsys, "check", "--base-url", url, "--application-id", APP_ID)
@@ -149,7 +154,7 @@ def test_check_masks_the_password_of_a_url(
 def test_check_shows_no_secret_the_token_endpoint_echoes(
     monkeypatch: pytest.MonkeyPatch, collector: LocalCollector, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Issue 10 §3 scrubbing: check prints the provider's refusal, not the secret it echoed."""
+    """Check prints the provider's refusal, not the secret it echoed."""
     secret = odd_secret("cs")
     with EchoingTokenEndpoint("form") as endpoint:
         monkeypatch.setenv("LAYER_OIDC_TOKEN_URL", f"{endpoint.url}/token")
@@ -165,7 +170,7 @@ def test_check_shows_no_secret_the_token_endpoint_echoes(
 def test_check_names_the_opt_in_for_plain_http_beyond_this_machine(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Issue 10 §3 insecure http: check says why a plain-http token URL is refused."""
+    """Check says why a plain-http token URL is refused."""
     monkeypatch.setenv("LAYER_OIDC_TOKEN_URL", "http://sso.example.invalid/token")
     monkeypatch.setenv("LAYER_OIDC_CLIENT_ID", "sdk")
     monkeypatch.setenv("LAYER_OIDC_CLIENT_SECRET", "very-secret-value-1234")
@@ -401,6 +406,41 @@ def test_collector_fail_rate_one_answers_503() -> None:
     assert "2 answered with an error: 2 with 503" in lines[-1]
 
 
+def status_of_a_body(port: int, size: int, *, sent: bool = True) -> int:
+    """The status a request whose body is a session of ``size`` bytes gets; with
+    ``sent=False`` only its head goes (its Content-Length announcing the body)."""
+    prefix, suffix = b'{"application_id":"%s","attributes":{"pad":"' % APP_ID.encode(), b'"}}'
+    body = prefix + b"x" * (size - len(prefix) - len(suffix)) + suffix
+    head = b"POST /v1/sessions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n" % port
+    head += b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % size
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head + body if sent else head)
+        return int(sock.recv(64).split(b" ")[1])
+
+
+@pytest.mark.parametrize(
+    ("args", "limit"),
+    [
+        ((), DEFAULT_MAX_BODY_BYTES),
+        (("--max-body-bytes", "1000"), 1000),
+        (("--max-body-bytes", "0"), None),
+    ],
+    ids=["default", "1000", "no limit"],
+)
+def test_collector_refuses_a_body_over_its_limit_before_reading_it(
+    args: tuple[str, ...], limit: int | None
+) -> None:
+    """A body over --max-body-bytes (8 MiB unless told: what the SDK sends with its
+    defaults, with room to spare) is refused with 413 from its Content-Length alone."""
+    with collector_process(*args) as running:
+        if limit is None:
+            assert status_of_a_body(running.port, 2 * DEFAULT_MAX_BODY_BYTES) == 200
+        else:
+            assert status_of_a_body(running.port, limit) == 200
+            assert status_of_a_body(running.port, limit + 1, sent=False) == 413
+        running.stop()
+
+
 @pytest.mark.parametrize("mode", [(), ("--json",)])
 def test_collector_never_prints_the_authorization_header(mode: tuple[str, ...]) -> None:
     with collector_process(*mode) as running:
@@ -440,18 +480,40 @@ def terminal_attack_session(session_id: str) -> tuple[dict[str, Any], dict[str, 
     action = {
         **prompt_action(**TERMINAL_ATTACKS),
         "data": {"messages": [{"role": "user", "content": "\u202ehi\x1b]52;c;QQ==\x07 \x9b1m"}]},
-        "error": {"message": "boom\x1b[2J\x9b1m"},
+        # ...and invisible characters: an Arabic letter mark, a zero-width space, a BOM.
+        "error": {"message": "boom\x1b[2J\x9b1m\u061c\u200b\ufeff"},
     }
     return session, action
 
 
 def assert_escaped(output: str) -> None:
     """No control character reached the terminal; each is shown as its escape instead."""
-    for raw in ("\x1b]", "\x1b[2J", "\x07", "\x9b", "\u202e"):
+    for raw in ("\x1b]", "\x1b[2J", "\x07", "\x9b", "\u202e", "\u061c", "\u200b", "\ufeff"):
         assert raw not in output, f"{raw!r} reached the terminal"
     assert "app=app\\x1b]0;app-title\\x07" in output  # the session's line
     assert "user: \\u202ehi\\x1b]52;c;QQ==\\x07 \\x9b1m" in output  # the prompt
-    assert "error: boom\\x1b[2J\\x9b1m" in output
+    assert "error: boom\\x1b[2J\\x9b1m\\u061c\\u200b\\ufeff" in output
+
+
+#: The Unicode categories of the characters a terminal acts on or does not show.
+UNSHOWN = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+@settings(max_examples=500, deadline=None, derandomize=True)
+@given(
+    st.text(alphabet=st.characters(codec=None, categories=sorted(UNSHOWN)))
+    | st.text()
+    | st.text(alphabet="a \x1b\u200b\u202e\u00a0\u3000\U000e0001\ud800")
+)
+def test_what_the_collector_prints_shows_every_character_it_was_given(text: str) -> None:
+    """No character of those categories is left, each is written as the escape that reads
+    back as it (Python's), and everything else (spaces included) is kept as it is."""
+    text = text.replace("\\", "/")  # a backslash is kept as it is: no escape to read back
+    shown = escaped(text)
+    assert not {unicodedata.category(char) for char in shown} & UNSHOWN
+    assert shown.encode("ascii", "backslashreplace").decode("unicode_escape") == text
+    if not {unicodedata.category(char) for char in text} & UNSHOWN:
+        assert shown == text
 
 
 @pytest.mark.parametrize("mode", [(), ("--json",)])
@@ -526,7 +588,7 @@ def test_collector_on_every_address_answers_the_names_it_is_given() -> None:
 def test_collector_refuses_bad_options_with_exit_code_2(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     base = [sys.executable, "-m", "layer_sdk", "collector", "--port", "0"]
-    for extra in (["--fail-rate", "1.5"], ["--latency", "-1"]):
+    for extra in (["--fail-rate", "1.5"], ["--latency", "-1"], ["--max-body-bytes", "-1"]):
         result = subprocess.run(base + extra, env=env, capture_output=True, text=True, timeout=30)
         assert result.returncode == 2 and "must be" in result.stderr
     bad_db = str(tmp_path / "missing-folder" / "x.sqlite")
@@ -667,6 +729,7 @@ def test_check_and_init_see_the_same_settings_from_every_documented_variable(
     monkeypatch: pytest.MonkeyPatch,
     collector: LocalCollector,
     capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
     provider = oidc(token_ttl=300)
     bearer = provider.bearer_check()
@@ -686,6 +749,7 @@ def test_check_and_init_see_the_same_settings_from_every_documented_variable(
         "LAYER_OIDC_CLIENT_SECRET": provider.client_secret,
         "LAYER_OIDC_SCOPE": provider.scope,
         "LAYER_OIDC_TIMEOUT": "6",
+        "LAYER_SPOOL_DIR": str(tmp_path / "spool"),
     }
     missing = documented_variables() - set(values)
     assert not missing, f"documented but not set by this test: {sorted(missing)}"
@@ -706,6 +770,8 @@ def test_check_and_init_see_the_same_settings_from_every_documented_variable(
             f"layer-sdk, timeout 6 s, secret ********",
         ) in rows
         assert ("firewall", collector.url) in rows and ("http_timeout", "4 s") in rows
+        spool = f"{tmp_path / 'spool'} (spool_sync normal, at most 1,024 MiB, 7 days)"
+        assert ("spool", spool) in rows
         width = max(len(name) for name, _ in rows)
         for name, value in rows:
             assert f"\n  {name:<{width}}  {value}\n" in out

@@ -229,7 +229,7 @@ ACTION_ERRORS = [
 ]
 
 
-#: Issue 10 §1: the types the original SDK's schemas declare, which the Layer API enforces.
+#: The types the original SDK's schemas declare, which the Layer API enforces.
 CONTRACT_ERRORS = [
     (action(data="text"), "Expected `object | array | null`, got `str` - at `$.data`"),
     (action(data=3), "Expected `object | array | null`, got `int` - at `$.data`"),
@@ -273,7 +273,7 @@ CONTRACT_ERRORS = [
 
 @pytest.mark.parametrize(("body", "error"), CREATE_ERRORS)
 def test_invalid_create_is_422(collector: LocalCollector, body: Any, error: str) -> None:
-    """Issue 10 §1: a body that breaks the contract is answered 422, naming the field."""
+    """A body that breaks the contract is answered 422, naming the field."""
     answer = post(collector, "/v1/sessions", body)
     assert (answer.status, answer.json) == (422, {"error": error})
     assert collector.event_count == 0
@@ -284,14 +284,14 @@ def test_invalid_create_is_422(collector: LocalCollector, body: Any, error: str)
 def test_invalid_action_is_422(
     collector: LocalCollector, session: str, body: Any, error: str
 ) -> None:
-    """Issue 10 §1: an action of the wrong types is answered 422, naming the field."""
+    """An action of the wrong types is answered 422, naming the field."""
     answer = post(collector, f"/v1/sessions/{session}/actions", body)
     assert (answer.status, answer.json) == (422, {"error": error})
     assert collector.event_count == 1
 
 
 def test_the_contract_types_inside_a_create_name_the_action(collector: LocalCollector) -> None:
-    """Issue 10 §1: the same checks apply to the actions of a create, at their path."""
+    """The same checks apply to the actions of a create, at their path."""
     bad = action(error={"message": "x", "code": "429"})
     answer = post(collector, "/v1/sessions", {"application_id": APP, "actions": [action(), bad]})
     assert (answer.status, answer.json) == (
@@ -302,7 +302,7 @@ def test_the_contract_types_inside_a_create_name_the_action(collector: LocalColl
 
 
 def test_what_the_contract_allows_is_accepted(collector: LocalCollector, session: str) -> None:
-    """Issue 10 §1: the collector is no stricter than the contract (nulls, arrays, {})."""
+    """The collector is no stricter than the contract (nulls, arrays, {})."""
     allowed = [
         action(data={"messages": []}, error={"message": "x", "code": 429, "details": {"a": 1}}),
         action(data=[1, "two"], error={"message": "x", "code": None, "details": None}),
@@ -316,7 +316,7 @@ def test_what_the_contract_allows_is_accepted(collector: LocalCollector, session
 
 
 def test_a_body_nested_too_deeply_to_decode_is_400(collector: LocalCollector) -> None:
-    """Issue 10 §1: JSON nested past the decoder's depth is answered, not a crash."""
+    """JSON nested past the decoder's depth is answered, not a crash."""
     answer = post(collector, "/v1/sessions", raw=b"[" * 100_000 + b"]" * 100_000)
     assert (answer.status, answer.json) == (400, {"error": "the body is not valid UTF-8 JSON"})
 
@@ -480,7 +480,7 @@ def test_hang_holds_requests_until_release(collector: LocalCollector) -> None:
 
 
 def test_unanswered_counts_requests_read_until_their_answer(collector: LocalCollector) -> None:
-    """Issue 12, tests a newcomer can trust: a test can wait until a request reached a
+    """A test can wait until a request reached a
     hung or slow server (``wait_for`` sees it), instead of sleeping."""
     assert collector.unanswered == 0
     collector.delay = 30
@@ -1048,7 +1048,7 @@ def test_fail_rate_answers_that_fraction_with_503(collector: LocalCollector) -> 
         collector.fail_rate = 1.5
 
 
-# -- faults for delivery tests (issue 9) and pipelining (issue 11) -------------------
+# -- faults for delivery tests and pipelining -------------------
 
 
 def test_fail_for_refuses_every_request_of_a_window(collector: LocalCollector) -> None:
@@ -1269,8 +1269,44 @@ def test_the_absolute_form_of_a_request_line_is_accepted() -> None:
         assert collector.requests[0].path == "/v1/sessions"
 
 
+@pytest.mark.parametrize("order", ["foreign first", "own first"])
+def test_a_request_with_two_host_headers_is_refused(collector: LocalCollector, order: str) -> None:
+    """RFC 9112 3.2: more than one Host is a bad request (400), whichever comes first: a
+    check that read one of them would let the other through."""
+    own, foreign = f"127.0.0.1:{collector.port}", f"evil.example:{collector.port}"
+    hosts = (foreign, own) if order == "foreign first" else (own, foreign)
+    body = json.dumps({"application_id": APP}).encode()
+    with socket.create_connection(("127.0.0.1", collector.port)) as sock:
+        sock.sendall(
+            b"POST /v1/sessions HTTP/1.1\r\nHost: %s\r\nHost: %s\r\n"
+            % tuple(h.encode() for h in hosts)
+            + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+            + body
+        )
+        answer = read_answer(sock)
+    assert (answer.status, answer.json) == (400, {"error": "more than one Host header"})
+    assert collector.sessions == []
+
+
+def test_an_absolute_request_target_naming_a_foreign_host_is_refused(
+    collector: LocalCollector,
+) -> None:
+    """The host of an absolute target is the request's (RFC 9112 3.2.2: the Host header is
+    then ignored): a foreign one is refused as a foreign Host is, whatever Host says."""
+    body = json.dumps({"application_id": APP}).encode()
+    with socket.create_connection(("127.0.0.1", collector.port)) as sock:
+        sock.sendall(
+            b"POST http://evil.example:%d/v1/sessions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+            % (collector.port, collector.port)
+            + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+            + body
+        )
+        assert read_answer(sock).status == 403
+    assert collector.sessions == []
+
+
 def test_pipelined_requests_wait_their_delays_side_by_side(collector: LocalCollector) -> None:
-    """Issue 11: a server 0.3 s away answers ten pipelined requests in about 0.3 s, in order."""
+    """A server 0.3 s away answers ten pipelined requests in about 0.3 s, in order."""
     collector.delay = 0.3
     sessions = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"side-by-side-{i}")) for i in range(10)]
     bodies = [{"application_id": APP, "session_id": s} for s in sessions]
@@ -1286,7 +1322,7 @@ def test_pipelined_requests_wait_their_delays_side_by_side(collector: LocalColle
 def test_a_closing_answer_leaves_the_pipelined_requests_after_it_unanswered(
     collector: LocalCollector,
 ) -> None:
-    """Issue 11: as on a server taking requests one by one, nothing after a request that
+    """As on a server taking requests one by one, nothing after a request that
     closes the connection is stored: after ``Connection: close`` nothing more is read;
     after a dropped request, what was read is recorded with status 0."""
     sessions = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"pipelined-{i}")) for i in range(5)]

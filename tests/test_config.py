@@ -17,7 +17,14 @@ from layer_sdk import (
     OIDCClientCredentials,
     layer,
 )
-from layer_sdk._config import DEFAULT_HTTP_TIMEOUT, MAX_SECONDS, Config
+from layer_sdk._config import (
+    DEFAULT_HTTP_TIMEOUT,
+    MAX_CONCURRENT_REQUESTS,
+    MAX_RETRIES,
+    MAX_SECONDS,
+    MIN_FIREWALL_REFRESH_INTERVAL,
+    Config,
+)
 from layer_sdk.collector import LocalCollector
 
 from .helpers import APP_ID
@@ -126,8 +133,18 @@ def test_invalid_timeout_in_the_environment_is_refused_by_name(
         ("firewall_fail_closed", 2),
         ("disable_instrumentations", True),
         ("disable_instrumentations", 3),
+        ("disabled_instrumentors", True),
+        ("disabled_instrumentors", 3),
         ("oversize", "cut"),
         ("oversize", 1),
+        # Bounds past which a value can only be a mistake (a busy loop, a thread per
+        # request of a million, a sync call retried for a week).
+        ("firewall_refresh_interval", 1e-9),
+        ("firewall_refresh_interval", 0.009),
+        ("max_concurrent_requests", 257),
+        ("max_concurrent_requests", 10**9),
+        ("max_retries", 101),
+        ("max_retries", 10**9),
     ],
 )
 def test_invalid_values_are_refused_naming_the_option(option: str, value: object) -> None:
@@ -166,7 +183,7 @@ def test_the_largest_number_of_seconds_taken_works_where_it_is_used(
 
 
 def test_a_platform_that_is_no_string_is_refused_at_init(collector: LocalCollector) -> None:
-    """Issue 10 §3: init(platform=123) raises at init, not a 4xx on every session later."""
+    """Init(platform=123) raises at init, not a 4xx on every session later."""
     with pytest.raises(ValueError, match="platform must be a string, got int"):
         Client().init(base_url=collector.url, application_id=APP_ID, platform=123)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="environment must be a string, got int"):
@@ -177,7 +194,7 @@ def test_a_platform_that_is_no_string_is_refused_at_init(collector: LocalCollect
 def test_python_runtime_is_the_implementation_name_unchanged(
     make_client: Callable[..., Client], collector: LocalCollector
 ) -> None:
-    """Issue 10 §1: python.runtime is platform.python_implementation(), e.g. CPython."""
+    """Python.runtime is platform.python_implementation(), e.g. CPython."""
     client = make_client(platform="k8s")
     session_id = client.create_session()
     assert client.flush(5)
@@ -294,8 +311,44 @@ def test_init_again_of_a_disabled_client(collector: LocalCollector) -> None:
 
 
 def test_disabled_instrumentors_is_an_alias(make_client: Callable[..., Client]) -> None:
-    client = make_client(disable_instrumentations=["OpenAI"], disabled_instrumentors=["other"])
-    assert config_of(client).disable_instrumentations == frozenset({"openai", "other"})
+    client = make_client(
+        disable_instrumentations=["OpenAI"], disabled_instrumentors=["anthropic", "google-genai"]
+    )
+    assert config_of(client).disable_instrumentations == frozenset(
+        {"openai", "anthropic", "google_genai"}
+    )
+
+
+@pytest.mark.parametrize("option", ["disable_instrumentations", "disabled_instrumentors"])
+@pytest.mark.parametrize("value", [["opneai"], "opneai", ["openai", "cohere"]])
+def test_a_provider_name_that_is_not_instrumented_is_refused_naming_the_providers(
+    option: str, value: object
+) -> None:
+    """A typo would leave the provider it meant instrumented, silently."""
+    settings: dict[str, object] = {"base_url": "http://127.0.0.1:1", "application_id": APP_ID}
+    settings[option] = value
+    with pytest.raises(ValueError) as raised:
+        Client().init(**settings)  # type: ignore[arg-type]
+    message = str(raised.value)
+    assert message.startswith(f"{option} names no instrumented provider: ")
+    assert "'opneai'" in message or "'cohere'" in message
+    assert message.endswith("the providers are 'anthropic', 'google_genai', 'openai'")
+
+
+def test_the_bounds_of_the_options_are_accepted() -> None:
+    """The bounds themselves are fine values."""
+    config = Config.resolve(
+        base_url="http://127.0.0.1:1",
+        application_id=APP_ID,
+        firewall_refresh_interval=MIN_FIREWALL_REFRESH_INTERVAL,
+        max_concurrent_requests=MAX_CONCURRENT_REQUESTS,
+        max_retries=MAX_RETRIES,
+    )
+    assert (
+        config.firewall_refresh_interval,
+        config.max_concurrent_requests,
+        config.max_retries,
+    ) == (0.01, 256, 100)
 
 
 def test_clients_are_independent(collector: LocalCollector) -> None:
@@ -329,7 +382,7 @@ def test_calls_before_init_say_init_is_missing() -> None:
 
 
 def test_init_takes_exactly_the_options_of_config_with_their_defaults() -> None:
-    """Issue 12, one option list: init()'s parameters are Config's fields (plus the alias
+    """Init()'s parameters are Config's fields (plus the alias
     disabled_instrumentors), with the same defaults; an option that falls back to the
     environment defaults to None in init(), meaning "the variable, else the default"."""
     parameters = dict(inspect.signature(Client.init).parameters)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from layer_sdk._daemon_pool import DaemonPool, Expired
+from layer_sdk._daemon_pool import DaemonPool, Expired, Interrupt, interrupted
 
 from .helpers import wait_until
 
@@ -69,3 +69,35 @@ def test_an_async_caller_waits_on_its_loop_and_threads_end_with_the_pool() -> No
     late = pool.submit(lambda: "ran", 5.0)
     assert late.done() and isinstance(late.error, Expired)
     assert wait_until(lambda: not any(t.name == "test-pool-async" for t in threading.enumerate()))
+
+
+def test_an_interrupt_ends_the_waits_of_the_threads_it_applies_to() -> None:
+    """Fired while a thread waits, or before it waits, an interrupt that applies to the
+    thread ends its wait with the call not ended; a thread it does not apply to waits on."""
+    pool = DaemonPool("test-pool", 2)
+    release = threading.Event()
+    pending = pool.submit(lambda: release.wait(30), 30.0)
+    interrupt = Interrupt()
+    waits: list[tuple[bool, bool]] = []
+
+    def waiter() -> None:
+        with interrupt.applies():
+            waits.append((pending.wait(), interrupted()))
+
+    during = threading.Thread(target=waiter)
+    during.start()
+    assert wait_until(lambda: len(interrupt._wakers) == 1)  # it waits
+    interrupt.fire()
+    during.join(10)
+    waiter()  # fired already: no wait at all
+    assert waits == [(False, True), (False, True)]
+    assert not interrupted()  # this thread, outside applies()
+
+    bystander = threading.Thread(target=lambda: waits.append((pending.wait(), interrupted())))
+    bystander.start()
+    bystander.join(0.2)
+    assert bystander.is_alive()  # not interrupted: it waits for the call
+    release.set()
+    bystander.join(10)
+    assert waits[-1] == (True, False)
+    pool.close()

@@ -196,7 +196,7 @@ class _ServiceUnavailable(Exception):
 
 
 def test_a_recorded_exception_fits_the_contract(client: Client, collector: LocalCollector) -> None:
-    """Issue 10 §1: the class name goes in error.details, an int status in error.code."""
+    """The class name goes in error.details, an int status in error.code."""
     session_id = client.create_session()
 
     @client.action(session_id=session_id, kind="completion_output")
@@ -216,7 +216,7 @@ def test_a_recorded_exception_fits_the_contract(client: Client, collector: Local
 def test_a_scalar_return_value_is_wrapped_as_an_object(
     client: Client, collector: LocalCollector
 ) -> None:
-    """Issue 10 §1: a decorated function returning a string records {"value": ...}."""
+    """A decorated function returning a string records {"value": ...}."""
     session_id = client.create_session()
 
     @client.action(session_id=session_id, kind="completion_output")
@@ -239,7 +239,7 @@ class _Unprintable(Exception):
 def test_an_exception_whose_str_fails_propagates_unchanged(
     client: Client, collector: LocalCollector
 ) -> None:
-    """Issue 10 §3: an exception whose __str__ raises reaches the caller, not the SDK's."""
+    """An exception whose __str__ raises reaches the caller, not the SDK's."""
     session_id = client.create_session()
     failure = _Unprintable()
 
@@ -259,7 +259,7 @@ def test_an_exception_whose_str_fails_propagates_unchanged(
 def test_data_that_cannot_be_encoded_for_depth_leaves_the_result_alone(
     client: Client, collector: LocalCollector, caplog: pytest.LogCaptureFixture, shape: str
 ) -> None:
-    """Issue 10 §3: cyclic or very deep data is logged; the function's result is returned."""
+    """Cyclic or very deep data is logged; the function's result is returned."""
     session_id = client.create_session()
     data: dict[str, Any] = {}
     if shape == "cyclic":
@@ -288,7 +288,7 @@ def test_data_that_cannot_be_encoded_for_depth_leaves_the_result_alone(
 def test_an_action_outside_any_session_runs_and_logs(
     client: Client, collector: LocalCollector, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Issue 10 §3: a decorator's own failure is logged; the function runs."""
+    """A decorator's own failure is logged; the function runs."""
 
     @client.action(kind=PROMPT)
     def prompt(text: str) -> str:
@@ -303,7 +303,7 @@ def test_an_action_outside_any_session_runs_and_logs(
 def test_a_session_function_runs_before_init(
     collector: LocalCollector, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Issue 10 §3: @layer.session before init() logs and runs, with session_id=None."""
+    """@layer.session before init() logs and runs, with session_id=None."""
     client = Client()
     seen: list[Any] = []
 
@@ -325,7 +325,7 @@ def test_a_session_function_runs_before_init(
 def test_a_session_function_runs_when_a_sync_create_fails(
     make_client: Callable[..., Client], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Issue 10 §3: @layer.session with sync=True and the API down logs and runs."""
+    """@layer.session with sync=True and the API down logs and runs."""
     client = make_client(base_url=f"http://127.0.0.1:{closed_port()}", sync=True, max_retries=0)
 
     @client.session()
@@ -339,7 +339,7 @@ def test_a_session_function_runs_when_a_sync_create_fails(
 
 
 def test_bad_session_attributes_are_refused_when_decorating(client: Client) -> None:
-    """Issue 10 §3: a decorator's own arguments are checked once, when decorating."""
+    """A decorator's own arguments are checked once, when decorating."""
     with pytest.raises(LayerSchemaValidationError, match="'nested'"):
         client.session(attributes={"nested": {"x": 1}})
     with pytest.raises(LayerSchemaValidationError, match="attributes"):
@@ -349,7 +349,7 @@ def test_bad_session_attributes_are_refused_when_decorating(client: Client) -> N
 def test_a_session_id_given_positionally_is_not_given_twice(
     client: Client, collector: LocalCollector
 ) -> None:
-    """Issue 10 §3: @layer.session never makes the call itself fail (no duplicate argument)."""
+    """@layer.session never makes the call itself fail (no duplicate argument)."""
 
     @client.session()
     def handle(request: str, session_id: str | None = None) -> tuple[str, str | None]:

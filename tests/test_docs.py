@@ -174,11 +174,6 @@ def test_one_version_number_everywhere() -> None:
 
 # -- links --------------------------------------------------------------------------------
 
-#: Pages other work adds, linked already: docs/troubleshooting.md (the warnings the SDK
-#: logs) and docs/spool.md (the durable spool). Allowed to be missing while they are.
-PENDING = {DOCS / "troubleshooting.md", DOCS / "spool.md"}
-
-
 def test_every_relative_link_reaches_a_file_and_heading() -> None:
     broken = []
     for page in [*PAGES, ROOT / "CHANGELOG.md"]:
@@ -187,8 +182,6 @@ def test_every_relative_link_reaches_a_file_and_heading() -> None:
                 continue  # https:, mailto:
             path_part, _, anchor = target.partition("#")
             path = (page.parent / path_part).resolve() if path_part else page
-            if path in PENDING and not path.exists():
-                continue
             if not path.exists():
                 broken.append(f"{page.relative_to(ROOT)}: {target}")
             elif anchor and path.suffix == ".md" and anchor not in anchors(path):

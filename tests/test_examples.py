@@ -57,7 +57,7 @@ PROVIDER_EXAMPLES = {
         "OpenAIServer",
         {"completion_prompt": 2, "completion_output": 2, "embeddings": 1},
     ),
-    # Issue 13, done means: an example under examples/ shows an Anthropic call recorded
+    # An example under examples/ shows an Anthropic call recorded
     # (the third call's stream is closed unread: its output is recorded incomplete).
     "anthropic_instrumentation.py": (
         "anthropic",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
 import time
@@ -13,6 +14,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from layer_sdk import (
     AuthProvider,
@@ -26,6 +29,7 @@ from layer_sdk import (
     LayerMissingRequiredConfigurationError,
     LayerSDKException,
 )
+from layer_sdk._firewall_answer import top_level
 from layer_sdk.collector import LocalCollector
 
 from .anthropic_server import AnthropicServer
@@ -77,7 +81,7 @@ def refused(client: Client, session_id: str) -> bool:
 def test_lookup_answers_each_decision(
     make_client: MakeClient, firewall: LocalCollector, decision: str
 ) -> None:
-    """Issue 14 §Firewall: firewall_session_lookup returns each of the five decisions."""
+    """Firewall_session_lookup returns each of the five decisions."""
     client = make_client(firewall_base_url=firewall.url)
     session_id = str(uuid.uuid4())
     firewall.set_firewall_decision(session_id, decision, policies=POLICIES)
@@ -94,7 +98,7 @@ def test_lookup_answers_each_decision(
 def test_lookup_of_an_unknown_session_is_no_data_and_is_a_get_with_our_headers(
     make_client: MakeClient, collector: LocalCollector
 ) -> None:
-    """Issue 14 §Firewall: GET {firewall_base_url}/v1/sessions/{id} through the one transport
+    """GET {firewall_base_url}/v1/sessions/{id} through the one transport
     (the collector itself can be the firewall)."""
     client = make_client(firewall_base_url=collector.url)
     session_id = uuid.uuid4()
@@ -110,7 +114,7 @@ def test_lookup_of_an_unknown_session_is_no_data_and_is_a_get_with_our_headers(
 def test_lookup_is_retried_as_a_sync_call(
     make_client: MakeClient, firewall: LocalCollector
 ) -> None:
-    """Issue 14 §Firewall: retries as for sync=True (two 503s, then the answer)."""
+    """Retries as for sync=True (two 503s, then the answer)."""
     client = make_client(firewall_base_url=firewall.url)
     firewall.fail_next(2, 503, retry_after=0.01)
     session_id = str(uuid.uuid4())
@@ -120,7 +124,7 @@ def test_lookup_is_retried_as_a_sync_call(
 
 
 def test_lookup_errors(make_client: MakeClient, firewall: LocalCollector) -> None:
-    """Issue 14 §Firewall: LayerFirewallHTTPError, LayerFirewallRequestError, both
+    """LayerFirewallHTTPError, LayerFirewallRequestError, both
     LayerFirewallException (a LayerSDKException)."""
     client = make_client(firewall_base_url=firewall.url, max_retries=0)
     session_id = str(uuid.uuid4())
@@ -142,7 +146,7 @@ def test_lookup_errors(make_client: MakeClient, firewall: LocalCollector) -> Non
 
 
 def test_lookup_needs_a_firewall_base_url(make_client: MakeClient) -> None:
-    """Issue 14 §Firewall: without firewall_base_url the call says which option is missing;
+    """Without firewall_base_url the call says which option is missing;
     enabling the instrumentation without it fails at init."""
     client = make_client()
     with pytest.raises(LayerMissingRequiredConfigurationError, match="LAYER_FIREWALL_BASE_URL"):
@@ -156,7 +160,7 @@ def test_lookup_needs_a_firewall_base_url(make_client: MakeClient) -> None:
 
 
 def test_a_token_never_goes_to_a_cleartext_firewall() -> None:
-    """Issue 14 §Firewall: with an auth provider, a plain-http firewall on another machine is
+    """With an auth provider, a plain-http firewall on another machine is
     refused at init, naming firewall_base_url, as base_url is."""
     with pytest.raises(LayerMissingRequiredConfigurationError, match="firewall_base_url"):
         Client().init(
@@ -170,7 +174,7 @@ def test_a_token_never_goes_to_a_cleartext_firewall() -> None:
 def test_firewall_base_url_from_the_environment(
     monkeypatch: pytest.MonkeyPatch, make_client: MakeClient, firewall: LocalCollector
 ) -> None:
-    """Issue 14 §Firewall: LAYER_FIREWALL_BASE_URL stands for firewall_base_url."""
+    """LAYER_FIREWALL_BASE_URL stands for firewall_base_url."""
     monkeypatch.setenv("LAYER_FIREWALL_BASE_URL", firewall.url)
     client = make_client()
     assert client.firewall_session_lookup(str(uuid.uuid4())).decision.value == "no_data"
@@ -188,7 +192,7 @@ class _Token(AuthProvider):
 
 
 def test_no_token_in_firewall_errors(make_client: MakeClient, firewall: LocalCollector) -> None:
-    """Issue 14 §Firewall: a firewall echoing our Authorization header leaks no token."""
+    """A firewall echoing our Authorization header leaks no token."""
     client = make_client(firewall_base_url=firewall.url, auth_provider=_Token())
     echo = f'{{"error":"refused Authorization: Bearer {_Token.TOKEN}"}}'.encode()
     firewall.fail_next(1, 403, body=echo)
@@ -205,7 +209,7 @@ def test_no_token_in_firewall_errors(make_client: MakeClient, firewall: LocalCol
 def test_append_action_raises_once_the_block_is_known_and_it_stays(
     make_client: MakeClient, collector: LocalCollector, firewall: LocalCollector
 ) -> None:
-    """Issue 14 §Firewall: append_action raises LayerFirewallSessionBlocked from the cache
+    """Append_action raises LayerFirewallSessionBlocked from the cache
     (refreshed in the background), stores nothing more, and a blocked session stays blocked."""
     client = make_client(
         firewall_base_url=firewall.url, enable_firewall_instrumentation=True, **FAST_REFRESH
@@ -238,7 +242,7 @@ def test_append_action_raises_once_the_block_is_known_and_it_stays(
 def test_without_the_instrumentation_append_action_never_asks(
     make_client: MakeClient, firewall: LocalCollector
 ) -> None:
-    """Issue 14 §Firewall: enable_firewall_instrumentation=False (the default) changes nothing."""
+    """Enable_firewall_instrumentation=False (the default) changes nothing."""
     client = make_client(firewall_base_url=firewall.url, **FAST_REFRESH)
     watched = make_client(
         firewall_base_url=firewall.url, enable_firewall_instrumentation=True, **FAST_REFRESH
@@ -256,7 +260,7 @@ def test_without_the_instrumentation_append_action_never_asks(
 def test_fail_open_when_the_firewall_is_down(
     make_client: MakeClient, firewall: LocalCollector, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Issue 14 §Firewall: fail open by default: calls go on, failures counted and logged once."""
+    """Fail open by default: calls go on, failures counted and logged once."""
     caplog.set_level(logging.WARNING, logger="layer_sdk")
     firewall.stop()
     client = make_client(
@@ -274,7 +278,7 @@ def test_fail_open_when_the_firewall_is_down(
 def test_fail_closed_when_the_firewall_is_down(
     make_client: MakeClient, firewall: LocalCollector
 ) -> None:
-    """Issue 14 §Firewall: firewall_fail_closed=True refuses a session whose look-up failed,
+    """Firewall_fail_closed=True refuses a session whose look-up failed,
     until the firewall answers again."""
     client = make_client(
         firewall_base_url=firewall.url,
@@ -296,7 +300,7 @@ def test_fail_closed_when_the_firewall_is_down(
 def test_a_hung_firewall_costs_one_timeout_per_round(
     make_client: MakeClient, firewall: LocalCollector
 ) -> None:
-    """Issue 14 §Firewall: the first failed look-up ends the refresh round, and (fail closed)
+    """The first failed look-up ends the refresh round, and (fail closed)
     refuses every session of it, instead of one timeout per session."""
     firewall.hang()
     client = make_client(
@@ -318,7 +322,7 @@ def test_a_hung_firewall_costs_one_timeout_per_round(
 def test_a_slow_firewall_never_slows_append_action(
     make_client: MakeClient, firewall: LocalCollector
 ) -> None:
-    """Issue 14 §Firewall: look-ups run off the caller's thread (firewall 2 s per answer)."""
+    """Look-ups run off the caller's thread (firewall 2 s per answer)."""
     firewall.delay = 2.0
     client = make_client(
         firewall_base_url=firewall.url,
@@ -335,7 +339,7 @@ def test_a_slow_firewall_never_slows_append_action(
 
 
 def test_the_cache_is_bounded(make_client: MakeClient, firewall: LocalCollector) -> None:
-    """Issue 14 §Firewall: at most firewall_cache_size sessions tracked (the latest), and as
+    """At most firewall_cache_size sessions tracked (the latest), and as
     many decisions kept."""
     client = make_client(
         firewall_base_url=firewall.url,
@@ -394,7 +398,7 @@ def _blocked_in_child(client: Client, blocked: str, fresh: str) -> Any:
 def test_fork_keeps_the_blocks_and_refreshes_in_the_child(
     make_client: MakeClient, firewall: LocalCollector
 ) -> None:
-    """Issue 14 §Firewall: fork-safe: a forked child knows its parent's blocks and runs its own
+    """Fork-safe: a forked child knows its parent's blocks and runs its own
     refresh thread (new locks, new connections)."""
     client = make_client(
         firewall_base_url=firewall.url, enable_firewall_instrumentation=True, **FAST_REFRESH
@@ -437,7 +441,7 @@ def test_openai_call_is_checked_afresh_before_the_provider(
     openai_server: OpenAIServer,
     decision: str,
 ) -> None:
-    """Issue 14 §Firewall: an instrumented OpenAI call asks the firewall afresh (no refresh
+    """An instrumented OpenAI call asks the firewall afresh (no refresh
     round needed) and, on block, raises before the request reaches the provider."""
     client = make_client(
         firewall_base_url=collector.url,
@@ -460,7 +464,7 @@ def test_openai_call_is_checked_afresh_before_the_provider(
 def test_an_async_anthropic_stream_helper_is_blocked_when_entered(
     make_client: MakeClient, collector: LocalCollector
 ) -> None:
-    """Issue 14 §Firewall (with issue 13): ``async with messages.stream(...)`` asks the
+    """``async with messages.stream(...)`` asks the
     firewall as it is entered, where the request would be sent, and is refused there;
     the request ``stream()`` prepared is discarded cleanly."""
     import asyncio
@@ -494,7 +498,7 @@ def test_an_async_anthropic_stream_helper_is_blocked_when_entered(
 def test_async_openai_call_is_blocked_before_the_provider(
     make_client: MakeClient, collector: LocalCollector, openai_server: OpenAIServer
 ) -> None:
-    """Issue 14 §Firewall: the async client is checked at the same point (one call site)."""
+    """The async client is checked at the same point (one call site)."""
     import asyncio
 
     import openai
@@ -520,7 +524,7 @@ def test_async_openai_call_is_blocked_before_the_provider(
 def test_an_async_call_waits_for_the_firewall_without_holding_up_the_event_loop(
     make_client: MakeClient, firewall: LocalCollector, openai_server: OpenAIServer, shape: str
 ) -> None:
-    """Issue 14 §Firewall: in an async call the fresh check is awaited on a worker thread:
+    """In an async call the fresh check is awaited on a worker thread:
     other tasks of the event loop run while a slow firewall answers, and the call goes on."""
     import asyncio
 
@@ -585,7 +589,7 @@ def test_an_async_call_waits_for_the_firewall_without_holding_up_the_event_loop(
 def test_anthropic_call_is_blocked_before_the_provider(
     make_client: MakeClient, collector: LocalCollector, shape: str
 ) -> None:
-    """Issue 14 §Firewall (with issue 13): an instrumented Anthropic call, the ``.stream()``
+    """An instrumented Anthropic call, the ``.stream()``
     helper included, is checked at the same point and refused before the provider."""
     import anthropic
 
@@ -620,7 +624,7 @@ def test_a_block_learnt_while_a_stream_runs_refuses_its_output_as_a_block(
     openai_server: OpenAIServer,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Issue 14 §Firewall: a session blocked while an instrumented stream runs (the firewall
+    """A session blocked while an instrumented stream runs (the firewall
     saw its prompt) takes no more actions: the stream's output is refused like any other
     action, counted and logged as a refusal, not as a failure of the instrumentation, and
     the caller's stream is unchanged."""
@@ -675,6 +679,25 @@ ODD_BLOCKS = {
     ),
     "a context that is a string": (b'{"decision":"block","context":"no-secrets"}', []),
     "a numeric session_id": (b'{"session_id":7,"decision":"block","context":null}', []),
+    "a policy id out of range": (
+        b'{"decision":"block","context":{"violated_policies":[{"id":1e400,"name":"pii"}]}}',
+        [],
+    ),
+    "a context nested deeper than a decoder goes": (
+        b'{"decision":"block","context":{"violated_policies":['
+        + b"[" * 5000
+        + b"]" * 5000
+        + b"]}}",
+        [],
+    ),
+    "the decision after a deeply nested context": (
+        b'{"context":{"violated_policies":[{"id":1,"x":'
+        + b'{"a":' * 5000
+        + b"1"
+        + b"}" * 5000
+        + b'}]},"decision":"block"}',
+        [],
+    ),
 }
 
 
@@ -709,6 +732,58 @@ def test_a_block_whose_context_is_not_our_schema_still_blocks(
     assert read == policies
 
 
+JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+    | st.text(alphabet='[]{}"\\,: \n\u00e9\u2028')  # the characters a scanner may trip on
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=500, deadline=None, derandomize=True)
+@given(JSON_VALUES, st.sampled_from([None, 0, 2]), st.booleans())
+def test_the_top_level_of_an_answer_reads_as_msgspec_reads_it_with_nesting_left_out(
+    value: object, indent: int | None, ensure_ascii: bool
+) -> None:
+    """What an answer too deep to decode is read as: its top level exactly as msgspec decodes
+    it, each array or object nested in it read as null."""
+    document = json.dumps(value, indent=indent, ensure_ascii=ensure_ascii).encode()
+    decoded = msgspec.json.decode(document)
+
+    def shallow(item: object) -> object:
+        return None if isinstance(item, (list, dict)) else item
+
+    if isinstance(decoded, dict):
+        expected: object = {key: shallow(item) for key, item in decoded.items()}
+    elif isinstance(decoded, list):
+        expected = [shallow(item) for item in decoded]
+    else:
+        expected = decoded
+    flat = top_level(document)
+    assert flat is not None
+    assert msgspec.json.decode(flat) == expected
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        b'{"decision":"block","context":[[]',
+        b'{"a":1}}',
+        b"][",
+        b'{"decision":"block","context":["[' + b'\\"' * 1000,  # a string left open
+    ],
+)
+def test_unbalanced_brackets_have_no_top_level(document: bytes) -> None:
+    assert top_level(document) is None
+
+
 @pytest.mark.parametrize("fail_closed", [False, True])
 def test_openai_call_with_a_slow_firewall(
     make_client: MakeClient,
@@ -716,7 +791,7 @@ def test_openai_call_with_a_slow_firewall(
     openai_server: OpenAIServer,
     fail_closed: bool,
 ) -> None:
-    """Issue 14 §Firewall: a fresh check waits firewall_check_timeout at most, then the call
+    """A fresh check waits firewall_check_timeout at most, then the call
     goes on (fail open, counted) or is refused before the provider (fail closed)."""
     firewall.delay = 3.0
     client = make_client(
@@ -900,7 +975,7 @@ def test_many_async_calls_wait_about_the_check_timeout_and_leave_the_apps_execut
 
 
 def test_collector_firewall_endpoint_is_strict(collector: LocalCollector) -> None:
-    """Issue 14 §Firewall: the collector validates what a test sets and what is asked."""
+    """The collector validates what a test sets and what is asked."""
     with pytest.raises(ValueError, match="decision must be one of"):
         collector.set_firewall_decision(str(uuid.uuid4()), "deny")
     with pytest.raises(msgspec.ValidationError, match=r"\$\[0\].id"):

@@ -248,7 +248,7 @@ def test_a_proxy_in_the_environment_routes_through_requests(
     client.shutdown(0)
 
 
-# -- Issue 10 §2: the default HTTP client, to the standard of a maintained library --
+# -- The default HTTP client, to the standard of a maintained library --
 
 OK_EMPTY = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 
@@ -269,7 +269,7 @@ def closed_by_client(conn: socket.socket, timeout: float = 5.0) -> bool:
 def test_an_answer_over_the_cap_is_refused_before_its_body_is_read(
     serve: Callable[..., RawServer],
 ) -> None:
-    """Issue 10 §2, answer cap: a huge Content-Length is refused at once, the connection closed."""
+    """A huge Content-Length is refused at once, the connection closed."""
     closed = threading.Event()
 
     def answer(conn: socket.socket, request: bytes) -> bool:
@@ -286,7 +286,7 @@ def test_an_answer_over_the_cap_is_refused_before_its_body_is_read(
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked", "until-close"])
 def test_answers_are_capped_in_every_framing(serve: Callable[..., RawServer], framing: str) -> None:
-    """Issue 10 §2, answer cap: a body one byte over MAX_ANSWER_BYTES is refused; at it, read."""
+    """A body one byte over MAX_ANSWER_BYTES is refused; at it, read."""
     cap = _http.MAX_ANSWER_BYTES
 
     def framed(size: int) -> bytes:
@@ -315,7 +315,7 @@ def test_answers_are_capped_in_every_framing(serve: Callable[..., RawServer], fr
 
 
 def test_a_body_arriving_in_many_pieces_is_read_whole(serve: Callable[..., RawServer]) -> None:
-    """Issue 10 §2, answer cap: a body of exactly the cap, in 256 pieces, is read whole."""
+    """A body of exactly the cap, in 256 pieces, is read whole."""
 
     def answer(conn: socket.socket, request: bytes) -> bool:
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n")
@@ -331,7 +331,7 @@ def test_a_body_arriving_in_many_pieces_is_read_whole(serve: Callable[..., RawSe
 def test_the_head_limit_applies_at_its_stated_size(
     serve: Callable[..., RawServer], over: int
 ) -> None:
-    """Issue 10 §2, framing: a head of MAX_HEAD_BYTES is read, one byte more is refused."""
+    """A head of MAX_HEAD_BYTES is read, one byte more is refused."""
     start = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Pad: "
     pad = _http.MAX_HEAD_BYTES - len(start) - 4 + over
     head = start + b"p" * pad + b"\r\n\r\n"
@@ -361,7 +361,7 @@ def drip(stop: threading.Event, first: bytes = b"HTTP/1.1 200 OK\r\nX-Slow: ") -
 def test_a_request_larger_than_the_socket_buffers_is_sent_whole(
     serve: Callable[..., RawServer],
 ) -> None:
-    """Issue 10 §2, deadline: the non-blocking send waits for room, and sends every byte."""
+    """The non-blocking send waits for room, and sends every byte."""
     server = serve(reply(OK_EMPTY))
     body = bytes(range(256)) * 32768  # 8 MiB: many times what the kernel buffers
     assert pool_for(server).post("/", body, {}).status == 200
@@ -369,7 +369,7 @@ def test_a_request_larger_than_the_socket_buffers_is_sent_whole(
 
 
 def test_a_server_that_stops_reading_cannot_hold_the_send_past_the_timeout() -> None:
-    """Issue 10 §2, deadline: sending is within the deadline too."""
+    """Sending is within the deadline too."""
     listener = socket.create_server(("127.0.0.1", 0))  # accepts, never reads
     pool = ConnectionPool(f"http://127.0.0.1:{listener.getsockname()[1]}", 0.3, 1)
     started = time.monotonic()
@@ -384,7 +384,7 @@ def test_a_server_that_stops_reading_cannot_hold_the_send_past_the_timeout() -> 
 def test_a_dripping_server_cannot_hold_an_attempt_past_the_timeout(
     serve: Callable[..., RawServer],
 ) -> None:
-    """Issue 10 §2, deadline: one byte every 20 ms; the attempt still ends at its 0.3 s timeout."""
+    """One byte every 20 ms; the attempt still ends at its 0.3 s timeout."""
     stop = threading.Event()
     server = serve(drip(stop))
     pool = ConnectionPool(f"http://127.0.0.1:{server.port}", timeout=0.3, max_idle=1)
@@ -398,7 +398,7 @@ def test_a_dripping_server_cannot_hold_an_attempt_past_the_timeout(
 
 
 def test_a_dripping_server_cannot_hold_a_sync_call(serve: Callable[..., RawServer]) -> None:
-    """Issue 10 §2, deadline: a sync=True call raises LayerRequestError within http_timeout."""
+    """A sync=True call raises LayerRequestError within http_timeout."""
     stop = threading.Event()
     server = serve(drip(stop))
     client = Client()
@@ -419,7 +419,7 @@ def test_a_dripping_server_cannot_hold_a_sync_call(serve: Callable[..., RawServe
 
 
 def test_an_https_server_that_never_finishes_the_handshake_times_out() -> None:
-    """Issue 10 §2, deadline: connecting and the TLS handshake are within the same deadline."""
+    """Connecting and the TLS handshake are within the same deadline."""
     listener = socket.create_server(("127.0.0.1", 0))  # accepts, then never speaks TLS
     pool = ConnectionPool(f"https://127.0.0.1:{listener.getsockname()[1]}", 0.3, 1)
     started = time.monotonic()
@@ -434,7 +434,7 @@ def test_an_https_server_that_never_finishes_the_handshake_times_out() -> None:
 def test_bytes_left_after_an_answer_are_never_read_as_the_next_answer(
     serve: Callable[..., RawServer],
 ) -> None:
-    """Issue 10 §2, stale connection: a stray answer in the same read spoils the connection."""
+    """A stray answer in the same read spoils the connection."""
     answers = iter([OK_EMPTY + OK_EMPTY, b"HTTP/1.1 400 Bad\r\nContent-Length: 0\r\n\r\n"])
     server = serve(lambda conn, request: conn.sendall(next(answers)) or True)
     pool = pool_for(server)
@@ -446,7 +446,7 @@ def test_bytes_left_after_an_answer_are_never_read_as_the_next_answer(
 def test_an_idle_connection_the_server_wrote_to_is_not_reused(
     serve: Callable[..., RawServer],
 ) -> None:
-    """Issue 10 §2, stale connection: bytes that arrive while idle make the connection unusable."""
+    """Bytes that arrive while idle make the connection unusable."""
     stray_sent = threading.Event()
     bad = b"HTTP/1.1 400 Bad\r\nContent-Length: 0\r\n\r\n"
 
@@ -504,7 +504,7 @@ MALFORMED = {
 
 @pytest.mark.parametrize("raw", MALFORMED.values(), ids=MALFORMED.keys())
 def test_lenient_framing_is_refused(serve: Callable[..., RawServer], raw: bytes) -> None:
-    """Issue 10 §2, framing: what RFC 9112 forbids (or lets us refuse) is a ProtocolError."""
+    """What RFC 9112 forbids (or lets us refuse) is a ProtocolError."""
     server = serve(reply(raw, keep=False))
     with pytest.raises(ProtocolError):
         pool_for(server).post("/", b"", {})
@@ -535,13 +535,13 @@ ACCEPTED = {
 def test_strict_framing_still_accepts_what_rfc_9112_allows(
     serve: Callable[..., RawServer], raw: bytes, body: bytes
 ) -> None:
-    """Issue 10 §2, framing: strict, not stricter than RFC 9112 where nothing is at stake."""
+    """Strict, not stricter than RFC 9112 where nothing is at stake."""
     server = serve(reply(raw))
     assert pool_for(server).post("/", b"", {}).body == body
 
 
 def test_repeated_fields_are_joined_in_order(serve: Callable[..., RawServer]) -> None:
-    """Issue 10 §2, framing: repeated fields are not lost (RFC 9110 §5.3)."""
+    """Repeated fields are not lost (RFC 9110 §5.3)."""
     server = serve(reply(b"HTTP/1.1 200 OK\r\nX-A: 1\r\nx-a: 2\r\nContent-Length: 0\r\n\r\n"))
     assert pool_for(server).post("/", b"", {}).headers["x-a"] == "1, 2"
 
@@ -652,7 +652,7 @@ def test_tls_failures_say_which(
     trusted: str | None,
     words: str,
 ) -> None:
-    """Issue 10 §2, TLS: the error says self-signed, wrong host, expired or unknown CA."""
+    """The error says self-signed, wrong host, expired or unknown CA."""
     pair = certificate if served == "self_signed" else getattr(certificates, served)
     trust(monkeypatch, "SSL_CERT_FILE", certificates.ca if trusted else None)
     server = serve(reply(OK_EMPTY), tls=tls_server(pair))
@@ -664,7 +664,7 @@ def test_tls_failures_say_which(
 
 
 def test_https_to_a_plain_http_port_says_so() -> None:
-    """Issue 10 §2, TLS: a handshake that fails (not a certificate) is named as such."""
+    """A handshake that fails (not a certificate) is named as such."""
     listener = socket.create_server(("127.0.0.1", 0))
 
     def plain_http() -> None:  # answers the TLS hello in plain HTTP, as a plain port would
@@ -685,7 +685,7 @@ def test_https_to_a_plain_http_port_says_so() -> None:
 def test_a_trust_store_variable_naming_nothing_is_refused_at_init(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """Issue 10 §2, TLS: SSL_CERT_FILE naming a missing file is a ValueError that names it."""
+    """SSL_CERT_FILE naming a missing file is a ValueError that names it."""
     trust(monkeypatch, "SSL_CERT_FILE", tmp_path / "missing.pem")
     with pytest.raises(ValueError, match="SSL_CERT_FILE"):
         Client().init(base_url="https://layer.example.com", application_id=APP_ID)
@@ -710,7 +710,7 @@ def test_one_trust_store_for_the_api_and_the_token_endpoint(
     monkeypatch: pytest.MonkeyPatch,
     variable: str,
 ) -> None:
-    """Issue 10 §2, TLS: a CA trusted through the environment works for API and token alike."""
+    """A CA trusted through the environment works for API and token alike."""
     trust(
         monkeypatch,
         variable,
@@ -769,7 +769,7 @@ def test_the_proxy_path_trusts_the_same_store(
     certificates: Certificates,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Issue 10 §2, TLS: through an HTTPS proxy, the API is verified against the same CAs."""
+    """Through an HTTPS proxy, the API is verified against the same CAs."""
     trust(monkeypatch, "SSL_CERT_FILE", certificates.ca)
     api = serve(json_reply(SESSION_ANSWER), tls=tls_server(certificates.leaf))
     proxy = ConnectProxy()
@@ -790,7 +790,7 @@ def test_the_proxy_path_trusts_the_same_store(
 def test_tls_connections_are_kept_alive_and_checked_before_reuse(
     serve: Callable[..., RawServer], certificates: Certificates, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue 10 §2, stale connection: over TLS (session tickets are not stray bytes) as well."""
+    """Over TLS (session tickets are not stray bytes) as well."""
     trust(monkeypatch, "SSL_CERT_FILE", certificates.ca)
     answers = iter([OK_EMPTY, OK_EMPTY, OK_EMPTY + OK_EMPTY])
     server = serve(
@@ -823,13 +823,13 @@ def test_tls_connections_are_kept_alive_and_checked_before_reuse(
     ],
 )
 def test_a_base_url_that_would_corrupt_the_request_line_is_refused_at_init(url: str) -> None:
-    """Issue 10 §2, base_url: query, fragment, whitespace, control characters: ValueError."""
+    """Query, fragment, whitespace, control characters: ValueError."""
     with pytest.raises(ValueError, match="base_url"):
         Client().init(base_url=url, application_id=APP_ID)
 
 
 def test_userinfo_in_base_url_is_never_sent(serve: Callable[..., RawServer]) -> None:
-    """Issue 10 §2, base_url: user:password@ stays out of the request line and Host header."""
+    """User:password@ stays out of the request line and Host header."""
     server = serve(json_reply(SESSION_ANSWER))
     client = Client()
     client.init(base_url=f"http://user:s3cret@127.0.0.1:{server.port}/api/", application_id=APP_ID)
@@ -851,7 +851,7 @@ def test_userinfo_in_base_url_is_never_sent(serve: Callable[..., RawServer]) -> 
 def test_the_requests_path_never_follows_redirects(
     serve: Callable[..., RawServer], make_client: Callable[..., Client], status: bytes
 ) -> None:
-    """Issue 10 §2, redirects: a user's http_session never re-posts elsewhere; 3xx fails."""
+    """A user's http_session never re-posts elsewhere; 3xx fails."""
     elsewhere = serve(json_reply(SESSION_ANSWER))
     redirect = (
         b"HTTP/1.1 %s\r\nLocation: http://127.0.0.1:%d/v1/sessions\r\nContent-Length: 0\r\n\r\n"
@@ -873,7 +873,7 @@ def test_the_requests_path_never_follows_redirects(
 def test_the_sdk_s_own_client_fails_a_3xx_without_retrying(
     serve: Callable[..., RawServer], make_client: Callable[..., Client]
 ) -> None:
-    """Issue 10 §2, redirects: on the default path a 3xx is a LayerHTTPError, sent once."""
+    """On the default path a 3xx is a LayerHTTPError, sent once."""
     api = serve(
         reply(b"HTTP/1.1 308 Permanent Redirect\r\nLocation: /x\r\nContent-Length: 0\r\n\r\n")
     )
@@ -886,7 +886,7 @@ def test_the_sdk_s_own_client_fails_a_3xx_without_retrying(
 
 @pytest.mark.parametrize("framing", ["content-length", "until-close"])
 def test_the_requests_path_caps_answers_too(serve: Callable[..., RawServer], framing: str) -> None:
-    """Issue 10 §2, answer cap: through requests as well, a huge answer is refused."""
+    """Through requests as well, a huge answer is refused."""
     big = b"z" * (2 * 1024 * 1024)
     if framing == "content-length":
         answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(big), big)
@@ -899,7 +899,7 @@ def test_the_requests_path_caps_answers_too(serve: Callable[..., RawServer], fra
 
 
 def test_the_requests_path_still_keeps_connections_alive(serve: Callable[..., RawServer]) -> None:
-    """Issue 10 §2, answer cap: reading answers up to the cap still returns the connection."""
+    """Reading answers up to the cap still returns the connection."""
     server = serve(json_reply(SESSION_ANSWER))
     url = f"http://127.0.0.1:{server.port}"
     backend = RequestsBackend(requests.Session(), 2.0)

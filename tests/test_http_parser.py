@@ -1,4 +1,4 @@
-"""Issue 10 §2, differential fuzz: our answer parser against h11's, answer by answer.
+"""Our answer parser against h11's, answer by answer.
 
 Hypothesis builds answers from a grammar of valid pieces (interim 1xx answers,
 status lines, fields, bodies framed by Content-Length, chunks with extensions
@@ -366,12 +366,12 @@ def mutated_answers(draw: st.DrawFn) -> bytes:
 @example(b"HTTP/1.1 200 OK\nContent-Length: 1\n\nx")
 @example(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXY0\r\n\r\n")
 def test_our_parser_agrees_with_h11(raw: bytes) -> None:
-    """Issue 10 §2, differential fuzz: both accept alike, or both refuse (bar DELIBERATE)."""
+    """Both accept alike, or both refuse (bar DELIBERATE)."""
     compare(raw)
 
 
 def test_the_grammar_makes_both_kinds() -> None:
-    """Issue 10 §2, differential fuzz: the generated answers are accepted and refused both.
+    """The generated answers are accepted and refused both.
 
     A grammar that only produced refusals (or only clean answers) would make the
     comparison above pass without testing anything.

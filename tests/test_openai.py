@@ -532,7 +532,7 @@ def test_a_stream_is_returned_as_openais_own_class(
     collector: LocalCollector,
     server: OpenAIServer,
 ) -> None:
-    """Issue 10, stream type: ``type(stream) is openai.Stream`` (``AsyncStream``), SDK on or off.
+    """``type(stream) is openai.Stream`` (``AsyncStream``), SDK on or off.
 
     The stream is observed, not replaced by a subclass; closing it early
     still ends its record (see the tests of broken-off streams below).
@@ -770,7 +770,7 @@ def test_a_responses_stream_broken_off_early_keeps_the_text_received(
 def test_a_responses_stream_error_event_is_recorded_without_a_code(
     mode: str, layer: Client, collector: LocalCollector, server: OpenAIServer
 ) -> None:
-    """Issue 10, OpenAI error code: an ``error`` event's own code is a detail, never ``code``."""
+    """An ``error`` event's own code is a detail, never ``code``."""
     needs_responses()
 
     def call(c: Any) -> Any:
@@ -826,7 +826,7 @@ def test_a_stream_that_fails_midway_records_its_error(
     assert str(raised.value) == str(bare.value)
     output = one(actions_of(layer, collector, session_id, 2), "completion_output")
     assert output["attributes"]["incomplete"] is True
-    # Issue 10, OpenAI error code: the stream's HTTP status was 200; its error has no code.
+    # The stream's HTTP status was 200; its error has no code.
     assert "code" not in output["error"]
     details = check_error(output["error"])
     assert details["type"] == type(bare.value).__name__
@@ -949,7 +949,7 @@ def test_an_api_error_is_recorded_with_its_http_status_as_code(
     collector: LocalCollector,
     server: OpenAIServer,
 ) -> None:
-    """Issue 10, OpenAI error code: ``code`` is the HTTP status; class and OpenAI code in details.
+    """``code`` is the HTTP status; class and OpenAI code in details.
 
     The API takes an integer ``code`` only: a class name there got the whole
     session refused. OpenAI's own ``code`` may be a str, an int or null.
@@ -1001,11 +1001,46 @@ def test_a_refusal_that_quotes_the_api_key_is_recorded_without_it(
     assert API_KEY[8:20] not in recorded and API_KEY[-12:] not in recorded
 
 
+#: An API key of no shape a pattern knows (a gateway's own): only its value can mask it.
+GATEWAY_KEY = "team-gateway-key-7Hq2xK9pLm4Nv8Rw"
+
+
+@pytest.mark.parametrize(
+    "model, stream",
+    [("stream-error-key-plain", True), ("failed-key-plain", True), ("failed-key-plain", False)],
+    ids=["error event", "response.failed", "failed response"],
+)
+@pytest.mark.parametrize("mode", MODES)
+def test_a_responses_failure_quoting_the_api_key_is_recorded_without_it(
+    mode: str,
+    model: str,
+    stream: bool,
+    layer: Client,
+    collector: LocalCollector,
+    server: OpenAIServer,
+) -> None:
+    """The Responses API tells of a failure without raising: a stream's ``error`` event, a
+    stream ending in ``response.failed``, a response whose status is ``failed``. Its text
+    quoting the client's API key is recorded with the key masked, as a refusal's is."""
+    needs_responses()
+
+    def call(c: Any) -> Any:
+        created = c.responses.create(model=model, input="Hello", stream=stream)
+        return then(mode, created, lambda s: drain(mode, s)) if stream else created
+
+    with layer.session_context() as session_id:
+        perform(mode, server, call, api_key=GATEWAY_KEY)
+    output = one(actions_of(layer, collector, session_id, 2), "completion_output")
+    assert output["error"]["message"] == "the key <redacted> was revoked on 2024-01-01"
+    check_error(output["error"])
+    assert GATEWAY_KEY not in json.dumps(collector.actions())
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_failed_embeddings_and_moderations_are_recorded(
     mode: str, layer: Client, collector: LocalCollector, server: OpenAIServer
 ) -> None:
-    """Issue 10, OpenAI error code: embeddings and moderations errors carry the HTTP status too."""
+    """Embeddings and moderations errors carry the HTTP status too."""
     with layer.session_context() as session_id:
         with pytest.raises(openai.InternalServerError):
             perform(mode, server, lambda c: c.embeddings.create(model="fail-500", input="x"))
@@ -1023,7 +1058,7 @@ def test_failed_embeddings_and_moderations_are_recorded(
 def test_a_connection_error_is_recorded_without_a_code(
     mode: str, layer: Client, collector: LocalCollector
 ) -> None:
-    """Issue 10, OpenAI error code: no HTTP status, no ``code``; the class in details."""
+    """No HTTP status, no ``code``; the class in details."""
     with OpenAIServer() as stopped:
         gone: Any = SimpleNamespace(url=stopped.url)
     with layer.session_context() as session_id, pytest.raises(openai.APIConnectionError):
@@ -1061,7 +1096,7 @@ def test_a_failure_inside_the_instrumentation_never_reaches_the_caller(
 ) -> None:
     """A bug of ours, sync or async, plain or streamed: the caller gets the same results;
     each kind of failure is logged once as a warning; what could be recorded was.
-    (Issue 12: the async twin asserts what the sync one does.)"""
+    (The async twin asserts what the sync one does.)"""
     methods, warned, prompts, outputs = BREAKAGES[broken]
     break_on_purpose(monkeypatch, methods)
 

@@ -279,6 +279,37 @@ def test_a_failed_call_has_its_error_on_the_output(traced: Traced) -> None:
     assert "content_recorded" not in output["attributes"]  # the prompt had content
 
 
+#: API keys as each provider's look (made-up ones).
+PROVIDER_KEYS = [
+    "sk-proj-Zq8xT3vK9mR2wL5nB7cJ4hF6gD1sA0pEu8Yt",
+    "sk-ant-api03-Zq8xT3vK9mR2wL5nB7cJ4hF6gD1sA0pEu8Yt",
+    "AIzaSyZq8xT3vK9mR2wL5nB7cJ4hF6gD1sA0pEu",
+]
+
+
+@pytest.mark.parametrize("key", PROVIDER_KEYS)
+def test_a_failed_call_whose_error_quotes_an_api_key_is_recorded_without_it(
+    traced: Traced, key: str
+) -> None:
+    """A span's error text quoting the key its call was refused with: the provider's client
+    is not known here, so the key is masked by its shape."""
+    refusal = f"Error code: 401 - Incorrect API key provided: {key}."
+    traced.span(
+        "chat",
+        {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m", "error.type": "401"},
+        events=[
+            ("exception", {"exception.type": f"AuthError({key})", "exception.message": refusal})
+        ],
+        error=refusal,
+    )
+    _, output = traced.actions(2)
+    assert output["error"] == {
+        "message": "Error code: 401 - Incorrect API key provided: <redacted>.",
+        "code": 401,
+        "details": {"type": "401", "exception.type": "AuthError(<redacted>)"},
+    }
+
+
 @pytest.mark.parametrize(
     ("attributes", "status", "expected"),
     [

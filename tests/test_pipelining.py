@@ -1,4 +1,4 @@
-"""Long sessions (issue 11): a session's actions are pipelined on one connection, in order.
+"""Long sessions: a session's actions are pipelined on one connection, in order.
 
 A session the server already knows gets its waiting actions written on one
 kept-alive connection before their answers are read (HTTP/1.1 pipelining), so
@@ -48,7 +48,7 @@ def overlapping(collector: LocalCollector) -> int:
 def test_a_long_session_reaches_the_server_in_append_order(
     make_client: MakeClient, collector: LocalCollector
 ) -> None:
-    """Issue 11: pipelined, and in the order appended."""
+    """Pipelined, and in the order appended."""
     client = make_client()
     collector.delay = 0.02
     session_id = long_session(client, 600)
@@ -61,7 +61,7 @@ def test_a_long_session_reaches_the_server_in_append_order(
 
 
 def test_pipelining_can_be_turned_off(make_client: MakeClient, collector: LocalCollector) -> None:
-    """Issue 11: ``max_pipelined_requests=1`` sends one action per round trip, as before."""
+    """``max_pipelined_requests=1`` sends one action per round trip, as before."""
     client = make_client(max_pipelined_requests=1)
     collector.delay = 0.02
     session_id = long_session(client, 20)
@@ -73,7 +73,7 @@ def test_pipelining_can_be_turned_off(make_client: MakeClient, collector: LocalC
 def test_a_pipeline_broken_midway_resends_the_rest_with_the_same_request_ids(
     make_client: MakeClient, collector: LocalCollector
 ) -> None:
-    """Issue 11: the connection closes after some answers; the unanswered rest is sent
+    """The connection closes after some answers; the unanswered rest is sent
     again with the same request IDs (the server can drop duplicates); none is lost."""
     client = make_client()
     session_id = long_session(client, 50)
@@ -91,7 +91,7 @@ def test_a_pipeline_broken_midway_resends_the_rest_with_the_same_request_ids(
 def test_a_4xx_in_the_middle_of_a_pipeline_fails_only_that_action(
     make_client: MakeClient, collector: LocalCollector
 ) -> None:
-    """Issue 11: a refused action fails alone; those after it are delivered, in order."""
+    """A refused action fails alone; those after it are delivered, in order."""
     client = make_client()
     session_id = long_session(client, 30)
     collector.fail_next(1, 400, matching=b'"n":10}')
@@ -105,7 +105,7 @@ def test_a_4xx_in_the_middle_of_a_pipeline_fails_only_that_action(
 def test_a_5xx_in_the_middle_of_a_pipeline_is_retried_and_delivered_once(
     make_client: MakeClient, collector: LocalCollector
 ) -> None:
-    """Issue 11: the server answered the actions after it already, so the retried one
+    """The server answered the actions after it already, so the retried one
     arrives after them (the trade-off of pipelining); every action arrives exactly once."""
     client = make_client()
     session_id = long_session(client, 30)
@@ -167,7 +167,7 @@ def test_a_server_that_refuses_pipelining_gets_one_request_at_a_time(
     collector: LocalCollector,
     one_per_connection: NoPipelining,
 ) -> None:
-    """Issue 11: a server that closes after each answer: the SDK falls back to one
+    """A server that closes after each answer: the SDK falls back to one
     request per round trip, and everything arrives once, in order."""
     client = make_client(base_url=one_per_connection.url)
     session_id = long_session(client, 40)
@@ -182,7 +182,7 @@ def test_a_server_that_refuses_pipelining_gets_one_request_at_a_time(
 def test_a_server_that_drops_pipelined_requests_gets_one_request_at_a_time(
     make_client: MakeClient, collector: LocalCollector
 ) -> None:
-    """Issue 11: a server that answers the first request of a pipeline and drops the
+    """A server that answers the first request of a pipeline and drops the
     others: after one http_timeout the SDK stops pipelining, and everything arrives
     once, in order."""
     server = NoPipelining(collector, close=False)
@@ -197,7 +197,7 @@ def test_a_server_that_drops_pipelined_requests_gets_one_request_at_a_time(
 
 
 def test_answers_that_fill_the_socket_do_not_stall_a_pipeline_being_written() -> None:
-    """Issue 11: a server that writes each answer before it reads the next request stops
+    """A server that writes each answer before it reads the next request stops
     reading when its answers are not read; the client reads while it writes."""
     from layer_sdk._export._http import ConnectionPool
 

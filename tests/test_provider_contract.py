@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
+import json
 import logging
 import re
 from collections.abc import Callable, Iterator
@@ -271,6 +272,43 @@ def test_a_stream_cut_off_midway_records_its_error_once(
     assert text_content(output) != ""
 
 
+#: An API key of no shape a pattern knows (a gateway's own, say): only its value can mask it.
+GATEWAY_KEY = "team-gateway-key-7Hq2xK9pLm4Nv8Rw"
+
+
+@pytest.mark.parametrize("path", ["refusal", "stream error"])
+@pytest.mark.parametrize("mode", MODES)
+def test_provider_text_quoting_the_api_key_is_recorded_without_it(
+    mode: str, path: str, adapter: Adapter, layer: Client, collector: LocalCollector, server: Any
+) -> None:
+    """A refusal of the call, or an error event in the middle of its stream, that quotes the
+    client's API key: the caller's exception keeps it; what Layer records has it masked.
+    (An older google-genai reads an error in the middle of a stream as a piece without
+    text, and raises nothing: then nothing is recorded of it either.)"""
+
+    def call(c: Any) -> Any:
+        if path == "refusal":
+            return adapter.complete(c, model="refuse-key-plain")
+        return then(
+            mode, adapter.stream(c, model="stream-error-key-plain"), lambda s: drain(mode, s)
+        )
+
+    told: list[Exception] = []
+    with layer.session_context() as sid:
+        try:
+            adapter.perform(mode, server, call, api_key=GATEWAY_KEY)
+        except Exception as exc:
+            told.append(exc)
+    gc.collect()
+    output = one(actions_of(layer, collector, sid, 2), "completion_output")
+    if told or path == "refusal":
+        assert GATEWAY_KEY in str(told[0])  # the caller's exception is unchanged
+        assert "the key <redacted> was revoked" in output["error"]["message"]
+    else:
+        assert "error" not in output
+    assert GATEWAY_KEY not in json.dumps(collector.actions())
+
+
 # -- which session --------------------------------------------------------------------------------
 
 
@@ -403,6 +441,37 @@ def test_a_generator_that_raises_reaches_the_provider_and_its_exception_the_call
     with pytest.raises(BrokenSource, match="second message"):
         adapter.perform("sync", server, lambda c: adapter.with_messages(c, broken()))
     assert server.requests == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_call_whose_one_shot_argument_raises_as_it_is_read_records_nothing(
+    mode: str, adapter: Adapter, layer: Client, collector: LocalCollector, server: Any
+) -> None:
+    """The caller's generator of its prompt raises while the provider builds the request:
+    no request is made, and nothing is recorded (no prompt, no session), as when the
+    caller's code fails building a list before the call. The caller gets an exception:
+    the generator's own, or (google-genai) the provider's for the prompt it lacks."""
+
+    def broken() -> Any:
+        yield "one"
+        raise BrokenSource("the second text could not be read")
+
+    with pytest.raises(Exception) as raised:  # a call of no session: it would get its own
+        adapter.perform(mode, server, lambda c: adapter.from_texts(c, broken()))
+    assert not isinstance(raised.value, AssertionError)
+    assert server.requests == []
+    assert layer.flush(5)
+    assert layer.stats().enqueued == 0
+    assert (collector.sessions, collector.actions()) == ([], [])
+
+    adapter.perform(mode, server, lambda c: adapter.from_texts(c, iter(["one", "two"])))
+    assert len(server.requests) == 1  # the same call, its texts all read: recorded
+    assert layer.flush(5)
+    assert len(collector.sessions) == 1
+    assert sorted(a["kind"] for a in collector.actions()) == [
+        "completion_output",
+        "completion_prompt",
+    ]
 
 
 # -- the firewall ------------------------------------------------------------------------------

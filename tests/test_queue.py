@@ -1,4 +1,4 @@
-"""ExportQueue on its own: no threads, no sockets (issue 12 §2).
+"""ExportQueue on its own: no threads, no sockets.
 
 The unit tests pin one behaviour each. ``QueueModel`` then lets hypothesis
 interleave everything a caller and the senders can do (put, take, complete,
@@ -32,6 +32,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from layer_sdk._export._event import Event
 from layer_sdk._export._losses import (
     INTERNAL_ERROR,
     QUEUE_FULL,
@@ -41,7 +42,7 @@ from layer_sdk._export._losses import (
     SHUTDOWN,
     TOO_LARGE,
 )
-from layer_sdk._export._queue import AGAIN, EVENT_OVERHEAD, Event, ExportQueue, Put, Request
+from layer_sdk._export._queue import AGAIN, EVENT_OVERHEAD, ExportQueue, Put, Request
 from layer_sdk._schemas import SESSIONS_PATH, actions_path, session_body
 
 from .helpers import wait_until
@@ -104,7 +105,7 @@ def numbers(request: Request) -> list[int]:
 
 
 def test_the_count_bound_covers_events_in_flight() -> None:
-    """Issue 12 §2: max_events counts every unresolved event, sent or not."""
+    """Max_events counts every unresolved event, sent or not."""
     queue, losses = make_queue(max_events=3)
     assert all(queue.put(action("s", n)) in ACCEPTED for n in range(3))
     assert queue.put(action("s", 3)) is Put.DROPPED
@@ -119,7 +120,7 @@ def test_the_count_bound_covers_events_in_flight() -> None:
 
 
 def test_the_byte_bound_counts_each_event_s_overhead_and_covers_events_in_flight() -> None:
-    """Issue 12 §2: an event costs its bytes plus EVENT_OVERHEAD; one that fits exactly
+    """An event costs its bytes plus EVENT_OVERHEAD; one that fits exactly
     is accepted, one byte more is refused, and sending does not free the bytes."""
     queue, losses = make_queue(max_bytes=(100 + EVENT_OVERHEAD) + (200 + EVENT_OVERHEAD))
     assert queue.put(action("s", 0, size=100)) in ACCEPTED
@@ -140,7 +141,7 @@ def test_the_byte_bound_counts_each_event_s_overhead_and_covers_events_in_flight
 def test_an_event_over_max_event_bytes_is_too_large_and_a_too_large_create_dooms_its_actions() -> (
     None
 ):
-    """Issue 12 §2: refused for its size (a reason of its own), whatever room is left;
+    """Refused for its size (a reason of its own), whatever room is left;
     the actions of a session whose create was refused fail with it, at the door."""
     queue, losses = make_queue(max_event_bytes=100)
     assert queue.put(action("s", 0, size=100)) in ACCEPTED
@@ -156,7 +157,7 @@ def test_an_event_over_max_event_bytes_is_too_large_and_a_too_large_create_dooms
 
 
 def test_put_after_close_is_dropped_as_shutdown_and_what_was_queued_still_goes() -> None:
-    """Issue 12 §2: close() shuts the door, not the way out."""
+    """Close() shuts the door, not the way out."""
     queue, _ = make_queue()
     queue.put(action("s", 0))
     queue.close()
@@ -170,7 +171,7 @@ def test_put_after_close_is_dropped_as_shutdown_and_what_was_queued_still_goes()
 
 
 def test_a_new_session_carries_the_actions_queued_behind_it_within_the_bounds() -> None:
-    """Issue 12 §2: one body for the create and its actions, at most max_batch_size
+    """One body for the create and its actions, at most max_batch_size
     events and max_request_bytes; the rest follow as a pipeline of the known session."""
     queue, _ = make_queue(batch_size=3)
     queue.put(create("s", 0))
@@ -194,7 +195,7 @@ def test_a_new_session_carries_the_actions_queued_behind_it_within_the_bounds() 
 
 
 def test_actions_go_one_request_per_session_in_order_and_sessions_in_parallel() -> None:
-    """Issue 12 §2: a session's actions are pipelined max_pipelined at a time, the next
+    """A session's actions are pipelined max_pipelined at a time, the next
     request only once the one before is resolved; another session does not wait."""
     queue, _ = make_queue(max_pipelined=2)
     for n in range(5):
@@ -210,7 +211,7 @@ def test_actions_go_one_request_per_session_in_order_and_sessions_in_parallel() 
 
 
 def test_a_given_back_request_is_next_in_line() -> None:
-    """Issue 12 §2: what a sender could not send comes back before what was queued after."""
+    """What a sender could not send comes back before what was queued after."""
     queue, _ = make_queue(max_pipelined=2)
     for n in range(4):
         queue.put(action("s", n))
@@ -284,7 +285,7 @@ def test_request_ids_belong_to_the_events_and_one_names_one_body() -> None:
 
 
 def test_a_refused_merged_create_is_split_so_only_the_refused_events_fail() -> None:
-    """Issue 12 §2: split() puts the create back alone at the front, its actions behind it
+    """Split() puts the create back alone at the front, its actions behind it
     one body each; they count as retried."""
     queue, _ = make_queue()
     queue.put(create("s", 0))
@@ -333,7 +334,7 @@ def test_a_thread_keeps_the_session_it_lost_itself_whatever_other_threads_lose()
 
 
 def test_a_failed_create_fails_the_actions_queued_for_it_until_it_is_created_again() -> None:
-    """Issue 12 §2: actions queued behind a create that failed for good, and those put
+    """Actions queued behind a create that failed for good, and those put
     after it, fail as session_failed; a new create of the session starts afresh."""
     queue, _ = make_queue()
     queue.put(create("s", 0))
@@ -353,7 +354,7 @@ def test_a_failed_create_fails_the_actions_queued_for_it_until_it_is_created_aga
 def test_a_create_queued_behind_a_failed_create_of_its_session_is_still_sent(
     sorted_first: bool,
 ) -> None:
-    """Issue 12 §2: only the actions between a failed create and the next create of the
+    """Only the actions between a failed create and the next create of the
     session fail, whether or not the inbox was sorted when the first create failed."""
     queue, _ = make_queue()
     queue.put(create("s", 0))
@@ -372,7 +373,7 @@ def test_a_create_queued_behind_a_failed_create_of_its_session_is_still_sent(
 
 
 def test_flush_waits_for_its_epoch_and_reports_each_loss_once() -> None:
-    """Issue 12 §2: flush(0) is False while an event put before it is unresolved; once all
+    """Flush(0) is False while an event put before it is unresolved; once all
     are, False if one was lost since the last flush that saw them all, else True."""
     queue, _ = make_queue(max_events=2)
     assert queue.flush(0) is True
@@ -396,7 +397,7 @@ def test_flush_waits_for_its_epoch_and_reports_each_loss_once() -> None:
 
 
 def test_abandon_fails_everything_unresolved_and_ignores_late_answers() -> None:
-    """Issue 12 §2: shutdown's deadline passed: waiting and in-flight events fail as
+    """Shutdown's deadline passed: waiting and in-flight events fail as
     shutdown; a sender resolving its request afterwards changes nothing."""
     queue, losses = make_queue(max_pipelined=1)
     queue.put(create("s", 0))
@@ -416,7 +417,7 @@ def test_abandon_fails_everything_unresolved_and_ignores_late_answers() -> None:
 
 
 def test_a_forked_child_does_not_wait_for_a_lock_its_parent_held() -> None:
-    """Issue 12 §2: forget_locks() gives the child new locks; what was queued is kept."""
+    """Forget_locks() gives the child new locks; what was queued is kept."""
     queue, _ = make_queue()
     queue.put(action("s", 0))
     assert queue._lock.acquire(timeout=5)  # a parent thread held it when the process forked
@@ -436,7 +437,7 @@ def test_a_forked_child_does_not_wait_for_a_lock_its_parent_held() -> None:
 
 
 def test_wait_for_session_sees_the_inbox_and_requests_in_flight() -> None:
-    """Issue 12 §2: a session is done once none of its events is waiting or in flight."""
+    """A session is done once none of its events is waiting or in flight."""
     queue, _ = make_queue()
     assert queue.wait_for_session("s", 0) is True
     queue.put(action("s", 0))
@@ -481,7 +482,7 @@ class Record:
 
 
 class QueueModel(RuleBasedStateMachine):
-    """Issue 12 §2: random interleavings of everything done to an ExportQueue agree with
+    """Random interleavings of everything done to an ExportQueue agree with
     a model: exact counts per reason, the bounds, per-session order, no action before its
     create succeeded, no event handed out twice, flush's epochs.
 

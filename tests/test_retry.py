@@ -1,6 +1,6 @@
 """RetryPolicy (backoff, Retry-After) and SendGate (when any sender may send).
 
-Issue 12 §3: unit tests of ``layer_sdk/_export/_retry.py``, which had none.
+Unit tests of ``layer_sdk/_export/_retry.py``, which had none.
 The gate's tests use threads where its waiting is the point: each thread's wait
 has a deadline, every join is bounded, and a test knows a thread is parked in
 the gate by looking at the gate's condition, never by sleeping.
@@ -43,7 +43,7 @@ from .helpers import wait_until
 def test_backoff_is_half_fixed_half_jitter_doubling_up_to_backoff_max(
     monkeypatch: pytest.MonkeyPatch, retries_done: int, ceiling: float
 ) -> None:
-    """Issue 12 §3: between half the ceiling and the ceiling, which doubles from
+    """Between half the ceiling and the ceiling, which doubles from
     backoff_factor and stops at backoff_max (a huge retry count does not overflow)."""
     policy = RetryPolicy(backoff_factor=0.5, backoff_max=10.0)
     # The jitter at either end of its range: the bounds, exactly.
@@ -54,7 +54,7 @@ def test_backoff_is_half_fixed_half_jitter_doubling_up_to_backoff_max(
 
 
 def test_backoff_jitter_spreads_and_is_never_zero() -> None:
-    """Issue 12 §3: real jitter: every value within its bounds, spread out, never 0."""
+    """Real jitter: every value within its bounds, spread out, never 0."""
     policy = RetryPolicy(backoff_factor=0.5, backoff_max=10.0)
     waits = [policy.backoff(3) for _ in range(500)]
     assert all(2.0 <= wait <= 4.0 for wait in waits)
@@ -64,7 +64,7 @@ def test_backoff_jitter_spreads_and_is_never_zero() -> None:
 
 
 def test_retry_after_replaces_the_backoff_and_is_clamped() -> None:
-    """Issue 12 §3: the server's wish wins over the backoff, longer or shorter, up to
+    """The server's wish wins over the backoff, longer or shorter, up to
     retry_after_max."""
     policy = RetryPolicy(backoff_factor=0.5, backoff_max=10.0, retry_after_max=60.0)
     assert policy.backoff(0, retry_after=7.5) == 7.5  # longer than the backoff's 0.5
@@ -98,12 +98,12 @@ def test_retry_after_replaces_the_backoff_and_is_clamped() -> None:
 def test_retry_after_as_seconds_or_a_date_and_garbage_as_none(
     header: str | None, seconds: float | None
 ) -> None:
-    """Issue 12 §3: delta-seconds, HTTP dates in the past, and what is neither."""
+    """Delta-seconds, HTTP dates in the past, and what is neither."""
     assert parse_retry_after(header) == seconds
 
 
 def test_an_infinite_retry_after_is_clamped_by_the_policy() -> None:
-    """Issue 12 §3: what parses as huge is cut to retry_after_max, not waited for."""
+    """What parses as huge is cut to retry_after_max, not waited for."""
     policy = RetryPolicy(retry_after_max=60.0)
     for header in ("inf", "1e12"):
         assert policy.backoff(0, parse_retry_after(header)) == 60.0
@@ -123,7 +123,7 @@ def local_zone(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
 
 @pytest.mark.parametrize("layout", ["IMF-fixdate", "RFC 850", "asctime", "-0000"])
 def test_an_http_date_is_read_as_utc_whatever_the_local_zone(local_zone: str, layout: str) -> None:
-    """Issue 12 §3: RFC 9110 §5.6.7's three date formats, all in UTC (asctime names no
+    """RFC 9110 §5.6.7's three date formats, all in UTC (asctime names no
     zone, and must not be read in the machine's), and the "-0000" of Python's own
     ``email.utils.formatdate()`` (UTC too, RFC 5322 §3.3), 30 s from now."""
     when = time.time() + 30
@@ -323,7 +323,7 @@ def test_an_outage_lets_one_probe_through_at_a_time() -> None:
 
 
 def test_probes_are_spaced_by_the_backoff() -> None:
-    """Issue 12 §3: an unreachable API sees a trickle: the first probe waits the first
+    """An unreachable API sees a trickle: the first probe waits the first
     backoff, the next one the backoff after the probes that failed so far."""
     gate = SendGate(RetryPolicy(backoff_factor=0.2, backoff_max=10.0))
     began = time.monotonic()
@@ -337,7 +337,7 @@ def test_probes_are_spaced_by_the_backoff() -> None:
 
 
 def test_the_others_wait_for_the_probe_and_its_success_releases_them_all() -> None:
-    """Issue 12 §3: while a probe is out the others wait; a failed probe lets one more
+    """While a probe is out the others wait; a failed probe lets one more
     probe through; a success (passed) releases every waiter at once as SEND."""
     gate = SendGate(QUICK)
     outage(gate)
@@ -411,7 +411,7 @@ def test_a_retry_after_that_most_answers_do_not_carry_pauses_no_one(pattern: str
 
 
 def test_a_retry_after_pause_is_clamped_to_retry_after_max() -> None:
-    """Issue 12 §3: an hour's Retry-After pauses only retry_after_max."""
+    """An hour's Retry-After pauses only retry_after_max."""
     gate = SendGate(RetryPolicy(retry_after_max=0.2))
     asked_to_wait(gate, 3600.0)
     start = time.monotonic()
@@ -434,7 +434,7 @@ def test_a_sleep_is_cut_short_by_close() -> None:
 
 
 def test_close_refuses_waiters_and_newcomers() -> None:
-    """Issue 12 §3: shutdown wakes every waiter at once with CLOSED, and refuses the next."""
+    """Shutdown wakes every waiter at once with CLOSED, and refuses the next."""
     gate = SendGate(QUICK)
     outage(gate)
     assert gate.admit(now_plus(5)) is Admission.PROBE
@@ -449,7 +449,7 @@ def test_close_refuses_waiters_and_newcomers() -> None:
 
 
 def test_abandoning_a_probe_hands_the_probe_to_the_next_sender() -> None:
-    """Issue 12 §3: a probe that ends without an answer either way releases its token
+    """A probe that ends without an answer either way releases its token
     (else every sender would wait for it until its deadline)."""
     gate = SendGate(QUICK)
     outage(gate)

@@ -1,4 +1,4 @@
-"""Issue 10 §3, "The host application is never harmed": ``on_drop`` and echoed secrets.
+"""``on_drop`` and echoed secrets.
 
 ``on_drop`` is user code that may log through a handler reporting to Layer,
 raise, or call ``flush()``: it must never hang, crash or stall anything. Text
@@ -20,8 +20,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import requests
 
 from layer_sdk import (
+    AuthProvider,
     Client,
     LayerAuthError,
     LayerHTTPError,
@@ -47,6 +49,7 @@ from .helpers import (
     PROMPT,
     MakeClient,
     ReportingHandler,
+    closed_port,
     held_by_another_thread,
     in_multiprocessing_child,
     run_python,
@@ -108,7 +111,7 @@ def test_on_drop_that_logs_to_a_reporting_handler_returns_with_exact_counts(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Issue 10 §3 on_drop re-entry: a full queue, a handler that reports to Layer, an
+    """A full queue, a handler that reports to Layer, an
     on_drop that logs: every log call returns, the drops are counted exactly, the
     log stays short."""
     monkeypatch.setattr(_losses, "LOSS_LOG_INTERVAL", 3600.0)  # however slow the machine
@@ -149,7 +152,7 @@ def test_on_drop_that_raises_never_escapes_and_is_logged_throttled(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Issue 10 §3 on_drop errors: an on_drop that raises, with a handler reporting the
+    """An on_drop that raises, with a handler reporting the
     SDK's own log to Layer: no RecursionError out of logging.info(), and 20,000 drops
     cost two log lines, not one per drop."""
     monkeypatch.setattr(_losses, "LOSS_LOG_INTERVAL", 3600.0)  # however slow the machine
@@ -193,7 +196,7 @@ def test_on_drop_that_raises_never_escapes_and_is_logged_throttled(
 def test_on_drop_that_flushes_does_not_stall_delivery(
     make_client: MakeClient, collector: LocalCollector
 ) -> None:
-    """Issue 10 §3 on_drop off the sender threads: an on_drop that calls flush() for a
+    """An on_drop that calls flush() for a
     loss the worker found (a 400) runs on a notifier, and the only sender goes on
     delivering meanwhile."""
     told: list[tuple[str, int, str]] = []
@@ -223,7 +226,7 @@ def test_on_drop_that_flushes_does_not_stall_delivery(
 def test_losses_found_by_senders_are_told_summed_per_reason(
     make_client: MakeClient, collector: LocalCollector
 ) -> None:
-    """Issue 10 §3 on_drop notifier: what waits for a slow callback is one count per
+    """What waits for a slow callback is one count per
     reason, so a burst of losses costs bounded memory and every event is told."""
     first_call = threading.Event()
     carry_on = threading.Event()
@@ -253,7 +256,7 @@ def test_losses_found_by_senders_are_told_summed_per_reason(
 def test_losses_found_by_the_exit_drain_are_told_before_the_process_ends(
     collector: LocalCollector,
 ) -> None:
-    """Issue 10 §3 on_drop at exit: no notifier thread is relied on while the interpreter
+    """No notifier thread is relied on while the interpreter
     exits; the loss found by the exit drain is told on the sender the drain waits for."""
     collector.fail_next(1, status=400)
     script = """
@@ -282,7 +285,7 @@ def _late_call_in_child(client: Client, told: list[tuple[str, int]]) -> dict[str
 
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_tells_of_losses_with_fresh_locks(make_client: MakeClient) -> None:
-    """Issue 10 §3 on_drop and fork: a child never waits for a loss-log lock a parent
+    """A child never waits for a loss-log lock a parent
     thread held when it forked."""
     told: list[tuple[str, int]] = []
     client = make_client(on_drop=lambda reason, count: told.append((reason, count)))
@@ -302,7 +305,7 @@ def test_a_forked_child_tells_of_losses_with_fresh_locks(make_client: MakeClient
 def test_an_api_echoing_the_authorization_header_leaks_nothing_on_the_sync_path(
     make_client: MakeClient, shape: str
 ) -> None:
-    """Issue 10 §3 scrubbing: an error body quoting our Authorization header reaches the
+    """An error body quoting our Authorization header reaches the
     exception text, .message and .response_data with the token masked: by what tokens
     look like (json, text: the provider does not declare its token), or by the value
     the provider declares (bare: nothing else tells it is a token)."""
@@ -332,7 +335,7 @@ def test_an_api_echoing_the_authorization_header_leaks_nothing_on_the_sync_path(
 def test_an_api_echoing_the_authorization_header_leaks_nothing_to_the_log(
     make_client: MakeClient, caplog: pytest.LogCaptureFixture, shape: str
 ) -> None:
-    """Issue 10 §3 scrubbing, buffered path: the retry (503) and loss (400) log lines
+    """The retry (503) and loss (400) log lines
     carry the server's words with the token masked (shapes as on the sync path)."""
     caplog.set_level(logging.DEBUG, logger="layer_sdk")
     token = odd_secret("tok")
@@ -546,7 +549,7 @@ def test_a_malformed_answer_quoting_the_events_is_not_quoted_in_the_log(
 def test_a_token_endpoint_echoing_the_client_secret_leaks_nothing(
     make_client: MakeClient, caplog: pytest.LogCaptureFixture, shape: str
 ) -> None:
-    """Issue 10 §3 scrubbing, token endpoint: the client secret echoed raw, form- or
+    """The client secret echoed raw, form- or
     percent-encoded, as JSON or in the reason phrase reaches neither the exception
     (sync) nor the log (the worker), yet the provider's words do."""
     caplog.set_level(logging.DEBUG, logger="layer_sdk")
@@ -643,11 +646,128 @@ def test_no_bearer_token_is_reachable_from_the_exception_of_an_api_echoing_it(
     assert any("request refused" in text for text in captured)
 
 
+class TokenExpiredError(Exception):
+    """What an ``OAuth2Session`` raises (oauthlib's): no ``requests`` exception."""
+
+
+class ExpiringSession(requests.Session):
+    """A user's ``http_session`` that raises ``failure`` (``TokenExpiredError`` unless
+    told), quoting the request's bearer token, for its first ``failures`` posts; then sends
+    as usual."""
+
+    def __init__(self, failures: int, failure: type[Exception] = TokenExpiredError) -> None:
+        super().__init__()
+        self.failures = failures
+        self.failure = failure
+
+    def post(self, url: Any, *args: Any, **kwargs: Any) -> requests.Response:
+        if self.failures > 0:
+            self.failures -= 1
+            authorization = kwargs["headers"]["Authorization"]
+            raise self.failure(f"token {authorization.partition(' ')[2]} expired")
+        return super().post(url, *args, **kwargs)
+
+
+@pytest.mark.parametrize("failure", [TokenExpiredError, requests.ConnectionError])
+@pytest.mark.parametrize("declared", [True, False])
+def test_a_users_session_raising_fails_the_sync_call_as_a_request_error(
+    oidc: Callable[..., OIDCProvider],
+    make_client: MakeClient,
+    declared: bool,
+    failure: type[Exception],
+) -> None:
+    """A user's session that raises, ``requests``' exception or one of its own: the sync
+    call raises ``LayerRequestError`` naming it, and holds the token nowhere an error
+    tracker looks (not in the frames that sent the headers, nor in a chained exception),
+    whether or not the auth provider declares its token (the real OIDC provider does; a
+    user's own may not)."""
+    if declared:
+        provider = oidc()
+        auth: AuthProvider = OIDCClientCredentials(
+            provider.token_url, provider.client_id, provider.client_secret, http_timeout=5.0
+        )
+    else:
+        auth = StaticToken(odd_secret("tok"), declared=False)
+    client = make_client(auth_provider=auth, http_session=ExpiringSession(1, failure))
+    with pytest.raises(LayerRequestError) as raised:
+        client.create_session(sync=True)
+    [token] = provider.issued() if declared else [auth.token]  # type: ignore[attr-defined]
+    assert type(raised.value) is LayerRequestError
+    assert f"{failure.__name__}: token <redacted> expired" in str(raised.value)
+    assert leaks(token, *captured_from(raised.value)) == []
+
+
+def test_a_users_session_raising_its_own_exception_is_a_failure_to_reach_the_api_when_buffered(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Buffered, that failure is no bug of ours: it is counted and logged as a connection
+    error would be with a user's session (which retries on its own: the SDK adds no retry),
+    never as ``internal_error`` with a traceback; and the token is in no log line."""
+    caplog.set_level(logging.DEBUG, logger="layer_sdk")
+    token = odd_secret("tok")
+    client = make_client(
+        auth_provider=StaticToken(token, declared=False), http_session=ExpiringSession(failures=1)
+    )
+    client.create_session()
+    assert client.flush(10) is False
+    assert client.stats().failed_by_reason == {"retries_exhausted": 1}
+    assert [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR] == []
+    assert "retries_exhausted (could not reach the Layer API: TokenExpiredError: token" in (
+        caplog.text
+    )
+    assert leaks(token, caplog.text, *(repr(r.args) for r in caplog.records)) == []
+
+
+@pytest.mark.parametrize("call", ["create_session", "firewall"])
+def test_no_bearer_token_is_reachable_from_the_exception_of_an_unreachable_api(
+    oidc: Callable[..., OIDCProvider], make_client: MakeClient, call: str
+) -> None:
+    """The SDK's own client meeting a refused connection: the sync call's exception chains
+    no failure whose frames held the headers sent (the token among them)."""
+    provider = oidc()
+    auth = OIDCClientCredentials(
+        provider.token_url, provider.client_id, provider.client_secret, http_timeout=5.0
+    )
+    down = f"http://127.0.0.1:{closed_port()}"
+    client = make_client(base_url=down, firewall_base_url=down, auth_provider=auth, max_retries=0)
+    calls: dict[str, Callable[[], object]] = {
+        "create_session": lambda: client.create_session(sync=True),
+        "firewall": lambda: client.firewall_session_lookup(APP_ID),
+    }
+    with pytest.raises(LayerSDKException) as raised:
+        calls[call]()
+    [token] = provider.issued()
+    captured = captured_from(raised.value)
+    assert leaks(token, *captured) == []
+    assert any("Connection refused" in text for text in captured)
+
+
+def test_the_token_of_a_users_own_provider_echoed_bare_is_masked(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A user's own ``AuthProvider`` that declares no secrets, and an API quoting its bare
+    token (no name, no scheme beside it): the transport masks the header values it sent,
+    in the sync call's exception and in the loss line."""
+    caplog.set_level(logging.DEBUG, logger="layer_sdk")
+    token = odd_secret("tok")
+    with EchoingAPI("bare") as api:
+        client = make_client(base_url=api.url, auth_provider=StaticToken(token, declared=False))
+        with pytest.raises(LayerHTTPError) as raised:
+            client.create_session(sync=True)
+        client.create_session()
+        assert client.flush(10) is False
+        assert api.echoed(token)
+    assert raised.value.message == "<redacted> is not valid for this application"
+    assert leaks(token, *captured_from(raised.value)) == []
+    assert "answered 400: <redacted> is not valid" in caplog.text
+    assert leaks(token, caplog.text, *(repr(r.args) for r in caplog.records)) == []
+
+
 # -- URLs with credentials ------------------------------------------------------------------
 
 
 def test_reprs_mask_the_password_of_a_url(collector: LocalCollector) -> None:
-    """Issue 10 §3 URL masking: Client, Config and OIDCClientCredentials show user:***@."""
+    """Client, Config and OIDCClientCredentials show user:***@."""
     password = "pw-" + secrets.token_urlsafe(16)
     base_url = f"http://user:{password}@127.0.0.1:{collector.port}"
     client = Client()
@@ -672,7 +792,7 @@ def test_reprs_mask_the_password_of_a_url(collector: LocalCollector) -> None:
 def test_a_bare_secret_of_an_unknown_shape_is_caught_by_its_value(
     make_client: MakeClient,
 ) -> None:
-    """Issue 10 §3 scrubbing: the bare token, with no name or scheme next to it, is masked
+    """The bare token, with no name or scheme next to it, is masked
     because the auth provider declares it (the patterns alone could not know it)."""
     token = odd_secret("tok")
     with EchoingAPI("bare") as api:
@@ -709,7 +829,7 @@ print(json.dumps({**calls, "enqueued": stats.enqueued, "dropped": stats.dropped,
 
 
 def test_a_signal_handler_that_reports_while_a_call_is_inside_the_queue_never_hangs() -> None:
-    """Issue 10 §3, the host is never harmed: a signal handler that calls the SDK while the
+    """A signal handler that calls the SDK while the
     main thread is inside it (the queue's lock held, a loss being logged) neither waits
     forever on a lock its own thread holds nor recurses; what it offers is counted."""
     result = run_python(SIGNAL_SCRIPT, timeout=60)

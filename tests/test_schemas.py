@@ -153,7 +153,7 @@ def test_times_are_converted_to_utc() -> None:
 def test_error_code_and_details_are_checked_at_the_call(
     client: Client, collector: LocalCollector
 ) -> None:
-    """Issue 10 §1: error.code is an int or None, error.details a dict or None."""
+    """Error.code is an int or None, error.details a dict or None."""
     session_id = client.create_session()
     bad: list[Any] = [
         ({"message": "x", "code": "ValueError"}, "error.code"),
@@ -180,7 +180,7 @@ def test_error_code_and_details_are_checked_at_the_call(
 
 
 def test_scanner_data_must_be_an_object(client: Client, collector: LocalCollector) -> None:
-    """Issue 10 §1: a scanner is {"name": str, "data": object}."""
+    """A scanner is {"name": str, "data": object}."""
     session_id = client.create_session()
     for scanners in (
         [{"name": "usage", "data": {}}, {"name": "usage", "data": 3}],
@@ -227,7 +227,7 @@ class _Point:
 def test_scalar_data_is_wrapped_as_an_object(
     client: Client, collector: LocalCollector, data: Any, wire: Any
 ) -> None:
-    """Issue 10 §1: data on the wire is an object or an array, never a bare scalar."""
+    """Data on the wire is an object or an array, never a bare scalar."""
     session_id = client.create_session(actions=[{"kind": "completion_prompt", "data": data}])
     client.append_action(session_id, kind="completion_output", data=data)
     assert client.flush(5)
@@ -235,7 +235,7 @@ def test_scalar_data_is_wrapped_as_an_object(
 
 
 def test_none_data_is_left_out(client: Client, collector: LocalCollector) -> None:
-    """Issue 10 §1: None data is absent from the body, not {"value": null}."""
+    """None data is absent from the body, not {"value": null}."""
     session_id = client.create_session()
     client.append_action(session_id, kind="completion_output", data=None)
     assert client.flush(5)
@@ -253,7 +253,7 @@ def _deep(depth: int) -> dict[str, Any]:
 def test_cyclic_or_deep_data_is_refused_at_the_call(
     client: Client, collector: LocalCollector
 ) -> None:
-    """Issue 10 §3: LayerRequestPreparationError, not a raw RecursionError."""
+    """LayerRequestPreparationError, not a raw RecursionError."""
     session_id = client.create_session()
     cyclic: list[Any] = []
     cyclic.append(cyclic)
@@ -274,13 +274,13 @@ def test_cyclic_or_deep_data_is_refused_at_the_call(
 
 
 def test_an_integer_attribute_too_large_for_str_names_the_attribute(client: Client) -> None:
-    """Issue 10 §3: a 5,000-digit int attribute raises a LayerSDKException, not ValueError."""
+    """A 5,000-digit int attribute raises a LayerSDKException, not ValueError."""
     with pytest.raises(LayerSchemaValidationError, match="'big'"):
         client.create_session(attributes={"small": 1, "big": 10**5_000})
 
 
 def test_an_action_that_is_no_mapping_names_actions(client: Client) -> None:
-    """Issue 10 §3: actions=[1] raises a LayerSDKException naming the field."""
+    """Actions=[1] raises a LayerSDKException naming the field."""
     with pytest.raises(LayerSchemaValidationError, match="actions"):
         client.create_session(actions=[1])  # type: ignore[list-item]
     for not_a_list in (5, "kind", {"kind": "completion_prompt"}):
@@ -294,7 +294,7 @@ def test_an_action_that_is_no_mapping_names_actions(client: Client) -> None:
 
 
 def test_a_time_out_of_range_in_utc_names_the_field(client: Client) -> None:
-    """Issue 10 §3: a year-1 datetime ahead of UTC overflows; the error names the field."""
+    """A year-1 datetime ahead of UTC overflows; the error names the field."""
     year_one = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1)))
     last_day = datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-2)))
     session_id = client.create_session()
@@ -308,7 +308,7 @@ def test_a_time_out_of_range_in_utc_names_the_field(client: Client) -> None:
 
 
 def test_bad_input_never_escapes_as_a_raw_python_exception(client: Client) -> None:
-    """Issue 10 §3: each of these raised ValueError/TypeError/OverflowError/RecursionError."""
+    """Each of these raised ValueError/TypeError/OverflowError/RecursionError."""
     session_id = client.create_session()
     cyclic: dict[str, Any] = {}
     cyclic["self"] = cyclic
@@ -351,7 +351,7 @@ _JSON = st.recursive(
 def test_whatever_append_action_accepts_the_strict_collector_accepts(
     client: Client, data: Any, code: Any, details: Any, scanner_data: Any
 ) -> None:
-    """Issue 10 §1: the SDK refuses at the call exactly what the contract refuses, no less."""
+    """The SDK refuses at the call exactly what the contract refuses, no less."""
     # (Not create_session(): hypothesis seeds the global random module per example.)
     session_id = client.create_session(
         session_id=uuid.uuid5(uuid.NAMESPACE_URL, uuid.uuid4().hex), sync=True

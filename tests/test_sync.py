@@ -19,6 +19,7 @@ from layer_sdk import (
 )
 from layer_sdk.collector import LocalCollector
 
+from .front_server import Act, Front
 from .helpers import JSONHandler, MakeClient, closed_port, http_server
 
 
@@ -80,6 +81,40 @@ def test_transient_errors_are_retried_on_the_sync_path_too(
     assert len(collector.requests) == 2
     session_id = client.create_session(sync=True)  # the third failure, then success
     assert collector.session(session_id) is not None
+
+
+def test_a_sync_create_whose_retry_is_answered_409_returns_the_session(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    """The create is stored but its answer lost; its retry (same request ID) meets an API
+    that does not de-duplicate, which answers 409: the session exists, the call returns
+    its ID, with its actions stored once."""
+    lose_first = Front(
+        collector,
+        lambda n, head, body: Act(answer=b"", close=True) if n == 0 else Act(),
+        strip_request_ids=True,
+    )
+    client = make_client(base_url=lose_first.url)
+    session_id = client.create_session(
+        sync=True, actions=[{"kind": "completion_prompt", "data": {"n": 1}}]
+    )
+    lose_first.close()
+    assert [r.status for r in collector.requests] == [200, 409]
+    assert [s["session_id"] for s in collector.sessions] == [session_id]
+    assert [a["data"] for a in collector.actions(session_id)] == [{"n": 1}]
+
+
+def test_a_sync_create_answered_409_at_its_first_attempt_raises(
+    make_client: MakeClient, collector: LocalCollector
+) -> None:
+    """A 409 to the first attempt is the API's refusal (the ID was taken by another
+    create): raised, as by the original SDK."""
+    client = make_client()
+    session_id = client.create_session(sync=True)
+    with pytest.raises(LayerHTTPError) as raised:
+        client.create_session(sync=True, session_id=session_id)
+    assert raised.value.status_code == 409
+    assert [r.status for r in collector.requests] == [200, 409]
 
 
 class SyncCall:
@@ -244,7 +279,7 @@ def odd_api() -> Iterator[ThreadingHTTPServer]:
 def test_a_sync_create_refuses_a_session_id_that_is_no_uuid(
     make_client: MakeClient, odd_api: ThreadingHTTPServer, answer: object
 ) -> None:
-    """Issue 10 §3: a sync=True create checks that the server's session_id is a UUID."""
+    """A sync=True create checks that the server's session_id is a UUID."""
     _OddSessionIds.answer = answer
     client = make_client(base_url=f"http://127.0.0.1:{odd_api.server_address[1]}")
     with pytest.raises(LayerRequestError, match="not a UUID"):
@@ -254,7 +289,7 @@ def test_a_sync_create_refuses_a_session_id_that_is_no_uuid(
 def test_a_sync_create_returns_the_server_s_uuid_in_canonical_form(
     make_client: MakeClient, odd_api: ThreadingHTTPServer
 ) -> None:
-    """Issue 10 §3: a UUID answered by the server is returned, usable by append_action."""
+    """A UUID answered by the server is returned, usable by append_action."""
     _OddSessionIds.answer = "1B4E28BA-2FA1-41D2-883F-0016D3CCA427"
     client = make_client(base_url=f"http://127.0.0.1:{odd_api.server_address[1]}")
     assert client.create_session(sync=True) == "1b4e28ba-2fa1-41d2-883f-0016d3cca427"

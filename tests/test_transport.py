@@ -1,6 +1,6 @@
 """The transport's attempts and its two loops, and the worker, through the in-memory backend.
 
-Issue 12: a backend seam with an in-memory backend. Every test here runs
+A backend seam with an in-memory backend. Every test here runs
 without sockets: ``MemoryBackend`` (``tests/memory_backend.py``) answers from a
 script and records each request with its headers, so the tests can say
 exactly which bodies were sent, how often, and with which request ID.
@@ -115,7 +115,7 @@ def settle(transport: Transport, bodies: list[bytes]) -> list[Delivery]:
 
 
 def test_a_retried_body_keeps_its_request_id_and_each_body_has_its_own() -> None:
-    """Issue 12 §4: the one retry loop sends a body again with the same X-Request-Id."""
+    """The one retry loop sends a body again with the same X-Request-Id."""
     backend = MemoryBackend(AGAIN, OK, CUT, OK)
     transport = make_transport(backend)
     deliveries = settle(transport, [b"a", b"b"])
@@ -138,7 +138,7 @@ def test_a_retried_body_keeps_its_request_id_and_each_body_has_its_own() -> None
 
 @pytest.mark.parametrize("end", [CUT, REFUSED], ids=["closed", "connection-error"])
 def test_a_pipeline_cut_short_resends_the_rest_in_order_with_the_same_ids(end: Answer) -> None:
-    """Issue 12 §4: two of five answered, then the connection ended: the other three are
+    """Two of five answered, then the connection ended: the other three are
     sent again, in order, with their IDs; the two answered ones are not sent again."""
     backend = MemoryBackend(OK, OK, end)
     transport = make_transport(backend)
@@ -168,7 +168,7 @@ def test_a_pipeline_cut_short_resends_the_rest_in_order_with_the_same_ids(end: A
 
 
 def test_a_4xx_in_a_pipeline_fails_only_its_body() -> None:
-    """Issue 12 §4: the refused body is given up on; the bodies around it are delivered
+    """The refused body is given up on; the bodies around it are delivered
     and not sent again."""
     backend = MemoryBackend(OK, answer(422, b'{"error": "data: bad"}'), OK, OK)
     deliveries = settle(make_transport(backend), [b"0", b"1", b"2", b"3"])
@@ -180,7 +180,7 @@ def test_a_4xx_in_a_pipeline_fails_only_its_body() -> None:
 
 
 def test_a_5xx_in_a_pipeline_resends_only_its_body() -> None:
-    """Issue 12 §4: a transient answer in the middle: that body alone goes again."""
+    """A transient answer in the middle: that body alone goes again."""
     backend = MemoryBackend(OK, AGAIN, OK, OK)
     deliveries = settle(make_transport(backend), [b"0", b"1", b"2", b"3"])
     assert [delivery.loss for delivery in deliveries] == [None] * 4
@@ -264,7 +264,7 @@ def test_a_retry_after_delays_the_request_it_answered_and_pauses_no_one() -> Non
 
 @pytest.mark.parametrize("failure", [AGAIN, REFUSED], ids=["503", "connection-error"])
 def test_the_sync_path_raises_after_max_retries(failure: Answer) -> None:
-    """Issue 12 §4: max_retries attempts after the first, then the documented exception."""
+    """Max_retries attempts after the first, then the documented exception."""
     backend = MemoryBackend(*[failure] * 10)  # then OK: a loop that went on would succeed
     transport = make_transport(backend, max_retries=2)
     expected = LayerHTTPError if failure is AGAIN else LayerRequestError
@@ -282,7 +282,7 @@ def test_the_sync_path_raises_after_max_retries(failure: Answer) -> None:
 
 @pytest.mark.parametrize("failure", [AGAIN, REFUSED], ids=["503", "connection-error"])
 def test_the_buffered_path_gives_up_when_max_retry_time_has_passed(failure: Answer) -> None:
-    """Issue 12 §4: retried (more than max_retries times) until the time budget is spent,
+    """Retried (more than max_retries times) until the time budget is spent,
     then given up on as retries_exhausted, with the last answer; never raises."""
     backend = MemoryBackend(then=failure)
     transport = make_transport(backend, max_retries=1, max_retry_time=0.3)
@@ -324,7 +324,7 @@ def bearers(backend: MemoryBackend) -> list[str]:
 
 
 def test_a_401_renews_the_token_and_retries_once_with_the_same_request_id() -> None:
-    """Issue 12 §4: 401 → invalidate → one more try with the new token."""
+    """401 → invalidate → one more try with the new token."""
     tokens = Tokens()
     backend = MemoryBackend(answer(401))
     (delivery,) = settle(make_transport(backend, auth_provider=tokens), [b"0"])
@@ -335,7 +335,7 @@ def test_a_401_renews_the_token_and_retries_once_with_the_same_request_id() -> N
 
 
 def test_a_second_401_is_final_on_both_paths() -> None:
-    """Issue 12 §4: a token refused twice is not renewed again (no loop on 401)."""
+    """A token refused twice is not renewed again (no loop on 401)."""
     backend = MemoryBackend(*[answer(401)] * 5)  # then OK: a loop that went on would succeed
     (delivery,) = settle(make_transport(backend, auth_provider=Tokens()), [b"0"])
     assert delivery.loss == REJECTED and delivery.status == 401
@@ -349,7 +349,7 @@ def test_a_second_401_is_final_on_both_paths() -> None:
 
 
 def test_a_401_is_final_when_no_new_credentials_can_be_had() -> None:
-    """Issue 12 §4: invalidate() says a retry cannot help (or there is no provider)."""
+    """Invalidate() says a retry cannot help (or there is no provider)."""
     backend = MemoryBackend(answer(401))
     tokens = Tokens(renewable=False)
     (delivery,) = settle(make_transport(backend, auth_provider=tokens), [b"0"])
@@ -407,7 +407,7 @@ def stored(backend: MemoryBackend, session_id: str) -> list[int]:
 def test_the_exporter_keeps_each_session_s_order_through_cut_pipelines(
     exporters: list[Exporter],
 ) -> None:
-    """Issue 12 §4: the server hangs up after every second answer, on every connection,
+    """The server hangs up after every second answer, on every connection,
     and still each session's actions are kept once each, in the order they were put."""
     answers = itertools.cycle([OK, OK, CUT])
     lock = threading.Lock()
@@ -437,7 +437,7 @@ def test_the_exporter_keeps_each_session_s_order_through_cut_pipelines(
 def test_the_exporter_splits_a_refused_merged_create_so_only_the_bad_action_fails(
     exporters: list[Exporter],
 ) -> None:
-    """Issue 12 §4: a 422 for the merged create; the create goes alone, then each action:
+    """A 422 for the merged create; the create goes alone, then each action:
     the one the server refuses fails, the others arrive in order."""
 
     def server(sent: Sent) -> Answer:
@@ -478,7 +478,7 @@ class SilentBackend:
 
 
 def test_a_backend_that_answers_nothing_is_a_failure_not_a_busy_loop() -> None:
-    """Issue 12 backend seam: no answer and no error is taken as a connection failure,
+    """No answer and no error is taken as a connection failure,
     so the retry budget and the backoff apply (a broken backend cannot spin forever)."""
     backend = SilentBackend()
     config = Config.resolve(base_url=BASE_URL, application_id=APP_ID, max_retry_time=0.2)

@@ -8,8 +8,9 @@ SDK's own HTTP/1.1 client), and ``_losses`` (why events are lost, and who is tol
 """
 
 from ._backends import Backend, Exchange, Response
+from ._event import Event
 from ._exporter import Exporter, Feeder, add_feeder, drain_feeders, lifecycle_lock
-from ._queue import Event, ExportStats, Put
+from ._queue import ExportStats, Put
 
 __all__ = [
     "Backend",

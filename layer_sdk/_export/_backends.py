@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from .._config import Config
 from .._exceptions import LayerRequestError, LayerSDKException
+from .._redact import scrub
 from .._tls import describe_tls_failure, requests_verify
 from ._framing import PipelineClosed, ProtocolError
 from ._http import MAX_ANSWER_BYTES, ConnectionPool
@@ -85,16 +86,20 @@ class DirectBackend:
         try:
             answer = self._pool.post(url[self._prefix :], body, headers)
         except (OSError, ValueError) as exc:
-            raise LayerRequestError(_failure(exc)) from None
-        return Response(answer.status, answer.body, answer.headers)
+            why = _failure(exc)
+        else:
+            return Response(answer.status, answer.body, answer.headers)
+        raise LayerRequestError(why)  # out here, with nothing chained: see _send
 
     def get(self, url: str, headers: dict[str, str]) -> Response:
         """GET ``url``; raises ``LayerRequestError`` when no answer came."""
         try:
             answer = self._pool.send("GET", url[self._prefix :], b"", headers)
         except (OSError, ValueError) as exc:
-            raise LayerRequestError(_failure(exc)) from None
-        return Response(answer.status, answer.body, answer.headers)
+            why = _failure(exc)
+        else:
+            return Response(answer.status, answer.body, answer.headers)
+        raise LayerRequestError(why)  # out here, with nothing chained: see _send
 
     def post_all(self, url: str, requests: list[tuple[bytes, dict[str, str]]]) -> Exchange:
         """The requests in order: pipelined on one connection, unless the server showed
@@ -155,8 +160,6 @@ class RequestsBackend:
         return self._send("GET", url, None, headers)
 
     def _send(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> Response:
-        import requests
-
         try:
             # .post / .get rather than .request: a user's session may override either.
             send = self._session.post if method == "POST" else self._session.get
@@ -165,9 +168,17 @@ class RequestsBackend:
                 content = _read_capped(answer)
             finally:
                 answer.close()
-        except requests.RequestException as exc:
-            raise LayerRequestError(_failure(exc)) from None
-        return Response(answer.status_code, content, answer.headers)
+        except LayerRequestError:
+            raise
+        except Exception as exc:
+            # requests' own, or whatever a user's session raises (an OAuth2Session's
+            # TokenExpiredError): no answer came, as with a connection error.
+            why = scrub(_failure(exc))
+        else:
+            return Response(answer.status_code, content, answer.headers)
+        # Raised out here, with nothing chained (``from None`` would only hide it): the
+        # failure's traceback holds the frames that had our headers, the token among them.
+        raise LayerRequestError(why)
 
     def close(self) -> None:
         """The user's session is theirs to close."""

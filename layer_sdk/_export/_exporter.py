@@ -12,8 +12,10 @@ of a process:
   ``multiprocessing.util.Finalize`` instead;
 - **fork**: a child rebuilds every exporter in place (an empty queue, fresh
   locks, new connections, its own sender thread), so that it never re-sends
-  its parent's events nor waits on a lock a parent thread held. A pid check
-  on the hot path backs up the ``os.register_at_fork`` hook;
+  its parent's events nor waits on a lock a parent thread held. A fork that
+  runs no Python hook (one made by a C extension or an embedding server) is
+  caught at the door of the queue before any lock is taken: a byte of a page
+  the kernel wipes in a forked child (``_entropy.fork_mark``, ~20 ns);
 - **feeders**: what hands events to the clients from a thread of its own
   (the OpenTelemetry span processor's backlog, ``otel/_backlog.py``) is a
   ``Feeder``: every flush, shutdown and exit drain first waits for what the
@@ -24,6 +26,7 @@ of a process:
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import os
 import sys
@@ -36,12 +39,15 @@ from typing import Protocol
 import msgspec
 
 from .._config import DEFAULT_FLUSH_TIMEOUT, Config
+from .._entropy import fork_mark
 from .._exceptions import LayerRequestError
 from .._logging import debug_logging
 from .._oversize import fit
 from ._backends import Backend, Response
+from ._event import Event
 from ._losses import RECURSION, SHUTDOWN, LossLog, sdk_thread
-from ._queue import Event, ExportQueue, ExportStats, Put
+from ._queue import ExportQueue, ExportStats, Put
+from ._spool import Spool, forsake
 from ._transport import BodySplicer, Transport
 from ._trouble import TroubleLog, duration
 from ._worker import ExportWorker
@@ -54,6 +60,10 @@ _WOKE = Put.WOKE
 #: Seconds a shutdown drains quietly; events still undelivered then are a wait worth
 #: explaining (one line), since it may last until ``shutdown_timeout``.
 QUIET_DRAIN = 0.5
+#: ``[0]`` is 1 in the process whose exporters were built or rebuilt, 0 in a child
+#: forked since (with or without the at-fork hook).
+_this_process = fork_mark()
+_this_process[0] = 1
 
 
 class Exporter:
@@ -88,6 +98,7 @@ class Exporter:
             queued=lambda: self.queue.stats().queued,
         )
         self.losses = LossLog(config.on_drop, last_error=lambda: trouble.last_error)
+        self.spool = None if config.spool_dir is None else self._spool(config)
         self.queue = ExportQueue(
             max_events=config.max_queue_size,
             max_bytes=config.max_queue_bytes,
@@ -97,7 +108,11 @@ class Exporter:
             max_pipelined=config.max_pipelined_requests,
             flush_interval=config.flush_interval,
             on_loss=self.losses,
+            store=self.spool,
         )
+        if self.spool is not None and config.spool_max_age > config.max_retry_time:
+            # What waits in a spool is retried as long as the spool keeps it.
+            config = dataclasses.replace(config, max_retry_time=config.spool_max_age)
         self.transport = Transport(config, self._backend, self._splicer, trouble)
         self.worker = ExportWorker(
             self.queue,
@@ -105,7 +120,17 @@ class Exporter:
             max_senders=config.max_concurrent_requests,
             losses=self.losses,
         )
-        self.worker.start()
+        self.worker.start(durable=self.spool is not None)
+
+    def _spool(self, config: Config) -> Spool:
+        assert config.spool_dir is not None
+        return Spool(
+            config.spool_dir,
+            sync=config.spool_sync,
+            max_bytes=config.spool_max_bytes,
+            max_age=config.spool_max_age,
+            losses=self.losses,
+        )
 
     @property
     def closed(self) -> bool:
@@ -120,14 +145,13 @@ class Exporter:
             # A logging handler (say) run by one of the SDK's threads: never fed back.
             self.queue.refuse(event, RECURSION)
             return Put.DROPPED
+        if not _this_process[0]:
+            _restart_in_child()  # forked without the at-fork hook: before any lock is taken
         if len(event.body) > self._cut_above and not event.creates_session:
             self._cut(event)  # else refused by the queue, as too large
         outcome = self.queue.put(event)
         if outcome is _WOKE:
-            if self.worker.pid != os.getpid():
-                self._restart_in_child()  # forked without the at-fork hook running
-            else:
-                self.worker.ensure_running()
+            self.worker.ensure_running()
         return outcome
 
     def _cut(self, event: Event) -> None:
@@ -145,18 +169,25 @@ class Exporter:
         self.losses.truncated(len(event.body), limit, fitted.characters)
         event.body = fitted.body
 
-    def send_now(self, session_id: str, path: str, body: bytes) -> Response:
-        """The synchronous path: send now, after the session's queued events; raises."""
+    def send_now(
+        self, session_id: str, path: str, body: bytes, *, creates: bool = False
+    ) -> Response:
+        """The synchronous path: send now, after the session's queued events; raises
+        (``creates``: see ``Transport.send``)."""
+        if not _this_process[0]:
+            _restart_in_child()
         if self.closed:
             raise LayerRequestError("the client is shut down; call init() to use it again")
         # Earlier buffered events of this session go first, so the order holds on the wire.
         if not self.queue.wait_for_session(session_id, DEFAULT_FLUSH_TIMEOUT):
             raise LayerRequestError(f"earlier events of session {session_id} are still queued")
-        return self.transport.send(path, body)
+        return self.transport.send(path, body, creates=creates)
 
     def flush(self, timeout: float) -> bool:
         """Wait for every event queued (or held by a feeder) before the call; True when all
         were delivered."""
+        if not _this_process[0]:
+            _restart_in_child()
         if self.closed:
             return True
         deadline = time.monotonic() + timeout
@@ -207,9 +238,11 @@ class Exporter:
             # (The first flush timed out: it kept its losses for this one to tell.)
             delivered = queue.flush(max(0.0, deadline - time.monotonic()))
             self.losses.explain(SHUTDOWN, "still queued at the shutdown deadline")
+        queue.persist(deadline)  # with a spool: what is undelivered waits there
         queue.abandon()
         self.losses.unexplain(SHUTDOWN)
         self.worker.stop(deadline)
+        queue.close_store()
         if self._debugging:
             self._debugging = False
             debug_logging.release()
@@ -235,6 +268,8 @@ class Exporter:
                     adapter.poolmanager.clear()
         if self._splicer is not None:
             self._splicer.restart_in_child()
+        if self.spool is not None:
+            forsake(self.spool)  # the parent's files stay the parent's; the child gets its own
         self._build()
 
 
@@ -294,7 +329,10 @@ def drain_at_exit() -> None:
 
 
 def _restart_in_child() -> None:
+    """Rebuild every exporter in a forked child (by the at-fork hook, or by the first
+    call after a fork that ran none)."""
     global _lifecycle
+    _this_process[0] = 1
     _lifecycle = threading.Lock()
     for exporter in list(_live):
         exporter._restart_in_child()

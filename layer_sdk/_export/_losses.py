@@ -4,7 +4,8 @@ Every event the SDK accepted or refused ends in exactly one of: delivered,
 dropped at the door (``QUEUE_FULL``, ``TOO_LARGE``, ``SHUTDOWN``,
 ``RECURSION``; ``SPAN_BACKLOG``: a span dropped before it became events) or
 given up on after being accepted (``REJECTED``,
-``RETRIES_EXHAUSTED``, ``SESSION_FAILED``, ``SHUTDOWN``, ``INTERNAL_ERROR``).
+``RETRIES_EXHAUSTED``, ``SESSION_FAILED``, ``SHUTDOWN``, ``INTERNAL_ERROR``;
+with a spool, ``SPOOL_FULL``, ``EXPIRED`` and ``SPOOL_UNREADABLE``).
 The counts live in the queue; this module names the reasons and tells people.
 
 Telling ``on_drop`` must never harm the host. The callback is the user's code
@@ -77,6 +78,12 @@ RECURSION = "recursion"
 #: A finished OpenTelemetry span that found the span processor's backlog full: dropped
 #: before it was read, counted as one (the events it would have made are unknown).
 SPAN_BACKLOG = "span_backlog"
+#: The spool was full (``spool_max_bytes``): the oldest sessions it held only on disk went.
+SPOOL_FULL = "spool_full"
+#: Waited in the spool longer than ``spool_max_age``.
+EXPIRED = "expired"
+#: Held only by the spool, which could not read them back (a disk error, a damaged file).
+SPOOL_UNREADABLE = "spool_unreadable"
 #: Every loss reason, as stats() and on_drop name them.
 LOSS_REASONS = (
     QUEUE_FULL,
@@ -88,6 +95,9 @@ LOSS_REASONS = (
     INTERNAL_ERROR,
     RECURSION,
     SPAN_BACKLOG,
+    SPOOL_FULL,
+    EXPIRED,
+    SPOOL_UNREADABLE,
 )
 
 #: At most one log line per loss reason in this many seconds (the counts add up meanwhile).

@@ -1,7 +1,7 @@
-"""The bounded, in-memory store of events waiting to be exported.
+"""The bounded bookkeeping of events waiting to be exported.
 
-``ExportQueue`` is pure bookkeeping: no threads, no I/O, one lock that is never
-held across anything slow. It
+``ExportQueue`` is pure bookkeeping: no threads, no I/O of its own, one lock that
+is never held across anything slow. It
 
 - admits or refuses events at the door (``put``, the hot path), within a bound
   on events and on bytes that covers everything not yet resolved: waiting,
@@ -17,7 +17,20 @@ held across anything slow. It
 
 Events wait in an inbox until a batch is due (``max_batch_size`` events, or the
 oldest is ``flush_interval`` old, or a flush asks), then are sorted by session.
-Waiting for the batch is what lets a session's create carry its actions.
+Waiting for the batch is what lets a session's create carry its actions: those
+that arrived with it, in its batch, right behind it (``_group``), so that the
+body a create travels in is decided once and can be rebuilt after a crash.
+
+Behind the bookkeeping, an ``EventStore`` (``_store``) keeps the events: in
+memory only by default, or also on disk (``_spool``). With a durable store a
+sender hands it each batch before the batch is sent (at most every half
+``flush_interval``, outside the lock), and the events resolved since, to be
+deleted. Memory is then a window: once half the bounds are in use, batches
+stay in the store only (the queue is *spilled*) and are read back in order as
+memory frees up; newer batches wait behind them, so that every session keeps
+its order. What the store took over from dead processes is read back the same
+way. The bounds of ``put`` count what is in memory; ``stats().queued`` counts
+every event not yet resolved, in memory or only in the store.
 """
 
 from __future__ import annotations
@@ -25,6 +38,7 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
+import logging
 import threading
 import time
 from collections import Counter, deque
@@ -34,8 +48,12 @@ import msgspec
 
 from .._entropy import random_16
 from .._schemas import SESSIONS_PATH, actions_path, session_body
+from ._event import Event
 from ._losses import QUEUE_FULL, RECURSION, SESSION_FAILED, SHUTDOWN, TOO_LARGE
 from ._retry import RetryState
+from ._store import NOTHING, SPOOL_ROW_OVERHEAD, EventStore, MemoryStore, News
+
+logger = logging.getLogger("layer_sdk")
 
 
 class Put(enum.Enum):
@@ -53,6 +71,8 @@ class Put(enum.Enum):
 _ACCEPTED, _WOKE = Put.ACCEPTED, Put.WOKE  # read once: an enum member is slower
 #: A time before any: an inbox that arrived then is due, whatever ``flush_interval``.
 _LONG_AGO = float("-inf")
+#: A time after any: nothing is due.
+_NEVER = float("inf")
 
 #: Memory an event costs beyond its encoded bytes (its record, the bytes object's
 #: header), counted against ``max_queue_bytes`` so that the bound covers real memory.
@@ -62,20 +82,12 @@ EVENT_OVERHEAD = 128
 #: with its request, once its retry is due.
 AGAIN = "again"
 
-
-class Event(msgspec.Struct, gc=False):
-    """One session or action, already encoded. Not tracked by the GC: a large
-    backlog costs the collector nothing."""
-
-    session_id: str
-    body: bytes
-    creates_session: bool
-    epoch: int = 0
-    next: Event | None = None  # the next waiting event of the same session
-    alone: bool = False  # a refused merged create, resent without its actions
-    #: The X-Request-Id of the body this event travels in as its first event, the
-    #: same on every attempt of that body ("": not sent yet).
-    request_id: str = ""
+#: With a durable store: resolved events are deleted from it once this many wait (or
+#: with the next batch, or ``flush_interval`` after the first resolved).
+FORGET_BATCH = 2_000
+#: With a durable store: how often it takes over what dead processes left and gives up
+#: on what expired, seconds (also at the start: the spool's thread begins with it).
+TEND_INTERVAL = 2.0
 
 
 class Request(msgspec.Struct, gc=False):
@@ -117,7 +129,9 @@ class ExportStats(msgspec.Struct, frozen=True):
     ``enqueued == sent + failed + queued`` always holds; ``dropped`` events
     were refused at the door and never enqueued. ``truncated`` counts the
     actions whose content was cut to fit ``max_event_bytes`` (see ``_oversize``):
-    they are enqueued like any other.
+    they are enqueued like any other. With a spool, ``queued`` counts the events
+    held only on disk too (``queued_bytes`` is memory), and the events taken over
+    from a dead process's spool count as enqueued (``replayed`` of them).
     """
 
     enqueued: int
@@ -132,6 +146,13 @@ class ExportStats(msgspec.Struct, frozen=True):
     truncated: int = 0
     #: True for a client initialized with ``enabled=False``: nothing is counted.
     disabled: bool = False
+    #: Events this client holds in its spool (its own and those it replays), their bytes,
+    #: and the age of the oldest, seconds (all 0 without a spool).
+    spooled: int = 0
+    spooled_bytes: int = 0
+    spooled_oldest_age: float = 0.0
+    #: Events taken over from the spool of a process that died (counted in ``enqueued``).
+    replayed: int = 0
 
 
 class _LostHere(threading.local):
@@ -205,6 +226,7 @@ class ExportQueue:
         max_pipelined: int,
         flush_interval: float,
         on_loss: Callable[[str, int], None],
+        store: EventStore | None = None,
     ) -> None:
         self._on_loss = on_loss
         self._unreported: list[tuple[str, int]] = []
@@ -247,8 +269,27 @@ class ExportQueue:
         self._revivals = 0  # sessions created anew after their create was lost
         self._session_waiters = 0  # wait_for_session() calls waiting
 
-        self._events = 0
+        self._store: EventStore = MemoryStore() if store is None else store
+        self._durable = self._store.durable
+        # A durable store is written at half flush_interval, so that what a crash can
+        # lose (events not yet written) stays within flush_interval even on a busy machine.
+        self._inbox_wait = flush_interval / 2 if self._durable else flush_interval
+        # The durable store's thread waits here for work (the inbox's first event, a flush).
+        self._store_waiter = threading.Condition(self._lock)
+        self._storing = False  # the store's thread is handing it work (outside the lock)
+        self._storing_batch: list[Event] = []  # the batch it is writing
+        self._forget: list[Event] = []  # resolved events still in the store, to delete
+        self._forget_since = 0.0
+        self._forget_bytes = 0
+        self._held: list[Event] = []  # batches the store could not take, behind its backlog
+        self._load_after = 0.0  # nothing came back from the store: not before then
+        self._tend_at = 0.0  # due at once: the first sender takes over what dead processes left
+        self._abandoned = False
+
+        self._events = 0  # in memory: what the bounds of put() count
         self._bytes = 0
+        self._backlog = 0  # unresolved events held only by the store
+        self._replayed = 0
         # flush() starts a new epoch; it waits until no event of an earlier one is unresolved.
         self._epoch = 0
         self._epoch_events = 0  # unresolved events of the current epoch
@@ -298,7 +339,7 @@ class ExportQueue:
                     self._inbox_since = time.monotonic()
                 elif len(inbox) != self._batch_size:
                     return _ACCEPTED
-                self._wake()  # start the flush_interval timer, or send a full batch
+                self._wake_sorter()  # start the flush_interval timer, or send a full batch
                 return _WOKE
         self.report()
         return Put.TOO_LARGE if reason == TOO_LARGE else Put.DROPPED
@@ -380,16 +421,17 @@ class ExportQueue:
                 return request
             if self._ready:
                 return self._next_request()
-            if self._inbox:
-                due = self._inbox_since + self._flush_interval
-                if now >= due or len(self._inbox) >= self._batch_size or self._closed:
+            if self._inbox and not self._durable:  # (a durable store's thread sorts it)
+                until = self._inbox_since + self._flush_interval
+                if now >= until or len(self._inbox) >= self._batch_size or self._closed:
                     self._sort_inbox()
                     continue
-                until = due
-            elif (self._closed and not retries) or now >= idle_deadline:
-                self._hand_over_time()
-                return None
             else:
+                if (self._closed and not retries and not self._stored_work()) or (
+                    now >= idle_deadline
+                ):
+                    self._hand_over_time()
+                    return None
                 until = idle_deadline
             waiter = threading.Condition(self._lock)
             self._idle.append(waiter)
@@ -410,6 +452,13 @@ class ExportQueue:
         if self._retries and self._timekeeper is None:
             self._wake()
 
+    def _wake_sorter(self) -> None:
+        """Wake whoever sorts the inbox: an idle sender, or a durable store's thread."""
+        if self._durable:
+            self._store_waiter.notify()
+        else:
+            self._wake()
+
     def _wake(self, count: int = 1) -> None:
         """Wake up to ``count`` idle senders, the most recently idle first."""
         idle = self._idle
@@ -424,7 +473,17 @@ class ExportQueue:
     @property
     def finished(self) -> bool:
         """Closed, with nothing left to hand out: no event waiting, no retry to come due."""
-        return self._closed and not (self._inbox or self._ready or self._retries)
+        return self._closed and not (
+            self._inbox or self._ready or self._retries or self._stored_work()
+        )
+
+    def _stored_work(self) -> bool:
+        """With a durable store: events that its thread will hand to the senders."""
+        return (
+            self._durable
+            and not self._abandoned
+            and (bool(self._inbox or self._held) or self._storing or self._store.loadable)
+        )
 
     def needs_more_senders(self) -> bool:
         """Whether requests are ready (or retries due) that no idle sender will pick up."""
@@ -524,26 +583,70 @@ class ExportQueue:
             if id(request) in self._in_flight:
                 self._wait_for_retry(request, 0.0)
 
-    def split(self, request: Request) -> None:
+    def split(self, request: Request) -> bool:
         """The server refused a merged create: its events go back to the front of their
         line, the create to travel alone and each action in its own request, so that
-        only what the server refuses fails. They count as retried."""
+        only what the server refuses fails. They count as retried.
+
+        The create alone is a new body: it gets a new request ID, recorded by a durable
+        store before it can be sent (while the request still holds its session), so
+        that a replay never sends the merged body again under an ID the server may
+        know for the create alone. False when that could not be recorded: the request
+        is still the caller's to resolve.
+        """
+        with self._lock:
+            if id(request) not in self._in_flight:
+                return True
+            create = request.events[0]
+            create.joined = 0
+            create.request_id = random_16().hex()  # its body is made anew: a new request ID
+        if create.seq and not self._store.regroup(create):
+            return False
         with self._lock:
             if self._in_flight.pop(id(request), None) is None:
-                return
+                return True
             session = self._sessions[request.session_id]
             session.in_flight = False
-            request.events[0].alone = True
-            request.events[0].request_id = ""  # its body is made anew: a new request ID
             session.push_front(request.events)
             self._retried += len(request.events)
             self._ready.appendleft(request.session_id)
             self._wake()
+            return True
 
     def _sort_inbox(self) -> None:
-        """Move the inbox into per-session lines, in arrival order."""
+        """Move the inbox into per-session lines, in arrival order (memory only)."""
+        batch, self._inbox = self._inbox, []
+        self._group(batch)
+        self._push(batch)
+
+    def _group(self, batch: list[Event]) -> None:
+        """Decide which actions each create of ``batch`` carries in its body: those of its
+        session right behind it in the batch, within ``max_batch_size`` events and
+        ``max_request_bytes``. Decided once per batch, so that a replay rebuilds the body."""
+        carrying: dict[str, Event] = {}  # sessions whose create may carry more
+        sizes: dict[str, int] = {}
+        most = self._batch_size - 1
+        for event in batch:
+            session_id = event.session_id
+            if event.creates_session:
+                event.joined = 0
+                carrying[session_id] = event
+                sizes[session_id] = len(event.body) + len(',"actions":[]')
+                continue
+            create = carrying.get(session_id)
+            if create is None:
+                continue
+            size = sizes[session_id] + len(event.body) + 1
+            if create.joined < most and size <= self._max_request_bytes:
+                create.joined += 1
+                sizes[session_id] = size
+            else:
+                del carrying[session_id]  # the rest follow as actions of a known session
+
+    def _push(self, batch: list[Event]) -> None:
+        """Put a batch into the per-session lines, in order."""
         sessions, ready = self._sessions, self._ready
-        for event in self._inbox:
+        for event in batch:
             session_id = event.session_id
             if session_id in self._dead:
                 if not event.creates_session:
@@ -558,11 +661,200 @@ class ExportQueue:
             session.push(event)
             if was_empty and not session.in_flight:
                 ready.append(session_id)
-        self._inbox = []
         if self._session_waiters:
             self._resolved.notify_all()  # wait_for_session looks in the inbox too
-        if len(ready) > 1:
-            self._wake(len(ready) - 1)
+        # A sender sorting the inbox takes one itself; the store's thread takes none.
+        self._wake(len(ready) - (0 if self._durable else 1))
+
+    # -- the store behind (durable only) -------------------------------------------------
+
+    def keep_store(self, idle_timeout: float) -> bool:
+        """The durable store's thread: wait until the store has work (at most
+        ``idle_timeout`` seconds) and hand it over. False once there will be none
+        (shut down, what was left is left in the store)."""
+        with self._lock:
+            deadline = time.monotonic() + idle_timeout
+            while True:
+                if self._abandoned or not self._durable:
+                    return False
+                now = time.monotonic()
+                due = self._store_work_due(now)
+                if not (self._storing or self._closed):
+                    due = min(due, self._tend_at)
+                if due <= now:
+                    self._store_step(now)
+                    break
+                if now >= deadline:
+                    return True
+                if self._store.loadable:
+                    due = min(due, now + self._flush_interval)  # memory may free up
+                self._store_waiter.wait(min(due, deadline) - now)
+        self.report()  # what the store gave up on, or what its events' sessions cost
+        return True
+
+    def _store_work_due(self, now: float) -> float:
+        """When the store's thread should next hand it what waits: the inbox to write,
+        resolved events to delete, room to read events back into (monotonic; ``_NEVER``:
+        nothing waits; the periodic ``tend`` aside)."""
+        if self._storing or self._abandoned:
+            return _NEVER
+        due = _NEVER
+        inbox = self._inbox
+        if inbox:
+            if len(inbox) >= self._batch_size or self._closed:
+                return now
+            due = self._inbox_since + self._inbox_wait
+        if self._forget:
+            if len(self._forget) >= FORGET_BATCH or self._closed:
+                return now
+            due = min(due, self._forget_since + self._flush_interval)
+        if self._wants_load():
+            due = min(due, self._load_after)
+        return due
+
+    def _wants_load(self) -> bool:
+        """Whether to read events back from the store: some wait only there, and memory is
+        down to a quarter of its bounds (it is filled back to half)."""
+        return (
+            self._store.loadable
+            and self._events * 4 <= self._max_events
+            and self._bytes * 4 <= self._max_bytes
+        )
+
+    def _store_step(self, now: float, *, final: bool = False) -> None:
+        """Hand the store what is due: the inbox to write, the resolved events to delete,
+        room to read events back into, its periodic care. Called with the lock held once,
+        on the store's thread; released while the store works (puts and the senders go
+        on meanwhile).
+
+        ``final`` (at shutdown): the inbox and the deletions, whatever is due, nothing else.
+        """
+        store = self._store
+        batch: list[Event] = []
+        if self._inbox and (
+            final
+            or now >= self._inbox_since + self._inbox_wait
+            or len(self._inbox) >= self._batch_size
+            or self._closed
+        ):
+            batch, self._inbox = self._inbox, []
+            self._group(batch)
+        forget: list[Event] = []
+        if self._forget and (
+            final
+            or batch
+            or len(self._forget) >= FORGET_BATCH
+            or now >= self._forget_since + self._flush_interval
+            or self._closed
+        ):
+            forget, self._forget = self._forget, []
+            self._forget_bytes = 0
+        # The batch stays in memory while memory is at most half full (the rest of it is
+        # the inbox's room), and nothing older of this process waits in the store only.
+        keep = (
+            not store.spilled
+            and self._events * 2 <= self._max_events
+            and self._bytes * 2 <= self._max_bytes
+        )
+        load = not final and now >= self._load_after and self._wants_load()
+        room = (self._max_events // 2 - self._events, self._max_bytes // 2 - self._bytes)
+        tend = not final and not self._closed and now >= self._tend_at
+        if tend:
+            self._tend_at = now + TEND_INTERVAL
+        epoch = self._epoch
+        written, news, found, tended = False, NOTHING, NOTHING, NOTHING
+        loaded: list[Event] = []
+        self._storing, self._storing_batch = True, batch
+        self._lock.release()
+        try:
+            if tend:  # first: at the start, what dead processes left is taken over at once
+                tended = store.tend(epoch)
+            if batch or forget:
+                written, news = store.write(batch, keep=keep, forget=forget)
+            if load:
+                loaded, found = store.load(max(1, room[0]), max(1, room[1]), epoch)
+        except Exception:  # the store never raises; a bug of ours must not lose the batch
+            logger.exception("layer-sdk's spool failed; the batch goes on in memory only")
+            for event in batch:
+                event.seq, event.shelf = 0, None
+            written = False
+        finally:
+            self._lock.acquire()
+            self._storing, self._storing_batch = False, []
+        for change in (tended, news, found):
+            self._count(change, epoch)
+        if batch:
+            self._place(batch, written=written, keep=keep)
+        if loaded and not self._abandoned:  # (abandoned: they stay in the store, unsent)
+            for event in loaded:
+                self._bytes += len(event.body) + EVENT_OVERHEAD
+            self._events += len(loaded)
+            self._backlog -= len(loaded)
+            self._push(loaded)
+        elif load:
+            self._load_after = now + self._flush_interval  # nothing came back: not at once
+        if self._held and not store.spilled:
+            held, self._held = self._held, []
+            self._push(held)
+        self._resolved.notify_all()  # persist() may wait for this step; flush for its losses
+
+    def _place(self, batch: list[Event], *, written: bool, keep: bool) -> None:
+        """Where a batch handed to the store goes on: the lines, the store only, or behind
+        what waits in the store only."""
+        if self._abandoned:
+            if written:
+                self._leave(batch)
+            else:
+                self._fail(batch, SHUTDOWN)
+        elif written and not keep:
+            self._leave(batch)  # only the store holds it now, until read back
+        elif not written and self._store.spilled:
+            self._held += batch
+        else:
+            self._push(batch)
+
+    def _leave(self, events: list[Event]) -> None:
+        """Events that from now on only the store holds: out of memory, still unresolved."""
+        size = 0
+        for event in events:
+            size += len(event.body) + EVENT_OVERHEAD
+        self._events -= len(events)
+        self._bytes -= size
+        self._backlog += len(events)
+
+    def _count(self, news: News, epoch: int) -> None:
+        """Count what the store took over (in ``epoch``, the one it was given) or gave up on."""
+        if news.claimed:
+            self._backlog += news.claimed
+            self._replayed += news.claimed
+            if epoch == self._epoch:
+                self._epoch_events += news.claimed
+            else:  # a flush began meanwhile: it waits for them too
+                self._earlier_epochs[epoch] += news.claimed
+        for lost in news.lost:
+            count = len(lost.epochs)
+            self._backlog -= count
+            self._failed[lost.reason] += count
+            self._unreported.append((lost.reason, count))
+            for epoch in lost.epochs:
+                self._lossy_epochs.add(epoch)
+                self._settle_epoch(epoch)
+            for session_id in lost.sessions:
+                self._bury(session_id)
+
+    def persist(self, deadline: float) -> None:
+        """At shutdown, with a durable store: write what is in memory only and delete what
+        was resolved, now (waiting for a write under way, until ``deadline``)."""
+        with self._lock:
+            if not self._durable or self._abandoned:
+                return
+            while self._storing:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._resolved.wait(remaining)
+            if self._inbox or self._forget:
+                self._store_step(time.monotonic(), final=True)
 
     def _next_request(self) -> Request:
         session_id = self._ready.popleft()
@@ -571,17 +863,12 @@ class ExportQueue:
         events = [first]
         size = len(first.body)
         if first.creates_session:
-            # The create carries the actions queued behind it, in one body.
+            # The create carries the actions that arrived with it (``_group``), in one body.
             path = SESSIONS_PATH
-            size += len(',"actions":[]')
-            while (
-                not first.alone
-                and (following := session.first) is not None
-                and not following.creates_session
-                and len(events) < self._batch_size
-                and size + len(following.body) + 1 <= self._max_request_bytes
-            ):
-                size += len(following.body) + 1
+            for _ in range(first.joined):
+                following = session.first
+                if following is None or following.creates_session:
+                    break  # (they are right behind it: they arrived with it)
                 events.append(session.pop())
             bodies = [session_body(first.body, [event.body for event in events[1:]])]
         else:
@@ -612,9 +899,17 @@ class ExportQueue:
 
     def _resolve(self, events: list[Event]) -> None:
         earlier, current = self._earlier_epochs, self._epoch
+        forget = self._forget
         for event in events:
             self._events -= 1
             self._bytes -= len(event.body) + EVENT_OVERHEAD
+            if event.seq:  # in the store too: deleted there by the next store step
+                if not forget:
+                    self._forget_since = time.monotonic()
+                    self._forget_bytes = 0
+                    self._store_waiter.notify()  # its deletion is due in flush_interval
+                forget.append(event)
+                self._forget_bytes += len(event.body) + SPOOL_ROW_OVERHEAD
             if event.epoch == current:
                 self._epoch_events -= 1
             else:
@@ -624,6 +919,17 @@ class ExportQueue:
                     # A flush may be waiting for exactly this epoch: only now can
                     # it be done (waking it on every request costs CPU and the GIL).
                     self._resolved.notify_all()
+
+    def _settle_epoch(self, epoch: int) -> None:
+        """One event of ``epoch`` resolved (one held only by the store)."""
+        if epoch == self._epoch:
+            self._epoch_events -= 1
+            return
+        earlier = self._earlier_epochs
+        earlier[epoch] -= 1
+        if not earlier[epoch]:
+            del earlier[epoch]
+            self._resolved.notify_all()
 
     def _bury(self, session_id: str) -> None:
         dead = self._dead
@@ -650,7 +956,7 @@ class ExportQueue:
             # Due now, whatever flush_interval (0.0 is not: the monotonic clock
             # may be younger than a long flush_interval).
             self._inbox_since = _LONG_AGO
-            self._wake()
+            self._wake_sorter()
             while self._earlier_epochs and min(self._earlier_epochs) <= target:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -665,11 +971,13 @@ class ExportQueue:
         deadline = time.monotonic() + timeout
         with self._lock:
             self._inbox_since = _LONG_AGO
-            self._wake()
+            self._wake_sorter()
             self._session_waiters += 1
             try:
                 while session_id in self._sessions or any(
-                    event.session_id == session_id for event in self._inbox
+                    event.session_id == session_id
+                    for waiting in (self._inbox, self._storing_batch, self._held)
+                    for event in waiting
                 ):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
@@ -679,29 +987,40 @@ class ExportQueue:
             finally:
                 self._session_waiters -= 1
 
+    def close_store(self) -> None:
+        """Let go of the store's files (after ``abandon``: what is left waits in them)."""
+        self._store.close()
+
     def close(self) -> None:
         """Refuse new events from now on; those accepted are still delivered."""
         with self._lock:
             self._closed = True
             self._max_events = -1  # put() then takes its slow path, which checks _closed
             self._wake(len(self._idle))
+            self._store_waiter.notify()
 
     def forget_locks(self) -> None:
         """New locks for a forked child, where a parent thread may have held the old ones."""
         self._lock = threading.RLock()
         self._lost_here = _LostHere()
         self._resolved = threading.Condition(self._lock)
+        self._store_waiter = threading.Condition(self._lock)
         self._idle = []
         self._timekeeper = None
         self._session_waiters = 0
 
     def abandon(self) -> None:
-        """Give up on everything still unresolved (shutdown's deadline has passed)."""
+        """Give up on everything still unresolved (shutdown's deadline has passed).
+
+        With a durable store, what it holds is not given up on: it is left there for
+        the next process on the same directory (still counted as queued).
+        """
         with self._lock:
             self._closed = True
+            self._abandoned = True
             self._max_events = -1
-            events = list(self._inbox)
-            self._inbox = []
+            events = self._inbox + self._held
+            self._inbox, self._held = [], []
             for session in self._sessions.values():
                 events.extend(session.pop_all())
             for request in self._in_flight.values():
@@ -710,25 +1029,35 @@ class ExportQueue:
             self._retries.clear()
             self._sessions.clear()
             self._ready.clear()
+            if self._durable:
+                self._leave([event for event in events if event.seq])
+                events = [event for event in events if not event.seq]
             self._fail(events, SHUTDOWN)
             self._wake(len(self._idle))
             self._resolved.notify_all()
+            self._store_waiter.notify()
         self.report()
 
     def stats(self) -> ExportStats:
         """A consistent snapshot of the counts."""
+        stored = self._store.stats()
         with self._lock:
             dropped = dict(self._dropped)
             if self._dropped_reentering:
                 dropped[RECURSION] = dropped.get(RECURSION, 0) + self._dropped_reentering
             return ExportStats(
-                enqueued=self._sent + sum(self._failed.values()) + self._events,
+                enqueued=self._sent + sum(self._failed.values()) + self._events + self._backlog,
                 sent=self._sent,
                 dropped=sum(dropped.values()),
                 failed=sum(self._failed.values()),
                 retried=self._retried,
-                queued=self._events,
+                queued=self._events + self._backlog,
                 queued_bytes=self._bytes,
                 dropped_by_reason=dropped,
                 failed_by_reason=dict(self._failed),
+                # Resolved ones are deleted by the next store step: not counted meanwhile.
+                spooled=max(0, stored.events - len(self._forget)),
+                spooled_bytes=max(0, stored.bytes - self._forget_bytes),
+                spooled_oldest_age=stored.oldest_age,
+                replayed=self._replayed,
             )

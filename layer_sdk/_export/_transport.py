@@ -39,6 +39,7 @@ import msgspec
 
 from .._auth import warn_if_cleartext
 from .._config import Config
+from .._daemon_pool import Interrupt
 from .._entropy import random_16
 from .._exceptions import (
     LayerAuthError,
@@ -156,6 +157,7 @@ class Transport:
             max_retries=config.max_retries, max_retry_time=config.max_retry_time
         )
         self.gate = SendGate(self.retry)
+        self._closing = Interrupt()
         #: What the worker's attempts say about reaching the API, in the log.
         self.trouble = trouble or TroubleLog(
             config.base_url, authenticated=config.auth_provider is not None
@@ -168,10 +170,15 @@ class Transport:
 
     # -- the synchronous path ----------------------------------------------------------
 
-    def send(self, path: str, body: bytes, *, method: str = "POST") -> Response:
+    def send(
+        self, path: str, body: bytes, *, method: str = "POST", creates: bool = False
+    ) -> Response:
         """POST ``body`` to ``path`` now (the synchronous path); returns a 2xx response or raises.
 
         ``method="GET"`` reads ``path`` instead (``body`` is then ``b""``).
+        ``creates``: the body creates what it names (a session). A 409 to a retry
+        of it (after an attempt the server may have taken, its answer lost) says
+        that it exists: that 409 is returned. A 409 to the first attempt raises.
         Retries up to ``max_retries`` times, within about ``max_retries + 1``
         times ``http_timeout``. Raises ``LayerHTTPError`` for a non-2xx answer
         (at once for a ``Retry-After`` beyond that bound), ``LayerRequestError``
@@ -179,7 +186,7 @@ class Transport:
         credentials can be had.
         """
         try:
-            outcome = self._settle_now(path, body, method)
+            outcome = self._settle_now(path, body, method, creates)
         except LayerSDKException as exc:  # no credentials could be had
             outcome = exc
         if isinstance(outcome, Response):
@@ -188,7 +195,9 @@ class Transport:
         # server's raw answer, which an error tracker capturing frame locals would send on.
         raise outcome.with_traceback(None)
 
-    def _settle_now(self, path: str, body: bytes, method: str) -> Response | LayerSDKException:
+    def _settle_now(
+        self, path: str, body: bytes, method: str, creates: bool
+    ) -> Response | LayerSDKException:
         """The synchronous loop: a 2xx response, or the error that ``send`` raises."""
         started = time.monotonic()
         if self._splicer is not None:
@@ -208,7 +217,10 @@ class Transport:
             outcome: Response | LayerSDKException | None = None
             delay = 0.0
             if not sorted_.again:
-                outcome = delivery.error or delivery.response
+                if creates and retry.retries and delivery.status == 409:
+                    outcome = delivery.response  # created by an attempt whose answer was lost
+                else:
+                    outcome = delivery.error or delivery.response
             elif sorted_.unauthorized:
                 if not self._renew_credentials(retry):
                     outcome = delivery.error
@@ -390,27 +402,35 @@ class Transport:
     def _attempt(
         self, path: str, bodies: list[bytes], request_ids: list[str], method: str, *, sync: bool
     ) -> Exchange:
-        """Send the bodies once, in order, with their headers; what came back."""
+        """Send the bodies once, in order, with their headers; what came back, with the
+        credentials sent masked wherever the answers or the failure quote them."""
         url = self._base_url + path
+        credentials: dict[str, str] = {}
         try:
             headers = self._headers
             if self._auth is not None:
-                headers = {**headers, **self._auth.get_headers()}
+                with self._closing.applies():  # shutdown ends a wait for a token
+                    credentials = self._auth.get_headers()
+                headers = {**headers, **credentials}
             if method == "GET":
-                return _get(self._backend, url, headers)
-            return self._backend.post_all(
-                url,
-                [
-                    (body, {**headers, REQUEST_ID_HEADER: request_id})
-                    for body, request_id in zip(bodies, request_ids, strict=True)
-                ],
-            )
+                exchange = _get(self._backend, url, headers)
+            else:
+                exchange = self._backend.post_all(
+                    url,
+                    [
+                        (body, {**headers, REQUEST_ID_HEADER: request_id})
+                        for body, request_id in zip(bodies, request_ids, strict=True)
+                    ],
+                )
         except LayerAuthError as exc:
             if sync:
                 raise  # the caller learns at once that no credentials can be had
             return Exchange([], exc)
         except LayerRequestError as exc:
-            return Exchange([], exc)
+            exchange = Exchange([], exc)
+        # Whatever the provider (a user's own may declare no secrets), what it just sent is
+        # known here: an API or a user's session quoting it back shows it masked.
+        return _masked(exchange, credentials) if credentials else exchange
 
     def _sort(self, exchange: Exchange, count: int, reauthenticate: bool) -> _Sorted:
         """Sort what one attempt of ``count`` bodies came to, body by body."""
@@ -478,9 +498,10 @@ class Transport:
         return Transport(self._config, backend, self._splicer, self.trouble)
 
     def close(self) -> None:
-        """End the waits of the send gate and of synchronous calls, and release connections
-        (those in use too: a request under way ends at once)."""
+        """End the waits of the send gate and of synchronous calls (for a backoff or for a
+        token), and release connections (those in use too: a request under way ends at once)."""
         self.gate.close()
+        self._closing.fire()
         if self._splicer is not None:
             self._splicer.close()
         self._backend.close()
@@ -546,6 +567,28 @@ def _kept(error: LayerSDKException) -> LayerSDKException:
     ):
         return LayerHTTPError(error.status_code, error.message[:500], None)
     return error
+
+
+def _masked(exchange: Exchange, credentials: dict[str, str]) -> Exchange:
+    """``exchange`` with each header value of ``credentials`` (and a scheme's credentials
+    alone: the token of ``Bearer <token>``) masked in the refusals and the failure."""
+    if exchange.error is None and all(200 <= r.status < 300 for r in exchange.responses):
+        return exchange  # nothing the server or the network said is kept
+    secrets = {part for value in credentials.values() for part in (value, value.partition(" ")[2])}
+    responses = [
+        response
+        if 200 <= response.status < 300 or not response.body
+        else response._replace(
+            body=scrub(response.body.decode("utf-8", "replace"), secrets).encode()
+        )
+        for response in exchange.responses
+    ]
+    error = exchange.error
+    if isinstance(error, LayerRequestError) and not isinstance(error, LayerHTTPError):
+        message = scrub(str(error), secrets)
+        if message != str(error):
+            error = LayerRequestError(message)
+    return Exchange(responses, error)
 
 
 def _get(backend: Backend, url: str, headers: dict[str, str]) -> Exchange:

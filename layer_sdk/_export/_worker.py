@@ -10,11 +10,18 @@ A request that failed for now goes back to the queue until its retry is due:
 its sender takes other work meanwhile, so that a fraction of failures slows
 delivery by that fraction instead of taking senders out of service.
 
+With a spool, one more thread hands the spool its work (``ExportQueue.keep_store``):
+it writes each batch before the senders get it, deletes what they resolved,
+reads back what waits on disk, and takes over what dead processes left. It is
+a thread of its own so that the spool is written on time even while every
+sender waits for an API that does not answer.
+
 Nothing here ever raises into the application or waits without a deadline.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -40,6 +47,8 @@ logger = logging.getLogger("layer_sdk")
 PRIMARY_IDLE_TIMEOUT = 5.0
 #: An extra sender without work for this long exits, seconds.
 EXTRA_IDLE_TIMEOUT = 20.0
+#: The spool's thread re-checks for work this often even when nothing wakes it, seconds.
+STORE_IDLE_TIMEOUT = 5.0
 
 
 class ExportWorker:
@@ -57,14 +66,35 @@ class ExportWorker:
         self._senders: list[threading.Thread] = []
         self._running = 0  # senders started and not yet exited
         self._primary: threading.Thread | None = None
+        self._keeper: threading.Thread | None = None  # the spool's thread (durable store)
         self._stopping = False
         self._recoveries = 0  # outages ended, as last seen (see SendGate.recoveries)
         self.pid = os.getpid()
 
-    def start(self) -> None:
-        """Start the first sender thread."""
+    def start(self, *, durable: bool = False) -> None:
+        """Start the first sender thread (and the spool's, for a ``durable`` store)."""
         with self._lock:
             self._primary = self._spawn(primary=True)
+            if durable:
+                self._keeper = self._start_keeper()
+
+    def _start_keeper(self) -> threading.Thread:
+        thread = threading.Thread(target=self._keep, name="layer-sdk-spool", daemon=True)
+        thread.start()
+        return thread
+
+    def _keep(self) -> None:
+        """The spool's thread: hands the store its work until the queue is abandoned."""
+        sdk_thread.active = True
+        try:
+            while not self._stopping and self._queue.keep_store(STORE_IDLE_TIMEOUT):
+                pass
+        except BaseException:
+            logger.exception("layer-sdk's spool thread had died; starting a new one")
+            with self._lock:
+                if not self._stopping:
+                    with contextlib.suppress(RuntimeError):  # (the interpreter is exiting)
+                        self._keeper = self._start_keeper()
 
     def ensure_running(self) -> None:
         """Restart the first sender if it is gone: a worker never stops silently.
@@ -78,6 +108,13 @@ class ExportWorker:
                 if self._primary is primary and not self._stopping:
                     logger.error("layer-sdk's sender thread had died; starting a new one")
                     self._replace_primary()
+        keeper = self._keeper
+        if keeper is not None and not keeper.is_alive() and not self._stopping:
+            with self._lock:
+                if self._keeper is keeper and not self._stopping:
+                    logger.error("layer-sdk's spool thread had died; starting a new one")
+                    with contextlib.suppress(RuntimeError):
+                        self._keeper = self._start_keeper()
 
     def _replace_primary(self) -> None:
         try:
@@ -90,6 +127,8 @@ class ExportWorker:
         with self._lock:
             self._stopping = True
             senders = list(self._senders)
+            if self._keeper is not None:
+                senders.append(self._keeper)
         self._transport.close()  # wakes every sender waiting in the send gate
         for thread in senders:
             remaining = deadline - time.monotonic()
@@ -178,21 +217,25 @@ class ExportWorker:
     def _resolve(self, request: Request, deliveries: list[Delivery]) -> None:
         """Settle a request in the queue by what became of each of its bodies."""
         refused = deliveries[0]
-        if refused.loss == REJECTED and request.events[0].creates_session:
+        first = request.events[0]
+        if refused.loss == REJECTED and first.creates_session:
             merged = len(request.events) > 1
+            # Sent before: retried after an attempt whose answer was lost, or replayed
+            # from the spool of a process that died before it knew (the same body, under
+            # the same request ID: its merged actions were taken with it).
             retried = request.retry is not None and request.retry.retries > 0
-            if refused.status == 409 and (retried or not merged):
-                # The session exists: made by an earlier attempt whose answer was lost
-                # (with the actions merged into it), or by another client with the same
-                # ID (a deterministic ID, a caller's session_id=). The create counts as
-                # sent, and the actions queued behind it follow.
-                if not retried:
+            sent_before = first.replayed or retried
+            if refused.status == 409 and (sent_before or not merged):
+                # The session exists: made by an earlier attempt (with the actions merged
+                # into it), or by another client with the same ID (a deterministic ID, a
+                # caller's session_id=). The create counts as sent, and the actions queued
+                # behind it follow.
+                if not sent_before:
                     self._existed(request.session_id)
                 self._queue.complete(request)
                 return
-            if merged and refused.status in SPLIT_STATUSES:
-                self._queue.split(request)  # its events go again, one by one
-                return
+            if merged and refused.status in SPLIT_STATUSES and self._queue.split(request):
+                return  # its events go again, one by one
         failures: list[str | None] = []
         again: Delivery | None = None
         for delivery in deliveries:

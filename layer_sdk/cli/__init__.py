@@ -3,6 +3,8 @@
 - ``collector``: the local collector on a port, printing what it receives.
 - ``demo``: see the SDK work against an embedded collector, no account needed.
 - ``check``: is this machine set up to report to Layer? If not, why not?
+- ``spool``: what a spool directory holds (events waiting, their age, whose), or
+  ``--purge`` to empty it.
 
 ``layer-sdk --version`` prints the version; ``layer-sdk`` alone prints the help.
 
@@ -46,6 +48,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _bytes(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of bytes, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def version() -> str:
     """What ``layer-sdk --version`` prints."""
     python = f"{platform.python_implementation()} {platform.python_version()}"
@@ -83,6 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--latency", type=_seconds, default=0.0, metavar="SECONDS", help="delay every answer"
     )
     collector.add_argument(
+        "--max-body-bytes",
+        type=_bytes,
+        default=None,
+        metavar="N",
+        help="refuse a larger request body with 413 (default 8 MiB; 0: no limit)",
+    )
+    collector.add_argument(
         "--allow-host",
         action="append",
         default=[],
@@ -110,6 +129,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--firewall-base-url", help="default: LAYER_FIREWALL_BASE_URL (checked when set)"
     )
 
+    spool = commands.add_parser(
+        "spool",
+        help="show what a spool directory holds, or empty it",
+        description="Show what waits in a spool directory (init(spool_dir=...)): events,"
+        " bytes, the oldest's age, and whether the process that holds each file lives."
+        " --purge deletes what it holds, except the files of live processes.",
+    )
+    spool.add_argument("--dir", metavar="DIR", help="default: LAYER_SPOOL_DIR")
+    spool.add_argument(
+        "--purge", action="store_true", help="delete the events it holds (never sent)"
+    )
+    spool.add_argument(
+        "--force",
+        action="store_true",
+        help="with --purge: delete the files of live processes too",
+    )
+
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -125,7 +161,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             fail_rate=args.fail_rate,
             latency=args.latency,
             allowed_hosts=args.allow_host,
+            max_body_bytes=args.max_body_bytes,
         )
+    if args.command == "spool":
+        from ._spool import spool as run_spool
+
+        return run_spool(args.dir, purge_it=args.purge, force=args.force)
     if args.command == "demo":
         from ._demo import demo as run_demo
 

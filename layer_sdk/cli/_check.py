@@ -96,7 +96,17 @@ def settings_rows(config: Config) -> list[tuple[str, str]]:
         ("http_timeout", f"{config.http_timeout:g} s"),
         ("authentication", _describe_auth(config.auth_provider)),
         ("firewall", "(none)" if firewall is None else mask_url(firewall)),
+        ("spool", _describe_spool(config)),
     ]
+
+
+def _describe_spool(config: Config) -> str:
+    if config.spool_dir is None:
+        return "(none: undelivered events are kept in memory only)"
+    return (
+        f"{config.spool_dir} (spool_sync {config.spool_sync}, at most "
+        f"{config.spool_max_bytes / 2**20:,.0f} MiB, {config.spool_max_age / 86400:g} days)"
+    )
 
 
 def probe(client: Client, config: Config, out: Out) -> str | None:

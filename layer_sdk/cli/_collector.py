@@ -6,9 +6,10 @@ full session ID, what was said (shortened) and the attributes::
     14:02:11.482  4cd605e7-6f2a-5b1c-9d3e-0a1b2c3d4e5f  session               app=my-app
     14:02:11.490  4cd605e7-6f2a-5b1c-9d3e-0a1b2c3d4e5f  completion_prompt     user: Hi  temp=0
 
-Every value a client reported is printed with its control characters escaped
-(``\x1b`` for ESC, ``\n``, bidirectional overrides as ``\u202e``): a prompt
-cannot retitle the terminal, clear it or write to its clipboard. The page at
+Every value a client reported is printed with its control and invisible
+characters escaped (``\x1b`` for ESC, ``\n``, bidirectional overrides as
+``\u202e``, a zero-width space as ``\u200b``): a prompt cannot retitle the
+terminal, clear it, write to its clipboard, or hide or reorder what it shows. The page at
 the printed URL shows the same, live, as conversations.
 
 ``--json`` prints one JSON object per line instead: first
@@ -16,10 +17,11 @@ the printed URL shows the same, live, as conversations.
 fields as sent, with ``event``, ``received_at`` and ``session_id``), and
 ``{"event": "stopped", ...}`` last. ``--db FILE`` keeps everything in SQLite
 (schema: ``layer_sdk/collector/_store.py``), so it survives a restart.
-``--fail-rate`` and ``--latency`` rehearse a bad network. ``--allow-host NAME``
-lets the collector answer requests for another name than its address (see
-``collector/_hosts.py``): a collector bound to ``0.0.0.0`` and reached as
-``http://devbox:8080/`` needs ``--allow-host devbox``. SIGINT (Ctrl-C) and
+``--fail-rate`` and ``--latency`` rehearse a bad network. A request body over
+``--max-body-bytes`` (default 8 MiB; 0: no limit) is refused with 413 as it is
+read. ``--allow-host NAME`` lets the collector answer requests for another name
+than its address (see ``collector/_hosts.py``): a collector bound to ``0.0.0.0``
+and reached as ``http://devbox:8080/`` needs ``--allow-host devbox``. SIGINT (Ctrl-C) and
 SIGTERM stop it, with a summary line; the exit code is then 0.
 
 Request headers are never printed: a client's credentials stay out of the output.
@@ -35,12 +37,14 @@ import sqlite3
 import sys
 import threading
 import time
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from types import FrameType
 from typing import Any, TextIO
 
+from .._config import DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_REQUEST_BYTES
 from ..collector import LocalCollector, StoredEvent
 from ._console import rich_console
 
@@ -48,21 +52,41 @@ _WIDTH = 160  # longest plain line; the attributes are cut to fit
 _SAID = 48  # longest excerpt of what was said
 _WAKE_UP = 0.2  # seconds: the longest a signal waits for its handler
 _EVERY_ADDRESS = ("0.0.0.0", "::", "")
+#: The largest request body the command reads (``--max-body-bytes``): room to spare over
+#: what the SDK sends with its defaults (a request under ``max_request_bytes``, an
+#: action under ``max_event_bytes``), and a bound on what one request costs in memory.
+DEFAULT_MAX_BODY_BYTES = 8 * max(DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_EVENT_BYTES)
 
-# Control characters (C0, DEL, C1), line and paragraph separators and the
-# bidirectional controls, each written as its escape: a terminal acts on the
-# raw ones (ESC starts a command: a title, a clear, a clipboard write).
-_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
-_ESCAPES |= {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"}
-_ESCAPES |= {
-    code: f"\\u{code:04x}"
-    for code in (0x200E, 0x200F, 0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
-}
+#: Escapes with a name of their own.
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def escaped(text: str) -> str:
-    """``text`` with every character a terminal would act on written as its escape."""
-    return text.translate(_ESCAPES)
+    """``text`` with every character a terminal would act on, or that would not show,
+    written as its escape (``\\x1b``, ``\\u200b``, ``\\n``).
+
+    Those are the characters of the Unicode categories Cc (C0, DEL, C1: ESC
+    starts a terminal command, a title, a clear, a clipboard write), Cf
+    (bidirectional controls, zero-width and other invisible characters), Zl,
+    Zp, Cs, Co and Cn: those for which ``str.isprintable()`` is False, but for
+    the spaces of Zs, kept as they are.
+    """
+    if text.isprintable():
+        return text
+    return "".join(
+        char if char.isprintable() or unicodedata.category(char) == "Zs" else _escape(char)
+        for char in text
+    )
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    named = _NAMED.get(char)
+    if named is not None:
+        return named
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def collector(
@@ -74,9 +98,14 @@ def collector(
     fail_rate: float = 0.0,
     latency: float = 0.0,
     allowed_hosts: Sequence[str] = (),
+    max_body_bytes: int | None = None,
     out: TextIO | None = None,
 ) -> int:
-    """Serve until SIGINT or SIGTERM; returns the exit code (2 when it cannot start)."""
+    """Serve until SIGINT or SIGTERM; returns the exit code (2 when it cannot start).
+
+    ``max_body_bytes``: a larger request body is refused with 413 as it is read
+    (None: ``DEFAULT_MAX_BODY_BYTES``; 0: no limit).
+    """
     stream = sys.stdout if out is None else out
     if not 0 <= fail_rate <= 1 or latency < 0:
         print("layer-sdk collector: --fail-rate must be in [0, 1], --latency >= 0", file=sys.stderr)
@@ -90,6 +119,8 @@ def collector(
         return 2
     server.fail_rate = fail_rate
     server.delay = latency
+    limit = DEFAULT_MAX_BODY_BYTES if max_body_bytes is None else max_body_bytes
+    server.max_body_bytes = limit or None
     try:
         server.start()
     except OSError as error:

@@ -80,6 +80,12 @@ LOSS_EXPLANATIONS = {
         "OpenTelemetry spans ended faster than the span processor's reader could read them"
         " (max_backlog)"
     ),
+    _losses.SPOOL_FULL: "the spool reached spool_max_bytes: its oldest sessions were given up",
+    _losses.EXPIRED: "they waited in the spool longer than spool_max_age",
+    _losses.SPOOL_UNREADABLE: (
+        "only the spool held them, and it could not read them back (a disk error or a"
+        " damaged file; the log says which)"
+    ),
 }
 
 

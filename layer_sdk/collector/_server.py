@@ -289,10 +289,15 @@ def _read_head(buffer: bytearray) -> _Head | None:
     if len(words) != 3 or not words[2].startswith("HTTP/"):
         raise _BadHead(400, f"bad request line {request_line.strip()[:100]!r}")
     method, path, version = words
-    if path.startswith(("http://", "https://")):
+    authority = None
+    if path.lower().startswith(("http://", "https://")):
         # The absolute form, as a client sends it to a proxy (RFC 9112 3.2.2: a
         # server must accept it): so that the collector can stand in for a proxy too.
+        # Its authority is the request's host: the Host header is ignored.
+        authority = path.split("/", 3)[2].rpartition("@")[2]
         path = "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
+        if not authority:
+            raise _BadHead(400, "an absolute request target needs a host")
     if version not in ("HTTP/1.1", "HTTP/1.0"):
         raise _BadHead(505, f"HTTP version not supported: {version[:20]!r}")
     if len(lines) > _MAX_HEADERS:
@@ -303,9 +308,14 @@ def _read_head(buffer: bytearray) -> _Head | None:
         # No space may end a name, nor start a line: folded lines are refused too.
         if not colon or not name or name[0] in " \t" or name[-1] in " \t":
             raise _BadHead(400, f"bad header line {line.strip()[:100]!r}")
-        headers[name.lower()] = value.strip()
+        name = name.lower()
+        if name == "host" and name in headers:  # RFC 9112 3.2: a server must refuse it
+            raise _BadHead(400, "more than one Host header")
+        headers[name] = value.strip()
     if version == "HTTP/1.1" and "host" not in headers:  # RFC 9112 3.2: a server must refuse it
         raise _BadHead(400, "an HTTP/1.1 request needs a Host header")
+    if authority is not None:
+        headers["host"] = authority
     # HTTP/1.1 keeps the connection unless told to close, HTTP/1.0 only when told to keep it.
     tokens = {token.strip() for token in headers.get("connection", "").lower().split(",")}
     keep_alive = "close" not in tokens if version == "HTTP/1.1" else "keep-alive" in tokens

@@ -5,7 +5,10 @@ one way every provider's record begins: the request read as its
 ``Provider`` says) before the original method runs, then ends it with
 :meth:`Call.failed` or :meth:`Call.succeeded`, which route the outcome:
 
-- an exception: the prompt and an output carrying the error;
+- an exception: the prompt and an output carrying the error; nothing when a
+  one-shot iterator of the caller's (``messages=`` a generator) raised as the
+  provider read it: the call was never made, as if the caller's code had
+  failed building a list before it (and as for a call the firewall refused);
 - a raw response (``with_raw_response``): its JSON body, when the response
   was read whole, is recorded as the result would be; an unread body is
   recorded as ``response.unread``;
@@ -40,9 +43,9 @@ from typing import Any, ClassVar, TypeVar
 from .._context import Recorder
 from .._exceptions import LayerFirewallSessionBlocked
 from .._schemas import SessionActionError, SessionActionKind, SessionActionScanner
-from ._mapping import Output, _api_keys, _error, _now, _parameters
+from ._mapping import Output, _api_keys, _error, _masked_error, _now, _parameters
 from ._provider import Provider, Results
-from ._request import read_request
+from ._request import an_argument_raised, read_request
 from ._streams import Accumulator, StreamRecord, observe_generator, trace_stream
 
 logger = logging.getLogger("layer_sdk")
@@ -156,6 +159,8 @@ class Call:
 
     def failed(self, exc: BaseException) -> None:
         try:
+            if an_argument_raised(self.kwargs):
+                return  # no call was made, as when the caller's code fails before it
             self.record_failure(self.error_of(exc), _now())
         except Exception as problem:
             self.problem(f"recording a failed {self.operation} call", problem)
@@ -217,7 +222,12 @@ class Call:
 
     def error_of(self, exc: BaseException) -> dict[str, Any]:
         """The action error of ``exc``, which the provider raised for this call (see ``_error``)."""
-        return _error(exc, _api_keys(self.resource))
+        return _error(exc, self.api_keys())
+
+    def api_keys(self) -> list[str]:
+        """The credentials of the provider's client that made the call: known secrets for
+        the provider's text that is recorded (its refusals may quote them)."""
+        return _api_keys(self.resource)
 
     # The actions.
 
@@ -299,7 +309,8 @@ class Call:
             attributes["incomplete"] = True
         if unread:
             attributes["response.unread"] = True
-        error = error or output.error
+        if error is None and output.error is not None:  # the provider's own words
+            error = _masked_error(output.error, self.api_keys())
         scanners = (
             [SessionActionScanner("usage", output.usage)] if output.usage is not None else None
         )

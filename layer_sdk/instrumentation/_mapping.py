@@ -82,6 +82,23 @@ def _error(exc: BaseException, api_keys: Iterable[str] = ()) -> dict[str, Any]:
     return error
 
 
+def _masked_error(error: dict[str, Any], api_keys: Iterable[str]) -> dict[str, Any]:
+    """An action error read from what the provider answered (``Output.error``: a failed
+    response, a stream's ``error`` event), its text scrubbed as ``_error`` scrubs an
+    exception's, with ``api_keys`` (the provider client's) as known secrets."""
+    secrets = list(api_keys)
+    masked = dict(error)
+    if isinstance(masked.get("message"), str):
+        masked["message"] = scrub(masked["message"], secrets)
+    details = masked.get("details")
+    if isinstance(details, dict):
+        masked["details"] = {
+            key: scrub(value, secrets) if isinstance(value, str) else value
+            for key, value in details.items()
+        }
+    return masked
+
+
 #: The attributes of a provider's client that hold its credentials (openai's and
 #: anthropic's ``api_key``, anthropic's ``auth_token``, openai's admin key).
 _KEY_ATTRIBUTES = ("api_key", "auth_token", "admin_api_key")

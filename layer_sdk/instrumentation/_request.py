@@ -67,19 +67,42 @@ def read_request(kwargs: dict[str, Any], provider: Provider) -> tuple[str | None
     return session_id, raw
 
 
+class Taken(list[Any]):
+    """The items a provider took from a caller's one-shot iterator; ``error``: what the
+    iterator raised instead of its next item, if it did."""
+
+    error: BaseException | None = None
+
+
 def _watched(iterator: Iterator[Any], kwargs: dict[str, Any], name: str) -> Iterator[Any]:
     """``iterator``'s items, as the provider takes them; the record reads the items taken.
 
     The provider iterates this in place of the caller's iterator (at the call,
     as it builds the request); from its first item on, ``kwargs[name]`` (the
     record's view of the call) is the list of the items taken so far. An
-    exception of the iterator reaches the provider, and so the caller, as is.
+    exception of the iterator reaches the provider, and so the caller, as is
+    (kept in ``Taken.error``: see ``an_argument_raised``).
     """
-    taken: list[Any] = []
+    taken = Taken()
     kwargs[name] = taken
-    for item in iterator:
+    while True:
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        except BaseException as exc:
+            taken.error = exc
+            raise
         taken.append(item)
         yield item
+
+
+def an_argument_raised(kwargs: dict[str, Any]) -> bool:
+    """Whether one of the call's one-shot iterators raised as the provider read it: the
+    caller's own code failed while the arguments were read (as a list built before the
+    call would have), and no complete request could be made. Its exception reaches the
+    caller as is, or (google-genai) the provider's own for the arguments it lacks."""
+    return any(isinstance(value, Taken) and value.error is not None for value in kwargs.values())
 
 
 def _scan_headers(headers: Any, raw_header: str | None) -> tuple[Any, Any, str | None]:

@@ -28,6 +28,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
+from .._redact import scrub
 from ..instrumentation._fields import _str
 from . import _content
 from . import _messages as m
@@ -360,6 +361,9 @@ def _error(span: ReadableSpan, attributes: Mapping[str, Any]) -> dict[str, Any] 
 
     ``code`` is an HTTP status only where the span gives one as such
     (``http.response.status_code``, or an ``error.type`` that is a status).
+    The text is scrubbed of secrets (``_redact``: the provider's client and its
+    API key are unknown here, so a key is masked by its shape), since a refusal
+    may quote the key it refused.
     """
     error_type = attributes.get("error.type")
     failed = span.status.status_code is StatusCode.ERROR
@@ -371,10 +375,14 @@ def _error(span: ReadableSpan, attributes: Mapping[str, Any]) -> dict[str, Any] 
             exception_type = event.attributes.get("exception.type")
             exception_message = event.attributes.get("exception.message")
     message = _first_text(span.status.description, exception_message, error_type)
-    details: dict[str, Any] = {"type": _str(_first_text(error_type, exception_type)) or "error"}
-    if isinstance(exception_type, str) and exception_type != details["type"]:
-        details["exception.type"] = _str(exception_type)
-    error: dict[str, Any] = {"message": _str(message) or "the call failed", "details": details}
+    kind = _first_text(error_type, exception_type)
+    details: dict[str, Any] = {"type": _str(scrub(kind) if kind else kind) or "error"}
+    if isinstance(exception_type, str) and exception_type != kind:
+        details["exception.type"] = _str(scrub(exception_type))
+    error: dict[str, Any] = {
+        "message": _str(scrub(message) if message else message) or "the call failed",
+        "details": details,
+    }
     status = attributes.get("http.response.status_code", attributes.get("http.status_code"))
     if type(status) is not int and isinstance(error_type, str) and error_type.isdigit():
         status = int(error_type)

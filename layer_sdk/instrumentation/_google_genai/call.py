@@ -110,7 +110,7 @@ class Call(_SharedCall):
     def error_of(self, exc: BaseException) -> dict[str, Any]:
         """As every provider's (``_mapping._error``), with Google's ``code`` (the HTTP status)
         as the action's code and its ``status`` (``RESOURCE_EXHAUSTED``) in the details."""
-        error = _error(exc, _api_keys(self.resource))
+        error = _error(exc, self.api_keys())
         code = getattr(exc, "code", None)
         if type(code) is int and code >= 400:
             error["code"] = code
@@ -118,6 +118,9 @@ class Call(_SharedCall):
         if isinstance(status, str):
             error["details"]["status"] = status
         return error
+
+    def api_keys(self) -> list[str]:
+        return _api_keys(self.resource)
 
     # embed_content: one action, whatever the outcome.
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..._redact import scrub
 from .._fields import _get, _items, _plain, _str
 from .._mapping import Output, _arguments, _attach, _content, _output_of, _usage, _without_none
 
@@ -124,16 +123,17 @@ def _failure(error: Any, message: str, kind: str) -> dict[str, Any]:
     """The action error of an ``error`` object or event: no HTTP status, so no ``code``.
 
     ``kind`` names the failure in ``details["type"]``; OpenAI's own code and
-    param, when given, are details too. The provider's text is scrubbed of
-    secrets, as an exception's is (``_mapping._error``).
+    param, when given, are details too. The provider's text is kept as it came:
+    the call scrubs it of secrets, the client's API key among them, when it
+    records the output (``Call.record_output``).
     """
     text = _get(error, "message")
     details: dict[str, Any] = {"type": kind}
     for name in ("code", "param"):
         value = _get(error, name)
         if _plain(value):
-            details[name] = scrub(value) if isinstance(value, str) else value
-    return {"message": scrub(text) if isinstance(text, str) else message, "details": details}
+            details[name] = value
+    return {"message": text if isinstance(text, str) else message, "details": details}
 
 
 # -- a stream -------------------------------------------------------------------------
