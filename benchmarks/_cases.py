@@ -731,10 +731,13 @@ def case_flush_concurrency(quick: bool) -> dict[str, Any]:
 # -- 3b. long sessions -------------------------------------------------
 
 
-def _one_session(delay: float, actions: int, sessions: int) -> dict[str, Any]:
+def _one_session(delay: float, actions: int, sessions: int, echo: bool = True) -> dict[str, Any]:
     """``actions`` typical actions over ``sessions`` sessions, appended as fast as one thread
-    can, against a server ``delay`` seconds away; delivered when, and in order?"""
+    can, against a server ``delay`` seconds away (that echoes each request's ID on its
+    answer, unless ``echo`` is False); delivered when, and in order?"""
     with Server(delay=delay) as server:
+        if not echo:
+            server.command("echo off")
         client = new_client(server.url)
         ids = [client.create_session(attributes=SESSION_ATTRIBUTES) for _ in range(sessions)]
         client.flush(30)  # the server knows the sessions: what follows are appended actions
@@ -782,12 +785,15 @@ def _one_session(delay: float, actions: int, sessions: int) -> dict[str, Any]:
 
 def case_long_session(quick: bool) -> dict[str, Any]:
     """One session, 5,000 actions, against servers 20 ms and 100 ms away; the same
-    5,000 over 100 sessions beside it."""
+    5,000 over 100 sessions beside it; one session against servers that echo no
+    request ID (whose pipelined answers are trusted only after a quiet moment)."""
     actions = 2_000 if quick else 5_000
     return {
         "one_20ms": _one_session(0.02, actions, 1),
         "one_100ms": _one_session(0.1, actions, 1),
         "many_20ms": _one_session(0.02, actions, 100),
+        "one_20ms_no_echo": _one_session(0.02, actions, 1, echo=False),
+        "one_100ms_no_echo": _one_session(0.1, actions, 1, echo=False),
     }
 
 
@@ -994,12 +1000,14 @@ def _partial(fraction: float, events: int, limit: float) -> dict[str, Any]:
 
 
 def case_partial_failures(quick: bool) -> dict[str, Any]:
-    """8,000 events while 20 % (then 50 %) of the answers are 503: delivery should slow
-    by about that fraction, not stop. The same with none failing, for reference."""
+    """8,000 events while 20 % (then 50, 75, 90 %) of the answers are 503: delivery should
+    slow by about that fraction, not stop. The same with none failing, for reference."""
     return {
         "none": _partial(0.0, 8_000, 60),
         "fifth": _partial(0.2, 8_000, 60),
         "half": _partial(0.5, 8_000, 60),
+        "three_quarters": _partial(0.75, 8_000, 60),
+        "nine_tenths": _partial(0.9, 8_000, 60),
     }
 
 

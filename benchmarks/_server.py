@@ -19,6 +19,8 @@ command read from stdin:
 ``fail S STATUS [RA]`` answer STATUS to every request for S seconds, with
            ``Retry-After: RA`` when given (``ok``)
 ``rate F`` answer 503 to a fraction F of the requests, at random (``ok``)
+``echo off`` answer without the request's ``X-Request-Id`` from now on (``ok``;
+           ``echo on`` again)
 ``order``  ``yes`` when every session's actions were stored in the order of
            their ``data["n"]``, else ``no``
 ``quit``   stop the server and exit (``ok``)
@@ -68,6 +70,8 @@ def _answer(collector: LocalCollector, line: str) -> str | None:
         )
     elif command == "rate":
         collector.fail_rate = float(argument)
+    elif command == "echo" and argument in ("on", "off"):
+        collector.echo_request_ids = argument == "on"
     elif command == "quit":
         return None
     else:

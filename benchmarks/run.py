@@ -318,6 +318,10 @@ ROWS: tuple[Row, ...] = (
              "≥ 2,000/s, in order", 2_000),
             ("many_20ms", "5,000 actions over 100 sessions, 20 ms server",
              "in order", 0),
+            ("one_20ms_no_echo", "one session of 5,000 actions, 20 ms server echoing no "
+             "request ID", "in order", 0),
+            ("one_100ms_no_echo", "one session of 5,000 actions, 100 ms server echoing no "
+             "request ID", "in order", 0),
         )
     ),
     # 4. flood
@@ -379,7 +383,13 @@ ROWS: tuple[Row, ...] = (
             lambda r, key=key: f"{num(get(r, f'{key}.events_per_s'))} "
             f"({num(get(r, f'{key}.delivered'))} in {num(get(r, f'{key}.seconds'), 's')})",
             lambda r: "n/a", "all", lambda r, key=key: bool(get(r, f"{key}.nothing_lost")))
-        for label, key in (("none", "none"), ("20 %", "fifth"), ("50 %", "half"))
+        for label, key in (
+            ("none", "none"),
+            ("20 %", "fifth"),
+            ("50 %", "half"),
+            ("75 %", "three_quarters"),
+            ("90 %", "nine_tenths"),
+        )
     ),
     # 6. exit
     Row("exit_healthy", "exit, healthy server", "delivered of 10,000 (queued at exit)",

@@ -8,6 +8,7 @@ conditions with deadlines, and the counts are exact.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -300,6 +301,56 @@ def test_a_fraction_of_failed_requests_is_not_an_outage(
     assert collector.duplicates == 0
     assert not unhealthy.is_set(), "the API was taken as unreachable"
     assert not [r for r in caplog.records if "unreachable" in r.getMessage()]
+
+
+@pytest.mark.parametrize("failing", [8, 9], ids=["80%", "90%"])
+def test_most_requests_failing_while_others_are_answered_slows_delivery_and_is_no_outage(
+    make_client: MakeClient,
+    collector: LocalCollector,
+    caplog: pytest.LogCaptureFixture,
+    failing: int,
+) -> None:
+    """After a first answer, eight or nine requests in ten fail (503) across parallel
+    senders: a fair share is still answered, so delivery slows by that fraction and never
+    halts (each failure waits the first backoff step, no probing one request at a time),
+    everything arrives once, and no line says the API takes events again after each
+    failure that was said."""
+    from .front_server import Act, Front, raw_answer
+
+    failure = raw_answer(503, b'{"error":"bad backend"}')
+    answered = 10 - failing  # the first of every ten requests, then failing of them fail
+    front = Front(collector, lambda n, head, body: Act(failure) if n % 10 >= answered else Act())
+    client = make_client(base_url=front.url, flush_interval=0.01)
+    gate = client._exporter.transport.gate  # type: ignore[union-attr]
+    unhealthy = threading.Event()
+    done = threading.Event()
+
+    def watch() -> None:  # samples the gate while the events are delivered
+        while not done.is_set():
+            if not gate.healthy:
+                unhealthy.set()
+            time.sleep(0.001)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    try:
+        client.create_session()
+        assert client.flush(10) is True  # the API answered
+        watcher.start()
+        for _ in range(300):
+            client.create_session()
+        assert client.flush(60) is True
+    finally:
+        done.set()
+        if watcher.is_alive():
+            watcher.join(5)
+        front.close()
+    assert len(collector.sessions) == 301
+    assert collector.duplicates == 0
+    assert not unhealthy.is_set(), "the API was taken as unreachable"
+    assert gate.recoveries == 0
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [line for line in lines if "answered 503" in line], lines
+    assert not [line for line in lines if "takes events again" in line], lines
 
 
 def test_a_create_retried_after_its_answer_was_lost_and_answered_409_counts_as_created(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import select
 import shutil
 import socket
@@ -989,19 +990,151 @@ def test_one_deadline_covers_a_whole_pipeline() -> None:
 def test_bytes_after_the_last_pipelined_answer_make_every_answer_suspect(
     serve: Callable[..., RawServer],
 ) -> None:
-    """One answer too many among three: the three read would each belong to the request
-    before. None is returned, the connection is not reused, and the pool stops pipelining.
-    (The four answers leave in one write once the three requests are in, so that the
-    stray one is there when the third is read: a later one is the idle check's to find.)"""
+    """One answer too many among three, from a server that echoes no request ID: the
+    answers read after the first would each belong to the request before. Only the first
+    answer on the new connection is returned (no stray answer can come before it), the
+    connection is not reused, and the pool stops pipelining. (The four answers leave in
+    one write once the three requests are in, so that the stray one is there when the
+    third is read.)"""
     answers = iter([b"", b"", ACCEPTED * 4, OK_EMPTY])
     server = serve(lambda conn, request: conn.sendall(next(answers)) or True)
     pool = pool_for(server)
     read, error = pool.post_pipelined("/x", [(b"1", {}), (b"2", {}), (b"3", {})])
-    assert read == []
+    assert [answer.status for answer in read] == [202]
     assert isinstance(error, PipelineClosed)
     assert pool.pipelining is False
     assert pool.post("/x", b"4", {}).status == 200  # its own answer, on a new connection
     assert server.connections == 2
+
+
+def request_id(request: bytes) -> bytes:
+    """The X-Request-Id of a raw request."""
+    found = re.search(rb"\r\nX-Request-Id: ([^\r]*)\r\n", request)
+    assert found is not None
+    return found[1]
+
+
+def echoing(status: int, request: bytes) -> bytes:
+    """An answer that carries the request's X-Request-Id back."""
+    rid = request_id(request)
+    return b"HTTP/1.1 %d X\r\nX-Request-Id: %s\r\nContent-Length: 2\r\n\r\n{}" % (status, rid)
+
+
+def one_too_many(after: int, seconds: float, echo: bool) -> Answerer:
+    """A server that answers each request ``seconds`` after the one before (as a real
+    server takes its time), writes an answer no request asked for right after answer
+    number ``after``, and answers the last request 503. With ``echo``, each true answer
+    carries its request's X-Request-Id."""
+
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        number = int(request.rsplit(b"\r\n\r\n", 1)[1])
+        time.sleep(seconds)  # the server's work on this request
+        status = 503 if number == 5 else 202
+        true = echoing(status, request) if echo else raw_answer(status)
+        conn.sendall(true + (ACCEPTED if number == after else b""))
+        return True
+
+    return answer
+
+
+def raw_answer(status: int) -> bytes:
+    return b"HTTP/1.1 %d X\r\nContent-Length: 2\r\n\r\n{}" % status
+
+
+def numbered(count: int) -> list[tuple[bytes, dict[str, str]]]:
+    """Requests 1 to ``count``, each with a request ID of its own."""
+    return [(b"%d" % n, {"X-Request-Id": f"id-{n}"}) for n in range(1, count + 1)]
+
+
+@pytest.mark.parametrize("after", [1, 2, 4])
+def test_an_answer_out_of_step_from_a_server_that_echoes_request_ids_is_never_trusted(
+    serve: Callable[..., RawServer], after: int
+) -> None:
+    """A server that echoes each request's ID writes an answer too many after answer
+    ``after`` of five, and takes 20 ms per answer: the true last answer (a 503) is still
+    on its way when five answers have been read. The answer without its request's ID is
+    out of step: the answers before it are returned, none after it, the connection is
+    not reused, and pipelining stops."""
+    server = serve(one_too_many(after, 0.02, echo=True))
+    pool = ConnectionPool(f"http://127.0.0.1:{server.port}", 5.0, 4, echo="X-Request-Id")
+    read, error = pool.post_pipelined("/x", numbered(5))
+    assert [answer.headers["x-request-id"] for answer in read] == [
+        f"id-{n}" for n in range(1, after + 1)
+    ]
+    assert isinstance(error, PipelineClosed)
+    assert "did not carry its request's X-Request-Id" in str(error)
+    assert pool.pipelining is False and pool.echoes is True
+    answer = pool.post("/x", b"9", {"X-Request-Id": "id-9"})  # a new connection
+    assert answer.headers["x-request-id"] == "id-9"
+    assert server.connections == 2
+
+
+def test_a_stray_answer_from_a_server_that_echoes_nothing_is_seen_in_the_quiet_after_the_pipeline(
+    serve: Callable[..., RawServer],
+) -> None:
+    """The same server echoing nothing, 100 ms per answer: the answers are trusted only
+    once nothing more came for twice the longest gap between them. The true last answer
+    comes in that time: only the first answer (on a new connection, it is its request's)
+    is returned, and pipelining stops."""
+    server = serve(one_too_many(2, 0.1, echo=False))
+    pool = ConnectionPool(f"http://127.0.0.1:{server.port}", 5.0, 4, echo="X-Request-Id")
+    read, error = pool.post_pipelined("/x", numbered(5))
+    assert [answer.status for answer in read] == [202]
+    assert isinstance(error, PipelineClosed)
+    assert pool.pipelining is False and pool.echoes is False
+
+
+def test_a_pipeline_of_a_server_that_echoes_nothing_is_trusted_after_a_quiet_moment(
+    serve: Callable[..., RawServer],
+) -> None:
+    """Nothing after the last answer: all are returned, the connection is kept, and the
+    pool goes on pipelining."""
+    server = serve(reply(ACCEPTED))
+    pool = ConnectionPool(f"http://127.0.0.1:{server.port}", 5.0, 4, echo="X-Request-Id")
+    read, error = pool.post_pipelined("/x", numbered(5))
+    assert ([answer.status for answer in read], error) == ([202] * 5, None)
+    assert pool.pipelining is True
+    assert pool.post("/x", b"6", {}).status == 202
+    assert server.connections == 1
+
+
+def test_a_late_stray_answer_on_a_kept_alive_connection_is_not_taken_for_the_next_request_s(
+    serve: Callable[..., RawServer],
+) -> None:
+    """A server that echoes request IDs writes an answer too many for the first request
+    once the second has arrived (so the idle check cannot see it): the second request
+    reads an answer without its ID, and goes once more on a new connection, whose first
+    answer is its own."""
+
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        late_stray = b"HTTP/1.1 400 X\r\nContent-Length: 2\r\n\r\n{}"
+        if request_id(request) == b"id-2" and server.connections == 1:
+            conn.sendall(late_stray)
+            time.sleep(0.05)  # its true answer comes after the stray one
+        conn.sendall(echoing(202, request))
+        return True
+
+    server = serve(answer)
+    pool = ConnectionPool(f"http://127.0.0.1:{server.port}", 5.0, 4, echo="X-Request-Id")
+    assert pool.post("/x", b"1", {"X-Request-Id": "id-1"}).status == 202
+    second = pool.post("/x", b"2", {"X-Request-Id": "id-2"})
+    assert (second.status, second.headers["x-request-id"]) == (202, "id-2")
+    assert server.connections == 2
+    assert [request_id(request) for request in server.requests] == [b"id-1", b"id-2", b"id-2"]
+
+
+def test_a_first_answer_without_the_request_id_says_the_server_does_not_echo_every_answer(
+    serve: Callable[..., RawServer],
+) -> None:
+    """A proxy's own answer (no ID) on a new connection is its request's all the same;
+    it only tells the pool not to count on echoes until one comes again."""
+    answers = iter([echoing(202, b"\r\nX-Request-Id: id-1\r\n"), raw_answer(503)])
+    server = serve(lambda conn, request: conn.sendall(next(answers)) or False)  # one per conn
+    pool = ConnectionPool(f"http://127.0.0.1:{server.port}", 5.0, 4, echo="X-Request-Id")
+    assert pool.post("/x", b"1", {"X-Request-Id": "id-1"}).status == 202
+    assert pool.echoes is True
+    assert pool.post("/x", b"2", {"X-Request-Id": "id-2"}).status == 503
+    assert pool.echoes is False
 
 
 def test_a_stale_kept_alive_connection_is_replaced_once_for_a_pipeline(

@@ -321,20 +321,33 @@ def test_a_server_that_closes_while_the_pipeline_is_written(
     assert unreachable_warnings(caplog) == []
 
 
+ANSWER_TOO_MANY = b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}"
+
+
+@pytest.mark.parametrize(
+    ("echo", "resent"), [(True, 5), (False, 10)], ids=["echoing", "echoing-nothing"]
+)
 def test_an_answer_too_many_makes_the_pipeline_s_answers_suspect(
-    make_client: MakeClient, collector: LocalCollector, caplog: pytest.LogCaptureFixture
+    make_client: MakeClient,
+    collector: LocalCollector,
+    caplog: pytest.LogCaptureFixture,
+    echo: bool,
+    resent: int,
 ) -> None:
-    """A server writes one answer too many in a pipeline (after the 5th): every answer
-    after it would be read as the answer to the request before. Bytes left after the last
-    answer make them all suspect: they are sent again one at a time (the same request IDs:
-    nothing is stored twice), the refusal of the last action is counted as a refusal, and
-    the connection is never reused (a later sync create gets its own answer)."""
+    """A server writes one answer too many in a pipeline (after the 5th, in the same
+    write): every answer after it would be read as the answer to the request before.
+    From a server that echoes request IDs, the answer without its request's is out of
+    step: the five before it are kept, the other five sent again one at a time; from one
+    that echoes nothing, bytes left after the last answer make all ten suspect. Either
+    way they go again with the same request IDs (nothing is stored twice), the refusal
+    of the last action is counted as a refusal, and the connection is never reused (a
+    later sync create gets its own answer)."""
     from .front_server import Act, Front
 
     def act(n: int, head: bytes, body: bytes) -> Act:
-        return Act(after=raw_answer_202) if b'"n":4,' in body and n < 12 else Act()
+        return Act(after=ANSWER_TOO_MANY) if b'"n":4,' in body and n < 12 else Act()
 
-    raw_answer_202 = b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}"
+    collector.echo_request_ids = echo
     front = Front(collector, act)
     collector.fail_next(5, 400, body=b'{"error":"action 9 refused"}', matching=b'"n":9,')
     try:
@@ -353,7 +366,50 @@ def test_an_answer_too_many_makes_the_pipeline_s_answers_suspect(
     assert wait_until(losses)  # logged by the sender, right after it resolved the request
     assert len(losses()) == 1 and "action 9 refused" in losses()[0]
     assert not pipelining(client)
-    assert collector.duplicates == 9  # resent with their IDs: none stored twice
+    assert collector.duplicates == resent - 1  # resent with their IDs: none stored twice
+
+
+@pytest.mark.parametrize(
+    ("echo", "seconds"),
+    [(True, 0.005), (True, 0.05), (False, 0.05)],
+    ids=["echoing-5ms", "echoing-50ms", "echoing-nothing-50ms"],
+)
+@pytest.mark.parametrize("after", [0, 4, 8])
+def test_an_answer_too_many_while_answers_take_their_time_loses_nothing(
+    make_client: MakeClient, collector: LocalCollector, echo: bool, seconds: float, after: int
+) -> None:
+    """As a real server answers: each answer ``seconds`` after the one before. An answer
+    too many after action ``after`` shifts the others by one, and the true answer of the
+    last action (a 503: not stored) is still on its way when ten answers have been read.
+    It is caught all the same: by the request IDs the answers carry back, or, from a
+    server that echoes nothing, in the quiet moment the answers must leave after the
+    last one. Every action is stored, none is counted as sent that was not, and a sync
+    call afterwards gets its own answer."""
+    from .front_server import Act, Front
+
+    done: list[int] = []
+
+    def act(n: int, head: bytes, body: bytes) -> Act:
+        if f'"n":{after},'.encode() in body and not done:
+            done.append(n)
+            return Act(after=ANSWER_TOO_MANY)
+        return Act()
+
+    collector.echo_request_ids = echo
+    front = Front(collector, act)
+    try:
+        client = make_client(base_url=front.url)
+        session_id = long_session_of(client, 10)
+        collector.delay = seconds
+        collector.fail_next(1, 503, body=b'{"error":"try later"}', matching=b'"n":9,')
+        assert client.flush(10) is True
+        assert client.create_session(sync=True)
+    finally:
+        front.close()
+    assert stored_order(collector, session_id) == list(range(10))
+    stats = client.stats()
+    assert (stats.sent, stats.failed, stats.queued) == (11, 0, 0)  # the create, 10 actions
+    assert not pipelining(client)
 
 
 @pytest.mark.parametrize("every", [1, 3])

@@ -23,6 +23,7 @@ from layer_sdk._export._retry import (
     OUTAGE_AFTER,
     OUTAGE_SHARE,
     PAUSE_AFTER,
+    PAUSE_SHARE,
     RECENT,
     Admission,
     RetryPolicy,
@@ -257,15 +258,52 @@ def test_nearly_every_recent_attempt_failing_is_an_outage() -> None:
 
 
 def test_a_request_s_backoff_grows_only_while_the_api_is_failing() -> None:
-    """``failing``: at least FAILING_SHARE of the recent attempts failed. Until then a
-    failure is taken as local, and the transport keeps the first backoff step."""
-    assert 0.5 < FAILING_SHARE <= 0.8 < OUTAGE_SHARE
+    """``failing``: at least FAILING_SHARE of the recent attempts failed (the API as a
+    whole in trouble). Until then a failure is taken as local, even four or nine in ten,
+    and the transport keeps the first backoff step."""
+    assert 0.9 < FAILING_SHARE < OUTAGE_SHARE
     gate = SendGate(QUICK)
     attempts(gate, "..x" * RECENT)
     assert not gate.failing
     attempts(gate, "xxxx." * RECENT)  # four in five
+    assert not gate.failing
+    attempts(gate, "xxxxxxxxx." * RECENT)  # nine in ten
+    assert not gate.failing
+    attempts(gate, ("x" * 19 + ".") * (RECENT // 20))  # then 19 in 20 of the latest RECENT
     assert gate.failing
     assert gate.healthy  # failing is not unreachable
+
+
+@pytest.mark.parametrize(
+    ("pattern", "share"),
+    [("xxxx.", 0.8), ("xxxxxxxxx.", 0.9), ("x" * 45 + "." * 5, 0.9)],
+    ids=["80%", "90%", "90%-in-runs-of-45"],
+)
+def test_a_large_fraction_of_failures_after_answers_is_judged_on_many_attempts(
+    pattern: str, share: float
+) -> None:
+    """Once the API answered, four or nine failures in ten, even 45 in a row, are judged
+    against a full RECENT of attempts: not an outage, not failing (no growing backoff),
+    however long it goes on."""
+    assert pattern.count("x") == share * len(pattern)
+    gate = SendGate(QUICK)
+    attempts(gate, ".")
+    for _ in range(4 * RECENT // len(pattern)):
+        for outcome in pattern:
+            attempts(gate, outcome)
+            assert gate.healthy and not gate.failing, f"judged unreachable at {share:.0%}"
+
+
+def test_before_any_answer_the_first_attempts_are_judged_as_they_are() -> None:
+    """A client started against a dead API: nothing answered yet, so OUTAGE_AFTER
+    failures make an outage; the same failures after an answer are a fraction of a
+    full RECENT and make none."""
+    gate = SendGate(QUICK)
+    attempts(gate, "x" * OUTAGE_AFTER)
+    assert not gate.healthy
+    gate = SendGate(QUICK)
+    attempts(gate, "." + "x" * OUTAGE_AFTER)
+    assert gate.healthy
 
 
 def test_an_outage_lets_one_probe_through_at_a_time() -> None:
@@ -340,13 +378,32 @@ def test_a_retry_after_from_the_api_as_a_whole_pauses_every_sender_for_that_long
 
 @pytest.mark.parametrize(
     "pattern",
-    ["r", "rr", "....r" * 8, "..r.r..r.r" * 4, ".xr" * 7],
-    ids=["one", "two", "one-in-five", "two-in-five", "a-third-of-the-failures"],
+    [
+        "r",
+        "rr",
+        "....r" * 8,
+        "..r.r..r.r" * 4,
+        ".xr" * 7,
+        ".r" * RECENT,
+        "." + "rrrr." * RECENT,
+        "." + "r" * PAUSE_AFTER * 4,
+    ],
+    ids=[
+        "one",
+        "two",
+        "one-in-five",
+        "two-in-five",
+        "a-third-of-the-failures",
+        "half",
+        "four-in-five",
+        "the-first-few-after-an-answer",
+    ],
 )
 def test_a_retry_after_that_most_answers_do_not_carry_pauses_no_one(pattern: str) -> None:
     """A Retry-After from one bad backend delays the request it answered (the transport
     does that), not every sender: the gate pauses only when such answers are at least
-    PAUSE_AFTER and most of the recent attempts."""
+    PAUSE_AFTER and PAUSE_SHARE of the recent attempts (of a full RECENT once the API
+    answered): not half of them, not four in five, not the first few after an answer."""
     gate = SendGate(QUICK)
     attempts(gate, pattern)
     assert gate.healthy
@@ -403,3 +460,14 @@ def test_abandoning_a_probe_hands_the_probe_to_the_next_sender() -> None:
     assert parked(gate, 1)
     gate.abandon(probe=True)
     assert senders.join() == [Admission.PROBE]
+
+
+def test_nearly_every_recent_answer_asking_to_wait_pauses_every_sender() -> None:
+    """After answers, a Retry-After pauses every sender once PAUSE_SHARE of a full RECENT
+    of attempts carried one: nine in ten of them, not fewer."""
+    needed = math.ceil(PAUSE_SHARE * RECENT)
+    gate = SendGate(QUICK)
+    attempts(gate, "." * RECENT + "r" * (needed - 1))
+    assert gate.healthy
+    attempts(gate, "r")
+    assert not gate.healthy

@@ -442,6 +442,106 @@ def test_a_long_refusal_is_cut_to_its_head_and_tail(
     assert line.endswith("rule 499 broken - at `$.data.tools`)")
 
 
+#: What a server may quote of a refused create's attributes, and the bits of it no log line
+#: may hold, in any case.
+QUOTED = "Jane Q. Doe, SSN 123-45-6789, lives at 42 Wallaby Way"
+QUOTED_BITS = ["jane", "doe", "123-", "6789", "-45-", "lives", "at 42", "wallaby", "allaby", "q. d"]
+
+
+def quoting(shape: str) -> Callable[[int, bytes, bytes], Any]:
+    """A front whose every answer is a 503 that quotes the request: its body as is, its
+    body upper-cased, or the start of the quoted text cut mid-word."""
+    from .front_server import Act, raw_answer
+
+    def act(n: int, head: bytes, body: bytes) -> Act:
+        text = body.decode()
+        if shape == "upper":
+            text = text.upper()
+        elif shape == "cut":
+            text = f"value '{text[text.find('Jane') :][:9]}…' too long"
+        return Act(answer=raw_answer(503, json.dumps({"error": f"cannot accept {text}"}).encode()))
+
+    return act
+
+
+@pytest.mark.parametrize("shape", ["as-is", "upper", "cut"])
+def test_no_log_line_at_any_level_holds_what_a_server_quoted_of_the_events(
+    collector: LocalCollector,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    shape: str,
+) -> None:
+    """Every answer is a 503 that quotes the request (as is, upper-cased, or cut mid-word).
+    The requests are retried, the API is taken as unreachable, and the client is shut down
+    while senders wait for their turn: the trouble lines, the debug line of each attempt
+    (debug=True) and the loss lines (of the events given up at shutdown, and of one
+    offered after it, with the last error) each say the status and the server's own
+    words, never a bit of the quote."""
+    from layer_sdk import Client
+
+    from .front_server import Front
+
+    monkeypatch.setattr(_losses, "LOSS_LOG_INTERVAL", 0.0)  # every loss line is written
+    caplog.set_level(logging.DEBUG, logger="layer_sdk")
+    front = Front(collector, quoting(shape))
+    client = Client()
+    try:
+        client.init(base_url=front.url, application_id=APP_ID, debug=True, **FAST)
+        for _ in range(5):
+            client.create_session(attributes={"user": QUOTED})
+        gate = client._exporter.transport.gate  # type: ignore[union-attr]
+        # Unreachable, with two senders waiting in the gate for their turn to probe: one at
+        # least is still waiting when the gate closes (one probe at a time leaves it).
+        assert wait_until(lambda: len(gate._changed._waiters) >= 2, timeout=15)  # type: ignore[attr-defined]
+        client.shutdown(timeout=0.5)
+        # The senders that waited in the gate give up on their requests as they exit.
+        senders = client._exporter.worker._senders  # type: ignore[union-attr]
+        assert wait_until(lambda: not any(sender.is_alive() for sender in senders))
+        client.create_session(attributes={"user": QUOTED})  # refused at the closed door
+    finally:
+        front.close()
+    lines = [record.getMessage() for record in caplog.records if record.name == "layer_sdk"]
+    assert any("answered 503 (cannot accept" in line for line in lines)
+    assert any("; retry " in line for line in lines)  # the debug lines
+    assert any("gave up: the client is shutting down; last error:" in line for line in lines)
+    for line in lines:
+        assert [bit for bit in QUOTED_BITS if bit in line.casefold()] == [], line
+    if shape == "cut":
+        assert any("cannot accept value '…' too long" in line for line in lines)
+
+
+def test_a_malformed_answer_quoting_the_events_is_not_quoted_in_the_log(
+    collector: LocalCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An answer whose head is broken by a piece of the request's body: the error names
+    the bad line, and the log (the trouble line, the debug lines, the loss line) masks the
+    events' data in it."""
+    from layer_sdk import Client
+
+    from .front_server import Act, Front
+
+    def act(n: int, head: bytes, body: bytes) -> Act:
+        piece = body[body.find(b"Jane") :]
+        return Act(answer=b"HTTP/1.1 503 X\r\n" + piece + b"\r\nContent-Length: 0\r\n\r\n")
+
+    caplog.set_level(logging.DEBUG, logger="layer_sdk")
+    front = Front(collector, act)
+    client = Client()
+    try:
+        client.init(
+            base_url=front.url, application_id=APP_ID, debug=True, **{**FAST, "max_retry_time": 1}
+        )
+        client.create_session(attributes={"user": QUOTED})
+        assert wait_until(lambda: "retries_exhausted" in caplog.text, timeout=15)
+        client.shutdown(timeout=0.5)
+    finally:
+        front.close()
+    lines = [record.getMessage() for record in caplog.records if record.name == "layer_sdk"]
+    assert any("invalid header line" in line for line in lines)
+    for line in lines:
+        assert [bit for bit in QUOTED_BITS if bit in line.casefold()] == [], line
+
+
 # -- secrets echoed by the token endpoint ---------------------------------------------------
 
 

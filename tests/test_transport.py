@@ -216,10 +216,11 @@ def retry_delays(transport: Transport, request: Request, count: int) -> list[flo
     return delays
 
 
-def test_a_request_s_backoff_grows_only_while_most_attempts_fail() -> None:
-    """While the API mostly answers (one bad backend in five), a request that keeps
-    failing waits the first backoff step each time (0.25-0.5 s), so that its events are
-    not held back; once most recent attempts fail, its backoff doubles at each failure."""
+def test_a_request_s_backoff_grows_only_while_nearly_every_attempt_fails() -> None:
+    """While the API answers a fair share (one bad backend in five, or four), a request
+    that keeps failing waits the first backoff step each time (0.25-0.5 s), so that its
+    events are not held back; once nearly every recent attempt fails (19 in 20), its
+    backoff doubles at each failure."""
     config = Config.resolve(base_url=BASE_URL, application_id=APP_ID)
     transport = Transport(config, backend(AGAIN_LATER))
     _, request = queued([b"0"])
@@ -229,13 +230,20 @@ def test_a_request_s_backoff_grows_only_while_most_attempts_fail() -> None:
             transport.gate.passed()  # the other requests are delivered
         delays += retry_delays(transport, request, 1)
     assert all(0.2 < delay <= 0.5 for delay in delays), delays
-    for _ in range(RECENT):  # now four attempts in five fail
+    for _ in range(RECENT):  # four attempts in five fail: still a fair share answered
         for _ in range(4):
             transport.gate.failed(probe=False, retry_after=None)
         transport.gate.passed()
+    assert not transport.gate.failing
+    delays += retry_delays(transport, request, 1)
+    assert all(0.2 < delay <= 0.5 for delay in delays), delays
+    for _ in range(RECENT):  # now 19 attempts in 20 fail
+        for _ in range(19):
+            transport.gate.failed(probe=False, retry_after=None)
+        transport.gate.passed()
     assert transport.gate.failing and transport.gate.healthy
-    (delay,) = retry_delays(transport, request, 1)  # the fifth failure of this request
-    assert 4.0 < delay <= 8.0  # backoff(4): 4-8 s
+    (delay,) = retry_delays(transport, request, 1)  # the sixth failure of this request
+    assert 5.0 <= delay <= 10.0  # backoff(5): 5-10 s (backoff_max)
 
 
 def test_a_retry_after_delays_the_request_it_answered_and_pauses_no_one() -> None:

@@ -28,6 +28,10 @@ from .._tls import describe_tls_failure, requests_verify
 from ._framing import PipelineClosed, ProtocolError
 from ._http import MAX_ANSWER_BYTES, ConnectionPool
 
+REQUEST_ID_HEADER = "X-Request-Id"
+"""Same value on every attempt of one body, so that the server can de-duplicate; a server
+that echoes it on its answers has them matched to their requests (``_http``)."""
+
 
 class Response(NamedTuple):
     """What the server answered."""
@@ -75,7 +79,7 @@ class DirectBackend:
 
     def __init__(self, base_url: str, timeout: float, pool_size: int) -> None:
         self._prefix = len(base_url) - len(urlsplit(base_url).path)
-        self._pool = ConnectionPool(base_url, timeout, pool_size)
+        self._pool = ConnectionPool(base_url, timeout, pool_size, echo=REQUEST_ID_HEADER)
 
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> Response:
         """One request; raises ``LayerRequestError`` when no answer came."""

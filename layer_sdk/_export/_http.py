@@ -25,6 +25,13 @@ Narrow, but held to a maintained library's standard:
 - A pipeline (``post_pipelined``) keeps the same rules: one deadline for the
   whole of it, what arrived parsed before an error is acted on, and bytes
   after its last answer make every answer of it suspect.
+- Answers are matched to their requests, not only taken in order, where the
+  server allows it: a server that echoes each request's ``X-Request-Id`` (the
+  pool's ``echo`` header) on its answer has every answer checked against its
+  request, so that a stray answer (one too many) cannot pass for another
+  request's. Where it echoes nothing, only time can tell a shifted answer
+  from a true one: a pipeline's answers are trusted once the connection
+  stayed quiet a moment after the last one (``post_pipelined``).
 - ``close()`` (shutdown) ends the connections in use too, so that no request
   outlives it by more than a moment.
 - Framing follows RFC 9112 to the letter (heads are parsed by ``_framing``);
@@ -65,6 +72,11 @@ MAX_HEAD_BYTES = 64 * 1024
 #: The most that may be read ahead of the answer being parsed, while pipelined
 #: requests are still being written, bytes.
 MAX_UNREAD_BYTES = 8 * 1024 * 1024
+#: A server that echoes no request ID: a pipeline's answers are trusted once nothing more
+#: came for this long after the last one, seconds, or for twice the longest gap between
+#: two of its answers when that is longer (an answer that a stray one pushed past the end
+#: arrives about one gap after the last answer read).
+QUIET_AFTER_PIPELINE = 0.01
 _READ_SIZE = 64 * 1024
 
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;[^\n]*)?[ \t]*")
@@ -85,10 +97,14 @@ class ConnectionPool:
     """Keep-alive connections to the host of ``base_url``, reused last-in first-out.
 
     ``timeout`` bounds each ``post`` as a whole, seconds. ``base_url`` has been
-    validated (``_config``); a ``user:password@`` in it is never sent.
+    validated (``_config``); a ``user:password@`` in it is never sent. ``echo``:
+    the request header whose value a server may echo on its answers (the
+    request ID), by which answers are matched to their requests.
     """
 
-    def __init__(self, base_url: str, timeout: float, max_idle: int) -> None:
+    def __init__(
+        self, base_url: str, timeout: float, max_idle: int, *, echo: str | None = None
+    ) -> None:
         parts = urlsplit(base_url)
         self._tls = parts.scheme == "https"
         self._host = parts.hostname or ""
@@ -107,6 +123,11 @@ class ConnectionPool:
         #: answers are read (``post_pipelined``); off for good once the server
         #: shows that it does not pipeline.
         self.pipelining = True
+        self._echo = echo
+        self._echoed = echo.lower() if echo else ""  # the answers' header names are lower-case
+        #: Whether the server echoes ``echo`` on its answers: set by an answer that carried
+        #: its request's, unset by the first answer of a connection that carried none.
+        self.echoes = False
 
     def post(self, path: str, body: bytes, headers: dict[str, str]) -> Answer:
         """Send one request and return the answer; raises OSError subclasses on failure."""
@@ -116,9 +137,11 @@ class ConnectionPool:
         """``post`` with another method: a ``GET`` (with an empty ``body``) carries no body."""
         deadline = time.monotonic() + self._timeout
         request = self._request(path, body, headers, method)
+        sent = headers.get(self._echo) if self._echo else None
         connection: _Connection | None = None
         try:
             connection = self._checkout(deadline)
+            first = not connection.reused
             try:
                 answer, keep_alive = connection.exchange(request, deadline)
             except ConnectionError:
@@ -129,7 +152,18 @@ class ConnectionPool:
                 # reused (no byte of an answer came back): once more, anew.
                 connection = None
                 connection = self._connect(deadline)
+                first = True
                 answer, keep_alive = connection.exchange(request, deadline)
+            if self._in_step(answer, sent, first) is False:
+                # Another request's answer (a stray one the server wrote after an earlier
+                # answer): this request's own is behind it. Once more on a new connection,
+                # whose first answer can only be its own (the same request ID: a server
+                # that de-duplicates by it stores the request once).
+                self._release(connection)
+                connection = None
+                connection = self._connect(deadline)
+                answer, keep_alive = connection.exchange(request, deadline)
+                self._in_step(answer, sent, first=True)
         except BaseException as exc:
             if connection is not None:
                 self._release(connection)
@@ -159,20 +193,29 @@ class ConnectionPool:
         - What arrived is parsed before an error is acted on: a server that
           answers one request and closes while the pipeline is still being
           written (the write fails with a reset) has its answer read.
-        - Bytes left after the last answer make every answer suspect (a
-          server that wrote one answer too many shifts the answers after it
-          onto the wrong requests): none is returned, the connection is not
-          reused, and the caller sends them again one at a time.
+        - A stray answer (one too many) shifts the answers after it onto the
+          wrong requests. A server that echoes the request ID has each answer
+          checked against its request: from the first that does not carry its
+          own (another's, or none), nothing is trusted; the answers before it
+          are returned, and the caller sends the rest again one at a time.
+          From a server that echoes nothing, the answers are trusted once no
+          byte came for ``QUIET_AFTER_PIPELINE`` (or twice the longest gap
+          between two of them) after the last: bytes then, or left after the
+          last answer, make every answer suspect but the first on a new
+          connection (which can only be its request's): those are not
+          returned. In either case the connection is not reused.
         - A kept-alive connection that fails before any answer came back is
           replaced once, within the same deadline.
 
         When the server shows that it does not pipeline, ``pipelining`` turns
         False for the life of the pool and the caller sends one request at a
         time (``post``) from then on: a reset while the pipeline is written,
-        a malformed answer after a good one, bytes after the last answer, or
-        a first answer followed by a close or by silence.
+        a malformed answer after a good one, an answer out of step or bytes
+        after the last answer, or a first answer followed by a close or by
+        silence.
         """
         data = b"".join(self._request(path, body, headers) for body, headers in requests)
+        sent = [headers.get(self._echo) if self._echo else None for _, headers in requests]
         deadline = time.monotonic() + self._timeout
         for fresh in (False, True):
             try:
@@ -180,7 +223,7 @@ class ConnectionPool:
             except (OSError, ValueError) as exc:
                 return [], exc
             reused = connection.reused
-            answers, error = self._pipeline(connection, data, len(requests), deadline)
+            answers, error = self._pipeline(connection, data, sent, deadline)
             # Not a byte of an answer on a kept-alive connection: it was stale.
             stale = reused and not answers and not isinstance(error, PipelineClosed)
             if not (stale and isinstance(error, ConnectionError)) or self._closed:
@@ -188,13 +231,18 @@ class ConnectionPool:
         return answers, error
 
     def _pipeline(
-        self, connection: _Connection, data: bytes, count: int, deadline: float
+        self, connection: _Connection, data: bytes, sent: list[str | None], deadline: float
     ) -> tuple[list[Answer], Exception | None]:
-        """One pipelined exchange of ``count`` requests (``data``) on ``connection``."""
+        """One pipelined exchange on ``connection`` of the requests written as ``data``,
+        whose IDs (the ``echo`` header's values) are ``sent``."""
+        count = len(sent)
         answers: list[Answer] = []
         cut: Exception | None = None  # why writing stopped early
         error: Exception | None = None
         keep_alive = True
+        first = not connection.reused
+        proven = 0  # the answers known to be their requests' (in step)
+        gap = last = 0.0  # the longest time between two answers; when the last came
         try:
             connection.write(data, deadline)
         except (OSError, ValueError) as exc:
@@ -203,14 +251,39 @@ class ConnectionPool:
             # Also when the write failed: what arrived before is read and parsed.
             while len(answers) < count and keep_alive:
                 answer, keep_alive = connection.read_answer(deadline)
+                now = time.monotonic()
+                gap, last = (max(gap, now - last) if answers else 0.0), now
+                step = self._in_step(answer, sent[len(answers)], first and not answers)
+                if step is False:
+                    # Out of step: a stray answer came before this one. What it was the
+                    # answer to is unknown, and so is every answer after it.
+                    self._release(connection)
+                    self.pipelining = False
+                    return answers[:proven], PipelineClosed(
+                        f"answer {len(answers) + 1} of {count} did not carry its request's "
+                        f"{self._echo}: an answer no request asked for came before it"
+                    )
                 answers.append(answer)
+                if step:
+                    proven = len(answers)  # an answer in step: so is every one before it
         except (OSError, ValueError) as exc:
             error = exc
         if cut is None and error is None and len(answers) == count:
-            if connection.has_leftover():
+            if proven < count:
+                # Nothing tells these answers from shifted ones but time: a stray answer
+                # pushes the last true one past the end, about one gap behind.
+                quiet = max(QUIET_AFTER_PIPELINE, 2 * gap)
+                stray = not connection.stays_quiet(min(quiet, deadline - time.monotonic()))
+            else:
+                stray = connection.has_leftover()  # one too many after the last: none shifted
+            if stray:
                 self._release(connection)
                 self.pipelining = False
-                return [], PipelineClosed(f"bytes came after the last of {count} answers")
+                if proven < count:
+                    return answers[:proven], PipelineClosed(
+                        f"bytes came after the last of {count} answers"
+                    )
+                return answers, None
             if keep_alive:
                 self._checkin(connection)
             else:
@@ -237,6 +310,24 @@ class ConnectionPool:
         return answers, PipelineClosed(
             f"the server ended the exchange after {len(answers)} of {count} answers ({ended})"
         )
+
+    def _in_step(self, answer: Answer, sent: str | None, first: bool) -> bool | None:
+        """Whether ``answer`` is the answer of the request whose ID was ``sent``.
+
+        True when it carries that ID back, or is the first answer on its
+        connection (no stray answer can come before that one); False when the
+        server echoes IDs and this answer does not carry its request's (another
+        request's, or none); None when nothing tells (a server that echoes none).
+        """
+        echoed = answer.headers.get(self._echoed) if sent is not None else None
+        if echoed is not None and echoed == sent:
+            self.echoes = True
+            return True
+        if first:
+            if sent is not None and echoed is None:
+                self.echoes = False  # it does not echo every answer (a proxy's own, say)
+            return True
+        return False if self.echoes and sent is not None else None
 
     def _request(
         self, path: str, body: bytes, headers: dict[str, str], method: str = "POST"
@@ -473,6 +564,23 @@ class _Connection:
     def has_leftover(self) -> bool:
         """Whether bytes came after the answers read (in the buffer, or waiting to be read):
         answers no request asked for. The end of the stream is not a byte."""
+        return self._peek() is True
+
+    def stays_quiet(self, seconds: float) -> bool:
+        """Whether no byte comes after the answers read, now or within ``seconds``. The
+        end of the stream is not a byte: nothing can come after it."""
+        until = time.monotonic() + seconds
+        while True:
+            came = self._peek()
+            if came is not False:
+                return came is None
+            left = until - time.monotonic()
+            if left <= 0 or not self._in.poll(left * 1000):
+                return True
+
+    def _peek(self) -> bool | None:
+        """Whether bytes are there after the answers read (True: kept in the buffer), none
+        now (False), or the stream ended (None)."""
         if self._buffer:
             return True
         sock = self._sock
@@ -485,9 +593,11 @@ class _Connection:
         except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return False  # a TLS record without data (a session ticket)
         except OSError:
-            return False
+            return None
+        if not data:
+            return None
         self._buffer += data
-        return bool(data)
+        return True
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -116,7 +116,11 @@ _TRUNCATED = "truncated"
 #: deadline and loses creates. The other reasons carry their own cause.
 _NAMES_LAST_ERROR = frozenset({QUEUE_FULL, SHUTDOWN, SESSION_FAILED})
 _WORD = re.compile(r"\w{3,}")
+_ANY_WORD = re.compile(r"\w+")
+#: A word with a mask right before or after it (a few spaces or signs between).
+_NEXT_TO_MASK = re.compile(r"(…[^\w…]{0,3})(\w+)|(\w+)(?=[^\w…]{0,3}…)")
 _MASKS = re.compile(r"…(?:[^\w…]{0,3}…)+")
+_QUOTED_BYTES = re.compile(r"\bb'(?:[^'\\]|\\.)*'|\bb\"(?:[^\"\\]|\\.)*\"")
 
 
 class _ThreadRole(threading.local):
@@ -207,10 +211,12 @@ class LossLog:
         self._notifier_running = False
         self._telling = _Telling()
 
-    def explain(self, reason: str, detail: str) -> None:
-        """Remember why the next loss for ``reason`` happened, for its log line."""
+    def explain(self, reason: str, detail: str, refused: Sequence[bytes] = ()) -> None:
+        """Remember why the next loss for ``reason`` happened, for its log line. With the
+        ``refused`` bodies, ``detail`` may hold a server's bytes (a malformed answer it
+        quotes): the data of those bodies is masked in it, as in ``explain_refusal``."""
         with self._lock:
-            self._details[reason] = _Detail(detail)
+            self._details[reason] = _Detail(detail, refused=refused)
 
     def explain_refusal(
         self, reason: str, detail: str, message: str, refused: Sequence[bytes]
@@ -358,7 +364,7 @@ class _Detail(NamedTuple):
     def text(self) -> str:
         """The words of a loss line (built only when a line is written)."""
         if self.message is None:
-            return self.what
+            return masked_quotes(self.what, self.refused) if self.refused else self.what
         return f"{self.what}: {server_words(self.message, self.refused)}"
 
 
@@ -374,14 +380,18 @@ def server_words(message: str, refused: Sequence[bytes] = ()) -> str:
 
     Every word of three characters or more that the refused events hold as a
     value (a name, a number, a word of the prompt) is masked, however the
-    server quoted it; the server's own words are kept unless the event holds
-    them too (errs on the side of hiding). Then the message is cut to
-    ``MAX_DETAIL_CHARS``, its head and its tail kept: a field path is often at
-    the end.
+    server quoted it (upper-cased, say); so is every shorter word, or piece of
+    a word (the server cut its quote there), that stands next to a masked one
+    and is, or is part of, a word of theirs: a quote is masked whole, initials
+    and the middle of a number too. The server's own words are kept unless the
+    events hold them too (errs on the side of hiding). Then the message is cut
+    to ``MAX_DETAIL_CHARS``, its head and its tail kept: a field path is often
+    at the end.
     """
     words = _words_of(refused)
     if words:
-        message = _WORD.sub(lambda match: "…" if match[0] in words else match[0], message)
+        message = _WORD.sub(lambda word: "…" if word[0].casefold() in words else word[0], message)
+        message = _mask_next_to_masks(message, words)
         message = _MASKS.sub("…", message)  # "… … …, …" reads as one gap
     if len(message) <= MAX_DETAIL_CHARS:
         return message
@@ -390,25 +400,53 @@ def server_words(message: str, refused: Sequence[bytes] = ()) -> str:
     return f"{message[:head]}{MARKER.format(len(message) - head - tail)}{message[-tail:]}"
 
 
+def masked_quotes(text: str, refused: Sequence[bytes]) -> str:
+    """Our ``text`` with the data of the ``refused`` bodies masked in the bytes it quotes
+    (``b'...'``: what a malformed answer showed, which may quote the events)."""
+    if not refused or ("b'" not in text and 'b"' not in text):
+        return text
+    return _QUOTED_BYTES.sub(lambda quote: server_words(quote[0], refused), text)
+
+
+def _mask_next_to_masks(message: str, words: set[str]) -> str:
+    """``message`` with each word next to a mask masked too while it is, or is part of, a
+    word of the refused events (``words``, case-folded), until none is left."""
+    while True:
+        changed = False
+
+        def mask(match: re.Match[str]) -> str:
+            nonlocal changed
+            before, word = match[1] or "", match[2] or match[3]
+            folded = word.casefold()
+            if folded in words or any(folded in known for known in words):
+                changed = True
+                return f"{before}…"
+            return match[0]
+
+        message = _NEXT_TO_MASK.sub(mask, message)
+        if not changed:
+            return message
+
+
 def _words_of(bodies: Sequence[bytes]) -> set[str]:
-    """The words (of three characters or more) of every value of the JSON ``bodies``."""
+    """The words of every value of the JSON ``bodies``, case-folded."""
     words: set[str] = set()
     for body in bodies:
         try:
             stack = [msgspec.json.decode(body)]
         except msgspec.DecodeError:
-            words.update(_WORD.findall(body.decode("utf-8", "replace")))
+            words.update(_ANY_WORD.findall(body.decode("utf-8", "replace").casefold()))
             continue
         while stack:  # without recursion: a payload may nest deeply
             value = stack.pop()
             if isinstance(value, str):
-                words.update(_WORD.findall(value))
+                words.update(_ANY_WORD.findall(value.casefold()))
             elif isinstance(value, dict):
                 stack.extend(value.values())
             elif isinstance(value, list):
                 stack.extend(value)
             elif isinstance(value, (int, float)):
-                words.update(_WORD.findall(str(value)))
+                words.update(_ANY_WORD.findall(str(value)))
     return words
 
 

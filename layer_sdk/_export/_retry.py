@@ -32,20 +32,32 @@ RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 #: these is resent event by event, so that one bad event does not take the others.
 SPLIT_STATUSES = frozenset({400, 409, 413, 422})
 
-#: How many of the latest attempts (across all senders) the send gate judges the API by.
-RECENT = 40
+#: How many of the latest attempts (across all senders) the send gate judges the API by,
+#: once it has answered at all: enough that a fraction of failures, even nine in ten, is
+#: told from an outage (among 200 attempts of which one in ten succeeds, four or fewer
+#: succeed about once in 10^5). Until the API first answers there is nothing to weigh
+#: the failures against, and the attempts so far are judged as they are (a client
+#: started against a dead API learns it from its first few).
+RECENT = 200
 #: A request's backoff grows with its failures (else it stays at the first step)
-#: once this share of the recent attempts failed: the API is in trouble.
-FAILING_SHARE = 0.75
+#: once this share of the recent attempts failed: the API as a whole is in trouble.
+#: Below it a failure is taken as local (one bad backend, a blip), so that partial
+#: failures slow delivery by their fraction instead of holding events back for long.
+FAILING_SHARE = 0.95
 #: The API counts as unreachable (only probes go out) once this many of the
 #: recent attempts failed...
-OUTAGE_AFTER = 5
-#: ...and they are at least this share of them. A fraction of failures (one bad
-#: backend in five) is not an outage: it must not stall every sender.
-OUTAGE_SHARE = 0.9
+OUTAGE_AFTER = 20
+#: ...and they are at least this share of them: (nearly) none answers. A fraction of
+#: failures (one bad backend in five, or nine in ten) is not an outage: it must not
+#: stall every sender.
+OUTAGE_SHARE = 0.98
 #: Every sender pauses for a ``Retry-After`` once this many of the recent attempts
-#: were answered with one, and they are most of them (the API as a whole asks).
+#: were answered with one...
 PAUSE_AFTER = 3
+#: ...and they are at least this share of them: (nearly) every answer asks to wait, so
+#: the API as a whole says so. One backend in five (or half of them) draining delays
+#: only the requests it refused.
+PAUSE_SHARE = 0.9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +150,9 @@ class SendGate:
     It judges the API by the outcomes of the latest ``RECENT`` attempts, not
     by the last few: with many senders in parallel, a few failures in a row
     are common when a fraction of the answers fail, and a fraction of failures
-    must slow delivery by that fraction, not stop it.
+    must slow delivery by that fraction, not stop it. Its shares are of a full
+    ``RECENT`` once the API answered an attempt; before that, of the attempts
+    so far (nothing answered: a dead API is told from the first few).
 
     - Healthy: everyone sends at will. A request that failed waits its own
       backoff in the queue, without holding a sender (``_queue``).
@@ -152,8 +166,8 @@ class SendGate:
     - Paused: a ``Retry-After`` delays the request it answered. It pauses
       every sender only when the API as a whole says so: at least
       ``PAUSE_AFTER`` of the recent attempts were answered with one, and
-      they are most of them. Then everyone waits that long (clamped), so that
-      a fleet of processes backs off together.
+      they are at least ``PAUSE_SHARE`` of them. Then everyone waits that
+      long (clamped), so that a fleet of processes backs off together.
 
     ``close()`` (shutdown) wakes every waiter at once. Every wait has a deadline.
     The gate logs nothing: what the attempts came to is told by the transport's
@@ -167,6 +181,8 @@ class SendGate:
         self._recent: deque[int] = deque()  # the outcomes of the latest attempts, oldest first
         self._failures = 0  # failed attempts among them
         self._asked_to_wait = 0  # ...of which answered with a Retry-After
+        self._judged_on = 0  # how many attempts their shares are taken of (``_record``)
+        self._answered = False  # whether the API answered an attempt yet
         self._outage = False
         self._paused_until = 0.0
         self._failed_probes = 0
@@ -195,7 +211,7 @@ class SendGate:
         API mostly answers, a failure is taken as local (one bad backend, a
         blip), and waiting longer at each one would only hold its events back.
         """
-        return self._failures >= FAILING_SHARE * len(self._recent)
+        return self._failures >= FAILING_SHARE * self._judged_on
 
     def admit(self, deadline: float) -> Admission:
         """Wait until this sender may send, at most until ``deadline`` (monotonic seconds).
@@ -237,6 +253,7 @@ class SendGate:
                 self._recent.clear()
                 self._failures = self._asked_to_wait = self._failed_probes = 0
                 self._outage = self._probing = False
+                self._answered, self._judged_on = True, RECENT
                 self._changed.notify_all()
             else:
                 self._record(_ANSWERED)
@@ -254,14 +271,14 @@ class SendGate:
             elif (
                 not self._outage
                 and self._failures >= OUTAGE_AFTER
-                and self._failures >= OUTAGE_SHARE * len(self._recent)
+                and self._failures >= OUTAGE_SHARE * self._judged_on
             ):
                 self._outage = True
                 self._next_probe = now + self._policy.backoff(0)
             if (
                 retry_after is not None
                 and self._asked_to_wait >= PAUSE_AFTER
-                and 2 * self._asked_to_wait > len(self._recent)
+                and self._asked_to_wait >= PAUSE_SHARE * self._judged_on
             ):
                 pause = min(retry_after, self._policy.retry_after_max)
                 self._paused_until = max(self._paused_until, now + pause)
@@ -276,6 +293,10 @@ class SendGate:
         recent.append(outcome)
         self._failures += outcome != _ANSWERED
         self._asked_to_wait += outcome == _ASKED_TO_WAIT
+        self._answered = self._answered or outcome == _ANSWERED
+        # Once the API answered, shares are of a full window: a few failures in a row
+        # after a success (or after an outage ended) are not (nearly) all of them.
+        self._judged_on = RECENT if self._answered else len(recent)
 
     def abandon(self, *, probe: bool) -> None:
         """An admitted attempt ended without an answer either way (a bug, a cancel)."""

@@ -50,15 +50,12 @@ from .._exceptions import (
 )
 from .._platform import USER_AGENT
 from .._redact import scrub
-from ._backends import Backend, Exchange, Response, choose_backend
-from ._losses import REJECTED, RETRIES_EXHAUSTED, SHUTDOWN
+from ._backends import REQUEST_ID_HEADER, Backend, Exchange, Response, choose_backend
+from ._losses import REJECTED, RETRIES_EXHAUSTED, SHUTDOWN, masked_quotes
 from ._retry import Admission, RetryPolicy, RetryState, SendGate, is_retryable, parse_retry_after
 from ._trouble import CONFIGURATION_STATUSES, TroubleLog
 
 logger = logging.getLogger("layer_sdk")
-
-REQUEST_ID_HEADER = "X-Request-Id"
-"""Same value on every attempt of one body, so that the server can de-duplicate."""
 
 
 class Delivery(NamedTuple):
@@ -235,7 +232,9 @@ class Transport:
                     outcome = delivery.error  # the server asks for longer than this call may take
             if debug:
                 retrying = None if outcome is not None else (retry.retries + 1, delay)
-                _log_attempt(method, path, exchange, sorted_, began, "sync", retrying=retrying)
+                _log_attempt(
+                    method, path, exchange, sorted_, began, "sync", retrying=retrying, bodies=[body]
+                )
             if outcome is not None:
                 assert outcome is not None
                 return outcome
@@ -337,6 +336,7 @@ class Transport:
             f"{len(request.events)} event(s)",
             retrying=retrying,
             lost=lost,
+            bodies=request.bodies,
         )
 
     def _schedule(self, sorted_: _Sorted, retry: RetryState, deadline: float) -> list[Delivery]:
@@ -372,6 +372,10 @@ class Transport:
     def _not_admitted(self, admission: Admission, retry: RetryState) -> Delivery:
         """What becomes of a body the send gate did not let go: shut down, or out of time."""
         if admission is Admission.CLOSED:
+            if isinstance(retry.error, LayerHTTPError):
+                # Kept as the server's answer: its words may quote the events, and are masked
+                # where they are told (the loss line), never copied into other words.
+                return Delivery(None, SHUTDOWN, retry.error)
             closing = "gave up: the client is shutting down"
             if retry.error is not None:
                 closing += f" (last error: {retry.error})"
@@ -513,9 +517,12 @@ def _log_attempt(
     *,
     retrying: tuple[int, float] | None,
     lost: Counter[str] | None = None,
+    bodies: Sequence[bytes] = (),
 ) -> None:
     """One debug line for one attempt: what was sent, what came back and when, what
-    follows. Never a body, a header or the server's words (they may quote the data)."""
+    follows. Never a body, a header or the server's words (they may quote the data); an
+    error without an answer may quote a malformed one, so the ``bodies``' data is masked
+    in it."""
     elapsed = (time.monotonic() - began) * 1000
     statuses = Counter(response.status for response in exchange.responses)
     answers = ", ".join(
@@ -524,7 +531,9 @@ def _log_attempt(
     count = len(sorted_.deliveries)
     unanswered = count - len(exchange.responses)
     if unanswered:
-        why = exchange.error or "the exchange ended early"
+        why = "the exchange ended early"
+        if exchange.error is not None:
+            why = masked_quotes(str(exchange.error), bodies)
         no_answer = f"no answer ({why})" if unanswered == count else f"{unanswered} unanswered"
         answers = f"{answers}, {no_answer}" if answers else no_answer
     follows = ""
@@ -534,7 +543,7 @@ def _log_attempt(
         if isinstance(reason, LayerHTTPError):
             because = f"answered {reason.status_code}"
         elif reason is not None:
-            because = str(reason)
+            because = masked_quotes(str(reason), bodies)
         else:
             because = "sent again at once"
         follows = f"; retry {number} in {delay:.2f} s ({because})"
@@ -542,10 +551,10 @@ def _log_attempt(
         follows += "; given up: " + ", ".join(
             f"{times} body(ies) {reason}" for reason, times in lost.items()
         )
-    bodies = "1 body" if count == 1 else f"{count} bodies"
+    sent = "1 body" if count == 1 else f"{count} bodies"
     logger.debug(
         "layer-sdk: %s %s -> %s in %.1f ms (%s, %s)%s",
-        method, path, answers, elapsed, bodies, what, follows,
+        method, path, answers, elapsed, sent, what, follows,
     )  # fmt: skip
 
 

@@ -10,7 +10,11 @@ of events lost):
   Name or service not known); retrying for up to 10 min, 16 event(s) kept``);
 - repeats are throttled as loss lines are (``_losses.Throttle``): at most one
   line per kind every ``LOSS_LOG_INTERVAL``, which counts the failures meanwhile;
-- the first delivery after a failure that was logged says so, once;
+- the first delivery after a failure that was logged says so, once, when no
+  delivery came for ``RECOVERY_AFTER`` since the failures began: the API took no
+  events meanwhile. Under a fraction of failures deliveries come in between, and
+  a recovery line at each would flap; their failures are said by the throttled
+  lines alone;
 - ``last_error`` is the trouble of the moment in words (None once a delivery
   succeeds), which the loss lines of an outage name as their cause.
 
@@ -44,7 +48,7 @@ from typing import NamedTuple
 from .._exceptions import LayerAuthError, LayerHTTPError, LayerSDKException
 from .._redact import mask_url
 from .._schemas import SESSIONS_PATH
-from ._losses import Throttle, server_words
+from ._losses import Throttle, masked_quotes, server_words
 
 logger = logging.getLogger("layer_sdk")
 
@@ -53,6 +57,10 @@ TLS = "tls"
 SERVER_ERROR = "server_error"
 CREDENTIALS = "credentials"
 NOT_FOUND = "not_found"
+
+#: A delivery after failures that were logged ends the trouble in words only when no
+#: delivery came for this long, seconds, since the first of them (see the module doc).
+RECOVERY_AFTER = 1.0
 
 #: Refusals that say the configuration is wrong rather than the events.
 CONFIGURATION_STATUSES = frozenset({401, 403, 404})
@@ -133,7 +141,8 @@ def describe(
             f"no credentials for the Layer API ({server_words(str(error))})",
             "check the settings of the auth_provider (its token endpoint refused it)",
         )
-    cause = str(error).removeprefix(_NO_ANSWER_PREFIX)
+    # Our words, but a malformed answer may be quoted in them (and may quote the events).
+    cause = masked_quotes(str(error).removeprefix(_NO_ANSWER_PREFIX), bodies)
     if cause.startswith(_TLS_PREFIX):
         return Trouble(TLS, f"cannot reach {mask_url(base_url)}: {cause}")
     return Trouble(UNREACHABLE, f"cannot reach {mask_url(base_url)} ({cause})")
@@ -236,17 +245,19 @@ class TroubleLog:
         return f"retrying for up to {duration(retry_for)}{kept}"
 
     def delivered(self) -> None:
-        """An attempt delivered: the trouble is over. Said once when it had been logged."""
+        """An attempt delivered: the trouble is over. Said once when it had been logged
+        and nothing was delivered for ``RECOVERY_AFTER`` (not a fraction of failures)."""
         with self._lock:
             if self.last_error is None:
                 return
             failures, since, announced = self._failures, self._since, self._announced
             self._failures, self._announced, self.last_error = 0, False, None
-        if announced:
+        lasted = time.monotonic() - since
+        if announced and lasted >= RECOVERY_AFTER:
             logger.warning(
                 "layer-sdk: the Layer API at %s takes events again (after %d failed "
                 "attempt(s) over %s); delivery resumes",
                 mask_url(self._base_url),
                 failures,
-                duration(time.monotonic() - since),
+                duration(lasted),
             )

@@ -29,7 +29,15 @@ import time
 from collections.abc import Callable
 
 from .._exceptions import LayerHTTPError
-from ._losses import INTERNAL_ERROR, REJECTED, SESSION_FAILED, LossLog, Throttle, sdk_thread
+from ._losses import (
+    INTERNAL_ERROR,
+    REJECTED,
+    SESSION_FAILED,
+    SHUTDOWN,
+    LossLog,
+    Throttle,
+    sdk_thread,
+)
 from ._queue import AGAIN, ExportQueue, Request
 from ._retry import SPLIT_STATUSES
 from ._transport import Delivery, Transport
@@ -274,14 +282,13 @@ class ExportWorker:
         assert delivery.loss is not None
         error = delivery.error
         if isinstance(error, LayerHTTPError):
-            self._losses.explain_refusal(
-                delivery.loss,
-                f"{request.path} answered {error.status_code}",
-                error.message,
-                request.bodies,
-            )
+            answered = f"{request.path} answered {error.status_code}"
+            if delivery.loss == SHUTDOWN:
+                answered = f"gave up: the client is shutting down; last error: {answered}"
+            self._losses.explain_refusal(delivery.loss, answered, error.message, request.bodies)
         elif error is not None:
-            self._losses.explain(delivery.loss, str(error))
+            # Its words may quote a malformed answer, which may quote the events.
+            self._losses.explain(delivery.loss, str(error), request.bodies)
         if request.events[0].creates_session:
             # The actions queued behind it fail with it: their line says why.
             self._losses.explain(

@@ -69,6 +69,11 @@ has been read, so each one affects only requests read after it was set.
    application name) that already exists; else 200 (session), 202 (action) or
    201 (application).
 
+Every answer to a request that carried an ``X-Request-Id`` carries it back, as
+many gateways and frameworks do, so that a client can match each answer to its
+request (the SDK pipelines a session's actions only to a server that does);
+``echo_request_ids = False`` stands for a server that echoes nothing.
+
 The server is an asyncio event loop in one daemon thread (``collector/_server.py``):
 a held or delayed request costs no thread, and a connection's requests are
 answered one at a time, in order.
@@ -191,6 +196,7 @@ class LocalCollector:
         self._delay = 0.0
         self._max_body_bytes: int | None = None
         self._fail_rate = 0.0
+        self._echo_request_ids = True
         self._hanging = False
         self._hang_matching: bytes | None = None  # hang(matching=...): only such bodies
         self._releases = 0  # bumped by release(): a held request waits for it to change
@@ -458,6 +464,17 @@ class LocalCollector:
             self._max_body_bytes = limit
 
     @property
+    def echo_request_ids(self) -> bool:
+        """Whether answers carry the request's ``X-Request-Id`` back (True by default);
+        False stands for a server that echoes nothing."""
+        return self._echo_request_ids
+
+    @echo_request_ids.setter
+    def echo_request_ids(self, echo: bool) -> None:
+        with self._lock:
+            self._echo_request_ids = bool(echo)
+
+    @property
     def fail_rate(self) -> float:
         """The fraction of requests answered 503 at random (0 by default), after ``fail_next``."""
         return self._fail_rate
@@ -520,6 +537,7 @@ class LocalCollector:
                 return exchange
             if request.framing_error is not None:  # answered 400 at once, whatever the faults
                 return exchange
+            exchange.echo = self._echo_request_ids
             matching = self._hang_matching
             held = self._hanging and (matching is None or matching in request.body)
             exchange.hold = self._releases if held else None
@@ -561,6 +579,10 @@ class LocalCollector:
                 reply = _error(f"internal error: {exc!r}", 500)
         json = None if parsed is _NOT_JSON else parsed
         status = 0 if reply is None else reply.status
+        request_id = request.headers.get("x-request-id")
+        if reply is not None and exchange.echo and _echoable(request_id):
+            assert request_id is not None
+            reply = reply._replace(headers=(*reply.headers, ("X-Request-Id", request_id)))
         method, path, headers, body = request.method, request.path, request.headers, request.body
         self._record(
             ReceivedRequest(method, path, headers, body, json, status, exchange.received_at),
@@ -686,12 +708,23 @@ class _Exchange:
     refusal: Reply | None = None  # answered at once, whatever the faults (a foreign Host)
     failure: Reply | None = None
     check: Callable[[str], bool] | None = None  # the bearer check
+    echo: bool = True  # the answer carries the request's X-Request-Id back
 
     def held(self) -> bool:
         return self.hold is not None and self.hold == self.collector._releases
 
     def answer(self, dropped: bool) -> Reply | None:
         return self.collector._answer(self, dropped)
+
+
+def _echoable(request_id: str | None) -> bool:
+    """Whether a request's ID may go back in an answer's head: printable ASCII, short."""
+    return (
+        request_id is not None
+        and 0 < len(request_id) <= 200
+        and request_id.isascii()
+        and request_id.isprintable()
+    )
 
 
 def _authorized(header: str, check: Callable[[str], bool]) -> bool:
