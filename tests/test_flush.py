@@ -184,20 +184,20 @@ def test_a_timeout_that_is_no_finite_number_raises_at_every_wait(
     client = make_client()
     collector.hang()
     session_id = conversation(client, "held")
-    with pytest.raises(ValueError, match="^timeout must be"):
+    with pytest.raises(ValueError, match=r"^timeout must be"):
         client.flush(timeout)
-    with pytest.raises(ValueError, match="^timeout must be"):
+    with pytest.raises(ValueError, match=r"^timeout must be"):
         client.flush(timeout, session_id=session_id)
-    with pytest.raises(ValueError, match="^timeout must be"):
+    with pytest.raises(ValueError, match=r"^timeout must be"):
         asyncio.run(client.aflush(timeout))
-    with pytest.raises(ValueError, match="^timeout must be"):
+    with pytest.raises(ValueError, match=r"^timeout must be"):
         client.shutdown(timeout)
-    with pytest.raises(ValueError, match="^timeout must be"):
+    with pytest.raises(ValueError, match=r"^timeout must be"):
         asyncio.run(client.ashutdown(timeout))
     assert client.flush(-1) is False  # held by the server: not delivered, and no wait
     collector.release()
     assert client.shutdown(10) is True
-    with pytest.raises(ValueError, match="^timeout must be"):
+    with pytest.raises(ValueError, match=r"^timeout must be"):
         client.shutdown(timeout)
 
 def test_many_threads_flushing_their_own_sessions_each_see_all_their_events(

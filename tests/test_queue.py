@@ -32,6 +32,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from layer_sdk._export import _queue
 from layer_sdk._export._event import Event
 from layer_sdk._export._losses import (
     INTERNAL_ERROR,
@@ -42,7 +43,6 @@ from layer_sdk._export._losses import (
     SHUTDOWN,
     TOO_LARGE,
 )
-from layer_sdk._export import _queue
 from layer_sdk._export._queue import AGAIN, EVENT_OVERHEAD, ExportQueue, Put, Request
 from layer_sdk._schemas import SESSIONS_PATH, actions_path, session_body
 
