@@ -313,8 +313,8 @@ def test_most_requests_failing_while_others_are_answered_slows_delivery_and_is_n
     """After a first answer, eight or nine requests in ten fail (503) across parallel
     senders: a fair share is still answered, so delivery slows by that fraction and never
     halts (each failure waits the first backoff step, no probing one request at a time),
-    everything arrives once, and no line says the API takes events again after each
-    failure that was said."""
+    everything arrives once, and the log does not flap between failures and
+    recoveries."""
     from .front_server import Act, Front, raw_answer
 
     failure = raw_answer(503, b'{"error":"bad backend"}')
@@ -350,7 +350,10 @@ def test_most_requests_failing_while_others_are_answered_slows_delivery_and_is_n
     assert gate.recoveries == 0
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert [line for line in lines if "answered 503" in line], lines
-    assert not [line for line in lines if "takes events again" in line], lines
+    # No flapping: a line that the API takes events again after each failure said. One
+    # may close the run: the last few events, failing round after round with nothing
+    # else to deliver, are a second or more without a delivery, as a short outage is.
+    assert len([line for line in lines if "takes events again" in line]) <= 1, lines
 
 
 def test_a_create_retried_after_its_answer_was_lost_and_answered_409_counts_as_created(

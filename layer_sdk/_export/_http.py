@@ -63,6 +63,7 @@ from ._framing import (
     parse_fields,
     parse_head,
 )
+from ._retry import is_retryable
 
 #: The most an answer's body may take, bytes. The API's answers take a few hundred.
 MAX_ANSWER_BYTES = 1024 * 1024
@@ -77,6 +78,9 @@ MAX_UNREAD_BYTES = 8 * 1024 * 1024
 #: two of its answers when that is longer (an answer that a stray one pushed past the end
 #: arrives about one gap after the last answer read).
 QUIET_AFTER_PIPELINE = 0.01
+#: A server that echoes request IDs sent one answer without its request's: it is trusted
+#: (a proxy's own) once nothing more came for this long, seconds.
+QUIET_AFTER_UNMATCHED = 0.1
 _READ_SIZE = 64 * 1024
 
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;[^\n]*)?[ \t]*")
@@ -125,8 +129,8 @@ class ConnectionPool:
         self.pipelining = True
         self._echo = echo
         self._echoed = echo.lower() if echo else ""  # the answers' header names are lower-case
-        #: Whether the server echoes ``echo`` on its answers: set by an answer that carried
-        #: its request's, unset by the first answer of a connection that carried none.
+        #: Whether the server echoes ``echo`` on its answers: set by the first answer that
+        #: carried a request ID (a proxy in front of it may still answer without one).
         self.echoes = False
 
     def post(self, path: str, body: bytes, headers: dict[str, str]) -> Answer:
@@ -154,7 +158,7 @@ class ConnectionPool:
                 connection = self._connect(deadline)
                 first = True
                 answer, keep_alive = connection.exchange(request, deadline)
-            if self._in_step(answer, sent, first) is False:
+            if self._out_of_step(connection, answer, sent, first, deadline):
                 # Another request's answer (a stray one the server wrote after an earlier
                 # answer): this request's own is behind it. Once more on a new connection,
                 # whose first answer can only be its own (the same request ID: a server
@@ -195,12 +199,12 @@ class ConnectionPool:
           written (the write fails with a reset) has its answer read.
         - A stray answer (one too many) shifts the answers after it onto the
           wrong requests. A server that echoes the request ID has each answer
-          checked against its request: from the first that does not carry its
-          own (another's, or none), nothing is trusted; the answers before it
-          are returned, and the caller sends the rest again one at a time.
-          From a server that echoes nothing, the answers are trusted once no
-          byte came for ``QUIET_AFTER_PIPELINE`` (or twice the longest gap
-          between two of them) after the last: bytes then, or left after the
+          checked against its request: from the first that carries another's,
+          nothing is trusted; the answers before it are returned, and the
+          caller sends the rest again one at a time. Answers without an ID (a
+          server that echoes nothing, or a proxy's own answers) are trusted
+          once no byte came for ``QUIET_AFTER_PIPELINE`` (or twice the longest
+          gap between two of them) after the last: bytes then, or left after the
           last answer, make every answer suspect but the first on a new
           connection (which can only be its request's): those are not
           returned. In either case the connection is not reused.
@@ -311,23 +315,45 @@ class ConnectionPool:
             f"the server ended the exchange after {len(answers)} of {count} answers ({ended})"
         )
 
+    def _out_of_step(
+        self,
+        connection: _Connection,
+        answer: Answer,
+        sent: str | None,
+        first: bool,
+        deadline: float,
+    ) -> bool:
+        """Whether the one answer read for the request whose ID was ``sent`` is another's.
+
+        An answer without an ID from a server that echoes them is a proxy's own
+        (a 503 while a backend drains) or a stray one that the server wrote
+        late. Taken for a failure to retry, either is harmless (the request
+        goes again with its ID, which the server de-duplicates by). A final one
+        (2xx, 4xx) is trusted only when no bytes come within
+        ``QUIET_AFTER_UNMATCHED``: a stray one has its request's true answer
+        behind it.
+        """
+        step = self._in_step(answer, sent, first)
+        if step is None and self.echoes and not is_retryable(answer.status):
+            quiet = min(QUIET_AFTER_UNMATCHED, max(0.0, deadline - time.monotonic()))
+            return not connection.stays_quiet(quiet)
+        return step is False
+
     def _in_step(self, answer: Answer, sent: str | None, first: bool) -> bool | None:
         """Whether ``answer`` is the answer of the request whose ID was ``sent``.
 
         True when it carries that ID back, or is the first answer on its
-        connection (no stray answer can come before that one); False when the
-        server echoes IDs and this answer does not carry its request's (another
-        request's, or none); None when nothing tells (a server that echoes none).
+        connection (no stray answer can come before that one); False when it
+        carries another request's ID (a stray answer came before it); None when
+        it carries none, as a server that echoes nothing answers, or a proxy
+        in front of one that does, answering on its own (a 503 while a backend
+        drains): nothing tells then.
         """
         echoed = answer.headers.get(self._echoed) if sent is not None else None
-        if echoed is not None and echoed == sent:
-            self.echoes = True
-            return True
-        if first:
-            if sent is not None and echoed is None:
-                self.echoes = False  # it does not echo every answer (a proxy's own, say)
-            return True
-        return False if self.echoes and sent is not None else None
+        if echoed is None:
+            return True if first else None
+        self.echoes = True
+        return echoed == sent or first
 
     def _request(
         self, path: str, body: bytes, headers: dict[str, str], method: str = "POST"
