@@ -8,7 +8,6 @@ queue and sends through the same transport right away.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -608,6 +607,8 @@ class Client:
         guard = self._guard
         if guard is None:
             return
+        import asyncio  # loaded already where a coroutine calls this
+
         try:
             asyncio.get_running_loop()
         except RuntimeError:  # another event loop (trio): asked here, as in a plain call

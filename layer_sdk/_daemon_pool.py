@@ -33,7 +33,6 @@ raise exceptions of their own.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import threading
 import time
@@ -90,6 +89,8 @@ class Pending(Generic[T]):
         """:meth:`wait` for a coroutine: the event loop runs on meanwhile."""
         if self.done():
             return True
+        import asyncio  # loaded already: the caller runs on its loop
+
         loop = asyncio.get_running_loop()
         woken: asyncio.Future[None] = loop.create_future()
 

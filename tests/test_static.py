@@ -76,3 +76,29 @@ def test_imports_inside_the_package_point_one_way() -> None:
 
     for name in sorted(graph):
         visit(name)
+
+
+#: Heavy modules an application that never uses them must not pay for at import.
+NOT_IMPORTED = ("asyncio", "openai", "anthropic", "google.genai", "opentelemetry", "rich")
+
+
+def test_importing_the_package_loads_nothing_it_does_not_need_yet() -> None:
+    """``import layer_sdk`` (and ``init()``, which starts the senders) load no provider SDK,
+    no OpenTelemetry and no asyncio: an application that never awaits pays nothing for
+    the asyncio entry points (they import it when called, from a running loop)."""
+    code = (
+        "import sys, layer_sdk\n"
+        "layer_sdk.layer.init(base_url='http://127.0.0.1:9', application_id='app')\n"
+        f"names = {NOT_IMPORTED!r}\n"
+        "print(sorted(n for n in names if n in sys.modules))\n"
+        "layer_sdk.layer.shutdown(0)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

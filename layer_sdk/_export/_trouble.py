@@ -127,8 +127,7 @@ def describe(
             return Trouble(
                 NOT_FOUND,
                 f"{where} answered {said}",
-                "the API does not know the session, or base_url is not the root of the "
-                "Layer API",
+                "the API does not know the session, or base_url is not the root of the Layer API",
             )
         return Trouble(
             SERVER_ERROR,

@@ -25,11 +25,11 @@ the call module imports this one, so this one knows the call only as the
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import os
 import queue
+import sys
 import threading
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
@@ -208,7 +208,7 @@ class _Ends:
             self.record.finish(False)
         elif isinstance(exc, GeneratorExit):  # closed or garbage-collected before the end
             self.record.finish(True, None, True)
-        elif isinstance(exc, asyncio.CancelledError):
+        elif _is_cancellation(exc):
             # The caller's task was cancelled as it read (a timeout, or the event loop
             # closing the stream it abandoned): left early, not a failure of the stream.
             self.record.finish(True)
@@ -300,3 +300,10 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    """Whether ``exc`` is asyncio's ``CancelledError``, without importing asyncio (where
+    it was never imported, no task can have been cancelled)."""
+    asyncio = sys.modules.get("asyncio")
+    return asyncio is not None and isinstance(exc, asyncio.CancelledError)
