@@ -696,7 +696,8 @@ ODD_BLOCKS = {
         + b"1"
         + b"}" * 5000
         + b'}]},"decision":"block"}',
-        [],
+        # As deep as the decoder goes: Python 3.13 reads the policy, earlier ones stop.
+        [[], [(1, None, None, None)]],
     ),
 }
 
@@ -729,7 +730,9 @@ def test_a_block_whose_context_is_not_our_schema_still_blocks(
     response = client.firewall_session_lookup(other)
     assert response.decision is FirewallLookupDecision.BLOCK
     read = [(p.id, p.name, p.severity, p.action) for p in response.context.violated_policies]
-    assert read == policies
+    # A case may allow more than one reading (a list of them), where the interpreter decides.
+    allowed = policies if case.endswith("deeply nested context") else [policies]
+    assert read in allowed
 
 
 JSON_SCALARS = (
