@@ -311,16 +311,24 @@ class Client:
         executor) and the loop awaits its outcome, at most ``timeout`` seconds
         (default ``shutdown_timeout``) and a moment more.
         """
+        running = self._running_exporter(timeout)
+        if running is None:
+            return True
+        wait = running[1]
+        return await run_on_sdk_thread(lambda: self.shutdown(wait), wait)
+
+    def _running_exporter(self, timeout: float | None) -> tuple[Exporter, float] | None:
+        """The exporter a shutdown must stop and how long it may wait; None when
+        there is nothing to stop (a disabled client is marked closed here)."""
         given = None if timeout is None else wait_timeout(timeout, 0.0)
         with lifecycle_lock():
             if self._disabled is not None:
                 self._disabled_closed = True
-                return True
+                return None
             exporter = self._exporter
             if exporter is None or exporter.closed:
-                return True
-        wait = exporter.config.shutdown_timeout if given is None else given
-        return await run_on_sdk_thread(lambda: self.shutdown(wait), wait)
+                return None
+        return exporter, exporter.config.shutdown_timeout if given is None else given
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """Deliver what is queued within ``timeout`` (default ``shutdown_timeout``), then stop.
@@ -328,15 +336,10 @@ class Client:
         Events still undelivered at the deadline are counted as failed. Returns
         what ``flush`` would. Idempotent; ``init()`` may be called again after.
         """
-        given = None if timeout is None else wait_timeout(timeout, 0.0)
-        with lifecycle_lock():
-            if self._disabled is not None:
-                self._disabled_closed = True
-                return True
-            exporter = self._exporter
-            if exporter is None or exporter.closed:
-                return True
-        wait = exporter.config.shutdown_timeout if given is None else given
+        running = self._running_exporter(timeout)
+        if running is None:
+            return True
+        exporter, wait = running
         deadline = time.monotonic() + wait
         # What a feeder holds (spans a span processor has not read) joins the queue first.
         fed = drain_feeders(deadline)
