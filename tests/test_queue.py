@@ -46,7 +46,7 @@ from layer_sdk._export._losses import (
 from layer_sdk._export._queue import AGAIN, EVENT_OVERHEAD, ExportQueue, Put, Request
 from layer_sdk._schemas import SESSIONS_PATH, actions_path, session_body
 
-from .helpers import wait_until
+from .helpers import held_by_another_thread, wait_until
 
 ACCEPTED = (Put.ACCEPTED, Put.WOKE)
 
@@ -539,6 +539,94 @@ def test_wait_for_session_sees_the_inbox_and_requests_in_flight() -> None:
     assert queue.wait_for_session("t", 0) is True
     queue.complete(request)
     assert queue.wait_for_session("s", 0) is True
+
+
+# -- the door without the lock ---------------------------------------------------------
+
+
+def test_while_a_sender_keeps_watch_puts_take_no_lock_and_the_watcher_lets_them_in() -> None:
+    """A sender keeping time for the inbox watches the doorstep: puts then wait there
+    without the lock, and the watcher lets them in and sends them when the batch is due."""
+    queue, _ = make_queue(flush_interval=0.2, batch_size=50)
+    queue.put(create("s"))  # events came lately: an idle sender keeps watch
+    first = take(queue)
+    queue.complete(first)
+    taken: list[Request | None] = []
+    sender = threading.Thread(target=lambda: taken.append(queue.take(30)), daemon=True)
+    sender.start()
+    assert wait_until(lambda: queue._watchers == 1)
+    outcomes: list[Put] = []
+    putter = threading.Thread(
+        target=lambda: outcomes.extend(queue.put(action("s", n)) for n in range(3)), daemon=True
+    )
+    with held_by_another_thread(queue._lock):  # a put that took the lock would wait here
+        putter.start()
+        putter.join(5)
+        assert outcomes == [Put.ACCEPTED] * 3
+    sender.join(5)
+    assert len(taken) == 1 and taken[0] is not None
+    assert numbers(taken[0]) == [0, 1, 2]
+    assert queue.stats().enqueued == 4
+
+
+def test_a_full_doorstep_takes_the_lock_and_wakes_a_sender_for_the_batch() -> None:
+    """However long the inbox's timer, a batch's worth on the doorstep goes at once."""
+    queue, _ = make_queue(flush_interval=60, batch_size=5)
+    for n in range(5):  # a full batch: it goes at once, and events came lately
+        queue.put(action("s", 100 + n))
+    queue.complete(take(queue))
+    taken: list[Request | None] = []
+    sender = threading.Thread(target=lambda: taken.append(queue.take(30)), daemon=True)
+    sender.start()
+    assert wait_until(lambda: queue._watchers == 1)
+    outcomes = [queue.put(action("s", n)) for n in range(5)]
+    assert outcomes[:4] == [Put.ACCEPTED] * 4 and outcomes[4] is Put.WOKE
+    sender.join(5)
+    assert taken and taken[0] is not None and numbers(taken[0]) == [0, 1, 2, 3, 4]
+
+
+def test_puts_racing_a_close_are_each_accepted_or_refused_and_all_counted() -> None:
+    """Threads that put while the queue closes: every event offered is counted, as
+    enqueued or as dropped for the shutdown, none left uncounted on the doorstep."""
+    queue, losses = make_queue(
+        max_events=10**7, max_bytes=10**10, flush_interval=0.05, batch_size=50
+    )
+    queue.put(create("s"))
+    queue.complete(take(queue))
+    stop = threading.Event()
+
+    def sender() -> None:
+        while not stop.is_set():
+            request = queue.take(0.01)
+            if request is not None:
+                queue.complete(request)
+
+    offered: Counter[str] = Counter()
+
+    def caller(name: str) -> None:
+        n = 0
+        while not queue.closed:
+            queue.put(action(name, n))
+            n += 1
+        offered[name] = n
+
+    senders = [threading.Thread(target=sender, daemon=True) for _ in range(2)]
+    callers = [threading.Thread(target=caller, args=(f"c{i}",), daemon=True) for i in range(3)]
+    for thread in senders + callers:
+        thread.start()
+    time.sleep(0.2)
+    queue.close()
+    for thread in callers:
+        thread.join(10)
+    stop.set()
+    for thread in senders:
+        thread.join(10)
+    stats = queue.stats()
+    assert stats.enqueued + stats.dropped == 1 + sum(offered.values())
+    assert set(stats.dropped_by_reason) <= {SHUTDOWN}
+    assert not queue._doorstep
+    queue.report()
+    assert dict(losses) == stats.dropped_by_reason  # each loss told, once
 
 
 # -- the model ----------------------------------------------------------------------------
