@@ -403,10 +403,13 @@ class ExportQueue:
     def put(self, event: Event) -> Put:
         """Admit ``event``, or refuse it (counted, with the reason). Never blocks for long.
 
-        The common case is three reads and an append, without the lock: the event
-        waits on the doorstep for a watcher to let it in (see the module docstring).
+        The common case, an action, is a few reads and an append, without the lock:
+        the event waits on the doorstep for a watcher to let it in (see the module
+        docstring). A create is let in by its own thread, under the lock, so that the
+        thread knows at once when it is refused: it remembers that session as lost
+        for its own next actions, however many others are lost meanwhile.
         """
-        if len(event.body) <= self._door_bytes:
+        if self._roomy and len(event.body) <= self._door_bytes and not event.creates_session:
             doorstep = self._doorstep
             doorstep.append(event)
             # Read after the append: a watcher stops watching before it lets the
