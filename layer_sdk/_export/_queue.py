@@ -66,7 +66,7 @@ import msgspec
 
 from .._daemon_pool import Pending
 from .._entropy import random_16
-from .._schemas import SESSIONS_PATH, actions_path, session_body
+from .._schemas import SESSIONS_PATH, TIMES_BYTES, actions_path, session_body, with_times
 from ._event import Event
 from ._losses import QUEUE_FULL, RECURSION, SESSION_FAILED, SHUTDOWN, TOO_LARGE
 from ._retry import RetryState
@@ -196,13 +196,21 @@ class ExportStats(msgspec.Struct, frozen=True):
     replayed: int = 0
 
 
-class _LostHere(threading.local):
-    """The session whose create this thread last saw refused at the door ("": none), and
-    how many sessions had been created anew by then. Class defaults keep the read cheap
-    in threads that never set them."""
+class _LostHere:
+    """The session whose create a thread last saw refused at the door ("": none), and how
+    many sessions had been created anew by then."""
 
-    session = ""
-    revivals = 0
+    __slots__ = ("revivals", "session")
+
+    def __init__(self) -> None:
+        self.session, self.revivals = "", 0
+
+
+class _EachThread(threading.local):
+    """What the queue keeps for each thread that puts: its ``_LostHere``."""
+
+    def __init__(self) -> None:
+        self.lost_here = _LostHere()
 
 
 class _Session(msgspec.Struct, gc=False):
@@ -353,7 +361,7 @@ class ExportQueue:
         # goes on appending to. A forgotten one's actions go out and are refused.
         self._dead: dict[str, None] = {}
         self._max_dead = min(max_events, LOST_SESSIONS_REMEMBERED)
-        self._lost_here = _LostHere()
+        self._threads = _EachThread()
         self._revivals = 0  # sessions created anew after their create was lost
         self._session_waiters = 0  # wait_for_session() calls waiting
 
@@ -403,13 +411,16 @@ class ExportQueue:
     def put(self, event: Event) -> Put:
         """Admit ``event``, or refuse it (counted, with the reason). Never blocks for long.
 
-        The common case, an action, is a few reads and an append, without the lock:
-        the event waits on the doorstep for a watcher to let it in (see the module
-        docstring). A create is let in by its own thread, under the lock, so that the
-        thread knows at once when it is refused: it remembers that session as lost
-        for its own next actions, however many others are lost meanwhile.
+        The common case is a few reads and an append, without the lock: the event waits
+        on the doorstep for a watcher to let it in (see the module docstring). A create
+        (and, while some session's create is lost, any event) carries the memory of
+        the thread that put it, of the session it lost last: whichever thread lets it
+        in, that thread's next actions of a lost session fail as they should, however
+        many other sessions are lost meanwhile.
         """
-        if self._roomy and len(event.body) <= self._door_bytes and not event.creates_session:
+        if self._roomy and len(event.body) <= self._door_bytes:
+            if event.creates_session or self._dead:
+                event.lost_here = self._threads.lost_here
             doorstep = self._doorstep
             doorstep.append(event)
             # Read after the append: a watcher stops watching before it lets the
@@ -486,7 +497,6 @@ class ExportQueue:
         margin = self._batch_size
         return (
             not self._closed
-            and not self._dead
             and self._events + margin <= self._max_events
             and self._bytes + margin * (self._door_bytes + EVENT_OVERHEAD) <= self._max_bytes
         )
@@ -494,7 +504,8 @@ class ExportQueue:
     def _let_in(self, event: Event, since: float) -> Put:
         """Count ``event`` into the inbox, or refuse it for its lost session, the bounds,
         its size or the shutdown (under the lock; the refusal is told by ``report``)."""
-        size = len(event.body) + EVENT_OVERHEAD
+        # (Counted with the times a sender adds to its body, if they are missing.)
+        size = len(event.body) + (EVENT_OVERHEAD + TIMES_BYTES if event.at else EVENT_OVERHEAD)
         if self._dead and self._doomed(event, size):  # some session's create was lost
             return Put.DROPPED
         if (
@@ -524,16 +535,23 @@ class ExportQueue:
             self._inbox_since = since
         return _ACCEPTED
 
-    def _is_dead(self, session_id: str) -> bool:
-        """Whether the create of ``session_id`` was lost (and not made anew since)."""
+    def _lost_here(self, event: Event) -> _LostHere:
+        """The memory of the thread that put ``event``, of the session it lost last."""
+        here = event.lost_here
+        return self._threads.lost_here if here is None else here  # type: ignore[return-value]
+
+    def _is_dead(self, event: Event) -> bool:
+        """Whether the create of the event's session was lost (and not made anew since)."""
+        session_id = event.session_id
         if session_id in self._dead:
             return True
-        here = self._lost_here
+        here = self._lost_here(event)
         return here.session == session_id and here.revivals == self._revivals
 
-    def _revive(self, session_id: str) -> None:
-        """A create of ``session_id`` is let in: its actions may follow it again."""
-        if self._dead.pop(session_id, 0) is None or self._lost_here.session == session_id:
+    def _revive(self, event: Event) -> None:
+        """A create of the event's session is let in: its actions may follow it again."""
+        session_id = event.session_id
+        if self._dead.pop(session_id, 0) is None or self._lost_here(event).session == session_id:
             self._revivals += 1  # what other threads remember of their losses is stale
 
     def _doomed(self, event: Event, size: int) -> bool:
@@ -541,9 +559,9 @@ class ExportQueue:
         such a session that would be let in (else it is refused for that). A create of it
         makes the session anew (refused for want of room, it is lost again)."""
         if event.creates_session:
-            self._revive(event.session_id)
+            self._revive(event)
             return False
-        if self._closed or size > self._max_event_size or not self._is_dead(event.session_id):
+        if self._closed or size > self._max_event_size or not self._is_dead(event):
             return False
         self._failed[SESSION_FAILED] += 1
         self._lossy_epochs.add(self._epoch)
@@ -564,7 +582,7 @@ class ExportQueue:
         self._session_lost(event.session_id, self._epoch)
         if event.creates_session:
             self._bury(event.session_id)
-            here = self._lost_here  # this thread may append to it next
+            here = self._lost_here(event)  # the thread that put it may append to it next
             here.session, here.revivals = event.session_id, self._revivals
 
     def report(self) -> None:
@@ -851,13 +869,16 @@ class ExportQueue:
             return True
 
     def _take_inbox(self) -> list[Event]:
-        """Empty the inbox: its events, in arrival order, unlinked."""
+        """Empty the inbox: its events, in arrival order, unlinked, their bodies whole
+        (the times the caller left out added: see ``timeless_action_body``)."""
         batch = []
         event = self._inbox_first
         self._inbox_first = self._inbox_last = None
         self._inbox_count = 0
         while event is not None:
             batch.append(event)
+            if event.at:
+                event.body, event.at = with_times(event.body, event.at), 0
             event.next, event = None, event.next
         return batch
 
@@ -923,7 +944,7 @@ class ExportQueue:
                 if not event.creates_session:
                     self._fail([event], SESSION_FAILED)
                     continue
-                self._revive(session_id)  # created again: its actions may follow
+                self._revive(event)  # created again: its actions may follow
             session = sessions.get(session_id)
             if session is None:
                 # Unknown sessions count as created (e.g. created with sync=True).
@@ -1239,7 +1260,6 @@ class ExportQueue:
                 del lossy[next(iter(lossy))]
 
     def _bury(self, session_id: str) -> None:
-        self._roomy = False  # the door checks its actions under the lock from now on
         dead = self._dead
         dead.pop(session_id, None)  # the latest loss is the youngest
         dead[session_id] = None
@@ -1423,7 +1443,7 @@ class ExportQueue:
     def forget_locks(self) -> None:
         """New locks for a forked child, where a parent thread may have held the old ones."""
         self._lock = threading.RLock()
-        self._lost_here = _LostHere()
+        self._threads = _EachThread()
         self._resolved = threading.Condition(self._lock)
         self._store_waiter = threading.Condition(self._lock)
         self._idle = []
