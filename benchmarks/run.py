@@ -248,6 +248,12 @@ ROWS: tuple[Row, ...] = (
     Row("hot_path", "hot path", "floor alone (best of 5): encode of the action; deque append",
         lambda r: f"{num(get(r, 'floor.encode_action'))}; {num(get(r, 'floor.deque_append'))} µs",
         lambda r: "n/a"),
+    Row("hot_path", "hot path",
+        "the least a Python `append_action` can do (call, struct, encode, queue; no check,"
+        " clock or lock), best of 5; over the encode alone",
+        lambda r: f"{num(get(r, 'floor.bare_call'))} µs; "
+        f"{num(get(r, 'floor.bare_call') / get(r, 'floor.encode_action'))} x",
+        lambda r: "n/a"),
     Row("hot_path", "hot path", "`@layer.action` call median / p99 / p99.9 / max",
         lambda r: " / ".join(
             num(get(r, f"decorated_action.{q}")) for q in ("median", "p99", "p999", "max")
