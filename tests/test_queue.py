@@ -44,7 +44,7 @@ from layer_sdk._export._losses import (
     TOO_LARGE,
 )
 from layer_sdk._export._queue import AGAIN, EVENT_OVERHEAD, ExportQueue, Put, Request
-from layer_sdk._schemas import SESSIONS_PATH, actions_path, session_body
+from layer_sdk._schemas import SESSIONS_PATH, TIMES_BYTES, actions_path, session_body
 
 from .helpers import held_by_another_thread, wait_until
 
@@ -334,7 +334,6 @@ def test_a_thread_keeps_the_session_it_lost_itself_whatever_other_threads_lose()
     assert losses == {SESSION_FAILED: 2, QUEUE_FULL: 4}
 
 
-
 def test_the_lost_sessions_remembered_are_bounded_apart_from_the_queues_size(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -352,6 +351,7 @@ def test_the_lost_sessions_remembered_are_bounded_apart_from_the_queues_size(
     assert queue.put(action("lost-3", 6)) is Put.DROPPED  # remembered: fails at the door
     assert queue.put(action("lost-0", 7)) in ACCEPTED  # forgotten: goes out
     assert losses == {QUEUE_FULL: 5, SESSION_FAILED: 1}
+
 
 def test_a_failed_create_fails_the_actions_queued_for_it_until_it_is_created_again() -> None:
     """Actions queued behind a create that failed for good, and those put
@@ -629,7 +629,6 @@ def test_puts_racing_a_close_are_each_accepted_or_refused_and_all_counted() -> N
     assert dict(losses) == stats.dropped_by_reason  # each loss told, once
 
 
-
 def test_a_thread_remembers_its_lost_create_whichever_thread_let_it_in() -> None:
     """A create that waited on the doorstep and was refused when another thread let it in:
     the thread that put it still fails its next action as session_failed, after more
@@ -660,6 +659,42 @@ def test_a_thread_remembers_its_lost_create_whichever_thread_let_it_in() -> None
     stats = queue.stats()
     assert stats.failed_by_reason == {SESSION_FAILED: 1}
     assert stats.dropped_by_reason == {QUEUE_FULL: 151}
+
+
+def _watched_queue(**options: Any) -> ExportQueue:
+    """A queue whose door takes no lock: a full batch went, and a sender keeps watch."""
+    queue, _ = make_queue(flush_interval=60, batch_size=5, **options)
+    for n in range(5):
+        queue.put(action("warm", 100 + n))
+    queue.complete(take(queue))
+    threading.Thread(target=lambda: queue.take(30), daemon=True).start()
+    assert wait_until(lambda: queue._watchers == 1)
+    return queue
+
+
+def test_an_event_too_large_for_the_doorstep_goes_in_behind_those_waiting_there() -> None:
+    """A large action takes the lock; the actions of its session waiting on the doorstep
+    are let in first, so the session's order holds."""
+    queue = _watched_queue(max_event_bytes=100_000)
+    assert queue.put(action("s", 0)) is Put.ACCEPTED  # on the doorstep
+    queue.put(action("s", 1, size=_queue.DOOR_EVENT_BYTES + 1))
+    queue.put(action("s", 2))
+    with queue._lock:
+        queue._admit(time.monotonic())
+        queue._sort_inbox()
+        line = queue._sessions["s"]
+        assert [json.loads(event.body)["n"] for event in line.pop_all()] == [0, 1, 2]
+
+
+def test_the_times_a_sender_adds_count_at_the_door() -> None:
+    """An action whose times a sender adds is too large when it would be, times added:
+    refused at once (the caller's error), never on the doorstep."""
+    queue = _watched_queue(max_event_bytes=2_000)
+    fits = Event("s", body(0, 2_000 - TIMES_BYTES), False, at=time.time_ns())
+    over = Event("s", body(1, 2_001 - TIMES_BYTES), False, at=time.time_ns())
+    assert queue.put(fits) is Put.ACCEPTED
+    assert queue.put(over) is Put.TOO_LARGE
+    assert queue.stats().dropped_by_reason == {TOO_LARGE: 1}
 
 
 # -- the model ----------------------------------------------------------------------------

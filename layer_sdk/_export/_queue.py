@@ -325,7 +325,8 @@ class ExportQueue:
 
         # Events the door took without the lock, not let in yet (see ``put``).
         self._doorstep: deque[Event] = deque()
-        self._door_bytes = min(DOOR_EVENT_BYTES, max_event_bytes)
+        # (Bodies at most this long fit max_event_bytes with the times a sender adds.)
+        self._door_bytes = min(DOOR_EVENT_BYTES, max_event_bytes - TIMES_BYTES)
         # Whether an event on the doorstep would be let in (room for a batch more of
         # them, not closed, no session's create lost): recomputed by each _admit().
         self._roomy = False  # (set once the bounds are: see _room_for_doorstep)
@@ -454,7 +455,7 @@ class ExportQueue:
         with lock:
             now = _monotonic()
             before = self._inbox_count if self._inbox_first is not None else 0
-            outcome = self._admit(now, event) if waiting else _ACCEPTED
+            outcome = self._admit(now, event if waiting else None)  # those ahead first
             if not waiting:
                 outcome = self._let_in(event, now)
             after = self._inbox_count if self._inbox_first is not None else 0
