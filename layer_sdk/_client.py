@@ -96,9 +96,7 @@ from ._schemas import (
     session_attributes,
     session_body,
     session_id_text,
-    timeless_action_body,
     utc,
-    with_times,
 )
 from ._settings import differences, resolve_settings
 
@@ -452,13 +450,11 @@ class Client:
         guard = self._guard
         if guard is not None:
             guard.check(session_id)
-        body, at = timeless_action_body(
-            kind, start_time, end_time, attributes, data, error, scanners
-        )
+        body = action_body(kind, start_time, end_time, attributes, data, error, scanners)
         if sync or (sync is None and exporter.config.sync):
-            exporter.send_now(session_id, actions_path(session_id), with_times(body, at))
-        elif exporter.put(Event(session_id, body, False, at)) is _TOO_LARGE:
-            raise _too_large(exporter, with_times(body, at), False)
+            exporter.send_now(session_id, actions_path(session_id), body)
+        elif exporter.put(Event(session_id, body, False)) is _TOO_LARGE:
+            raise _too_large(exporter, body, False)
 
     def firewall_session_lookup(self, session_id: Any) -> FirewallSessionLookupResponse:
         """Ask the Layer firewall now what it decided about a session.

@@ -11,7 +11,6 @@ from __future__ import annotations
 import enum
 import hashlib
 import re
-import time
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
@@ -77,15 +76,6 @@ class SessionActionRequest(msgspec.Struct, omit_defaults=True):
     scanners: list[SessionActionScanner] | None = None
 
 
-class _TimelessAction(msgspec.Struct, omit_defaults=True):
-    """An action's body before its times are added (``with_times``), for
-    ``timeless_action_body``'s common case: the same fields, in the same encoding."""
-
-    kind: str
-    attributes: dict[str, Any]
-    data: Any = None
-
-
 class SessionRequest(msgspec.Struct, omit_defaults=True):
     """Body of ``POST /v1/sessions`` (without its actions, which are spliced in)."""
 
@@ -110,7 +100,6 @@ _UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-
 _NOT_ENCODABLE = (TypeError, ValueError, OverflowError, RecursionError)
 _UTC = timezone.utc
 _now = datetime.now
-_time_ns = time.time_ns
 
 
 def encode(value: msgspec.Struct, what: str) -> bytes:
@@ -443,30 +432,13 @@ def action_body(
     error: Any,
     scanners: Iterable[Any] | None,
 ) -> bytes:
-    """Validate an action's fields and encode it; missing times are now."""
-    body, at = timeless_action_body(kind, start_time, end_time, attributes, data, error, scanners)
-    return with_times(body, at)
-
-
-def timeless_action_body(
-    kind: Any,
-    start_time: datetime | None,
-    end_time: datetime | None,
-    attributes: Mapping[str, Any] | None,
-    data: Any,
-    error: Any,
-    scanners: Iterable[Any] | None,
-) -> tuple[bytes, int]:
-    """Validate an action's fields and encode them: the body, and 0; or, for the common
-    case without times, the body without them and now (ns since the epoch), for
-    ``with_times`` to add off the caller's thread.
+    """Validate an action's fields and encode it; missing times are now.
 
     This runs on every ``append_action``: the common case (a valid kind, a dict
     of attributes, a dict or no data, no error, no scanners, and no times or
     both in UTC already, as the decorators give them) is told apart with a few
     identity tests and encoded at once; the rest goes through the checks of
-    each field. Formatting the time is left to a sender: reading the clock costs
-    the caller a third of what making a ``datetime`` does.
+    each field.
     """
     if (
         error is None
@@ -485,41 +457,16 @@ def timeless_action_body(
             )
         )
     ):
-        # A str kind is encoded as it is: it is one of the values, as the member would be.
         if start_time is None:
-            try:
-                return _encode(_TimelessAction(kind, attributes, data)), _time_ns()
-            except _NOT_ENCODABLE as exc:
-                raise _not_encodable("action", exc) from None
+            start_time = end_time = _now(_UTC)
+        # A str kind is encoded as it is: it is one of the values, as the member would be.
         action = SessionActionRequest(kind, start_time, end_time, attributes, data)  # type: ignore[arg-type]
     else:
         action = _checked_action(kind, start_time, end_time, attributes, data, error, scanners)
     try:
-        return _encode(action), 0
+        return _encode(action)
     except _NOT_ENCODABLE as exc:
         raise _not_encodable("action", exc) from None
-
-
-#: What ``with_times`` adds to a body: its two times, each as 27 characters.
-TIMES_BYTES = len(b',"start_time":"","end_time":""') + 2 * 27
-#: The last second ``with_times`` formatted, and its text (one tuple: replaced at once).
-_second: tuple[int, bytes] = (-1, b"")
-
-
-def with_times(body: bytes, at: int) -> bytes:
-    """``body`` (from ``timeless_action_body``) with both its times at ``at`` (ns since
-    the epoch), in UTC to the microsecond as the API reads them: exactly
-    ``TIMES_BYTES`` more (``at`` 0: ``body`` has its times already)."""
-    global _second
-    if not at:
-        return body
-    seconds, nanoseconds = divmod(at, 1_000_000_000)
-    second, text = _second
-    if seconds != second:
-        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)).encode()
-        _second = (seconds, text)
-    stamp = b"%s.%06dZ" % (text, nanoseconds // 1000)
-    return b'%s,"start_time":"%s","end_time":"%s"}' % (body[:-1], stamp, stamp)
 
 
 def _checked_action(

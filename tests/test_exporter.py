@@ -291,10 +291,10 @@ def test_under_a_flood_no_action_of_a_lost_session_reaches_the_api(
     make_client: MakeClient, collector: LocalCollector
 ) -> None:
     """4 threads x 25,000 sessions (a create and an action each) into a queue of 500:
-    thousands of creates are dropped at the door, far more lost sessions than the queue
-    remembers (as many as it holds events). Every action of a lost session fails as
-    session_failed and none reaches the collector (which would refuse it with 404); every
-    other event is delivered or dropped for want of room. Exact counts."""
+    tens of thousands of creates are dropped at the door, far more lost sessions than
+    the queue could remember. Every action of a lost session fails as session_failed and
+    none reaches the collector (which would refuse it with 404); every other event is
+    delivered or dropped for want of room. Exact counts."""
     client = make_client(max_queue_size=500)
     threads, per_thread = 4, 25_000
     created: list[list[str]] = [[] for _ in range(threads)]
@@ -316,7 +316,7 @@ def test_under_a_flood_no_action_of_a_lost_session_reaches_the_api(
     stored = {session["session_id"] for session in collector.sessions}
     assert stored <= {session_id for mine in created for session_id in mine}
     lost = threads * per_thread - len(stored)
-    assert lost > 4 * 500
+    assert lost > 10_000
     delivered_actions = len(collector.actions())
     assert [r.status for r in collector.requests if r.status >= 300] == []
     stats = client.stats()

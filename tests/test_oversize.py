@@ -124,25 +124,6 @@ def test_with_oversize_refuse_an_oversized_action_is_refused_as_too_large(
     assert stats.truncated == 0
 
 
-def test_the_times_a_sender_adds_count_toward_max_event_bytes(
-    make_client: MakeClient, collector: LocalCollector
-) -> None:
-    """An action is as large as it travels, with the times a sender adds to its body: one
-    byte over max_event_bytes is refused at the call, one at the limit is delivered."""
-    layer = make_client(oversize="refuse", max_event_bytes=2_000)
-    session_id = layer.create_session()
-    base = len(action_body(PROMPT, None, None, {}, {"text": ""}, None, None))
-    with pytest.raises(LayerRequestPreparationError, match="is 2001 bytes"):
-        layer.append_action(
-            session_id, kind=PROMPT, attributes={}, data={"text": "x" * (2_001 - base)}
-        )
-    at_the_limit = {"text": "x" * (2_000 - base)}
-    layer.append_action(session_id, kind=PROMPT, attributes={}, data=at_the_limit)
-    assert layer.flush(5) is False  # the refused one was lost
-    assert [action["data"] for action in collector.actions(session_id)] == [at_the_limit]
-    assert layer.stats().dropped_by_reason == {"too_large": 1}
-
-
 def test_by_default_the_same_action_is_cut_to_fit(
     make_client: MakeClient, collector: LocalCollector
 ) -> None:

@@ -21,9 +21,6 @@ class Event(msgspec.Struct, gc=False):
     session_id: str
     body: bytes
     creates_session: bool
-    #: An action whose body lacks its times (ns since the epoch; 0: the body is whole).
-    #: A sender adds them (``with_times``) when it takes the event from the inbox.
-    at: int = 0
     epoch: int = 0
     next: Event | None = None  # the next waiting event of the same session
     #: A create: how many of its session's actions that arrived with it (in the same
@@ -39,6 +36,3 @@ class Event(msgspec.Struct, gc=False):
     shelf: object = None
     #: Left by a process that died: it may have been sent already.
     replayed: bool = False
-    #: The memory of the thread that put it, of the session it lost last (the queue's
-    #: ``_LostHere``): set by the door for a create, which another thread may let in.
-    lost_here: object = None

@@ -50,7 +50,6 @@ from .._entropy import fork_mark
 from .._exceptions import LayerRequestError
 from .._logging import debug_logging
 from .._oversize import fit
-from .._schemas import TIMES_BYTES
 from ._backends import Backend, Response
 from ._event import Event
 from ._losses import RECURSION, SHUTDOWN, LossLog, sdk_thread
@@ -100,12 +99,9 @@ class Exporter:
 
     def _build(self) -> None:
         config = self.config
-        # An action larger than this may need a cut to fit (oversize="truncate": see
-        # _cut, which counts the times a sender will add); with "refuse", none is cut:
-        # the queue refuses it as too large.
-        self._cut_above = (
-            config.max_event_bytes - TIMES_BYTES if config.oversize == "truncate" else sys.maxsize
-        )
+        # An action larger than this is cut to fit (oversize="truncate"); with
+        # "refuse", none is: the queue refuses it as too large.
+        self._cut_above = config.max_event_bytes if config.oversize == "truncate" else sys.maxsize
         self._truncated = 0
         self._truncated_lock = threading.Lock()
         trouble = TroubleLog(
@@ -174,11 +170,8 @@ class Exporter:
     def _cut(self, event: Event) -> None:
         """Cut the content of an action over ``max_event_bytes`` so that it fits, if it can."""
         limit = self.config.max_event_bytes
-        times = TIMES_BYTES if event.at else 0  # what a sender adds to its body
-        if len(event.body) + times <= limit:
-            return
         try:
-            fitted = fit(event.body, limit - times)
+            fitted = fit(event.body, limit)
         except Exception:  # a bug of ours: the event is refused as too large, not the call
             logger.exception("layer-sdk failed to cut an action to fit max_event_bytes")
             return
@@ -186,7 +179,7 @@ class Exporter:
             return
         with self._truncated_lock:
             self._truncated += 1
-        self.losses.truncated(len(event.body) + times, limit, fitted.characters)
+        self.losses.truncated(len(event.body), limit, fitted.characters)
         event.body = fitted.body
 
     def send_now(

@@ -24,18 +24,12 @@ Waiting for the batch is what lets a session's create carry its actions: those
 that arrived with it, in its batch, right behind it (``_group``), so that the
 body a create travels in is decided once and can be rebuilt after a crash.
 
-``put`` is the caller's hot path, and its common case takes no lock: the event
-waits on the doorstep (a deque: its append is atomic) until the next thread that
-holds the lock lets it in (``_admit``), counted against the bounds or refused.
-While events keep coming, an idle sender keeps watch: it wakes every
-``flush_interval`` to let in what waits and to look at the inbox, so that ``put``
-wakes one only for a full batch (or the first event after a quiet spell): a
-wake-up is a system call on the caller's thread. When nobody watches, when the
-doorstep holds a batch, when memory is near its bounds, a session's create was
-lost or the queue is closed, ``put`` takes the lock and lets the doorstep in
-itself; so does an event too large for the doorstep. The inbox is a chain of
-events (each links the next), so that a backlog adds no container for a garbage
-collection to walk.
+``put`` is the caller's hot path; it does the least it can under the lock. The
+inbox is a chain of events (each links the next), so that a backlog adds no
+container for a garbage collection to walk. A sender keeps time for the inbox
+while events keep coming, so that ``put`` wakes one only for a full batch (or
+the first event after a quiet spell): a wake-up is a system call on the caller's
+thread.
 
 Behind the bookkeeping, an ``EventStore`` (``_store``) keeps the events: in
 memory only by default, or also on disk (``_spool``). With a durable store a
@@ -66,7 +60,7 @@ import msgspec
 
 from .._daemon_pool import Pending
 from .._entropy import random_16
-from .._schemas import SESSIONS_PATH, TIMES_BYTES, actions_path, session_body, with_times
+from .._schemas import SESSIONS_PATH, actions_path, session_body
 from ._event import Event
 from ._losses import QUEUE_FULL, RECURSION, SESSION_FAILED, SHUTDOWN, TOO_LARGE
 from ._retry import RetryState
@@ -103,11 +97,6 @@ KEEP_TIME_FOR = 5.0
 #: Below this ``flush_interval`` no sender keeps time that way (it would poll too
 #: often): ``put`` wakes one for the first event of each batch.
 MIN_KEEPER_INTERVAL = 0.02
-
-#: Events up to this size wait on the doorstep without the lock (see ``put``); larger
-#: ones take it. What the doorstep holds is outside the bounds until it is let in, at
-#: most ``max_batch_size`` events of this size.
-DOOR_EVENT_BYTES = 16 * 1024
 
 #: Memory an event costs beyond its encoded bytes (its record, the bytes object's
 #: header), counted against ``max_queue_bytes`` so that the bound covers real memory.
@@ -196,21 +185,13 @@ class ExportStats(msgspec.Struct, frozen=True):
     replayed: int = 0
 
 
-class _LostHere:
-    """The session whose create a thread last saw refused at the door ("": none), and how
-    many sessions had been created anew by then."""
+class _LostHere(threading.local):
+    """The session whose create this thread last saw refused at the door ("": none), and
+    how many sessions had been created anew by then. Class defaults keep the read cheap
+    in threads that never set them."""
 
-    __slots__ = ("revivals", "session")
-
-    def __init__(self) -> None:
-        self.session, self.revivals = "", 0
-
-
-class _EachThread(threading.local):
-    """What the queue keeps for each thread that puts: its ``_LostHere``."""
-
-    def __init__(self) -> None:
-        self.lost_here = _LostHere()
+    session = ""
+    revivals = 0
 
 
 class _Session(msgspec.Struct, gc=False):
@@ -323,20 +304,6 @@ class ExportQueue:
         self._flush_interval = flush_interval
         self._closed = False
 
-        # Events the door took without the lock, not let in yet (see ``put``).
-        self._doorstep: deque[Event] = deque()
-        # (Bodies at most this long fit max_event_bytes with the times a sender adds.)
-        self._door_bytes = min(DOOR_EVENT_BYTES, max_event_bytes - TIMES_BYTES)
-        # Whether an event on the doorstep would be let in (room for a batch more of
-        # them, not closed, no session's create lost): recomputed by each _admit().
-        self._roomy = False  # (set once the bounds are: see _room_for_doorstep)
-        # Threads waiting with a timer that let the doorstep in when they wake: while
-        # there are some, put() needs no lock (see ``_admit``).
-        self._watchers = 0
-        # Senders sending a request: each lets the doorstep in when it is back. With no
-        # sender idle, they are the ones that would see the inbox first anyway.
-        self._sending = 0
-        self._sender = threading.local()  # .sending: this thread is one of them
         # Events waiting for a batch to be due, a chain from first to last (see ``Event.next``).
         self._inbox_first: Event | None = None
         self._inbox_last: Event | None = None
@@ -362,7 +329,7 @@ class ExportQueue:
         # goes on appending to. A forgotten one's actions go out and are refused.
         self._dead: dict[str, None] = {}
         self._max_dead = min(max_events, LOST_SESSIONS_REMEMBERED)
-        self._threads = _EachThread()
+        self._lost_here = _LostHere()
         self._revivals = 0  # sessions created anew after their create was lost
         self._session_waiters = 0  # wait_for_session() calls waiting
 
@@ -405,123 +372,36 @@ class ExportQueue:
         self._dropped: Counter[str] = Counter()
         self._dropped_reentering = 0  # RECURSION drops counted without the lock (put())
         self._failed: Counter[str] = Counter()
-        self._roomy = self._room_for_doorstep()
 
     # -- the caller's side ---------------------------------------------------
 
     def put(self, event: Event) -> Put:
-        """Admit ``event``, or refuse it (counted, with the reason). Never blocks for long.
-
-        The common case is a few reads and an append, without the lock: the event waits
-        on the doorstep for a watcher to let it in (see the module docstring). A create
-        (and, while some session's create is lost, any event) carries the memory of
-        the thread that put it, of the session it lost last: whichever thread lets it
-        in, that thread's next actions of a lost session fail as they should, however
-        many other sessions are lost meanwhile.
-        """
-        if self._roomy and len(event.body) <= self._door_bytes:
-            if event.creates_session or self._dead:
-                event.lost_here = self._threads.lost_here
-            doorstep = self._doorstep
-            doorstep.append(event)
-            # Read after the append: a watcher stops watching before it lets the
-            # doorstep in, and close() stops the room before it does (see _admit).
-            if (
-                self._roomy
-                and (self._watchers or (self._sending and not self._idle))
-                and len(doorstep) < self._batch_size
-            ):
-                return _ACCEPTED
-            return self._put_locked(event, waiting=True)
-        return self._put_locked(event, waiting=False)
-
-    def _put_locked(self, event: Event, *, waiting: bool) -> Put:
-        """The door's slow path: let the doorstep in (``waiting``: ``event`` is on it),
-        then ``event`` if it is not, under the lock, and wake a sender if the inbox
-        needs one."""
+        """Admit ``event``, or refuse it (counted, with the reason). Never blocks."""
         lock = self._lock
         if lock._is_owned():  # type: ignore[attr-defined]
-            # This thread is inside the queue already, interrupted by a signal handler
-            # or a finalizer that reports to Layer: the queue is half way through a
-            # change. What is on the doorstep waits for the next _admit(); anything
-            # else is counted without touching the queue, and told later.
-            if waiting:
-                return _ACCEPTED
+            # This thread is inside a put() already, interrupted by a signal
+            # handler or a finalizer that reports to Layer: the queue is half
+            # way through a change. Counted without touching it; told later.
             self._dropped_reentering += 1
             self._lossy_epochs.add(self._epoch)
             self._reentered_sessions.append(event.session_id)
             self._unreported.append((RECURSION, 1))
             return Put.DROPPED
-        with lock:
-            now = _monotonic()
-            before = self._inbox_count if self._inbox_first is not None else 0
-            outcome = self._admit(now, event if waiting else None)  # those ahead first
-            if not waiting:
-                outcome = self._let_in(event, now)
-            after = self._inbox_count if self._inbox_first is not None else 0
-            # Once per batch: when it fills, or for its first event when nobody keeps time.
-            wake = before < self._batch_size <= after or (
-                before == 0 < after and (self._keeper is None or self._batch_size == 1)
-            )
-            if wake:
-                self._wake_sorter()  # start the flush_interval timer, or send a full batch
-            unreported = bool(self._unreported)
-        if unreported:
-            self.report()
-        return _WOKE if wake and outcome is _ACCEPTED else outcome
-
-    def _admit(self, since: float, mine: Event | None = None) -> Put:
-        """Let in every event on the doorstep, in arrival order (under the lock); what
-        became of ``mine`` (accepted when another thread let it in already).
-
-        Those that arrived while the inbox was empty count as having arrived at
-        ``since``: the time the caller last found the doorstep empty (a watcher: when
-        it began to wait), so that a batch is never due later than ``flush_interval``
-        after its first event. Every thread that reads the inbox calls it first.
-        """
-        outcome = _ACCEPTED
-        doorstep = self._doorstep
-        if doorstep:
-            let_in, take = self._let_in, doorstep.popleft
-            while doorstep:  # what a signal handler appends meanwhile is let in too
-                event = take()
-                if event is mine:
-                    outcome = let_in(event, since)
-                else:
-                    let_in(event, since)
-        self._roomy = self._room_for_doorstep()
-        return outcome
-
-    def _room_for_doorstep(self) -> bool:
-        """Whether a doorstep's worth of events (a batch of them at their largest) would
-        be let in: the door may take them without the lock until the next _admit()."""
-        margin = self._batch_size
-        return (
-            not self._closed
-            and self._events + margin <= self._max_events
-            and self._bytes + margin * (self._door_bytes + EVENT_OVERHEAD) <= self._max_bytes
-        )
-
-    def _let_in(self, event: Event, since: float) -> Put:
-        """Count ``event`` into the inbox, or refuse it for its lost session, the bounds,
-        its size or the shutdown (under the lock; the refusal is told by ``report``)."""
-        # (Counted with the times a sender adds to its body, if they are missing.)
-        size = len(event.body) + (EVENT_OVERHEAD + TIMES_BYTES if event.at else EVENT_OVERHEAD)
+        size = len(event.body) + EVENT_OVERHEAD
+        # acquire/release rather than ``with``: a third cheaper, and nothing between
+        # them can raise (a refused event is counted after the lock is released).
+        lock.acquire()
         if self._dead and self._doomed(event, size):  # some session's create was lost
+            lock.release()
+            self.report()
             return Put.DROPPED
         if (
             self._events >= self._max_events  # also true once closed
             or self._bytes + size > self._max_bytes
             or size > self._max_event_size
         ):
-            if self._closed:
-                reason = SHUTDOWN
-            elif size > self._max_event_size:
-                reason = TOO_LARGE
-            else:
-                reason = QUEUE_FULL
-            self._refuse(event, reason)
-            return Put.TOO_LARGE if reason == TOO_LARGE else Put.DROPPED
+            lock.release()
+            return self._refuse_at_door(event, size)
         self._events += 1
         self._bytes += size
         event.epoch = self._epoch
@@ -529,30 +409,43 @@ class ExportQueue:
         self._inbox_last = event
         if last is not None:
             last.next = event
-            self._inbox_count += 1
+            count = self._inbox_count = self._inbox_count + 1
+            if count != self._batch_size:
+                lock.release()
+                return _ACCEPTED
         else:
             self._inbox_first = event
             self._inbox_count = 1
-            self._inbox_since = since
-        return _ACCEPTED
+            self._inbox_since = _monotonic()
+            if self._keeper is not None and self._batch_size != 1:
+                lock.release()  # the sender keeping time for the inbox will see it
+                return _ACCEPTED
+        self._wake_sorter()  # start the flush_interval timer, or send a full batch
+        lock.release()
+        return _WOKE
 
-    def _lost_here(self, event: Event) -> _LostHere:
-        """The memory of the thread that put ``event``, of the session it lost last."""
-        here = event.lost_here
-        return self._threads.lost_here if here is None else here  # type: ignore[return-value]
+    def _refuse_at_door(self, event: Event, size: int) -> Put:
+        with self._lock:
+            if self._closed:
+                reason = SHUTDOWN
+            elif size > self._max_event_size:
+                reason = TOO_LARGE
+            else:
+                reason = QUEUE_FULL
+            self._refuse(event, reason)
+        self.report()
+        return Put.TOO_LARGE if reason == TOO_LARGE else Put.DROPPED
 
-    def _is_dead(self, event: Event) -> bool:
-        """Whether the create of the event's session was lost (and not made anew since)."""
-        session_id = event.session_id
+    def _is_dead(self, session_id: str) -> bool:
+        """Whether the create of ``session_id`` was lost (and not made anew since)."""
         if session_id in self._dead:
             return True
-        here = self._lost_here(event)
+        here = self._lost_here
         return here.session == session_id and here.revivals == self._revivals
 
-    def _revive(self, event: Event) -> None:
-        """A create of the event's session is let in: its actions may follow it again."""
-        session_id = event.session_id
-        if self._dead.pop(session_id, 0) is None or self._lost_here(event).session == session_id:
+    def _revive(self, session_id: str) -> None:
+        """A create of ``session_id`` is let in: its actions may follow it again."""
+        if self._dead.pop(session_id, 0) is None or self._lost_here.session == session_id:
             self._revivals += 1  # what other threads remember of their losses is stale
 
     def _doomed(self, event: Event, size: int) -> bool:
@@ -560,9 +453,9 @@ class ExportQueue:
         such a session that would be let in (else it is refused for that). A create of it
         makes the session anew (refused for want of room, it is lost again)."""
         if event.creates_session:
-            self._revive(event)
+            self._revive(event.session_id)
             return False
-        if self._closed or size > self._max_event_size or not self._is_dead(event):
+        if self._closed or size > self._max_event_size or not self._is_dead(event.session_id):
             return False
         self._failed[SESSION_FAILED] += 1
         self._lossy_epochs.add(self._epoch)
@@ -583,7 +476,7 @@ class ExportQueue:
         self._session_lost(event.session_id, self._epoch)
         if event.creates_session:
             self._bury(event.session_id)
-            here = self._lost_here(event)  # the thread that put it may append to it next
+            here = self._lost_here  # this thread may append to it next
             here.session, here.revivals = event.session_id, self._revivals
 
     def report(self) -> None:
@@ -608,23 +501,13 @@ class ExportQueue:
         Losses found meanwhile are left for ``report()``, so that a raising
         ``on_loss`` cannot make a taken request disappear.
         """
-        sender = self._sender
         with self._lock:
-            if getattr(sender, "sending", False):
-                sender.sending = False
-                self._sending -= 1  # before the next _admit(): see put()
-            request = self._wait_for_request(time.monotonic() + idle_timeout)
-            if request is not None:
-                sender.sending = True
-                self._sending += 1
-            return request
+            return self._wait_for_request(time.monotonic() + idle_timeout)
 
     def _wait_for_request(self, idle_deadline: float) -> Request | None:
         retries = self._retries
-        looked = time.monotonic()  # when this sender last let the doorstep in
         while True:
-            self._admit(looked)
-            now = looked = time.monotonic()
+            now = time.monotonic()
             if retries and retries[0][0] <= now:
                 request = heapq.heappop(retries)[2]
                 self._hand_over_time()
@@ -634,11 +517,7 @@ class ExportQueue:
                 self._sort_inbox()  # a flush of a session waits for its events there
                 continue
             if self._urgent or self._ready:
-                if not (self._idle and self._keeper is None and self._keeps_watch(now)):
-                    return self._next_request()
-                # An idle sender takes it; this one goes on keeping watch (below), so
-                # that puts need no lock while it sends.
-                self._wake()
+                return self._next_request()
             keeps_inbox = False
             if inbox:  # (a durable store's thread sorts it)
                 until = self._inbox_since + self._flush_interval
@@ -654,39 +533,29 @@ class ExportQueue:
                 until = idle_deadline
                 # While events keep coming, one idle sender looks at the inbox every
                 # flush_interval, so that put() need not wake it for the next batch.
-                keeps_inbox = self._keeper is None and self._keeps_watch(now)
+                keeps_inbox = (
+                    self._keeper is None
+                    and self._keeps_time
+                    and now - self._inbox_since < KEEP_TIME_FOR
+                )
                 if keeps_inbox:
                     until = min(until, now + self._flush_interval)
             waiter = threading.Condition(self._lock)
             self._idle.append(waiter)
-            if self._doorstep:  # the door saw no idle sender: it took the fast path
-                self._idle.remove(waiter)
-                continue
             if keeps_inbox:
                 self._keeper = waiter
             if retries and self._timekeeper is None:
                 self._timekeeper = waiter  # this sender wakes when the next retry is due
                 until = min(until, retries[0][0])
-            # Waking within flush_interval, it lets the doorstep in: put() needs no lock.
-            watching = keeps_inbox or inbox
-            if watching:
-                self._watchers += 1
             try:
                 waiter.wait(until - now)
             finally:
-                if watching:
-                    self._watchers -= 1  # before the next _admit(): see put()
                 if waiter in self._idle:  # timed out rather than woken
                     self._idle.remove(waiter)
                 if self._timekeeper is waiter:
                     self._timekeeper = None
                 if self._keeper is waiter:
                     self._keeper = None
-
-    def _keeps_watch(self, now: float) -> bool:
-        """Whether an idle sender should keep time for the inbox and watch the doorstep:
-        events came lately (and ``flush_interval`` is not too short to poll at)."""
-        return self._keeps_time and now - self._inbox_since < KEEP_TIME_FOR
 
     def _hand_over_time(self) -> None:
         """A sender leaves the wait: if retries wait and no one keeps time for them,
@@ -716,12 +585,7 @@ class ExportQueue:
     def finished(self) -> bool:
         """Closed, with nothing left to hand out: no event waiting, no retry to come due."""
         return self._closed and not (
-            self._doorstep
-            or self._inbox_first
-            or self._urgent
-            or self._ready
-            or self._retries
-            or self._stored_work()
+            self._inbox_first or self._urgent or self._ready or self._retries or self._stored_work()
         )
 
     def _stored_work(self) -> bool:
@@ -729,11 +593,7 @@ class ExportQueue:
         return (
             self._durable
             and not self._abandoned
-            and (
-                bool(self._doorstep or self._inbox_first or self._held)
-                or self._storing
-                or self._store.loadable
-            )
+            and (bool(self._inbox_first or self._held) or self._storing or self._store.loadable)
         )
 
     def needs_more_senders(self) -> bool:
@@ -780,7 +640,6 @@ class ExportQueue:
                         # The server does not know this session: its actions cannot
                         # follow, up to a create of it queued again (which makes it anew).
                         # Those in the inbox join its line first, to fail with the others.
-                        self._admit(_monotonic())
                         if self._inbox_first is not None:
                             self._sort_inbox()
                         self._fail(session.pop_actions(), SESSION_FAILED)
@@ -870,16 +729,13 @@ class ExportQueue:
             return True
 
     def _take_inbox(self) -> list[Event]:
-        """Empty the inbox: its events, in arrival order, unlinked, their bodies whole
-        (the times the caller left out added: see ``timeless_action_body``)."""
+        """Empty the inbox: its events, in arrival order, unlinked."""
         batch = []
         event = self._inbox_first
         self._inbox_first = self._inbox_last = None
         self._inbox_count = 0
         while event is not None:
             batch.append(event)
-            if event.at:
-                event.body, event.at = with_times(event.body, event.at), 0
             event.next, event = None, event.next
         return batch
 
@@ -945,7 +801,7 @@ class ExportQueue:
                 if not event.creates_session:
                     self._fail([event], SESSION_FAILED)
                     continue
-                self._revive(event)  # created again: its actions may follow
+                self._revive(session_id)  # created again: its actions may follow
             session = sessions.get(session_id)
             if session is None:
                 # Unknown sessions count as created (e.g. created with sync=True).
@@ -966,13 +822,11 @@ class ExportQueue:
         ``idle_timeout`` seconds) and hand it over. False once there will be none
         (shut down, what was left is left in the store)."""
         with self._lock:
-            deadline = looked = time.monotonic()
-            deadline += idle_timeout
+            deadline = time.monotonic() + idle_timeout
             while True:
                 if self._abandoned or not self._durable:
                     return False
-                self._admit(looked)
-                now = looked = time.monotonic()
+                now = time.monotonic()
                 due = self._store_work_due(now)
                 if not (self._storing or self._closed):
                     due = min(due, self._tend_at)
@@ -983,16 +837,7 @@ class ExportQueue:
                     return True
                 if self._store.loadable:
                     due = min(due, now + self._flush_interval)  # memory may free up
-                # Waiting for the inbox's batch to be due, it lets the doorstep in when
-                # it wakes: put() needs no lock meanwhile.
-                watching = self._inbox_first is not None and not self._storing
-                if watching:
-                    self._watchers += 1
-                try:
-                    self._store_waiter.wait(min(due, deadline) - now)
-                finally:
-                    if watching:
-                        self._watchers -= 1
+                self._store_waiter.wait(min(due, deadline) - now)
         self.report()  # what the store gave up on, or what its events' sessions cost
         return True
 
@@ -1166,7 +1011,6 @@ class ExportQueue:
                 if remaining <= 0:
                     return
                 self._resolved.wait(remaining)
-            self._admit(_monotonic())
             if self._inbox_first is not None or self._forget:
                 self._store_step(time.monotonic(), final=True)
 
@@ -1284,7 +1128,6 @@ class ExportQueue:
         """Start a flush (see ``flush``): its ``pending`` is settled when it is done, and
         ``end_flush`` tells the outcome. It holds no thread meanwhile."""
         with self._lock:
-            self._admit(_monotonic())
             target = self._epoch
             current = self._events + self._backlog - sum(self._earlier_epochs.values())
             if current:
@@ -1392,7 +1235,6 @@ class ExportQueue:
         """Wait until no event of ``session_id`` is queued or in flight."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            self._admit(_monotonic())
             self._inbox_since = _LONG_AGO
             self._wake_sorter()
             self._session_waiters += 1
@@ -1433,25 +1275,20 @@ class ExportQueue:
     def close(self) -> None:
         """Refuse new events from now on; those accepted are still delivered."""
         with self._lock:
-            self._roomy = False  # before the doorstep is let in: see put()
-            self._admit(_monotonic())  # what the door took before is accepted
             self._closed = True
-            self._max_events = -1  # what the doorstep takes from now on is refused
-            self._roomy = False
+            self._max_events = -1  # put() then takes its slow path, which checks _closed
             self._wake(len(self._idle))
             self._store_waiter.notify()
 
     def forget_locks(self) -> None:
         """New locks for a forked child, where a parent thread may have held the old ones."""
         self._lock = threading.RLock()
-        self._threads = _EachThread()
+        self._lost_here = _LostHere()
         self._resolved = threading.Condition(self._lock)
         self._store_waiter = threading.Condition(self._lock)
         self._idle = []
         self._timekeeper = None
         self._keeper = None
-        self._watchers = self._sending = 0
-        self._sender = threading.local()
         self._session_waiters = 0
         # The parent's flushes: no thread of this process waits for them.
         self._flushes, self._session_flushes = [], {}
@@ -1464,12 +1301,9 @@ class ExportQueue:
         the next process on the same directory (still counted as queued).
         """
         with self._lock:
-            self._roomy = False
-            self._admit(_monotonic())  # accepted before: failed at shutdown, with the rest
             self._closed = True
             self._abandoned = True
             self._max_events = -1
-            self._roomy = False
             events = self._take_inbox() + self._held
             self._held = []
             for session in self._sessions.values():
@@ -1506,7 +1340,6 @@ class ExportQueue:
         """A consistent snapshot of the counts."""
         stored = self._store.stats()
         with self._lock:
-            self._admit(_monotonic())
             dropped = dict(self._dropped)
             if self._dropped_reentering:
                 dropped[RECURSION] = dropped.get(RECURSION, 0) + self._dropped_reentering

@@ -430,7 +430,7 @@ class Spool:
                     row.session_id,
                     row.body,
                     bool(row.creates),
-                    epoch=epoch,
+                    epoch,
                     joined=row.joined,
                     request_id=row.request_id,
                     seq=row.seq,
