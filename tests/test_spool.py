@@ -325,7 +325,10 @@ def test_what_a_process_killed_while_it_replays_left_is_replayed_by_another(
         left = [name for name in spool_files(directory) if not any(s in name for s in survivors)]
         return not left and appended <= set(stored_actions(collector))
 
-    assert wait_until(replayed, 60), sorted(appended - set(stored_actions(collector)))[:10]
+    assert wait_until(replayed, 60), (
+        (spool_files(directory), survivors),  # which files were left, and whose
+        sorted(appended - set(stored_actions(collector)))[:10],
+    )
     for app in apps[2:]:
         app.finish()
 
