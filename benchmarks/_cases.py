@@ -177,8 +177,9 @@ def distribution(samples_ns: Sequence[int]) -> dict[str, float]:
 def floor_us() -> dict[str, float]:
     """What this machine needs for the least an event must cost: the "floor" column.
 
-    A msgspec encode of the typical action (as a dict, with its two times) and
-    an append to a deque; best of several rounds, µs per operation.
+    A msgspec encode of the typical action (as a dict, with its two times), an
+    append to a deque, and the bare call (``Bare`` below); best of several rounds,
+    µs per operation.
     """
     import collections
     import timeit

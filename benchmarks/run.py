@@ -162,6 +162,11 @@ def _decorator_overhead(r: Result, prefix: str = "") -> float | None:
     return None if decorated is None or plain is None else decorated - plain
 
 
+def _bare_over_encode(r: Result) -> float | None:
+    bare, encode = get(r, "floor.bare_call"), get(r, "floor.encode_action")
+    return None if bare is None or not encode else bare / encode
+
+
 def _waits_ms(r: Result, scope: str, quantiles: Sequence[str] = ("median", "p90", "p99")) -> str:
     """Waits recorded in µs, shown in ms."""
     values = [get(r, f"{scope}.{q}") for q in quantiles]
@@ -251,8 +256,7 @@ ROWS: tuple[Row, ...] = (
     Row("hot_path", "hot path",
         "the least a Python `append_action` can do (call, struct, encode, queue; no check,"
         " clock or lock), best of 5; over the encode alone",
-        lambda r: f"{num(get(r, 'floor.bare_call'))} µs; "
-        f"{num(get(r, 'floor.bare_call') / get(r, 'floor.encode_action'))} x",
+        lambda r: f"{num(get(r, 'floor.bare_call'))} µs; {num(_bare_over_encode(r))} x",
         lambda r: "n/a"),
     Row("hot_path", "hot path", "`@layer.action` call median / p99 / p99.9 / max",
         lambda r: " / ".join(

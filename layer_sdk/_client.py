@@ -314,7 +314,7 @@ class Client:
         running = self._running_exporter(timeout)
         if running is None:
             return True
-        wait = running[1]
+        _, wait = running
         return await run_on_sdk_thread(lambda: self.shutdown(wait), wait)
 
     def _running_exporter(self, timeout: float | None) -> tuple[Exporter, float] | None:
